@@ -1,0 +1,1 @@
+"""The ``cytofm`` command line."""

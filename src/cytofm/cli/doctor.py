@@ -1,0 +1,79 @@
+"""``cytofm doctor``: what this machine can do for cytofm."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from rich.table import Table
+
+from cytofm.cli.common import out_console
+
+
+def _bf16_cpu() -> str:
+    import torch
+
+    try:
+        cap = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        cap = "unknown"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        native = False
+    return f"{'native' if native else 'emulated (slow)'}; CPU capability {cap}"
+
+
+def collect() -> list[tuple[str, str, bool]]:
+    """(item, value, ok) rows; ``ok`` False marks something a user may want to fix."""
+    rows: list[tuple[str, str, bool]] = []
+    from cytofm import __version__
+
+    rows.append(("cytofm", __version__, True))
+    rows.append(("python", platform.python_version(), True))
+    try:
+        import torch
+
+        rows.append(("torch", torch.__version__, True))
+        rows.append(("CPU threads", f"{torch.get_num_threads()} (cores: {os.cpu_count()})", True))
+        rows.append(("bf16 on CPU", _bf16_cpu(), True))
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                p = torch.cuda.get_device_properties(i)
+                bf = torch.cuda.is_bf16_supported()
+                rows.append((f"GPU {i}", f"{p.name}, {p.total_memory / 2**30:.0f} GiB, bf16 {'yes' if bf else 'no (fp16)'}", True))
+        else:
+            rows.append(("GPU", "none (CUDA not available): training and extraction run on the CPU", True))
+        rows.append(("distributed", f"gloo {'yes' if torch.distributed.is_gloo_available() else 'no'}, "
+                                    f"nccl {'yes' if torch.distributed.is_nccl_available() else 'no'}", True))
+    except Exception as e:
+        rows.append(("torch", f"not importable: {e}", False))
+    for mod, extra in (("timm", None), ("torchvision", None), ("h5py", None), ("sklearn", None),
+                       ("umap", "viz"), ("tensorboard", None)):
+        try:
+            m = __import__(mod)
+            rows.append((mod, getattr(m, "__version__", "installed"), True))
+        except Exception:
+            hint = f"pip install 'cytofm[{extra}]'" if extra else "optional"
+            rows.append((mod, f"not installed ({hint})", extra is None and mod != "tensorboard"))
+    from cytofm.data.source import OPENSLIDE_ERROR, openslide
+
+    if openslide is not None:
+        rows.append(("OpenSlide", f"library {openslide.__library_version__}, python {openslide.__version__}", True))
+    else:
+        rows.append(("OpenSlide", f"not available ({OPENSLIDE_ERROR}); whole slides need: pip install 'cytofm[wsi]'", False))
+    from cytofm.models.weights import search_paths
+
+    for name, p in search_paths():
+        rows.append((name, f"{p} ({'found' if p.exists() else 'absent'})", True))
+    return rows
+
+
+def doctor() -> None:
+    """Report versions, CPU/GPU and bf16 support, OpenSlide, and where model weights are looked for."""
+    table = Table(title="cytofm doctor", show_header=True, header_style="bold")
+    table.add_column("item")
+    table.add_column("status")
+    for item, value, ok in collect():
+        table.add_row(item, value if ok else f"[yellow]{value}[/yellow]")
+    out_console.print(table)

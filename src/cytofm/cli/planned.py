@@ -1,0 +1,96 @@
+"""Commands whose interface is fixed now and whose implementation lands with later issues.
+
+Declaring them with their final options keeps the command-line contract visible in ``--help``;
+running one says plainly that it is not available yet instead of failing obscurely.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cytofm.cli.common import fail
+
+
+def _not_yet(command: str, issue: int) -> None:
+    fail(f"'cytofm {command}' is not available in this version yet (tracked in issue #{issue})", code=3)
+
+
+def pretrain(
+    overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. train.iterations=2000.", show_default=False)] = None,
+    preset: Annotated[str, typer.Option(help="Pretraining preset (vit_base_paper, vit_small, cpu) or a YAML file.")] = "cpu",
+    data: Annotated[list[Path] | None, typer.Option(help="A prepared dataset, a folder or a manifest; repeat for several.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (resumes when it holds a checkpoint).")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Continue from released backbone weights (iBOT/CytoFM/DINOv2/timm).")] = None,
+) -> None:
+    """iBOT self-supervised pretraining of a ViT (CPU, one GPU, or torchrun for many)."""
+    _not_yet("pretrain", 3)
+
+
+def export(
+    run: Annotated[Path, typer.Argument(help="Pretraining run directory or checkpoint.")],
+    out: Annotated[Path, typer.Option(help="Output FILE.safetensors (FILE.json written beside it).")],
+) -> None:
+    """Export the teacher backbone as timm-layout safetensors plus a JSON for timm.create_model."""
+    _not_yet("export", 3)
+
+
+def extract(
+    encoder: Annotated[str, typer.Option(help="Encoder spec, e.g. cytofm, random:vit_small_patch16_224, uni:/path.")],
+    input: Annotated[Path, typer.Option("--input", help="A folder, a manifest, or a `cytofm prepare` output.")],
+    mode: Annotated[str, typer.Option(help="image (each image one instance) or tiles (every kept patch).")],
+    out: Annotated[Path, typer.Option(help="Feature store folder (one h5 per item + manifest.csv).")],
+) -> None:
+    """Frozen features from an encoder of the zoo into an h5 feature store."""
+    _not_yet("extract", 4)
+
+
+def probe(
+    features: Annotated[Path, typer.Option(help="Feature store folder.")],
+    label: Annotated[str, typer.Option(help="Label column of the store's manifest.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+) -> None:
+    """Linear probe, kNN and few-shot evaluation with cross-validated confidence intervals."""
+    _not_yet("probe", 5)
+
+
+def mil(
+    features: Annotated[Path, typer.Option(help="Feature store folder.")],
+    label: Annotated[str, typer.Option(help="Label column of the store's manifest.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+) -> None:
+    """Gated attention MIL (ABMIL) with k-fold x seeds cross-validation."""
+    _not_yet("mil", 5)
+
+
+def benchmark(
+    config: Annotated[Path, typer.Argument(help="Benchmark YAML: tasks and encoders.")],
+    out: Annotated[Path, typer.Option(help="Output folder for results.csv, tables and plots.")],
+) -> None:
+    """Compare encoders on tasks: prepare, extract (cached), evaluate, tabulate."""
+    _not_yet("benchmark", 5)
+
+
+def heatmap(
+    args: Annotated[list[str] | None, typer.Argument(help="Images or a MIL run.", show_default=False)] = None,
+) -> None:
+    """ViT attention maps and MIL attention heatmaps."""
+    _not_yet("heatmap", 6)
+
+
+def umap(
+    features: Annotated[Path, typer.Option(help="Feature store folder.")],
+    color_by: Annotated[str, typer.Option(help="Manifest column to colour by.")],
+    out: Annotated[Path, typer.Option(help="Output PNG.")],
+) -> None:
+    """2-D UMAP (or t-SNE/PCA) of features coloured by a column."""
+    _not_yet("umap", 6)
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="A run or benchmark folder.")],
+) -> None:
+    """One self-contained HTML report of a run."""
+    _not_yet("report", 6)

@@ -1,0 +1,98 @@
+"""``cytofm prepare``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cytofm.cli.common import (
+    OVERRIDES_HELP,
+    command_line,
+    console,
+    fail,
+    make_progress,
+    split_overrides,
+    user_errors,
+)
+
+
+@user_errors
+def prepare(
+    inputs: Annotated[list[str], typer.Argument(
+        help="A folder of images/slides, a CSV manifest (path + label, organ, preparation, stain, specimen, "
+             "split, mpp...), or slide/image files; then optional key=value config overrides.",
+        show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output dataset folder.")],
+    preset: Annotated[str, typer.Option(help="Config preset (default, cells, smear_fields, wsi) or a YAML file.")] = "default",
+    config: Annotated[Path | None, typer.Option(help="YAML config file applied after the preset.")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Patch side in pixels at the target resolution.")] = None,
+    stride: Annotated[int | None, typer.Option(help="Patch step (default: patch size).")] = None,
+    whole: Annotated[bool, typer.Option("--whole", help="Each image is one instance (single-cell crops).")] = False,
+    mpp: Annotated[float | None, typer.Option(help="Microns per pixel of plain images without an mpp column.")] = None,
+    target_mpp: Annotated[float | None, typer.Option(help="Resample to this resolution (um/px).")] = None,
+    magnification: Annotated[float | None, typer.Option(help="Resample to this magnification (mpp = 10 / mag).")] = None,
+    labels_from_folders: Annotated[bool, typer.Option("--labels-from-folders", help="Folder input: class sub-folders become the label column.")] = False,
+    label_column: Annotated[str | None, typer.Option(help="Manifest column copied into 'label'.")] = None,
+    organ: Annotated[str | None, typer.Option(help="Organ for sources lacking one (breast, cervix, thyroid, blood...).")] = None,
+    preparation: Annotated[str | None, typer.Option(help="Preparation (smear, LBC, FNA, cytospin...).")] = None,
+    stain: Annotated[str | None, typer.Option(help="Stain (pap, giemsa, diff-quik, he...).")] = None,
+    materialize: Annotated[str | None, typer.Option(help="Also write patches: png, jpeg or webdataset.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (0 = one per core).")] = None,
+    qa: Annotated[int | None, typer.Option(help="Number of QA thumbnails (-1 = all).")] = None,
+) -> None:
+    """Find cell-bearing foreground and tile images, fields and whole slides into patch coordinates.
+
+    Writes OUT/manifest.csv (one row per source with its metadata), OUT/coords/<id>.h5 (level-0 patch
+    coordinates), OUT/skipped.csv (unusable files and why), QA thumbnails in OUT/qa and OUT/config.yaml.
+    Unreadable files are skipped and recorded; the exit status is non-zero only when nothing is usable.
+
+    Examples:
+
+        cytofm prepare fields/ --out prepared --labels-from-folders --stain giemsa
+
+        cytofm prepare manifest.csv --out prepared --target-mpp 0.5 tiling.patch_size=256
+
+        cytofm prepare slides/*.svs --out prepared --preset wsi
+    """
+    from cytofm.config.loader import build_config
+    from cytofm.data.prepare import NothingUsable, run_prepare
+    from cytofm.data.prepare_config import PrepareConfig
+
+    paths, overrides = split_overrides(inputs)
+    if not paths:
+        fail("no INPUT given (a folder, a CSV manifest or image/slide files)")
+    values: dict = {}
+
+    def put(section: str, key: str, v):
+        if v is not None and v is not False:
+            values.setdefault(section, {})[key] = v
+
+    put("tiling", "patch_size", patch_size)
+    put("tiling", "stride", stride)
+    put("tiling", "mode", "whole" if whole else None)
+    put("resolution", "mpp", mpp)
+    put("resolution", "target_mpp", target_mpp)
+    put("resolution", "target_magnification", magnification)
+    put("metadata", "labels_from_folders", labels_from_folders)
+    put("metadata", "label_column", label_column)
+    put("metadata", "organ", organ)
+    put("metadata", "preparation", preparation)
+    put("metadata", "stain", stain)
+    put("output", "materialize", materialize)
+    put("output", "workers", workers)
+    put("output", "qa_thumbnails", qa)
+    cfg = build_config(PrepareConfig, "prepare", preset, overrides, file=config, values=values)
+    with make_progress() as progress:
+        try:
+            res = run_prepare(paths, out, cfg, progress=progress, log=lambda m: progress.console.print(m, soft_wrap=True, markup=False),
+                              command=command_line())
+        except NothingUsable as e:
+            fail(str(e), code=1)
+    mps = res.megapixels / max(res.seconds, 1e-9)
+    console.print(
+        f"[green]prepared[/green] {len(res.rows)} source(s), {res.n_patches} patch(es); "
+        f"{len(res.skipped)} skipped; {res.reused} reused; {res.megapixels:.1f} MP in {res.seconds:.1f} s "
+        f"({mps:.1f} MP/s) -> {out}/manifest.csv"
+    )

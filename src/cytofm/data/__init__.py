@@ -1,0 +1,1 @@
+"""Data preparation: reading images and slides, finding cytology foreground, tiling."""

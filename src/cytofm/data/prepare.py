@@ -1,0 +1,285 @@
+"""``cytofm prepare``: sources -> foreground patch coordinates, a dataset manifest and QA images.
+
+Output layout (``OUT``):
+    manifest.csv       one row per usable source: id, path, coords (h5, relative), size, mpp, patch
+                       geometry, counts, conversion, and every label/metadata column of the input
+    coords/<id>.h5     ``coords`` (N, 2) level-0 top-left (x, y), ``foreground`` (N,) fractions;
+                       attributes as CLAM/TRIDENT read them (patch_size, patch_level, ...)
+    skipped.csv        path, reason: every file that could not be used, and why
+    qa/<id>.jpg        QA thumbnails (kept patches outlined)
+    patches/, shards/  optional materialised patches (image files or webdataset tar shards)
+    config.yaml        the fully resolved config
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from cytofm import __version__
+from cytofm.config.loader import config_hash, write_config
+from cytofm.data.foreground import box_fractions, find_foreground
+from cytofm.data.image_io import ImageReadError
+from cytofm.data.inputs import SourceItem, Skip, discover
+from cytofm.data.prepare_config import PrepareConfig
+from cytofm.data.qa import qa_thumbnail
+from cytofm.data.source import open_source
+from cytofm.data.tiling import grid_coords
+from cytofm.utils.io import atomic_path, write_csv
+
+MANIFEST_COLUMNS = [
+    "id", "path", "coords", "kind", "width", "height", "mpp", "target_mpp", "patch_size", "patch_size_level0",
+    "patch_level", "whole", "n_patches", "n_candidates", "foreground_fraction", "conversion",
+]
+
+
+class NothingUsable(RuntimeError):
+    """Every source was skipped."""
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    rows: list[dict]
+    skipped: list[Skip]
+    notes: list[str] = field(default_factory=list)
+    megapixels: float = 0.0
+    seconds: float = 0.0
+    reused: int = 0
+
+    @property
+    def n_patches(self) -> int:
+        return sum(int(r["n_patches"]) for r in self.rows)
+
+
+def _source_mpp(item: SourceItem, cfg: PrepareConfig) -> float | None:
+    raw = item.meta.get("mpp", "")
+    if raw:
+        try:
+            v = float(raw)
+            if v > 0:
+                return v
+        except ValueError:
+            pass
+    return cfg.resolution.mpp
+
+
+def _fingerprint(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{int(st.st_mtime)}"
+
+
+def _cached_row(h5_path: Path, chash: str, fp: str) -> dict | None:
+    try:
+        with h5py.File(h5_path, "r") as f:
+            if f.attrs.get("config_hash") == chash and f.attrs.get("source_fingerprint") == fp:
+                return json.loads(f.attrs["row"])
+    except Exception:
+        return None
+    return None
+
+
+def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, want_qa: bool) -> dict | Skip:
+    """Find foreground, tile and write ``coords/<id>.h5`` for one source (runs in a worker)."""
+    try:
+        return _prepare_source(item, cfg, out, chash, want_qa)
+    except ImageReadError as e:
+        return Skip(str(item.path), str(e))
+    except MemoryError:
+        return Skip(str(item.path), "out of memory while reading (image too large for the machine)")
+    except Exception as e:  # never let one bad file end the run
+        return Skip(str(item.path), f"unexpected error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, want_qa: bool) -> dict | Skip:
+    t, fg, res = cfg.tiling, cfg.foreground, cfg.resolution
+    h5_path = out / "coords" / f"{item.id}.h5"
+    fp = _fingerprint(item.path)
+    if cfg.output.resume and h5_path.exists():
+        row = _cached_row(h5_path, chash, fp)
+        if row is not None:
+            row["_reused"] = True
+            return row
+    src = open_source(item.path, item.kind, _source_mpp(item, cfg))
+    try:
+        w, h = src.width, src.height
+        if min(w, h) < t.min_side:
+            return Skip(str(item.path), f"image {w}x{h} is too small (a side below min_side={t.min_side} px)")
+        target = res.target
+        if target is not None and src.mpp is None:
+            return Skip(str(item.path), f"resolution unknown: give --mpp or an 'mpp' column to resample to {target:g} um/px")
+        factor = (target / src.mpp) if target is not None else 1.0  # level-0 px per output px
+        size0 = max(1, round(t.patch_size * factor))
+        stride0 = max(1, round((t.stride or t.patch_size) * factor))
+
+        thumb, scale = src.thumbnail(fg.mask_max_side)
+        found = find_foreground(thumb, fg)
+        mask = found.mask
+        image_fraction = float(mask.mean())
+
+        whole = t.mode == "whole" or (w < size0 or h < size0)
+        if whole and t.mode != "whole" and not t.keep_small_whole:
+            return Skip(str(item.path), f"image {w}x{h} is smaller than one patch ({size0} px at level 0)")
+        if whole:
+            coords = np.zeros((1, 2), np.int64)
+            fracs = np.array([image_fraction], np.float32)
+            patch_w, patch_h = w, h
+        else:
+            coords = grid_coords(w, h, size0, stride0, t.edge)
+            boxes = np.concatenate([coords, coords + size0], axis=1) * scale
+            fracs = box_fractions(mask, boxes).astype(np.float32)
+            patch_w = patch_h = size0
+        keep = fracs >= fg.min_fraction
+        n_cand = len(coords)
+        if not keep.any():
+            what = "the image" if whole else f"all {n_cand} patches"
+            return Skip(str(item.path), f"no foreground: {what} below min_fraction={fg.min_fraction:g} "
+                                        f"(image foreground {image_fraction:.3f})")
+        kept = coords[keep]
+        level = 0
+        if item.kind == "slide" and factor > 1:
+            level = src.best_level(factor)
+        row = {
+            "id": item.id,
+            "path": str(item.path.resolve()),
+            "coords": f"coords/{item.id}.h5",
+            "kind": item.kind,
+            "width": w,
+            "height": h,
+            "mpp": "" if src.mpp is None else round(src.mpp, 6),
+            "target_mpp": "" if target is None else round(target, 6),
+            "patch_size": t.patch_size if not whole else "",
+            "patch_size_level0": size0 if not whole else "",
+            "patch_level": level,
+            "whole": whole,
+            "n_patches": int(len(kept)),
+            "n_candidates": int(n_cand),
+            "foreground_fraction": round(image_fraction, 4),
+            "conversion": src.conversion,
+            **item.meta,
+        }
+        with atomic_path(h5_path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                d = f.create_dataset("coords", data=kept.astype(np.int64))
+                f.create_dataset("foreground", data=fracs[keep])
+                attrs = {
+                    "patch_size": t.patch_size if not whole else max(w, h),
+                    "patch_size_level0": size0 if not whole else max(w, h),
+                    "patch_level": level,
+                    "level0_width": w,
+                    "level0_height": h,
+                    "mpp": src.mpp if src.mpp is not None else np.nan,
+                    "target_mpp": target if target is not None else np.nan,
+                    "whole": whole,
+                    "name": item.id,
+                    "source_path": str(item.path.resolve()),
+                    "cytofm_version": __version__,
+                }
+                for k, v in attrs.items():
+                    d.attrs[k] = v
+                    f.attrs[k] = v
+                f.attrs["config_hash"] = chash
+                f.attrs["source_fingerprint"] = fp
+                f.attrs["row"] = json.dumps(row)
+        if want_qa:
+            im = qa_thumbnail(thumb, scale, coords, (patch_w, patch_h), keep, mask)
+            (out / "qa").mkdir(exist_ok=True)
+            with atomic_path(out / "qa" / f"{item.id}.jpg") as tmp:
+                im.save(tmp, format="JPEG", quality=85)
+        if cfg.output.materialize in ("png", "jpeg"):
+            _materialize_files(src, row, kept, (patch_w, patch_h), cfg, out)
+        return row
+    finally:
+        src.close()
+
+
+def _materialize_files(src, row: dict, kept: np.ndarray, size0, cfg: PrepareConfig, out: Path) -> None:
+    ext = "png" if cfg.output.materialize == "png" else "jpg"
+    d = out / "patches" / row["id"]
+    d.mkdir(parents=True, exist_ok=True)
+    out_size = None if row["whole"] else cfg.tiling.patch_size
+    for x, y in kept:
+        arr = src.read(int(x), int(y), size0, out_size)
+        with atomic_path(d / f"{x}_{y}.{ext}") as tmp:
+            Image.fromarray(arr).save(tmp, format="PNG" if ext == "png" else "JPEG", quality=95)
+
+
+def _qa_selection(n: int, k: int) -> set[int]:
+    if k < 0 or k >= n:
+        return set(range(n))
+    if k == 0:
+        return set()
+    return {int(round(i)) for i in np.linspace(0, n - 1, k)}
+
+
+def run_prepare(inputs: list[str], out: str | os.PathLike, cfg: PrepareConfig, progress=None,
+                log=print, command: str = "") -> PrepareResult:
+    """Prepare every source; per-file problems go to ``skipped.csv`` and the run goes on."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    items, skips, notes = discover(inputs, cfg)
+    for n in notes:
+        log(f"note: {n}")
+    for s in skips:
+        log(f"skipped: {s.path}: {s.reason}")
+    write_config(cfg, out / "config.yaml", command)
+    chash = config_hash(cfg)
+    qa_idx = _qa_selection(len(items), cfg.output.qa_thumbnails)
+    workers = cfg.output.workers or min(os.cpu_count() or 1, 8)
+    workers = max(1, min(workers, len(items) or 1))
+    results: list[dict | Skip] = [None] * len(items)  # type: ignore[list-item]
+    t0 = time.perf_counter()
+    mp = 0.0
+    task = progress.add_task("prepare", total=len(items), rate="") if progress is not None else None
+
+    def _done(i: int, r):
+        nonlocal mp
+        results[i] = r
+        if isinstance(r, Skip):
+            log(f"skipped: {r.path}: {r.reason}")
+        else:
+            mp += r["width"] * r["height"] / 1e6
+        if progress is not None:
+            el = max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, advance=1, rate=f"{(i + 1) / el:.1f} img/s, {mp / el:.1f} MP/s")
+
+    if workers == 1:
+        for i, it in enumerate(items):
+            _done(i, prepare_source(it, cfg, out, chash, i in qa_idx))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i for i, it in enumerate(items)}
+            from concurrent.futures import as_completed
+
+            for fut in as_completed(futs):
+                _done(futs[fut], fut.result())
+    rows = [r for r in results if isinstance(r, dict)]
+    skips += [r for r in results if isinstance(r, Skip)]
+    reused = sum(1 for r in rows if r.pop("_reused", False))
+    write_csv(out / "skipped.csv", [{"path": s.path, "reason": s.reason} for s in skips], ["path", "reason"])
+    if rows:
+        extra = [k for r in rows for k in r if k not in MANIFEST_COLUMNS]
+        cols = MANIFEST_COLUMNS + list(dict.fromkeys(extra))
+        write_csv(out / "manifest.csv", rows, cols)
+    result = PrepareResult(out, rows, skips, notes, mp, time.perf_counter() - t0, reused)
+    if cfg.output.materialize == "webdataset" and rows:
+        from cytofm.data.shards import write_shards
+
+        write_shards(out, rows, cfg, progress=progress)
+    summary = {
+        "sources": len(rows), "skipped": len(skips), "patches": result.n_patches, "reused": reused,
+        "megapixels": round(mp, 2), "seconds": round(result.seconds, 2),
+        "megapixels_per_s": round(mp / max(result.seconds, 1e-9), 2), "cytofm_version": __version__,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not rows:
+        raise NothingUsable(f"nothing usable: all {len(skips)} input file(s) were skipped (see {out / 'skipped.csv'})")
+    return result

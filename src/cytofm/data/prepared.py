@@ -1,0 +1,67 @@
+"""Read back what ``cytofm prepare`` wrote: sources, their patch coordinates and metadata."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cytofm.data.prepare import MANIFEST_COLUMNS
+from cytofm.data.source import open_source
+from cytofm.utils.io import read_csv
+
+
+@dataclass
+class PreparedItem:
+    id: str
+    path: Path
+    kind: str
+    whole: bool
+    patch_size: int | None  # output pixels (None for whole images)
+    size0: int | None  # level-0 pixels
+    coords_path: Path
+    mpp: float | None
+    meta: dict[str, str]
+
+    def coords(self) -> np.ndarray:
+        with h5py.File(self.coords_path, "r") as f:
+            return f["coords"][:]
+
+    def open(self):
+        return open_source(self.path, self.kind, self.mpp)
+
+    def patches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``((x, y), rgb)`` for each kept patch, resampled to the target resolution."""
+        src = self.open()
+        try:
+            if self.whole:
+                yield np.zeros(2, np.int64), src.read(0, 0, (src.width, src.height))
+                return
+            for xy in self.coords():
+                yield xy, src.read(int(xy[0]), int(xy[1]), self.size0, self.patch_size)
+        finally:
+            src.close()
+
+
+def is_prepared_dir(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "manifest.csv").is_file() and (p / "coords").is_dir()
+
+
+def load_prepared(root: str | os.PathLike) -> list[PreparedItem]:
+    root = Path(root)
+    items = []
+    for r in read_csv(root / "manifest.csv"):
+        meta = {k: v for k, v in r.items() if k not in MANIFEST_COLUMNS}
+        whole = r.get("whole", "False") == "True"
+        items.append(PreparedItem(
+            id=r["id"], path=Path(r["path"]), kind=r.get("kind", "image"), whole=whole,
+            patch_size=None if whole or not r.get("patch_size") else int(r["patch_size"]),
+            size0=None if whole or not r.get("patch_size_level0") else int(r["patch_size_level0"]),
+            coords_path=root / r["coords"], mpp=float(r["mpp"]) if r.get("mpp") else None, meta=meta,
+        ))
+    return items

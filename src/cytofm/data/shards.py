@@ -1,0 +1,69 @@
+"""Materialise prepared patches as webdataset tar shards (``{key}.png`` + ``{key}.json``).
+
+For pretraining corpora too large to cut from their sources on the fly: sequential tar reads are
+what webdataset-style loaders stream fastest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from PIL import Image
+
+from cytofm.data.prepare_config import PrepareConfig
+from cytofm.utils.io import atomic_path
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shards(out: Path, rows: list[dict], cfg: PrepareConfig, progress=None) -> list[Path]:
+    from cytofm.data.prepared import load_prepared
+
+    shard_dir = out / "shards"
+    shard_dir.mkdir(exist_ok=True)
+    items = load_prepared(out)
+    total = sum(int(r["n_patches"]) for r in rows)
+    task = progress.add_task("shards", total=total, rate="") if progress is not None else None
+    paths: list[Path] = []
+    tar = ctx = None
+    n_in_shard = 0
+
+    def _open():
+        nonlocal tar, ctx, n_in_shard
+        path = shard_dir / f"shard-{len(paths):06d}.tar"
+        ctx = atomic_path(path)
+        tmp = ctx.__enter__()
+        tar = tarfile.open(tmp, "w")
+        paths.append(path)
+        n_in_shard = 0
+
+    def _close():
+        nonlocal tar
+        if tar is not None:
+            tar.close()
+            ctx.__exit__(None, None, None)
+            tar = None
+
+    for it in items:
+        for xy, arr in it.patches():
+            if tar is None or n_in_shard >= cfg.output.shard_size:
+                _close()
+                _open()
+            key = f"{it.id}__{int(xy[0])}_{int(xy[1])}"
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="PNG")
+            _add(tar, f"{key}.png", buf.getvalue())
+            meta = {"id": it.id, "x": int(xy[0]), "y": int(xy[1]), **it.meta}
+            _add(tar, f"{key}.json", json.dumps(meta).encode())
+            n_in_shard += 1
+            if progress is not None:
+                progress.update(task, advance=1)
+    _close()
+    return paths

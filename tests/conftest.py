@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(os.environ.get("CYTOFM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or skip the test with a message saying what is missing."""
+    p = SHARED_DATA / name
+    if not (p / "manifest.csv").is_file():
+        pytest.skip(f"real data not found at {p} (set CYTOFM_SHARED_DATA to the shared/data folder)")
+    return p
+
+
+def smear(h: int = 240, w: int = 320, cells=((80, 60, 25), (200, 150, 30)), color=(120, 80, 160), seed: int = 0):
+    """A synthetic smear field: slightly noisy off-white glass with stained disks; returns (rgb, truth mask)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), (222, 220, 214), np.float32) + rng.normal(0, 2.0, (h, w, 3))
+    yy, xx = np.mgrid[:h, :w]
+    truth = np.zeros((h, w), bool)
+    for cx, cy, r in cells:
+        d = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        truth |= d
+        img[d] = color
+    return np.clip(img, 0, 255).astype(np.uint8), truth
