@@ -6,6 +6,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cytofm.cli.main import app
+
 from tests.conftest import smear
 
 runner = CliRunner()

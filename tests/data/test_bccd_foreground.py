@@ -7,6 +7,7 @@ from cytofm.data.annotations import coverage_of_boxes, read_voc_boxes
 from cytofm.data.foreground import box_fractions
 from cytofm.data.prepare import run_prepare
 from cytofm.data.tiling import grid_coords
+
 from tests.conftest import shared_data
 from tests.data.test_prepare import cfg
 

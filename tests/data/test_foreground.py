@@ -11,6 +11,7 @@ from cytofm.data.foreground import (
     otsu_threshold,
 )
 from cytofm.data.prepare_config import ForegroundConfig
+
 from tests.conftest import smear
 
 # Typical stain colours: Papanicolaou (blue cytoplasm, orange keratinised, pink), Giemsa purple, H&E.

@@ -5,6 +5,7 @@ import pytest
 import tifffile
 
 from cytofm.data.prepare import run_prepare
+
 from tests.data.test_prepare import cfg
 
 openslide = pytest.importorskip("openslide", reason="OpenSlide not installed (pip install 'cytofm[wsi]')")

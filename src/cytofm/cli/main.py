@@ -9,6 +9,7 @@ from cytofm.cli import planned
 from cytofm.cli.demo import demo
 from cytofm.cli.doctor import doctor
 from cytofm.cli.prepare import prepare
+from cytofm.cli.pretrain import export, pretrain
 
 app = typer.Typer(
     name="cytofm",
@@ -33,8 +34,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 app.command("prepare")(prepare)
-app.command("pretrain")(planned.pretrain)
-app.command("export")(planned.export)
+app.command("pretrain")(pretrain)
+app.command("export")(export)
 app.command("extract")(planned.extract)
 app.command("probe")(planned.probe)
 app.command("mil")(planned.mil)

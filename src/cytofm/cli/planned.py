@@ -18,25 +18,6 @@ def _not_yet(command: str, issue: int) -> None:
     fail(f"'cytofm {command}' is not available in this version yet (tracked in issue #{issue})", code=3)
 
 
-def pretrain(
-    overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. train.iterations=2000.", show_default=False)] = None,
-    preset: Annotated[str, typer.Option(help="Pretraining preset (vit_base_paper, vit_small, cpu) or a YAML file.")] = "cpu",
-    data: Annotated[list[Path] | None, typer.Option(help="A prepared dataset, a folder or a manifest; repeat for several.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (resumes when it holds a checkpoint).")] = None,
-    init_from: Annotated[Path | None, typer.Option(help="Continue from released backbone weights (iBOT/CytoFM/DINOv2/timm).")] = None,
-) -> None:
-    """iBOT self-supervised pretraining of a ViT (CPU, one GPU, or torchrun for many)."""
-    _not_yet("pretrain", 3)
-
-
-def export(
-    run: Annotated[Path, typer.Argument(help="Pretraining run directory or checkpoint.")],
-    out: Annotated[Path, typer.Option(help="Output FILE.safetensors (FILE.json written beside it).")],
-) -> None:
-    """Export the teacher backbone as timm-layout safetensors plus a JSON for timm.create_model."""
-    _not_yet("export", 3)
-
-
 def extract(
     encoder: Annotated[str, typer.Option(help="Encoder spec, e.g. cytofm, random:vit_small_patch16_224, uni:/path.")],
     input: Annotated[Path, typer.Option("--input", help="A folder, a manifest, or a `cytofm prepare` output.")],

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from cytofm.cli.common import (
-    OVERRIDES_HELP,
     command_line,
     console,
     fail,

@@ -28,7 +28,7 @@ from cytofm import __version__
 from cytofm.config.loader import config_hash, write_config
 from cytofm.data.foreground import box_fractions, find_foreground
 from cytofm.data.image_io import ImageReadError
-from cytofm.data.inputs import SourceItem, Skip, discover
+from cytofm.data.inputs import Skip, SourceItem, discover
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.qa import qa_thumbnail
 from cytofm.data.source import open_source

@@ -1,0 +1,101 @@
+"""``cytofm pretrain`` and ``cytofm export``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cytofm.cli.common import command_line, console, fail, make_progress, user_errors
+
+
+@user_errors
+def pretrain(
+    overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. train.iterations=2000.", show_default=False)] = None,
+    preset: Annotated[str, typer.Option(help="Pretraining preset (vit_base_paper, vit_small, cpu) or a YAML file.")] = "cpu",
+    data: Annotated[list[Path] | None, typer.Option(help="A prepared dataset, a folder or a manifest; repeat for several.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (resumes when it holds a checkpoint).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config applied after the preset.")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Continue from released backbone weights (iBOT/CytoFM dict with 'teacher', DINOv2/timm state dict).")] = None,
+) -> None:
+    """iBOT self-supervised pretraining of a timm ViT (CPU, one GPU, or `torchrun --nproc_per_node N`).
+
+    The number of optimisation steps is train.iterations; every schedule counts iterations. A run
+    directory that holds a checkpoint resumes where it stopped.
+
+    Example: cytofm pretrain --preset cpu --data prepared/ --data cells/ --out runs/tiny train.iterations=500
+    """
+    from cytofm.config.loader import build_config
+    from cytofm.ssl.config import PretrainConfig
+    from cytofm.ssl.trainer import IBOTTrainer, TrainingDiverged
+
+    if not data:
+        fail("give at least one --data PATH (a prepared dataset, a folder of images or a manifest)")
+    if out is None:
+        fail("give --out RUN (the run directory)")
+    cfg = build_config(PretrainConfig, "pretrain", preset, overrides or [], file=config)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.runtime.device != "cpu" else "gloo")
+    try:
+        with make_progress() as progress:
+            trainer = IBOTTrainer(cfg, [str(d) for d in data], out, str(init_from) if init_from else None,
+                                  log=lambda m: progress.console.print(m, markup=False, soft_wrap=True),
+                                  progress=progress, command=command_line())
+            last = trainer.run()
+    except TrainingDiverged as e:
+        fail(str(e), code=1)
+    except ValueError as e:
+        fail(str(e))
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if last:
+        console.print(f"[green]done[/green]: iteration {last['iteration']}, loss {last['loss']:.3f}; "
+                      f"checkpoint {out}/checkpoint.pt; export with: cytofm export {out} --out model.safetensors")
+
+
+@user_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="Pretraining run directory or its checkpoint.pt.")],
+    out: Annotated[Path, typer.Option(help="Output FILE.safetensors (FILE.json written beside it).")],
+    half: Annotated[bool, typer.Option("--half", help="Store weights in float16 (half the size).")] = False,
+) -> None:
+    """Export the teacher backbone as timm-layout safetensors plus FILE.json (architecture, model_args).
+
+    Load it with: timm.create_model(meta['architecture'], **meta['model_args']) and
+    model.load_state_dict(safetensors.torch.load_file(FILE), strict=True).
+    """
+    from cytofm.ssl.checkpoint import CHECKPOINT, export_backbone, load_checkpoint
+    from cytofm.ssl.config import PretrainConfig
+
+    ck_path = run / CHECKPOINT if run.is_dir() else run
+    if not ck_path.is_file():
+        fail(f"{ck_path}: no checkpoint found (is {run} a pretraining run directory?)")
+    try:
+        ck = load_checkpoint(ck_path)
+    except ValueError as e:
+        fail(str(e))
+    if "teacher_backbone" not in ck:
+        fail(f"{ck_path}: not a cytofm pretraining checkpoint")
+    cfg = PretrainConfig.model_validate(ck["config"])
+    from cytofm.ssl.backbone import create_vit
+    from cytofm.ssl.checkpoint import timm_model_args
+
+    vit = create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0)
+    args = timm_model_args(vit, cfg.model.arch)
+    if cfg.model.layerscale is not None:
+        args["init_values"] = cfg.model.layerscale
+    st, js = export_backbone(ck["teacher_backbone"], cfg.model.arch, args, out, half=half, extra={
+        "source": "cytofm pretrain (iBOT teacher)", "iteration": ck["iteration"],
+        "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                           "input_size": [3, cfg.crops.global_size, cfg.crops.global_size]},
+    })
+    console.print(f"[green]exported[/green] {st} and {js} (iteration {ck['iteration']})")

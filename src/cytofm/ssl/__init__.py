@@ -1,0 +1,1 @@
+"""Self-supervised pretraining: iBOT (Zhou et al., ICLR 2022) on timm Vision Transformers."""

@@ -1,0 +1,143 @@
+"""Typed config of ``cytofm pretrain`` (iBOT). Defaults are the reference recipe (ViT-S/16 paper setup)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cytofm.config.loader import Section
+
+
+class ModelConfig(Section):
+    arch: str = "vit_small_patch16_224"
+    """Any timm VisionTransformer (vit_tiny/small/base/large, patch 8/14/16)."""
+    drop_path: float = Field(0.1, ge=0, lt=1)
+    """Stochastic depth of the student only."""
+    layerscale: float | None = None
+    """LayerScale init value (DINOv2/UNI backbones use it); ``null`` = the architecture's default."""
+
+
+class HeadConfig(Section):
+    out_dim: int = Field(8192, ge=2)
+    """Number of prototypes K."""
+    hidden_dim: int = Field(2048, ge=8)
+    bottleneck_dim: int = Field(256, ge=8)
+    nlayers: int = Field(3, ge=1)
+    shared: bool = False
+    """One last layer for [CLS] and patch tokens (else a separate patch last layer, iBOT default)."""
+    norm_last_layer: bool = True
+    """Freeze the weight-norm gain of the last layer at 1 (more stable)."""
+    freeze_last_layer_iters: int = Field(1250, ge=0)
+    """Iterations during which the last layer gets no update (1 epoch of ImageNet at batch 1024)."""
+
+
+class CropConfig(Section):
+    global_size: int = Field(224, ge=16)
+    local_size: int = Field(96, ge=16)
+    n_local: int = Field(10, ge=0)
+    global_scale: tuple[float, float] = (0.14, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    rotate90: bool = True
+    """Cytology has no canonical orientation: random 90-degree rotations and vertical flips."""
+    color_jitter: float = Field(0.8, ge=0, le=1)
+    """Probability of RGB colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1)."""
+    jitter_strength: float = Field(1.0, ge=0)
+    hed_jitter: float = Field(0.0, ge=0, le=1)
+    """Probability of stain-space (HED) jitter, which perturbs stain amounts instead of RGB."""
+    hed_sigma: float = Field(0.05, ge=0)
+    grayscale: float = Field(0.2, ge=0, le=1)
+    blur: tuple[float, float, float] = (1.0, 0.1, 0.5)
+    """Gaussian blur probability: first global, second global, locals."""
+    solarize: float = Field(0.2, ge=0, le=1)
+    """Solarisation probability of the second global crop."""
+
+
+class MaskConfig(Section):
+    shape: Literal["block", "random"] = "block"
+    ratio: list[float] = [0.0, 0.3]
+    """Mean prediction ratios; each global crop draws one of them (reference: half unmasked)."""
+    ratio_var: list[float] = [0.0, 0.2]
+    """Half-width of the uniform draw around each mean (0.3 +- 0.2 = U(0.1, 0.5))."""
+    aspect: tuple[float, float] = (0.3, 1 / 0.3)
+    min_block: int | None = None
+    """Smallest block in tokens; ``null`` = (min(grid side) // 3)^2, i.e. 16 on a 14x14 grid."""
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        if len(self.ratio) != len(self.ratio_var):
+            raise ValueError("mask.ratio and mask.ratio_var must have the same length")
+        return self
+
+
+class LossConfig(Section):
+    lambda_cls: float = 1.0
+    lambda_patch: float = 1.0
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    teacher_patch_temp: float = 0.07
+    warmup_teacher_patch_temp: float = 0.04
+    warmup_teacher_temp_iters: int = Field(37500, ge=0)
+    """Reference: 30 epochs of ImageNet at batch 1024."""
+    center_momentum: float = Field(0.9, ge=0, le=1)
+
+
+class OptimConfig(Section):
+    base_lr: float = Field(5e-4, gt=0)
+    """Learning rate at batch 256; scaled linearly with the total batch."""
+    min_lr: float = Field(1e-6, ge=0)
+    warmup_iters: int = Field(12500, ge=0)
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = Field(3.0, ge=0)
+    """Per-parameter gradient norm clip (0 = off)."""
+    momentum_teacher: float = Field(0.996, ge=0, le=1)
+    momentum_teacher_end: float = Field(1.0, ge=0, le=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class TrainConfig(Section):
+    iterations: int = Field(125000, ge=1)
+    """Optimisation steps; every schedule is in iterations."""
+    batch_size: int = Field(64, ge=1)
+    """Images per process per step."""
+    seed: int = 0
+    save_every: int = Field(1000, ge=1)
+    log_every: int = Field(10, ge=1)
+    knn_every: int = Field(0, ge=0)
+    """Run the kNN monitor every this many iterations (0 = off)."""
+    knn_data: str | None = None
+    """A labelled folder / manifest / prepared dataset for the kNN monitor (e.g. Herlev)."""
+    knn_label: str = "label"
+    max_minutes: float | None = None
+    """Stop (with a checkpoint) after this much wall time; the run resumes where it stopped."""
+
+
+class DataConfig(Section):
+    weights: list[float] | None = None
+    """Sampling weight of each --data source (default: proportional to its size)."""
+    num_workers: int = Field(1, ge=0)
+    cache_sources: int = Field(16, ge=0)
+    """Open images/slides kept per worker (slides are expensive to open)."""
+
+
+class RuntimeConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    fused_attn: Literal["auto", "on", "off"] = "auto"
+    """PyTorch fused attention: on for GPUs; off on CPU where plain matmuls are faster in bf16."""
+    threads: int = Field(0, ge=0)
+    """CPU threads (0 = PyTorch default)."""
+
+
+class PretrainConfig(Section):
+    model: ModelConfig = ModelConfig()
+    head: HeadConfig = HeadConfig()
+    crops: CropConfig = CropConfig()
+    mask: MaskConfig = MaskConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+    runtime: RuntimeConfig = RuntimeConfig()

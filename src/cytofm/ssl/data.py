@@ -1,0 +1,127 @@
+"""Pretraining data: prepared datasets, plain folders and manifests, mixed with sampling weights.
+
+A batch is a pure function of (seed, iteration, rank): sources are drawn by weight, images uniformly
+within a source, and every random choice of the augmentation is seeded from the same numbers. So a
+resumed run sees exactly the batches an uninterrupted one would, whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cytofm.data.inputs import InputError, discover
+from cytofm.data.prepare_config import PrepareConfig
+from cytofm.data.prepared import is_prepared_dir, load_prepared
+from cytofm.data.source import open_source
+from cytofm.ssl.augment import MultiCrop
+from cytofm.ssl.config import PretrainConfig
+from cytofm.ssl.masking import make_mask
+
+
+@dataclass
+class PatchTable:
+    """The samples of one --data source: a table of files and, per sample, (file, x, y)."""
+
+    name: str
+    files: list[tuple[str, str, float | None]]  # path, kind, mpp
+    geometry: list[tuple[int | None, int | None]]  # per file: level-0 size, output size (None = whole image)
+    refs: np.ndarray  # (S, 3) int64: file index, x, y
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
+def load_table(path: str | Path) -> PatchTable:
+    """A prepared dataset (every kept patch), or a folder / manifest / file (every image whole)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file or folder")
+    files, geometry, refs = [], [], []
+    if is_prepared_dir(p):
+        for i, it in enumerate(load_prepared(p)):
+            files.append((str(it.path), it.kind, it.mpp))
+            geometry.append((it.size0, it.patch_size))
+            c = it.coords()
+            refs.append(np.concatenate([np.full((len(c), 1), i), c], axis=1))
+    else:
+        items, _, _ = discover([str(p)], PrepareConfig())
+        for i, it in enumerate(items):
+            files.append((str(it.path), it.kind, None))
+            geometry.append((None, None))
+            refs.append(np.array([[i, 0, 0]]))
+    if not refs:
+        raise InputError(f"{path}: no images or patches found")
+    return PatchTable(p.name, files, geometry, np.concatenate(refs).astype(np.int64))
+
+
+class IBOTBatches(torch.utils.data.Dataset):
+    """``dataset[iteration]`` is the whole batch of that iteration for this rank."""
+
+    def __init__(self, tables: list[PatchTable], cfg: PretrainConfig, rank: int = 0, patch_size: int = 16):
+        self.tables = tables
+        self.cfg = cfg
+        self.rank = rank
+        self.patch_size = patch_size
+        w = cfg.data.weights or [float(len(t)) for t in tables]
+        if len(w) != len(tables):
+            raise InputError(f"data.weights has {len(w)} values for {len(tables)} --data sources")
+        w = np.asarray(w, dtype=np.float64)
+        if (w < 0).any() or w.sum() <= 0:
+            raise InputError("data.weights must be non-negative and not all zero")
+        self.weights = w / w.sum()
+        self.augment = MultiCrop(cfg.crops)
+        self._cache: OrderedDict = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.cfg.train.iterations
+
+    def _image(self, table: PatchTable, ref: np.ndarray) -> Image.Image:
+        fi, x, y = (int(v) for v in ref)
+        key = (id(table), fi)
+        src = self._cache.get(key)
+        if src is None:
+            path, kind, mpp = table.files[fi]
+            src = open_source(path, kind, mpp)
+            self._cache[key] = src
+            while len(self._cache) > max(self.cfg.data.cache_sources, 1):
+                self._cache.popitem(last=False)[1].close()
+        else:
+            self._cache.move_to_end(key)
+        size0, out = table.geometry[fi]
+        if size0 is None:
+            arr = src.read(0, 0, (src.width, src.height))
+        else:
+            arr = src.read(x, y, size0, out)
+        return Image.fromarray(arr)
+
+    def sample_plan(self, iteration: int) -> list[tuple[int, int, int]]:
+        """(table, row, seed) for each image of the batch."""
+        rng = np.random.default_rng([self.cfg.train.seed, iteration, self.rank])
+        b = self.cfg.train.batch_size
+        which = rng.choice(len(self.tables), size=b, p=self.weights)
+        rows = [int(rng.integers(len(self.tables[t]))) for t in which]
+        seeds = rng.integers(0, 2**62, size=b)
+        return [(int(t), r, int(s)) for t, r, s in zip(which, rows, seeds, strict=True)]
+
+    def __getitem__(self, iteration: int) -> dict:
+        views_per_image, masks = [], []
+        g = self.cfg.crops.global_size // self.patch_size
+        for t, r, seed in self.sample_plan(iteration):
+            img = self._image(self.tables[t], self.tables[t].refs[r])
+            rng = random.Random(seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                views = self.augment(img, rng)
+            views_per_image.append(views)
+            masks.append(np.stack([make_mask(self.cfg.mask, g, g, rng) for _ in range(2)]))
+        n_views = len(views_per_image[0])
+        crops = [torch.stack([v[i] for v in views_per_image]) for i in range(n_views)]
+        m = torch.from_numpy(np.stack(masks, axis=1))  # (2, B, g, g)
+        return {"crops": crops, "masks": m, "iteration": iteration}

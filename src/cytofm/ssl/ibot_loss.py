@@ -1,0 +1,105 @@
+"""The iBOT objective: [CLS] self-distillation across views plus masked patch-token distillation.
+
+For teacher outputs t and student outputs s, with softmax temperatures tau_t (teacher, scheduled) and
+tau_s (student):
+
+    L_cls   = mean over pairs (q, v), q a global view of the teacher, v != q any student view, of
+              CE( softmax((t_q - c) / tau_t), softmax(s_v / tau_s) )
+    L_patch = mean over the two global views q and over images of
+              sum_{masked i} CE( softmax((t_q,i - c') / tau_t'), softmax(s_q,i / tau_s) ) / #masked
+    L       = lambda1 * L_patch + lambda2 * L_cls
+
+An image with no masked token contributes 0 to L_patch but still counts in the mean (reference).
+The centres c (CLS) and c' (patch) follow an EMA of the teacher outputs of the batch, all tokens
+for c', averaged over every process.
+
+Reference: Zhou et al., "iBOT: Image BERT Pre-Training with Online Tokenizer", ICLR 2022.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class IBOTLoss(nn.Module):
+    def __init__(self, out_dim: int, patch_out_dim: int, n_global: int = 2, student_temp: float = 0.1,
+                 center_momentum: float = 0.9, lambda_cls: float = 1.0, lambda_patch: float = 1.0):
+        super().__init__()
+        self.n_global = n_global
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.lambda_cls = lambda_cls
+        self.lambda_patch = lambda_patch
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.register_buffer("center_patch", torch.zeros(1, 1, patch_out_dim))
+
+    def forward(self, student_cls: list[torch.Tensor], student_patch: torch.Tensor, patch_index: torch.Tensor,
+                teacher_cls: list[torch.Tensor], teacher_patch: torch.Tensor, n_images: int,
+                teacher_temp: float, teacher_patch_temp: float) -> dict[str, torch.Tensor]:
+        """Args:
+            student_cls: one (B, K) tensor per view, the global views first.
+            student_patch: (M, K) student logits at the masked tokens of the global views.
+            patch_index: (image, token) pair of (M,) tensors locating each masked token; images are
+                numbered 0 .. n_global * B - 1, view-major.
+            teacher_cls: one (B, K) tensor per global view.
+            teacher_patch: (n_global * B, N, K) teacher patch logits at every token (for the centre).
+            n_images: B.
+            teacher_temp, teacher_patch_temp: current teacher temperatures.
+
+        Returns:
+            ``loss``, ``loss_cls``, ``loss_patch`` and the teacher probabilities' mean entropy ``teacher_entropy``.
+        """
+        st = self.student_temp
+        t_cls = [F.softmax((t.float() - self.center) / teacher_temp, dim=-1) for t in teacher_cls]
+        s_cls = [F.log_softmax(s.float() / st, dim=-1) for s in student_cls]
+
+        total_cls = student_cls[0].new_zeros(())
+        n_terms = 0
+        for q, tq in enumerate(t_cls):
+            for v, sv in enumerate(s_cls):
+                if v == q:
+                    continue
+                total_cls = total_cls + torch.sum(-tq * sv, dim=-1).mean()
+                n_terms += 1
+        loss_cls = total_cls / max(n_terms, 1)
+
+        # patch term at masked tokens: teacher of the same (unmasked) view vs masked student
+        n_img = self.n_global * n_images
+        flat_t = teacher_patch.reshape(n_img, -1, teacher_patch.shape[-1])
+        if student_patch.shape[0] > 0:
+            img, tok = patch_index
+            t_at = F.softmax((flat_t[img, tok].float() - self.center_patch[0]) / teacher_patch_temp, dim=-1)
+            ce = torch.sum(-t_at * F.log_softmax(student_patch.float() / st, dim=-1), dim=-1)
+            per_img = ce.new_zeros(n_img).index_add_(0, img, ce)
+            counts = torch.bincount(img, minlength=n_img).clamp(min=1).to(ce.dtype)
+            per_img = per_img / counts
+            # mean over images of each view, then over the global views (all views have B images)
+            loss_patch = per_img.reshape(self.n_global, n_images).mean(dim=1).mean()
+        else:
+            loss_patch = student_patch.float().sum() * 0.0  # keeps the graph whole for DDP
+
+        loss = self.lambda_cls * loss_cls + self.lambda_patch * loss_patch
+        with torch.no_grad():
+            p = torch.cat(t_cls)
+            entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+        self.update_center(torch.cat(teacher_cls), flat_t)
+        return {"loss": loss, "loss_cls": loss_cls.detach(), "loss_patch": loss_patch.detach(),
+                "teacher_entropy": entropy}
+
+    @torch.no_grad()
+    def update_center(self, teacher_cls: torch.Tensor, teacher_patch: torch.Tensor) -> None:
+        """EMA of the batch mean of teacher logits, over all processes."""
+        cls_sum = teacher_cls.float().sum(dim=0, keepdim=True)
+        patch_sum = teacher_patch.float().sum(dim=(0, 1)).reshape(1, 1, -1)
+        counts = torch.tensor([teacher_cls.shape[0], teacher_patch.shape[0] * teacher_patch.shape[1]],
+                              dtype=torch.float32, device=cls_sum.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(cls_sum)
+            dist.all_reduce(patch_sum)
+            dist.all_reduce(counts)
+        m = self.center_momentum
+        self.center.mul_(m).add_(cls_sum / counts[0], alpha=1 - m)
+        self.center_patch.mul_(m).add_(patch_sum / counts[1], alpha=1 - m)

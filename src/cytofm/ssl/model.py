@@ -1,0 +1,54 @@
+"""Student and teacher: a maskable timm ViT and the iBOT head, as one module each."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cytofm.ssl.backbone import MaskedViT, create_vit
+from cytofm.ssl.config import PretrainConfig
+from cytofm.ssl.heads import IBOTHead
+
+
+class IBOTNet(nn.Module):
+    def __init__(self, cfg: PretrainConfig, drop_path: float | None = None):
+        super().__init__()
+        self.backbone = MaskedViT(create_vit(cfg.model, cfg.crops.global_size, drop_path))
+        self.head = IBOTHead(self.backbone.embed_dim, cfg.head)
+
+    def forward(self, global_crops: torch.Tensor, masks: torch.Tensor | None, local_crops: torch.Tensor | None,
+                all_patch_tokens: bool = False):
+        """Args:
+            global_crops: (G*B, 3, H, W), view-major.
+            masks: (G*B, h, w) bool or None (teacher).
+            local_crops: (L*B, 3, h', w') or None.
+            all_patch_tokens: return patch logits at every token (teacher) instead of masked ones only.
+
+        Returns:
+            cls logits (G*B + L*B, K); patch logits ((G*B, N, K) for all tokens, else (M, K) at masked tokens);
+            and the (image, token) index of the masked tokens.
+        """
+        cls_g, patch_g = self.backbone(global_crops, masks)
+        cls = [cls_g]
+        if local_crops is not None and local_crops.shape[0] > 0:
+            cls.append(self.backbone(local_crops)[0])
+        cls_logits = self.head(torch.cat(cls))
+        if all_patch_tokens:
+            return cls_logits, self.head.forward_patch(patch_g), None
+        flat = masks.reshape(masks.shape[0], -1)
+        img, tok = flat.nonzero(as_tuple=True)
+        if img.numel() == 0:  # keep the patch layer in the graph for DDP
+            patch_logits = self.head.forward_patch(patch_g[:1, 0])[:0]
+        else:
+            patch_logits = self.head.forward_patch(patch_g[img, tok])
+        return cls_logits, patch_logits, (img, tok)
+
+
+def build_student_teacher(cfg: PretrainConfig) -> tuple[IBOTNet, IBOTNet]:
+    student = IBOTNet(cfg)
+    teacher = IBOTNet(cfg, drop_path=0.0)
+    teacher.load_state_dict(student.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return student, teacher
+

@@ -1,0 +1,275 @@
+"""The iBOT training loop: schedules per iteration, bf16 autocast, DDP, checkpoints, collapse watch."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from cytofm.config.loader import config_dict, write_config
+from cytofm.ssl.backbone import set_fused_attn
+from cytofm.ssl.checkpoint import (
+    CHECKPOINT,
+    backbone_state_from_release,
+    load_backbone_into,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
+from cytofm.ssl.config import PretrainConfig
+from cytofm.ssl.data import IBOTBatches, load_table
+from cytofm.ssl.ibot_loss import IBOTLoss
+from cytofm.ssl.model import build_student_teacher
+from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
+from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class Schedules:
+    cfg: PretrainConfig
+    world: int = 1
+
+    @property
+    def lr_peak(self) -> float:
+        return self.cfg.optim.base_lr * self.cfg.train.batch_size * self.world / 256.0
+
+    def at(self, it: int) -> dict[str, float]:
+        o, lo, T = self.cfg.optim, self.cfg.loss, self.cfg.train.iterations
+        return {
+            "lr": cosine_value(it, T, self.lr_peak, o.min_lr, o.warmup_iters, 0.0),
+            "wd": cosine_value(it, T, o.weight_decay, o.weight_decay_end),
+            "momentum": cosine_value(it, T, o.momentum_teacher, o.momentum_teacher_end),
+            "teacher_temp": linear_warmup_constant(it, lo.warmup_teacher_temp, lo.teacher_temp, lo.warmup_teacher_temp_iters),
+            "teacher_patch_temp": linear_warmup_constant(it, lo.warmup_teacher_patch_temp, lo.teacher_patch_temp,
+                                                         lo.warmup_teacher_temp_iters),
+        }
+
+
+def resolve_device(cfg: PretrainConfig) -> torch.device:
+    want = cfg.runtime.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("runtime.device=cuda but no CUDA GPU is available")
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def resolve_precision(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
+    p = cfg.runtime.precision
+    if p == "fp32":
+        return None
+    if p == "fp16":
+        return torch.float16
+    if p == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    except Exception:
+        return None
+
+
+class IBOTTrainer:
+    def __init__(self, cfg: PretrainConfig, data: list[str], out: str | os.PathLike, init_from: str | None = None,
+                 log=print, progress=None, command: str = ""):
+        self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.device = resolve_device(cfg)
+        self.dtype = resolve_precision(cfg, self.device)
+        if cfg.runtime.threads:
+            torch.set_num_threads(cfg.runtime.threads)
+        torch.manual_seed(cfg.train.seed)  # same init on every rank (DDP also broadcasts)
+        self.student, self.teacher = build_student_teacher(cfg)
+        fused = cfg.runtime.fused_attn == "on" or (cfg.runtime.fused_attn == "auto" and self.device.type == "cuda")
+        set_fused_attn(self.student, fused)
+        set_fused_attn(self.teacher, fused)
+        self.tables = [load_table(d) for d in data]
+        self.batches = IBOTBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
+        g = cfg.crops.global_size
+        if g % self.student.backbone.patch_size or cfg.crops.local_size % self.student.backbone.patch_size:
+            raise ValueError(f"crop sizes ({g}, {cfg.crops.local_size}) must be multiples of the patch size "
+                             f"{self.student.backbone.patch_size}")
+        self.loss_fn = IBOTLoss(cfg.head.out_dim, cfg.head.out_dim, 2, cfg.loss.student_temp,
+                                cfg.loss.center_momentum, cfg.loss.lambda_cls, cfg.loss.lambda_patch)
+        self.sched = Schedules(cfg, self.world)
+        self.start_iter = 0
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.out / CHECKPOINT
+        resumed = ckpt_path.exists()
+        if resumed:
+            self._restore(load_checkpoint(ckpt_path))
+        elif init_from:
+            state = backbone_state_from_release(load_checkpoint(init_from))
+            load_backbone_into(self.student.backbone.vit, state, init_from)
+            self.teacher.load_state_dict(self.student.state_dict())
+            self.log(f"initialised student and teacher backbones from {init_from} (heads start fresh)")
+        self.student.to(self.device)
+        self.teacher.to(self.device)
+        self.loss_fn.to(self.device)
+        self.optimizer = torch.optim.AdamW(param_groups(self.student), lr=0.0, betas=tuple(cfg.optim.betas))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        if resumed:
+            self.optimizer.load_state_dict(self._pending["optimizer"])
+            self.scaler.load_state_dict(self._pending["scaler"])
+            set_rng_state(self._pending["rng"])
+            self.log(f"resumed from {ckpt_path} at iteration {self.start_iter}")
+        self.model = self.student
+        if self.distributed:
+            self.model = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.rank == 0:
+            write_config(cfg, self.out / "config.yaml", command)
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def _restore(self, ck: dict) -> None:
+        if config_dict(self.cfg)["model"] != ck["config"]["model"] or config_dict(self.cfg)["head"] != ck["config"]["head"]:
+            raise ValueError(f"{self.out / CHECKPOINT} was made with another model/head config; use a new --out")
+        self.student.load_state_dict(ck["student"])
+        self.teacher.load_state_dict(ck["teacher"])
+        self.loss_fn.load_state_dict(ck["loss"])
+        self.start_iter = int(ck["iteration"])
+        self._pending = ck
+
+    def save(self, iteration: int) -> None:
+        if self.rank != 0:
+            return
+        save_atomic({
+            "iteration": iteration,
+            "student": self.student.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "teacher_backbone": self.teacher.backbone.vit.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "config": config_dict(self.cfg),
+            "arch": self.cfg.model.arch,
+        }, self.out / CHECKPOINT)
+
+    # --- one step ----------------------------------------------------------------------------------
+    def step(self, batch: dict, it: int) -> dict[str, float]:
+        cfg, dev = self.cfg, self.device
+        s = self.sched.at(it)
+        for g in self.optimizer.param_groups:
+            g["lr"] = s["lr"]
+            g["weight_decay"] = s["wd"] if g.get("apply_wd") else 0.0
+        crops = [c.to(dev, non_blocking=True) for c in batch["crops"]]
+        masks = batch["masks"].to(dev)  # (2, B, h, w)
+        B = crops[0].shape[0]
+        globals_ = torch.cat(crops[:2])
+        locals_ = torch.cat(crops[2:]) if len(crops) > 2 else None
+        gmask = masks.reshape(2 * B, *masks.shape[2:])
+        autocast = torch.autocast(dev.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        with autocast:
+            with torch.no_grad():
+                t_cls, t_patch, _ = self.teacher(globals_, None, None, all_patch_tokens=True)
+            s_cls, s_patch, index = self.model(globals_, gmask, locals_)
+        n_views = 2 + (len(crops) - 2)
+        out = self.loss_fn(list(s_cls.float().chunk(n_views)), s_patch.float(), index,
+                           list(t_cls.float().chunk(2)), t_patch.float(), B, s["teacher_temp"], s["teacher_patch_temp"])
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss.item()} at iteration {it}; stopped, last good checkpoint kept "
+                                   f"in {self.out / CHECKPOINT}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.optim.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            clip_gradients_per_param(self.student, cfg.optim.clip_grad)
+        if it < cfg.head.freeze_last_layer_iters:
+            for p in self.student.head.last_layer_parameters():
+                p.grad = None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        ema_update(self.teacher, self.student, s["momentum"])
+        with torch.no_grad():
+            spread = torch.nn.functional.normalize(t_cls.float(), dim=-1).std(dim=0).mean()
+        return {"loss": loss.item(), "loss_cls": out["loss_cls"].item(), "loss_patch": out["loss_patch"].item(),
+                "teacher_entropy": out["teacher_entropy"].item(), "teacher_spread": spread.item(), **s}
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        T = cfg.train.iterations
+        n_samples = sum(len(t) for t in self.tables)
+        if self.rank == 0:
+            epochs = T * cfg.train.batch_size * self.world / max(n_samples, 1)
+            self.log(f"iBOT {cfg.model.arch}: {T} iterations x {cfg.train.batch_size} images x {self.world} process(es) "
+                     f"= {epochs:.1f} epochs of {n_samples} samples; lr peak {self.sched.lr_peak:.2e}; "
+                     f"device {self.device}, precision {self.dtype or 'fp32'}")
+        if self.start_iter >= T:
+            self.log(f"already finished ({self.start_iter} iterations)")
+            return {}
+        loader = torch.utils.data.DataLoader(
+            self.batches, batch_size=None, sampler=range(self.start_iter, T), num_workers=cfg.data.num_workers,
+            persistent_workers=False, prefetch_factor=2 if cfg.data.num_workers else None,
+            # its own generator: creating the loader must not consume the global RNG that drop-path uses,
+            # or a resumed run would diverge from an uninterrupted one
+            generator=torch.Generator().manual_seed(cfg.train.seed))
+        metrics_path = self.out / "metrics.csv"
+        writer = None
+        f = open(metrics_path, "a", newline="") if self.rank == 0 else None
+        task = self.progress.add_task("pretrain", total=T, completed=self.start_iter, rate="") if self.progress and self.rank == 0 else None
+        t0 = time.perf_counter()
+        last = {}
+        log_k = math.log(cfg.head.out_dim)
+        warned = False
+        deadline = None if cfg.train.max_minutes is None else t0 + 60 * cfg.train.max_minutes
+        it = self.start_iter
+        try:
+            for batch in loader:
+                it = int(batch["iteration"])
+                self.student.train()
+                m = self.step(batch, it)
+                done = it + 1
+                el = time.perf_counter() - t0
+                m["images_per_s"] = (done - self.start_iter) * cfg.train.batch_size * self.world / max(el, 1e-9)
+                m["iteration"] = done
+                m["entropy_ratio"] = m["teacher_entropy"] / log_k
+                last = m
+                if self.rank == 0:
+                    if done % cfg.train.log_every == 0 or done == T:
+                        if writer is None:
+                            writer = csv.DictWriter(f, fieldnames=list(m))
+                            if metrics_path.stat().st_size == 0:
+                                writer.writeheader()
+                        writer.writerow(m)
+                        f.flush()
+                    if task is not None:
+                        self.progress.update(task, completed=done, rate=(
+                            f"loss {m['loss']:.3f} (cls {m['loss_cls']:.3f} patch {m['loss_patch']:.3f}) "
+                            f"lr {m['lr']:.1e} T {m['teacher_temp']:.3f}/{m['teacher_patch_temp']:.3f} "
+                            f"m {m['momentum']:.4f} {m['images_per_s']:.1f} img/s"))
+                    if not warned and done > max(cfg.loss.warmup_teacher_temp_iters, 50) and (
+                            m["entropy_ratio"] > 0.98 or m["entropy_ratio"] < 0.02 or m["teacher_spread"] < 1e-4):
+                        self.log(f"warning: possible collapse at iteration {done}: teacher [CLS] entropy "
+                                 f"{m['entropy_ratio']:.2f} x log K, spread {m['teacher_spread']:.2e}")
+                        warned = True
+                if done % cfg.train.save_every == 0 or done == T:
+                    self.save(done)
+                if deadline is not None and time.perf_counter() > deadline and done < T:
+                    self.save(done)
+                    self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
+                             "run the same command to resume")
+                    break
+        finally:
+            if f is not None:
+                f.close()
+        return last

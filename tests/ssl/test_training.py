@@ -1,0 +1,171 @@
+"""Model pieces, one-step mechanics, resume round trip, export to timm and release loading."""
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from cytofm.config.loader import build_config
+from cytofm.ssl.backbone import MaskedViT, create_vit
+from cytofm.ssl.checkpoint import backbone_state_from_release, load_backbone_into
+from cytofm.ssl.config import ModelConfig, PretrainConfig
+from cytofm.ssl.optim import ema_update, param_groups
+from cytofm.ssl.trainer import IBOTTrainer
+
+from tests.conftest import smear
+
+TINY = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=32", "head.bottleneck_dim=16",
+        "crops.global_size=32", "crops.local_size=16", "crops.n_local=2", "train.batch_size=4", "data.num_workers=0",
+        "head.freeze_last_layer_iters=1", "optim.warmup_iters=2", "loss.warmup_teacher_temp_iters=2",
+        "train.log_every=1", "model.drop_path=0.1", "runtime.precision=fp32", "mask.ratio=[0.3]", "mask.ratio_var=[0.2]"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    for i in range(6):
+        rgb, _ = smear(h=64, w=64, cells=((20 + 4 * i, 30, 10), (44, 40, 8)), seed=i)
+        Image.fromarray(rgb).save(root / f"{i}.png")
+    return root
+
+
+def tiny_cfg(*extra):
+    return build_config(PretrainConfig, overrides=[*TINY, *extra])
+
+
+def test_masked_vit_equals_timm_without_mask():
+    torch.manual_seed(0)
+    vit = create_vit(ModelConfig(arch="vit_tiny_patch16_224", drop_path=0.0), 32).eval()
+    m = MaskedViT(vit).eval()
+    x = torch.randn(2, 3, 48, 32)  # dynamic size, non-square
+    cls, patches = m(x)
+    ref = vit.forward_features(x)
+    assert torch.allclose(cls, ref[:, 0], atol=1e-6) and torch.allclose(patches, ref[:, 1:], atol=1e-6)
+    assert patches.shape == (2, 6, vit.embed_dim)
+
+
+def test_mask_token_replaces_embedding_before_position():
+    torch.manual_seed(0)
+    vit = create_vit(ModelConfig(arch="vit_tiny_patch16_224", drop_path=0.0), 32).eval()
+    m = MaskedViT(vit).eval()
+    seen = {}
+    vit.norm_pre.register_forward_hook(lambda mod, i, o: seen.__setitem__("x", i[0].detach()))
+    x1, x2 = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    mask = torch.tensor([[[True, False], [False, False]]])
+    m(x1, mask)
+    a = seen["x"].clone()
+    m(x2, mask)
+    b = seen["x"]
+    # the masked token no longer depends on the image, and it carries its position embedding
+    assert torch.allclose(a[0, 1], b[0, 1])
+    assert torch.allclose(a[0, 1], m.mask_token[0, 0] + vit.pos_embed[0, 1], atol=1e-6)
+    assert not torch.allclose(a[0, 2], b[0, 2])
+
+
+def test_ema_hand_values():
+    s, t = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        s.weight.fill_(1.0), s.bias.fill_(2.0), t.weight.fill_(0.0), t.bias.fill_(0.0)
+    ema_update(t, s, 0.9)
+    assert torch.allclose(t.weight, torch.full((1, 2), 0.1)) and torch.allclose(t.bias, torch.tensor([0.2]))
+
+
+def test_param_groups_no_decay_on_bias_norm_tokens():
+    from cytofm.ssl.model import IBOTNet
+
+    net = IBOTNet(tiny_cfg())
+    groups = param_groups(net)
+    names = {id(p): n for n, p in net.named_parameters()}
+    no_decay = {names[id(p)] for p in groups[1]["params"]}
+    decay = {names[id(p)] for p in groups[0]["params"]}
+    assert {"backbone.mask_token", "backbone.vit.cls_token", "backbone.vit.pos_embed",
+            "backbone.vit.blocks.0.norm1.weight", "backbone.vit.blocks.0.attn.qkv.bias"} <= no_decay
+    assert "backbone.vit.blocks.0.attn.qkv.weight" in decay
+    assert groups[1]["weight_decay"] == 0.0
+    # frozen weight-norm gain is not optimised at all
+    assert not any("original0" in n for n in decay | no_decay)
+
+
+def run(cfg, data, out, **kw):
+    t = IBOTTrainer(cfg, [str(data)], out, log=lambda m: None, **kw)
+    t.run()
+    return t
+
+
+def test_one_step_changes_student_and_teacher_moves_by_ema(images, tmp_path):
+    cfg = tiny_cfg("train.iterations=1", "optim.warmup_iters=0", "optim.momentum_teacher=0.5", "optim.momentum_teacher_end=0.5")
+    t = IBOTTrainer(cfg, [str(images)], tmp_path / "r", log=lambda m: None)
+    s0 = {k: v.clone() for k, v in t.student.state_dict().items()}
+    t0 = {k: v.clone() for k, v in t.teacher.state_dict().items()}
+    t.run()
+    s1, t1 = t.student.state_dict(), t.teacher.state_dict()
+    k = "backbone.vit.blocks.0.attn.qkv.weight"
+    assert not torch.equal(s0[k], s1[k])
+    assert torch.allclose(t1[k], 0.5 * t0[k] + 0.5 * s1[k], atol=1e-6)
+    # last layer frozen in the first iteration
+    k = "head.last_layer.parametrizations.weight.original1"
+    assert torch.equal(s0[k], s1[k])
+    assert (tmp_path / "r" / "metrics.csv").read_text().count("\n") == 2
+
+
+def test_resume_gives_identical_parameters(images, tmp_path):
+    straight = run(tiny_cfg("train.iterations=4", "train.save_every=100"), images, tmp_path / "a")
+    half = run(tiny_cfg("train.iterations=4", "train.save_every=2", "train.max_minutes=0"), images, tmp_path / "b")
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["iteration"] == 1  # stopped early
+    resumed = run(tiny_cfg("train.iterations=4", "train.save_every=100"), images, tmp_path / "b")
+    assert resumed.start_iter == 1
+    for k, v in straight.teacher.state_dict().items():
+        assert torch.equal(v, resumed.teacher.state_dict()[k]), k
+    for k, v in straight.student.state_dict().items():
+        assert torch.equal(v, resumed.student.state_dict()[k]), k
+    assert torch.equal(straight.loss_fn.center, resumed.loss_fn.center)
+    del half
+
+
+def test_export_loads_into_timm_strictly(images, tmp_path):
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from cytofm.cli.main import app
+
+    t = run(tiny_cfg("train.iterations=2"), images, tmp_path / "r")
+    r = CliRunner().invoke(app, ["export", str(tmp_path / "r"), "--out", str(tmp_path / "m.safetensors")])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "m.json").read_text())
+    model = timm.create_model(meta["architecture"], **meta["model_args"])
+    model.load_state_dict(load_file(tmp_path / "m.safetensors"), strict=True)
+    model.eval()
+    teacher = t.teacher.backbone.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model.forward_features(x)[:, 0], teacher(x)[0], atol=1e-5)
+
+
+def test_init_from_ibot_release_layout(images, tmp_path):
+    torch.manual_seed(3)
+    ref = create_vit(ModelConfig(arch="vit_tiny_patch16_224", drop_path=0.0), 32)
+    sd = ref.state_dict()
+    # the official iBOT / CytoFM checkpoint dict: teacher with module.backbone.* and head.* entries
+    release = {"teacher": {**{f"module.backbone.{k}": v for k, v in sd.items()},
+                           "module.head.mlp.0.weight": torch.zeros(3, 3)},
+               "student": {}, "epoch": 100}
+    torch.save(release, tmp_path / "checkpoint_teacher.pth")
+    t = IBOTTrainer(tiny_cfg("train.iterations=1"), [str(images)], tmp_path / "r", log=lambda m: None,
+                    init_from=str(tmp_path / "checkpoint_teacher.pth"))
+    for k, v in sd.items():
+        assert torch.equal(t.teacher.backbone.vit.state_dict()[k], v)
+        assert torch.equal(t.student.backbone.vit.state_dict()[k], v)
+
+
+def test_release_with_wrong_architecture_is_refused(tmp_path):
+    small = create_vit(ModelConfig(arch="vit_small_patch16_224", drop_path=0.0), 32).state_dict()
+    tiny = create_vit(ModelConfig(arch="vit_tiny_patch16_224", drop_path=0.0), 32)
+    with pytest.raises(ValueError, match="does not fit the architecture"):
+        load_backbone_into(tiny, backbone_state_from_release({"teacher": {f"backbone.{k}": v for k, v in small.items()}}), "x")
+
+
+def test_bf16_step_is_finite(images, tmp_path):
+    t = run(tiny_cfg("train.iterations=2", "runtime.precision=bf16"), images, tmp_path / "r")
+    assert np.isfinite(next(iter(t.teacher.parameters())).detach().numpy()).all()
