@@ -65,12 +65,13 @@ def user_errors(fn):
     """Turn the errors a user can fix into one red line and exit status 2, never a traceback."""
     from cytofm.config.loader import ConfigError
     from cytofm.data.inputs import InputError
+    from cytofm.models.zoo import EncoderError
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, InputError) as e:
+        except (ConfigError, InputError, EncoderError) as e:
             fail(str(e))
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]: finished items are kept; run the same command to resume")

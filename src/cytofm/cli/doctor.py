@@ -66,6 +66,10 @@ def collect() -> list[tuple[str, str, bool]]:
 
     for name, p in search_paths():
         rows.append((name, f"{p} ({'found' if p.exists() else 'absent'})", True))
+    from cytofm.models.zoo import usable_encoders
+
+    for syntax, status in usable_encoders():
+        rows.append((f"encoder {syntax}", status, not status.startswith("needs")))
     return rows
 
 

@@ -8,6 +8,7 @@ from cytofm import __version__
 from cytofm.cli import planned
 from cytofm.cli.demo import demo
 from cytofm.cli.doctor import doctor
+from cytofm.cli.extract import extract
 from cytofm.cli.prepare import prepare
 from cytofm.cli.pretrain import export, pretrain
 
@@ -36,7 +37,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 app.command("prepare")(prepare)
 app.command("pretrain")(pretrain)
 app.command("export")(export)
-app.command("extract")(planned.extract)
+app.command("extract")(extract)
 app.command("probe")(planned.probe)
 app.command("mil")(planned.mil)
 app.command("benchmark")(planned.benchmark)

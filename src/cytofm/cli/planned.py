@@ -18,16 +18,6 @@ def _not_yet(command: str, issue: int) -> None:
     fail(f"'cytofm {command}' is not available in this version yet (tracked in issue #{issue})", code=3)
 
 
-def extract(
-    encoder: Annotated[str, typer.Option(help="Encoder spec, e.g. cytofm, random:vit_small_patch16_224, uni:/path.")],
-    input: Annotated[Path, typer.Option("--input", help="A folder, a manifest, or a `cytofm prepare` output.")],
-    mode: Annotated[str, typer.Option(help="image (each image one instance) or tiles (every kept patch).")],
-    out: Annotated[Path, typer.Option(help="Feature store folder (one h5 per item + manifest.csv).")],
-) -> None:
-    """Frozen features from an encoder of the zoo into an h5 feature store."""
-    _not_yet("extract", 4)
-
-
 def probe(
     features: Annotated[Path, typer.Option(help="Feature store folder.")],
     label: Annotated[str, typer.Option(help="Label column of the store's manifest.")],

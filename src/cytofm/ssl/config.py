@@ -28,6 +28,8 @@ class HeadConfig(Section):
     """One last layer for [CLS] and patch tokens (else a separate patch last layer, iBOT default)."""
     norm_last_layer: bool = True
     """Freeze the weight-norm gain of the last layer at 1 (more stable)."""
+    fp32: bool = True
+    """Run the head in fp32 under bf16/fp16 autocast (its logits need more precision than bf16 has)."""
     freeze_last_layer_iters: int = Field(1250, ge=0)
     """Iterations during which the last layer gets no update (1 epoch of ImageNet at batch 1024)."""
 

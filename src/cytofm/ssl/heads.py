@@ -29,6 +29,7 @@ class IBOTHead(nn.Module):
 
     def __init__(self, in_dim: int, cfg: HeadConfig):
         super().__init__()
+        self.fp32 = cfg.fp32
         layers: list[nn.Module] = []
         dims = [in_dim] + [cfg.hidden_dim] * (cfg.nlayers - 1) + [cfg.bottleneck_dim]
         for i in range(cfg.nlayers):
@@ -50,12 +51,19 @@ class IBOTHead(nn.Module):
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(x), dim=-1, p=2)
 
+    def _logits(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not self.fp32:
+            return layer(self._embed(x))
+        # Prototype logits are cosines in [-1, 1] that the teacher divides by 0.04: bf16's ~0.4% steps
+        # would swamp the small differences between images early in training, so the head runs in fp32.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return layer(self._embed(x.float()))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.last_layer(self._embed(x))
+        return self._logits(self.last_layer, x)
 
     def forward_patch(self, x: torch.Tensor) -> torch.Tensor:
-        layer = self.last_layer if self.last_layer_patch is None else self.last_layer_patch
-        return layer(self._embed(x))
+        return self._logits(self.last_layer if self.last_layer_patch is None else self.last_layer_patch, x)
 
     def last_layer_parameters(self):
         yield from self.last_layer.parameters()

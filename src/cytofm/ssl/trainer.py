@@ -232,6 +232,8 @@ class IBOTTrainer:
         log_k = math.log(cfg.head.out_dim)
         warned = False
         deadline = None if cfg.train.max_minutes is None else t0 + 60 * cfg.train.max_minutes
+        monitor = self._knn_monitor()
+        tb = self._tensorboard()
         it = self.start_iter
         try:
             for batch in loader:
@@ -243,6 +245,15 @@ class IBOTTrainer:
                 m["images_per_s"] = (done - self.start_iter) * cfg.train.batch_size * self.world / max(el, 1e-9)
                 m["iteration"] = done
                 m["entropy_ratio"] = m["teacher_entropy"] / log_k
+                if monitor is not None:
+                    m["knn_bacc"] = ""
+                    if done % cfg.train.knn_every == 0 or done == T:
+                        m["knn_bacc"] = round(monitor(self.teacher.backbone), 4)
+                        self.log(f"iteration {done}: kNN balanced accuracy {m['knn_bacc']:.3f} on {cfg.train.knn_data}")
+                if tb is not None and done % cfg.train.log_every == 0:
+                    for k, v in m.items():
+                        if isinstance(v, float | int) and k != "iteration":
+                            tb.add_scalar(k, v, done)
                 last = m
                 if self.rank == 0:
                     if done % cfg.train.log_every == 0 or done == T:
@@ -272,4 +283,27 @@ class IBOTTrainer:
         finally:
             if f is not None:
                 f.close()
+            if tb is not None:
+                tb.close()
         return last
+
+    def _knn_monitor(self):
+        cfg = self.cfg
+        if self.rank != 0 or not cfg.train.knn_every or not cfg.train.knn_data:
+            return None
+        from cytofm.ssl.monitor import KNNMonitor
+
+        mon = KNNMonitor(cfg.train.knn_data, cfg.train.knn_label, cfg.crops.global_size, self.device, self.dtype)
+        if self.start_iter == 0:
+            self.log(f"kNN monitor: {len(mon.y)} labelled images; at initialisation balanced accuracy "
+                     f"{mon(self.teacher.backbone):.3f}")
+        return mon
+
+    def _tensorboard(self):
+        if self.rank != 0:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard not installed: CSV only
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))

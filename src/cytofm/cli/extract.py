@@ -1,0 +1,59 @@
+"""``cytofm extract``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cytofm.cli.common import console, fail, make_progress, user_errors
+
+
+@user_errors
+def extract(
+    encoder: Annotated[str, typer.Option(help="Encoder spec: cytofm[:path], cytofm-paper:<path>, ibot-imagenet:<path>, "
+                                              "uni:<path>, dinov2:<name|path>, dinobloom:<size>:<path>, phikon:<path>, "
+                                              "timm:<model>[:<path>], random:<arch>, handcrafted.")],
+    input: Annotated[Path, typer.Option("--input", help="A folder (class sub-folders become 'label'), a manifest, or a `cytofm prepare` output.")],
+    mode: Annotated[str, typer.Option(help="image: each image is one instance; tiles: every kept patch is one.")],
+    out: Annotated[Path, typer.Option(help="Feature store folder: features/<id>.h5 + manifest.csv.")],
+    batch_size: Annotated[int, typer.Option(help="Instances per forward pass.")] = 64,
+    tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: mean over the 8 flips/rotations.")] = False,
+    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
+    label_column: Annotated[str | None, typer.Option(help="Manifest column copied into 'label'.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 where supported), bf16 or fp32.")] = "auto",
+) -> None:
+    """Frozen features from an encoder of the zoo into an h5 feature store (TRIDENT/CLAM layout).
+
+    Finished items are skipped on a re-run; unreadable files are recorded in OUT/skipped.csv.
+    Under torchrun, items are split across processes.
+
+    Example: cytofm extract --encoder random:vit_small_patch16_224 --input cells/ --mode image --out feats
+    """
+    from cytofm.features.extract import run_extract
+    from cytofm.models.zoo import EncoderError, create_encoder
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
+    try:
+        try:
+            enc = create_encoder(encoder)
+        except EncoderError as e:
+            fail(str(e))
+        with make_progress() as progress:
+            r = run_extract(enc, input, mode, out, batch_size, tta, workers, device, precision, label_column,
+                            progress=progress, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True))
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    console.print(f"[green]extracted[/green] {r['extracted']} item(s) ({r['instances']} instances, "
+                  f"{r['instances_per_s']:.1f}/s); {r['reused']} reused; {r['skipped']} skipped -> {out}/manifest.csv")

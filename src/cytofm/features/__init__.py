@@ -1,0 +1,1 @@
+"""Frozen-feature extraction into an h5 feature store (TRIDENT/CLAM layout)."""

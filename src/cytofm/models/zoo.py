@@ -1,0 +1,348 @@
+"""The encoder zoo: ``create_encoder("uni:/path/to/pytorch_model.bin")`` and friends.
+
+Every entry loads from local weights (explicit path, then ``weights.yaml``, then ``$CYTOFM_WEIGHTS``);
+a hub download happens only when ``CYTOFM_ALLOW_DOWNLOAD=1`` is set and the machine is online. Missing
+weights produce a message saying where to get them and under which licence or access gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+
+from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, ViTFeatures, state_hash
+from cytofm.models.weights import weights_config, weights_dir
+
+
+class EncoderError(ValueError):
+    """An encoder spec that cannot be satisfied; the message says why and what to do."""
+
+
+@dataclass
+class ZooEntry:
+    name: str
+    syntax: str
+    about: str
+    weights_from: str  # where to get weights, licence / gate ("" = none needed)
+    factory: Callable[[str], Encoder]
+
+
+ZOO: dict[str, ZooEntry] = {}
+
+
+def register(name: str, syntax: str, about: str, weights_from: str = ""):
+    def deco(fn):
+        ZOO[name] = ZooEntry(name, syntax, about, weights_from, fn)
+        return fn
+
+    return deco
+
+
+# --- weights -----------------------------------------------------------------------------------------
+def _configured_paths() -> dict[str, str]:
+    p = weights_config()
+    if not p.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise EncoderError(f"{p}: invalid YAML ({e})") from None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def find_weights(name: str, explicit: str | None) -> Path:
+    """An explicit path, else ``weights.yaml`` entry ``name``, else ``$CYTOFM_WEIGHTS/name.*``."""
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.exists():
+            raise EncoderError(f"{name}: weights not found at {p}")
+        return p
+    cfg = _configured_paths()
+    if name in cfg:
+        p = Path(cfg[name]).expanduser()
+        if not p.exists():
+            raise EncoderError(f"{name}: {weights_config()} points to {p}, which does not exist")
+        return p
+    d = weights_dir()
+    for ext in (".safetensors", ".pth", ".pt", ".bin", ""):
+        p = d / f"{name}{ext}"
+        if p.exists():
+            return p
+    entry = ZOO.get(name.split(":")[0])
+    how = f" Get them from {entry.weights_from}." if entry and entry.weights_from else ""
+    raise EncoderError(f"{name}: no weights given and none configured.{how} Then pass the path "
+                       f"(e.g. {entry.syntax if entry else name + ':/path'}), add '{name}: /path' to {weights_config()}, "
+                       f"or put the file at {d}/{name}.<ext>")
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    """A state dict or checkpoint dict from .safetensors / .pth / .pt / .bin (or a folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        for cand in ("model.safetensors", "pytorch_model.bin", "checkpoint.pt", "checkpoint_teacher.pth", "checkpoint.pth"):
+            if (p / cand).is_file():
+                p = p / cand
+                break
+        else:
+            raise EncoderError(f"{path}: no weights file in this folder")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:
+        pass
+    try:  # training checkpoints (iBOT/DINO) pickle their argparse namespace
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:
+        pass
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise EncoderError(f"{p}: cannot read weights ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _vit(arch: str, img_size: int, **kw) -> torch.nn.Module:
+    return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True, **kw)
+
+
+def _finish(name: str, spec: str, vit: torch.nn.Module, state: dict | None, source: str, img_size: int,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, pool: str = "cls", info: dict | None = None) -> Encoder:
+    from cytofm.ssl.checkpoint import load_backbone_into
+
+    if state is not None:
+        try:
+            load_backbone_into(vit, state, source)
+        except ValueError as e:
+            raise EncoderError(str(e)) from None
+    vit.eval()
+    model = ViTFeatures(vit, pool)
+    dim = vit.embed_dim * (2 if pool == "cls+mean" else 1)
+    return Encoder(name, spec, model, dim, img_size, tuple(mean), tuple(std), state_hash(vit.state_dict()), info or {})
+
+
+def _embed_dim(state: dict) -> int:
+    for k in ("cls_token", "pos_embed"):
+        if k in state:
+            return int(state[k].shape[-1])
+    raise EncoderError("cannot tell the architecture: no cls_token/pos_embed in the weights")
+
+
+def _allow_download() -> bool:
+    return os.environ.get("CYTOFM_ALLOW_DOWNLOAD", "") == "1"
+
+
+# --- entries -----------------------------------------------------------------------------------------
+@register("random", "random:<timm arch>[:<seed>]", "the architecture at a seeded random init (the baseline to beat)")
+def _random(arg: str) -> Encoder:
+    parts = arg.split(":") if arg else []
+    arch = parts[0] if parts else "vit_small_patch16_224"
+    seed = int(parts[1]) if len(parts) > 1 else 0
+    torch.manual_seed(seed)
+    try:
+        m = timm.create_model(arch, pretrained=False, num_classes=0)
+    except RuntimeError as e:
+        raise EncoderError(f"random: unknown timm architecture '{arch}' ({e})") from None
+    size = int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    if hasattr(m, "blocks") and hasattr(m, "patch_embed"):
+        return _finish("random", f"random:{arch}:{seed}", m, None, "", size, info={"seed": seed, "arch": arch})
+    m.eval()
+    return Encoder("random", f"random:{arch}:{seed}", m, m.num_features, size, weights_hash=state_hash(m.state_dict()),
+                   info={"seed": seed, "arch": arch}, is_vit=False)
+
+
+@register("handcrafted", "handcrafted", "colour, stain density, intensity and texture statistics (not learned)")
+def _handcrafted(arg: str) -> Encoder:
+    from cytofm.models.handcrafted import HandcraftedFeatures
+
+    m = HandcraftedFeatures().eval()
+    return Encoder("handcrafted", "handcrafted", m, m.embed_dim, 112, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                   "handcrafted-v1", is_vit=False)
+
+
+@register("timm", "timm:<model>[:<path>]", "any timm model, weights from a local file (or the hub when allowed)",
+          "the model's page on huggingface.co/timm (licence per model)")
+def _timm(arg: str) -> Encoder:
+    model, _, path = arg.partition(":")
+    if not model:
+        raise EncoderError("timm: give a model name, e.g. timm:vit_small_patch16_224.augreg_in21k:/path/weights.safetensors")
+    if not path and not _allow_download():
+        raise EncoderError(f"timm:{model}: give a local weights path (timm:{model}:/path), or set CYTOFM_ALLOW_DOWNLOAD=1 "
+                           "on a machine that is online to fetch it from the Hugging Face hub")
+    try:
+        m = timm.create_model(model, pretrained=not path, num_classes=0)
+    except RuntimeError as e:
+        raise EncoderError(f"timm: unknown model '{model}' ({e})") from None
+    cfg = m.pretrained_cfg
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    from cytofm.ssl.checkpoint import backbone_state_from_release
+
+    state = backbone_state_from_release(load_state(find_weights(f"timm:{model}", path))) if path else None
+    if hasattr(m, "blocks") and hasattr(m, "patch_embed"):
+        return _finish("timm", f"timm:{arg}", m, state, path or model, size, mean, std)
+    if state is not None:
+        state = {k: v for k, v in state.items() if k in m.state_dict()}
+        m.load_state_dict(state, strict=True)
+    m.eval()
+    return Encoder("timm", f"timm:{arg}", m, m.num_features, size, mean, std, state_hash(m.state_dict()), is_vit=False)
+
+
+def _release_vit(name: str, arg: str, arch_by_dim: dict[int, str], img: int = 224, **kw) -> Encoder:
+    from cytofm.ssl.checkpoint import backbone_state_from_release
+
+    path = find_weights(name, arg or None)
+    state = backbone_state_from_release(load_state(path))
+    dim = _embed_dim(state)
+    if dim not in arch_by_dim:
+        raise EncoderError(f"{name}: {path} holds a ViT of width {dim}; expected one of {sorted(arch_by_dim)}")
+    return _finish(name, f"{name}:{path}", _vit(arch_by_dim[dim], img, **kw), state, str(path), img)
+
+
+@register("cytofm-paper", "cytofm-paper:<path>", "the released CytoFM ViT-B/16 (iBOT checkpoint dict, teacher)",
+          "the CytoFM authors' release (Ivezic et al., CVPR Workshops 2025)")
+def _cytofm_paper(arg: str) -> Encoder:
+    return _release_vit("cytofm-paper", arg, {768: "vit_base_patch16_224"})
+
+
+@register("ibot-imagenet", "ibot-imagenet:<path>", "official iBOT ImageNet ViT-S/16 or ViT-B/16 (checkpoint dict, teacher)",
+          "github.com/bytedance/ibot (Apache-2.0)")
+def _ibot(arg: str) -> Encoder:
+    return _release_vit("ibot-imagenet", arg, {384: "vit_small_patch16_224", 768: "vit_base_patch16_224",
+                                               1024: "vit_large_patch16_224"})
+
+
+@register("uni", "uni:<path>", "UNI (Chen et al. 2024): DINOv2 ViT-L/16 with LayerScale, histology",
+          "huggingface.co/MahmoodLab/UNI (gated: request access; CC-BY-NC-ND 4.0, non-commercial)")
+def _uni(arg: str) -> Encoder:
+    path = find_weights("uni", arg or None)
+    state = load_state(path)
+    return _finish("uni", f"uni:{path}", _vit("vit_large_patch16_224", 224, init_values=1e-5), state, str(path), 224)
+
+
+DINOV2 = {"vits14": "vit_small_patch14_dinov2", "vitb14": "vit_base_patch14_dinov2",
+          "vitl14": "vit_large_patch14_dinov2", "vitg14": "vit_giant_patch14_dinov2"}
+DINOV2_BY_DIM = {384: "vit_small_patch14_dinov2", 768: "vit_base_patch14_dinov2", 1024: "vit_large_patch14_dinov2",
+                 1536: "vit_giant_patch14_dinov2"}
+
+
+@register("dinov2", "dinov2:<vits14|vitb14|vitl14|vitg14|path>", "DINOv2 (Oquab et al. 2023), natural images, 224 px",
+          "github.com/facebookresearch/dinov2 (Apache-2.0)")
+def _dinov2(arg: str) -> Encoder:
+    if arg in DINOV2:
+        if not _allow_download():
+            path = find_weights(f"dinov2-{arg}", None)
+        else:
+            m = timm.create_model(DINOV2[arg] + ".lvd142m", pretrained=True, num_classes=0, img_size=224, dynamic_img_size=True)
+            return _finish("dinov2", f"dinov2:{arg}", m, None, arg, 224)
+    else:
+        path = find_weights("dinov2", arg or None)
+    state = load_state(path)
+    from cytofm.ssl.checkpoint import backbone_state_from_release
+
+    state = backbone_state_from_release(state)
+    arch = DINOV2_BY_DIM.get(_embed_dim(state))
+    if arch is None:
+        raise EncoderError(f"dinov2: unexpected width {_embed_dim(state)} in {path}")
+    return _finish("dinov2", f"dinov2:{path}", _vit(arch, 224), state, str(path), 224)
+
+
+@register("dinobloom", "dinobloom:<s|b|l|g>:<path>", "DinoBloom (Koch et al. 2024): DINOv2 tuned on blood-cell images",
+          "github.com/marrlab/DinoBloom (weights on Zenodo/Hugging Face; Apache-2.0)")
+def _dinobloom(arg: str) -> Encoder:
+    size, _, path = arg.partition(":")
+    arch = {"s": DINOV2["vits14"], "b": DINOV2["vitb14"], "l": DINOV2["vitl14"], "g": DINOV2["vitg14"]}.get(size)
+    if arch is None:
+        raise EncoderError("dinobloom: give the size, one of s, b, l, g (e.g. dinobloom:s:/path/DinoBloom-S.pth)")
+    p = find_weights(f"dinobloom-{size}", path or None)
+    from cytofm.ssl.checkpoint import backbone_state_from_release
+
+    state = backbone_state_from_release(load_state(p))
+    return _finish("dinobloom", f"dinobloom:{size}:{p}", _vit(arch, 224), state, str(p), 224)
+
+
+@register("phikon", "phikon:<path>", "Phikon (Filiot et al. 2023): iBOT ViT-B/16 on TCGA histology (Hugging Face layout)",
+          "huggingface.co/owkin/phikon (Owkin non-commercial licence)")
+def _phikon(arg: str) -> Encoder:
+    from cytofm.models.hf_vit import hf_vit_to_timm
+
+    p = find_weights("phikon", arg or None)
+    state = load_state(p)
+    if any(k.startswith(("embeddings.", "encoder.layer", "vit.")) for k in state):
+        state = hf_vit_to_timm(state)
+    return _finish("phikon", f"phikon:{p}", _vit("vit_base_patch16_224", 224), state, str(p), 224)
+
+
+@register("cytofm", "cytofm[:<export.safetensors | run dir>]", "an encoder pretrained with cytofm (default: the one shipped)")
+def _cytofm(arg: str) -> Encoder:
+    import json
+
+    if not arg:
+        from cytofm.models.shipped import shipped_weights
+
+        arg = str(shipped_weights())
+    p = Path(arg).expanduser()
+    if not p.exists():
+        raise EncoderError(f"cytofm: {p} does not exist")
+    if p.is_dir() or p.suffix in (".pt", ".pth"):
+        from cytofm.ssl.checkpoint import CHECKPOINT, load_checkpoint
+        from cytofm.ssl.config import PretrainConfig
+
+        ck = load_checkpoint(p / CHECKPOINT if p.is_dir() else p)
+        if "teacher_backbone" not in ck:
+            raise EncoderError(f"cytofm: {p} is not a cytofm pretraining run or checkpoint")
+        cfg = PretrainConfig.model_validate(ck["config"])
+        vit = _vit(cfg.model.arch, cfg.crops.global_size,
+                   **({"init_values": cfg.model.layerscale} if cfg.model.layerscale is not None else {}))
+        return _finish("cytofm", f"cytofm:{p}", vit, ck["teacher_backbone"], str(p), cfg.crops.global_size)
+    meta_path = p.with_suffix(".json")
+    if not meta_path.is_file():
+        raise EncoderError(f"cytofm: {meta_path} is missing (written by `cytofm export` beside the .safetensors)")
+    meta = json.loads(meta_path.read_text())
+    args = dict(meta["model_args"])
+    size = int(args.get("img_size", 224))
+    vit = timm.create_model(meta["architecture"], pretrained=False, **args)
+    pc = meta.get("pretrained_cfg", {})
+    state = {k: v.float() for k, v in load_state(p).items()}
+    return _finish("cytofm", f"cytofm:{p}", vit, state, str(p), size, tuple(pc.get("mean", IMAGENET_MEAN)),
+                   tuple(pc.get("std", IMAGENET_STD)))
+
+
+def create_encoder(spec: str) -> Encoder:
+    """Build an encoder from a spec such as ``random:vit_small_patch16_224`` or ``uni:/w/uni.bin``."""
+    name, _, arg = spec.partition(":")
+    entry = ZOO.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, list(ZOO), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise EncoderError(f"unknown encoder '{name}'{hint}; valid: " + ", ".join(e.syntax for e in ZOO.values()))
+    return entry.factory(arg)
+
+
+def usable_encoders() -> list[tuple[str, str]]:
+    """(spec syntax, status) for ``cytofm doctor``."""
+    rows = []
+    for e in ZOO.values():
+        if not e.weights_from or e.name in ("timm",):
+            status = "usable" if e.name != "timm" else "usable with a local weights path"
+        elif e.name == "cytofm":
+            status = "usable"
+        else:
+            try:
+                find_weights(e.name if e.name != "dinobloom" else "dinobloom-s", None)
+                status = "weights found"
+            except EncoderError:
+                status = f"needs weights: {e.weights_from}"
+        rows.append((e.syntax, status))
+    return rows

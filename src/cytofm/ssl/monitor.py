@@ -1,0 +1,84 @@
+"""kNN monitor: frozen teacher [CLS] features of a small labelled set, scored by k-nearest neighbours.
+
+Cheap evidence during pretraining that features become more linearly/locally separable, on real labelled
+cells (e.g. Herlev), long before any downstream evaluation is run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cytofm.data.inputs import InputError, discover
+from cytofm.data.prepare_config import PrepareConfig
+from cytofm.data.prepared import is_prepared_dir, load_prepared
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def load_labelled(path: str, label: str, size: int, max_items: int = 1000, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Images (N, 3, size, size), normalised, and their labels; a seeded subsample above ``max_items``."""
+    if is_prepared_dir(path):
+        items = [(it.path, it.kind, it.meta.get(label, "")) for it in load_prepared(path)]
+        readers = {}
+        for it in load_prepared(path):
+            readers[str(it.path)] = it
+    else:
+        cfg = PrepareConfig.model_validate({"metadata": {"label_column": label} if str(path).endswith(".csv") else {}})
+        found, _, _ = discover([str(path)], cfg)
+        items = [(it.path, it.kind, it.meta.get("label", it.meta.get(label, ""))) for it in found]
+        readers = {}
+    items = [it for it in items if it[2]]
+    if len(items) < 10:
+        raise InputError(f"{path}: fewer than 10 items with a '{label}' label for the kNN monitor")
+    rng = np.random.default_rng(seed)
+    if len(items) > max_items:
+        items = [items[i] for i in sorted(rng.choice(len(items), max_items, replace=False))]
+    ims = []
+    for p, _, _ in items:
+        if str(p) in readers:
+            _, arr = next(readers[str(p)].patches())
+            im = Image.fromarray(arr)
+        else:
+            im = Image.open(p).convert("RGB")
+        ims.append(np.asarray(im.resize((size, size), Image.Resampling.BICUBIC)))
+    x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - MEAN) / STD, np.array([it[2] for it in items])
+
+
+@torch.no_grad()
+def embed(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype=None, batch: int = 128) -> np.ndarray:
+    backbone.eval()
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(device)
+        if dtype is not None:
+            with torch.autocast(device.type, dtype=dtype):
+                cls, _ = backbone(xb)
+        else:
+            cls, _ = backbone(xb)
+        out.append(torch.nn.functional.normalize(cls.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def knn_balanced_accuracy(feats: np.ndarray, labels: np.ndarray, k: int = 20, folds: int = 5, seed: int = 0) -> float:
+    """Cosine kNN with distance-weighted votes, stratified k-fold, balanced accuracy."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    _, counts = np.unique(labels, return_counts=True)
+    folds = max(2, min(folds, int(counts.min())))
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels) - len(labels) // folds - 1), metric="cosine", weights="distance")
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(clf, feats, labels, cv=cv, scoring="balanced_accuracy").mean())
+
+
+class KNNMonitor:
+    def __init__(self, path: str, label: str, size: int, device: torch.device, dtype=None):
+        self.x, self.y = load_labelled(path, label, size)
+        self.device, self.dtype = device, dtype
+
+    def __call__(self, backbone: torch.nn.Module) -> float:
+        return knn_balanced_accuracy(embed(backbone, self.x, self.device, self.dtype), self.y)
