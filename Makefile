@@ -27,6 +27,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare_throughput.py
+	cd benchmarks && ../$(BIN)/python ibot_throughput.py && ../$(BIN)/python extract_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -2,19 +2,18 @@
 
 Usage: python benchmarks/ssl_learning_signal.py RUN_DIR [HERLEV_DIR]
 
-Features are the teacher backbone's [CLS] token at the run's global crop size (ImageNet normalisation);
-the probe is a standardised logistic regression, 5-fold stratified CV, balanced accuracy (mean +- sd).
+Features are the teacher backbone's [CLS] token at the run's global crop size (ImageNet normalisation,
+L2-normalised); the probe is a standardised logistic regression, 5-fold stratified CV, balanced accuracy
+(mean +- sd over folds).
 """
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -23,26 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from cytofm.ssl.backbone import MaskedViT, create_vit
 from cytofm.ssl.checkpoint import CHECKPOINT, load_checkpoint
 from cytofm.ssl.config import PretrainConfig
-
-MEAN, STD = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def herlev(root: Path, label: str = "label7") -> tuple[list[Path], np.ndarray]:
-    rows = list(csv.DictReader(open(root / "manifest.csv")))
-    return [root / r["image"] for r in rows], np.array([r[label] for r in rows])
-
-
-@torch.no_grad()
-def features(vit: torch.nn.Module, paths: list[Path], size: int, batch: int = 64) -> np.ndarray:
-    net = MaskedViT(vit).eval()
-    out = []
-    for i in range(0, len(paths), batch):
-        ims = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)) for p in paths[i:i + batch]]
-        x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255.0
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            cls, _ = net((x - MEAN) / STD)
-        out.append(cls.float().numpy())
-    return np.concatenate(out)
+from cytofm.ssl.monitor import embed, load_labelled
 
 
 def probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
@@ -54,14 +34,15 @@ def probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
 def compare(run: Path, herlev_root: Path) -> dict[str, tuple[float, float]]:
     ck = load_checkpoint(run / CHECKPOINT)
     cfg = PretrainConfig.model_validate(ck["config"])
-    paths, y = herlev(herlev_root)
-    trained = create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0)
+    size = cfg.crops.global_size
+    x, y = load_labelled(str(herlev_root / "manifest.csv"), "label7", size, max_items=100_000)
+    trained = create_vit(cfg.model, size, drop_path=0.0)
     trained.load_state_dict(ck["teacher_backbone"])
     torch.manual_seed(0)
-    random_vit = create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0)
-    size = cfg.crops.global_size
-    return {"pretrained": probe(features(trained, paths, size), y), "random": probe(features(random_vit, paths, size), y),
-            "iteration": (ck["iteration"], 0.0)}
+    random_vit = create_vit(cfg.model, size, drop_path=0.0)
+    cpu = torch.device("cpu")
+    feats = {name: embed(MaskedViT(v), x, cpu, torch.bfloat16) for name, v in (("pretrained", trained), ("random", random_vit))}
+    return {"pretrained": probe(feats["pretrained"], y), "random": probe(feats["random"], y), "iteration": (ck["iteration"], 0.0)}
 
 
 if __name__ == "__main__":

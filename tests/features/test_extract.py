@@ -100,9 +100,13 @@ def test_real_herlev_cells_and_bccd_fields(tmp_path, encoder):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows([{**r, "image": str(herlev / r["image"]), "mask": ""} for r in rows])
+        w.writerow({**rows[0], "image": str(herlev / rows[0]["image"]), "mask": ""})  # the same cell twice
     run_extract(encoder, sub, "image", tmp_path / "h", label_column="label7", workers=0, log=lambda m: None)
     store = load_store(tmp_path / "h")
-    assert len(store) == len(rows) and {x["label"] for x in store} <= {r["label7"] for r in rows}
+    assert len(store) == len(rows) + 1 and {x["label"] for x in store} <= {r["label7"] for r in rows}
+    f0, c0, a0 = read_item(store[0]["h5"])
+    assert f0.shape == (1, 192) and c0.shape == (1, 2) and a0["encoder"] == "random"
+    assert np.array_equal(f0, read_item(store[-1]["h5"])[0])  # identical inputs, identical features
     b = list(csv.DictReader(open(bccd / "manifest.csv")))[:3]
     sub = tmp_path / "bccd.csv"
     with open(sub, "w", newline="") as f:

@@ -169,3 +169,61 @@ def test_release_with_wrong_architecture_is_refused(tmp_path):
 def test_bf16_step_is_finite(images, tmp_path):
     t = run(tiny_cfg("train.iterations=2", "runtime.precision=bf16"), images, tmp_path / "r")
     assert np.isfinite(next(iter(t.teacher.parameters())).detach().numpy()).all()
+
+
+def test_reads_webdataset_shards_and_weights_sources(tmp_path):
+    from cytofm.config.loader import build_config as bc
+    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare_config import PrepareConfig
+    from cytofm.ssl.data import IBOTBatches, load_table
+
+    src = tmp_path / "fields"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(smear(h=128, w=128, cells=((40, 40, 20), (90, 90, 20)), seed=i)[0]).save(src / f"{i}.png")
+    res = run_prepare([str(src)], tmp_path / "p", bc(PrepareConfig, overrides=[
+        "tiling.patch_size=64", "output.materialize=webdataset", "output.workers=1", "output.shard_size=3"]), log=lambda m: None)
+    table = load_table(tmp_path / "p")
+    assert table.files[0][1] == "tar" and len(table) == res.n_patches
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    Image.fromarray(smear(h=40, w=40, cells=((20, 20, 10),))[0]).save(cells / "c.png")
+    cfg = tiny_cfg("data.weights=[0.0, 1.0]")
+    ds = IBOTBatches([table, load_table(cells)], cfg, patch_size=16)
+    assert {t for t, _, _ in ds.sample_plan(0)} == {1}  # weight 0: never drawn
+    batch = IBOTBatches([table], tiny_cfg(), patch_size=16)[0]
+    assert batch["crops"][0].shape == (4, 3, 32, 32) and batch["masks"].shape == (2, 4, 2, 2)
+    assert torch.equal(batch["crops"][2], IBOTBatches([table], tiny_cfg(), patch_size=16)[0]["crops"][2])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(images, tmp_path):
+    from cytofm.ssl.trainer import TrainingDiverged
+
+    t = IBOTTrainer(tiny_cfg("train.iterations=4", "train.save_every=2"), [str(images)], tmp_path / "r", log=lambda m: None)
+    real = t.loss_fn.forward
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        if t.optimizer.state and len(t._seen) >= 3:
+            out["loss"] = out["loss"] * float("nan")
+        t._seen.append(1)
+        return out
+
+    t._seen = []
+    t.loss_fn.forward = poisoned
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        t.run()
+    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["iteration"] == 2
+
+
+def test_knn_monitor_logs_accuracy(images, tmp_path):
+    import csv as _csv
+
+    labelled = tmp_path / "lab"
+    for cls, color in (("pink", (215, 150, 170)), ("blue", (120, 160, 190))):
+        (labelled / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(smear(h=40, w=40, cells=((20, 20, 10),), color=color, seed=i)[0]).save(labelled / cls / f"{i}.png")
+    run(tiny_cfg("train.iterations=2", "train.knn_every=1", f"train.knn_data={labelled}"), images, tmp_path / "r")
+    rows = list(_csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
+    assert rows[-1]["knn_bacc"] and 0.0 <= float(rows[-1]["knn_bacc"]) <= 1.0

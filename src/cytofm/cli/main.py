@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from cytofm import __version__
@@ -48,5 +51,24 @@ app.command("demo")(demo)
 app.command("doctor")(doctor)
 
 
+# glibc returns every allocation above 32 MB to the OS and faults it in again each step; for training
+# and extraction that costs up to 1.6-1.8x (shared/notes/cpu-performance.md). The setting must be in
+# place before Python starts, so the heavy commands re-execute themselves once with it.
+HEAP_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
+HEAVY = {"pretrain", "extract", "benchmark", "demo"}
+
+
+def _tune_heap() -> None:
+    if (sys.platform != "linux" or os.environ.get("GLIBC_TUNABLES") or os.environ.get("CYTOFM_NO_REEXEC")
+            or len(sys.argv) < 2 or sys.argv[1] not in HEAVY):
+        return
+    env = dict(os.environ, GLIBC_TUNABLES=HEAP_TUNABLES, CYTOFM_NO_REEXEC="1")
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "cytofm", *sys.argv[1:]], env)
+    except OSError:
+        pass  # carry on without the tuning
+
+
 def main() -> None:
-    app()
+    _tune_heap()
+    app(prog_name="cytofm")

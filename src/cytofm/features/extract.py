@@ -174,6 +174,14 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
         return a is not None and a.get("weights_hash") == encoder.weights_hash and a.get("mode") == mode and \
             bool(a.get("tta")) == tta
 
+    if rank == 0:  # the resolved options next to the output
+        import yaml
+
+        (out / "config.yaml").write_text(f"# written by cytofm {__version__}\n" + yaml.safe_dump({
+            "encoder": encoder.spec, "input": str(input), "mode": mode, "batch_size": batch_size, "tta": tta,
+            "workers": workers, "device": str(dev), "precision": str(dtype or "fp32"), "label_column": label_column,
+            "weights_hash": encoder.weights_hash, "embed_dim": encoder.embed_dim, "input_size": encoder.input_size},
+            sort_keys=False))
     mine = [it for k, it in enumerate(items) if k % world == rank]
     todo = [it for it in mine if not done(it)]
     reused = len(mine) - len(todo)
@@ -223,7 +231,7 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
         for it in items:
             h5 = h5_of(it)
             if h5.exists() and done(it):
-                rows.append({"id": it.id, "path": str(it.path), "h5": f"features/{it.id}.h5",
+                rows.append({"id": it.id, "path": str(Path(it.path).resolve()), "h5": f"features/{it.id}.h5",
                              "n_instances": len(it.coords), **it.meta})
         write_csv(out / "manifest.csv", rows)
         write_csv(out / "skipped.csv", [{"path": s.path, "reason": s.reason} for s in skips], ["path", "reason"])

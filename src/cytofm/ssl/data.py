@@ -7,7 +7,9 @@ resumed run sees exactly the batches an uninterrupted one would, whatever the nu
 
 from __future__ import annotations
 
+import io
 import random
+import tarfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cytofm.data.image_io import IMAGE_EXTENSIONS
 from cytofm.data.inputs import InputError, discover
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import is_prepared_dir, load_prepared
@@ -38,12 +41,36 @@ class PatchTable:
         return len(self.refs)
 
 
+def _tar_members(tars: list[Path]) -> tuple[list, list, list]:
+    """Image members of webdataset shards, addressed by (shard, byte offset, size) for direct reads."""
+    files, geometry, refs = [], [], []
+    for i, t in enumerate(tars):
+        try:
+            with tarfile.open(t) as tf:
+                members = [m for m in tf.getmembers() if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS]
+        except (tarfile.TarError, OSError) as e:
+            raise InputError(f"{t}: not a readable tar shard ({e})") from None
+        files.append((str(t), "tar", None))
+        geometry.append((None, None))
+        refs += [(i, m.offset_data, m.size) for m in members]
+    return files, geometry, refs
+
+
 def load_table(path: str | Path) -> PatchTable:
-    """A prepared dataset (every kept patch), or a folder / manifest / file (every image whole)."""
+    """A prepared dataset (every kept patch; its webdataset shards when materialised), a folder or tar
+    shards, or a manifest / file (every image whole)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file or folder")
     files, geometry, refs = [], [], []
+    tars = sorted(p.glob("*.tar")) if p.is_dir() else ([p] if p.suffix == ".tar" else [])
+    if is_prepared_dir(p) and (p / "shards").is_dir():
+        tars = sorted((p / "shards").glob("*.tar"))
+    if tars:
+        files, geometry, refs = _tar_members(tars)
+        if not refs:
+            raise InputError(f"{path}: the tar shards hold no images")
+        return PatchTable(p.name, files, geometry, np.asarray(refs, dtype=np.int64))
     if is_prepared_dir(p):
         for i, it in enumerate(load_prepared(p)):
             files.append((str(it.path), it.kind, it.mpp))
@@ -59,6 +86,18 @@ def load_table(path: str | Path) -> PatchTable:
     if not refs:
         raise InputError(f"{path}: no images or patches found")
     return PatchTable(p.name, files, geometry, np.concatenate(refs).astype(np.int64))
+
+
+class _TarFile:
+    def __init__(self, path: str):
+        self.f = open(path, "rb")  # noqa: SIM115 - kept open in the per-worker cache
+
+    def read(self, offset: int, size: int) -> bytes:
+        self.f.seek(offset)
+        return self.f.read(size)
+
+    def close(self) -> None:
+        self.f.close()
 
 
 class IBOTBatches(torch.utils.data.Dataset):
@@ -86,6 +125,10 @@ class IBOTBatches(torch.utils.data.Dataset):
         fi, x, y = (int(v) for v in ref)
         key = (id(table), fi)
         src = self._cache.get(key)
+        if table.files[fi][1] == "tar":  # (x, y) = (byte offset, size) of the member
+            if src is None:
+                src = self._cache[key] = _TarFile(table.files[fi][0])
+            return Image.open(io.BytesIO(src.read(x, y))).convert("RGB")
         if src is None:
             path, kind, mpp = table.files[fi]
             src = open_source(path, kind, mpp)

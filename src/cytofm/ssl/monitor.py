@@ -26,7 +26,10 @@ def load_labelled(path: str, label: str, size: int, max_items: int = 1000, seed:
         for it in load_prepared(path):
             readers[str(it.path)] = it
     else:
-        cfg = PrepareConfig.model_validate({"metadata": {"label_column": label} if str(path).endswith(".csv") else {}})
+        from pathlib import Path
+
+        meta = {"label_column": label} if str(path).endswith(".csv") else {"labels_from_folders": Path(path).is_dir()}
+        cfg = PrepareConfig.model_validate({"metadata": meta})
         found, _, _ = discover([str(path)], cfg)
         items = [(it.path, it.kind, it.meta.get("label", it.meta.get(label, ""))) for it in found]
         readers = {}
