@@ -1,0 +1,1 @@
+"""Multiple-instance learning on frozen features."""
