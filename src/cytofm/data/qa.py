@@ -20,5 +20,5 @@ def qa_thumbnail(thumb: np.ndarray, scale: float, coords: np.ndarray, size0: int
         if k:
             draw.rectangle(box, outline=(0, 200, 0, 255), width=max(1, round(max(im.size) / 400)))
         else:
-            draw.rectangle(box, outline=(220, 0, 0, 70), width=1)
+            draw.rectangle(box, outline=(220, 0, 0, 160), width=1)
     return im
