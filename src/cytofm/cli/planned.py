@@ -18,24 +18,6 @@ def _not_yet(command: str, issue: int) -> None:
     fail(f"'cytofm {command}' is not available in this version yet (tracked in issue #{issue})", code=3)
 
 
-def probe(
-    features: Annotated[Path, typer.Option(help="Feature store folder.")],
-    label: Annotated[str, typer.Option(help="Label column of the store's manifest.")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
-) -> None:
-    """Linear probe, kNN and few-shot evaluation with cross-validated confidence intervals."""
-    _not_yet("probe", 5)
-
-
-def mil(
-    features: Annotated[Path, typer.Option(help="Feature store folder.")],
-    label: Annotated[str, typer.Option(help="Label column of the store's manifest.")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
-) -> None:
-    """Gated attention MIL (ABMIL) with k-fold x seeds cross-validation."""
-    _not_yet("mil", 5)
-
-
 def benchmark(
     config: Annotated[Path, typer.Argument(help="Benchmark YAML: tasks and encoders.")],
     out: Annotated[Path, typer.Option(help="Output folder for results.csv, tables and plots.")],

@@ -1,0 +1,1 @@
+"""Evaluation of frozen features: protocols, metrics with confidence intervals, probes."""

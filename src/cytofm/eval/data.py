@@ -1,0 +1,58 @@
+"""Labelled items of a feature store, checked before any metric is computed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cytofm.data.inputs import InputError
+from cytofm.features.store import load_store, read_item
+
+
+@dataclass
+class LabelledSet:
+    ids: list[str]
+    bags: list[np.ndarray]  # (N_i, D) per item
+    y: np.ndarray  # int labels
+    classes: list[str]
+    groups: np.ndarray | None
+    fixed: np.ndarray | None
+    dropped: int  # items without a label
+
+    def pooled(self) -> np.ndarray:
+        """Mean-pooled item features (N, D); an item with one instance is its instance."""
+        return np.stack([b.mean(0) for b in self.bags])
+
+
+def load_labelled_store(root: str, label: str, group_column: str | None = None, split_column: str | None = None,
+                        exclude: tuple[str, ...] = (), log=print) -> LabelledSet:
+    try:
+        rows = load_store(root)
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    if rows and label not in rows[0]:
+        raise InputError(f"{root}/manifest.csv has no column '{label}' (columns: {', '.join(rows[0])})")
+    for col in (group_column, split_column):
+        if col and rows and col not in rows[0]:
+            raise InputError(f"{root}/manifest.csv has no column '{col}'")
+    keep = [r for r in rows if r.get(label, "").strip() and r[label].strip() not in exclude]
+    dropped = len(rows) - len(keep)
+    if dropped:
+        log(f"note: {dropped} item(s) without a usable '{label}' label are left out")
+    if not keep:
+        raise InputError(f"no item of {root} has a '{label}' label")
+    bags, dim = [], None
+    for r in keep:
+        f, _, _ = read_item(r["h5"])
+        if dim is None:
+            dim = f.shape[1]
+        elif f.shape[1] != dim:
+            raise InputError(f"{r['h5']}: features of size {f.shape[1]}, but earlier items have {dim} "
+                             "(mixed encoders in one store?)")
+        bags.append(f.astype(np.float32))
+    classes = sorted({r[label].strip() for r in keep})
+    y = np.array([classes.index(r[label].strip()) for r in keep])
+    groups = np.array([r[group_column] for r in keep]) if group_column else None
+    fixed = np.array([r[split_column] for r in keep]) if split_column else None
+    return LabelledSet([r["id"] for r in keep], bags, y, classes, groups, fixed, dropped)

@@ -1,0 +1,74 @@
+"""Cross-validation protocols: stratified k-fold, grouped by specimen/patient, repeated over seeds."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+
+class ProtocolError(ValueError):
+    """The labels cannot support the requested protocol."""
+
+
+@dataclass
+class Split:
+    seed: int
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+
+
+def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2), groups: np.ndarray | None = None,
+                fixed: np.ndarray | None = None, warn=warnings.warn) -> list[Split]:
+    """Stratified (grouped when ``groups`` is given) k-fold for each seed, or one fixed split from a column
+    of ``train``/``test`` (``val`` counts as train) values.
+
+    A class with fewer members (or groups) than ``folds`` lowers the number of folds, with a warning; a
+    single class is an error.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ProtocolError(f"only one class ({classes[0] if len(classes) else 'none'}) among the labelled items")
+    if fixed is not None:
+        fixed = np.asarray([str(s).lower() for s in fixed])
+        tr, te = np.flatnonzero(np.isin(fixed, ["train", "val", "valid", "validation"])), np.flatnonzero(fixed == "test")
+        if len(tr) == 0 or len(te) == 0:
+            raise ProtocolError("the split column needs both 'train' and 'test' rows")
+        return [Split(0, 0, tr, te)]
+    per_class = counts
+    if groups is not None:
+        per_class = np.array([len(np.unique(groups[y == c])) for c in classes])
+    k = int(min(folds, per_class.min()))
+    if k < 2:
+        rare = classes[per_class.argmin()]
+        raise ProtocolError(f"class '{rare}' has {per_class.min()} {'group' if groups is not None else 'item'}(s); "
+                            "cross-validation needs at least 2")
+    if k < folds:
+        rare = classes[per_class.argmin()]
+        warn(f"class '{rare}' has only {per_class.min()} {'groups' if groups is not None else 'items'}: using {k} folds instead of {folds}")
+    out = []
+    for s in seeds:
+        if groups is not None:
+            cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=s)
+            it = cv.split(np.zeros(len(y)), y, groups)
+        else:
+            it = StratifiedKFold(n_splits=k, shuffle=True, random_state=s).split(np.zeros(len(y)), y)
+        out += [Split(s, f, tr, te) for f, (tr, te) in enumerate(it)]
+    return out
+
+
+def inner_validation(y_train: np.ndarray, seed: int, frac: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified train/validation cut of a training fold (for early stopping)."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(y_train):
+        idx = np.flatnonzero(y_train == c)
+        rng.shuffle(idx)
+        n = int(round(frac * len(idx))) if len(idx) >= 5 else 0
+        val += idx[:n].tolist()
+    val = np.array(sorted(val), dtype=int)
+    train = np.setdiff1d(np.arange(len(y_train)), val)
+    return train, val
