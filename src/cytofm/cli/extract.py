@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -35,25 +34,14 @@ def extract(
     """
     from cytofm.features.extract import run_extract
     from cytofm.models.zoo import EncoderError, create_encoder
+    from cytofm.utils.distributed import torchrun_group
 
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        import torch
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
     try:
-        try:
-            enc = create_encoder(encoder)
-        except EncoderError as e:
-            fail(str(e))
-        with make_progress() as progress:
-            r = run_extract(enc, input, mode, out, batch_size, tta, workers, device, precision, label_column,
-                            progress=progress, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True))
-    finally:
-        if distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        enc = create_encoder(encoder)
+    except EncoderError as e:
+        fail(str(e))
+    with torchrun_group(device), make_progress() as progress:
+        r = run_extract(enc, input, mode, out, batch_size, tta, workers, device, precision, label_column,
+                        progress=progress, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True))
     console.print(f"[green]extracted[/green] {r['extracted']} item(s) ({r['instances']} instances, "
                   f"{r['instances_per_s']:.1f}/s); {r['reused']} reused; {r['skipped']} skipped -> {out}/manifest.csv")

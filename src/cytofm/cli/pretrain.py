@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -36,14 +35,10 @@ def pretrain(
     if out is None:
         fail("give --out RUN (the run directory)")
     cfg = build_config(PretrainConfig, "pretrain", preset, overrides or [], file=config)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        import torch
-        import torch.distributed as dist
+    from cytofm.utils.distributed import torchrun_group
 
-        dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.runtime.device != "cpu" else "gloo")
     try:
-        with make_progress() as progress:
+        with torchrun_group(cfg.runtime.device), make_progress() as progress:
             trainer = IBOTTrainer(cfg, [str(d) for d in data], out, str(init_from) if init_from else None,
                                   log=lambda m: progress.console.print(m, markup=False, soft_wrap=True),
                                   progress=progress, command=command_line())
@@ -52,11 +47,6 @@ def pretrain(
         fail(str(e), code=1)
     except ValueError as e:
         fail(str(e))
-    finally:
-        if distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
     if last:
         console.print(f"[green]done[/green]: iteration {last['iteration']}, loss {last['loss']:.3f}; "
                       f"checkpoint {out}/checkpoint.pt; export with: cytofm export {out} --out model.safetensors")

@@ -21,6 +21,7 @@ from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
 from cytofm.features.store import item_attrs, write_item
 from cytofm.models.encoder import Encoder
+from cytofm.utils.distributed import pick_device
 from cytofm.utils.io import write_csv
 
 
@@ -149,8 +150,7 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
     items, skips = collect_items(input, mode, out, label_column, log)
     if not items:
         raise InputError(f"{input}: nothing to extract")
-    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if (
-        device == "cuda" or (device == "auto" and torch.cuda.is_available())) else torch.device("cpu")
+    dev = pick_device(device)
     dtype = None
     if precision in ("auto", "bf16") and encoder.is_vit:
         from cytofm.ssl.config import PretrainConfig

@@ -31,6 +31,7 @@ from cytofm.ssl.ibot_loss import IBOTLoss
 from cytofm.ssl.model import build_student_teacher
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
+from cytofm.utils.distributed import pick_device
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,14 +60,7 @@ class Schedules:
 
 
 def resolve_device(cfg: PretrainConfig) -> torch.device:
-    want = cfg.runtime.device
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError("runtime.device=cuda but no CUDA GPU is available")
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
+    return pick_device(cfg.runtime.device)
 
 
 def resolve_precision(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:

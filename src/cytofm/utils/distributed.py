@@ -1,0 +1,33 @@
+"""torchrun support shared by the commands that scale out (pretrain, extract)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+
+
+def pick_device(want: str = "auto") -> torch.device:
+    """``auto``: the GPU of this process's LOCAL_RANK when CUDA is present, else the CPU."""
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+@contextmanager
+def torchrun_group(device: str = "auto"):
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
+    started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if started:
+        dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
+    try:
+        yield
+    finally:
+        if started:
+            dist.destroy_process_group()
