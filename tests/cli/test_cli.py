@@ -81,7 +81,7 @@ def test_doctor_reports_versions():
 
 
 def test_planned_command_says_not_yet(tmp_path):
-    r = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path)])
+    r = runner.invoke(app, ["report", str(tmp_path)])
     assert r.exit_code == 3 and "not available" in plain(r.output)
 
 

@@ -113,3 +113,30 @@ def test_bad_stores_are_refused_clearly(tmp_path):
     assert r.exit_code == 2 and "features of size 5" in r.output
     r = runner.invoke(app, ["probe", "--features", str(store), "--label", "nope", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "no column 'nope'" in r.output
+
+
+def test_benchmark_two_encoders_one_table_with_paired_difference(tmp_path):
+    import csv
+
+    from PIL import Image
+
+    from tests.conftest import smear
+
+    root = tmp_path / "cells"
+    for cls, color in (("pink", (215, 150, 170)), ("blue", (120, 160, 190))):
+        (root / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(smear(h=40, w=40, cells=((20, 20, 8 + i % 4),), color=color, seed=i)[0]).save(root / cls / f"{i}.png")
+    (tmp_path / "b.yaml").write_text(
+        "encoders: [random:vit_tiny_patch16_224, handcrafted]\n"
+        "tasks:\n  - {name: colour, data: cells, label: label, mode: image, eval: probe, methods: [knn], folds: 4, seeds: [0]}\n")
+    r = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "o" / "results.csv")))
+    assert [x["encoder"] for x in rows] == ["random:vit_tiny_patch16_224", "handcrafted"]
+    assert rows[1]["vs"] == "random:vit_tiny_patch16_224" and rows[1]["bacc_diff"] != ""
+    assert float(rows[1]["balanced_accuracy_mean"]) == 1.0  # colour separates the classes perfectly
+    assert (tmp_path / "o" / "results.png").stat().st_size > 1000
+    # a second run reuses the cached extraction
+    runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o")])
+    assert len(list((tmp_path / "o" / "cache" / "colour").iterdir())) == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from cytofm.cli.common import console, fail, make_progress, out_console, user_errors
@@ -17,18 +16,17 @@ SPLIT = typer.Option(help="Column with fixed train/test values instead of cross-
 
 
 def _setup(features: Path, label: str, out: Path, group_column, split_column, folds: int, seeds: str, exclude: str):
-    from cytofm.eval.data import load_labelled_store
-    from cytofm.eval.splits import ProtocolError, make_splits
+    from cytofm.eval.splits import ProtocolError
+    from cytofm.eval.tasks import prepare_eval
 
-    data = load_labelled_store(str(features), label, group_column, split_column,
-                               tuple(x for x in exclude.split(",") if x), log=lambda m: console.print(m, markup=False))
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         fail(f"--seeds must be comma-separated integers, not '{seeds}'")
     try:
-        splits = make_splits(data.y, folds, seed_list, data.groups, data.fixed,
-                             warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+        data, splits = prepare_eval(features, label, group_column, split_column, folds, seed_list,
+                                    [x for x in exclude.split(",") if x], log=lambda m: console.print(m, markup=False),
+                                    warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
     except ProtocolError as e:
         fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
@@ -66,23 +64,15 @@ def probe(
 ) -> None:
     """Linear probe, cosine kNN and few-shot on frozen features (items mean-pooled over their instances),
     stratified k-fold x seeds, mean +- sd and 95% bootstrap CIs; per-item predictions and confusion matrices."""
-    from cytofm.eval.probes import few_shot, knn_probe, linear_probe
-    from cytofm.eval.run import run_method
+    from cytofm.eval.tasks import evaluate_probes
 
     data, splits = _setup(features, label, out, group_column, split_column, folds, seeds, exclude)
-    x, n_c = data.pooled(), len(data.classes)
-    table = {
-        "linear": lambda tr, te, sp: (linear_probe(x[tr], data.y[tr], x[te], n_c, sp.seed), None),
-        "knn": lambda tr, te, sp: (knn_probe(x[tr], data.y[tr], x[te], n_c, knn_k), None),
-        "fewshot": lambda tr, te, sp: (few_shot(x[tr], data.y[tr], x[te], n_c, shots, seed=sp.seed), None),
-    }
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    bad = [m for m in chosen if m not in table]
-    if bad:
-        fail(f"unknown probe method(s) {bad}; valid: {', '.join(table)}")
     with make_progress() as progress:
-        summaries = [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out, progress)
-                     for m in chosen]
+        try:
+            summaries = evaluate_probes(data, splits, out, chosen, knn_k, shots, progress)
+        except ValueError as e:
+            fail(str(e))
     _report(summaries, out, {"features": str(features), "label": label, "methods": chosen, "folds": folds, "seeds": seeds,
                              "group_column": group_column, "split_column": split_column, "knn_k": knn_k, "shots": shots,
                              "classes": data.classes, "n_items": len(data.y)})
@@ -103,30 +93,36 @@ def mil(
 ) -> None:
     """Gated attention MIL (ABMIL) over folds x seeds, class-balanced loss, early stopping; writes metrics
     with CIs, per-item predictions, confusion matrices and each item's attention (attention_<seed>.npz)."""
-    import torch
-
-    from cytofm.eval.run import run_method
-    from cytofm.eval.splits import inner_validation
-    from cytofm.mil.train import MILTrainConfig, predict, train_abmil
+    from cytofm.eval.tasks import evaluate_mil
 
     data, splits = _setup(features, label, out, group_column, split_column, folds, seeds, exclude)
-    bags = [torch.from_numpy(b) for b in data.bags]
-    n_c = len(data.classes)
-    attention: dict[int, dict[str, np.ndarray]] = {}
-
-    def method(tr, te, sp):
-        itr, ival = inner_validation(data.y[tr], sp.seed)
-        cfg = MILTrainConfig(epochs=epochs, lr=lr, seed=sp.seed)
-        model = train_abmil([bags[i] for i in tr[itr]], data.y[tr[itr]], [bags[i] for i in tr[ival]], data.y[tr[ival]], n_c, cfg)
-        proba, attn = predict(model, [bags[i] for i in te])
-        for i, a in zip(te, attn, strict=True):
-            attention.setdefault(sp.seed, {})[data.ids[i]] = a
-        return proba, attn
-
     with make_progress() as progress:
-        summary = run_method("abmil", data, splits, method, out, progress)
-    for seed, d in attention.items():
-        np.savez_compressed(out / f"attention_{seed}.npz", **d)
+        summary = evaluate_mil(data, splits, out, epochs, lr, progress)
     _report([summary], out, {"features": str(features), "label": label, "folds": folds, "seeds": seeds,
                              "group_column": group_column, "split_column": split_column, "epochs": epochs, "lr": lr,
                              "classes": data.classes, "n_items": len(data.y)})
+
+
+@user_errors
+def benchmark(
+    config: Annotated[str, typer.Argument(help="Benchmark YAML (tasks and encoders) or a preset: shared_data, cytofm_paper.")],
+    out: Annotated[Path, typer.Option(help="Output folder: results.csv, results.md, results.png, per-task evidence.")],
+    encoders: Annotated[str | None, typer.Option(help="Comma-separated encoder specs replacing the config's list.")] = None,
+) -> None:
+    """Compare encoders on tasks: prepare, extract (cached under OUT/cache), evaluate with folds x seeds,
+    and write one table with 95% CIs and paired differences against the first encoder.
+
+    Relative data paths are read relative to the YAML file (for a preset: the current folder).
+    """
+    from cytofm.config.loader import build_config, write_config
+    from cytofm.eval.benchmark import BenchmarkConfig, run_benchmark
+
+    values = {"encoders": [e for e in encoders.split(",") if e]} if encoders else None
+    cfg = build_config(BenchmarkConfig, "benchmark", config, values=values)
+    base = Path(config).resolve().parent if Path(config).is_file() else Path.cwd()
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out / "config.yaml")
+    with make_progress() as progress:
+        run_benchmark(cfg, base, out, progress, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True))
+    out_console.print((out / "results.md").read_text())
+    console.print(f"[green]written[/green] {out}/results.csv, results.md, results.png")

@@ -11,7 +11,7 @@ from cytofm import __version__
 from cytofm.cli import planned
 from cytofm.cli.demo import demo
 from cytofm.cli.doctor import doctor
-from cytofm.cli.evaluate import mil, probe
+from cytofm.cli.evaluate import benchmark, mil, probe
 from cytofm.cli.extract import extract
 from cytofm.cli.prepare import prepare
 from cytofm.cli.pretrain import export, pretrain
@@ -44,7 +44,7 @@ app.command("export")(export)
 app.command("extract")(extract)
 app.command("probe")(probe)
 app.command("mil")(mil)
-app.command("benchmark")(planned.benchmark)
+app.command("benchmark")(benchmark)
 app.command("heatmap")(planned.heatmap)
 app.command("umap")(planned.umap)
 app.command("report")(planned.report)

@@ -18,14 +18,6 @@ def _not_yet(command: str, issue: int) -> None:
     fail(f"'cytofm {command}' is not available in this version yet (tracked in issue #{issue})", code=3)
 
 
-def benchmark(
-    config: Annotated[Path, typer.Argument(help="Benchmark YAML: tasks and encoders.")],
-    out: Annotated[Path, typer.Option(help="Output folder for results.csv, tables and plots.")],
-) -> None:
-    """Compare encoders on tasks: prepare, extract (cached), evaluate, tabulate."""
-    _not_yet("benchmark", 5)
-
-
 def heatmap(
     args: Annotated[list[str] | None, typer.Argument(help="Images or a MIL run.", show_default=False)] = None,
 ) -> None:

@@ -50,9 +50,10 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"folds_{name}.csv", fold_rows)
     write_csv(out / f"predictions_{name}.csv", pred_rows)
-    (out / f"summary_{name}.json").write_text(json.dumps(summary, indent=2))
-    np.save(out / f"oof_{name}.npy", mean_proba)
+    (out / f"summary_{name}.json").write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2))
     confusion_png(y_cov, mean_proba.argmax(1), data.classes, out / f"confusion_{name}.png", name)
+    # out-of-fold predictions, kept in memory for paired comparisons between encoders on the same items
+    summary["_oof"] = {"ids": [data.ids[i] for i in np.flatnonzero(covered)], "y": y_cov, "proba": mean_proba}
     return summary
 
 

@@ -1,0 +1,61 @@
+"""Evaluate one feature store with probes or ABMIL (shared by `probe`, `mil` and `benchmark`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cytofm.eval.data import LabelledSet, load_labelled_store
+from cytofm.eval.run import run_method
+from cytofm.eval.splits import make_splits
+
+PROBES = ("linear", "knn", "fewshot")
+
+
+def prepare_eval(features: str | Path, label: str, group_column=None, split_column=None, folds: int = 5,
+                 seeds=(0, 1, 2), exclude=(), log=print, warn=print):
+    data = load_labelled_store(str(features), label, group_column, split_column, tuple(exclude), log=log)
+    splits = make_splits(data.y, folds, tuple(seeds), data.groups, data.fixed, warn=warn)
+    return data, splits
+
+
+def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "knn"), knn_k: int = 20, shots: int = 5,
+                    progress=None) -> list[dict]:
+    from cytofm.eval.probes import few_shot, knn_probe, linear_probe
+
+    x, n_c = data.pooled(), len(data.classes)
+    table = {
+        "linear": lambda tr, te, sp: (linear_probe(x[tr], data.y[tr], x[te], n_c, sp.seed), None),
+        "knn": lambda tr, te, sp: (knn_probe(x[tr], data.y[tr], x[te], n_c, knn_k), None),
+        "fewshot": lambda tr, te, sp: (few_shot(x[tr], data.y[tr], x[te], n_c, shots, seed=sp.seed), None),
+    }
+    bad = [m for m in methods if m not in table]
+    if bad:
+        raise ValueError(f"unknown probe method(s) {bad}; valid: {', '.join(table)}")
+    return [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out, progress) for m in methods]
+
+
+def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: float = 2e-4, progress=None) -> dict:
+    import torch
+
+    from cytofm.eval.splits import inner_validation
+    from cytofm.mil.train import MILTrainConfig, predict, train_abmil
+
+    bags = [torch.from_numpy(b) for b in data.bags]
+    n_c = len(data.classes)
+    attention: dict[int, dict[str, np.ndarray]] = {}
+
+    def method(tr, te, sp):
+        itr, ival = inner_validation(data.y[tr], sp.seed)
+        cfg = MILTrainConfig(epochs=epochs, lr=lr, seed=sp.seed)
+        model = train_abmil([bags[i] for i in tr[itr]], data.y[tr[itr]], [bags[i] for i in tr[ival]], data.y[tr[ival]], n_c, cfg)
+        proba, attn = predict(model, [bags[i] for i in te])
+        for i, a in zip(te, attn, strict=True):
+            attention.setdefault(sp.seed, {})[data.ids[i]] = a
+        return proba, attn
+
+    summary = run_method("abmil", data, splits, method, out, progress)
+    for seed, d in attention.items():
+        np.savez_compressed(out / f"attention_{seed}.npz", **d)
+    return summary
