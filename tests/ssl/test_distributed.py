@@ -44,5 +44,12 @@ def test_two_process_gloo_agree(tmp_path):
     for k in a["teacher"]:
         assert torch.equal(a["teacher"][k], b["teacher"][k]), k
     assert torch.equal(a["center"], b["center"]) and torch.equal(a["center_patch"], b["center_patch"])
-    # ranks saw different images (distributed sampling), yet the teacher moved from its initial state
+    for k in a["student"]:  # DDP averaged the gradients: the students stayed in step too
+        assert torch.equal(a["student"][k], b["student"][k]), k
+    # ... although the ranks drew different images (distributed sampling)
+    from cytofm.ssl.data import IBOTBatches, load_table
+
+    table = load_table(img)
+    plans = [IBOTBatches([table], tiny_cfg(), rank=r, patch_size=16).sample_plan(0) for r in (0, 1)]
+    assert plans[0] != plans[1]
     assert (tmp_path / "run" / "checkpoint.pt").exists()

@@ -80,9 +80,7 @@ def export(
     from cytofm.ssl.checkpoint import timm_model_args
 
     vit = create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0)
-    args = timm_model_args(vit, cfg.model.arch)
-    if cfg.model.layerscale is not None:
-        args["init_values"] = cfg.model.layerscale
+    args = timm_model_args(vit, cfg.model.layerscale)
     st, js = export_backbone(ck["teacher_backbone"], cfg.model.arch, args, out, half=half, extra={
         "source": "cytofm pretrain (iBOT teacher)", "iteration": ck["iteration"],
         "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,8 +257,6 @@ def run_prepare(inputs: list[str], out: str | os.PathLike, cfg: PrepareConfig, p
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i for i, it in enumerate(items)}
-            from concurrent.futures import as_completed
-
             for fut in as_completed(futs):
                 _done(futs[fut], fut.result())
     rows = [r for r in results if isinstance(r, dict)]

@@ -21,7 +21,7 @@ from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
 from cytofm.features.store import item_attrs, write_item
 from cytofm.models.encoder import Encoder
-from cytofm.utils.distributed import pick_device
+from cytofm.utils.distributed import pick_device, pick_dtype
 from cytofm.utils.io import write_csv
 
 
@@ -151,12 +151,8 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
     if not items:
         raise InputError(f"{input}: nothing to extract")
     dev = pick_device(device)
-    dtype = None
-    if precision in ("auto", "bf16") and encoder.is_vit:
-        from cytofm.ssl.config import PretrainConfig
-        from cytofm.ssl.trainer import resolve_precision
-
-        dtype = resolve_precision(PretrainConfig.model_validate({"runtime": {"precision": precision}}), dev)
+    # the handcrafted baseline and CNNs run in fp32; ViTs in bf16 where the hardware has it
+    dtype = pick_dtype(precision, dev) if precision in ("auto", "bf16") and encoder.is_vit else None
     if encoder.is_vit:
         from cytofm.ssl.backbone import set_fused_attn
 

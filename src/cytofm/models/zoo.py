@@ -334,9 +334,9 @@ def usable_encoders() -> list[tuple[str, str]]:
     """(spec syntax, status) for ``cytofm doctor``."""
     rows = []
     for e in ZOO.values():
-        if not e.weights_from or e.name in ("timm",):
-            status = "usable" if e.name != "timm" else "usable with a local weights path"
-        elif e.name == "cytofm":
+        if e.name == "timm":
+            status = "usable with a local weights path"
+        elif not e.weights_from:
             status = "usable"
         else:
             try:

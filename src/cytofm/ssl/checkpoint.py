@@ -102,14 +102,13 @@ def load_backbone_into(vit: nn.Module, state: dict, source: str = "") -> None:
     vit.load_state_dict(state, strict=True)
 
 
-def timm_model_args(vit: nn.Module, arch: str) -> dict:
+def timm_model_args(vit: nn.Module, layerscale: float | None = None) -> dict:
     """Arguments that make ``timm.create_model(arch, **args)`` build exactly this backbone."""
     img = vit.patch_embed.img_size
     args = {"num_classes": 0, "img_size": int(img[0] if isinstance(img, tuple | list) else img),
             "dynamic_img_size": True}
-    ls = [m for n, m in vit.named_modules() if n.endswith("ls1") and hasattr(m, "gamma")]
-    if ls:
-        args["init_values"] = 1e-5
+    if layerscale is not None:
+        args["init_values"] = layerscale
     return args
 
 

@@ -13,42 +13,31 @@ from PIL import Image
 from cytofm.data.inputs import InputError, discover
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import is_prepared_dir, load_prepared
-
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 
 
 def load_labelled(path: str, label: str, size: int, max_items: int = 1000, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
     """Images (N, 3, size, size), normalised, and their labels; a seeded subsample above ``max_items``."""
+    # (label, function returning the RGB image): a prepared dataset gives its first kept patch per source
     if is_prepared_dir(path):
-        items = [(it.path, it.kind, it.meta.get(label, "")) for it in load_prepared(path)]
-        readers = {}
-        for it in load_prepared(path):
-            readers[str(it.path)] = it
+        items = [(it.meta.get(label, ""), lambda it=it: next(it.patches())[1]) for it in load_prepared(path)]
     else:
         from pathlib import Path
 
         meta = {"label_column": label} if str(path).endswith(".csv") else {"labels_from_folders": Path(path).is_dir()}
-        cfg = PrepareConfig.model_validate({"metadata": meta})
-        found, _, _ = discover([str(path)], cfg)
-        items = [(it.path, it.kind, it.meta.get("label", it.meta.get(label, ""))) for it in found]
-        readers = {}
-    items = [it for it in items if it[2]]
+        found, _, _ = discover([str(path)], PrepareConfig.model_validate({"metadata": meta}))
+        items = [(it.meta.get("label", it.meta.get(label, "")), lambda p=it.path: np.asarray(Image.open(p).convert("RGB")))
+                 for it in found]
+    items = [it for it in items if it[0]]
     if len(items) < 10:
         raise InputError(f"{path}: fewer than 10 items with a '{label}' label for the kNN monitor")
     rng = np.random.default_rng(seed)
     if len(items) > max_items:
         items = [items[i] for i in sorted(rng.choice(len(items), max_items, replace=False))]
-    ims = []
-    for p, _, _ in items:
-        if str(p) in readers:
-            _, arr = next(readers[str(p)].patches())
-            im = Image.fromarray(arr)
-        else:
-            im = Image.open(p).convert("RGB")
-        ims.append(np.asarray(im.resize((size, size), Image.Resampling.BICUBIC)))
+    ims = [np.asarray(Image.fromarray(read()).resize((size, size), Image.Resampling.BICUBIC)) for _, read in items]
     x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255.0
-    return (x - MEAN) / STD, np.array([it[2] for it in items])
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std, np.array([lab for lab, _ in items])
 
 
 @torch.no_grad()

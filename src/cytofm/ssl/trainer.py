@@ -31,7 +31,7 @@ from cytofm.ssl.ibot_loss import IBOTLoss
 from cytofm.ssl.model import build_student_teacher
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
-from cytofm.utils.distributed import pick_device
+from cytofm.utils.distributed import pick_device, pick_dtype
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,26 +59,6 @@ class Schedules:
         }
 
 
-def resolve_device(cfg: PretrainConfig) -> torch.device:
-    return pick_device(cfg.runtime.device)
-
-
-def resolve_precision(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
-    p = cfg.runtime.precision
-    if p == "fp32":
-        return None
-    if p == "fp16":
-        return torch.float16
-    if p == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    try:
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-    except Exception:
-        return None
-
-
 class IBOTTrainer:
     def __init__(self, cfg: PretrainConfig, data: list[str], out: str | os.PathLike, init_from: str | None = None,
                  log=print, progress=None, command: str = ""):
@@ -86,8 +66,8 @@ class IBOTTrainer:
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
-        self.device = resolve_device(cfg)
-        self.dtype = resolve_precision(cfg, self.device)
+        self.device = pick_device(cfg.runtime.device)
+        self.dtype = pick_dtype(cfg.runtime.precision, self.device)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
         torch.manual_seed(cfg.train.seed)  # same init on every rank (DDP also broadcasts)
@@ -175,8 +155,7 @@ class IBOTTrainer:
             with torch.no_grad():
                 t_cls, t_patch, _ = self.teacher(globals_, None, None, all_patch_tokens=True)
             s_cls, s_patch, index = self.model(globals_, gmask, locals_)
-        n_views = 2 + (len(crops) - 2)
-        out = self.loss_fn(list(s_cls.float().chunk(n_views)), s_patch.float(), index,
+        out = self.loss_fn(list(s_cls.float().chunk(len(crops))), s_patch.float(), index,
                            list(t_cls.float().chunk(2)), t_patch.float(), B, s["teacher_temp"], s["teacher_patch_temp"])
         loss = out["loss"]
         if not torch.isfinite(loss):

@@ -1,4 +1,4 @@
-"""torchrun support shared by the commands that scale out (pretrain, extract)."""
+"""Device, precision and torchrun setup shared by the commands that run models (pretrain, extract)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,23 @@ def pick_device(want: str = "auto") -> torch.device:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``auto|bf16|fp16|fp32`` (None = fp32): bf16 where the hardware has it, fp16 on
+    older GPUs, fp32 on CPUs without bf16 units (emulated bf16 is slower than fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    except Exception:
+        return None
 
 
 @contextmanager
