@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 SHARED_DATA = Path(os.environ.get("CYTOFM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
@@ -28,3 +31,14 @@ def smear(h: int = 240, w: int = 320, cells=((80, 60, 25), (200, 150, 30)), colo
         truth |= d
         img[d] = color
     return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+def chromium_screenshot(html, png, width=1280, height=2400):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        pytest.skip("headless Chromium not installed (Debian: apt-get install chromium)")
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--window-size={width},{height}", f"--screenshot={png}", f"file://{html}"],
+                   check=True, capture_output=True, timeout=120)
+    img = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+    return img

@@ -1,6 +1,7 @@
 """ABMIL invariances and a bag whose label is decided by one planted instance."""
 
 import numpy as np
+import pytest
 import torch
 
 from cytofm.mil.abmil import GatedABMIL, pad_bags
@@ -43,7 +44,10 @@ def test_class_weights_inverse_frequency():
     assert torch.allclose(w, torch.tensor([4 / 3 / 2, 4 / 1 / 2, 0.0]))
 
 
-def test_planted_instance_decides_label_and_gets_top_attention():
+@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (500.0, 2000.0)])
+def test_planted_instance_decides_label_and_gets_top_attention(scale, offset):
+    """Also on features with the scale of handcrafted measurements (areas in thousands), which ABMIL only
+    learns because the instances are standardised with training statistics."""
     rng = np.random.default_rng(0)
     d, signal = 32, np.zeros(32, np.float32)
     signal[:4] = 3.0
@@ -54,7 +58,7 @@ def test_planted_instance_decides_label_and_gets_top_attention():
         k = int(rng.integers(n))
         if positive:
             x[k] += signal
-        return torch.from_numpy(x), k
+        return torch.from_numpy(x * scale + offset), k
 
     train = [bag(i % 2 == 1) for i in range(160)]
     test = [bag(i % 2 == 1) for i in range(60)]
@@ -67,3 +71,12 @@ def test_planted_instance_decides_label_and_gets_top_attention():
     top_hits = np.mean([a.argmax() == k for (b, k), a, y in zip(test, attn, y_te, strict=True) if y == 1])
     assert acc >= 0.9, acc
     assert top_hits >= 0.8, top_hits
+
+
+def test_standardisation_is_part_of_the_model():
+    bags = [torch.randn(5, 4) * 100 + 7 for _ in range(6)]
+    m = train_abmil(bags, np.array([0, 1] * 3), None, None, 2, MILTrainConfig(epochs=1))
+    inst = torch.cat(bags)
+    torch.testing.assert_close(m.in_mean, inst.mean(0), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(m.in_std, inst.std(0), rtol=1e-4, atol=1e-3)
+    assert "in_mean" in m.state_dict()  # saved and restored with the weights

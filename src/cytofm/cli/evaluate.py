@@ -112,14 +112,22 @@ def benchmark(
     """Compare encoders on tasks: prepare, extract (cached under OUT/cache), evaluate with folds x seeds,
     and write one table with 95% CIs and paired differences against the first encoder.
 
-    Relative data paths are read relative to the YAML file (for a preset: the current folder).
+    Relative data paths are read relative to the YAML file (for a preset: the current folder; for the
+    `demo` preset: the sample shipped in the package).
     """
     from cytofm.config.loader import build_config, write_config
     from cytofm.eval.benchmark import BenchmarkConfig, run_benchmark
 
     values = {"encoders": [e for e in encoders.split(",") if e]} if encoders else None
     cfg = build_config(BenchmarkConfig, "benchmark", config, values=values)
-    base = Path(config).resolve().parent if Path(config).is_file() else Path.cwd()
+    if Path(config).is_file():
+        base = Path(config).resolve().parent
+    elif config == "demo":  # the sample shipped inside the package
+        from cytofm.cli.demo import demo_data_dir
+
+        base = demo_data_dir()
+    else:
+        base = Path.cwd()
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out / "config.yaml")
     with make_progress() as progress:

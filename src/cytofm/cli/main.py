@@ -8,13 +8,13 @@ import sys
 import typer
 
 from cytofm import __version__
-from cytofm.cli import planned
 from cytofm.cli.demo import demo
 from cytofm.cli.doctor import doctor
 from cytofm.cli.evaluate import benchmark, mil, probe
 from cytofm.cli.extract import extract
 from cytofm.cli.prepare import prepare
 from cytofm.cli.pretrain import export, pretrain
+from cytofm.cli.visual import heatmap, report, umap
 
 app = typer.Typer(
     name="cytofm",
@@ -45,9 +45,9 @@ app.command("extract")(extract)
 app.command("probe")(probe)
 app.command("mil")(mil)
 app.command("benchmark")(benchmark)
-app.command("heatmap")(planned.heatmap)
-app.command("umap")(planned.umap)
-app.command("report")(planned.report)
+app.command("heatmap")(heatmap)
+app.command("umap")(umap)
+app.command("report")(report)
 app.command("demo")(demo)
 app.command("doctor")(doctor)
 

@@ -63,27 +63,10 @@ def export(
     Load it with: timm.create_model(meta['architecture'], **meta['model_args']) and
     model.load_state_dict(safetensors.torch.load_file(FILE), strict=True).
     """
-    from cytofm.ssl.checkpoint import CHECKPOINT, export_backbone, load_checkpoint
-    from cytofm.ssl.config import PretrainConfig
+    from cytofm.ssl.checkpoint import export_run
 
-    ck_path = run / CHECKPOINT if run.is_dir() else run
-    if not ck_path.is_file():
-        fail(f"{ck_path}: no checkpoint found (is {run} a pretraining run directory?)")
     try:
-        ck = load_checkpoint(ck_path)
-    except ValueError as e:
+        st, js, it = export_run(run, out, half)
+    except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    if "teacher_backbone" not in ck:
-        fail(f"{ck_path}: not a cytofm pretraining checkpoint")
-    cfg = PretrainConfig.model_validate(ck["config"])
-    from cytofm.ssl.backbone import create_vit
-    from cytofm.ssl.checkpoint import timm_model_args
-
-    vit = create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0)
-    args = timm_model_args(vit, cfg.model.layerscale)
-    st, js = export_backbone(ck["teacher_backbone"], cfg.model.arch, args, out, half=half, extra={
-        "source": "cytofm pretrain (iBOT teacher)", "iteration": ck["iteration"],
-        "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                           "input_size": [3, cfg.crops.global_size, cfg.crops.global_size]},
-    })
-    console.print(f"[green]exported[/green] {st} and {js} (iteration {ck['iteration']})")
+    console.print(f"[green]exported[/green] {st} and {js} (iteration {it})")

@@ -7,6 +7,7 @@ balanced accuracy on the same out-of-fold items, with a paired bootstrap 95% CI.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,10 @@ class TaskConfig(Section):
     split_column: str | None = None
     exclude: list[str] = []
     epochs: int = 50
+    boxes: str | None = None
+    """MIL tasks: a folder of Pascal VOC XML files named like the sources; the ABMIL attention is scored
+    against them (attention mass on the object and pointing game, with their chance levels)."""
+    box_class: str = "WBC"
 
 
 class BenchmarkConfig(Section):
@@ -45,6 +50,14 @@ def _slug(s: str) -> str:
     return re.sub(r"[^\w.-]+", "_", s).strip("_")[:80]
 
 
+def _data_key(task: TaskConfig, data: Path) -> str:
+    """Tasks on the same data, mode, preparation and label column share one prepared set and one store per
+    encoder (e.g. Herlev 7-class and normal/abnormal; ABMIL and a probe on the same bags). Stores keep
+    every manifest column, so each task reads its own label column."""
+    key = f"{data.resolve()}|{task.mode}|{task.prepare_preset if task.mode == 'tiles' else ''}"
+    return f"{_slug(data.parent.name + '_' + data.stem)}_{task.mode}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
 def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, log=print) -> list[dict]:
     from cytofm.config.loader import build_config
     from cytofm.data.prepare import run_prepare
@@ -54,7 +67,7 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
     from cytofm.features.extract import run_extract
     from cytofm.models.zoo import create_encoder
 
-    rows, md = [], []
+    rows, md, loc_md = [], [], []
     for task in cfg.tasks:
         data = Path(task.data) if Path(task.data).is_absolute() else (base / task.data)
         source = data
@@ -62,23 +75,28 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
             meta = {"label_column": task.label} if str(data).endswith(".csv") else {"labels_from_folders": data.is_dir()}
             pcfg = build_config(PrepareConfig, "prepare", task.prepare_preset, values={
                 "metadata": meta, "output": {"qa_thumbnails": 0}})
-            source = out / "cache" / task.name / "prepared"
+            source = out / "cache" / _data_key(task, data) / "prepared"
             log(f"[{task.name}] preparing {data}")
             run_prepare([str(data)], source, pcfg, log=lambda m: None)
         refs: dict[str, dict] = {}
         for spec in cfg.encoders:
-            store = out / "cache" / task.name / _slug(spec)
+            store = out / "cache" / _data_key(task, data) / _slug(spec)
             log(f"[{task.name}] extracting with {spec}")
             enc = create_encoder(spec)
             run_extract(enc, source, task.mode, store, cfg.batch_size, label_column=task.label, workers=1,
                         log=lambda m: None, progress=progress)
-            label = "label" if "label" in (store / "manifest.csv").read_text().splitlines()[0].split(",") else task.label
+            header = (store / "manifest.csv").read_text().splitlines()[0].split(",")
+            label = task.label if task.label in header else "label"
             d, splits = prepare_eval(store, label, task.group_column, task.split_column, task.folds, task.seeds,
                                      task.exclude, log=log, warn=lambda m: log(f"warning: {m}"))
             ev_out = out / task.name / _slug(spec)
             ev_out.mkdir(parents=True, exist_ok=True)
+            loc = None
             if task.eval == "mil":
                 summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress)]
+                if task.boxes:
+                    boxes = Path(task.boxes) if Path(task.boxes).is_absolute() else base / task.boxes
+                    loc = _localisation(store, ev_out, boxes, task.box_class, task.seeds, log)
             else:
                 summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress)
             for s in summaries:
@@ -99,6 +117,12 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
                     diff, (lo, hi) = paired_difference(y, a, b, a.shape[1])
                     row.update({"vs": ref["spec"], "bacc_diff": round(diff, 4), "bacc_diff_ci_low": round(lo, 4),
                                 "bacc_diff_ci_high": round(hi, 4)})
+                if loc:
+                    row.update({"attn_mass": round(loc["mass"], 4), "attn_mass_uniform": round(loc["chance_mass"], 4),
+                                "pointing": round(loc["hit"], 4), "pointing_chance": round(loc["chance_hit"], 4),
+                                "n_localised": int(loc["n"])})
+                    loc_md.append(f"| {task.name} | {spec} | {loc['mass']:.3f} ({loc['chance_mass']:.3f}) | "
+                                  f"{loc['hit']:.3f} ({loc['chance_hit']:.3f}) | {int(loc['n'])} |")
                 rows.append(row)
                 bacc = s["balanced_accuracy"]
                 versus = (f"{row['bacc_diff']:+.3f} [{row['bacc_diff_ci_low']:+.3f}, {row['bacc_diff_ci_high']:+.3f}]"
@@ -109,9 +133,39 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
     write_csv(out / "results.csv", rows)
     table = ("| task | encoder | method | balanced accuracy (mean +- sd [95% CI]) | macro-F1 | AUROC | "
              "vs first encoder (paired, [95% CI]) |\n|---|---|---|---|---|---|---|\n" + "\n".join(md) + "\n")
+    if loc_md:
+        table += ("\nABMIL attention against the annotated objects (out-of-fold attention, mean over items and seeds):\n\n"
+                  "| task | encoder | attention mass on object (uniform attention) | pointing game (chance) | items |\n"
+                  "|---|---|---|---|---|\n" + "\n".join(loc_md) + "\n")
     (out / "results.md").write_text(table)
     _plot(rows, out / "results.png")
     return rows
+
+
+def _localisation(store: Path, ev_out: Path, boxes: Path, box_class: str, seeds, log) -> dict | None:
+    """Mean localisation of each seed's out-of-fold ABMIL attention; heatmaps of a few items for seed 0."""
+    import numpy as np
+
+    from cytofm.viz.heatmaps import mil_heatmaps
+    from cytofm.viz.localization import summarise
+
+    if not boxes.is_dir():
+        log(f"warning: boxes folder {boxes} not found; attention not scored")
+        return None
+    per_seed = []
+    for k, seed in enumerate(seeds):
+        f = ev_out / f"attention_{seed}.npz"
+        if not f.is_file():
+            continue
+        with np.load(f) as z:
+            att = {i: z[i] for i in z.files}
+        scores = mil_heatmaps(store, att, ev_out / f"heatmaps_seed{seed}", boxes, box_class, limit=6 if k == 0 else 0,
+                              log=log)
+        if scores:
+            per_seed.append(summarise(scores))
+    if not per_seed:
+        return None
+    return {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
 
 
 def _plot(rows: list[dict], path: Path) -> None:

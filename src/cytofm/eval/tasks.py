@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cytofm.eval.data import LabelledSet, load_labelled_store
 from cytofm.eval.run import run_method
@@ -33,7 +34,11 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
     bad = [m for m in methods if m not in table]
     if bad:
         raise ValueError(f"unknown probe method(s) {bad}; valid: {', '.join(table)}")
-    return [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out, progress) for m in methods]
+    # one BLAS thread: these problems are small (hundreds x hundreds), and threaded BLAS made every
+    # logistic-regression fit 10-20x slower on this 2-core machine (measured)
+    with threadpool_limits(1):
+        return [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out, progress)
+                for m in methods]
 
 
 def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: float = 2e-4, progress=None) -> dict:

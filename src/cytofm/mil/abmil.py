@@ -25,6 +25,14 @@ class GatedABMIL(nn.Module):
         self.attn_w = nn.Linear(attn_dim, 1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, n_classes)
+        # instance standardisation fitted on the training instances (identity until set): frozen features of
+        # different encoders differ in scale by orders of magnitude (handcrafted areas vs ViT tokens)
+        self.register_buffer("in_mean", torch.zeros(in_dim))
+        self.register_buffer("in_std", torch.ones(in_dim))
+
+    def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.in_mean.copy_(mean)
+        self.in_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Args:
@@ -40,7 +48,7 @@ class GatedABMIL(nn.Module):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if not mask.any(dim=1).all():
             raise ValueError("every bag needs at least one instance")
-        h = self.project(x)
+        h = self.project((x - self.in_mean) / self.in_std)
         scores = self.attn_w(torch.tanh(self.attn_v(h)) * torch.sigmoid(self.attn_u(h))).squeeze(-1)
         scores = scores.masked_fill(~mask, float("-inf"))
         attn = torch.softmax(scores, dim=1)

@@ -23,6 +23,8 @@ class MILTrainConfig:
     attn_dim: int = 128
     dropout: float = 0.25
     balanced: bool = True
+    standardise: bool = True
+    """Standardise instance features with the training instances' mean and sd (part of the model)."""
     seed: int = 0
 
 
@@ -59,6 +61,9 @@ def train_abmil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = GatedABMIL(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim, cfg.dropout)
+    if cfg.standardise:
+        inst = torch.cat(train).double()
+        model.set_standardisation(inst.mean(0).float(), inst.std(0).float() if len(inst) > 1 else torch.ones(inst.shape[1]))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weight = class_weights(y_train, n_classes) if cfg.balanced else None
     yt = torch.as_tensor(y_train, dtype=torch.long)

@@ -127,3 +127,27 @@ def export_backbone(state: dict, arch: str, model_args: dict, out: str | os.Path
     js = out.with_suffix(".json")
     js.write_text(json.dumps(meta, indent=2))
     return out, js
+
+
+def export_run(run: str | Path, out: str | Path, half: bool = False) -> tuple[Path, Path, int]:
+    """Export the teacher backbone of a pretraining run (folder or checkpoint.pt) as timm safetensors +
+    JSON; returns both paths and the iteration."""
+    from cytofm.ssl.backbone import create_vit
+    from cytofm.ssl.config import PretrainConfig
+
+    run = Path(run)
+    ck_path = run / CHECKPOINT if run.is_dir() else run
+    if not ck_path.is_file():
+        raise FileNotFoundError(f"{ck_path}: no checkpoint found (is {run} a pretraining run directory?)")
+    ck = load_checkpoint(ck_path)
+    if "teacher_backbone" not in ck:
+        raise ValueError(f"{ck_path}: not a cytofm pretraining checkpoint")
+    cfg = PretrainConfig.model_validate(ck["config"])
+    vit = create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0)
+    st, js = export_backbone(ck["teacher_backbone"], cfg.model.arch, timm_model_args(vit, cfg.model.layerscale), out,
+                             half=half, extra={
+        "source": "cytofm pretrain (iBOT teacher)", "iteration": ck["iteration"],
+        "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                           "input_size": [3, cfg.crops.global_size, cfg.crops.global_size]},
+    })
+    return Path(st), Path(js), int(ck["iteration"])

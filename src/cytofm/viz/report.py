@@ -1,0 +1,166 @@
+"""One self-contained HTML report of a run folder: configs, metrics with CIs, pretraining curves,
+confusion matrices, heatmaps and embedding maps. Images are embedded, so the file opens offline."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import re
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from cytofm.viz.localization import summarise
+
+MAX_IMAGES = 80
+CURVES = [("loss", ["loss", "loss_cls", "loss_patch"]), ("learning rate", ["lr"]),
+          ("teacher temperatures", ["teacher_temp", "teacher_patch_temp"]),
+          ("collapse watch: teacher [CLS] entropy / log K", ["entropy_ratio"]), ("teacher momentum", ["momentum"]),
+          ("kNN balanced accuracy", ["knn_bacc"])]
+
+
+def _png_b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _img(path: Path, root: Path, width: str = "100%") -> str:
+    rel = html.escape(str(path.relative_to(root)))
+    return (f"<figure><img style='max-width:{width}' alt='{rel}' src='data:image/png;base64,{_png_b64(path)}'>"
+            f"<figcaption>{rel}</figcaption></figure>")
+
+
+def _md_table(md: str) -> str:
+    """The Markdown cytofm writes (pipe tables and plain paragraphs) as HTML, one table per block."""
+    parts, block = [], []
+
+    def flush():
+        if len(block) >= 2:
+            cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in block]
+            head, body = cells[0], [r for r in cells[1:] if not all(re.fullmatch(r":?-+:?", c or "-") for c in r)]
+            th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+            parts.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
+        elif block:
+            parts.append(f"<pre>{html.escape(chr(10).join(block))}</pre>")
+        block.clear()
+
+    for ln in md.splitlines():
+        if ln.strip().startswith("|"):
+            block.append(ln.strip())
+        else:
+            flush()
+            if ln.strip():
+                parts.append(f"<p>{html.escape(ln.strip())}</p>")
+    flush()
+    return "".join(parts)
+
+
+def curves_png(metrics_csv: Path) -> bytes | None:
+    """Pretraining curves from a run's metrics.csv as PNG bytes (None when it has no rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "iteration" not in rows[0]:
+        return None
+
+    def col(k):
+        v = [(float(r["iteration"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
+        return np.array(v) if v else None
+
+    panels = [(t, [(k, col(k)) for k in ks if k in rows[0]]) for t, ks in CURVES]
+    panels = [(t, [(k, c) for k, c in s if c is not None]) for t, s in panels]
+    panels = [(t, s) for t, s in panels if s]
+    n = len(panels)
+    cols = 3
+    r = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(r, cols, figsize=(12, 3.0 * r), dpi=100, squeeze=False, constrained_layout=True)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (title, series) in zip(axes.flat, panels, strict=False):
+        for k, c in series:
+            ax.plot(c[:, 0], c[:, 1], label=k, lw=1.2, marker="o" if k == "knn_bacc" else None, ms=3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def build_report(run: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
+    run = Path(run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: not a folder")
+    out = Path(out) if out else run / "report.html"
+    files = sorted(p for p in run.rglob("*") if p.is_file() and not {"cache", "tensorboard", "prepared"} & set(p.relative_to(run).parts[:-1]))
+    sections: list[str] = []
+
+    tables = [p for p in files if p.name == "results.md"]
+    if tables:
+        body = "".join(f"<h3>{html.escape(str(p.parent.relative_to(run)) or '.')}</h3>{_md_table(p.read_text())}" for p in tables)
+        sections.append("<h2>Results (balanced accuracy: mean &plusmn; sd over folds &times; seeds, [95% bootstrap CI])</h2>" + body)
+    for p in [p for p in files if p.name == "localization.csv"]:
+        with open(p, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            s = summarise(rows)
+            sections.append(f"<h2>Attention localisation: {html.escape(str(p.parent.relative_to(run)))}</h2>"
+                            f"<p>{len(rows)} items. Attention mass on the annotated object {s.get('mass', float('nan')):.3f} "
+                            f"(uniform attention: {s.get('chance_mass', float('nan')):.3f}); pointing game "
+                            f"{s.get('hit', float('nan')):.3f} (chance {s.get('chance_hit', float('nan')):.3f}).</p>")
+    for p in [p for p in files if p.name == "metrics.csv"]:
+        png = curves_png(p)
+        if png:
+            sections.append(f"<h2>Pretraining curves: {html.escape(str(p.parent.relative_to(run)))}</h2>"
+                            f"<img style='max-width:100%' alt='curves' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    pngs = [p for p in files if p.suffix.lower() == ".png" and "qa" not in p.relative_to(run).parts]
+    groups = [("Confusion matrices", [p for p in pngs if p.name.startswith("confusion")]),
+              ("Attention maps and MIL heatmaps", [p for p in pngs if "heatmap" in str(p.relative_to(run)) or "attention" in p.name
+                                                   or "gallery" in p.name]),
+              ("Embedding maps", [p for p in pngs if "umap" in str(p.relative_to(run)).lower() or "embedding" in p.name]),
+              ("Other figures", [])]
+    used = {p for _, g in groups for p in g}
+    groups[-1] = ("Other figures", [p for p in pngs if p not in used])
+    shown = 0
+    for name, g in groups:
+        if not g:
+            continue
+        take = g[: max(0, MAX_IMAGES - shown)]
+        shown += len(take)
+        more = f"<p>{len(g) - len(take)} more in the run folder.</p>" if len(take) < len(g) else ""
+        sections.append(f"<h2>{name}</h2><div class='grid'>" + "".join(_img(p, run) for p in take) + f"</div>{more}")
+    htmls = [p for p in files if p.suffix == ".html" and p.resolve() != out.resolve()]
+    for p in htmls[:6]:
+        sections.append(f"<h2>Interactive: {html.escape(str(p.relative_to(run)))}</h2>"
+                        f"<iframe style='width:100%;height:560px;border:0' srcdoc=\"{html.escape(p.read_text())}\"></iframe>")
+    configs = [p for p in files if p.name == "config.yaml"]
+    if configs:
+        sections.append("<h2>Resolved configurations</h2>" + "".join(
+            f"<details><summary>{html.escape(str(p.relative_to(run)))}</summary><pre>{html.escape(p.read_text())}</pre></details>"
+            for p in configs))
+    if not sections:
+        raise FileNotFoundError(f"{run}: nothing to report (no results, metrics, figures or configs found)")
+    from cytofm import __version__
+
+    title = title or f"cytofm report: {run.resolve().name}"
+    doc = ("<!doctype html><html><head><meta charset='utf-8'>"
+           f"<title>{html.escape(title)}</title><style>"
+           "body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}"
+           "table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+           "th{background:#f3f3f3}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}"
+           "figure{margin:0}figcaption{font-size:11px;color:#666}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}"
+           "h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px;overflow-wrap:anywhere}</style></head><body>"
+           f"<h1>{html.escape(title)}</h1><p>cytofm {__version__}, written {datetime.now():%Y-%m-%d %H:%M}, "
+           f"from {html.escape(str(run.resolve()))}</p>" + "".join(sections) + "</body></html>")
+    out.write_text(doc)
+    return out
