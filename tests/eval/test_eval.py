@@ -139,4 +139,5 @@ def test_benchmark_two_encoders_one_table_with_paired_difference(tmp_path):
     assert (tmp_path / "o" / "results.png").stat().st_size > 1000
     # a second run reuses the cached extraction
     runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o")])
-    assert len(list((tmp_path / "o" / "cache" / "colour").iterdir())) == 2
+    (data_dir,) = list((tmp_path / "o" / "cache").iterdir())  # one folder per (data, mode, preparation)
+    assert len(list(data_dir.iterdir())) == 2  # one store per encoder
