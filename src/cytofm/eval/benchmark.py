@@ -51,7 +51,7 @@ def _slug(s: str) -> str:
 
 
 def _data_key(task: TaskConfig, data: Path) -> str:
-    """Tasks on the same data, mode, preparation and label column share one prepared set and one store per
+    """Tasks on the same data, mode and preparation share one prepared set and one store per
     encoder (e.g. Herlev 7-class and normal/abnormal; ABMIL and a probe on the same bags). Stores keep
     every manifest column, so each task reads its own label column."""
     key = f"{data.resolve()}|{task.mode}|{task.prepare_preset if task.mode == 'tiles' else ''}"
