@@ -110,21 +110,9 @@ def demo(
 
 
 def _umaps(bench: Path, out: Path) -> None:
-    """One UMAP per encoder of the ABMIL task's store (fields mean-pooled, coloured by white-cell type)."""
-    import numpy as np
+    """One map per encoder of the benchmark's BCCD store (fields mean-pooled, coloured by white-cell type)."""
+    from cytofm.viz.embedding import store_map
 
-    from cytofm.features.store import load_store, read_item
-    from cytofm.viz.embedding import embed_2d, scatter_html, scatter_png
-
-    out.mkdir(parents=True, exist_ok=True)
     for store in sorted(p.parent for p in (bench / "cache").glob("*/*/manifest.csv") if p.parent.name != "prepared"):
-        rows = [r for r in load_store(store) if r.get("wbc_type") in ("neutrophil", "eosinophil", "lymphocyte", "monocyte")]
-        if len(rows) < 5:
-            continue
-        x = np.stack([read_item(r["h5"])[0].mean(0) for r in rows])
-        xy, used = embed_2d(x)
-        name = store.name
-        title = f"{used.upper()} of {name}: fields (mean of patch features) by white-cell type"
-        labels = [r["wbc_type"] for r in rows]
-        scatter_png(xy, labels, out / f"umap_{name}.png", title, used, "wbc_type")
-        scatter_html(xy, labels, [r["id"] for r in rows], out / f"umap_{name}.html", title, "wbc_type")
+        store_map(store, "wbc_type", out / f"umap_{store.name}.png",
+                  keep={"neutrophil", "eosinophil", "lymphocyte", "monocyte"})

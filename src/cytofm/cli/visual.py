@@ -108,46 +108,14 @@ def umap(
     color_by: Annotated[str, typer.Option(help="Manifest column to colour by (label, organ, preparation, stain, dataset...).")],
     out: Annotated[Path, typer.Option(help="Output PNG (an interactive .html is written beside it).")],
     method: Annotated[str, typer.Option(help="auto (UMAP when umap-learn is installed, else t-SNE), umap, tsne or pca.")] = "auto",
-    max_items: Annotated[int, typer.Option(help="Subsample to at most this many items (evenly, fixed seed).")] = 5000,
+    max_items: Annotated[int, typer.Option(help="Subsample to at most this many items (at random, fixed seed).")] = 5000,
 ) -> None:
     """2-D UMAP (or t-SNE/PCA) of a store's features (items mean-pooled) coloured by a manifest column."""
-    import numpy as np
+    from cytofm.viz.embedding import store_map
 
-    from cytofm.features.store import load_store, read_item
-    from cytofm.viz.embedding import embed_2d, scatter_html, scatter_png
-
-    try:
-        rows = load_store(features)
-    except FileNotFoundError as e:
-        fail(str(e))
-    if not rows:
-        fail(f"{features}: the store is empty")
-    if color_by not in rows[0]:
-        fail(f"{features}/manifest.csv has no column '{color_by}' (columns: {', '.join(k for k in rows[0] if k != 'h5')})")
-    if len(rows) > max_items:
-        rows = [rows[i] for i in np.random.default_rng(0).choice(len(rows), max_items, replace=False)]
-    xs, labels, ids, dims = [], [], [], set()
-    for r in rows:
-        try:
-            f, _, _ = read_item(r["h5"])
-        except Exception as e:
-            console.print(f"skipped {r['h5']}: {e}", markup=False)
-            continue
-        dims.add(f.shape[1])
-        xs.append(f.mean(0))
-        labels.append(str(r.get(color_by) or "(none)"))
-        ids.append(r["id"])
-    if len(dims) > 1:
-        fail(f"{features}: items have features of different sizes {sorted(dims)} (mixed encoders in one store?)")
-    try:
-        xy, used = embed_2d(np.stack(xs), method)
-    except ValueError as e:
-        fail(str(e))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{used.upper()} of {features.name} ({len(ids)} items), coloured by {color_by}"
-    scatter_png(xy, labels, out, title, used, color_by)
-    html_path = scatter_html(xy, labels, ids, out.with_suffix(".html"), title, color_by)
-    console.print(f"[green]written[/green] {out} and {html_path} ({used})")
+    png, html, used, n = store_map(features, color_by, out, method, max_items,
+                                   log=lambda m: console.print(m, markup=False))
+    console.print(f"[green]written[/green] {png} and {html} ({used}, {n} items)")
 
 
 @user_errors

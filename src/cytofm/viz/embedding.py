@@ -101,3 +101,51 @@ def scatter_html(xy: np.ndarray, labels: list[str], ids: list[str], path: str | 
     path = Path(path)
     path.write_text(doc)
     return path
+
+
+def store_map(features: str | Path, color_by: str, out: str | Path, method: str = "auto", max_items: int = 5000,
+              keep: set[str] | None = None, log=print) -> tuple[Path, Path, str, int]:
+    """A 2-D map of a feature store's items (mean of their instance features) coloured by a manifest
+    column: ``out`` (PNG) and the interactive HTML beside it; returns both paths, the method, the item count.
+
+    ``keep`` limits the map to items whose ``color_by`` value is in it; unreadable items are skipped and logged.
+    """
+    from cytofm.data.inputs import InputError
+    from cytofm.features.store import load_store, read_item
+
+    features, out = Path(features), Path(out)
+    try:
+        rows = load_store(features)
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    if not rows:
+        raise InputError(f"{features}: the store is empty")
+    if color_by not in rows[0]:
+        raise InputError(f"{features}/manifest.csv has no column '{color_by}' "
+                         f"(columns: {', '.join(k for k in rows[0] if k != 'h5')})")
+    if keep is not None:
+        rows = [r for r in rows if r.get(color_by) in keep]
+    if len(rows) > max_items:
+        rows = [rows[i] for i in sorted(np.random.default_rng(0).choice(len(rows), max_items, replace=False))]
+    xs, labels, ids, dims = [], [], [], set()
+    for r in rows:
+        try:
+            f, _, _ = read_item(r["h5"])
+        except Exception as e:
+            log(f"skipped {r['h5']}: {e}")
+            continue
+        dims.add(f.shape[1])
+        xs.append(f.mean(0))
+        labels.append(str(r.get(color_by) or "(none)"))
+        ids.append(r["id"])
+    if len(dims) > 1:
+        raise InputError(f"{features}: items have features of different sizes {sorted(dims)} (mixed encoders in one store?)")
+    try:
+        xy, used = embed_2d(np.stack(xs) if xs else np.zeros((0, 1)), method)
+    except ValueError as e:
+        raise InputError(f"{features}: {e}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{used.upper()} of {features.name} ({len(ids)} items, mean of instance features) by {color_by}"
+    scatter_png(xy, labels, out, title, used, color_by)
+    html = scatter_html(xy, labels, ids, out.with_suffix(".html"), title, color_by)
+    return out, html, used, len(ids)

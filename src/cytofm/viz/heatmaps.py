@@ -49,16 +49,15 @@ def mil_heatmaps(features: str | Path, attention: dict[str, np.ndarray], out: st
     scores = []
     for i in ids:
         row = rows[i]
+        boxes = find_boxes(boxes_dir, row["path"], box_class)
+        if i not in draw and boxes is None:  # neither drawn nor scored
+            continue
         _, coords, attrs = read_item(row["h5"])
         a = np.asarray(attention[i], dtype=np.float64)
         if len(a) != len(coords):
             log(f"skipped {i}: {len(a)} attention weights for {len(coords)} patches")
             continue
         size0 = int(attrs.get("patch_size_level0") or attrs.get("patch_size") or 0)
-        boxes = find_boxes(boxes_dir, row["path"], box_class)
-        need_image = i in draw or boxes is not None
-        if not need_image:
-            continue
         try:
             src = open_source(row["path"], "slide" if is_slide_file(row["path"]) else "image")
             rgb, scale = src.thumbnail(max_side)
