@@ -77,7 +77,7 @@ def test_param_groups_no_decay_on_bias_norm_tokens():
     from cytofm.ssl.model import IBOTNet
 
     net = IBOTNet(tiny_cfg())
-    groups = param_groups(net)
+    groups = param_groups(net, decay_tokens=False)
     names = {id(p): n for n, p in net.named_parameters()}
     no_decay = {names[id(p)] for p in groups[1]["params"]}
     decay = {names[id(p)] for p in groups[0]["params"]}
@@ -87,6 +87,9 @@ def test_param_groups_no_decay_on_bias_norm_tokens():
     assert groups[1]["weight_decay"] == 0.0
     # frozen weight-norm gain is not optimised at all
     assert not any("original0" in n for n in decay | no_decay)
+    # the reference decays the learned tokens (only biases and 1-D parameters are exempt)
+    ref = param_groups(net, decay_tokens=True)
+    assert {"backbone.mask_token", "backbone.vit.cls_token"} <= {names[id(p)] for p in ref[0]["params"]}
 
 
 def run(cfg, data, out, **kw):
@@ -114,7 +117,7 @@ def test_one_step_changes_student_and_teacher_moves_by_ema(images, tmp_path):
 def test_resume_gives_identical_parameters(images, tmp_path):
     straight = run(tiny_cfg("train.iterations=4", "train.save_every=100"), images, tmp_path / "a")
     half = run(tiny_cfg("train.iterations=4", "train.save_every=2", "train.max_minutes=0"), images, tmp_path / "b")
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["iteration"] == 1  # stopped early
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["iteration"] == 1  # stopped early
     resumed = run(tiny_cfg("train.iterations=4", "train.save_every=100"), images, tmp_path / "b")
     assert resumed.start_iter == 1
     for k, v in straight.teacher.state_dict().items():
@@ -213,7 +216,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(images, tmp_path):
     t.loss_fn.forward = poisoned
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         t.run()
-    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["iteration"] == 2
 
 
 def test_knn_monitor_logs_accuracy(images, tmp_path):
@@ -227,3 +230,63 @@ def test_knn_monitor_logs_accuracy(images, tmp_path):
     run(tiny_cfg("train.iterations=2", "train.knn_every=1", f"train.knn_data={labelled}"), images, tmp_path / "r")
     rows = list(_csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
     assert rows[-1]["knn_bacc"] and 0.0 <= float(rows[-1]["knn_bacc"]) <= 1.0
+
+
+def test_resume_refuses_changed_settings_unless_forced(images, tmp_path):
+    run(tiny_cfg("train.iterations=4", "train.stop_at=2"), images, tmp_path / "r")
+    before = (tmp_path / "r" / "config.yaml").read_text()
+    with pytest.raises(ValueError) as e:
+        run(tiny_cfg("train.iterations=8", "optim.base_lr=0.001"), images, tmp_path / "r")
+    msg = str(e.value)
+    assert "train.iterations: 4 in the checkpoint, 8 now" in msg and "optim.base_lr" in msg and "--force-config" in msg
+    assert (tmp_path / "r" / "config.yaml").read_text() == before  # nothing overwritten
+    # settings that do not shape the optimisation may change
+    run(tiny_cfg("train.iterations=4", "train.stop_at=3", "train.log_every=2", "data.num_workers=0"), images, tmp_path / "r")
+    t = run(tiny_cfg("train.iterations=8"), images, tmp_path / "r", force_config=True)
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert ck["iteration"] == 8 and ck["config_history"] == [{"iteration": 3, "changed": {"train.iterations": [4, 8]}}]
+    assert (tmp_path / "r" / "config.until-3.yaml").read_text() == before
+    assert "iterations: 8" in (tmp_path / "r" / "config.yaml").read_text()
+    assert t.start_iter == 3
+
+
+def test_metrics_have_each_iteration_once_after_kills(images, tmp_path):
+    import csv as _csv
+
+    cfg = tiny_cfg("train.iterations=6", "train.save_every=2")
+    for kill_at in (3, 5):  # killed after logging iterations past the last checkpoint
+        t = IBOTTrainer(cfg, [str(images)], tmp_path / "r", log=lambda m: None)
+        real = t.step
+
+        def dying(batch, it, real=real, kill_at=kill_at):
+            if it == kill_at:
+                raise KeyboardInterrupt
+            return real(batch, it)
+
+        t.step = dying
+        with pytest.raises(KeyboardInterrupt):
+            t.run()
+    run(cfg, images, tmp_path / "r")
+    rows = list(_csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    straight = run(cfg, images, tmp_path / "s")
+    ref = list(_csv.DictReader(open(tmp_path / "s" / "metrics.csv")))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in ref]
+    del straight
+
+
+def test_checkpoint_records_model_args_and_loads_without_training_config(images, tmp_path):
+    from cytofm.models.zoo import create_encoder
+
+    t = run(tiny_cfg("train.iterations=1"), images, tmp_path / "r")
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert ck["model_args"] == {"num_classes": 0, "img_size": 32, "dynamic_img_size": True}
+    del ck["config"]
+    torch.save(ck, tmp_path / "noconfig.pt")
+    enc = create_encoder(f"cytofm:{tmp_path / 'noconfig.pt'}")
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.allclose(enc.model(x), t.teacher.backbone.eval()(x)[0], atol=1e-5)
+    del ck["model_args"]
+    torch.save(ck, tmp_path / "bare.pt")
+    with pytest.raises(Exception, match="neither model_args nor a usable config"):
+        create_encoder(f"cytofm:{tmp_path / 'bare.pt'}")

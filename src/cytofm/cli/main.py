@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -34,8 +35,19 @@ def _version(value: bool):
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")):
-    pass
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    trust_weights: list[Path] | None = typer.Option(
+        None, "--trust-weights", metavar="FILE",
+        help="Allow this weights file to load with Python's full unpickler, which can run code: only for files "
+             "from a source you trust (repeat for several). Without it, pickles that hold more than tensors are "
+             "refused; .safetensors never need it."),
+):
+    from cytofm.models.loading import trust
+
+    for p in trust_weights or []:
+        trust(p)
+        typer.echo(f"warning: {p} is trusted to run code while it loads (--trust-weights)", err=True)
 
 
 app.command("prepare")(prepare)
@@ -59,9 +71,22 @@ HEAP_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_thresh
 HEAVY = {"pretrain", "extract", "benchmark", "demo"}
 
 
+def _command(argv: list[str]) -> str | None:
+    """The sub-command in ``argv`` (after root options such as ``--trust-weights FILE``)."""
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--trust-weights":
+            i += 2
+        elif argv[i].startswith("-"):
+            i += 1
+        else:
+            return argv[i]
+    return None
+
+
 def _tune_heap() -> None:
     if (sys.platform != "linux" or os.environ.get("GLIBC_TUNABLES") or os.environ.get("CYTOFM_NO_REEXEC")
-            or len(sys.argv) < 2 or sys.argv[1] not in HEAVY):
+            or _command(sys.argv[1:]) not in HEAVY):
         return
     env = dict(os.environ, GLIBC_TUNABLES=HEAP_TUNABLES, CYTOFM_NO_REEXEC="1")
     try:

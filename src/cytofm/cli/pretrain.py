@@ -13,11 +13,12 @@ from cytofm.cli.common import command_line, console, fail, make_progress, user_e
 @user_errors
 def pretrain(
     overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. train.iterations=2000.", show_default=False)] = None,
-    preset: Annotated[str, typer.Option(help="Pretraining preset (vit_base_paper, vit_small, cpu) or a YAML file.")] = "cpu",
+    preset: Annotated[str, typer.Option(help="Pretraining preset (cpu, shipped, vit_small, vit_base_paper, ibot_reference_vit_small, ibot_reference_vit_base) or a YAML file.")] = "cpu",
     data: Annotated[list[Path] | None, typer.Option(help="A prepared dataset, a folder or a manifest; repeat for several.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (resumes when it holds a checkpoint).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config applied after the preset.")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Continue from released backbone weights (iBOT/CytoFM dict with 'teacher', DINOv2/timm state dict).")] = None,
+    force_config: Annotated[bool, typer.Option("--force-config", help="Resume a run although settings that shape the optimisation changed (the change is recorded in the checkpoint and config.until-N.yaml keeps the old settings).")] = False,
 ) -> None:
     """iBOT self-supervised pretraining of a timm ViT (CPU, one GPU, or `torchrun --nproc_per_node N`).
 
@@ -41,7 +42,7 @@ def pretrain(
         with torchrun_group(cfg.runtime.device), make_progress() as progress:
             trainer = IBOTTrainer(cfg, [str(d) for d in data], out, str(init_from) if init_from else None,
                                   log=lambda m: progress.console.print(m, markup=False, soft_wrap=True),
-                                  progress=progress, command=command_line())
+                                  progress=progress, command=command_line(), force_config=force_config)
             last = trainer.run()
     except TrainingDiverged as e:
         fail(str(e), code=1)

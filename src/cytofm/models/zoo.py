@@ -7,7 +7,6 @@ weights produce a message saying where to get them and under which licence or ac
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 import timm
 import torch
 
+from cytofm.models import loading
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, ViTFeatures, state_hash
 from cytofm.models.weights import weights_config, weights_dir
 
@@ -85,32 +85,11 @@ def find_weights(name: str, explicit: str | None) -> Path:
 
 
 def load_state(path: str | os.PathLike) -> dict:
-    """A state dict or checkpoint dict from .safetensors / .pth / .pt / .bin (or a folder holding one)."""
-    p = Path(path)
-    if p.is_dir():
-        for cand in ("model.safetensors", "pytorch_model.bin", "checkpoint.pt", "checkpoint_teacher.pth", "checkpoint.pth"):
-            if (p / cand).is_file():
-                p = p / cand
-                break
-        else:
-            raise EncoderError(f"{path}: no weights file in this folder")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(p))
+    """A state dict or checkpoint dict (see :mod:`cytofm.models.loading`: never runs code from a pickle)."""
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:
-        pass
-    try:  # training checkpoints (iBOT/DINO) pickle their argparse namespace
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:
-        pass
-    try:
-        return torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise EncoderError(f"{p}: cannot read weights ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        return loading.load_state(path)
+    except ValueError as e:
+        raise EncoderError(str(e)) from None
 
 
 def _vit(arch: str, img_size: int, **kw) -> torch.nn.Module:
@@ -119,7 +98,7 @@ def _vit(arch: str, img_size: int, **kw) -> torch.nn.Module:
 
 def _finish(name: str, spec: str, vit: torch.nn.Module, state: dict | None, source: str, img_size: int,
             mean=IMAGENET_MEAN, std=IMAGENET_STD, pool: str = "cls", info: dict | None = None) -> Encoder:
-    from cytofm.ssl.checkpoint import load_backbone_into
+    from cytofm.models.loading import load_backbone_into
 
     if state is not None:
         try:
@@ -187,7 +166,7 @@ def _timm(arg: str) -> Encoder:
     cfg = m.pretrained_cfg
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
     mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
-    from cytofm.ssl.checkpoint import backbone_state_from_release
+    from cytofm.models.loading import backbone_state_from_release
 
     state = backbone_state_from_release(load_state(find_weights(f"timm:{model}", path))) if path else None
     if hasattr(m, "blocks") and hasattr(m, "patch_embed"):
@@ -200,7 +179,7 @@ def _timm(arg: str) -> Encoder:
 
 
 def _release_vit(name: str, arg: str, arch_by_dim: dict[int, str], img: int = 224, **kw) -> Encoder:
-    from cytofm.ssl.checkpoint import backbone_state_from_release
+    from cytofm.models.loading import backbone_state_from_release
 
     path = find_weights(name, arg or None)
     state = backbone_state_from_release(load_state(path))
@@ -249,7 +228,7 @@ def _dinov2(arg: str) -> Encoder:
     else:
         path = find_weights("dinov2", arg or None)
     state = load_state(path)
-    from cytofm.ssl.checkpoint import backbone_state_from_release
+    from cytofm.models.loading import backbone_state_from_release
 
     state = backbone_state_from_release(state)
     arch = DINOV2_BY_DIM.get(_embed_dim(state))
@@ -266,7 +245,7 @@ def _dinobloom(arg: str) -> Encoder:
     if arch is None:
         raise EncoderError("dinobloom: give the size, one of s, b, l, g (e.g. dinobloom:s:/path/DinoBloom-S.pth)")
     p = find_weights(f"dinobloom-{size}", path or None)
-    from cytofm.ssl.checkpoint import backbone_state_from_release
+    from cytofm.models.loading import backbone_state_from_release
 
     state = backbone_state_from_release(load_state(p))
     return _finish("dinobloom", f"dinobloom:{size}:{p}", _vit(arch, 224), state, str(p), 224)
@@ -296,16 +275,7 @@ def _cytofm(arg: str) -> Encoder:
     if not p.exists():
         raise EncoderError(f"cytofm: {p} does not exist")
     if p.is_dir() or p.suffix in (".pt", ".pth"):
-        from cytofm.ssl.checkpoint import CHECKPOINT, load_checkpoint
-        from cytofm.ssl.config import PretrainConfig
-
-        ck = load_checkpoint(p / CHECKPOINT if p.is_dir() else p)
-        if "teacher_backbone" not in ck:
-            raise EncoderError(f"cytofm: {p} is not a cytofm pretraining run or checkpoint")
-        cfg = PretrainConfig.model_validate(ck["config"])
-        vit = _vit(cfg.model.arch, cfg.crops.global_size,
-                   **({"init_values": cfg.model.layerscale} if cfg.model.layerscale is not None else {}))
-        return _finish("cytofm", f"cytofm:{p}", vit, ck["teacher_backbone"], str(p), cfg.crops.global_size)
+        return _cytofm_run(p)
     meta_path = p.with_suffix(".json")
     if not meta_path.is_file():
         raise EncoderError(f"cytofm: {meta_path} is missing (written by `cytofm export` beside the .safetensors)")
@@ -317,6 +287,34 @@ def _cytofm(arg: str) -> Encoder:
     state = {k: v.float() for k, v in load_state(p).items()}
     return _finish("cytofm", f"cytofm:{p}", vit, state, str(p), size, tuple(pc.get("mean", IMAGENET_MEAN)),
                    tuple(pc.get("std", IMAGENET_STD)))
+
+
+def _cytofm_run(p: Path) -> Encoder:
+    """A pretraining run folder or its checkpoint: the teacher backbone, built from the checkpoint alone."""
+    ck_path = p / "checkpoint.pt" if p.is_dir() else p
+    if not ck_path.is_file():
+        raise EncoderError(f"cytofm: {p} holds no checkpoint.pt (is it a pretraining run folder?)")
+    ck = load_state(ck_path)
+    if "teacher_backbone" not in ck:
+        raise EncoderError(f"cytofm: {ck_path} is not a cytofm pretraining checkpoint (no 'teacher_backbone')")
+    if "model_args" in ck and "arch" in ck:
+        arch, args = ck["arch"], dict(ck["model_args"])
+    else:  # checkpoints written before model_args were recorded
+        cfg = ck.get("config")
+        try:
+            arch = cfg["model"]["arch"]
+            args = {"num_classes": 0, "dynamic_img_size": True, "img_size": int(cfg["crops"]["global_size"])}
+            if cfg["model"].get("layerscale") is not None:
+                args["init_values"] = cfg["model"]["layerscale"]
+        except (TypeError, KeyError) as e:
+            raise EncoderError(f"cytofm: {ck_path} records neither model_args nor a usable config ({e} missing); "
+                               "cannot tell which architecture it holds") from None
+    try:
+        vit = timm.create_model(arch, pretrained=False, **args)
+    except (RuntimeError, TypeError) as e:
+        raise EncoderError(f"cytofm: {ck_path}: cannot build '{arch}' ({e})") from None
+    size = int(args.get("img_size", 224))
+    return _finish("cytofm", f"cytofm:{p}", vit, ck["teacher_backbone"], str(ck_path), size)
 
 
 def create_encoder(spec: str) -> Encoder:

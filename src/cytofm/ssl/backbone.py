@@ -38,13 +38,16 @@ def set_fused_attn(model: nn.Module, enabled: bool) -> None:
 class MaskedViT(nn.Module):
     """A timm ViT plus a mask token; returns normalised [CLS] and patch tokens."""
 
-    def __init__(self, vit: nn.Module):
+    def __init__(self, vit: nn.Module, mask_token_init: str = "zeros"):
         super().__init__()
         self.vit = vit
         self.embed_dim = vit.embed_dim
         self.num_prefix_tokens = vit.num_prefix_tokens
         self.mask_token = nn.Parameter(torch.zeros(1, 1, vit.embed_dim))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if mask_token_init == "trunc_normal":
+            nn.init.trunc_normal_(self.mask_token, std=0.02)
+        elif mask_token_init != "zeros":
+            raise ValueError(f"mask_token_init must be 'zeros' or 'trunc_normal', not {mask_token_init!r}")
 
     @property
     def patch_size(self) -> int:

@@ -11,22 +11,37 @@ import numpy as np
 import torch
 from torch import nn
 
+from cytofm.models.loading import (  # noqa: F401 - re-exported for callers of the training API
+    backbone_state_from_release,
+    load_backbone_into,
+    torch_load,
+)
+
 CHECKPOINT = "checkpoint.pt"
 
 
 def rng_state() -> dict:
-    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """This process's RNG states in plain tensors and tuples (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    s = {"torch": torch.get_rng_state(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+         "python": random.getstate()}
     if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
+        s["cuda"] = torch.cuda.get_rng_state()  # this process's own device
     return s
 
 
 def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
+    kind, keys, pos, has_gauss, cached = s["numpy"]
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), pos, has_gauss, cached))
     random.setstate(s["python"])
     if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+        cuda = s["cuda"]
+        if isinstance(cuda, list | tuple):  # older checkpoints saved every visible device
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            torch.cuda.set_rng_state(cuda)
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
@@ -39,67 +54,11 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-
-
-def _strip(sd: dict, prefixes=("module.", "backbone.", "encoder.", "model.")) -> dict:
-    out = {}
-    for k, v in sd.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in prefixes:
-                if k.startswith(p):
-                    k = k[len(p):]
-                    changed = True
-        out[k] = v
-    return out
-
-
-def backbone_state_from_release(obj: dict) -> dict:
-    """The backbone weights of a released checkpoint, keyed like a timm ViT.
-
-    Understands iBOT / CytoFM / DINO training checkpoints (``teacher`` or ``student`` dicts with
-    ``backbone.`` / ``module.backbone.`` prefixes and ``head.`` entries), ``state_dict`` / ``model``
-    wrappers, our own run checkpoints, and plain timm / DINOv2 state dicts.
-    """
-    if "teacher_backbone" in obj:  # our own checkpoint
-        return dict(obj["teacher_backbone"])
-    for key in ("teacher", "state_dict", "model", "student"):
-        if key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    sd = {k: v for k, v in _strip(sd).items() if not k.startswith(("head.", "mask_token", "last_layer"))}
-    return sd
-
-
-def load_backbone_into(vit: nn.Module, state: dict, source: str = "") -> None:
-    """Strictly load backbone weights into a timm ViT, adapting DINOv2/original layouts through timm."""
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
-    try:
-        state = checkpoint_filter_fn(state, vit)
-    except Exception:
-        pass
-    own = vit.state_dict()
-    state = {k: v for k, v in state.items() if not (k.startswith("head") and k not in own)}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s), e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s), e.g. {unexpected[:3]}")
-        if shape:
-            parts.append(f"shape mismatch for {shape[:3]}")
-        raise ValueError(f"{source or 'checkpoint'} does not fit the architecture: " + "; ".join(parts))
-    vit.load_state_dict(state, strict=True)
+    """A checkpoint dict, read with the restricted unpickler (:func:`cytofm.models.loading.torch_load`)."""
+    obj = torch_load(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
 
 
 def timm_model_args(vit: nn.Module, layerscale: float | None = None) -> dict:
@@ -143,8 +102,11 @@ def export_run(run: str | Path, out: str | Path, half: bool = False) -> tuple[Pa
     if "teacher_backbone" not in ck:
         raise ValueError(f"{ck_path}: not a cytofm pretraining checkpoint")
     cfg = PretrainConfig.model_validate(ck["config"])
-    vit = create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0)
-    st, js = export_backbone(ck["teacher_backbone"], cfg.model.arch, timm_model_args(vit, cfg.model.layerscale), out,
+    if "model_args" in ck:
+        model_args = dict(ck["model_args"])
+    else:  # checkpoints written before the backbone's arguments were recorded
+        model_args = timm_model_args(create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0), cfg.model.layerscale)
+    st, js = export_backbone(ck["teacher_backbone"], cfg.model.arch, model_args, out,
                              half=half, extra={
         "source": "cytofm pretrain (iBOT teacher)", "iteration": ck["iteration"],
         "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],

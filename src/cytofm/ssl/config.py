@@ -1,4 +1,10 @@
-"""Typed config of ``cytofm pretrain`` (iBOT). Defaults are the reference recipe (ViT-S/16 paper setup)."""
+"""Typed config of ``cytofm pretrain`` (iBOT).
+
+Defaults follow the reference implementation's (bytedance/ibot ``main_ibot.py``) defaults, with
+schedules in iterations (ImageNet-1k at batch 1024 = 1251 iterations an epoch); the presets
+``ibot_reference_vit_small``/``_vit_base`` set the README's training command option by option, and
+docs/ibot_reference.md lists every preset's departures from the reference with the reason.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ class ModelConfig(Section):
     """Stochastic depth of the student only."""
     layerscale: float | None = None
     """LayerScale init value (DINOv2/UNI backbones use it); ``null`` = the architecture's default."""
+    mask_token_init: Literal["zeros", "trunc_normal"] = "zeros"
+    """Initial mask token: zeros (reference) or trunc-normal(0.02) (BEiT's choice)."""
 
 
 class HeadConfig(Section):
@@ -25,9 +33,13 @@ class HeadConfig(Section):
     bottleneck_dim: int = Field(256, ge=8)
     nlayers: int = Field(3, ge=1)
     shared: bool = False
-    """One last layer for [CLS] and patch tokens (else a separate patch last layer, iBOT default)."""
+    """Student: one last layer for [CLS] and patch tokens (reference default: a separate patch layer)."""
+    shared_teacher: bool = True
+    """Teacher: one last layer for [CLS] and patch tokens (reference default: shared). A shared teacher
+    layer follows the student's [CLS] layer by EMA; at the start it holds the student's patch layer, as
+    in the reference (its ``load_state_dict`` visits the shared layer under both names, the patch name last)."""
     norm_last_layer: bool = True
-    """Freeze the weight-norm gain of the last layer at 1 (more stable)."""
+    """Freeze the weight-norm gain of the last layer at 1 (more stable; the reference turns it off for ViT-S)."""
     fp32: bool = True
     """Run the head in fp32 under bf16/fp16 autocast (its logits need more precision than bf16 has)."""
     freeze_last_layer_iters: int = Field(1250, ge=0)
@@ -97,6 +109,9 @@ class OptimConfig(Section):
     momentum_teacher: float = Field(0.996, ge=0, le=1)
     momentum_teacher_end: float = Field(1.0, ge=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
+    decay_tokens: bool = True
+    """Weight decay on cls_token, pos_embed and mask_token (reference: yes; only biases and 1-D
+    parameters are exempt there)."""
 
 
 class TrainConfig(Section):
@@ -114,6 +129,9 @@ class TrainConfig(Section):
     knn_label: str = "label"
     max_minutes: float | None = None
     """Stop (with a checkpoint) after this much wall time; the run resumes where it stopped."""
+    stop_at: int | None = Field(None, ge=1)
+    """Stop (with a checkpoint) once this iteration is done, e.g. to run a long schedule in pieces; the
+    same command without it resumes. Schedules still count to ``iterations``."""
 
 
 class DataConfig(Section):

@@ -27,8 +27,9 @@ def _prototypes(in_dim: int, out_dim: int, norm_last_layer: bool) -> nn.Linear:
 class IBOTHead(nn.Module):
     """Shared MLP; ``forward`` gives [CLS] logits, ``forward_patch`` patch logits."""
 
-    def __init__(self, in_dim: int, cfg: HeadConfig):
+    def __init__(self, in_dim: int, cfg: HeadConfig, shared: bool | None = None):
         super().__init__()
+        shared = cfg.shared if shared is None else shared
         self.fp32 = cfg.fp32
         layers: list[nn.Module] = []
         dims = [in_dim] + [cfg.hidden_dim] * (cfg.nlayers - 1) + [cfg.bottleneck_dim]
@@ -39,7 +40,7 @@ class IBOTHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.apply(self._init)
         self.last_layer = _prototypes(cfg.bottleneck_dim, cfg.out_dim, cfg.norm_last_layer)
-        self.last_layer_patch = None if cfg.shared else _prototypes(cfg.bottleneck_dim, cfg.out_dim, cfg.norm_last_layer)
+        self.last_layer_patch = None if shared else _prototypes(cfg.bottleneck_dim, cfg.out_dim, cfg.norm_last_layer)
 
     @staticmethod
     def _init(m: nn.Module) -> None:

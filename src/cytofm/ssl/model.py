@@ -11,10 +11,10 @@ from cytofm.ssl.heads import IBOTHead
 
 
 class IBOTNet(nn.Module):
-    def __init__(self, cfg: PretrainConfig, drop_path: float | None = None):
+    def __init__(self, cfg: PretrainConfig, drop_path: float | None = None, teacher: bool = False):
         super().__init__()
-        self.backbone = MaskedViT(create_vit(cfg.model, cfg.crops.global_size, drop_path))
-        self.head = IBOTHead(self.backbone.embed_dim, cfg.head)
+        self.backbone = MaskedViT(create_vit(cfg.model, cfg.crops.global_size, drop_path), cfg.model.mask_token_init)
+        self.head = IBOTHead(self.backbone.embed_dim, cfg.head, cfg.head.shared_teacher if teacher else cfg.head.shared)
 
     def forward(self, global_crops: torch.Tensor, masks: torch.Tensor | None, local_crops: torch.Tensor | None,
                 all_patch_tokens: bool = False):
@@ -44,10 +44,24 @@ class IBOTNet(nn.Module):
         return cls_logits, patch_logits, (img, tok)
 
 
+def init_teacher_from_student(teacher: IBOTNet, student: IBOTNet) -> None:
+    """Copy the student into the teacher. A shared teacher last layer under a separate student patch layer
+    starts from the student's patch layer, as the reference's ``load_state_dict`` leaves it."""
+    state = student.state_dict()
+    if teacher.head.last_layer_patch is None and student.head.last_layer_patch is not None:
+        pre, patch = "head.last_layer.", "head.last_layer_patch."
+        state = {k: v for k, v in state.items() if not k.startswith((pre, patch))}
+        state.update({pre + k[len(patch):]: v for k, v in student.state_dict().items() if k.startswith(patch)})
+    teacher.load_state_dict(state, strict=True)
+
+
 def build_student_teacher(cfg: PretrainConfig) -> tuple[IBOTNet, IBOTNet]:
     student = IBOTNet(cfg)
-    teacher = IBOTNet(cfg, drop_path=0.0)
-    teacher.load_state_dict(student.state_dict())
+    teacher = IBOTNet(cfg, drop_path=0.0, teacher=True)
+    if cfg.head.shared and not cfg.head.shared_teacher:
+        raise ValueError("head.shared=true with head.shared_teacher=false: a teacher patch layer would have no "
+                         "student layer to follow")
+    init_teacher_from_student(teacher, student)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return student, teacher

@@ -24,11 +24,12 @@ from cytofm.ssl.checkpoint import (
     rng_state,
     save_atomic,
     set_rng_state,
+    timm_model_args,
 )
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.data import IBOTBatches, load_table
 from cytofm.ssl.ibot_loss import IBOTLoss
-from cytofm.ssl.model import build_student_teacher
+from cytofm.ssl.model import build_student_teacher, init_teacher_from_student
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
 from cytofm.utils.distributed import pick_device, pick_dtype
@@ -36,6 +37,30 @@ from cytofm.utils.distributed import pick_device, pick_dtype
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+# Settings that may differ between a run and its resumption: where and how fast it runs, how often it
+# logs and saves. Every other key shapes the optimisation and must match the checkpoint.
+RESUME_MAY_CHANGE = ("runtime.", "data.num_workers", "data.cache_sources", "train.save_every", "train.log_every",
+                     "train.knn_every", "train.knn_data", "train.knn_label", "train.max_minutes", "train.stop_at")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple]:
+    """``key: (checkpoint value, requested value)`` for every setting that must not change on resume."""
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return {k: (a.get(k), b.get(k)) for k in keys
+            if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE)}
 
 
 @dataclass
@@ -61,8 +86,10 @@ class Schedules:
 
 class IBOTTrainer:
     def __init__(self, cfg: PretrainConfig, data: list[str], out: str | os.PathLike, init_from: str | None = None,
-                 log=print, progress=None, command: str = ""):
+                 log=print, progress=None, command: str = "", force_config: bool = False):
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
+        self.force_config = force_config
+        self.config_history: list[dict] = []
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
@@ -72,6 +99,8 @@ class IBOTTrainer:
             torch.set_num_threads(cfg.runtime.threads)
         torch.manual_seed(cfg.train.seed)  # same init on every rank (DDP also broadcasts)
         self.student, self.teacher = build_student_teacher(cfg)
+        if self.rank:  # every other rank its own drop-path stream (rank 0 keeps the single-process one)
+            torch.manual_seed(cfg.train.seed + 1_000_003 * self.rank)
         fused = cfg.runtime.fused_attn == "on" or (cfg.runtime.fused_attn == "auto" and self.device.type == "cuda")
         set_fused_attn(self.student, fused)
         set_fused_attn(self.teacher, fused)
@@ -93,35 +122,83 @@ class IBOTTrainer:
         elif init_from:
             state = backbone_state_from_release(load_checkpoint(init_from))
             load_backbone_into(self.student.backbone.vit, state, init_from)
-            self.teacher.load_state_dict(self.student.state_dict())
+            init_teacher_from_student(self.teacher, self.student)
             self.log(f"initialised student and teacher backbones from {init_from} (heads start fresh)")
         self.student.to(self.device)
         self.teacher.to(self.device)
         self.loss_fn.to(self.device)
-        self.optimizer = torch.optim.AdamW(param_groups(self.student), lr=0.0, betas=tuple(cfg.optim.betas))
+        self.optimizer = torch.optim.AdamW(param_groups(self.student, cfg.optim.decay_tokens), lr=0.0,
+                                           betas=tuple(cfg.optim.betas))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if resumed:
             self.optimizer.load_state_dict(self._pending["optimizer"])
             self.scaler.load_state_dict(self._pending["scaler"])
-            set_rng_state(self._pending["rng"])
+            self._restore_rng(self._pending)
             self.log(f"resumed from {ckpt_path} at iteration {self.start_iter}")
         self.model = self.student
         if self.distributed:
             self.model = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.rank == 0:
-            write_config(cfg, self.out / "config.yaml", command)
+            self._write_config(command)
 
     # --- checkpoints -------------------------------------------------------------------------------
     def _restore(self, ck: dict) -> None:
-        if config_dict(self.cfg)["model"] != ck["config"]["model"] or config_dict(self.cfg)["head"] != ck["config"]["head"]:
-            raise ValueError(f"{self.out / CHECKPOINT} was made with another model/head config; use a new --out")
+        ck_cfg, cfg = ck["config"], config_dict(self.cfg)
+        if ck_cfg["model"] != cfg["model"] or ck_cfg["head"] != cfg["head"]:
+            changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_changes(
+                {"model": ck_cfg["model"], "head": ck_cfg["head"]}, {"model": cfg["model"], "head": cfg["head"]}).items())
+            raise ValueError(f"{self.out / CHECKPOINT} was made with another model/head config ({changed}); "
+                             "use a new --out")
+        changes = config_changes(ck_cfg, cfg)
+        if changes and not self.force_config:
+            lines = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changes.items())
+            raise ValueError(f"{self.out / CHECKPOINT} was made with other settings ({lines}). Resume with the "
+                             "checkpoint's settings (see its config.yaml), use a new --out, or continue with the new "
+                             "settings on purpose with --force-config (recorded in the run)")
+        self.config_history = list(ck.get("config_history", []))
+        if changes:
+            self.config_history.append({"iteration": int(ck["iteration"]),
+                                        "changed": {k: [a, b] for k, (a, b) in changes.items()}})
+            self.log(f"--force-config: continuing from iteration {ck['iteration']} with changed settings: "
+                     + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+        self._forced = bool(changes)
         self.student.load_state_dict(ck["student"])
         self.teacher.load_state_dict(ck["teacher"])
         self.loss_fn.load_state_dict(ck["loss"])
         self.start_iter = int(ck["iteration"])
         self._pending = ck
 
+    def _restore_rng(self, ck: dict) -> None:
+        states = ck.get("rng_per_rank")
+        if states is None:  # checkpoints from before per-rank states: one state for every rank
+            set_rng_state(ck["rng"])
+        elif len(states) == self.world:
+            set_rng_state(states[self.rank])
+        else:
+            set_rng_state(states[self.rank % len(states)])
+            if self.rank == 0:
+                self.log(f"warning: the checkpoint was written by {len(states)} process(es), this run has "
+                         f"{self.world}: random streams (drop path) do not continue exactly")
+
+    def _write_config(self, command: str) -> None:
+        path = self.out / "config.yaml"
+        if getattr(self, "_forced", False) and path.exists():
+            kept = self.out / f"config.until-{self.start_iter}.yaml"
+            os.replace(path, kept)
+            self.log(f"the settings used until iteration {self.start_iter} are kept in {kept.name}")
+        elif self.start_iter and path.exists():
+            return  # resuming with the same settings: config.yaml already says what the run uses
+        write_config(self.cfg, path, command)
+
+    def _gather(self, obj):
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def save(self, iteration: int) -> None:
+        rngs = self._gather(rng_state())  # every rank's streams, so each resumes its own
         if self.rank != 0:
             return
         save_atomic({
@@ -132,9 +209,13 @@ class IBOTTrainer:
             "loss": self.loss_fn.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": rngs[0],
+            "rng_per_rank": rngs,
+            "world_size": self.world,
             "config": config_dict(self.cfg),
+            "config_history": self.config_history,
             "arch": self.cfg.model.arch,
+            "model_args": timm_model_args(self.teacher.backbone.vit, self.cfg.model.layerscale),
         }, self.out / CHECKPOINT)
 
     # --- one step ----------------------------------------------------------------------------------
@@ -190,6 +271,9 @@ class IBOTTrainer:
         if self.start_iter >= T:
             self.log(f"already finished ({self.start_iter} iterations)")
             return {}
+        if cfg.train.stop_at is not None and self.start_iter >= cfg.train.stop_at:
+            self.log(f"already at iteration {self.start_iter} >= train.stop_at={cfg.train.stop_at}; nothing to do")
+            return {}
         loader = torch.utils.data.DataLoader(
             self.batches, batch_size=None, sampler=range(self.start_iter, T), num_workers=cfg.data.num_workers,
             persistent_workers=False, prefetch_factor=2 if cfg.data.num_workers else None,
@@ -198,6 +282,7 @@ class IBOTTrainer:
             generator=torch.Generator().manual_seed(cfg.train.seed))
         metrics_path = self.out / "metrics.csv"
         writer = None
+        fields = self._trim_metrics(metrics_path) if self.rank == 0 else None
         f = open(metrics_path, "a", newline="") if self.rank == 0 else None
         task = self.progress.add_task("pretrain", total=T, completed=self.start_iter, rate="") if self.progress and self.rank == 0 else None
         t0 = time.perf_counter()
@@ -231,8 +316,8 @@ class IBOTTrainer:
                 if self.rank == 0:
                     if done % cfg.train.log_every == 0 or done == T:
                         if writer is None:
-                            writer = csv.DictWriter(f, fieldnames=list(m))
-                            if metrics_path.stat().st_size == 0:
+                            writer = csv.DictWriter(f, fieldnames=fields or list(m), restval="", extrasaction="ignore")
+                            if not fields:
                                 writer.writeheader()
                         writer.writerow(m)
                         f.flush()
@@ -248,7 +333,12 @@ class IBOTTrainer:
                         warned = True
                 if done % cfg.train.save_every == 0 or done == T:
                     self.save(done)
-                if deadline is not None and time.perf_counter() > deadline and done < T:
+                if cfg.train.stop_at is not None and done == cfg.train.stop_at and done < T:
+                    if done % cfg.train.save_every:
+                        self.save(done)
+                    self.log(f"stopped at iteration {done} (train.stop_at); run the command without it to resume")
+                    break
+                if deadline is not None and done < T and self._all_agree(time.perf_counter() > deadline):
                     self.save(done)
                     self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
                              "run the same command to resume")
@@ -259,6 +349,33 @@ class IBOTTrainer:
             if tb is not None:
                 tb.close()
         return last
+
+    def _all_agree(self, flag: bool) -> bool:
+        """True on every rank as soon as one rank says so (a wall-time stop must be taken together)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def _trim_metrics(self, path: Path) -> list[str] | None:
+        """Keep the rows up to the iteration the run resumes from, so each iteration is logged once however
+        often the run was killed after logging and before saving; returns the existing header."""
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames
+            rows = [r for r in reader if r.get("iteration", "").isdigit() and int(r["iteration"]) <= self.start_iter]
+        if not fields:
+            return None
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+        return list(fields)
 
     def _knn_monitor(self):
         cfg = self.cfg
