@@ -135,6 +135,16 @@ class TrainConfig(Section):
 
 
 class DataConfig(Section):
+    views: Literal["auto", "device", "pil"] = "auto"
+    """Where the multi-crop views are made: ``device`` decodes the pool once and makes every view of a batch
+    with batched tensor operations on the training device; ``pil`` (the reference path) augments image by
+    image in loader processes. ``auto``: device on CUDA and on CPU (faster on both: benchmarks/view_throughput.py)."""
+    cache_side: int | None = Field(None, ge=16)
+    """Device views: samples larger than this are reduced to it once when decoded (aspect kept);
+    ``null`` = twice the global crop size."""
+    cache_budget_gb: float | None = Field(None, gt=0)
+    """Device views: above this size the decoded pool is memory-mapped in RUN/cache instead of held in
+    memory; ``null`` = half of the memory available at start."""
     weights: list[float] | None = None
     """Sampling weight of each --data source (default: proportional to its size)."""
     num_workers: int = Field(1, ge=0)

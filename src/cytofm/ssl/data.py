@@ -144,6 +144,27 @@ class IBOTBatches(torch.utils.data.Dataset):
             arr = src.read(x, y, size0, out)
         return Image.fromarray(arr)
 
+    def sample_size(self, table: PatchTable, ref: np.ndarray) -> tuple[int, int]:
+        """(width, height) of a sample as :meth:`_image` returns it, read from headers where possible."""
+        fi, x, y = (int(v) for v in ref)
+        path, kind, _ = table.files[fi]
+        size0, out = table.geometry[fi]
+        if kind == "tar":
+            with open(path, "rb") as fh:
+                fh.seek(x)
+                with Image.open(io.BytesIO(fh.read(y))) as im:
+                    return im.size
+        if size0 is not None:
+            o = out or size0
+            return (o, o) if isinstance(o, int) else tuple(o)
+        if kind == "image":
+            try:
+                with Image.open(path) as im:
+                    return im.size
+            except Exception:  # noqa: BLE001 - formats PIL cannot sniff are decoded below
+                pass
+        return self._image(table, ref).size
+
     def sample_plan(self, iteration: int) -> list[tuple[int, int, int]]:
         """(table, row, seed) for each image of the batch."""
         rng = np.random.default_rng([self.cfg.train.seed, iteration, self.rank])

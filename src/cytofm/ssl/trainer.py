@@ -42,7 +42,8 @@ class TrainingDiverged(RuntimeError):
 # Settings that may differ between a run and its resumption: where and how fast it runs, how often it
 # logs and saves. Every other key shapes the optimisation and must match the checkpoint.
 RESUME_MAY_CHANGE = ("runtime.", "data.num_workers", "data.cache_sources", "train.save_every", "train.log_every",
-                     "train.knn_every", "train.knn_data", "train.knn_label", "train.max_minutes", "train.stop_at")
+                     "train.knn_every", "train.knn_data", "train.knn_label", "train.max_minutes", "train.stop_at",
+                     "data.cache_budget_gb")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -106,6 +107,8 @@ class IBOTTrainer:
         set_fused_attn(self.teacher, fused)
         self.tables = [load_table(d) for d in data]
         self.batches = IBOTBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
+        self.views = "device" if cfg.data.views == "auto" else cfg.data.views
+        self.dataset = self._device_batches() if self.views == "device" else self.batches
         g = cfg.crops.global_size
         if g % self.student.backbone.patch_size or cfg.crops.local_size % self.student.backbone.patch_size:
             raise ValueError(f"crop sizes ({g}, {cfg.crops.local_size}) must be multiples of the patch size "
@@ -275,7 +278,7 @@ class IBOTTrainer:
             self.log(f"already at iteration {self.start_iter} >= train.stop_at={cfg.train.stop_at}; nothing to do")
             return {}
         loader = torch.utils.data.DataLoader(
-            self.batches, batch_size=None, sampler=range(self.start_iter, T), num_workers=cfg.data.num_workers,
+            self.dataset, batch_size=None, sampler=range(self.start_iter, T), num_workers=cfg.data.num_workers,
             persistent_workers=False, prefetch_factor=2 if cfg.data.num_workers else None,
             # its own generator: creating the loader must not consume the global RNG that drop-path uses,
             # or a resumed run would diverge from an uninterrupted one
@@ -296,6 +299,8 @@ class IBOTTrainer:
         try:
             for batch in loader:
                 it = int(batch["iteration"])
+                if "images" in batch:  # device views: the crops are made here, on the training device
+                    batch = self.dataset.views(batch, self.device)
                 self.student.train()
                 m = self.step(batch, it)
                 done = it + 1
@@ -349,6 +354,29 @@ class IBOTTrainer:
             if tb is not None:
                 tb.close()
         return last
+
+    def _device_batches(self):
+        """Decode the pool once (said how big first; memory-mapped in RUN/cache when over budget)."""
+        from cytofm.ssl.device_views import DeviceBatches, build_cache
+
+        cfg = self.cfg
+        refs = [(t, r) for t, table in enumerate(self.tables) for r in range(len(table))]
+        side = cfg.data.cache_side or 2 * cfg.crops.global_size
+        budget = None if cfg.data.cache_budget_gb is None else int(cfg.data.cache_budget_gb * 2**30)
+        b = self.batches
+
+        def size_of(i):
+            t, r = refs[i]
+            return b.sample_size(self.tables[t], self.tables[t].refs[r])
+
+        def image_of(i):
+            t, r = refs[i]
+            return b._image(self.tables[t], self.tables[t].refs[r])
+
+        cache = build_cache(size_of, image_of, len(refs), side, spill_dir=self.out / "cache", budget=budget,
+                            log=self.log if self.rank == 0 else (lambda m: None))
+        return DeviceBatches(b.sample_plan, cache, {ref: i for i, ref in enumerate(refs)}, cfg,
+                             self.student.backbone.patch_size)
 
     def _all_agree(self, flag: bool) -> bool:
         """True on every rank as soon as one rank says so (a wall-time stop must be taken together)."""

@@ -1,0 +1,365 @@
+"""Multi-crop views made in batches on the training device, from a pool decoded once.
+
+The PIL path (:mod:`cytofm.ssl.augment`) decodes, crops and jitters one image at a time in loader
+processes; at GPU speeds those processes, not the GPU, set the pace. Here every sample of the pool is
+decoded once into uint8 (:class:`ViewCache`, in memory or memory-mapped), and each batch's views are made
+with a handful of batched tensor operations on the device: one ``roi_align`` per view size for the random
+resized crops (it averages ``ceil(crop / out)^2`` samples per output pixel, so downscaling is antialiased),
+flips and 90-degree rotations by index, HED stain jitter, RGB jitter and grayscale as one affine colour
+map per view, Gaussian blur, solarisation and normalisation, each with its own parameters per view. torchvision's transforms draw one parameter set
+per call, so per-view parameters for a whole batch in one call take the few lines written here. Block
+masks are drawn by the same reference loop as the PIL path (a sequential algorithm; about 0.1 ms a mask).
+
+Every random number comes from a generator seeded with (seed, iteration, rank): a batch is a pure
+function of them, on any device, so resume stays exact. ``tests/ssl/test_device_views.py`` shows that
+both pipelines draw views from the same distributions (crop scale and aspect, colour statistics, masks).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.ops import roi_align
+
+from cytofm.ssl.config import CropConfig, PretrainConfig
+from cytofm.ssl.masking import make_mask
+
+_HED_FROM_RGB = torch.linalg.inv(torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]]))
+_RGB_FROM_HED = torch.linalg.inv(_HED_FROM_RGB)
+_GRAY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2 luma, as PIL's convert("L")
+
+
+class CacheTooLarge(ValueError):
+    """The decoded pool would not fit the memory budget, and no folder was given for a memory map."""
+
+
+@dataclass
+class ViewCache:
+    """Every sample of a pool as uint8 RGB, flat: sample ``i`` is ``data[offsets[i]:]`` of shape ``shapes[i]``."""
+
+    data: torch.Tensor  # (total,) uint8, in memory or over a np.memmap
+    offsets: np.ndarray  # (S,) int64
+    shapes: np.ndarray  # (S, 2) int64: height, width
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def batch(self, idx: list[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) uint8 padded to the largest sample of the batch, and the (B, 2) true sizes."""
+        shapes = self.shapes[np.asarray(idx)]
+        H, W = int(shapes[:, 0].max()), int(shapes[:, 1].max())
+        out = torch.zeros(len(idx), 3, H, W, dtype=torch.uint8)
+        for j, i in enumerate(idx):
+            h, w = (int(v) for v in self.shapes[i])
+            o = int(self.offsets[i])
+            out[j, :, :h, :w] = self.data[o:o + 3 * h * w].view(3, h, w)
+            # edge pixels repeated into the padding: bilinear samples at the border see no black
+            out[j, :, :h, w:] = out[j, :, :h, w - 1:w]
+            out[j, :, h:, :] = out[j, :, h - 1:h, :]
+        return out, torch.from_numpy(shapes.copy())
+
+    @staticmethod
+    def nbytes_for(shapes: np.ndarray) -> int:
+        return int((3 * shapes[:, 0] * shapes[:, 1]).sum())
+
+
+def fit_side(w: int, h: int, max_side: int) -> tuple[int, int]:
+    s = min(1.0, max_side / max(w, h))
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def memory_budget() -> int:
+    """Half of the memory the OS says is available now (bytes)."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def build_cache(size_of, image_of, n: int, max_side: int, spill_dir: str | os.PathLike | None = None,
+                budget: int | None = None, log=print) -> ViewCache:
+    """Decode ``n`` samples once: ``size_of(i)`` gives sample ``i``'s (width, height) without decoding it,
+    ``image_of(i)`` the PIL image. Samples larger than ``max_side`` are reduced (aspect kept); the rest stay
+    at their own size. The size of the cache is said before anything is decoded; over ``budget`` bytes it
+    becomes a memory map in ``spill_dir`` (refused without one)."""
+    budget = memory_budget() if budget is None else budget
+    sizes = np.zeros((n, 2), np.int64)
+    for i in range(n):
+        w, h = fit_side(*size_of(i), max_side)
+        sizes[i] = (h, w)
+    total = ViewCache.nbytes_for(sizes)
+    spill = total > budget
+    where = "in memory"
+    if spill:
+        if spill_dir is None:
+            raise CacheTooLarge(f"the decoded pretraining pool needs {total / 2**30:.1f} GiB, more than the "
+                                f"{budget / 2**30:.1f} GiB budget, and no folder was given for a memory map")
+        path = Path(spill_dir) / "view_cache.u8"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        where = f"memory-mapped at {path}"
+        arr = np.memmap(path, dtype=np.uint8, mode="w+", shape=(max(total, 1),))
+        data = torch.from_numpy(arr)
+    else:
+        data = torch.empty(max(total, 1), dtype=torch.uint8)
+    log(f"view cache: {n} samples decoded once, {total / 2**20:.0f} MiB ({where}; budget {budget / 2**30:.1f} GiB)")
+    offsets = np.zeros(n, np.int64)
+    o = 0
+    for i in range(n):
+        h, w = (int(v) for v in sizes[i])
+        im = image_of(i)
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        data[o:o + 3 * h * w] = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).reshape(-1)
+        offsets[i] = o
+        o += 3 * h * w
+    if spill:
+        arr.flush()
+    return ViewCache(data, offsets, sizes)
+
+
+# --- random parameters --------------------------------------------------------------------------------
+def sample_boxes(sizes: torch.Tensor, scale: tuple[float, float], g: torch.Generator,
+                 ratio=(3 / 4, 4 / 3), tries: int = 10) -> torch.Tensor:
+    """Random-resized-crop boxes (x0, y0, x1, y1), one per row of ``sizes`` (h, w), drawn as torchvision's
+    ``RandomResizedCrop.get_params``: area fraction U(scale), log-uniform aspect, first of ``tries``
+    candidates that fits, else the central crop with the aspect clamped into ``ratio``."""
+    dev = sizes.device
+    n = sizes.shape[0]
+    h, w = sizes[:, 0:1].float(), sizes[:, 1:2].float()
+    area = h * w
+    u = torch.rand(n, tries, 4, generator=g, device=dev)
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[..., 1]
+    ar = torch.exp(logr)
+    cw = torch.round(torch.sqrt(target * ar))
+    ch = torch.round(torch.sqrt(target / ar))
+    ok = (cw > 0) & (ch > 0) & (cw <= w) & (ch <= h)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1, device=dev))
+    pick = first.clamp(min=0).unsqueeze(1)
+    bw, bh = cw.gather(1, pick).squeeze(1), ch.gather(1, pick).squeeze(1)
+    x0 = torch.floor(u[..., 2].gather(1, pick).squeeze(1) * (w.squeeze(1) - bw + 1))
+    y0 = torch.floor(u[..., 3].gather(1, pick).squeeze(1) * (h.squeeze(1) - bh + 1))
+    # fallback: central crop, aspect clamped
+    W, H = w.squeeze(1), h.squeeze(1)
+    in_r = W / H
+    fw = torch.where(in_r < ratio[0], W, torch.where(in_r > ratio[1], torch.round(H * ratio[1]), W))
+    fh = torch.where(in_r < ratio[0], torch.round(W / ratio[0]), torch.where(in_r > ratio[1], H, H))
+    miss = first < 0
+    bw, bh = torch.where(miss, fw, bw), torch.where(miss, fh, bh)
+    x0 = torch.where(miss, torch.floor((W - fw) / 2), x0)
+    y0 = torch.where(miss, torch.floor((H - fh) / 2), y0)
+    return torch.stack([x0, y0, x0 + bw, y0 + bh], 1)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (x * _GRAY.to(x.device, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def colour_maps(mu: torch.Tensor, apply: torch.Tensor, gray: torch.Tensor, u: torch.Tensor, strength: float,
+                order: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-view affine colour map ``y = A x + t`` for torchvision's ColorJitter(0.4s, 0.4s, 0.2s, min(0.1s, 0.5))
+    (brightness, contrast, saturation and hue composed in ``order``; hue as a rotation in YIQ space) followed
+    by grayscale where ``gray``. One 3x3 map per view costs one batched product instead of an HSV round trip;
+    it differs from torchvision only in clamping once at the end. ``mu`` (N, 3): each view's mean RGB (what
+    contrast blends towards); ``u`` (N, 4) uniforms."""
+    n, dev, dt = mu.shape[0], mu.device, mu.dtype
+    g = _GRAY.to(dev, dt)
+    eye = torch.eye(3, device=dev, dtype=dt).expand(n, 3, 3)
+    A, t = eye.clone(), torch.zeros(n, 3, device=dev, dtype=dt)
+    b = 1 + 0.4 * strength * (2 * u[:, 0] - 1)
+    c = 1 + 0.4 * strength * (2 * u[:, 1] - 1)
+    s = 1 + 0.2 * strength * (2 * u[:, 2] - 1)
+    theta = 2 * math.pi * min(0.1 * strength, 0.5) * (2 * u[:, 3] - 1)
+    to_gray = torch.ones(3, 1, device=dev, dtype=dt) @ g.view(1, 3)  # every channel <- luma
+    yiq = _YIQ.to(dev, dt)
+    for op in order:
+        if op == 0:
+            M, off = b.view(-1, 1, 1) * eye, 0
+        elif op == 1:
+            m = (torch.einsum("nij,nj->ni", A, mu) + t) @ g  # mean luma at this point
+            M, off = c.view(-1, 1, 1) * eye, ((1 - c) * m).view(-1, 1).expand(n, 3)
+        elif op == 2:
+            M, off = s.view(-1, 1, 1) * eye + (1 - s).view(-1, 1, 1) * to_gray, 0
+        else:
+            cos, sin = torch.cos(theta), torch.sin(theta)
+            R = torch.zeros(n, 3, 3, device=dev, dtype=dt)
+            R[:, 0, 0] = 1
+            R[:, 1, 1], R[:, 1, 2], R[:, 2, 1], R[:, 2, 2] = cos, -sin, sin, cos
+            M, off = torch.linalg.inv(yiq) @ R @ yiq, 0
+        M = M.expand(n, 3, 3)
+        A = M @ A
+        t = torch.einsum("nij,nj->ni", M, t) + off
+    keep = ~apply.view(-1, 1, 1)
+    A = torch.where(keep, eye, A)
+    t = torch.where(keep.view(-1, 1), torch.zeros_like(t), t)
+    G = torch.where(gray.view(-1, 1, 1), to_gray.expand(n, 3, 3), eye)
+    return G @ A, torch.einsum("nij,nj->ni", G, t)
+
+
+def _subset(fn):
+    """Apply ``fn(x[idx], *[a[idx] for a in args])`` to the views where ``apply`` holds, in place."""
+    def wrapped(x: torch.Tensor, apply: torch.Tensor, *args, **kw) -> torch.Tensor:
+        idx = apply.nonzero().flatten()
+        if idx.numel():
+            x[idx] = fn(x[idx], *[a[idx] if isinstance(a, torch.Tensor) else a for a in args], **kw)
+        return x
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+@_subset
+def hed_jitter(x: torch.Tensor, u: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Stain-space jitter h' = h * U(1-s, 1+s) + U(-s, s) per stain, as the PIL path; ``u`` (N, 6)."""
+    alpha = 1 + sigma * (2 * u[:, :3] - 1)
+    beta = sigma * (2 * u[:, 3:] - 1)
+    od = -torch.log(x.clamp(1e-6, 1.0))
+    hed = torch.einsum("nchw,cd->ndhw", od, _HED_FROM_RGB.to(x.device, x.dtype))
+    hed = hed * alpha.view(-1, 3, 1, 1) + beta.view(-1, 3, 1, 1)
+    return torch.exp(-torch.einsum("ndhw,dc->nchw", hed, _RGB_FROM_HED.to(x.device, x.dtype))).clamp_(0, 1)
+
+
+@_subset
+def solarize(x: torch.Tensor) -> torch.Tensor:
+    """PIL's solarize at 128: every value at or above the middle is inverted."""
+    return torch.where(x >= 0.5, 1.0 - x, x)
+
+
+def _blur_matrix(sigma: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, size, size) matrices that blur a row the way PIL's ``GaussianBlur(radius=sigma)`` does: three
+    passes of a box blur whose fractional radius gives variance sigma^2 (Gwosdek et al. 2011, as Pillow),
+    edge pixels repeated. Three box passes are not a Gaussian at small sigma (they blur more), so the
+    matrices copy them rather than sample a Gaussian."""
+    n, dev, dt = len(sigma), sigma.device, sigma.dtype
+    s2 = sigma.double() ** 2 / 3
+    L = torch.sqrt(12 * s2 + 1)
+    l = torch.floor((L - 1) / 2)
+    a = (2 * l + 1) * (l * (l + 1) - 3 * s2) / (6 * (s2 - (l + 1) ** 2))
+    R = int(l.max()) + 1
+    d = torch.arange(-R, R + 1, device=dev, dtype=torch.float64).view(1, -1)
+    lv, av = l.view(-1, 1), a.view(-1, 1)
+    w = torch.where(d.abs() <= lv, torch.ones_like(d), torch.where(d.abs() == lv + 1, av, torch.zeros_like(d)))
+    w = (w / (2 * lv + 1 + 2 * av)).to(dt)  # (n, 2R+1)
+    i = torch.arange(size, device=dev).view(-1, 1)
+    j = (i + torch.arange(-R, R + 1, device=dev).view(1, -1)).clamp(0, size - 1)
+    K = torch.zeros(n, size, size, device=dev, dtype=dt)
+    K.scatter_add_(2, j.expand(n, size, 2 * R + 1), w.unsqueeze(1).expand(n, size, 2 * R + 1))
+    return K @ K @ K
+
+
+@_subset
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """PIL's GaussianBlur with a radius per view, as two batched products with banded matrices (much faster
+    than a grouped convolution on CPUs)."""
+    n, c, h, w = x.shape
+    y = x @ _blur_matrix(sigma, w).transpose(1, 2).unsqueeze(1)
+    return _blur_matrix(sigma, h).unsqueeze(1) @ y
+
+
+def crop_flip_rotate(x: torch.Tensor, x_t: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor, out: int,
+                     u: torch.Tensor, rotate90: bool) -> torch.Tensor:
+    """Resized crops with flips and 90-degree rotations folded into the sampling: with ``aligned=True``,
+    ``roi_align`` walks a box with x1 < x0 right to left, so a flip is a swapped box; a transpose is the
+    same box read from the transposed image ``x_t``. Horizontal flips p 0.5; with ``rotate90`` also vertical
+    flips and transposes p 0.5 each, i.e. every element of the square's symmetry group equally often, as
+    the PIL path's mirror, flip and k x 90 degrees."""
+    # one sampling ratio for the call (roi_align's adaptive one needs positive boxes): enough samples per
+    # output pixel to average over the largest crop's footprint
+    sr = max(1, math.ceil(float((boxes[:, 2:] - boxes[:, :2]).max()) / out))
+    fh = u[:, 0] < 0.5
+    bx = torch.where(fh.view(-1, 1), boxes[:, [2, 1, 0, 3]], boxes)
+    if not rotate90:
+        return roi_align(x, torch.cat([bidx, bx], 1), (out, out), 1.0, sr, True)
+    fv = u[:, 1] < 0.5
+    bx = torch.where(fv.view(-1, 1), bx[:, [0, 3, 2, 1]], bx)
+    tr = u[:, 2] < 0.5
+    v = torch.empty(len(bx), x.shape[1], out, out, device=x.device, dtype=x.dtype)
+    for flag, src, cols in ((~tr, x, [0, 1, 2, 3]), (tr, x_t, [1, 0, 3, 2])):
+        idx = flag.nonzero().flatten()
+        if idx.numel():
+            v[idx] = roi_align(src, torch.cat([bidx[idx], bx[idx][:, cols]], 1), (out, out), 1.0, sr, True)
+    return v
+
+
+class DeviceMultiCrop:
+    """``views(images uint8 (B,3,H,W), sizes (B,2), generator) -> [global_1, global_2, local_1, ...]``."""
+
+    def __init__(self, cfg: CropConfig, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        self.cfg = cfg
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def _views(self, x: torch.Tensor, x_t: torch.Tensor, sizes: torch.Tensor, n: int, out: int, scale, blur_p: float,
+               solarize_p: float, g: torch.Generator) -> torch.Tensor:
+        """``n`` views of every image, view-major: (n*B, 3, out, out)."""
+        c, dev = self.cfg, x.device
+        B = x.shape[0]
+        rep = sizes.repeat(n, 1)
+        boxes = sample_boxes(rep.to(dev), tuple(scale), g)
+        bidx = torch.arange(B, device=dev).repeat(n).unsqueeze(1).to(boxes.dtype)
+        N = boxes.shape[0]
+        u = torch.rand(N, 16, generator=g, device=dev)
+        v = crop_flip_rotate(x, x_t, bidx, boxes, out, u[:, 0:3], c.rotate90)
+        hed_u = torch.rand(N, 6, generator=g, device=dev)
+        if c.hed_jitter > 0:
+            v = hed_jitter(v, u[:, 3] < c.hed_jitter, hed_u, c.hed_sigma)
+        order = torch.randperm(4, generator=g, device=dev).tolist()
+        A, t = colour_maps(v.mean(dim=(2, 3)), u[:, 4] < c.color_jitter, u[:, 9] < c.grayscale, u[:, 5:9],
+                           c.jitter_strength, order)
+        v = torch.baddbmm(t.unsqueeze(2), A, v.flatten(2)).view_as(v).clamp_(0, 1)
+        v = gaussian_blur(v, u[:, 10] < blur_p, 0.1 + 1.9 * u[:, 11])
+        v = solarize(v, u[:, 12] < solarize_p)
+        return v.sub_(self.mean.to(dev)).div_(self.std.to(dev))
+
+    def __call__(self, images: torch.Tensor, sizes: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+        c = self.cfg
+        x = images.float().div_(255.0)
+        x_t = x.transpose(2, 3).contiguous() if c.rotate90 else x
+        B = x.shape[0]
+        g1 = self._views(x, x_t, sizes, 1, c.global_size, c.global_scale, c.blur[0], 0.0, g)
+        g2 = self._views(x, x_t, sizes, 1, c.global_size, c.global_scale, c.blur[1], c.solarize, g)
+        views = [g1, g2]
+        if c.n_local:
+            loc = self._views(x, x_t, sizes, c.n_local, c.local_size, c.local_scale, c.blur[2], 0.0, g)
+            views += list(loc.split(B))
+        return views
+
+
+class DeviceBatches(torch.utils.data.Dataset):
+    """``dataset[iteration]``: the uint8 images of that iteration's batch and its masks (cheap, in a
+    loader process); :meth:`views` then makes the crops on the device."""
+
+    def __init__(self, plan, cache: ViewCache, row_of: dict, cfg: PretrainConfig, patch_size: int):
+        self.plan, self.cache, self.row_of, self.cfg, self.patch_size = plan, cache, row_of, cfg, patch_size
+        self.multicrop = DeviceMultiCrop(cfg.crops)
+
+    def __len__(self) -> int:
+        return self.cfg.train.iterations
+
+    def __getitem__(self, iteration: int) -> dict:
+        plan = self.plan(iteration)
+        idx = [self.row_of[(t, r)] for t, r, _ in plan]
+        images, sizes = self.cache.batch(idx)
+        grid = self.cfg.crops.global_size // self.patch_size
+        masks = []
+        for _, _, seed in plan:
+            rng = random.Random(seed)
+            masks.append(np.stack([make_mask(self.cfg.mask, grid, grid, rng) for _ in range(2)]))
+        return {"images": images, "sizes": sizes, "masks": torch.from_numpy(np.stack(masks, axis=1)),
+                "iteration": iteration, "seed": int(plan[0][2])}
+
+    def views(self, raw: dict, device: torch.device) -> dict:
+        g = torch.Generator(device=device)
+        g.manual_seed(raw["seed"] % (2**63 - 1))
+        crops = self.multicrop(raw["images"].to(device, non_blocking=True), raw["sizes"], g)
+        return {"crops": crops, "masks": raw["masks"], "iteration": raw["iteration"]}
