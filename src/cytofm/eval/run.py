@@ -55,7 +55,7 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     # the seed ensemble: items predicted out of fold in every seed, probabilities averaged over seeds
     stack = np.stack(list(oof.values()))
     covered = ~np.isnan(stack).any(axis=(0, 2))
-    mean_proba = np.nanmean(stack, axis=0)[covered]
+    mean_proba = stack[:, covered].mean(axis=0)
     y_cov = data.y[covered]
     ens = classification_metrics(y_cov, mean_proba, n_c)
     ci = bootstrap_ci(y_cov, mean_proba, n_c)
