@@ -36,7 +36,8 @@ class TaskConfig(Section):
     seeds: list[int] = [0, 1, 2]
     group_column: str | None = None
     group_if_present: list[str] = []
-    """Columns tried in order when ``group_column`` is not set: the first one the data has groups the splits."""
+    """Columns tried in order when ``group_column`` is not set: the first one the data has groups the splits
+    (preparation maps patient, case and subject columns to ``specimen``)."""
     group_duplicates: bool = True
     """Keep near-duplicate images (``cytofm.data.duplicates``) on one side of every split."""
     split_column: str | None = None
@@ -92,6 +93,11 @@ def _slug(s: str) -> str:
 def display_name(spec: str) -> str:
     """An encoder spec a reader can reproduce: a local path is cut to its last component."""
     return ":".join(Path(p).name if ("/" in p or "\\" in p) else p for p in spec.split(":"))
+
+
+def display_text(text: str) -> str:
+    """A message for a published table: every absolute path in it cut to its last component."""
+    return re.sub(r"(?<![\w.])~?/[^\s,;'\"()/]+(?:/[^\s,;'\"()]+)+", lambda m: Path(m.group()).name, text)
 
 
 def display_path(p: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.eval.benchmark import BenchmarkConfig, TaskRun, display_name, display_path
+from cytofm.eval.benchmark import BenchmarkConfig, TaskRun, display_name, display_path, display_text
 from cytofm.eval.compare import claimed_pairs, paired_fold_difference
 from cytofm.eval.intervals import holm
 from cytofm.eval.metrics import METRICS
@@ -132,7 +132,7 @@ def _setup_md(task_runs: list[TaskRun], skipped: dict[str, str]) -> list[str]:
         md.append(f"- {tr.task.name}: `{display_path(tr.task.data)}`, label `{tr.task.label}`, {tr.n_items} items, "
                   f"{tr.task.eval}, {folds}, groups: {tr.groups_from or 'none'}; {dup}.")
     for spec, why in skipped.items():
-        md.append(f"- skipped {display_name(spec)}: {why.splitlines()[0] if why else ''}")
+        md.append(f"- skipped {display_name(spec)}: {display_text(why.splitlines()[0]) if why else ''}")
     return md
 
 
