@@ -1,6 +1,5 @@
 """Claimed comparisons and their pairing: same items, same folds, difference of the means."""
 
-import csv
 
 import numpy as np
 import pytest

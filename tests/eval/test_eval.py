@@ -120,7 +120,6 @@ def test_benchmark_two_encoders_one_table_with_paired_difference(tmp_path):
 
     from PIL import Image
 
-    from tests.conftest import smear
 
     root = tmp_path / "cells"
     rng = np.random.default_rng(0)

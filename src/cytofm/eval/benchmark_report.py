@@ -5,14 +5,18 @@ reproduce them (``display_name``), never by a path of the machine that ran them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cytofm.eval.benchmark import BenchmarkConfig, TaskRun, display_name, display_path, display_text
 from cytofm.eval.compare import claimed_pairs, paired_fold_difference
+from cytofm.eval.display import display_name, display_path, display_text
 from cytofm.eval.intervals import holm
 from cytofm.eval.metrics import METRICS
 from cytofm.eval.run import CI_METHOD
+
+if TYPE_CHECKING:
+    from cytofm.eval.benchmark import BenchmarkConfig, TaskRun
 
 SEEN_MARK = "†"
 
