@@ -37,9 +37,10 @@ def test_record_found_through_the_weights_json_and_items_marked(tmp_path):
 
 
 def test_shipped_encoder_saw_every_herlev_image():
-    from cytofm.models.zoo import create_encoder
+    """The spec as the zoo resolves `cytofm` (the shipped weights' path)."""
+    from cytofm.models.shipped import shipped_weights
 
     herlev = shared_data("herlev")
     paths = sorted((herlev / "images").rglob("*.BMP"))[:40]
-    seen, name = check_encoder(create_encoder("cytofm").spec, [hash_image(p) for p in paths])
+    seen, name = check_encoder(f"cytofm:{shipped_weights()}", [hash_image(p) for p in paths])
     assert (seen, name) == (1.0, "cytofm_vit_small_patch16.pretraining.csv.gz")
