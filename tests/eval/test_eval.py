@@ -120,13 +120,14 @@ def test_benchmark_two_encoders_one_table_with_paired_difference(tmp_path):
 
     from PIL import Image
 
-    from tests.conftest import smear
 
     root = tmp_path / "cells"
+    rng = np.random.default_rng(0)
     for cls, color in (("pink", (215, 150, 170)), ("blue", (120, 160, 190))):
         (root / cls).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(smear(h=40, w=40, cells=((20, 20, 8 + i % 4),), color=color, seed=i)[0]).save(root / cls / f"{i}.png")
+        for i in range(8):  # distinct textures (no near-duplicates), class told by colour
+            tex = np.kron(rng.uniform(0.6, 1.0, (5, 5)), np.ones((8, 8)))[..., None]
+            Image.fromarray((tex * np.array(color)).astype(np.uint8)).save(root / cls / f"{i}.png")
     (tmp_path / "b.yaml").write_text(
         "encoders: [random:vit_tiny_patch16_224, handcrafted]\n"
         "tasks:\n  - {name: colour, data: cells, label: label, mode: image, eval: probe, methods: [knn], folds: 4, seeds: [0]}\n")
@@ -134,7 +135,10 @@ def test_benchmark_two_encoders_one_table_with_paired_difference(tmp_path):
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(tmp_path / "o" / "results.csv")))
     assert [x["encoder"] for x in rows] == ["random:vit_tiny_patch16_224", "handcrafted"]
-    assert rows[1]["vs"] == "random:vit_tiny_patch16_224" and rows[1]["bacc_diff"] != ""
+    (c,) = list(csv.DictReader(open(tmp_path / "o" / "comparisons.csv")))
+    assert (c["a"], c["b"]) == ("handcrafted", "random:vit_tiny_patch16_224")
+    assert float(c["diff"]) == pytest.approx(float(c["mean_a"]) - float(c["mean_b"]), abs=2e-4)
+    assert "In words:" in (tmp_path / "o" / "results.md").read_text()
     assert float(rows[1]["balanced_accuracy_mean"]) == 1.0  # colour separates the classes perfectly
     assert (tmp_path / "o" / "results.png").stat().st_size > 1000
     # a second run reuses the cached extraction

@@ -109,8 +109,10 @@ def benchmark(
     out: Annotated[Path, typer.Option(help="Output folder: results.csv, results.md, results.png, per-task evidence.")],
     encoders: Annotated[str | None, typer.Option(help="Comma-separated encoder specs replacing the config's list.")] = None,
 ) -> None:
-    """Compare encoders on tasks: prepare, extract (cached under OUT/cache), evaluate with folds x seeds,
-    and write one table with 95% CIs and paired differences against the first encoder.
+    """Compare encoders on tasks: prepare, extract (cached under OUT/cache), evaluate every encoder on the
+    same folds x seeds (grouped by near-duplicate images), and write one table: means with 95% CIs
+    (corrected resampled t), the config's claimed comparisons with paired CIs and Holm-adjusted p-values,
+    the near-duplicates found, and a mark on rows of encoders that saw the test images in pretraining.
 
     Relative data paths are read relative to the YAML file (for a preset: the current folder; for the
     `demo` preset: the sample shipped in the package).
@@ -133,4 +135,4 @@ def benchmark(
     with make_progress() as progress:
         run_benchmark(cfg, base, out, progress, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True))
     out_console.print((out / "results.md").read_text())
-    console.print(f"[green]written[/green] {out}/results.csv, results.md, results.png")
+    console.print(f"[green]written[/green] {out}/results.csv, comparisons.csv, results.md, results.png")

@@ -1,17 +1,21 @@
 """``cytofm benchmark``: encoders x tasks -> prepare, extract (cached), evaluate, one table.
 
 Extraction is cached per task and encoder under ``OUT/cache`` (the store's per-item resume makes a
-re-run reuse it). Each task's first encoder is the reference of paired comparisons: the difference in
-balanced accuracy on the same out-of-fold items, with a paired bootstrap 95% CI.
+re-run reuse it). Every encoder of a task is evaluated on the same items with the same splits (defined
+on item ids, grouped by the task's group column and by near-duplicate images), so per-fold scores pair.
+The comparisons the config claims get a paired interval and a Holm-adjusted p-value across the table
+(``cytofm.eval.compare``); rows of encoders that saw the evaluation images in pretraining are marked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from cytofm.config.loader import Section
@@ -31,8 +35,15 @@ class TaskConfig(Section):
     folds: int = Field(5, ge=2)
     seeds: list[int] = [0, 1, 2]
     group_column: str | None = None
+    group_if_present: list[str] = []
+    """Columns tried in order when ``group_column`` is not set: the first one the data has groups the splits
+    (preparation maps patient, case and subject columns to ``specimen``)."""
+    group_duplicates: bool = True
+    """Keep near-duplicate images (``cytofm.data.duplicates``) on one side of every split."""
     split_column: str | None = None
     exclude: list[str] = []
+    expected_counts: dict[str, int] = {}
+    """Items per class the task should have (e.g. a published data set); a difference is warned about."""
     epochs: int = 50
     boxes: str | None = None
     """MIL tasks: a folder of Pascal VOC XML files named like the sources; the ABMIL attention is scored
@@ -44,6 +55,35 @@ class BenchmarkConfig(Section):
     encoders: list[str]
     tasks: list[TaskConfig]
     batch_size: int = 64
+    baselines: list[str] = ["random:*", "handcrafted"]
+    """fnmatch patterns of the encoders every other encoder is compared with (besides the first encoder)."""
+    comparisons: list[str] | None = None
+    """Explicit claims, ``"A vs B"``; replaces the default pairs (every encoder vs the first and vs each baseline)."""
+    metric: str = "balanced_accuracy"
+    alpha: float = 0.05
+    skip_missing: bool = True
+    """Leave out encoders whose weights are missing (with the zoo's message) instead of stopping."""
+
+
+@dataclass
+class EncoderRun:
+    spec: str  # as in the config
+    resolved: str  # as resolved by the zoo (may hold a local path; never printed in tables)
+    weights_hash: str
+    store: Path
+    summaries: list[dict] = field(default_factory=list)
+    seen: float | None = None
+    record: str = ""
+    loc: dict | None = None
+
+
+@dataclass
+class TaskRun:
+    task: TaskConfig
+    runs: dict[str, EncoderRun]
+    n_items: int = 0
+    duplicates: dict = field(default_factory=dict)
+    groups_from: str = ""
 
 
 def _slug(s: str) -> str:
@@ -58,94 +98,158 @@ def _data_key(task: TaskConfig, data: Path) -> str:
     return f"{_slug(data.parent.name + '_' + data.stem)}_{task.mode}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+def _resolve(base: Path, p: str) -> Path:
+    return Path(p) if Path(p).is_absolute() else base / p
+
+
 def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, log=print) -> list[dict]:
+    from cytofm.eval.benchmark_report import comparison_rows, plot, result_rows, write_markdown
+
+    task_runs, skipped = [], {}
+    for task in cfg.tasks:
+        stores, skip = _extract_all(cfg, task, base, out, progress, log)
+        skipped.update(skip)
+        if stores:
+            task_runs.append(evaluate_stores(task, stores, out, base, progress, log))
+    rows = result_rows(task_runs)
+    comps = comparison_rows(task_runs, cfg)
+    write_csv(out / "results.csv", rows)
+    write_csv(out / "comparisons.csv", comps)
+    write_markdown(out / "results.md", task_runs, rows, comps, cfg, skipped)
+    plot(rows, out / "results.png")
+    return rows
+
+
+def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, progress, log):
+    """One feature store per encoder (spec -> (store, resolved spec, weights hash)); missing weights skip."""
     from cytofm.config.loader import build_config
     from cytofm.data.prepare import run_prepare
     from cytofm.data.prepare_config import PrepareConfig
-    from cytofm.eval.metrics import METRICS, paired_difference
-    from cytofm.eval.tasks import evaluate_mil, evaluate_probes, prepare_eval
     from cytofm.features.extract import run_extract
-    from cytofm.models.zoo import create_encoder
+    from cytofm.models.zoo import EncoderError, create_encoder
 
-    rows, md, loc_md = [], [], []
-    for task in cfg.tasks:
-        data = Path(task.data) if Path(task.data).is_absolute() else (base / task.data)
-        source = data
-        if task.mode == "tiles":
-            meta = {"label_column": task.label} if str(data).endswith(".csv") else {"labels_from_folders": data.is_dir()}
-            pcfg = build_config(PrepareConfig, "prepare", task.prepare_preset, values={
-                "metadata": meta, "output": {"qa_thumbnails": 0}})
-            source = out / "cache" / _data_key(task, data) / "prepared"
-            log(f"[{task.name}] preparing {data}")
-            run_prepare([str(data)], source, pcfg, log=lambda m: None)
-        refs: dict[str, dict] = {}
-        for spec in cfg.encoders:
-            store = out / "cache" / _data_key(task, data) / _slug(spec)
-            log(f"[{task.name}] extracting with {spec}")
+    data = _resolve(base, task.data)
+    source = data
+    if task.mode == "tiles":
+        meta = {"label_column": task.label} if str(data).endswith(".csv") else {"labels_from_folders": data.is_dir()}
+        pcfg = build_config(PrepareConfig, "prepare", task.prepare_preset, values={
+            "metadata": meta, "output": {"qa_thumbnails": 0}})
+        source = out / "cache" / _data_key(task, data) / "prepared"
+        log(f"[{task.name}] preparing {data}")
+        run_prepare([str(data)], source, pcfg, log=lambda m: None)
+    stores, skipped = {}, {}
+    for spec in cfg.encoders:
+        try:
             enc = create_encoder(spec)
-            run_extract(enc, source, task.mode, store, cfg.batch_size, label_column=task.label, workers=1,
-                        log=lambda m: None, progress=progress)
-            header = (store / "manifest.csv").read_text().splitlines()[0].split(",")
-            label = task.label if task.label in header else "label"
-            d, splits = prepare_eval(store, label, task.group_column, task.split_column, task.folds, task.seeds,
-                                     task.exclude, log=log, warn=lambda m: log(f"warning: {m}"))
-            ev_out = out / task.name / _slug(spec)
-            ev_out.mkdir(parents=True, exist_ok=True)
-            loc = None
-            if task.eval == "mil":
-                summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress)]
-                if task.boxes:
-                    boxes = Path(task.boxes) if Path(task.boxes).is_absolute() else base / task.boxes
-                    loc = _localisation(store, ev_out, boxes, task.box_class, task.seeds, log)
-            else:
-                summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress)
-            for s in summaries:
-                row = {"task": task.name, "encoder": spec, "method": s["method"], "n_items": s["n_items"],
-                       "n_splits": s["n_splits"]}
-                for k in METRICS:
-                    row[f"{k}_mean"] = round(s[k]["mean"], 4)
-                    row[f"{k}_sd"] = round(s[k]["sd"], 4)
-                    row[f"{k}_ci_low"], row[f"{k}_ci_high"] = (round(v, 4) for v in s[k]["ci95"])
-                ref = refs.setdefault(s["method"], {"spec": spec, **s["_oof"]})
-                if ref["spec"] != spec:
-                    common = [i for i in ref["ids"] if i in set(s["_oof"]["ids"])]
-                    ia = {i: n for n, i in enumerate(s["_oof"]["ids"])}
-                    ib = {i: n for n, i in enumerate(ref["ids"])}
-                    a = s["_oof"]["proba"][[ia[i] for i in common]]
-                    b = ref["proba"][[ib[i] for i in common]]
-                    y = ref["y"][[ib[i] for i in common]]
-                    diff, (lo, hi) = paired_difference(y, a, b, a.shape[1])
-                    row.update({"vs": ref["spec"], "bacc_diff": round(diff, 4), "bacc_diff_ci_low": round(lo, 4),
-                                "bacc_diff_ci_high": round(hi, 4)})
-                if loc:
-                    row.update({"attn_mass": round(loc["mass"], 4), "attn_mass_uniform": round(loc["chance_mass"], 4),
-                                "pointing": round(loc["hit"], 4), "pointing_chance": round(loc["chance_hit"], 4),
-                                "n_localised": int(loc["n"])})
-                    loc_md.append(f"| {task.name} | {spec} | {loc['mass']:.3f} ({loc['chance_mass']:.3f}) | "
-                                  f"{loc['hit']:.3f} ({loc['chance_hit']:.3f}) | {int(loc['n'])} |")
-                rows.append(row)
-                bacc = s["balanced_accuracy"]
-                versus = (f"{row['bacc_diff']:+.3f} [{row['bacc_diff_ci_low']:+.3f}, {row['bacc_diff_ci_high']:+.3f}]"
-                          if "bacc_diff" in row else "reference")
-                md.append(f"| {task.name} | {spec} | {s['method']} | {bacc['mean']:.3f} +- {bacc['sd']:.3f} "
-                          f"[{bacc['ci95'][0]:.3f}, {bacc['ci95'][1]:.3f}] | {s['macro_f1']['mean']:.3f} | "
-                          f"{s['auroc']['mean']:.3f} | {versus} |")
-    write_csv(out / "results.csv", rows)
-    table = ("| task | encoder | method | balanced accuracy (mean +- sd [95% CI]) | macro-F1 | AUROC | "
-             "vs first encoder (paired, [95% CI]) |\n|---|---|---|---|---|---|---|\n" + "\n".join(md) + "\n")
-    if loc_md:
-        table += ("\nABMIL attention against the annotated objects (out-of-fold attention, mean over items and seeds):\n\n"
-                  "| task | encoder | attention mass on object (uniform attention) | pointing game (chance) | items |\n"
-                  "|---|---|---|---|---|\n" + "\n".join(loc_md) + "\n")
-    (out / "results.md").write_text(table)
-    _plot(rows, out / "results.png")
-    return rows
+        except EncoderError as e:
+            if not cfg.skip_missing:
+                raise
+            log(f"[{task.name}] skipped {spec}: {e}")
+            skipped[spec] = str(e)
+            continue
+        store = out / "cache" / _data_key(task, data) / _slug(spec)
+        log(f"[{task.name}] extracting with {spec}")
+        run_extract(enc, source, task.mode, store, cfg.batch_size, label_column=task.label, workers=1,
+                    log=lambda m: None, progress=progress)
+        stores[spec] = (store, enc.spec, enc.weights_hash)
+    return stores, skipped
+
+
+def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], out: Path, base: Path,
+                    progress=None, log=print) -> TaskRun:
+    """Evaluate every encoder's store of one task on the same items and the same splits."""
+    from cytofm.eval.pretraining_guard import check_encoder
+    from cytofm.eval.splits import ProtocolError, make_splits
+    from cytofm.eval.tasks import evaluate_mil, evaluate_probes
+
+    sets, group_col = _aligned_sets(task, stores, log)
+    ref = next(iter(sets.values()))
+    groups, groups_from, dup, hashes = _groups(task, ref, group_col, out / task.name, log)
+    try:
+        splits = make_splits(ref.y, task.folds, tuple(task.seeds), groups, ref.fixed, warn=lambda m: log(f"warning: {m}"))
+    except ProtocolError as e:
+        if "near-duplicates" not in groups_from:
+            raise
+        raise ProtocolError(f"[{task.name}] {e} (groups joined with near-duplicate images, see "
+                            f"{task.name}/duplicates.csv; `group_duplicates: false` turns that off)") from None
+    _check_counts(task, ref, log)
+    tr = TaskRun(task, {}, len(ref.y), dup, groups_from)
+    for spec, d in sets.items():
+        d.groups = groups  # inner validation and the probe's inner CV use the same groups
+        store, resolved, whash = stores[spec]
+        run = EncoderRun(spec, resolved, whash, store)
+        run.seen, run.record = check_encoder(resolved, hashes) if hashes is not None else (None, "")
+        ev_out = out / task.name / _slug(spec)
+        ev_out.mkdir(parents=True, exist_ok=True)
+        if task.eval == "mil":
+            run.summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress)]
+            if task.boxes:
+                run.loc = _localisation(store, ev_out, _resolve(base, task.boxes), task.box_class, task.seeds, log)
+        else:
+            run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress)
+        tr.runs[spec] = run
+    return tr
+
+
+def _aligned_sets(task: TaskConfig, stores, log) -> tuple[dict, str | None]:
+    """Each store's labelled items, restricted to the items every store has, in id order; the group column."""
+    from cytofm.eval.data import load_labelled_store
+
+    sets, group = {}, None
+    for spec, (store, _, _) in stores.items():
+        header = (store / "manifest.csv").read_text().splitlines()[0].split(",")
+        label = task.label if task.label in header else "label"
+        group = task.group_column or next((c for c in task.group_if_present if c in header), None)
+        sets[spec] = load_labelled_store(str(store), label, group, task.split_column, tuple(task.exclude), log=log)
+    common = set.intersection(*(set(d.ids) for d in sets.values()))
+    for spec, d in sets.items():
+        if len(d.ids) != len(common):
+            log(f"warning: [{task.name}] {spec} has {len(d.ids) - len(common)} item(s) the other encoders lack; "
+                "compared on the common items")
+        sets[spec] = d.subset([i for i, x in enumerate(d.ids) if x in common])
+    return sets, group
+
+
+def _groups(task: TaskConfig, ref, group_col: str | None, out: Path, log):
+    """Split groups: the group column joined with near-duplicate images; the duplicate report."""
+    from cytofm.data.duplicates import merge_groups, near_duplicate_pairs
+    from cytofm.data.hashing import hash_image
+
+    base_groups, groups_from = ref.groups, group_col or ""
+    paths = ref.paths or []
+    if not paths or not all(p and Path(p).is_file() for p in paths):
+        log(f"warning: [{task.name}] source images not found: no duplicate check, no pretraining check")
+        return base_groups, groups_from, {}, None
+    hashes = [hash_image(p) for p in paths]
+    pairs = near_duplicate_pairs(hashes)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "duplicates.csv", [{"id_a": ref.ids[p.i], "id_b": ref.ids[p.j], "phash_bits": p.bits,
+                                        "thumb_mad": round(p.mad, 2), "label_a": ref.classes[ref.y[p.i]],
+                                        "label_b": ref.classes[ref.y[p.j]]} for p in pairs],
+              ["id_a", "id_b", "phash_bits", "thumb_mad", "label_a", "label_b"])
+    dup = {"pairs": len(pairs), "items": len({k for p in pairs for k in (p.i, p.j)}),
+           "cross_label": sum(ref.y[p.i] != ref.y[p.j] for p in pairs), "grouped": task.group_duplicates}
+    if pairs:
+        log(f"[{task.name}] {dup['pairs']} near-duplicate pair(s) over {dup['items']} items"
+            + (" kept on one side of every split" if task.group_duplicates else " (not grouped)"))
+    if task.group_duplicates and (pairs or base_groups is not None):
+        groups = merge_groups(len(ref.ids), pairs, base_groups)
+        groups_from = "+".join(x for x in (groups_from, "near-duplicates" if pairs else "") if x)
+        return groups, groups_from, dup, hashes
+    return base_groups, groups_from, dup, hashes
+
+
+def _check_counts(task: TaskConfig, ref, log) -> None:
+    if not task.expected_counts:
+        return
+    counts = {c: int((ref.y == k).sum()) for k, c in enumerate(ref.classes)}
+    if counts != dict(task.expected_counts):
+        log(f"warning: [{task.name}] items per class {counts}, expected {dict(task.expected_counts)}: "
+            "not the published data set, or items were left out")
 
 
 def _localisation(store: Path, ev_out: Path, boxes: Path, box_class: str, seeds, log) -> dict | None:
     """Mean localisation of each seed's out-of-fold ABMIL attention; heatmaps of a few items for seed 0."""
-    import numpy as np
-
     from cytofm.viz.heatmaps import mil_heatmaps
     from cytofm.viz.localization import summarise
 
@@ -166,37 +270,3 @@ def _localisation(store: Path, ev_out: Path, boxes: Path, box_class: str, seeds,
     if not per_seed:
         return None
     return {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
-
-
-def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    if not rows:
-        return
-    labels = [f"{r['task']}\n{r['method']}" for r in rows]
-    groups = list(dict.fromkeys(labels))
-    encoders = list(dict.fromkeys(r["encoder"] for r in rows))
-    w = 0.8 / len(encoders)
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(groups) * max(1, len(encoders) / 2)), 4), dpi=110)
-    for k, e in enumerate(encoders):
-        xs, ys, lo, hi = [], [], [], []
-        for r, lab in zip(rows, labels, strict=True):
-            if r["encoder"] == e:
-                xs.append(groups.index(lab) + (k - (len(encoders) - 1) / 2) * w)
-                ys.append(r["balanced_accuracy_mean"])
-                lo.append(r["balanced_accuracy_mean"] - r["balanced_accuracy_ci_low"])
-                hi.append(r["balanced_accuracy_ci_high"] - r["balanced_accuracy_mean"])
-        ax.bar(xs, ys, w, yerr=np.clip([lo, hi], 0, None), capsize=3, label=e)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups)
-    ax.set_ylabel("balanced accuracy (95% CI)")
-    ax.set_ylim(0, 1)
-    ax.set_title("cytofm benchmark")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

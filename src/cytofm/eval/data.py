@@ -19,6 +19,15 @@ class LabelledSet:
     groups: np.ndarray | None
     fixed: np.ndarray | None
     dropped: int  # items without a label
+    paths: list[str] | None = None  # source image of each item (store manifest column ``path``)
+
+    def subset(self, idx) -> LabelledSet:
+        """The items at ``idx``, in that order (classes kept, so labels stay comparable)."""
+        idx = np.asarray(idx, dtype=int)
+        return LabelledSet([self.ids[i] for i in idx], [self.bags[i] for i in idx], self.y[idx], self.classes,
+                           self.groups[idx] if self.groups is not None else None,
+                           self.fixed[idx] if self.fixed is not None else None, self.dropped,
+                           [self.paths[i] for i in idx] if self.paths is not None else None)
 
     def pooled(self) -> np.ndarray:
         """Mean-pooled item features (N, D); an item with one instance is its instance."""
@@ -36,7 +45,8 @@ def load_labelled_store(root: str, label: str, group_column: str | None = None, 
     for col in (group_column, split_column):
         if col and rows and col not in rows[0]:
             raise InputError(f"{root}/manifest.csv has no column '{col}'")
-    keep = [r for r in rows if r.get(label, "").strip() and r[label].strip() not in exclude]
+    # in id order, so stores of the same items give the same splits whatever their manifest order
+    keep = sorted((r for r in rows if r.get(label, "").strip() and r[label].strip() not in exclude), key=lambda r: r["id"])
     dropped = len(rows) - len(keep)
     if dropped:
         log(f"note: {dropped} item(s) without a usable '{label}' label are left out")
@@ -55,4 +65,4 @@ def load_labelled_store(root: str, label: str, group_column: str | None = None, 
     y = np.array([classes.index(r[label].strip()) for r in keep])
     groups = np.array([r[group_column] for r in keep]) if group_column else None
     fixed = np.array([r[split_column] for r in keep]) if split_column else None
-    return LabelledSet([r["id"] for r in keep], bags, y, classes, groups, fixed, dropped)
+    return LabelledSet([r["id"] for r in keep], bags, y, classes, groups, fixed, dropped, [r.get("path", "") for r in keep])

@@ -11,7 +11,8 @@ METRICS = ("balanced_accuracy", "macro_f1", "accuracy", "auroc")
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
     """``y`` int labels (N,), ``proba`` (N, C). AUROC: binary on class 1, else one-vs-rest macro over the
-    classes present in ``y`` (NaN when fewer than two are present)."""
+    classes present in ``y`` with probabilities renormalised over them (NaN when fewer than two are present;
+    exactly two present: the binary AUROC of the second one, which is what one-vs-rest gives there)."""
     pred = proba.argmax(1)
     out = {
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
@@ -26,7 +27,10 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> 
     else:
         p = proba[:, present]
         p = p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
-        out["auroc"] = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=present))
+        if len(present) == 2:
+            out["auroc"] = float(roc_auc_score(y == present[1], p[:, 1]))
+        else:
+            out["auroc"] = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=present))
     return out
 
 

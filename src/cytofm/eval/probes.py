@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
@@ -18,17 +18,23 @@ cells (separable: the solver runs to its limit and the probe overfits), so the g
 TOL, MAX_ITER = 1e-3, 500
 
 
-def linear_probe(xtr, ytr, xte, n_classes: int, seed: int = 0) -> np.ndarray:
-    """Logistic regression on standardised features; C chosen by a 3-fold inner CV on the training fold."""
+def linear_probe(xtr, ytr, xte, n_classes: int, seed: int = 0, groups=None) -> np.ndarray:
+    """Logistic regression on standardised features; C chosen by a 3-fold inner CV on the training fold
+    (grouped by ``groups`` when given, so the choice of C is not made on near-copies of training items)."""
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, tol=TOL))
-    _, counts = np.unique(ytr, return_counts=True)
+    classes, counts = np.unique(ytr, return_counts=True)
+    if groups is not None:
+        counts = np.array([len(np.unique(groups[ytr == c])) for c in classes])
     inner = int(min(3, counts.min()))
+    fit_kw = {}
     if inner >= 2:
-        pipe = GridSearchCV(pipe, {"logisticregression__C": list(C_GRID)}, scoring="balanced_accuracy",
-                            cv=StratifiedKFold(inner, shuffle=True, random_state=seed))
+        cv = (StratifiedGroupKFold(inner, shuffle=True, random_state=seed) if groups is not None
+              else StratifiedKFold(inner, shuffle=True, random_state=seed))
+        pipe = GridSearchCV(pipe, {"logisticregression__C": list(C_GRID)}, scoring="balanced_accuracy", cv=cv)
+        fit_kw = {"groups": groups} if groups is not None else {}
     with warnings.catch_warnings():  # a probe needs tol 1e-3, not the last digits of the optimum
         warnings.simplefilter("ignore", ConvergenceWarning)
-        pipe.fit(xtr, ytr)
+        pipe.fit(xtr, ytr, **fit_kw)
     est = pipe.best_estimator_ if hasattr(pipe, "best_estimator_") else pipe
     p = est.predict_proba(xte)
     out = np.zeros((len(xte), n_classes))

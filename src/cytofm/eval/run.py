@@ -1,8 +1,14 @@
 """Run a method over folds x seeds and write the evidence: per-fold metrics, per-item predictions,
-summary with mean +- sd and bootstrap CIs, confusion matrices."""
+summary, confusion matrices.
+
+Each metric's estimate is the mean over folds x seeds, and its interval is for that mean (corrected
+resampled t, ``cytofm.eval.intervals``). The item bootstrap is kept for a different quantity, named as such:
+the metric of the out-of-fold probabilities averaged over seeds (an ensemble of the seeds' models).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,12 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from cytofm.eval.data import LabelledSet
+from cytofm.eval.intervals import corrected_t_interval
 from cytofm.eval.metrics import METRICS, bootstrap_ci, classification_metrics
 from cytofm.eval.splits import Split
 from cytofm.utils.io import write_csv
 
 # method(train_index, test_index, split) -> (probabilities of the test items, extra per-item outputs or None)
 Method = Callable[[np.ndarray, np.ndarray, Split], tuple[np.ndarray, list | None]]
+
+CI_METHOD = "corrected resampled t over folds x seeds (Nadeau & Bengio 2003)"
+ENSEMBLE = "metric of out-of-fold probabilities averaged over seeds, percentile bootstrap over items"
+
+
+def ids_key(ids) -> str:
+    """A short hash of a set of item ids: two folds are paired only when their test sets match."""
+    return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:12]
 
 
 def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method, out: Path, progress=None) -> dict:
@@ -27,7 +42,8 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
         proba, _ = method(sp.train, sp.test, sp)
         m = classification_metrics(data.y[sp.test], proba, n_c)
         fold_rows.append({"method": name, "seed": sp.seed, "fold": sp.fold, "n_train": len(sp.train),
-                          "n_test": len(sp.test), **{k: round(v, 4) for k, v in m.items()}})
+                          "n_test": len(sp.test), "test_ids": ids_key(data.ids[i] for i in sp.test),
+                          **{k: round(v, 4) for k, v in m.items()}})
         acc = oof.setdefault(sp.seed, np.full((len(data.y), n_c), np.nan))
         acc[sp.test] = proba
         for i, p in zip(sp.test, proba, strict=True):
@@ -36,17 +52,22 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
                               **{f"p_{c}": round(float(v), 5) for c, v in zip(data.classes, p, strict=True)}})
         if progress is not None:
             progress.update(task, advance=1)
-    # items predicted out of fold in every seed: average their probabilities over seeds for the CI
+    # the seed ensemble: items predicted out of fold in every seed, probabilities averaged over seeds
     stack = np.stack(list(oof.values()))
     covered = ~np.isnan(stack).any(axis=(0, 2))
-    mean_proba = np.nanmean(stack, axis=0)[covered]
+    mean_proba = stack[:, covered].mean(axis=0)
     y_cov = data.y[covered]
+    ens = classification_metrics(y_cov, mean_proba, n_c)
     ci = bootstrap_ci(y_cov, mean_proba, n_c)
-    summary = {"method": name, "n_items": int(covered.sum()), "n_splits": len(splits), "classes": data.classes}
+    ratio = float(np.mean([len(sp.test) / len(sp.train) for sp in splits]))
+    summary = {"method": name, "n_items": int(covered.sum()), "n_splits": len(splits), "classes": data.classes,
+               "ci95_method": CI_METHOD, "ensemble_method": ENSEMBLE, "test_train_ratio": ratio}
     for k in METRICS:
         vals = np.array([r[k] for r in fold_rows], dtype=float)
-        summary[k] = {"mean": float(np.nanmean(vals)), "sd": float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                      "ci95": list(ci.get(k, (np.nan, np.nan)))}
+        iv = corrected_t_interval(vals, ratio)
+        summary[k] = {"mean": iv.mean, "sd": float(np.nanstd(vals, ddof=1)) if iv.n > 1 else 0.0,
+                      "ci95": [iv.low, iv.high],
+                      "ensemble": ens[k], "ensemble_item_bootstrap_ci95": list(ci.get(k, (np.nan, np.nan)))}
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"folds_{name}.csv", fold_rows)
     write_csv(out / f"predictions_{name}.csv", pred_rows)
@@ -54,6 +75,7 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     confusion_png(y_cov, mean_proba.argmax(1), data.classes, out / f"confusion_{name}.png", name)
     # out-of-fold predictions, kept in memory for paired comparisons between encoders on the same items
     summary["_oof"] = {"ids": [data.ids[i] for i in np.flatnonzero(covered)], "y": y_cov, "proba": mean_proba}
+    summary["_folds"] = fold_rows  # per-fold scores, paired by (seed, fold, test ids) between encoders
     return summary
 
 
@@ -80,6 +102,9 @@ def results_table(summaries: list[dict]) -> list[dict]:
         for k in METRICS:
             rows.append({"method": s["method"], "metric": k, "mean": round(s[k]["mean"], 4), "sd": round(s[k]["sd"], 4),
                          "ci95_low": round(s[k]["ci95"][0], 4), "ci95_high": round(s[k]["ci95"][1], 4),
+                         "ensemble": round(s[k]["ensemble"], 4),
+                         "ensemble_item_boot_low": round(s[k]["ensemble_item_bootstrap_ci95"][0], 4),
+                         "ensemble_item_boot_high": round(s[k]["ensemble_item_bootstrap_ci95"][1], 4),
                          "n_items": s["n_items"], "n_splits": s["n_splits"]})
     return rows
 
@@ -90,4 +115,5 @@ def markdown_table(summaries: list[dict]) -> str:
     for s in summaries:
         cells = [f"{s[k]['mean']:.3f} +- {s[k]['sd']:.3f} [{s[k]['ci95'][0]:.3f}, {s[k]['ci95'][1]:.3f}]" for k in METRICS]
         body += f"| {s['method']} | " + " | ".join(cells) + " |\n"
-    return head + body
+    return head + body + (f"\nmean +- sd over folds x seeds [95% CI: {CI_METHOD}]. The item bootstrap of the seed "
+                          "ensemble is in results.csv (columns ensemble*), a different quantity.\n")

@@ -60,8 +60,19 @@ def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2
     return out
 
 
-def inner_validation(y_train: np.ndarray, seed: int, frac: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified train/validation cut of a training fold (for early stopping)."""
+def inner_validation(y_train: np.ndarray, seed: int, frac: float = 0.2,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified train/validation cut of a training fold (for early stopping); with ``groups``, one
+    fold of a stratified group k-fold, so no group is on both sides."""
+    if groups is not None:
+        k = max(2, int(round(1 / frac)))
+        if len(np.unique(groups)) < k:
+            return np.arange(len(y_train)), np.array([], dtype=int)
+        with warnings.catch_warnings():  # a class with fewer groups than k: sklearn warns, the cut stays grouped
+            warnings.simplefilter("ignore", UserWarning)
+            cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            train, val = next(cv.split(np.zeros(len(y_train)), y_train, groups))
+        return np.sort(train), np.sort(val)
     rng = np.random.default_rng(seed)
     val = []
     for c in np.unique(y_train):

@@ -26,8 +26,11 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
     from cytofm.eval.probes import few_shot, knn_probe, linear_probe
 
     x, n_c = data.pooled(), len(data.classes)
+    g = data.groups
+
     table = {
-        "linear": lambda tr, te, sp: (linear_probe(x[tr], data.y[tr], x[te], n_c, sp.seed), None),
+        "linear": lambda tr, te, sp: (linear_probe(x[tr], data.y[tr], x[te], n_c, sp.seed,
+                                                   g[tr] if g is not None else None), None),
         "knn": lambda tr, te, sp: (knn_probe(x[tr], data.y[tr], x[te], n_c, knn_k), None),
         "fewshot": lambda tr, te, sp: (few_shot(x[tr], data.y[tr], x[te], n_c, shots, seed=sp.seed), None),
     }
@@ -52,7 +55,7 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
     attention: dict[int, dict[str, np.ndarray]] = {}
 
     def method(tr, te, sp):
-        itr, ival = inner_validation(data.y[tr], sp.seed)
+        itr, ival = inner_validation(data.y[tr], sp.seed, groups=data.groups[tr] if data.groups is not None else None)
         cfg = MILTrainConfig(epochs=epochs, lr=lr, seed=sp.seed)
         model = train_abmil([bags[i] for i in tr[itr]], data.y[tr[itr]], [bags[i] for i in tr[ival]], data.y[tr[ival]], n_c, cfg)
         proba, attn = predict(model, [bags[i] for i in te])

@@ -108,7 +108,7 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str | No
     tables = [p for p in files if p.name == "results.md"]
     if tables:
         body = "".join(f"<h3>{html.escape(str(p.parent.relative_to(run)) or '.')}</h3>{_md_table(p.read_text())}" for p in tables)
-        sections.append("<h2>Results (balanced accuracy: mean &plusmn; sd over folds &times; seeds, [95% bootstrap CI])</h2>" + body)
+        sections.append("<h2>Results (estimates and intervals as each table states)</h2>" + body)
     for p in [p for p in files if p.name == "localization.csv"]:
         with open(p, newline="") as f:
             rows = list(csv.DictReader(f))

@@ -1,0 +1,56 @@
+"""Transductive guard: evaluation items that an encoder already saw during its (label-free) pretraining.
+
+An encoder that saw the test images measures what it learned about those images, not transfer; a table
+must say so. The check needs the encoder's pretraining record (``cytofm.data.pretraining_record``), named by
+the JSON beside its weights; encoders without one are not checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cytofm.data.hashing import ImageHash, hamming, phash_bits
+from cytofm.data.pretraining_record import read_record
+
+SEEN_BITS = 4
+"""pHash distance at which an item counts as seen although its file differs (a re-encoded copy moves a
+few bits; a different cell of a shared set moves 14 or more, docs/benchmarks/duplicates.md)."""
+
+
+def pretraining_record_for(spec: str) -> Path | None:
+    """The record file named under ``pretraining_record`` in the JSON beside a weights file of a resolved
+    encoder spec (e.g. ``cytofm:/x/model.safetensors``); None when there is none."""
+    _, _, arg = spec.partition(":")
+    for part in [arg, *arg.split(":")]:
+        p = Path(part).expanduser() if part else None
+        if p is None or not p.is_file():
+            continue
+        meta = p.with_suffix(".json")
+        if meta.is_file():
+            name = json.loads(meta.read_text()).get("pretraining_record")
+            if name and (meta.parent / name).is_file():
+                return meta.parent / name
+    return None
+
+
+def seen_in_pretraining(hashes: list[ImageHash], record: list[dict], bits: int = SEEN_BITS) -> np.ndarray:
+    """(N,) bool: the same file bytes (SHA-256) or a pHash within ``bits`` of a recorded image."""
+    if not hashes or not record:
+        return np.zeros(len(hashes), bool)
+    shas = {r["sha256"] for r in record}
+    seen = np.array([h.sha256 in shas for h in hashes])
+    a, b = phash_bits([h.phash for h in hashes]), phash_bits([r["phash"] for r in record])
+    for s in range(0, len(a), 512):
+        seen[s:s + 512] |= (hamming(a[s:s + 512], b) <= bits).any(1)
+    return seen
+
+
+def check_encoder(spec: str, hashes: list[ImageHash]) -> tuple[float | None, str]:
+    """(fraction of items seen or None when unknown, the record's file name or '')."""
+    rec = pretraining_record_for(spec)
+    if rec is None:
+        return None, ""
+    return float(seen_in_pretraining(hashes, read_record(rec)).mean()) if hashes else 0.0, rec.name

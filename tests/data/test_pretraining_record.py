@@ -1,0 +1,28 @@
+"""The pretraining record: written deterministically, read back; the shipped encoder's covers its pool."""
+
+import json
+
+import pytest
+
+from cytofm.data.pretraining_record import read_record, write_record
+from cytofm.models.shipped import shipped_weights
+
+
+def test_record_round_trip_is_byte_stable(tmp_path):
+    rows = [{"dataset": "b", "relpath": "images/2.png", "sha256": "ab", "phash": "00ff00ff00ff00ff"},
+            {"dataset": "a", "relpath": "images/1.png", "sha256": "cd", "phash": "ffffffffffffffff"}]
+    write_record(rows, tmp_path / "r.csv.gz")
+    write_record(rows[::-1], tmp_path / "s.csv.gz")
+    assert (tmp_path / "r.csv.gz").read_bytes() == (tmp_path / "s.csv.gz").read_bytes()
+    assert [r["relpath"] for r in read_record(tmp_path / "r.csv.gz")] == ["images/1.png", "images/2.png"]
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="columns"):
+        read_record(tmp_path / "bad.csv")
+
+
+def test_shipped_encoder_names_its_record():
+    st = shipped_weights()
+    name = json.loads(st.with_suffix(".json").read_text())["pretraining_record"]
+    rows = read_record(st.parent / name)
+    counts = {d: sum(r["dataset"] == d for r in rows) for d in ("bccd", "herlev", "cric")}
+    assert counts == {"bccd": 364, "herlev": 917, "cric": 2121}  # every image of the three shared sets

@@ -1,0 +1,110 @@
+"""Spies on every place a model learns from data: no test item reaches training, validation or feature
+standardisation, and inner splits keep groups whole."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
+
+from cytofm.eval.data import LabelledSet
+from cytofm.eval.splits import inner_validation, make_splits
+from cytofm.eval.tasks import evaluate_mil, evaluate_probes
+
+
+def planted(n=36, bag=False, seed=0):
+    """Items whose first feature is their own index (so a spy can name every row it sees); groups of 3."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    bags = []
+    for i in range(n):
+        k = 3 if bag else 1
+        f = rng.normal(0, 1, (k, 4)).astype(np.float32)
+        f[:, 1] += 2.0 * y[i]
+        f[:, 0] = i
+        bags.append(f)
+    groups = np.arange(n) // 3
+    return LabelledSet([f"i{i:02d}" for i in range(n)], bags, y, ["a", "b"], groups, None, 0)
+
+
+def test_probes_standardise_and_fit_on_training_items_only(tmp_path, monkeypatch):
+    data = planted()
+    x = data.pooled()
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    seen: dict[str, list[set]] = {"scaler": [], "knn": []}
+    fit_scaler, fit_knn = StandardScaler.fit, KNeighborsClassifier.fit
+
+    def spy_scaler(self, X, y=None, **kw):
+        seen["scaler"].append(set(np.asarray(X)[:, 0].astype(int).tolist()))
+        return fit_scaler(self, X, y, **kw)
+
+    def spy_knn(self, X, y):
+        rows = np.asarray(X)
+        idx = np.abs(rows[:, None, :] - unit[None]).sum(-1).argmin(1)  # the Normalizer's rows, matched back
+        assert np.allclose(rows, unit[idx], atol=1e-6)
+        seen["knn"].append(set(idx.tolist()))
+        return fit_knn(self, X, y)
+
+    monkeypatch.setattr(StandardScaler, "fit", spy_scaler)
+    monkeypatch.setattr(KNeighborsClassifier, "fit", spy_knn)
+    monkeypatch.setattr("cytofm.eval.run.confusion_png", lambda *a, **k: None)  # neither figures nor the
+    monkeypatch.setattr("cytofm.eval.run.bootstrap_ci", lambda *a, **k: {})  # item bootstrap are under test
+    for sp in make_splits(data.y, 3, (0,), data.groups):
+        for v in seen.values():
+            v.clear()
+        evaluate_probes(data, [sp], tmp_path, ("linear", "knn"))
+        train, test = set(sp.train.tolist()), set(sp.test.tolist())
+        assert seen["scaler"] and seen["knn"]
+        for rows in seen["scaler"] + seen["knn"]:
+            assert rows <= train and not rows & test
+        assert seen["scaler"][-1] == train and seen["knn"][-1] == train  # the final fit uses the whole fold
+        # the inner CV choosing C: each inner fit leaves whole groups out
+        for rows in seen["scaler"][:-1]:
+            held = train - rows
+            assert held and not set(data.groups[list(held)]) & set(data.groups[list(rows)])
+
+
+def test_abmil_trains_validates_and_standardises_on_training_items_only(tmp_path, monkeypatch):
+    import cytofm.mil.train as mt
+
+    data = planted(n=30, bag=True)
+    calls = []
+    real = mt.train_abmil
+
+    def spy(train, y_train, val, y_val, n_classes, cfg):
+        model = real(train, y_train, val, y_val, n_classes, cfg)
+        ids = lambda bags: {int(b[0, 0]) for b in bags}  # noqa: E731
+        calls.append((ids(train), ids(val)))
+        return model
+
+    monkeypatch.setattr(mt, "train_abmil", spy)
+    monkeypatch.setattr("cytofm.eval.run.confusion_png", lambda *a, **k: None)
+    monkeypatch.setattr("cytofm.eval.run.bootstrap_ci", lambda *a, **k: {})
+    splits = make_splits(data.y, 3, (0,), data.groups)
+    evaluate_mil(data, splits, tmp_path, epochs=2)
+    assert len(calls) == len(splits)
+    for (tr, val), sp in zip(calls, splits, strict=True):
+        assert tr and val and not tr & val
+        assert tr | val <= set(sp.train.tolist()) and not (tr | val) & set(sp.test.tolist())
+        assert not set(data.groups[list(tr)]) & set(data.groups[list(val)])  # validation keeps groups whole
+
+
+def test_abmil_standardisation_uses_the_training_bags():
+    from cytofm.mil.train import MILTrainConfig, train_abmil
+
+    data = planted(n=12, bag=True)
+    train = [torch.from_numpy(b) for b in data.bags[:8]]
+    model = train_abmil(train, data.y[:8], None, None, 2, MILTrainConfig(epochs=1))
+    buffers = {k: v for k, v in model.state_dict().items() if v.shape == (4,)}
+    inst = torch.cat(train).double()
+    assert any(torch.allclose(v, inst.mean(0).float()) for v in buffers.values())
+    assert any(torch.allclose(v, inst.std(0).float()) for v in buffers.values())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inner_validation_with_groups_is_disjoint(seed):
+    y = np.array([0, 1] * 30)
+    groups = np.repeat(np.arange(12), 5)
+    tr, val = inner_validation(y, seed, groups=groups)
+    assert len(val) and set(tr) | set(val) == set(range(60)) and not set(tr) & set(val)
+    assert not set(groups[tr]) & set(groups[val])
