@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from cytofm import __version__
+from cytofm.cli.convert import convert
 from cytofm.cli.demo import demo
 from cytofm.cli.doctor import doctor
 from cytofm.cli.evaluate import benchmark, mil, probe
@@ -54,6 +55,7 @@ app.command("prepare")(prepare)
 app.command("pretrain")(pretrain)
 app.command("export")(export)
 app.command("extract")(extract)
+app.command("convert")(convert)
 app.command("probe")(probe)
 app.command("mil")(mil)
 app.command("benchmark")(benchmark)

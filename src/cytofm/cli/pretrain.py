@@ -55,19 +55,42 @@ def pretrain(
 
 @user_errors
 def export(
-    run: Annotated[Path, typer.Argument(help="Pretraining run directory or its checkpoint.pt.")],
-    out: Annotated[Path, typer.Option(help="Output FILE.safetensors (FILE.json written beside it).")],
+    run: Annotated[Path, typer.Argument(help="Pretraining run directory or its checkpoint.pt (with --hf-dir also an export FILE.safetensors, or 'shipped' for the encoder shipped in the package).")],
+    out: Annotated[Path | None, typer.Option(help="Output FILE.safetensors (FILE.json written beside it).")] = None,
     half: Annotated[bool, typer.Option("--half", help="Store weights in float16 (half the size).")] = False,
+    hf_dir: Annotated[Path | None, typer.Option("--hf-dir", help="Also (or only) write the Hugging Face hub layout timm reads into this folder: config.json, model.safetensors, README.md.")] = None,
+    push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", metavar="ORG/REPO", help="Upload the --hf-dir folder to this hub repository (private; needs huggingface_hub and a login: pip install 'cytofm[hub]', hf auth login).")] = None,
 ) -> None:
-    """Export the teacher backbone as timm-layout safetensors plus FILE.json (architecture, model_args).
+    """Export the teacher backbone as timm-layout safetensors plus FILE.json (architecture, model_args),
+    and/or as a hub folder (--hf-dir) that timm.create_model("local-dir:DIR", pretrained=True) loads.
 
-    Load it with: timm.create_model(meta['architecture'], **meta['model_args']) and
+    Load FILE with: timm.create_model(meta['architecture'], **meta['model_args']) and
     model.load_state_dict(safetensors.torch.load_file(FILE), strict=True).
     """
-    from cytofm.ssl.checkpoint import export_run
+    from cytofm.ssl.checkpoint import export_hub, export_run
 
+    if out is None and hf_dir is None:
+        fail("give --out FILE.safetensors, --hf-dir DIR, or both")
+    if push_to_hub and hf_dir is None:
+        fail("--push-to-hub uploads the --hf-dir folder: give --hf-dir DIR too")
+    if str(run) == "shipped" and not run.exists():
+        from cytofm.models.shipped import shipped_weights
+
+        run = shipped_weights()
     try:
-        st, js, it = export_run(run, out, half)
+        if out is not None:
+            if run.suffix == ".safetensors":
+                fail(f"{run} is already an export; use --hf-dir DIR to lay it out for the hub")
+            st, js, it = export_run(run, out, half)
+            console.print(f"[green]exported[/green] {st} and {js} (iteration {it})")
+        if hf_dir is not None:
+            d = export_hub(run, hf_dir, half=half)
+            console.print(f"[green]exported[/green] {d}/config.json, model.safetensors, README.md "
+                          f"(timm.create_model(\"local-dir:{d}\", pretrained=True))")
+            if push_to_hub:
+                from cytofm.models.hub import push_hub_dir
+
+                plan = push_hub_dir(d, push_to_hub)
+                console.print(f"[green]uploaded[/green] {', '.join(plan['files'])} to hf-hub:{push_to_hub}")
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    console.print(f"[green]exported[/green] {st} and {js} (iteration {it})")

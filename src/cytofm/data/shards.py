@@ -1,7 +1,9 @@
 """Materialise prepared patches as webdataset tar shards (``{key}.png`` + ``{key}.json``).
 
 For pretraining corpora too large to cut from their sources on the fly: sequential tar reads are
-what webdataset-style loaders stream fastest.
+what webdataset-style loaders stream fastest. webdataset groups the members of one sample by the name up
+to the first dot, so a dot inside an id (TCGA barcodes such as ``TCGA-AA-3968-01Z-00-DX1.0C8E...``)
+is written as ``%2E`` in the key (and ``%`` as ``%25``); the JSON keeps the id as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
+
+
+def shard_key(item_id: str, x: int, y: int) -> str:
+    """The sample key of patch (x, y) of an item: no dots, so webdataset keeps it whole."""
+    return f"{item_id.replace('%', '%25').replace('.', '%2E')}__{int(x)}_{int(y)}"
+
+
+def parse_shard_key(key: str) -> tuple[str, int, int]:
+    """Inverse of :func:`shard_key`."""
+    enc, _, xy = key.rpartition("__")
+    x, _, y = xy.partition("_")
+    return enc.replace("%2E", ".").replace("%25", "%"), int(x), int(y)
 
 
 def write_shards(out: Path, rows: list[dict], cfg: PrepareConfig, progress=None) -> list[Path]:
@@ -56,7 +70,7 @@ def write_shards(out: Path, rows: list[dict], cfg: PrepareConfig, progress=None)
             if tar is None or n_in_shard >= cfg.output.shard_size:
                 _close()
                 _open()
-            key = f"{it.id}__{int(xy[0])}_{int(xy[1])}"
+            key = shard_key(it.id, xy[0], xy[1])
             buf = io.BytesIO()
             Image.fromarray(arr).save(buf, format="PNG")
             _add(tar, f"{key}.png", buf.getvalue())

@@ -19,6 +19,7 @@ from cytofm.data.inputs import InputError, Skip, discover
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
+from cytofm.features.formats.geometry import extract_attrs
 from cytofm.features.store import item_attrs, write_item
 from cytofm.models.encoder import Encoder
 from cytofm.utils.distributed import pick_device, pick_dtype
@@ -202,8 +203,7 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
             else:
                 f = np.concatenate(feats.pop(next_item))
                 write_item(h5_of(it), f, it.coords, {
-                    **attrs_common, "source_path": str(it.path), "patch_size": it.out_size or 0,
-                    "patch_size_level0": it.size0 or 0, "patch_level": 0, "mpp": it.mpp or np.nan,
+                    **attrs_common, "source_path": str(it.path), **extract_attrs(it), "mpp": it.mpp or np.nan,
                     "whole": it.whole})
             feats.pop(next_item, None)
             next_item += 1

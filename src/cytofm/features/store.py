@@ -2,7 +2,8 @@
 
 Each ``features/<id>.h5`` holds ``features`` (N, D) float32 and ``coords`` (N, 2) int64 (level-0 top-left
 x, y; (0, 0) for whole images), with attributes naming the encoder, a hash of its weights, the patch
-size, resolution and cytofm version. This is the layout TRIDENT and CLAM read.
+size, resolution and cytofm version; ``coords`` carries the patch geometry TRIDENT and CLAM read
+(:mod:`cytofm.features.formats.geometry`). ``cytofm convert`` writes the other tools' layouts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cytofm.features.formats.geometry import COORDS_ATTRS
 from cytofm.utils.io import atomic_path, read_csv
 
 
@@ -23,7 +25,7 @@ def write_item(path: str | os.PathLike, features: np.ndarray, coords: np.ndarray
             c = f.create_dataset("coords", data=coords.astype(np.int64))
             for k, v in attrs.items():
                 f.attrs[k] = v if v is not None else ""
-                if k in ("patch_size", "patch_size_level0", "patch_level"):
+                if k in COORDS_ATTRS:
                     c.attrs[k] = v
 
 

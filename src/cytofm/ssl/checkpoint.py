@@ -88,9 +88,8 @@ def export_backbone(state: dict, arch: str, model_args: dict, out: str | os.Path
     return out, js
 
 
-def export_run(run: str | Path, out: str | Path, half: bool = False) -> tuple[Path, Path, int]:
-    """Export the teacher backbone of a pretraining run (folder or checkpoint.pt) as timm safetensors +
-    JSON; returns both paths and the iteration."""
+def _run_teacher(run: str | Path) -> tuple[dict, str, dict, dict, int]:
+    """Teacher backbone state, architecture, model_args, the JSON extras and iteration of a run."""
     from cytofm.ssl.backbone import create_vit
     from cytofm.ssl.config import PretrainConfig
 
@@ -106,10 +105,46 @@ def export_run(run: str | Path, out: str | Path, half: bool = False) -> tuple[Pa
         model_args = dict(ck["model_args"])
     else:  # checkpoints written before the backbone's arguments were recorded
         model_args = timm_model_args(create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0), cfg.model.layerscale)
-    st, js = export_backbone(ck["teacher_backbone"], cfg.model.arch, model_args, out,
-                             half=half, extra={
-        "source": "cytofm pretrain (iBOT teacher)", "iteration": ck["iteration"],
-        "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                           "input_size": [3, cfg.crops.global_size, cfg.crops.global_size]},
-    })
-    return Path(st), Path(js), int(ck["iteration"])
+    extra = {"source": "cytofm pretrain (iBOT teacher)", "iteration": ck["iteration"],
+             "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                                "input_size": [3, cfg.crops.global_size, cfg.crops.global_size]}}
+    return ck["teacher_backbone"], cfg.model.arch, model_args, extra, int(ck["iteration"])
+
+
+def export_run(run: str | Path, out: str | Path, half: bool = False) -> tuple[Path, Path, int]:
+    """Export the teacher backbone of a pretraining run (folder or checkpoint.pt) as timm safetensors +
+    JSON; returns both paths and the iteration."""
+    state, arch, model_args, extra, iteration = _run_teacher(run)
+    st, js = export_backbone(state, arch, model_args, out, half=half, extra=extra)
+    return Path(st), Path(js), iteration
+
+
+def export_hub(source: str | Path, out: str | Path, half: bool = False, name: str = "") -> Path:
+    """Write the hub layout timm reads (``config.json``, ``model.safetensors``, ``README.md``) into ``out``.
+
+    ``source``: a pretraining run (folder or checkpoint.pt), or an export ``FILE.safetensors`` with its
+    ``FILE.json`` (e.g. the shipped encoder), whose weights file is linked rather than re-encoded.
+    """
+    from cytofm.models.hub import pretrained_cfg, write_hub_dir
+
+    source = Path(source)
+    if source.suffix == ".safetensors":
+        meta_path = source.with_suffix(".json")
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: missing (written by `cytofm export` beside {source.name})")
+        meta = json.loads(meta_path.read_text())
+        from safetensors import safe_open
+
+        with safe_open(str(source), "pt") as f:
+            width = int(f.get_slice("cls_token").get_shape()[-1]) if "cls_token" in f.keys() else 0
+        state, weights, arch, model_args, extra = None, source, meta["architecture"], meta["model_args"], meta
+    else:
+        state, arch, model_args, extra, _ = _run_teacher(source)
+        if half:
+            state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+        width, weights = int(state["cls_token"].shape[-1]) if "cls_token" in state else 0, None
+    pc = extra.get("pretrained_cfg", {})
+    size = int(pc.get("input_size", [3, model_args.get("img_size", 224)])[-1])
+    cfg = pretrained_cfg(pc.get("mean", (0.485, 0.456, 0.406)), pc.get("std", (0.229, 0.224, 0.225)), size)
+    about = f"{extra.get('source', 'cytofm')}, iteration {extra['iteration']}." if "iteration" in extra else ""
+    return write_hub_dir(state, arch, model_args, cfg, out, width, name=name, about=about, weights=weights)

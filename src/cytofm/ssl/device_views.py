@@ -243,11 +243,11 @@ def _blur_matrix(sigma: torch.Tensor, size: int) -> torch.Tensor:
     n, dev, dt = len(sigma), sigma.device, sigma.dtype
     s2 = sigma.double() ** 2 / 3
     L = torch.sqrt(12 * s2 + 1)
-    l = torch.floor((L - 1) / 2)
-    a = (2 * l + 1) * (l * (l + 1) - 3 * s2) / (6 * (s2 - (l + 1) ** 2))
-    R = int(l.max()) + 1
+    lo = torch.floor((L - 1) / 2)  # integer part of the box radius
+    a = (2 * lo + 1) * (lo * (lo + 1) - 3 * s2) / (6 * (s2 - (lo + 1) ** 2))  # fractional part
+    R = int(lo.max()) + 1
     d = torch.arange(-R, R + 1, device=dev, dtype=torch.float64).view(1, -1)
-    lv, av = l.view(-1, 1), a.view(-1, 1)
+    lv, av = lo.view(-1, 1), a.view(-1, 1)
     w = torch.where(d.abs() <= lv, torch.ones_like(d), torch.where(d.abs() == lv + 1, av, torch.zeros_like(d)))
     w = (w / (2 * lv + 1 + 2 * av)).to(dt)  # (n, 2R+1)
     i = torch.arange(size, device=dev).view(-1, 1)
