@@ -183,6 +183,9 @@ def test_batches_are_pure_and_masks_follow_the_config(images, tmp_path):  # noqa
     assert all(torch.equal(x, y) for x, y in zip(v1["crops"], v2_["crops"], strict=True))
     assert not torch.equal(v1["crops"][0], d.views(d[4], cpu)["crops"][0])
     assert [c.shape for c in v1["crops"]] == [(4, 3, 64, 64)] * 2 + [(4, 3, 16, 16)] * 2
+    d.views_in_loader = True  # made in a CPU loader process instead: the same views
+    assert all(torch.equal(x, y) for x, y in zip(v1["crops"], d[3]["crops"], strict=True))
+    d.views_in_loader = False
     # block masks at ratio 0.3 on a 4x4 grid: the same loop as the PIL path, so the same mean count
     dev_counts = np.mean([d[i]["masks"].sum().item() for i in range(50)])
     pil_counts = np.mean([b[i]["masks"].sum().item() for i in range(50)])

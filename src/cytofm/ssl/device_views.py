@@ -4,7 +4,7 @@ The PIL path (:mod:`cytofm.ssl.augment`) decodes, crops and jitters one image at
 processes; at GPU speeds those processes, not the GPU, set the pace. Here every sample of the pool is
 decoded once into uint8 (:class:`ViewCache`, in memory or memory-mapped), and each batch's views are made
 with a handful of batched tensor operations on the device: one ``roi_align`` per view size for the random
-resized crops (it averages ``ceil(crop / out)^2`` samples per output pixel, so downscaling is antialiased),
+resized crops (it averages up to 2 x 2 samples per output pixel, so downscaling is antialiased),
 flips and 90-degree rotations by index, HED stain jitter, RGB jitter and grayscale as one affine colour
 map per view, Gaussian blur, solarisation and normalisation, each with its own parameters per view. torchvision's transforms draw one parameter set
 per call, so per-view parameters for a whole batch in one call take the few lines written here. Block
@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,6 +267,22 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return _blur_matrix(sigma, h).unsqueeze(1) @ y
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _roi_align(x: torch.Tensor, rois: torch.Tensor, out: int, sr: int) -> torch.Tensor:
+    """``roi_align`` over all CPU threads: torchvision's CPU kernel runs on one, so on a CPU the boxes are
+    split into one chunk per thread (the kernel releases the GIL); on a GPU one call."""
+    global _POOL
+    n = torch.get_num_threads()
+    if x.device.type != "cpu" or n < 2 or len(rois) < 2 * n:
+        return roi_align(x, rois, (out, out), 1.0, sr, True)
+    if _POOL is None or _POOL._max_workers != n:
+        _POOL = ThreadPoolExecutor(max_workers=n)
+    parts = list(_POOL.map(lambda r: roi_align(x, r, (out, out), 1.0, sr, True), rois.chunk(n)))
+    return torch.cat(parts)
+
+
 def crop_flip_rotate(x: torch.Tensor, x_t: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor, out: int,
                      u: torch.Tensor, rotate90: bool) -> torch.Tensor:
     """Resized crops with flips and 90-degree rotations folded into the sampling: with ``aligned=True``,
@@ -274,12 +291,13 @@ def crop_flip_rotate(x: torch.Tensor, x_t: torch.Tensor, bidx: torch.Tensor, box
     flips and transposes p 0.5 each, i.e. every element of the square's symmetry group equally often, as
     the PIL path's mirror, flip and k x 90 degrees."""
     # one sampling ratio for the call (roi_align's adaptive one needs positive boxes): enough samples per
-    # output pixel to average over the largest crop's footprint
-    sr = max(1, math.ceil(float((boxes[:, 2:] - boxes[:, :2]).max()) / out))
+    # output pixel to average over the largest crop's footprint, at most 2 x 2 (the cache already holds
+    # samples at no more than twice the global crop size)
+    sr = min(2, max(1, math.ceil(float((boxes[:, 2:] - boxes[:, :2]).max()) / out)))
     fh = u[:, 0] < 0.5
     bx = torch.where(fh.view(-1, 1), boxes[:, [2, 1, 0, 3]], boxes)
     if not rotate90:
-        return roi_align(x, torch.cat([bidx, bx], 1), (out, out), 1.0, sr, True)
+        return _roi_align(x, torch.cat([bidx, bx], 1), out, sr)
     fv = u[:, 1] < 0.5
     bx = torch.where(fv.view(-1, 1), bx[:, [0, 3, 2, 1]], bx)
     tr = u[:, 2] < 0.5
@@ -287,7 +305,7 @@ def crop_flip_rotate(x: torch.Tensor, x_t: torch.Tensor, bidx: torch.Tensor, box
     for flag, src, cols in ((~tr, x, [0, 1, 2, 3]), (tr, x_t, [1, 0, 3, 2])):
         idx = flag.nonzero().flatten()
         if idx.numel():
-            v[idx] = roi_align(src, torch.cat([bidx[idx], bx[idx][:, cols]], 1), (out, out), 1.0, sr, True)
+            v[idx] = _roi_align(src, torch.cat([bidx[idx], bx[idx][:, cols]], 1), out, sr)
     return v
 
 
@@ -337,11 +355,15 @@ class DeviceMultiCrop:
 
 class DeviceBatches(torch.utils.data.Dataset):
     """``dataset[iteration]``: the uint8 images of that iteration's batch and its masks (cheap, in a
-    loader process); :meth:`views` then makes the crops on the device."""
+    loader process); :meth:`views` then makes the crops on the device. When the training device is the
+    CPU and there are loader processes, ``views_in_loader`` makes the views there instead, overlapped with
+    the step (the same numbers: a batch depends only on its seed)."""
 
-    def __init__(self, plan, cache: ViewCache, row_of: dict, cfg: PretrainConfig, patch_size: int):
+    def __init__(self, plan, cache: ViewCache, row_of: dict, cfg: PretrainConfig, patch_size: int,
+                 views_in_loader: bool = False):
         self.plan, self.cache, self.row_of, self.cfg, self.patch_size = plan, cache, row_of, cfg, patch_size
         self.multicrop = DeviceMultiCrop(cfg.crops)
+        self.views_in_loader = views_in_loader
 
     def __len__(self) -> int:
         return self.cfg.train.iterations
@@ -355,8 +377,13 @@ class DeviceBatches(torch.utils.data.Dataset):
         for _, _, seed in plan:
             rng = random.Random(seed)
             masks.append(np.stack([make_mask(self.cfg.mask, grid, grid, rng) for _ in range(2)]))
-        return {"images": images, "sizes": sizes, "masks": torch.from_numpy(np.stack(masks, axis=1)),
-                "iteration": iteration, "seed": int(plan[0][2])}
+        raw = {"images": images, "sizes": sizes, "masks": torch.from_numpy(np.stack(masks, axis=1)),
+               "iteration": iteration, "seed": int(plan[0][2])}
+        if self.views_in_loader:
+            if torch.utils.data.get_worker_info() is not None:
+                torch.set_num_threads(1)  # a loader process: one core, the step keeps the rest
+            return self.views(raw, torch.device("cpu"))
+        return raw
 
     def views(self, raw: dict, device: torch.device) -> dict:
         g = torch.Generator(device=device)

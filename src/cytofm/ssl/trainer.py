@@ -376,7 +376,8 @@ class IBOTTrainer:
         cache = build_cache(size_of, image_of, len(refs), side, spill_dir=self.out / "cache", budget=budget,
                             log=self.log if self.rank == 0 else (lambda m: None))
         return DeviceBatches(b.sample_plan, cache, {ref: i for i, ref in enumerate(refs)}, cfg,
-                             self.student.backbone.patch_size)
+                             self.student.backbone.patch_size,
+                             views_in_loader=self.device.type == "cpu" and cfg.data.num_workers > 0)
 
     def _all_agree(self, flag: bool) -> bool:
         """True on every rank as soon as one rank says so (a wall-time stop must be taken together)."""
