@@ -1,0 +1,36 @@
+"""The fixed pretraining/evaluation split of the shared data sets, shipped as CSV files.
+
+Encoders the project ships or reports pretrain on the ``pretrain`` part only; every number reported for
+them comes from the ``eval`` part. Each file names images by their path relative to the data set's folder
+(as its ``manifest.csv`` does), so any copy of the data finds them. The split was drawn once
+(``scripts/make_shared_split.py``, seed 0): 40% of each label's groups to evaluation, where a group is a
+set of near-duplicate images (:mod:`cytofm.data.duplicates`), so a duplicate never straddles the split;
+BCCD and ``chula_rbc12`` are split by field, Herlev by cell; CRIC (noisy labels) is pretraining only.
+"""
+
+from __future__ import annotations
+
+import csv
+from importlib import resources
+from pathlib import Path
+
+DATASETS = ("bccd", "herlev", "chula_rbc12", "cric")
+PARTS = ("pretrain", "eval")
+
+
+def split_file(dataset: str) -> Path:
+    if dataset not in DATASETS:
+        raise ValueError(f"no shipped split for '{dataset}'; known: {', '.join(DATASETS)}")
+    return Path(str(resources.files("cytofm.data").joinpath("splits", f"{dataset}.csv")))
+
+
+def load_split(dataset: str) -> dict[str, str]:
+    """``{relative image path: "pretrain" | "eval"}``."""
+    with open(split_file(dataset), newline="") as f:
+        return {r["image"]: r["part"] for r in csv.DictReader(f)}
+
+
+def part_of(dataset: str, part: str) -> list[str]:
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, not {part!r}")
+    return sorted(k for k, v in load_split(dataset).items() if v == part)

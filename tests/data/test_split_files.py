@@ -1,0 +1,66 @@
+"""The shipped pretraining/evaluation split: complete, disjoint, duplicate-safe, stratified, reproducible."""
+
+import csv
+import importlib.util
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cytofm.data.split_files import DATASETS, load_split, part_of
+
+from tests.conftest import shared_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _manifest(name, col):
+    return [r[col] for r in csv.DictReader(open(shared_data(name) / "manifest.csv", newline=""))]
+
+
+@pytest.mark.parametrize("name,col", [("bccd", "image"), ("herlev", "image"), ("chula_rbc12", "path"), ("cric", "image")])
+def test_every_image_is_in_exactly_one_part(name, col):
+    split = load_split(name)
+    assert sorted(split) == sorted(_manifest(name, col))
+    assert set(split.values()) <= {"pretrain", "eval"}
+    assert set(part_of(name, "pretrain")).isdisjoint(part_of(name, "eval"))
+
+
+def test_cric_is_pretraining_only_and_shares_are_stratified():
+    assert set(load_split("cric").values()) == {"pretrain"}
+    for name, label in (("bccd", "wbc_type"), ("herlev", "label7")):
+        rows = list(csv.DictReader(open(shared_data(name) / "manifest.csv", newline="")))
+        split = load_split(name)
+        by = Counter((r[label], split[r["image"]]) for r in rows)
+        for lab in {r[label] for r in rows}:
+            n = by[(lab, "eval")] + by[(lab, "pretrain")]
+            if n >= 10:
+                assert 0.3 <= by[(lab, "eval")] / n <= 0.5, (name, lab)
+
+
+def test_near_duplicates_never_straddle_the_split():
+    from cytofm.data.duplicates import near_duplicate_pairs
+    from cytofm.data.hashing import hash_image
+
+    split = load_split("bccd")
+    assert split["images/BloodImage_00037.jpg"] == split["images/BloodImage_00038.jpg"]  # the same lymphocyte
+    root = shared_data("herlev")
+    images = _manifest("herlev", "image")
+    split = load_split("herlev")
+    pairs = near_duplicate_pairs([hash_image(root / im) for im in images])
+    assert len(pairs) >= 10
+    assert all(split[images[p.i]] == split[images[p.j]] for p in pairs)
+
+
+def test_the_script_draws_the_same_split_again():
+    spec = importlib.util.spec_from_file_location("mk", ROOT / "scripts" / "make_shared_split.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    rows = mk.split(shared_data("bccd").parent, "bccd")
+    assert dict(rows) == load_split("bccd")
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(ValueError, match="no shipped split"):
+        load_split("fnac2019")
+    assert "bccd" in DATASETS
