@@ -2,9 +2,9 @@
 
 import csv
 import shutil
-import tempfile
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
