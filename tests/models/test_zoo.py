@@ -150,3 +150,28 @@ def test_handcrafted_is_deterministic_and_colour_sensitive():
         a, b = enc.model(pink), enc.model(blue)
     assert a.shape == (1, enc.embed_dim) and torch.isfinite(a).all()
     assert not torch.allclose(a, b) and torch.equal(a, enc.model(pink))
+
+
+def test_readouts_by_hand_and_recorded_in_the_spec():
+    import torch
+
+    from cytofm.models.encoder import ViTFeatures, with_pool
+    from cytofm.models.zoo import create_encoder
+
+    enc = create_encoder("random:vit_tiny_patch16_224")
+    x = torch.randn(2, 3, 224, 224)
+    vit = enc.model.vit.eval()
+    t = vit.forward_features(x)
+    with torch.no_grad():
+        assert torch.allclose(with_pool(enc, "mean").model(x), t[:, 1:].mean(1), atol=1e-5)
+        both = with_pool(enc, "cls+mean")
+        assert torch.allclose(both.model(x), torch.cat([t[:, 0], t[:, 1:].mean(1)], -1), atol=1e-5)
+        last4 = with_pool(enc, "last4")
+        f = last4.model(x)
+    assert f.shape == (2, 5 * 192) and last4.embed_dim == 5 * 192 and both.embed_dim == 2 * 192
+    assert torch.allclose(f[:, 3 * 192:4 * 192], t[:, 0], atol=1e-5)  # the last block's [CLS] = forward_features'
+    assert torch.allclose(f[:, 4 * 192:], t[:, 1:].mean(1), atol=1e-5)
+    assert not torch.allclose(f[:, :192], t[:, 0], atol=1e-3)  # an earlier block's [CLS] differs
+    assert last4.spec.endswith("#pool=last4") and with_pool(last4, "cls").spec == enc.spec
+    with pytest.raises(ValueError, match="pool must be one of"):
+        ViTFeatures(vit, "max")

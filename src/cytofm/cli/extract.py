@@ -14,7 +14,8 @@ from cytofm.cli.common import console, fail, make_progress, user_errors
 def extract(
     encoder: Annotated[str, typer.Option(help="Encoder spec: cytofm[:path], cytofm-paper:<path>, ibot-imagenet:<path>, "
                                               "uni:<path>, dinov2:<name|path>, dinobloom:<size>:<path>, phikon:<path>, "
-                                              "timm:<model>[:<path>], random:<arch>, handcrafted.")],
+                                              "timm:<model>[:<path>], random:<arch>, handcrafted. Default: the "
+                                              "encoder shipped with cytofm.")] = "cytofm",
     input: Annotated[Path, typer.Option("--input", help="A folder (class sub-folders become 'label'), a manifest, or a `cytofm prepare` output.")],
     mode: Annotated[str, typer.Option(help="image: each image is one instance; tiles: every kept patch is one.")],
     out: Annotated[Path, typer.Option(help="Feature store folder: features/<id>.h5 + manifest.csv.")],
@@ -24,6 +25,9 @@ def extract(
     label_column: Annotated[str | None, typer.Option(help="Manifest column copied into 'label'.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported), bf16 or fp32.")] = "auto",
+    pool: Annotated[str, typer.Option(help="ViT readout: cls ([CLS] token), mean (patch tokens), cls+mean, or last4 "
+                                           "([CLS] of the last 4 blocks + patch mean, DINO's linear-evaluation readout). "
+                                           "Recorded in the store's encoder spec.")] = "cls",
 ) -> None:
     """Frozen features from an encoder of the zoo into an h5 feature store (TRIDENT/CLAM layout).
 
@@ -36,9 +40,14 @@ def extract(
     from cytofm.models.zoo import EncoderError, create_encoder
     from cytofm.utils.distributed import torchrun_group
 
+    from cytofm.models.encoder import POOLS, with_pool
+
+    if pool not in POOLS:
+        fail(f"--pool must be one of {', '.join(POOLS)}, not '{pool}'")
     try:
         enc = create_encoder(encoder)
-    except EncoderError as e:
+        enc = with_pool(enc, pool)
+    except (EncoderError, ValueError) as e:
         fail(str(e))
     with torchrun_group(device), make_progress() as progress:
         r = run_extract(enc, input, mode, out, batch_size, tta, workers, device, precision, label_column,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -59,19 +59,58 @@ def state_hash(state: dict) -> str:
     return h.hexdigest()[:16]
 
 
+POOLS = ("cls", "mean", "cls+mean", "last4")
+
+
 class ViTFeatures(nn.Module):
-    """timm ViT -> [CLS] token after the final norm (the CytoFM/UNI/iBOT evaluation feature)."""
+    """timm ViT -> a readout of its tokens after the final norm.
+
+    ``cls``: the [CLS] token (the CytoFM/UNI/iBOT evaluation feature); ``mean``: the mean of the patch
+    tokens; ``cls+mean``: both (DINOv2's linear-probe readout); ``last4``: the [CLS] tokens of the last four
+    blocks, each through the final norm, and the patch mean of the last (DINO's linear-evaluation readout).
+    """
 
     def __init__(self, vit: nn.Module, pool: str = "cls"):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
         self.vit = vit
         self.pool = pool
 
+    @staticmethod
+    def dim_for(embed_dim: int, pool: str) -> int:
+        return embed_dim * {"cls": 1, "mean": 1, "cls+mean": 2, "last4": 5}[pool]
+
+    def _last4(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.vit
+        t = v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
+        n = len(v.blocks)
+        outs = []
+        for i, blk in enumerate(v.blocks):
+            t = blk(t)
+            if i >= n - 4:
+                outs.append(v.norm(t))
+        return torch.cat([o[:, 0] for o in outs] + [outs[-1][:, v.num_prefix_tokens:].mean(dim=1)], dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool == "last4":
+            return self._last4(x)
         t = self.vit.forward_features(x)
         if self.pool == "cls":
             return t[:, 0]
         if self.pool == "mean":
             return t[:, self.vit.num_prefix_tokens:].mean(dim=1)
-        # cls + mean of patch tokens (DINOv2 linear-probe convention)
         return torch.cat([t[:, 0], t[:, self.vit.num_prefix_tokens:].mean(dim=1)], dim=-1)
+
+
+def with_pool(enc: Encoder, pool: str) -> Encoder:
+    """The same encoder with another ViT readout; its spec names the readout, so a feature store that
+    records the spec never mixes two readouts."""
+    if pool == getattr(enc.model, "pool", None):
+        return enc
+    if not isinstance(enc.model, ViTFeatures):
+        raise ValueError(f"{enc.name}: --pool applies to ViT encoders only")
+    model = ViTFeatures(enc.model.vit, pool)
+    base = enc.spec.split("#pool=")[0]
+    return replace(enc, model=model, embed_dim=ViTFeatures.dim_for(enc.model.vit.embed_dim, pool),
+                   spec=base if pool == "cls" else f"{base}#pool={pool}", info={**enc.info, "pool": pool})

@@ -107,7 +107,7 @@ def _finish(name: str, spec: str, vit: torch.nn.Module, state: dict | None, sour
             raise EncoderError(str(e)) from None
     vit.eval()
     model = ViTFeatures(vit, pool)
-    dim = vit.embed_dim * (2 if pool == "cls+mean" else 1)
+    dim = ViTFeatures.dim_for(vit.embed_dim, pool)
     return Encoder(name, spec, model, dim, img_size, tuple(mean), tuple(std), state_hash(vit.state_dict()), info or {})
 
 
