@@ -12,13 +12,13 @@ from cytofm.cli.common import console, fail, make_progress, user_errors
 
 @user_errors
 def extract(
+    input: Annotated[Path, typer.Option("--input", help="A folder (class sub-folders become 'label'), a manifest, or a `cytofm prepare` output.")],
+    mode: Annotated[str, typer.Option(help="image: each image is one instance; tiles: every kept patch is one.")],
+    out: Annotated[Path, typer.Option(help="Feature store folder: features/<id>.h5 + manifest.csv.")],
     encoder: Annotated[str, typer.Option(help="Encoder spec: cytofm[:path], cytofm-paper:<path>, ibot-imagenet:<path>, "
                                               "uni:<path>, dinov2:<name|path>, dinobloom:<size>:<path>, phikon:<path>, "
                                               "timm:<model>[:<path>], random:<arch>, handcrafted. Default: the "
                                               "encoder shipped with cytofm.")] = "cytofm",
-    input: Annotated[Path, typer.Option("--input", help="A folder (class sub-folders become 'label'), a manifest, or a `cytofm prepare` output.")],
-    mode: Annotated[str, typer.Option(help="image: each image is one instance; tiles: every kept patch is one.")],
-    out: Annotated[Path, typer.Option(help="Feature store folder: features/<id>.h5 + manifest.csv.")],
     batch_size: Annotated[int, typer.Option(help="Instances per forward pass.")] = 64,
     tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: mean over the 8 flips/rotations.")] = False,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
