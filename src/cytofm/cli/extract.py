@@ -37,10 +37,9 @@ def extract(
     Example: cytofm extract --encoder random:vit_small_patch16_224 --input cells/ --mode image --out feats
     """
     from cytofm.features.extract import run_extract
+    from cytofm.models.encoder import POOLS, with_pool
     from cytofm.models.zoo import EncoderError, create_encoder
     from cytofm.utils.distributed import torchrun_group
-
-    from cytofm.models.encoder import POOLS, with_pool
 
     if pool not in POOLS:
         fail(f"--pool must be one of {', '.join(POOLS)}, not '{pool}'")
