@@ -35,7 +35,7 @@ from cytofm.data.qa import qa_thumbnail
 from cytofm.data.source import open_source
 from cytofm.data.tiling import grid_coords
 from cytofm.utils.hashing import file_digest
-from cytofm.utils.io import atomic_path, portable_path, write_csv
+from cytofm.utils.io import atomic_path, portable_path, remove_stale_temporaries, write_csv
 from cytofm.utils.lock import FolderLock
 
 MANIFEST_COLUMNS = [
@@ -245,6 +245,7 @@ def run_prepare(inputs: list[str], out: str | os.PathLike, cfg: PrepareConfig, p
         raise InputError(f"{out}: exists and is not a folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out, log, "prepare"):
+        remove_stale_temporaries(out)
         return _prepare_locked(inputs, out, cfg, progress, log, command)
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from cytofm import __version__
-from cytofm.data.image_io import ImageReadError
+from cytofm.data.image_io import BUDGET_PIXELS, ImageReadError
 from cytofm.data.inputs import InputError, Skip, discover
 from cytofm.data.item_ids import ids_in_outputs
 from cytofm.data.prepare_config import PrepareConfig
@@ -24,8 +24,12 @@ from cytofm.features.store import claim_store, item_attrs, write_item
 from cytofm.models.encoder import Encoder
 from cytofm.utils.distributed import pick_device, pick_dtype
 from cytofm.utils.hashing import digest_of, file_digest
-from cytofm.utils.io import portable_path, write_csv
+from cytofm.utils.io import portable_path, remove_stale_temporaries, write_csv
 from cytofm.utils.lock import FolderLock
+
+
+# a whole image above the memory budget is read downsampled to this side (the encoder resizes it further)
+WHOLE_MAX_SIDE = 4096
 
 
 @dataclass
@@ -109,9 +113,13 @@ class _Instances(torch.utils.data.Dataset):
         if src is None:
             src = open_source(it.path, it.kind, it.mpp)
             self.cache[it.id] = src
-            while len(self.cache) > self.cache_size:
+            # at most `cache` sources open, and at most one whole-image budget of decoded pixels held
+            while len(self.cache) > self.cache_size or (len(self.cache) > 1 and self._held() > BUDGET_PIXELS):
                 self.cache.popitem(last=False)[1].close()
         return src
+
+    def _held(self) -> int:
+        return sum(s.width * s.height for s in self.cache.values() if getattr(s, "array", None) is not None)
 
     def __getitem__(self, k: int):
         i, j = self.index[k]
@@ -119,7 +127,9 @@ class _Instances(torch.utils.data.Dataset):
         try:
             src = self._source(it)
             if it.whole:
-                rgb = src.read(0, 0, (src.width, src.height))
+                w, h = src.width, src.height
+                s = min(1.0, WHOLE_MAX_SIDE / max(w, h)) if w * h > BUDGET_PIXELS else 1.0  # not held in memory
+                rgb = src.read(0, 0, (w, h), (max(1, round(w * s)), max(1, round(h * s))))
             else:
                 x, y = it.coords[j]
                 rgb = src.read(int(x), int(y), it.size0, it.out_size)
@@ -231,6 +241,7 @@ def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, pr
     identity = {"encoder": encoder.name, "weights_hash": encoder.weights_hash, "embed_dim": encoder.embed_dim,
                 "input_size": encoder.input_size, "mode": mode, "tta": tta}
     if rank == 0:
+        remove_stale_temporaries(out / "features")
         claim_store(out, identity, {"encoder_spec": encoder.spec, "cytofm_version": __version__})
     (out / "features").mkdir(parents=True, exist_ok=True)
     items, skips = collect_items(input, mode, out, label_column, log)

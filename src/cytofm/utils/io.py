@@ -64,3 +64,16 @@ def resolve_path(path: str, base: str | os.PathLike) -> Path:
     """The inverse of :func:`portable_path`: absolute paths as they are, relative ones under ``base``."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else Path(base) / p
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> int:
+    """Delete leftovers of :func:`atomic_path` writes that a killed run never renamed into place.
+
+    Call only while holding the folder's lock: then no live writer owns any of them.
+    """
+    n = 0
+    for p in Path(root).rglob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

