@@ -99,8 +99,9 @@ def _check_prepare(ref: Path, got: Path):
 
 
 def test_prepare_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup):
-    args = lambda out: ["prepare", inputs / "fields", "--out", out, "--labels-from-folders", "--workers", "1",
-                        "--qa", "-1", "--materialize", "png", "tiling.patch_size=96"]
+    def args(out):
+        return ["prepare", inputs / "fields", "--out", out, "--labels-from-folders", "--workers", "1",
+                            "--qa", "-1", "--materialize", "png", "tiling.patch_size=96"]
     t_ref = _run(args(tmp_path / "ref"))
     kills = _interrupted(args(tmp_path / "got"), random.Random(1), 0.8 * startup, t_ref)
     _run(args(tmp_path / "got"))
@@ -112,8 +113,9 @@ def test_extract_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup
     prep = tmp_path / "prep"
     _run(["prepare", inputs / "fields", "--out", prep, "--labels-from-folders", "--workers", "1", "--qa", "0",
           "tiling.patch_size=96"])
-    args = lambda out: ["extract", "--encoder", "random:vit_tiny_patch16_224", "--input", prep, "--mode", "tiles",
-                        "--out", out, "--batch-size", "16", "--workers", "0", "--precision", "fp32"]
+    def args(out):
+        return ["extract", "--encoder", "random:vit_tiny_patch16_224", "--input", prep, "--mode", "tiles",
+                            "--out", out, "--batch-size", "16", "--workers", "0", "--precision", "fp32"]
     t_ref = _run(args(tmp_path / "ref"))
     kills = _interrupted(args(tmp_path / "got"), random.Random(2), 0.8 * startup, t_ref)
     _run(args(tmp_path / "got"))
@@ -134,9 +136,10 @@ def test_pretrain_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startu
 
     prep = tmp_path / "prep"
     _run(["prepare", inputs / "fields", "--out", prep, "--workers", "1", "--qa", "0", "tiling.patch_size=96"])
-    args = lambda out: ["pretrain", "--preset", "cpu", "--data", prep, "--out", out, "train.iterations=10",
-                        "train.batch_size=4", "train.save_every=1", "train.log_every=1", "crops.n_local=2",
-                        "data.num_workers=0", "head.out_dim=256", "head.hidden_dim=128", "head.bottleneck_dim=64"]
+    def args(out):
+        return ["pretrain", "--preset", "cpu", "--data", prep, "--out", out, "train.iterations=10",
+                            "train.batch_size=4", "train.save_every=1", "train.log_every=1", "crops.n_local=2",
+                            "data.num_workers=0", "head.out_dim=256", "head.hidden_dim=128", "head.bottleneck_dim=64"]
     t_ref = _run(args(tmp_path / "ref"))
     kills = _interrupted(args(tmp_path / "got"), random.Random(3), 0.8 * startup, t_ref)
     _run(args(tmp_path / "got"))
@@ -148,7 +151,8 @@ def test_pretrain_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startu
         assert a[part].keys() == b[part].keys()
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after interrupted training"
-    its = lambda run: sorted(int(r["iteration"]) for r in _csv(run / "metrics.csv"))
+    def its(run):
+        return sorted(int(r["iteration"]) for r in _csv(run / "metrics.csv"))
     assert set(its(tmp_path / "got")) == set(its(tmp_path / "ref")) == set(range(1, 11))
     METRICS_DEDUP = its(tmp_path / "got") == its(tmp_path / "ref")
     if not METRICS_DEDUP:  # metrics.csv de-duplication: owned by the ssl change
@@ -166,7 +170,8 @@ def test_benchmark_killed_ten_times_equals_uninterrupted(inputs, tmp_path, start
         "encoders: [handcrafted, 'random:vit_tiny_patch16_224']\n"
         "tasks:\n  - {name: cells, data: cells, label: label, mode: image, eval: probe, methods: [linear, knn],"
         " folds: 2, seeds: [0]}\n")
-    args = lambda out: ["benchmark", tmp_path / "bench.yaml", "--out", out]
+    def args(out):
+        return ["benchmark", tmp_path / "bench.yaml", "--out", out]
     t_ref = _run(args(tmp_path / "ref"))
     kills = _interrupted(args(tmp_path / "got"), random.Random(4), 0.8 * startup, t_ref)
     _run(args(tmp_path / "got"))

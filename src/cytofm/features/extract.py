@@ -27,7 +27,6 @@ from cytofm.utils.hashing import digest_of, file_digest
 from cytofm.utils.io import portable_path, remove_stale_temporaries, write_csv
 from cytofm.utils.lock import FolderLock
 
-
 # a whole image above the memory budget is read downsampled to this side (the encoder resizes it further)
 WHOLE_MAX_SIDE = 4096
 
