@@ -179,6 +179,14 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
             "source_sha256": digest,
             **item.meta,
         }
+        if want_qa:
+            im = qa_thumbnail(thumb, scale, coords, (patch_w, patch_h), keep, mask)
+            (out / "qa").mkdir(exist_ok=True)
+            with atomic_path(out / "qa" / f"{item.id}.jpg") as tmp:
+                im.save(tmp, format="JPEG", quality=85)
+        if cfg.output.materialize in ("png", "jpeg"):
+            _materialize_files(src, row, kept, (patch_w, patch_h), cfg, out)
+        # the coords file is written last: it marks the source as finished (QA and patches included)
         with atomic_path(h5_path) as tmp:
             with h5py.File(tmp, "w") as f:
                 d = f.create_dataset("coords", data=kept.astype(np.int64))
@@ -203,13 +211,6 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
                 f.attrs["source_sha256"] = digest
                 f.attrs["source_stat"] = stat
                 f.attrs["row"] = json.dumps(row)
-        if want_qa:
-            im = qa_thumbnail(thumb, scale, coords, (patch_w, patch_h), keep, mask)
-            (out / "qa").mkdir(exist_ok=True)
-            with atomic_path(out / "qa" / f"{item.id}.jpg") as tmp:
-                im.save(tmp, format="JPEG", quality=85)
-        if cfg.output.materialize in ("png", "jpeg"):
-            _materialize_files(src, row, kept, (patch_w, patch_h), cfg, out)
         return row
     finally:
         src.close()
