@@ -93,3 +93,44 @@ def test_without_pyvips_a_clear_message_and_a_skip(tmp_path, small_budget, monke
     assert row["path"].endswith("f.png") and "image 400x300 is above the memory budget" in row["reason"]
     assert "pip install pyvips pyvips-binary" in row["reason"]
     assert p.name not in open(tmp_path / "out" / "manifest.csv").read()
+
+
+FORK_AFTER_VIPS = """
+import os, sys
+os.environ["CYTOFM_IMAGE_BUDGET_MB"] = "0.1"
+from cytofm.config.loader import build_config
+from cytofm.data.prepare import run_prepare
+from cytofm.data.prepare_config import PrepareConfig
+from cytofm.features.extract import run_extract
+from cytofm.models.zoo import create_encoder
+
+def main():
+    root = sys.argv[1]
+    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "tiling.patch_size=128", "output.qa_thumbnails=0"])
+    rows = run_prepare([root + "/in"], root + "/prep", cfg, log=lambda m: None).rows  # libvips runs in this process
+    assert all("libvips" in r["conversion"] for r in rows)
+    r = run_extract(create_encoder("random:vit_tiny_patch16_224"), root + "/prep", "tiles", root + "/f",
+                    workers=1, log=lambda m: None)  # then a worker process is started
+    print("extracted", r["extracted"])
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_worker_processes_after_libvips_do_not_hang(tmp_path):
+    """A process forked after libvips ran inherits its locked thread pool and hangs; workers come from a
+    fork server then. Before that fix this test hit its timeout."""
+    import os
+    import subprocess
+    import sys
+
+    for i in range(2):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        Image.fromarray(smear(h=300, w=400, seed=i)[0]).save(tmp_path / "in" / f"f{i}.png")
+    script = tmp_path / "run.py"
+    script.write_text(FORK_AFTER_VIPS)
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+    r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=180,
+                       env=dict(os.environ, PYTHONPATH=os.path.abspath(src)))
+    assert r.returncode == 0 and "extracted 2" in r.stdout, r.stderr[-2000:]

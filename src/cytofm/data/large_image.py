@@ -27,6 +27,19 @@ except Exception as e:  # ImportError, or OSError when libvips is missing
     VIPS_ERROR = str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+_VIPS_USED = False
+
+
+def worker_start_method() -> str | None:
+    """How to start worker processes from this process: ``forkserver`` once libvips has run here.
+
+    libvips keeps a thread pool; a process forked from one that used it inherits locked mutexes and
+    hangs at its first libvips call. Workers started through a fork server come from a clean process.
+    ``None`` (the platform default, fork on Linux) otherwise, which starts faster.
+    """
+    return "forkserver" if _VIPS_USED else None
+
+
 def _one_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
@@ -69,6 +82,7 @@ class LargeImageSource:
     level = 0
 
     def __init__(self, path: str | os.PathLike, mpp: float | None = None, size: tuple[int, int] | None = None):
+        global _VIPS_USED
         self.path = Path(path)
         self.mpp = mpp
         what = f"image {size[0]}x{size[1]}" if size else "image"
@@ -76,6 +90,7 @@ class LargeImageSource:
             raise ImageReadError(f"{what} is above the memory budget of {IMAGE_BUDGET_MB:g} MB for whole images and "
                                  f"pyvips is not available to read it in regions ({VIPS_ERROR}); "
                                  "install with: pip install pyvips pyvips-binary")
+        _VIPS_USED = True
         try:
             head = pyvips.Image.new_from_file(str(self.path))
             self.width, self.height = head.width, head.height

@@ -14,6 +14,7 @@ Output layout (``OUT``):
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,6 +31,7 @@ from cytofm.data.foreground import box_fractions, find_foreground
 from cytofm.data.image_io import ImageReadError
 from cytofm.data.inputs import InputError, Skip, SourceItem, discover
 from cytofm.data.item_ids import ids_in_outputs
+from cytofm.data.large_image import worker_start_method
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.qa import qa_thumbnail
 from cytofm.data.source import open_source
@@ -284,7 +286,9 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
         for i, it in enumerate(items):
             _done(i, prepare_source(it, cfg, out, chash, i in qa_idx))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        method = worker_start_method()
+        ctx = multiprocessing.get_context(method) if method else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i for i, it in enumerate(items)}
             for fut in as_completed(futs):
                 _done(futs[fut], fut.result())

@@ -17,6 +17,7 @@ from cytofm import __version__
 from cytofm.data.image_io import BUDGET_PIXELS, ImageReadError
 from cytofm.data.inputs import InputError, Skip, discover
 from cytofm.data.item_ids import ids_in_outputs
+from cytofm.data.large_image import worker_start_method
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
@@ -135,6 +136,10 @@ class _Instances(torch.utils.data.Dataset):
             return self.encoder.preprocess(rgb), i, j, ""
         except ImageReadError as e:
             return torch.zeros(3, self.encoder.input_size, self.encoder.input_size), i, j, str(e)
+
+
+def _collate(b):
+    return torch.stack([x[0] for x in b]), [x[1] for x in b], [x[2] for x in b], [x[3] for x in b]
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -277,8 +282,8 @@ def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, pr
     reused = len(mine) - len(todo) - len(stale)
     ds = _Instances(todo, encoder)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=lambda b: (torch.stack([x[0] for x in b]), [x[1] for x in b],
-                                                               [x[2] for x in b], [x[3] for x in b]))
+                                         collate_fn=_collate,
+                                         multiprocessing_context=worker_start_method() if workers else None)
     task = progress.add_task(f"extract {encoder.name}", total=len(todo), rate="") if progress is not None else None
     feats: dict[int, list] = {}
     errors: dict[int, str] = {}
