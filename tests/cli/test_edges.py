@@ -27,7 +27,8 @@ def _extract(cells, out, *more):
 
 def _clean_refusal(r, text):
     assert r.exit_code == 2, r.output
-    assert text in r.output and "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)
+    assert text in r.output and "Traceback" not in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
 
 
 def test_batch_size_zero(cells, tmp_path):
@@ -37,6 +38,9 @@ def test_batch_size_zero(cells, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_device_cuda_without_gpu(cells, tmp_path):
     _clean_refusal(_extract(cells, tmp_path / "f", "--device", "cuda"), "no CUDA GPU is available")
+    r = CliRunner().invoke(app, ["heatmap", str(cells), "--encoder", "random:vit_tiny_patch16_224", "--device", "cuda",
+                                 "--out", str(tmp_path / "maps")])
+    _clean_refusal(r, "no CUDA GPU is available")
 
 
 def test_out_is_an_existing_file(cells, tmp_path):

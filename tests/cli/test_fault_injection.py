@@ -2,9 +2,8 @@
 random moments, ten times each into the same output, then let them finish: the outputs must equal an
 uninterrupted run's.
 
-Run: ``pytest -q -m slow tests/cli/test_fault_injection.py`` (about 10 minutes on 2 cores). Kill moments
-are drawn uniformly between 80% of the interpreter's start-up time and the uninterrupted run's wall
-time, so most kills land while the command is working, not while it imports.
+Run: ``pytest -q -m slow tests/cli/test_fault_injection.py``. Kill moments are a seeded random fraction
+(0.2-1.0) of an uninterrupted run's wall time, measured in the same session.
 """
 
 import csv
@@ -43,36 +42,38 @@ def _run(args) -> float:
     return time.perf_counter() - t
 
 
-@pytest.fixture(scope="module")
-def startup():
-    t = time.perf_counter()
-    subprocess.run(_cmd("--version"), env=ENV, check=True, capture_output=True)
-    return time.perf_counter() - t
-
-
-def _interrupted(args, out: Path, rng, lo, hi, check) -> list[str]:
+def _interrupted(args, out: Path, rng, t_ref: float, check) -> list[str]:
     """Kill the command KILLS times at random moments into ``out``, then let it finish and ``check`` it.
 
-    A run that finishes before its kill moment is checked too; its output is then wiped so the next
-    kills land on work again (otherwise every later run would only reuse finished items).
+    Kill moments are a random fraction (0.2-1.0) of the latest uninterrupted run's wall time, so they
+    follow the machine's load. A run that finishes before its kill moment is checked too; its output is
+    then wiped so that the next kills land on work again (otherwise every later run only reuses).
     """
-    events, kills = [], 0
-    while kills < KILLS:
+    events, kills, fresh, t_full = [], 0, True, t_ref
+    for _ in range(6 * KILLS):
+        if kills == KILLS:
+            break
+        t0 = time.perf_counter()
         p = subprocess.Popen(_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        delay = rng.uniform(lo, hi)
+        delay = rng.uniform(0.2, 1.0) * t_full
         try:
             p.wait(timeout=delay)
             text = p.stdout.read()
             assert p.returncode == 0 and "Traceback" not in text, text[-3000:]
             check()
+            if fresh:
+                t_full = time.perf_counter() - t0
             shutil.rmtree(out)
+            fresh = True
             events.append(f"finished<{delay:.1f}s")
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
             kills += 1
+            fresh = False
             events.append(f"killed@{delay:.1f}s")
         p.stdout.close()
+    assert kills == KILLS, f"only {kills} kills in {len(events)} runs: {events}"
     _run(args)
     check()
     return events
@@ -91,7 +92,7 @@ def _csv(path):
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fi")
     fields = root / "fields"
-    for i in range(48):
+    for i in range(24):
         cls = ("benign", "malignant")[i % 2]
         (fields / cls).mkdir(parents=True, exist_ok=True)
         cells = tuple((40 + 97 * ((i + k) % 5), 50 + 71 * ((i * 3 + k) % 5), 15 + 4 * ((i + k) % 4)) for k in range(4))
@@ -110,17 +111,17 @@ def _check_prepare(ref: Path, got: Path):
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(got / p.relative_to(ref))))
 
 
-def test_prepare_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup):
+def test_prepare_killed_ten_times_equals_uninterrupted(inputs, tmp_path):
     def args(out):
         return ["prepare", inputs / "fields", "--out", out, "--labels-from-folders", "--workers", "1",
                             "--qa", "-1", "--materialize", "png", "tiling.patch_size=96"]
     t_ref = _run(args(tmp_path / "ref"))
-    kills = _interrupted(args(tmp_path / "got"), tmp_path / "got", random.Random(1), 0.8 * startup, t_ref,
+    kills = _interrupted(args(tmp_path / "got"), tmp_path / "got", random.Random(1), t_ref,
                          lambda: _check_prepare(tmp_path / "ref", tmp_path / "got"))
     print(f"prepare: uninterrupted {t_ref:.1f}s; {kills}")
 
 
-def test_extract_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup):
+def test_extract_killed_ten_times_equals_uninterrupted(inputs, tmp_path):
     prep = tmp_path / "prep"
     _run(["prepare", inputs / "fields", "--out", prep, "--labels-from-folders", "--workers", "1", "--qa", "0",
           "tiling.patch_size=224"])
@@ -141,18 +142,18 @@ def test_extract_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup
                 assert np.allclose(a["features"][:], b["features"][:], atol=1e-5)
                 assert a.attrs["item_key"] == b.attrs["item_key"]
 
-    kills = _interrupted(args(got), got, random.Random(2), 0.8 * startup, t_ref, check)
+    kills = _interrupted(args(got), got, random.Random(2), t_ref, check)
     print(f"extract: uninterrupted {t_ref:.1f}s; {kills}")
 
 
-def test_pretrain_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startup):
+def test_pretrain_killed_ten_times_equals_uninterrupted(inputs, tmp_path):
     import torch
 
     prep = tmp_path / "prep"
     _run(["prepare", inputs / "fields", "--out", prep, "--workers", "1", "--qa", "0", "tiling.patch_size=96"])
 
     def args(out):
-        return ["pretrain", "--preset", "cpu", "--data", prep, "--out", out, "train.iterations=5",
+        return ["pretrain", "--preset", "cpu", "--data", prep, "--out", out, "train.iterations=4",
                 "train.batch_size=4", "train.save_every=1", "train.log_every=1", "crops.n_local=2",
                 "crops.global_size=64", "crops.local_size=32", "data.num_workers=0", "head.out_dim=256",
                 "head.hidden_dim=128", "head.bottleneck_dim=64"]
@@ -167,21 +168,21 @@ def test_pretrain_killed_ten_times_equals_uninterrupted(inputs, tmp_path, startu
 
     def check():
         b = torch.load(got / "checkpoint.pt", map_location="cpu", weights_only=False)
-        assert a["iteration"] == b["iteration"] == 5
+        assert a["iteration"] == b["iteration"] == 4
         for part in ("teacher", "student"):
             assert a[part].keys() == b[part].keys()
             for k in a[part]:
                 assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after interrupted training"
-        assert set(its(got)) == set(its(ref)) == set(range(1, 6))
+        assert set(its(got)) == set(its(ref)) == set(range(1, 5))
         repeated.append(its(got) != its(ref))
 
-    kills = _interrupted(args(got), got, random.Random(3), 0.8 * startup, t_ref, check)
+    kills = _interrupted(args(got), got, random.Random(3), t_ref, check)
     print(f"pretrain: uninterrupted {t_ref:.1f}s; {kills}")
     if any(repeated):  # metrics.csv de-duplication: owned by the ssl change
         pytest.xfail("metrics.csv repeats iterations after a resume (owned by the ssl change); weights were equal")
 
 
-def test_benchmark_killed_ten_times_equals_uninterrupted(tmp_path, startup):
+def test_benchmark_killed_ten_times_equals_uninterrupted(tmp_path):
     cells = tmp_path / "cells"
     for i in range(16):
         cls = ("normal", "abnormal")[i % 2]
@@ -202,5 +203,5 @@ def test_benchmark_killed_ten_times_equals_uninterrupted(tmp_path, startup):
         assert (got / "results.md").read_text() == (ref / "results.md").read_text()
 
     t_ref = _run(args(ref))
-    kills = _interrupted(args(got), got, random.Random(4), 0.8 * startup, t_ref, check)
+    kills = _interrupted(args(got), got, random.Random(4), t_ref, check)
     print(f"benchmark: uninterrupted {t_ref:.1f}s; {kills}")
