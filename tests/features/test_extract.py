@@ -1,6 +1,8 @@
 """Extraction into the feature store: schema, determinism, resume, bad input; real images when present."""
 
 import csv
+import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -100,8 +102,13 @@ def test_real_herlev_cells_and_bccd_fields(tmp_path, encoder):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows([{**r, "image": str(herlev / r["image"]), "mask": ""} for r in rows])
-        w.writerow({**rows[0], "image": str(herlev / rows[0]["image"]), "mask": ""})  # the same cell twice
-    run_extract(encoder, sub, "image", tmp_path / "h", label_column="label7", workers=0, log=lambda m: None)
+        w.writerow({**rows[0], "image": str(herlev / rows[0]["image"]), "mask": ""})  # a repeated row: merged
+        copy = tmp_path / ("copy" + Path(rows[0]["image"]).suffix)
+        shutil.copy(herlev / rows[0]["image"], copy)
+        w.writerow({**rows[0], "image": str(copy), "mask": ""})  # the same cell under another name
+    notes = []
+    run_extract(encoder, sub, "image", tmp_path / "h", label_column="label7", workers=0, log=notes.append)
+    assert any("with the same values; kept once" in n for n in notes)
     store = load_store(tmp_path / "h")
     assert len(store) == len(rows) + 1 and {x["label"] for x in store} <= {r["label7"] for r in rows}
     f0, c0, a0 = read_item(store[0]["h5"])

@@ -66,12 +66,14 @@ def user_errors(fn):
     from cytofm.config.loader import ConfigError
     from cytofm.data.inputs import InputError
     from cytofm.models.zoo import EncoderError
+    from cytofm.utils.distributed import DeviceError
+    from cytofm.utils.lock import FolderLocked
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, InputError, EncoderError) as e:
+        except (ConfigError, InputError, EncoderError, FolderLocked, DeviceError) as e:
             fail(str(e))
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]: finished items are kept; run the same command to resume")

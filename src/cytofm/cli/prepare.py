@@ -40,6 +40,8 @@ def prepare(
     materialize: Annotated[str | None, typer.Option(help="Also write patches: png, jpeg or webdataset.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (0 = one per core).")] = None,
     qa: Annotated[int | None, typer.Option(help="Number of QA thumbnails (-1 = all).")] = None,
+    duplicates: Annotated[str | None, typer.Option(help="Manifest rows naming one file with different values: "
+                                                        "refuse (default), first (keep the first row) or drop.")] = None,
 ) -> None:
     """Find cell-bearing foreground and tile images, fields and whole slides into patch coordinates.
 
@@ -79,6 +81,7 @@ def prepare(
     put("metadata", "organ", organ)
     put("metadata", "preparation", preparation)
     put("metadata", "stain", stain)
+    put("metadata", "duplicates", duplicates)
     put("output", "materialize", materialize)
     put("output", "workers", workers)
     put("output", "qa_thumbnails", qa)

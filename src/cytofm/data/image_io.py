@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Camera fields can be large; whole slides go through OpenSlide, not PIL.
-Image.MAX_IMAGE_PIXELS = 2**31
+# Memory budget for decoding one image whole (RGB, 3 bytes a pixel; decoding peaks at about 3.3x this,
+# Pillow's 4-byte pixels, its byte copy and the array). Larger images are read in regions (``cytofm.data.large_image``);
+# whole slides always go through OpenSlide.
+IMAGE_BUDGET_MB = float(os.environ.get("CYTOFM_IMAGE_BUDGET_MB", "256"))
+BUDGET_PIXELS = int(IMAGE_BUDGET_MB * 1e6 / 3)
+# Pillow's guard stays on, at the budget: it raises above 2 x MAX_IMAGE_PIXELS, before decoding.
+Image.MAX_IMAGE_PIXELS = BUDGET_PIXELS // 2
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 SLIDE_EXTENSIONS = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
@@ -23,6 +30,15 @@ SLIDE_EXTENSIONS = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".
 
 class ImageReadError(Exception):
     """An image could not be read; the message is one line naming the problem (not the file)."""
+
+
+class ImageTooLarge(ImageReadError):
+    """Decoding the image whole would exceed the memory budget; read it in regions instead."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        super().__init__(f"image {width}x{height} needs {width * height * 3 / 1e6:.0f} MB decoded, above the "
+                         f"memory budget of {IMAGE_BUDGET_MB:g} MB for whole images (CYTOFM_IMAGE_BUDGET_MB)")
 
 
 def _scale_to_uint8(arr: np.ndarray) -> tuple[np.ndarray, str]:
@@ -138,14 +154,19 @@ def read_rgb(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     notes: list[str] = []
     try:
         with Image.open(path) as im:
+            if im.size[0] * im.size[1] > BUDGET_PIXELS:  # (Pillow refuses only from 2x its limit)
+                raise ImageTooLarge(*im.size)
             im.load()
-            rotated = ImageOps.exif_transpose(im)
+            # exif_transpose copies even an upright image; a copy of a large image is hundreds of MB
+            rotated = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
             if rotated is not im and rotated.size != im.size:
                 notes.append("EXIF orientation applied")
             arr, more = _pil_to_array(rotated)
             notes += more
             if getattr(im, "n_frames", 1) > 1:
                 notes.append(f"first of {im.n_frames} frames")
+    except ImageTooLarge:
+        raise
     except UnidentifiedImageError:
         arr = _read_with_tifffile(path, "not a recognised image format")
         notes.append("read with tifffile")
@@ -158,8 +179,8 @@ def read_rgb(path: str | os.PathLike) -> tuple[np.ndarray, str]:
             raise ImageReadError(f"truncated image ({msg})") from None
         else:
             raise ImageReadError(f"corrupt or unreadable image ({msg})") from None
-    except Image.DecompressionBombError as e:  # pragma: no cover - limit raised above
-        raise ImageReadError(str(e)) from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(*_header_size(path)) from None
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageReadError(f"image has no pixels (shape {arr.shape})")
     return np.ascontiguousarray(arr), "; ".join(n for n in notes if n)
@@ -172,7 +193,14 @@ def _read_with_tifffile(path: Path, pil_reason: str) -> np.ndarray:
     try:
         import tifffile
 
-        arr = tifffile.imread(path, key=0)
+        with tifffile.TiffFile(path) as tf:
+            shape = tf.pages[0].shape
+            if int(np.prod(shape[:2] if len(shape) < 3 or shape[-1] <= 4 else shape[-2:])) > BUDGET_PIXELS:
+                h, w = (shape[:2] if len(shape) < 3 or shape[-1] <= 4 else shape[-2:])
+                raise ImageTooLarge(int(w), int(h))
+            arr = tf.asarray(key=0)
+    except ImageTooLarge:
+        raise
     except Exception as e:  # tifffile raises many types for broken files
         raise ImageReadError(f"unreadable TIFF ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     rgb, _ = _to_rgb(np.asarray(arr))
@@ -181,5 +209,14 @@ def _read_with_tifffile(path: Path, pil_reason: str) -> np.ndarray:
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) from the header only."""
-    with Image.open(path) as im:
-        return im.size
+    return _header_size(path)
+
+
+def _header_size(path: str | os.PathLike) -> tuple[int, int]:
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read here
+    try:
+        with Image.open(path) as im:
+            return im.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit

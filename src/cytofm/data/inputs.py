@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-import re
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cytofm.data.image_io import IMAGE_EXTENSIONS, SLIDE_EXTENSIONS
+from cytofm.data.item_ids import assign_ids
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.source import is_slide_file
 
@@ -31,21 +32,16 @@ class InputError(ValueError):
 @dataclass
 class SourceItem:
     path: Path
-    id: str
+    id: str  # the relative name until discover() turns it into the id
     kind: str  # "image" | "slide"
     meta: dict[str, str] = field(default_factory=dict)
+    line: int = 0  # manifest line, for messages
 
 
 @dataclass
 class Skip:
     path: str
     reason: str
-
-
-def _safe_id(rel: str) -> str:
-    stem = rel.rsplit(".", 1)[0] if "." in Path(rel).name else rel
-    s = re.sub(r"[^\w.-]+", "_", stem.replace("/", "__").replace("\\", "__")).strip("._")
-    return s or "item"
 
 
 def _kind_of(path: Path) -> str | None:
@@ -57,10 +53,45 @@ def _kind_of(path: Path) -> str | None:
     return None
 
 
+def _walk(root: Path, skips: list[Skip], notes: list[str]) -> list[Path]:
+    """Every file under ``root``, following symlinked folders once each (a link back up is a loop).
+
+    Folders that cannot be listed are recorded as skips instead of vanishing or ending the run.
+    """
+    files: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            st = d.stat()
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            skips.append(Skip(str(d), f"cannot read folder ({e.strerror or e}); its files are left out"))
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            notes.append(f"{d}: already visited through another path (symlink loop or alias); not read twice")
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        for e in entries:
+            p = d / e.name
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir and p.suffix.lower() != ".mrxs":
+                stack.append(p)
+            elif e.is_symlink() and not p.exists():
+                skips.append(Skip(str(p), "broken symbolic link"))
+            else:
+                files.append(p)
+    return sorted(files)
+
+
 def _from_folder(root: Path, cfg: PrepareConfig, skips: list[Skip], notes: list[str]) -> list[SourceItem]:
     items, other = [], 0
-    for p in sorted(root.rglob("*")):
-        if p.is_dir() or p.name.startswith("."):
+    for p in _walk(root, skips, notes):
+        if p.name.startswith("."):
             continue
         if p.suffix.lower() == ".mrxs" or p.suffix.lower() in IMAGE_EXTENSIONS | SLIDE_EXTENSIONS:
             rel = p.relative_to(root)
@@ -71,7 +102,7 @@ def _from_folder(root: Path, cfg: PrepareConfig, skips: list[Skip], notes: list[
                     continue
                 meta["label"] = rel.parts[0]
             kind = _kind_of(p)
-            items.append(SourceItem(p, _safe_id(rel.as_posix()), kind or "image", meta))
+            items.append(SourceItem(p, rel.as_posix(), kind or "image", meta))
         else:
             other += 1
     if other:
@@ -81,7 +112,7 @@ def _from_folder(root: Path, cfg: PrepareConfig, skips: list[Skip], notes: list[
     return items
 
 
-def _from_manifest(path: Path, cfg: PrepareConfig, skips: list[Skip]) -> list[SourceItem]:
+def _from_manifest(path: Path, cfg: PrepareConfig, skips: list[Skip], notes: list[str]) -> list[SourceItem]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
@@ -135,12 +166,49 @@ def _from_manifest(path: Path, cfg: PrepareConfig, skips: list[Skip]) -> list[So
             rel = p.resolve().relative_to(path.parent.resolve()).as_posix()
         except ValueError:
             rel = p.name
-        items.append(SourceItem(p, _safe_id(rel), kind, meta))
-    return items
+        items.append(SourceItem(p, rel, kind, meta, line=i))
+    return _merge_duplicates(path, items, cfg.metadata.duplicates, skips, notes)
 
 
-def discover(inputs: list[str], cfg: PrepareConfig) -> tuple[list[SourceItem], list[Skip], list[str]]:
-    """Expand INPUT arguments into sources; problems with single files become skips, not errors."""
+def _merge_duplicates(manifest: Path, items: list[SourceItem], how: str, skips: list[Skip],
+                      notes: list[str]) -> list[SourceItem]:
+    """One item per file: identical repeated rows are merged with a note; rows that disagree are refused
+    unless ``how`` says which to keep (``first``) or to leave the file out (``drop``)."""
+    by_file: dict[str, list[SourceItem]] = {}
+    for it in items:
+        by_file.setdefault(os.path.abspath(it.path), []).append(it)
+    keep: list[SourceItem] = []
+    for group in by_file.values():
+        first = group[0]
+        if len(group) == 1:
+            keep.append(first)
+            continue
+        lines = ", ".join(str(g.line) for g in group)
+        cols = sorted({k for g in group[1:] for k in set(g.meta) | set(first.meta) if g.meta.get(k) != first.meta.get(k)})
+        if not cols:
+            notes.append(f"{manifest}: lines {lines} list the same file {first.path} with the same values; kept once")
+            keep.append(first)
+            continue
+        diff = "; ".join(f"{c}: " + " vs ".join(repr(g.meta.get(c, "")) for g in group) for c in cols)
+        if how == "refuse":
+            raise InputError(f"{manifest}: lines {lines} list the same file {first.path} with different values "
+                             f"({diff}); fix the manifest, or pass metadata.duplicates=first (keep the first row) "
+                             "or metadata.duplicates=drop (leave the file out)")
+        if how == "first":
+            notes.append(f"{manifest}: lines {lines} disagree on {first.path} ({diff}); kept line {first.line}")
+            keep.append(first)
+        else:
+            skips.append(Skip(str(first.path), f"manifest lines {lines} disagree ({diff}); left out (duplicates=drop)"))
+    return sorted(keep, key=lambda it: it.line)
+
+
+def discover(inputs: list[str], cfg: PrepareConfig, previous: dict[str, str] | None = None,
+             collisions: list[dict] | None = None) -> tuple[list[SourceItem], list[Skip], list[str]]:
+    """Expand INPUT arguments into sources; problems with single files become skips, not errors.
+
+    ``previous`` maps absolute source paths to the ids an earlier run of the same output gave them
+    (:func:`cytofm.data.item_ids.ids_in_outputs`); clashes of names are appended to ``collisions``.
+    """
     items: list[SourceItem] = []
     skips: list[Skip] = []
     notes: list[str] = []
@@ -154,22 +222,34 @@ def discover(inputs: list[str], cfg: PrepareConfig) -> tuple[list[SourceItem], l
                 notes.append(f"{p}: no images or slides found")
             items += found
         elif p.suffix.lower() == ".csv":
-            items += _from_manifest(p, cfg, skips)
+            items += _from_manifest(p, cfg, skips, notes)
         else:
             kind = _kind_of(p)
             if kind is None:
                 skips.append(Skip(str(p), f"unsupported format '{p.suffix or '(no extension)'}'"))
                 continue
-            items.append(SourceItem(p, _safe_id(p.name), kind, {}))
-    # defaults from the config fill metadata the inputs lack; ids are made unique
+            items.append(SourceItem(p, p.name, kind, {}))
+    # the same file named twice (two inputs, or a folder and one of its files) is one source
+    unique: dict[str, SourceItem] = {}
+    for it in items:
+        key = os.path.abspath(it.path)
+        if key in unique:
+            notes.append(f"{it.path}: given more than once; used once")
+        else:
+            unique[key] = it
+    items = list(unique.values())
+    # defaults from the config fill metadata the inputs lack
     defaults = {k: getattr(cfg.metadata, k) for k in ("organ", "preparation", "stain", "dataset")}
-    seen: dict[str, int] = {}
     for it in items:
         for k, v in defaults.items():
             if v is not None and not it.meta.get(k):
                 it.meta[k] = v
-        n = seen.get(it.id, 0)
-        seen[it.id] = n + 1
-        if n:
-            it.id = f"{it.id}-{n}"
+    ids, clashes = assign_ids([(os.path.abspath(it.path), it.id) for it in items], previous)
+    for it, i in zip(items, ids, strict=True):
+        it.id = i
+    if clashes:
+        notes.append(f"{len(clashes)} file(s) share a name once made safe for ids (e.g. "
+                     f"{clashes[0]['shared_name']}); each has its own id, recorded in id_collisions.csv")
+        if collisions is not None:
+            collisions += clashes
     return items, skips, notes

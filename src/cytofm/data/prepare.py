@@ -14,6 +14,7 @@ Output layout (``OUT``):
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,12 +29,16 @@ from cytofm import __version__
 from cytofm.config.loader import config_hash, write_config
 from cytofm.data.foreground import box_fractions, find_foreground
 from cytofm.data.image_io import ImageReadError
-from cytofm.data.inputs import Skip, SourceItem, discover
+from cytofm.data.inputs import InputError, Skip, SourceItem, discover
+from cytofm.data.item_ids import ids_in_outputs
+from cytofm.data.large_image import worker_start_method
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.qa import qa_thumbnail
 from cytofm.data.source import open_source
 from cytofm.data.tiling import grid_coords
-from cytofm.utils.io import atomic_path, write_csv
+from cytofm.utils.hashing import file_digest
+from cytofm.utils.io import atomic_path, portable_path, remove_stale_temporaries, write_csv
+from cytofm.utils.lock import FolderLock
 
 MANIFEST_COLUMNS = [
     "id", "path", "coords", "kind", "width", "height", "mpp", "target_mpp", "patch_size", "patch_size_level0",
@@ -72,19 +77,23 @@ def _source_mpp(item: SourceItem, cfg: PrepareConfig) -> float | None:
     return cfg.resolution.mpp
 
 
-def _fingerprint(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{int(st.st_mtime)}"
-
-
-def _cached_row(h5_path: Path, chash: str, fp: str) -> dict | None:
+def _cached(h5_path: Path) -> dict:
+    """Attributes of an earlier ``coords/<id>.h5`` ({} when there is none or it is unreadable)."""
     try:
         with h5py.File(h5_path, "r") as f:
-            if f.attrs.get("config_hash") == chash and f.attrs.get("source_fingerprint") == fp:
-                return json.loads(f.attrs["row"])
+            return dict(f.attrs)
     except Exception:
+        return {}
+
+
+def _reusable_row(attrs: dict, chash: str, digest: str, rel: str) -> dict | None:
+    """The earlier row when the same file content was prepared with the same config, else None."""
+    if attrs.get("config_hash") != chash or attrs.get("source_sha256") != digest or attrs.get("source_path") != rel:
         return None
-    return None
+    try:
+        return json.loads(attrs["row"])
+    except (KeyError, ValueError):
+        return None
 
 
 def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, want_qa: bool) -> dict | Skip:
@@ -102,9 +111,14 @@ def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, 
 def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, want_qa: bool) -> dict | Skip:
     t, fg, res = cfg.tiling, cfg.foreground, cfg.resolution
     h5_path = out / "coords" / f"{item.id}.h5"
-    fp = _fingerprint(item.path)
-    if cfg.output.resume and h5_path.exists():
-        row = _cached_row(h5_path, chash, fp)
+    rel = portable_path(item.path, out)
+    old = _cached(h5_path) if h5_path.exists() else {}
+    try:
+        stat, digest = file_digest(item.path, (str(old.get("source_stat", "")), str(old.get("source_sha256", ""))))
+    except OSError as e:
+        return Skip(str(item.path), f"cannot read file ({e.strerror or e})")
+    if cfg.output.resume and old:
+        row = _reusable_row(old, chash, digest, rel)
         if row is not None:
             row["_reused"] = True
             return row
@@ -149,7 +163,7 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
             level = src.best_level(factor)
         row = {
             "id": item.id,
-            "path": str(item.path.resolve()),
+            "path": rel,
             "coords": f"coords/{item.id}.h5",
             "kind": item.kind,
             "width": w,
@@ -164,8 +178,17 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
             "n_candidates": int(n_cand),
             "foreground_fraction": round(image_fraction, 4),
             "conversion": src.conversion,
+            "source_sha256": digest,
             **item.meta,
         }
+        if want_qa:
+            im = qa_thumbnail(thumb, scale, coords, (patch_w, patch_h), keep, mask)
+            (out / "qa").mkdir(exist_ok=True)
+            with atomic_path(out / "qa" / f"{item.id}.jpg") as tmp:
+                im.save(tmp, format="JPEG", quality=85)
+        if cfg.output.materialize in ("png", "jpeg"):
+            _materialize_files(src, row, kept, (patch_w, patch_h), cfg, out)
+        # the coords file is written last: it marks the source as finished (QA and patches included)
         with atomic_path(h5_path) as tmp:
             with h5py.File(tmp, "w") as f:
                 d = f.create_dataset("coords", data=kept.astype(np.int64))
@@ -180,22 +203,16 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
                     "target_mpp": target if target is not None else np.nan,
                     "whole": whole,
                     "name": item.id,
-                    "source_path": str(item.path.resolve()),
+                    "source_path": rel,
                     "cytofm_version": __version__,
                 }
                 for k, v in attrs.items():
                     d.attrs[k] = v
                     f.attrs[k] = v
                 f.attrs["config_hash"] = chash
-                f.attrs["source_fingerprint"] = fp
+                f.attrs["source_sha256"] = digest
+                f.attrs["source_stat"] = stat
                 f.attrs["row"] = json.dumps(row)
-        if want_qa:
-            im = qa_thumbnail(thumb, scale, coords, (patch_w, patch_h), keep, mask)
-            (out / "qa").mkdir(exist_ok=True)
-            with atomic_path(out / "qa" / f"{item.id}.jpg") as tmp:
-                im.save(tmp, format="JPEG", quality=85)
-        if cfg.output.materialize in ("png", "jpeg"):
-            _materialize_files(src, row, kept, (patch_w, patch_h), cfg, out)
         return row
     finally:
         src.close()
@@ -222,10 +239,24 @@ def _qa_selection(n: int, k: int) -> set[int]:
 
 def run_prepare(inputs: list[str], out: str | os.PathLike, cfg: PrepareConfig, progress=None,
                 log=print, command: str = "") -> PrepareResult:
-    """Prepare every source; per-file problems go to ``skipped.csv`` and the run goes on."""
+    """Prepare every source; per-file problems go to ``skipped.csv`` and the run goes on.
+
+    The output folder is locked for the run; a second ``prepare`` into it is refused.
+    """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    items, skips, notes = discover(inputs, cfg)
+    with FolderLock(out, log, "prepare"):
+        remove_stale_temporaries(out)
+        return _prepare_locked(inputs, out, cfg, progress, log, command)
+
+
+def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, log, command: str) -> PrepareResult:
+    collisions: list[dict] = []
+    items, skips, notes = discover(inputs, cfg, ids_in_outputs(out / "coords", out), collisions)
+    write_csv(out / "id_collisions.csv", [{**c, "path": portable_path(c["path"], out)} for c in collisions],
+              ["path", "id", "shared_name"])
     for n in notes:
         log(f"note: {n}")
     for s in skips:
@@ -255,14 +286,17 @@ def run_prepare(inputs: list[str], out: str | os.PathLike, cfg: PrepareConfig, p
         for i, it in enumerate(items):
             _done(i, prepare_source(it, cfg, out, chash, i in qa_idx))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        method = worker_start_method()
+        ctx = multiprocessing.get_context(method) if method else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i for i, it in enumerate(items)}
             for fut in as_completed(futs):
                 _done(futs[fut], fut.result())
     rows = [r for r in results if isinstance(r, dict)]
     skips += [r for r in results if isinstance(r, Skip)]
     reused = sum(1 for r in rows if r.pop("_reused", False))
-    write_csv(out / "skipped.csv", [{"path": s.path, "reason": s.reason} for s in skips], ["path", "reason"])
+    write_csv(out / "skipped.csv", [{"path": portable_path(s.path, out), "reason": s.reason} for s in skips],
+              ["path", "reason"])
     if rows:
         extra = [k for r in rows for k in r if k not in MANIFEST_COLUMNS]
         cols = MANIFEST_COLUMNS + list(dict.fromkeys(extra))

@@ -79,6 +79,9 @@ class MetadataConfig(Section):
     stain: str | None = None
     dataset: str | None = None
     """Defaults for every source lacking these columns (e.g. ``organ=breast stain=pap``)."""
+    duplicates: Literal["refuse", "first", "drop"] = "refuse"
+    """Manifest rows naming the same file with different values: refuse the manifest, keep the first
+    row, or leave the file out. Identical repeated rows are always merged with a note."""
 
 
 class OutputConfig(Section):

@@ -12,7 +12,7 @@ import numpy as np
 
 from cytofm.data.prepare import MANIFEST_COLUMNS
 from cytofm.data.source import open_source
-from cytofm.utils.io import read_csv
+from cytofm.utils.io import read_csv, resolve_path
 
 
 @dataclass
@@ -26,6 +26,7 @@ class PreparedItem:
     coords_path: Path
     mpp: float | None
     meta: dict[str, str]
+    digest: str = ""  # sha256 of the source when it was prepared
 
     def coords(self) -> np.ndarray:
         with h5py.File(self.coords_path, "r") as f:
@@ -59,9 +60,10 @@ def load_prepared(root: str | os.PathLike) -> list[PreparedItem]:
         meta = {k: v for k, v in r.items() if k not in MANIFEST_COLUMNS}
         whole = r.get("whole", "False") == "True"
         items.append(PreparedItem(
-            id=r["id"], path=Path(r["path"]), kind=r.get("kind", "image"), whole=whole,
+            id=r["id"], path=resolve_path(r["path"], root), kind=r.get("kind", "image"), whole=whole,
             patch_size=None if whole or not r.get("patch_size") else int(r["patch_size"]),
             size0=None if whole or not r.get("patch_size_level0") else int(r["patch_size_level0"]),
             coords_path=root / r["coords"], mpp=float(r["mpp"]) if r.get("mpp") else None, meta=meta,
+            digest=r.get("source_sha256", ""),
         ))
     return items

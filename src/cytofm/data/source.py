@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cytofm.data.image_io import ImageReadError, read_rgb
+from cytofm.data.image_io import ImageReadError, ImageTooLarge, read_rgb
 
 try:  # optional: the [wsi] extra
     import openslide
@@ -151,4 +151,12 @@ def is_slide_file(path: str | os.PathLike) -> bool:
 
 
 def open_source(path: str | os.PathLike, kind: str, mpp: float | None = None):
-    return SlideSource(path, mpp) if kind == "slide" else ImageSource(path, mpp)
+    """A slide through OpenSlide; an image in memory, or in regions when it is above the memory budget."""
+    if kind == "slide":
+        return SlideSource(path, mpp)
+    try:
+        return ImageSource(path, mpp)
+    except ImageTooLarge as e:
+        from cytofm.data.large_image import LargeImageSource
+
+        return LargeImageSource(path, mpp, (e.width, e.height))

@@ -14,16 +14,23 @@ import torch
 import torch.distributed as dist
 
 from cytofm import __version__
-from cytofm.data.image_io import ImageReadError
+from cytofm.data.image_io import BUDGET_PIXELS, ImageReadError
 from cytofm.data.inputs import InputError, Skip, discover
+from cytofm.data.item_ids import ids_in_outputs
+from cytofm.data.large_image import worker_start_method
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
 from cytofm.features.formats.geometry import extract_attrs
-from cytofm.features.store import item_attrs, write_item
+from cytofm.features.store import claim_store, item_attrs, write_item
 from cytofm.models.encoder import Encoder
 from cytofm.utils.distributed import pick_device, pick_dtype
-from cytofm.utils.io import write_csv
+from cytofm.utils.hashing import digest_of, file_digest
+from cytofm.utils.io import portable_path, remove_stale_temporaries, write_csv
+from cytofm.utils.lock import FolderLock
+
+# a whole image above the memory budget is read downsampled to this side (the encoder resizes it further)
+WHOLE_MAX_SIDE = 4096
 
 
 @dataclass
@@ -37,6 +44,7 @@ class ExtractItem:
     out_size: int | None
     mpp: float | None
     meta: dict = field(default_factory=dict)
+    prepared_digest: str = ""  # the source's content hash when it was prepared ("" for raw inputs)
 
 
 def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: str | None = None,
@@ -66,12 +74,19 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
     if is_prepared_dir(p):
         for it in load_prepared(p):
             if mode == "tiles" and not it.whole:
-                items.append(ExtractItem(it.id, it.path, it.kind, False, it.coords(), it.size0, it.patch_size, it.mpp, it.meta))
+                items.append(ExtractItem(it.id, it.path, it.kind, False, it.coords(), it.size0, it.patch_size, it.mpp,
+                                         it.meta, it.digest))
             else:
-                items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None, None, it.mpp, it.meta))
+                items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None, None, it.mpp,
+                                         it.meta, it.digest))
         return items, skips
     cfg = PrepareConfig.model_validate({"metadata": {"label_column": label_column}})
-    found, more, _ = discover([str(p)], cfg)
+    collisions: list[dict] = []
+    found, more, notes = discover([str(p)], cfg, ids_in_outputs(out / "features", out), collisions)
+    for n in notes:
+        log(f"note: {n}")
+    write_csv(out / "id_collisions.csv", [{**c, "path": portable_path(c["path"], out)} for c in collisions],
+              ["path", "id", "shared_name"])
     skips += more
     for it in found:
         meta = dict(it.meta)
@@ -99,9 +114,13 @@ class _Instances(torch.utils.data.Dataset):
         if src is None:
             src = open_source(it.path, it.kind, it.mpp)
             self.cache[it.id] = src
-            while len(self.cache) > self.cache_size:
+            # at most `cache` sources open, and at most one whole-image budget of decoded pixels held
+            while len(self.cache) > self.cache_size or (len(self.cache) > 1 and self._held() > BUDGET_PIXELS):
                 self.cache.popitem(last=False)[1].close()
         return src
+
+    def _held(self) -> int:
+        return sum(s.width * s.height for s in self.cache.values() if getattr(s, "array", None) is not None)
 
     def __getitem__(self, k: int):
         i, j = self.index[k]
@@ -109,13 +128,19 @@ class _Instances(torch.utils.data.Dataset):
         try:
             src = self._source(it)
             if it.whole:
-                rgb = src.read(0, 0, (src.width, src.height))
+                w, h = src.width, src.height
+                s = min(1.0, WHOLE_MAX_SIDE / max(w, h)) if w * h > BUDGET_PIXELS else 1.0  # not held in memory
+                rgb = src.read(0, 0, (w, h), (max(1, round(w * s)), max(1, round(h * s))))
             else:
                 x, y = it.coords[j]
                 rgb = src.read(int(x), int(y), it.size0, it.out_size)
             return self.encoder.preprocess(rgb), i, j, ""
         except ImageReadError as e:
             return torch.zeros(3, self.encoder.input_size, self.encoder.input_size), i, j, str(e)
+
+
+def _collate(b):
+    return torch.stack([x[0] for x in b]), [x[1] for x in b], [x[2] for x in b], [x[3] for x in b]
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -138,20 +163,95 @@ def embed_batch(encoder: Encoder, x: torch.Tensor, device: torch.device, dtype, 
     return f.cpu().numpy()
 
 
+def item_key(it: ExtractItem, identity: dict, digest: str) -> str:
+    """What an item's features depend on: the encoder, the source's content, and the regions read from it.
+
+    Any change (another encoder, a replaced file, another patch size, resolution or foreground
+    selection after re-preparing) gives another key, so a resume re-extracts exactly the changed items.
+    """
+    return digest_of(sorted(identity.items()), digest, it.kind, it.whole, it.size0, it.out_size,
+                     None if it.mpp is None else round(float(it.mpp), 9), np.asarray(it.coords, np.int64).tobytes())
+
+
+class _Resume:
+    """Per-item resume decisions, with each source hashed at most once per run."""
+
+    def __init__(self, out: Path, identity: dict):
+        self.out, self.identity = out, identity
+        self.digests: dict[str, tuple[str, str]] = {}
+
+    def h5(self, it: ExtractItem) -> Path:
+        return self.out / "features" / f"{it.id}.h5"
+
+    def digest(self, it: ExtractItem, attrs: dict | None = None) -> tuple[str, str]:
+        if it.id not in self.digests:
+            cached = (str(attrs.get("source_stat", "")), str(attrs.get("source_sha256", ""))) if attrs else None
+            self.digests[it.id] = file_digest(it.path, cached)
+        return self.digests[it.id]
+
+    def done(self, it: ExtractItem) -> bool:
+        a = item_attrs(self.h5(it))
+        if a is None or "item_key" not in a:
+            return False
+        try:
+            _, d = self.digest(it, a)
+        except OSError:
+            return False
+        return a["item_key"] == item_key(it, self.identity, d)
+
+    def stale_source(self, it: ExtractItem) -> str | None:
+        """Why a prepared item cannot be used as prepared (its source changed since), or None."""
+        if not it.prepared_digest:
+            return None
+        try:
+            _, d = self.digest(it, item_attrs(self.h5(it)))
+        except OSError as e:
+            return f"cannot read source ({e.strerror or e})"
+        if d != it.prepared_digest:
+            return "the file changed since `cytofm prepare` (content differs); prepare it again"
+        return None
+
+
 def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str | os.PathLike, batch_size: int = 64,
                 tta: bool = False, workers: int = 1, device: str = "auto", precision: str = "auto",
                 label_column: str | None = None, progress=None, log=print) -> dict:
-    """Embed every instance; finished items are skipped on a re-run, partial ones never look finished."""
+    """Embed every instance; finished items are skipped on a re-run, partial ones never look finished.
+
+    The output folder is locked for the run (a second writer is refused), belongs to one encoder
+    (``store.json``), and each item is reused only if its key (:func:`item_key`) is unchanged.
+    """
     if mode not in ("image", "tiles"):
         raise InputError(f"--mode must be 'image' or 'tiles', not '{mode}'")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {batch_size}")
+    if workers < 0:
+        raise InputError(f"--workers must be 0 or more, not {workers}")
+    try:
+        dev = pick_device(device)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     out = Path(out)
-    (out / "features").mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; choose another --out")
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    lock = FolderLock(out, log, "extract") if rank == 0 else contextlib.nullcontext()
+    with lock:
+        return _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, precision, label_column,
+                               progress, log, distributed, rank, world)
+
+
+def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, precision, label_column, progress, log,
+                    distributed, rank, world) -> dict:
+    identity = {"encoder": encoder.name, "weights_hash": encoder.weights_hash, "embed_dim": encoder.embed_dim,
+                "input_size": encoder.input_size, "mode": mode, "tta": tta}
+    if rank == 0:
+        remove_stale_temporaries(out / "features")
+        claim_store(out, identity, {"encoder_spec": encoder.spec, "cytofm_version": __version__})
+    (out / "features").mkdir(parents=True, exist_ok=True)
     items, skips = collect_items(input, mode, out, label_column, log)
     if not items:
         raise InputError(f"{input}: nothing to extract")
-    dev = pick_device(device)
     # the handcrafted baseline and CNNs run in fp32; ViTs in bf16 where the hardware has it
     dtype = pick_dtype(precision, dev) if precision in ("auto", "bf16") and encoder.is_vit else None
     if encoder.is_vit:
@@ -159,17 +259,8 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
 
         set_fused_attn(encoder.model, dev.type == "cuda")
     encoder.model.to(dev).eval()
-    attrs_common = {"encoder": encoder.name, "encoder_spec": encoder.spec, "weights_hash": encoder.weights_hash,
-                    "embed_dim": encoder.embed_dim, "input_size": encoder.input_size, "mode": mode, "tta": tta,
-                    "cytofm_version": __version__}
-
-    def h5_of(it: ExtractItem) -> Path:
-        return out / "features" / f"{it.id}.h5"
-
-    def done(it: ExtractItem) -> bool:
-        a = item_attrs(h5_of(it))
-        return a is not None and a.get("weights_hash") == encoder.weights_hash and a.get("mode") == mode and \
-            bool(a.get("tta")) == tta
+    attrs_common = {**identity, "encoder_spec": encoder.spec, "cytofm_version": __version__}
+    resume = _Resume(out, identity)
 
     if rank == 0:  # the resolved options next to the output
         import yaml
@@ -180,12 +271,20 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
             "weights_hash": encoder.weights_hash, "embed_dim": encoder.embed_dim, "input_size": encoder.input_size},
             sort_keys=False))
     mine = [it for k, it in enumerate(items) if k % world == rank]
-    todo = [it for it in mine if not done(it)]
-    reused = len(mine) - len(todo)
+    todo, stale = [], set()
+    for it in mine:
+        why = resume.stale_source(it)
+        if why is not None:
+            stale.add(it.id)
+            skips.append(Skip(str(it.path), why))
+            log(f"skipped: {it.path}: {why}")
+        elif not resume.done(it):
+            todo.append(it)
+    reused = len(mine) - len(todo) - len(stale)
     ds = _Instances(todo, encoder)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=lambda b: (torch.stack([x[0] for x in b]), [x[1] for x in b],
-                                                               [x[2] for x in b], [x[3] for x in b]))
+                                         collate_fn=_collate,
+                                         multiprocessing_context=worker_start_method() if workers else None)
     task = progress.add_task(f"extract {encoder.name}", total=len(todo), rate="") if progress is not None else None
     feats: dict[int, list] = {}
     errors: dict[int, str] = {}
@@ -194,7 +293,7 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
     next_item = 0
 
     def flush(upto: int) -> None:
-        nonlocal next_item
+        nonlocal next_item, n_inst
         while next_item < upto:
             it = todo[next_item]
             if next_item in errors:
@@ -202,9 +301,12 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
                 log(f"skipped: {it.path}: {errors[next_item]}")
             else:
                 f = np.concatenate(feats.pop(next_item))
-                write_item(h5_of(it), f, it.coords, {
-                    **attrs_common, "source_path": str(it.path), **extract_attrs(it), "mpp": it.mpp or np.nan,
-                    "whole": it.whole})
+                st, d = resume.digest(it)
+                write_item(resume.h5(it), f, it.coords, {
+                    **attrs_common, "source_path": portable_path(it.path, out), **extract_attrs(it),
+                    "mpp": it.mpp or np.nan,
+                    "whole": it.whole, "source_sha256": d, "source_stat": st, "item_key": item_key(it, identity, d)})
+                n_inst += len(f)
             feats.pop(next_item, None)
             next_item += 1
             if progress is not None:
@@ -213,7 +315,6 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
 
     for x, ii, _, errs in loader:
         f = embed_batch(encoder, x, dev, dtype, tta)
-        n_inst += len(ii)
         for row, (i, e) in enumerate(zip(ii, errs, strict=True)):
             if e:
                 errors.setdefault(i, e)
@@ -225,12 +326,12 @@ def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str 
     if rank == 0:
         rows = []
         for it in items:
-            h5 = h5_of(it)
-            if h5.exists() and done(it):
-                rows.append({"id": it.id, "path": str(Path(it.path).resolve()), "h5": f"features/{it.id}.h5",
+            if it.id not in stale and resume.done(it):
+                rows.append({"id": it.id, "path": portable_path(it.path, out), "h5": f"features/{it.id}.h5",
                              "n_instances": len(it.coords), **it.meta})
         write_csv(out / "manifest.csv", rows)
-        write_csv(out / "skipped.csv", [{"path": s.path, "reason": s.reason} for s in skips], ["path", "reason"])
+        write_csv(out / "skipped.csv", [{"path": portable_path(s.path, out), "reason": s.reason} for s in skips],
+                  ["path", "reason"])
     el = time.perf_counter() - t0
     return {"items": len(items), "extracted": len(todo) - len(errors), "reused": reused, "skipped": len(skips),
             "instances": n_inst, "seconds": el, "instances_per_s": n_inst / max(el, 1e-9)}

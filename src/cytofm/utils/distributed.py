@@ -9,14 +9,20 @@ import torch
 import torch.distributed as dist
 
 
+class DeviceError(ValueError):
+    """The device asked for is not there (a user error: one line, no traceback)."""
+
+
 def pick_device(want: str = "auto") -> torch.device:
     """``auto``: the GPU of this process's LOCAL_RANK when CUDA is present, else the CPU."""
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+            raise DeviceError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
+    if want not in ("auto", "cpu", "cuda"):
+        raise DeviceError(f"unknown device '{want}' (use auto, cpu or cuda)")
     return torch.device("cpu")
 
 

@@ -44,3 +44,36 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict], columns: Sequence[s
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         return list(csv.DictReader(f))
+
+
+def portable_path(path: str | os.PathLike, base: str | os.PathLike) -> str:
+    """``path`` relative to the output folder ``base`` (POSIX separators), for files that are shared.
+
+    Manifests and reports travel to other machines; an absolute path of this one tells them nothing and
+    leaks the user's directory layout. Readers resolve relative paths against the folder of the file
+    that holds them (:func:`resolve_path`).
+    """
+    p = os.path.abspath(path)
+    try:
+        return Path(os.path.relpath(p, os.path.abspath(base))).as_posix()
+    except ValueError:  # another drive (Windows)
+        return Path(p).as_posix()
+
+
+def resolve_path(path: str, base: str | os.PathLike) -> Path:
+    """The inverse of :func:`portable_path`: absolute paths as they are, relative ones under ``base``."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(base) / p
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> int:
+    """Delete leftovers of :func:`atomic_path` writes that a killed run never renamed into place.
+
+    Call only while holding the folder's lock: then no live writer owns any of them.
+    """
+    n = 0
+    for p in Path(root).rglob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

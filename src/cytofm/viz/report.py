@@ -161,6 +161,7 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str | No
            "figure{margin:0}figcaption{font-size:11px;color:#666}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}"
            "h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px;overflow-wrap:anywhere}</style></head><body>"
            f"<h1>{html.escape(title)}</h1><p>cytofm {__version__}, written {datetime.now():%Y-%m-%d %H:%M}, "
-           f"from {html.escape(str(run.resolve()))}</p>" + "".join(sections) + "</body></html>")
+           f"from the run folder {html.escape(run.resolve().name)}/</p>"  # never this machine's absolute path
+           + "".join(sections) + "</body></html>")
     out.write_text(doc)
     return out
