@@ -178,8 +178,7 @@ def test_pretrain_killed_ten_times_equals_uninterrupted(inputs, tmp_path):
 
     kills = _interrupted(args(got), got, random.Random(3), t_ref, check)
     print(f"pretrain: uninterrupted {t_ref:.1f}s; {kills}")
-    if any(repeated):  # metrics.csv de-duplication: owned by the ssl change
-        pytest.xfail("metrics.csv repeats iterations after a resume (owned by the ssl change); weights were equal")
+    assert not any(repeated), "metrics.csv repeats iterations after a resume"
 
 
 def test_benchmark_killed_ten_times_equals_uninterrupted(tmp_path):
