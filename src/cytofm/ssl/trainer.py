@@ -202,8 +202,12 @@ class IBOTTrainer:
 
     def save(self, iteration: int) -> None:
         rngs = self._gather(rng_state())  # every rank's streams, so each resumes its own
-        if self.rank != 0:
-            return
+        if self.rank == 0:
+            self._write_checkpoint(iteration, rngs)
+        if self.distributed:  # nobody goes on (and perhaps reads it) before the checkpoint is there
+            dist.barrier()
+
+    def _write_checkpoint(self, iteration: int, rngs: list) -> None:
         save_atomic({
             "iteration": iteration,
             "student": self.student.state_dict(),
