@@ -96,6 +96,15 @@ def write_store(slides: list[Slide], out: str | os.PathLike) -> Path:
     return out / "manifest.csv"
 
 
+def patient_of(s: Slide, keys: tuple[str, ...]) -> str:
+    """The first of ``keys`` the slide's metadata fills (each tool names the patient column its own way),
+    else the slide id: one slide, one patient."""
+    for k in keys:
+        if s.meta.get(k):
+            return str(s.meta[k])
+    return s.id
+
+
 def meta_json(s: Slide) -> str:
     return json.dumps(s.meta)
 

@@ -24,6 +24,7 @@ from cytofm.features.formats.slides import (
     extra_attrs,
     merge_table_row,
     meta_from,
+    patient_of,
     plain_attrs,
     resolve_mpp,
     write_h5,
@@ -32,13 +33,6 @@ from cytofm.utils.io import read_csv, write_csv
 
 SLIDE_TABLE = "slide_table.csv"
 CLINI_TABLE = "clini_table.csv"
-
-
-def _patient(s: Slide) -> str:
-    for k in ("PATIENT", "patient", "case_id", "patient_id"):
-        if s.meta.get(k):
-            return str(s.meta[k])
-    return s.id
 
 
 def write(slides: list[Slide], out: Path, mpp: float | None = None) -> Path:
@@ -57,7 +51,7 @@ def write(slides: list[Slide], out: Path, mpp: float | None = None) -> Path:
                  "code_hash": str(s.attrs.get("weights_hash", "")), "feat_type": "tile"}
         write_h5(d / f"{s.id}.h5", {"feats": s.features.astype(np.float32),
                                      "coords": s.coords.astype(np.float64) * m}, attrs)
-        patient = _patient(s)
+        patient = patient_of(s, ("PATIENT", "patient", "case_id", "patient_id"))
         table.append({"PATIENT": patient, "FILENAME": f"{s.id}.h5"})
         clini.setdefault(patient, {"PATIENT": patient, **{k: v for k, v in s.meta.items() if k != "PATIENT"}})
     write_csv(d / SLIDE_TABLE, table, ["PATIENT", "FILENAME"])
