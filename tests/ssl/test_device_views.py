@@ -223,3 +223,10 @@ def test_padding_repeats_edges():
     batch, _ = cache.batch([0, 1])
     assert batch.shape == (2, 3, 30, 30) and (batch[0] == 200).all()
     assert math.isclose(float(batch[1].float().mean()), 50.0)
+
+
+def test_cache_keeps_the_decoded_orientation_when_a_header_said_otherwise():
+    im = Image.fromarray(smear(h=30, w=50)[0])  # decoded 50 x 30; the "header" says 30 x 50 (EXIF-rotated file)
+    cache = build_cache(lambda i: (30, 50), lambda i: im, 1, 64, log=lambda m: None)
+    batch, sizes = cache.batch([0])
+    assert sizes.tolist() == [[30, 50]] and np.array_equal(batch[0].permute(1, 2, 0).numpy(), np.asarray(im))

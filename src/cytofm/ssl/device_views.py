@@ -115,6 +115,10 @@ def build_cache(size_of, image_of, n: int, max_side: int, spill_dir: str | os.Pa
     for i in range(n):
         h, w = (int(v) for v in sizes[i])
         im = image_of(i)
+        w2, h2 = fit_side(*im.size, max_side)
+        if (w2, h2) != (w, h) and w2 * h2 <= w * h:  # the header told another size (e.g. an EXIF rotation)
+            w, h = w2, h2
+            sizes[i] = (h, w)
         if im.size != (w, h):
             im = im.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=2.0)
         a = np.asarray(im.convert("RGB"), dtype=np.uint8)
