@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import math
 import os
 import time
@@ -91,6 +92,7 @@ class IBOTTrainer:
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
         self.force_config = force_config
         self.config_history: list[dict] = []
+        self._forced = False  # resumed with changed settings under --force-config
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
@@ -108,7 +110,6 @@ class IBOTTrainer:
         self.tables = [load_table(d) for d in data]
         self.batches = IBOTBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
         self.views = "device" if cfg.data.views == "auto" else cfg.data.views
-        self.dataset = self._device_batches() if self.views == "device" else self.batches
         g = cfg.crops.global_size
         if g % self.student.backbone.patch_size or cfg.crops.local_size % self.student.backbone.patch_size:
             raise ValueError(f"crop sizes ({g}, {cfg.crops.local_size}) must be multiples of the patch size "
@@ -185,7 +186,7 @@ class IBOTTrainer:
 
     def _write_config(self, command: str) -> None:
         path = self.out / "config.yaml"
-        if getattr(self, "_forced", False) and path.exists():
+        if self._forced and path.exists():
             kept = self.out / f"config.until-{self.start_iter}.yaml"
             os.replace(path, kept)
             self.log(f"the settings used until iteration {self.start_iter} are kept in {kept.name}")
@@ -358,6 +359,12 @@ class IBOTTrainer:
             if tb is not None:
                 tb.close()
         return last
+
+    @functools.cached_property
+    def dataset(self):
+        """What the loader reads: the PIL batches, or (device views) the pool decoded once. Built on first
+        use, so a refused resume or a finished run decodes nothing."""
+        return self._device_batches() if self.views == "device" else self.batches
 
     def _device_batches(self):
         """Decode the pool once (said how big first; memory-mapped in RUN/cache when over budget)."""
