@@ -19,19 +19,19 @@ from torchvision.transforms import v2
 from cytofm.ssl.config import CropConfig
 
 # Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) in optical density space.
-_HED_FROM_RGB = np.linalg.inv(np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]]))
-_RGB_FROM_HED = np.linalg.inv(_HED_FROM_RGB)
+HED_FROM_RGB = np.linalg.inv(np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]]))
+RGB_FROM_HED = np.linalg.inv(HED_FROM_RGB)
 
 
 def hed_jitter(img: Image.Image, sigma: float, rng: random.Random) -> Image.Image:
     """Scale and shift each stain concentration: h' = h * U(1-s, 1+s) + U(-s, s)."""
     rgb = np.asarray(img, dtype=np.float32) / 255.0
     od = -np.log(np.clip(rgb, 1e-6, 1.0))
-    hed = od.reshape(-1, 3) @ _HED_FROM_RGB
+    hed = od.reshape(-1, 3) @ HED_FROM_RGB
     alpha = np.array([rng.uniform(1 - sigma, 1 + sigma) for _ in range(3)], np.float32)
     beta = np.array([rng.uniform(-sigma, sigma) for _ in range(3)], np.float32)
     hed = hed * alpha + beta
-    out = np.exp(-(hed @ _RGB_FROM_HED)).reshape(rgb.shape)
+    out = np.exp(-(hed @ RGB_FROM_HED)).reshape(rgb.shape)
     return Image.fromarray((np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 

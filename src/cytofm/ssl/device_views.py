@@ -29,11 +29,12 @@ import torch
 from PIL import Image
 from torchvision.ops import roi_align
 
+from cytofm.ssl import augment
 from cytofm.ssl.config import CropConfig, PretrainConfig
 from cytofm.ssl.masking import make_mask
 
-_HED_FROM_RGB = torch.linalg.inv(torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]]))
-_RGB_FROM_HED = torch.linalg.inv(_HED_FROM_RGB)
+HED_FROM_RGB = torch.from_numpy(augment.HED_FROM_RGB).float()  # the PIL path's stain vectors, one source
+RGB_FROM_HED = torch.from_numpy(augment.RGB_FROM_HED).float()
 _GRAY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2 luma, as PIL's convert("L")
 
 
@@ -229,9 +230,9 @@ def hed_jitter(x: torch.Tensor, u: torch.Tensor, sigma: float) -> torch.Tensor:
     alpha = 1 + sigma * (2 * u[:, :3] - 1)
     beta = sigma * (2 * u[:, 3:] - 1)
     od = -torch.log(x.clamp(1e-6, 1.0))
-    hed = torch.einsum("nchw,cd->ndhw", od, _HED_FROM_RGB.to(x.device, x.dtype))
+    hed = torch.einsum("nchw,cd->ndhw", od, HED_FROM_RGB.to(x.device, x.dtype))
     hed = hed * alpha.view(-1, 3, 1, 1) + beta.view(-1, 3, 1, 1)
-    return torch.exp(-torch.einsum("ndhw,dc->nchw", hed, _RGB_FROM_HED.to(x.device, x.dtype))).clamp_(0, 1)
+    return torch.exp(-torch.einsum("ndhw,dc->nchw", hed, RGB_FROM_HED.to(x.device, x.dtype))).clamp_(0, 1)
 
 
 @_subset
