@@ -1,9 +1,12 @@
 """iBOT training throughput (images/s) and achieved FLOP/s against the bf16 matmul peak of this machine.
 
 Usage: python benchmarks/ibot_throughput.py [--archs vit_small_patch16_224,vit_base_patch16_224] [--batch 8] [--steps 3]
+       python benchmarks/ibot_throughput.py --device cuda --preset vit_base_paper --archs vit_base_patch16_224 --batch 128
 
-The reference crop set-up (2x224 + 10x96, K=8192 prototypes, bf16 autocast). Batches are synthetic
-tensors so only the model step is timed; FLOPs of one step come from torch's FlopCounterMode.
+The crops of ``--preset`` (default ``vit_small``: 2x224 + 10x96, K=8192 prototypes), bf16 autocast. Batches are
+synthetic tensors already on the device so only the model step is timed; FLOPs of one step come from torch's
+FlopCounterMode, and model FLOP utilisation is those FLOPs per second over the bf16 matmul peak measured in
+the same run on the same device (on a GPU also over the datasheet's dense bf16 peak, ``--nominal-tflops``).
 Start it with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736
 (see shared/notes/cpu-performance.md) to keep large allocations off the mmap path.
 """
@@ -21,20 +24,29 @@ from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.trainer import IBOTTrainer
 
 
-def matmul_peak(n: int = 4096, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, n: int = 4096, reps: int = 10) -> float:
+    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
     for _ in range(2):
         a @ b
+    sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def synthetic_batch(cfg: PretrainConfig, g: int) -> dict:
+def synthetic_batch(cfg: PretrainConfig, g: int, device: torch.device) -> dict:
     b = cfg.train.batch_size
-    crops = [torch.randn(b, 3, cfg.crops.global_size, cfg.crops.global_size) for _ in range(2)]
-    crops += [torch.randn(b, 3, cfg.crops.local_size, cfg.crops.local_size) for _ in range(cfg.crops.n_local)]
+    crops = [torch.randn(b, 3, cfg.crops.global_size, cfg.crops.global_size, device=device) for _ in range(2)]
+    crops += [torch.randn(b, 3, cfg.crops.local_size, cfg.crops.local_size, device=device)
+              for _ in range(cfg.crops.n_local)]
     masks = torch.rand(2, b, g, g) < 0.15
     return {"crops": crops, "masks": masks, "iteration": 0}
 
@@ -45,9 +57,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--data", default=None, help="any image folder (only used to build the trainer)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--preset", default="vit_small", help="pretrain preset whose crops and head are timed")
+    ap.add_argument("--nominal-tflops", type=float, default=989.0,
+                    help="datasheet dense bf16 peak of the GPU (H100/H200 SXM: 989)")
     a = ap.parse_args()
-    peak = matmul_peak()
-    print(f"bf16 matmul peak (4096^3, this run): {peak / 1e9:.0f} GFLOP/s")
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if a.device == "auto" else a.device))
+    n = 8192 if device.type == "cuda" else 4096
+    peak = matmul_peak(device, n)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{name}: bf16 matmul peak ({n}^3, this run): {peak / 1e9:.0f} GFLOP/s")
     import tempfile
 
     from PIL import Image
@@ -57,21 +77,29 @@ def main() -> None:
         if a.data is None:
             Image.new("RGB", (256, 256), (200, 150, 180)).save(f"{tmp}/x.png")
         for arch in a.archs.split(","):
-            cfg = build_config(PretrainConfig, "pretrain", "vit_small", [
+            cfg = build_config(PretrainConfig, "pretrain", a.preset, [
                 f"model.arch={arch}", f"train.batch_size={a.batch}", "runtime.precision=bf16", "data.num_workers=0",
-                "train.iterations=100000", "optim.warmup_iters=0"])
+                "train.iterations=100000", "optim.warmup_iters=0", f"runtime.device={device.type}"])
             tr = IBOTTrainer(cfg, [data], f"{tmp}/run-{arch}", log=lambda m: None)
-            batch = synthetic_batch(cfg, cfg.crops.global_size // tr.student.backbone.patch_size)
-            tr.step(batch, 10)  # warm-up
+            batch = synthetic_batch(cfg, cfg.crops.global_size // tr.student.backbone.patch_size, device)
+            for w in range(3 if device.type == "cuda" else 1):  # warm-up (kernel selection on a GPU)
+                tr.step(batch, 10 + w)
             with FlopCounterMode(display=False) as fc:
-                tr.step(batch, 11)
+                tr.step(batch, 13)
             flops = fc.get_total_flops()
+            sync(device)
             t = time.perf_counter()
             for i in range(a.steps):
-                tr.step(batch, 12 + i)
+                tr.step(batch, 14 + i, sync=False)
+            tr.checked()
+            sync(device)
             dt = (time.perf_counter() - t) / a.steps
-            print(f"{arch}: {dt:.2f} s/step, {a.batch / dt:.2f} img/s, {flops / 1e9:.0f} GFLOP/step, "
-                  f"{flops / dt / 1e9:.0f} GFLOP/s = {flops / dt / peak:.0%} of the bf16 peak")
+            nominal = (f", {flops / dt / (a.nominal_tflops * 1e12):.0%} of the datasheet's {a.nominal_tflops:.0f} "
+                       "TFLOP/s" if device.type == "cuda" else "")
+            print(f"{arch} ({a.preset}: {cfg.crops.global_size}x2 + {cfg.crops.n_local}x{cfg.crops.local_size}, "
+                  f"K={cfg.head.out_dim}, batch {a.batch}): {dt:.3f} s/step, {a.batch / dt:.1f} img/s, "
+                  f"{flops / 1e9:.0f} GFLOP/step, {flops / dt / 1e9:.0f} GFLOP/s = MFU {flops / dt / peak:.0%} of the "
+                  f"bf16 peak measured above{nominal}")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def step_times(steps: int, sources: list[str]) -> tuple[float, float]:
         tr = IBOTTrainer(cfg, sources, f"{tmp}/run", log=lambda m: None)
         stamps, real_step = [], tr.step
 
-        def timed(batch, it):
+        def timed(batch, it, **kw):  # synchronous (the default), so the stamps time whole steps
             out = real_step(batch, it)
             stamps.append(time.perf_counter())
             return out

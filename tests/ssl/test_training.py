@@ -258,10 +258,10 @@ def test_metrics_have_each_iteration_once_after_kills(images, tmp_path):
         t = IBOTTrainer(cfg, [str(images)], tmp_path / "r", log=lambda m: None)
         real = t.step
 
-        def dying(batch, it, real=real, kill_at=kill_at):
+        def dying(batch, it, real=real, kill_at=kill_at, **kw):
             if it == kill_at:
                 raise KeyboardInterrupt
-            return real(batch, it)
+            return real(batch, it, **kw)
 
         t.step = dying
         with pytest.raises(KeyboardInterrupt):

@@ -134,6 +134,7 @@ class IBOTTrainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.student, cfg.optim.decay_tokens), lr=0.0,
                                            betas=tuple(cfg.optim.betas))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self._unchecked: list[tuple[int, torch.Tensor]] = []  # losses not yet checked for finiteness
         if resumed:
             self.optimizer.load_state_dict(self._pending["optimizer"])
             self.scaler.load_state_dict(self._pending["scaler"])
@@ -202,6 +203,7 @@ class IBOTTrainer:
         return out
 
     def save(self, iteration: int) -> None:
+        self.checked()  # never write a checkpoint after a non-finite loss
         rngs = self._gather(rng_state())  # every rank's streams, so each resumes its own
         if self.rank == 0:
             self._write_checkpoint(iteration, rngs)
@@ -227,7 +229,11 @@ class IBOTTrainer:
         }, self.out / CHECKPOINT)
 
     # --- one step ----------------------------------------------------------------------------------
-    def step(self, batch: dict, it: int) -> dict[str, float]:
+    def step(self, batch: dict, it: int, sync: bool = True) -> dict:
+        """One iteration. ``sync=False`` returns the metrics as device tensors and defers the finiteness
+        check of the loss to :meth:`checked` (the training loop calls it at every log line and before
+        every checkpoint): waiting for the GPU after each step would leave it idle while Python launches
+        the next one."""
         cfg, dev = self.cfg, self.device
         s = self.sched.at(it)
         for g in self.optimizer.param_groups:
@@ -247,9 +253,6 @@ class IBOTTrainer:
         out = self.loss_fn(list(s_cls.float().chunk(len(crops))), s_patch.float(), index,
                            list(t_cls.float().chunk(2)), t_patch.float(), B, s["teacher_temp"], s["teacher_patch_temp"])
         loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss is {loss.item()} at iteration {it}; stopped, last good checkpoint kept "
-                                   f"in {self.out / CHECKPOINT}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.optim.clip_grad > 0:
@@ -263,8 +266,22 @@ class IBOTTrainer:
         ema_update(self.teacher, self.student, s["momentum"])
         with torch.no_grad():
             spread = torch.nn.functional.normalize(t_cls.float(), dim=-1).std(dim=0).mean()
-        return {"loss": loss.item(), "loss_cls": out["loss_cls"].item(), "loss_patch": out["loss_patch"].item(),
-                "teacher_entropy": out["teacher_entropy"].item(), "teacher_spread": spread.item(), **s}
+        m = {"loss": loss.detach(), "loss_cls": out["loss_cls"].detach(), "loss_patch": out["loss_patch"].detach(),
+             "teacher_entropy": out["teacher_entropy"].detach(), "teacher_spread": spread, **s}
+        self._unchecked.append((it, m["loss"]))
+        return self.checked(m) if sync else m
+
+    def checked(self, m: dict | None = None) -> dict:
+        """Metrics as floats, after checking every loss since the last check (one wait for the device);
+        a non-finite one stops the run before anything more is saved."""
+        if self._unchecked:
+            its, losses = zip(*self._unchecked, strict=True)
+            self._unchecked = []
+            bad = (~torch.isfinite(torch.stack(losses))).nonzero().flatten().tolist()
+            if bad:
+                raise TrainingDiverged(f"loss is {losses[bad[0]].item()} at iteration {its[bad[0]]}; stopped, last "
+                                       f"good checkpoint kept in {self.out / CHECKPOINT}")
+        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in (m or {}).items()}
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -289,14 +306,13 @@ class IBOTTrainer:
             # or a resumed run would diverge from an uninterrupted one
             generator=torch.Generator().manual_seed(cfg.train.seed))
         metrics_path = self.out / "metrics.csv"
-        writer = None
         fields = self._trim_metrics(metrics_path) if self.rank == 0 else None
         f = open(metrics_path, "a", newline="") if self.rank == 0 else None
         task = self.progress.add_task("pretrain", total=T, completed=self.start_iter, rate="") if self.progress and self.rank == 0 else None
         t0 = time.perf_counter()
         last = {}
         log_k = math.log(cfg.head.out_dim)
-        warned = False
+        writer_state = {"f": f, "writer": None, "fields": fields, "warned": False, "log_k": log_k}
         deadline = None if cfg.train.max_minutes is None else t0 + 60 * cfg.train.max_minutes
         monitor = self._knn_monitor()
         tb = self._tensorboard()
@@ -307,40 +323,13 @@ class IBOTTrainer:
                 if "images" in batch:  # device views: the crops are made here, on the training device
                     batch = self.dataset.views(batch, self.device)
                 self.student.train()
-                m = self.step(batch, it)
                 done = it + 1
-                el = time.perf_counter() - t0
-                m["images_per_s"] = (done - self.start_iter) * cfg.train.batch_size * self.world / max(el, 1e-9)
-                m["iteration"] = done
-                m["entropy_ratio"] = m["teacher_entropy"] / log_k
-                if monitor is not None:
-                    m["knn_bacc"] = ""
-                    if done % cfg.train.knn_every == 0 or done == T:
-                        m["knn_bacc"] = round(monitor(self.teacher.backbone), 4)
-                        self.log(f"iteration {done}: kNN balanced accuracy {m['knn_bacc']:.3f} on {cfg.train.knn_data}")
-                if tb is not None and done % cfg.train.log_every == 0:
-                    for k, v in m.items():
-                        if isinstance(v, float | int) and k != "iteration":
-                            tb.add_scalar(k, v, done)
-                last = m
-                if self.rank == 0:
-                    if done % cfg.train.log_every == 0 or done == T:
-                        if writer is None:
-                            writer = csv.DictWriter(f, fieldnames=fields or list(m), restval="", extrasaction="ignore")
-                            if not fields:
-                                writer.writeheader()
-                        writer.writerow(m)
-                        f.flush()
-                    if task is not None:
-                        self.progress.update(task, completed=done, rate=(
-                            f"loss {m['loss']:.3f} (cls {m['loss_cls']:.3f} patch {m['loss_patch']:.3f}) "
-                            f"lr {m['lr']:.1e} T {m['teacher_temp']:.3f}/{m['teacher_patch_temp']:.3f} "
-                            f"m {m['momentum']:.4f} {m['images_per_s']:.1f} img/s"))
-                    if not warned and done > max(cfg.loss.warmup_teacher_temp_iters, 50) and (
-                            m["entropy_ratio"] > 0.98 or m["entropy_ratio"] < 0.02 or m["teacher_spread"] < 1e-4):
-                        self.log(f"warning: possible collapse at iteration {done}: teacher [CLS] entropy "
-                                 f"{m['entropy_ratio']:.2f} x log K, spread {m['teacher_spread']:.2e}")
-                        warned = True
+                knn_now = monitor is not None and (done % cfg.train.knn_every == 0 or done == T)
+                m = self.step(batch, it, sync=False)
+                if task is not None:
+                    self.progress.update(task, completed=done)
+                if done % cfg.train.log_every == 0 or done == T or knn_now:
+                    last = self._log_step(m, done, t0, writer_state, monitor, knn_now, tb, task)
                 if done % cfg.train.save_every == 0 or done == T:
                     self.save(done)
                 if cfg.train.stop_at is not None and done == cfg.train.stop_at and done < T:
@@ -389,6 +378,45 @@ class IBOTTrainer:
         return DeviceBatches(b.sample_plan, cache, {ref: i for i, ref in enumerate(refs)}, cfg,
                              self.student.backbone.patch_size,
                              views_in_loader=self.device.type == "cpu" and cfg.data.num_workers > 0)
+
+    def _log_step(self, m: dict, done: int, t0: float, ws: dict, monitor, knn_now: bool, tb, task) -> dict:
+        """A log line: the metrics as floats (checked finite), metrics.csv, TensorBoard, progress, collapse watch."""
+        cfg, T = self.cfg, self.cfg.train.iterations
+        m = self.checked(m)
+        el = time.perf_counter() - t0
+        m["images_per_s"] = (done - self.start_iter) * cfg.train.batch_size * self.world / max(el, 1e-9)
+        m["iteration"] = done
+        m["entropy_ratio"] = m["teacher_entropy"] / ws["log_k"]
+        if monitor is not None:
+            m["knn_bacc"] = ""
+            if knn_now:
+                m["knn_bacc"] = round(monitor(self.teacher.backbone), 4)
+                self.log(f"iteration {done}: kNN balanced accuracy {m['knn_bacc']:.3f} on {cfg.train.knn_data}")
+        if tb is not None and done % cfg.train.log_every == 0:
+            for k, v in m.items():
+                if isinstance(v, float | int) and k != "iteration":
+                    tb.add_scalar(k, v, done)
+        if self.rank != 0:
+            return m
+        if done % cfg.train.log_every == 0 or done == T:
+            if ws["writer"] is None:
+                ws["writer"] = csv.DictWriter(ws["f"], fieldnames=ws["fields"] or list(m), restval="",
+                                              extrasaction="ignore")
+                if not ws["fields"]:
+                    ws["writer"].writeheader()
+            ws["writer"].writerow(m)
+            ws["f"].flush()
+        if task is not None:
+            self.progress.update(task, completed=done, rate=(
+                f"loss {m['loss']:.3f} (cls {m['loss_cls']:.3f} patch {m['loss_patch']:.3f}) "
+                f"lr {m['lr']:.1e} T {m['teacher_temp']:.3f}/{m['teacher_patch_temp']:.3f} "
+                f"m {m['momentum']:.4f} {m['images_per_s']:.1f} img/s"))
+        if not ws["warned"] and done > max(cfg.loss.warmup_teacher_temp_iters, 50) and (
+                m["entropy_ratio"] > 0.98 or m["entropy_ratio"] < 0.02 or m["teacher_spread"] < 1e-4):
+            self.log(f"warning: possible collapse at iteration {done}: teacher [CLS] entropy "
+                     f"{m['entropy_ratio']:.2f} x log K, spread {m['teacher_spread']:.2e}")
+            ws["warned"] = True
+        return m
 
     def _all_agree(self, flag: bool) -> bool:
         """True on every rank as soon as one rank says so (a wall-time stop must be taken together)."""
