@@ -26,3 +26,27 @@ def test_shipped_encoder_names_its_record():
     rows = read_record(st.parent / name)
     counts = {d: sum(r["dataset"] == d for r in rows) for d in ("bccd", "herlev", "cric")}
     assert counts == {"bccd": 364, "herlev": 917, "cric": 2121}  # every image of the three shared sets
+
+
+def test_attach_record_names_the_record_and_the_split_it_came_from(tmp_path):
+    import hashlib
+
+    from cytofm.data.pretraining_record import attach_record
+    from cytofm.data.split_files import part_of, split_file
+
+    names = part_of("herlev", "pretrain")[:2]
+    rows = [{"dataset": "herlev", "relpath": n, "sha256": "a" * 64, "phash": "0" * 16} for n in names]
+    rows.append({"dataset": "other", "relpath": "x.png", "sha256": "b" * 64, "phash": "1" * 16})
+    rec = write_record(rows, tmp_path / "rec.csv.gz")
+    js = tmp_path / "enc.json"
+    js.write_text(json.dumps({"architecture": "vit_small_patch16_224"}))
+    meta = attach_record(js, rec)
+    assert meta == json.loads(js.read_text())
+    assert meta["pretraining_record"] == "enc.pretraining.csv.gz"
+    assert read_record(tmp_path / "enc.pretraining.csv.gz") == read_record(rec)
+    assert meta["pretraining_data"]["datasets"] == {"herlev": 2, "other": 1}
+    sha = hashlib.sha256(split_file("herlev").read_bytes()).hexdigest()
+    assert meta["pretraining_data"]["splits"] == {"herlev": {"file": "cytofm/data/splits/herlev.csv",
+                                                             "part": "pretrain", "sha256": sha}}
+    with pytest.raises(ValueError, match="empty"):
+        attach_record(js, write_record([], tmp_path / "empty.csv.gz"))

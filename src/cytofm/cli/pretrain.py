@@ -60,6 +60,7 @@ def export(
     half: Annotated[bool, typer.Option("--half", help="Store weights in float16 (half the size).")] = False,
     hf_dir: Annotated[Path | None, typer.Option("--hf-dir", help="Also (or only) write the Hugging Face hub layout timm reads into this folder: config.json, model.safetensors, README.md.")] = None,
     push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", metavar="ORG/REPO", help="Upload the --hf-dir folder to this hub repository (private; needs huggingface_hub and a login: pip install 'cytofm[hub]', hf auth login).")] = None,
+    pretraining_record: Annotated[Path | None, typer.Option("--pretraining-record", help="Record of the images the run was pretrained on (dataset,relpath,sha256,phash; scripts/build_pretraining_pool.py --record): copied beside --out and named in FILE.json, so evaluations can find images the encoder has seen.")] = None,
 ) -> None:
     """Export the teacher backbone as timm-layout safetensors plus FILE.json (architecture, model_args),
     and/or as a hub folder (--hf-dir) that timm.create_model("local-dir:DIR", pretrained=True) loads.
@@ -73,6 +74,8 @@ def export(
         fail("give --out FILE.safetensors, --hf-dir DIR, or both")
     if push_to_hub and hf_dir is None:
         fail("--push-to-hub uploads the --hf-dir folder: give --hf-dir DIR too")
+    if pretraining_record is not None and (out is None or not pretraining_record.is_file()):
+        fail(f"--pretraining-record goes with --out FILE and an existing record file ({pretraining_record})")
     if str(run) == "shipped" and not run.exists():
         from cytofm.models.shipped import shipped_weights
 
@@ -83,6 +86,12 @@ def export(
                 fail(f"{run} is already an export; use --hf-dir DIR to lay it out for the hub")
             st, js, it = export_run(run, out, half)
             console.print(f"[green]exported[/green] {st} and {js} (iteration {it})")
+            if pretraining_record is not None:
+                from cytofm.data.pretraining_record import attach_record
+
+                meta = attach_record(js, pretraining_record)
+                console.print(f"pretraining record: {meta['pretraining_record']} "
+                              f"({meta['pretraining_data']['images']} images)")
         if hf_dir is not None:
             d = export_hub(run, hf_dir, half=half)
             console.print(f"[green]exported[/green] {d}/config.json, model.safetensors, README.md "

@@ -37,3 +37,35 @@ def read_record(path: str | os.PathLike) -> list[dict]:
     if rows and not set(COLUMNS) <= set(rows[0]):
         raise ValueError(f"{p}: a pretraining record needs the columns {', '.join(COLUMNS)}")
     return rows
+
+
+def attach_record(export_json: str | os.PathLike, record: str | os.PathLike) -> dict:
+    """Put ``record`` beside an export as ``<stem>.pretraining.csv.gz`` and name it in the export's JSON with
+    a summary: images per data set and, where a data set has a split shipped with cytofm, that split file
+    and its SHA-256 (so a reader knows which part was used without the project at hand)."""
+    import hashlib
+    import json
+    import shutil
+
+    from cytofm.data.split_files import DATASETS, split_file
+
+    js = Path(export_json)
+    rows = read_record(record)
+    if not rows:
+        raise ValueError(f"{record}: the pretraining record is empty")
+    dest = js.with_name(js.stem + ".pretraining.csv.gz")
+    if Path(record).resolve() != dest.resolve():
+        if Path(record).suffix == ".gz":
+            shutil.copyfile(record, dest)
+        else:
+            write_record(rows, dest)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["dataset"]] = counts.get(r["dataset"], 0) + 1
+    splits = {d: {"file": f"cytofm/data/splits/{d}.csv", "part": "pretrain",
+                  "sha256": hashlib.sha256(split_file(d).read_bytes()).hexdigest()} for d in counts if d in DATASETS}
+    meta = json.loads(js.read_text())
+    meta["pretraining_record"] = dest.name
+    meta["pretraining_data"] = {"images": len(rows), "datasets": dict(sorted(counts.items())), "splits": splits}
+    js.write_text(json.dumps(meta, indent=2))
+    return meta

@@ -49,6 +49,14 @@ class TaskConfig(Section):
     """MIL tasks: a folder of Pascal VOC XML files named like the sources; the ABMIL attention is scored
     against them (attention mass on the object and pointing game, with their chance levels)."""
     box_class: str = "WBC"
+    split: str | None = None
+    """A fixed split to evaluate one part of: ``cytofm:<dataset>`` (a split shipped with cytofm, e.g.
+    ``cytofm:herlev``) or a CSV ``image,part`` (paths as in the data's manifest)."""
+    part: Literal["pretrain", "eval"] = "eval"
+    points: str | None = None
+    """A point table ``image,x,y,<label>`` (paths relative to its folder): the items are ``crop_size``
+    crops centred on the points (cell-level tasks on annotated fields); group splits by ``field``."""
+    crop_size: int = Field(80, ge=8)
 
 
 class BenchmarkConfig(Section):
@@ -120,6 +128,29 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
     return rows
 
 
+def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Path:
+    """The task's items: its data as given, one part of a split, or cell crops around annotated points."""
+    from cytofm.eval.task_data import load_split_map, part_manifest, point_crops
+
+    split = load_split_map(task.split, base) if task.split else None
+    tag = f"{task.part}" if split is not None else "all"
+    if task.points:
+        d = out / "cache" / "cells" / f"{_slug(task.name)}_{tag}_{task.crop_size}px"
+        m, n = point_crops(_resolve(base, task.points), task.label, task.crop_size, d, split, task.part,
+                           tuple(task.exclude))
+        log(f"[{task.name}] {n} cell crops of {task.crop_size} px around the points of {task.points}"
+            + (f" ({task.part} part of {task.split})" if split is not None else ""))
+        return m
+    if split is not None:
+        if not (data.suffix == ".csv" and data.is_file()):
+            raise ValueError(f"[{task.name}] `split` needs a manifest CSV as data, not {data}")
+        m, n = part_manifest(data, split, task.part, out / "cache" / "parts" / f"{_slug(data.parent.name)}_{tag}"
+                             / "manifest.csv")
+        log(f"[{task.name}] {n} images of the {task.part} part of {task.split}")
+        return m
+    return data
+
+
 def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, progress, log):
     """One feature store per encoder (spec -> (store, resolved spec, weights hash)); missing weights skip."""
     from cytofm.config.loader import build_config
@@ -128,7 +159,7 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
     from cytofm.features.extract import run_extract
     from cytofm.models.zoo import EncoderError, create_encoder
 
-    data = _resolve(base, task.data)
+    data = _task_input(task, _resolve(base, task.data), base, out, log)
     source = data
     if task.mode == "tiles":
         meta = {"label_column": task.label} if str(data).endswith(".csv") else {"labels_from_folders": data.is_dir()}

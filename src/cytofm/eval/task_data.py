@@ -1,0 +1,103 @@
+"""What a benchmark task evaluates on: one part of a fixed split, and cells cut around annotated points.
+
+Both write a plain manifest (absolute paths, so it works from any folder) that the rest of the benchmark
+reads like any other input. Written here rather than taken from a library because the inputs are the
+project's own split files and the point tables of cytology sets (``image,x,y,label``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PATH_COLUMNS = ("path", "image", "file", "filename")
+
+
+def load_split_map(spec: str, base: Path) -> dict[str, str]:
+    """``{relative image path: part}`` from ``cytofm:<dataset>`` (a shipped split) or a CSV ``image,part``."""
+    from cytofm.data.split_files import load_split
+
+    if spec.startswith("cytofm:"):
+        return load_split(spec.split(":", 1)[1])
+    p = Path(spec) if Path(spec).is_absolute() else base / spec
+    with open(p, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"image", "part"} <= set(rows[0]):
+        raise ValueError(f"{p}: a split file needs the columns image, part")
+    return {r["image"]: r["part"] for r in rows}
+
+
+def _path_column(header: list[str], where: Path) -> str:
+    col = next((c for c in PATH_COLUMNS if c in header), None)
+    if col is None:
+        raise ValueError(f"{where}: no image path column (one of {', '.join(PATH_COLUMNS)})")
+    return col
+
+
+def part_manifest(manifest: Path, split: dict[str, str], part: str, out: Path) -> tuple[Path, int]:
+    """Rows of ``manifest`` whose image the split puts in ``part``, paths made absolute; images the split
+    does not name are refused (a split that does not cover the data would silently shrink the task)."""
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = list(reader.fieldnames or []), list(reader)
+    col = _path_column(header, manifest)
+    unknown = [r[col] for r in rows if r[col] not in split]
+    if unknown:
+        raise ValueError(f"{manifest}: {len(unknown)} image(s) not in the split file (first: {unknown[0]})")
+    keep = [dict(r, **{col: str((manifest.parent / r[col]).resolve())}) for r in rows if split[r[col]] == part]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write(out, header, keep)
+    return out, len(keep)
+
+
+def point_crops(points: Path, label: str, size: int, out_dir: Path, split: dict[str, str] | None = None,
+                part: str | None = None, exclude: tuple[str, ...] = ()) -> tuple[Path, int]:
+    """One ``size`` x ``size`` crop centred on each annotated point (``image,x,y,<label>``), padded with the
+    image's edge pixels where the point is near the border; ``field`` (the source image) is the column
+    to group splits by, since cells of one field are not independent. Crops already written are reused."""
+    with open(points, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"image", "x", "y", label} <= set(rows[0]):
+        raise ValueError(f"{points}: a point table needs the columns image, x, y, {label}")
+    rows = [r for r in rows if r[label] not in exclude]
+    if split is not None:
+        missing = sorted({r["image"] for r in rows} - set(split))
+        if missing:
+            raise ValueError(f"{points}: image {missing[0]} is not in the split file")
+        rows = [r for r in rows if split[r["image"]] == part]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    half, by_image, manifest = size // 2, {}, []
+    for r in rows:
+        by_image.setdefault(r["image"], []).append(r)
+    for image, cells in sorted(by_image.items()):
+        src = points.parent / image
+        stem = Path(image).with_suffix("").as_posix().replace("/", "__")
+        todo = [(k, c) for k, c in enumerate(cells) if not (out_dir / f"{stem}__{k}.png").is_file()]
+        if todo:
+            with Image.open(src) as im:
+                arr = np.asarray(im.convert("RGB"))
+            # edge pixels repeated into the margin (a black frame would be a feature of border cells)
+            padded = np.pad(arr, ((half, size - half), (half, size - half), (0, 0)), mode="edge")
+            for k, c in todo:
+                x, y = round(float(c["x"])), round(float(c["y"]))
+                x, y = min(max(x, 0), arr.shape[1] - 1), min(max(y, 0), arr.shape[0] - 1)
+                Image.fromarray(padded[y:y + size, x:x + size]).save(out_dir / f"{stem}__{k}.png")
+        for k, c in enumerate(cells):
+            manifest.append({"path": str((out_dir / f"{stem}__{k}.png").resolve()), label: c[label],
+                             "field": image, "x": c["x"], "y": c["y"]})
+    out = out_dir / "manifest.csv"
+    _write(out, ["path", label, "field", "x", "y"], manifest)
+    return out, len(manifest)
+
+
+def _write(path: Path, header: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
