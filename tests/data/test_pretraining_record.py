@@ -24,8 +24,13 @@ def test_shipped_encoder_names_its_record():
     st = shipped_weights()
     name = json.loads(st.with_suffix(".json").read_text())["pretraining_record"]
     rows = read_record(st.parent / name)
-    counts = {d: sum(r["dataset"] == d for r in rows) for d in ("bccd", "herlev", "cric")}
-    assert counts == {"bccd": 364, "herlev": 917, "cric": 2121}  # every image of the three shared sets
+    from cytofm.data.split_files import DATASETS, part_of
+
+    # exactly the pretraining parts of the shipped split: no evaluation image
+    for d in DATASETS:
+        assert sorted(r["relpath"] for r in rows if r["dataset"] == d) == part_of(d, "pretrain"), d
+    meta = json.loads(st.with_suffix(".json").read_text())["pretraining_data"]
+    assert meta["datasets"] == {"bccd": 219, "chula_rbc12": 431, "cric": 2121, "herlev": 549}
 
 
 def test_attach_record_names_the_record_and_the_split_it_came_from(tmp_path):

@@ -36,11 +36,14 @@ def test_record_found_through_the_weights_json_and_items_marked(tmp_path):
     assert check_encoder(f"random:{tmp_path / '0.png'}", hashes) == (None, "")  # a file without a JSON beside it
 
 
-def test_shipped_encoder_saw_every_herlev_image():
-    """The spec as the zoo resolves `cytofm` (the shipped weights' path)."""
+def test_shipped_encoder_saw_the_pretraining_part_and_not_the_evaluation_part():
+    """The spec as the zoo resolves `cytofm` (the shipped weights' path), on Herlev cells of both parts."""
+    from cytofm.data.split_files import part_of
     from cytofm.models.shipped import shipped_weights
 
     herlev = shared_data("herlev")
-    paths = sorted((herlev / "images").rglob("*.BMP"))[:40]
-    seen, name = check_encoder(f"cytofm:{shipped_weights()}", [hash_image(p) for p in paths])
-    assert (seen, name) == (1.0, "cytofm_vit_small_patch16.pretraining.csv.gz")
+    spec = f"cytofm:{shipped_weights()}"
+    for part, expected in (("pretrain", 1.0), ("eval", 0.0)):
+        paths = [herlev / n for n in part_of("herlev", part)[:40]]
+        seen, name = check_encoder(spec, [hash_image(p) for p in paths])
+        assert (seen, name) == (expected, "cytofm_vit_small_patch16.pretraining.csv.gz"), part
