@@ -43,7 +43,8 @@ if [ "$(left)" -gt 75 ]; then
     --archs vit_base_patch16_224 --batch 128 --steps 10 2>&1 | tee "$S/mfu_vit_base.txt"
 fi
 if [ "$(left)" -gt 60 ]; then  # the old path (PIL views in loader processes), same data and model
-  D=(); for d in "$RUN"/prep/*; do D+=(--data "$d"); done
+  # the same sources in the same order as train_shipped_encoder.sh, so its weights apply one to one
+  D=(); for d in bccd_224 bccd_112 bccd_half chula_rbc12_224 chula_rbc12_112 chula_rbc12_half herlev cric; do D+=(--data "$RUN/prep/$d"); done
   timeout $(( $(left) - 20 )) $CYTOFM pretrain --preset shipped "${D[@]}" --out "$RUN/pil" data.views=pil \
     "data.num_workers=$(( $(nproc) - 2 ))" train.batch_size=128 train.iterations=60 train.log_every=5 \
     train.save_every=100000 "data.weights=[0.08,0.08,0.04,0.16,0.16,0.08,0.2,0.2]" > "$S/pil.log" 2>&1

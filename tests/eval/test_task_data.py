@@ -58,6 +58,21 @@ def test_point_crops_keep_one_part_and_reuse_crops(field, tmp_path):
         point_crops(root / "cells.csv", "type", 4, tmp_path / "c2", {"images/b.png": "eval"}, "eval")
 
 
+def test_reused_crops_stay_with_their_points_when_the_rows_change(field, tmp_path):
+    root, _ = field
+    point_crops(root / "cells.csv", "type", 4, tmp_path / "crops")  # every row, "drop" included
+    m, _ = point_crops(root / "cells.csv", "type", 4, tmp_path / "crops", exclude=("normal",))
+    for r in _rows(m):  # each reused crop is centred on its own row's point
+        assert tuple(np.asarray(Image.open(r["path"]))[2, 2][:2]) == (int(r["y"]), int(r["x"]))
+
+
+def test_an_unreadable_field_is_named(field, tmp_path):
+    root, _ = field
+    (root / "images" / "a.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"a\.png: cannot read the image of 2 annotated point"):
+        point_crops(root / "cells.csv", "type", 4, tmp_path / "crops")
+
+
 def test_part_manifest_keeps_the_part_with_absolute_paths_and_refuses_unknown_images(field, tmp_path):
     root, _ = field
     (root / "manifest.csv").write_text("image,label\nimages/a.png,x\nimages/b.png,y\n")

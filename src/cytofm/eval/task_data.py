@@ -8,11 +8,12 @@ project's own split files and the point tables of cytology sets (``image,x,y,lab
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from cytofm.utils.io import write_csv
 
 PATH_COLUMNS = ("path", "image", "file", "filename")
 
@@ -50,7 +51,7 @@ def part_manifest(manifest: Path, split: dict[str, str], part: str, out: Path) -
         raise ValueError(f"{manifest}: {len(unknown)} image(s) not in the split file (first: {unknown[0]})")
     keep = [dict(r, **{col: str((manifest.parent / r[col]).resolve())}) for r in rows if split[r[col]] == part]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write(out, header, keep)
+    write_csv(out, keep, header)
     return out, len(keep)
 
 
@@ -76,28 +77,25 @@ def point_crops(points: Path, label: str, size: int, out_dir: Path, split: dict[
     for image, cells in sorted(by_image.items()):
         src = points.parent / image
         stem = Path(image).with_suffix("").as_posix().replace("/", "__")
-        todo = [(k, c) for k, c in enumerate(cells) if not (out_dir / f"{stem}__{k}.png").is_file()]
+        # named by the point, not its row number: a crop on disk is the crop of that point whatever the
+        # table's other rows (a changed `exclude` must not pair old crops with new labels)
+        names = [f"{stem}__x{float(c['x']):g}_y{float(c['y']):g}.png" for c in cells]
+        todo = [(n, c) for n, c in zip(names, cells, strict=True) if not (out_dir / n).is_file()]
         if todo:
-            with Image.open(src) as im:
-                arr = np.asarray(im.convert("RGB"))
+            try:
+                with Image.open(src) as im:
+                    arr = np.asarray(im.convert("RGB"))
+            except OSError as e:
+                raise ValueError(f"{src}: cannot read the image of {len(cells)} annotated point(s) ({e})") from None
             # edge pixels repeated into the margin (a black frame would be a feature of border cells)
             padded = np.pad(arr, ((half, size - half), (half, size - half), (0, 0)), mode="edge")
-            for k, c in todo:
+            for n, c in todo:
                 x, y = round(float(c["x"])), round(float(c["y"]))
                 x, y = min(max(x, 0), arr.shape[1] - 1), min(max(y, 0), arr.shape[0] - 1)
-                Image.fromarray(padded[y:y + size, x:x + size]).save(out_dir / f"{stem}__{k}.png")
-        for k, c in enumerate(cells):
-            manifest.append({"path": str((out_dir / f"{stem}__{k}.png").resolve()), label: c[label],
-                             "field": image, "x": c["x"], "y": c["y"]})
+                Image.fromarray(padded[y:y + size, x:x + size]).save(out_dir / n)
+        for n, c in zip(names, cells, strict=True):
+            manifest.append({"path": str((out_dir / n).resolve()), label: c[label], "field": image,
+                             "x": c["x"], "y": c["y"]})
     out = out_dir / "manifest.csv"
-    _write(out, ["path", label, "field", "x", "y"], manifest)
+    write_csv(out, manifest, ["path", label, "field", "x", "y"])
     return out, len(manifest)
-
-
-def _write(path: Path, header: list[str], rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
