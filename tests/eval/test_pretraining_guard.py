@@ -27,6 +27,8 @@ def test_record_found_through_the_weights_json_and_items_marked(tmp_path):
     spec = f"cytofm:{tmp_path / 'w.safetensors'}"
     assert pretraining_record_for(spec) == tmp_path / "w.rec.csv.gz"
     assert check_encoder(spec, hashes) == (0.75, "w.rec.csv.gz")
+    # another readout of the same weights saw the same images
+    assert check_encoder(spec + "#pool=cls+mean", hashes) == (0.75, "w.rec.csv.gz")
     # a re-encoded copy of a recorded image (different bytes, same picture) still counts as seen
     Image.open(paths[3]).save(tmp_path / "3.bmp")
     write_record([{"dataset": "d", "relpath": "3.bmp", "sha256": hash_image(tmp_path / "3.bmp").sha256,

@@ -103,3 +103,28 @@ def test_task_input_writes_the_eval_part_manifest(field, tmp_path):
     cells = TaskConfig(name="c", data="manifest.csv", label="type", split="split.csv", points="cells.csv", crop_size=8)
     m = _task_input(cells, root / "manifest.csv", root, tmp_path / "out", log=lambda s: None)
     assert [r["type"] for r in _rows(m)] == ["normal", "drop"]
+
+
+def test_pretraining_guard_checks_the_field_a_crop_was_cut_from(field, tmp_path):
+    """An encoder pretrained on a field has seen its cells, although no crop's bytes were in its pool."""
+    from cytofm.data.hashing import hash_image
+    from cytofm.eval.benchmark import _source_hashes
+    from cytofm.eval.pretraining_guard import seen_in_pretraining
+    from cytofm.utils.io import write_csv
+
+    root, _ = field
+    # field b differs from a, so that the guard can tell them apart
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 20, 3)).astype(np.uint8)).save(root / "images" / "b.png")
+    m, _ = point_crops(root / "cells.csv", "type", 4, tmp_path / "crops", exclude=("drop",))
+    rows = _rows(m)
+    assert [r["source_image"] for r in rows] == [str((root / "images" / f).resolve()) for f in ("a.png", "a.png", "b.png")]
+    store = tmp_path / "store"
+    store.mkdir()
+    ids = [f"c{k}" for k in range(3)]
+    write_csv(store / "manifest.csv", [dict(r, id=i) for i, r in zip(ids, rows, strict=True)])
+    crops = [hash_image(r["path"]) for r in rows]
+    guard = _source_hashes(store, ids, crops)
+    record = [{"sha256": hash_image(root / "images" / "a.png").sha256, "phash": hash_image(root / "images" / "a.png").phash}]
+    assert seen_in_pretraining(guard, record).tolist() == [True, True, False]
+    assert seen_in_pretraining(crops, record).tolist() == [False, False, False]  # what the crops alone would say
+    assert _source_hashes(store, ids, None) is None

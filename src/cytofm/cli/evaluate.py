@@ -7,7 +7,23 @@ from typing import Annotated
 
 import typer
 
-from cytofm.cli.common import console, fail, make_progress, out_console, user_errors
+from cytofm.cli.common import (
+    CONFIG_HELP,
+    OVERRIDES_HELP,
+    PRINT_CONFIG_HELP,
+    console,
+    default,
+    fail,
+    info,
+    make_progress,
+    out_console,
+    resolve_settings,
+    split_overrides,
+    user_errors,
+    warn,
+)
+from cytofm.config.loader import config_dict
+from cytofm.eval.command_config import PROBE_METHODS, MilConfig, ProbeConfig
 
 FOLDS = typer.Option(help="Cross-validation folds (lowered with a warning for rare classes).")
 SEEDS = typer.Option(help="Comma-separated seeds; each repeats the whole k-fold.")
@@ -15,18 +31,14 @@ GROUP = typer.Option(help="Column grouping items of one specimen/patient (kept o
 SPLIT = typer.Option(help="Column with fixed train/test values instead of cross-validation.")
 
 
-def _setup(features: Path, label: str, out: Path, group_column, split_column, folds: int, seeds: str, exclude: str):
+def _setup(features: Path, label: str, out: Path, group_column, split_column, folds: int, seeds: list[int],
+           exclude: list[str]):
     from cytofm.eval.splits import ProtocolError
     from cytofm.eval.tasks import prepare_eval
 
     try:
-        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
-    except ValueError:
-        fail(f"--seeds must be comma-separated integers, not '{seeds}'")
-    try:
-        data, splits = prepare_eval(features, label, group_column, split_column, folds, seed_list,
-                                    [x for x in exclude.split(",") if x], log=lambda m: console.print(m, markup=False),
-                                    warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+        data, splits = prepare_eval(features, label, group_column, split_column, folds, tuple(seeds), list(exclude),
+                                    log=info, warn=warn)
     except ProtocolError as e:
         fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
@@ -44,88 +56,141 @@ def _report(summaries: list[dict], out: Path, options: dict) -> None:
     md = markdown_table(summaries)
     (out / "results.md").write_text(md)
     (out / "config.yaml").write_text(f"# written by cytofm {__version__}\n" + yaml.safe_dump(options, sort_keys=False))
-    out_console.print(md)
+    out_console.print(md, markup=False)
     console.print(f"[green]written[/green] {out}/results.csv, results.md, per-fold and per-item CSVs, confusion PNGs")
+
+
+P, M = ProbeConfig, MilConfig
+REQUIRED = {"features": "--features DIR", "label": "--label COLUMN", "out": "--out DIR"}
+FEATURES = typer.Option(help="Feature store folder (from `cytofm extract`).", show_default=False)
+LABEL = typer.Option(help="Label column of the store's manifest.", show_default=False)
+OUT = typer.Option(help="Output folder.", show_default=False)
+OVERRIDES = typer.Argument(help=OVERRIDES_HELP.replace("tiling.patch_size=128 foreground.min_fraction=0.2",
+                                                       "folds=10 seeds=0,1,2,3,4"), show_default=False)
+
+
+def _title(features: Path, label: str) -> str:
+    """Which encoder on which task, for the figures: the store's encoder spec and the label column."""
+    import json
+
+    from cytofm.eval.display import display_name
+
+    try:
+        spec = json.loads((features / "store.json").read_text()).get("encoder", "")
+    except (OSError, ValueError):
+        spec = ""
+    return f"{display_name(spec) or features.name} on {label}"
 
 
 @user_errors
 def probe(
-    features: Annotated[Path, typer.Option(help="Feature store folder (from `cytofm extract`).")],
-    label: Annotated[str, typer.Option(help="Label column of the store's manifest.")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
-    methods: Annotated[str, typer.Option(help="Comma-separated: linear, knn, fewshot.")] = "linear,knn",
-    folds: Annotated[int, FOLDS] = 5,
-    seeds: Annotated[str, SEEDS] = "0,1,2",
-    group_column: Annotated[str | None, GROUP] = None,
-    split_column: Annotated[str | None, SPLIT] = None,
-    knn_k: Annotated[int, typer.Option(help="Neighbours of the kNN probe.")] = 20,
-    shots: Annotated[int, typer.Option(help="Labelled examples per class for few-shot.")] = 5,
+    ctx: typer.Context,
+    overrides: Annotated[list[str] | None, OVERRIDES] = None,
+    features: Annotated[Path | None, FEATURES] = None,
+    label: Annotated[str | None, LABEL] = None,
+    out: Annotated[Path | None, OUT] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: linear, knn, fewshot.")] = ",".join(default(P, "methods")),
+    folds: Annotated[int, FOLDS] = default(P, "folds"),
+    seeds: Annotated[str, SEEDS] = ",".join(map(str, default(P, "seeds"))),
+    group_column: Annotated[str | None, GROUP] = default(P, "group_column"),
+    split_column: Annotated[str | None, SPLIT] = default(P, "split_column"),
+    knn_k: Annotated[int, typer.Option(help="Neighbours of the kNN probe.")] = default(P, "knn_k"),
+    shots: Annotated[int, typer.Option(help="Labelled examples per class for few-shot.")] = default(P, "shots"),
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """Linear probe, cosine kNN and few-shot on frozen features (items mean-pooled over their instances),
-    stratified k-fold x seeds, mean +- sd and 95% bootstrap CIs; per-item predictions and confusion matrices."""
+    stratified k-fold x seeds, mean +- sd and 95% bootstrap CIs; per-item predictions and confusion matrices.
+
+    Example: cytofm probe --features feats --label label --out probe methods=linear,knn,fewshot
+    """
     from cytofm.eval.tasks import evaluate_probes
 
-    data, splits = _setup(features, label, out, group_column, split_column, folds, seeds, exclude)
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    cfg = resolve_settings(ctx, P, config, overrides, print_config, REQUIRED)
+    bad = [m for m in cfg.methods if m not in PROBE_METHODS]
+    if bad:
+        fail(f"unknown probe method(s) {', '.join(bad)}; valid: {', '.join(PROBE_METHODS)}")
+    features, out = Path(cfg.features), Path(cfg.out)
+    data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds, cfg.exclude)
     with make_progress() as progress:
         try:
-            summaries = evaluate_probes(data, splits, out, chosen, knn_k, shots, progress)
+            summaries = evaluate_probes(data, splits, out, cfg.methods, cfg.knn_k, cfg.shots, progress,
+                                        title=_title(features, cfg.label))
         except ValueError as e:
             fail(str(e))
-    _report(summaries, out, {"features": str(features), "label": label, "methods": chosen, "folds": folds, "seeds": seeds,
-                             "group_column": group_column, "split_column": split_column, "knn_k": knn_k, "shots": shots,
-                             "classes": data.classes, "n_items": len(data.y)})
+    _report(summaries, out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
 
 
 @user_errors
 def mil(
-    features: Annotated[Path, typer.Option(help="Feature store folder (tiles mode: one bag per item).")],
-    label: Annotated[str, typer.Option(help="Label column of the store's manifest.")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
-    folds: Annotated[int, FOLDS] = 5,
-    seeds: Annotated[str, SEEDS] = "0,1,2",
-    group_column: Annotated[str | None, GROUP] = None,
-    split_column: Annotated[str | None, SPLIT] = None,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on an inner validation split).")] = 50,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-4,
+    ctx: typer.Context,
+    overrides: Annotated[list[str] | None, OVERRIDES] = None,
+    features: Annotated[Path | None, typer.Option(help="Feature store folder (tiles mode: one bag per item).", show_default=False)] = None,
+    label: Annotated[str | None, LABEL] = None,
+    out: Annotated[Path | None, OUT] = None,
+    folds: Annotated[int, FOLDS] = default(M, "folds"),
+    seeds: Annotated[str, SEEDS] = ",".join(map(str, default(M, "seeds"))),
+    group_column: Annotated[str | None, GROUP] = default(M, "group_column"),
+    split_column: Annotated[str | None, SPLIT] = default(M, "split_column"),
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on an inner validation split).")] = default(M, "epochs"),
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = default(M, "lr"),
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """Gated attention MIL (ABMIL) over folds x seeds, class-balanced loss, early stopping; writes metrics
-    with CIs, per-item predictions, confusion matrices and each item's attention (attention_<seed>.npz)."""
+    with CIs, per-item predictions, confusion matrices and each item's attention (attention_<seed>.npz).
+
+    Example: cytofm mil --features bags --label wbc_type --out mil epochs=30
+    """
     from cytofm.eval.tasks import evaluate_mil
 
-    data, splits = _setup(features, label, out, group_column, split_column, folds, seeds, exclude)
+    cfg = resolve_settings(ctx, M, config, overrides, print_config, REQUIRED)
+    features, out = Path(cfg.features), Path(cfg.out)
+    data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds, cfg.exclude)
     with make_progress() as progress:
-        summary = evaluate_mil(data, splits, out, epochs, lr, progress)
-    _report([summary], out, {"features": str(features), "label": label, "folds": folds, "seeds": seeds,
-                             "group_column": group_column, "split_column": split_column, "epochs": epochs, "lr": lr,
-                             "classes": data.classes, "n_items": len(data.y)})
+        summary = evaluate_mil(data, splits, out, cfg.epochs, cfg.lr, progress, title=_title(features, cfg.label))
+    _report([summary], out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
 
 
 @user_errors
 def benchmark(
-    config: Annotated[str, typer.Argument(help="Benchmark YAML (tasks and encoders) or a preset: shared_data, cytofm_paper.")],
-    out: Annotated[Path, typer.Option(help="Output folder: results.csv, results.md, results.png, per-task evidence.")],
+    config: Annotated[str, typer.Argument(help="Benchmark YAML (tasks and encoders) or a preset: shared_data, cytofm_paper, demo.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides on top of CONFIG as key=value, e.g. batch_size=32 "
+                                                                "metric=macro_f1 'encoders=[cytofm, handcrafted]'.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: results.csv, results.md, summary.md, results.png, per-task evidence.", show_default=False)] = None,
     encoders: Annotated[str | None, typer.Option(help="Comma-separated encoder specs replacing the config's list.")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """Compare encoders on tasks: prepare, extract (cached under OUT/cache), evaluate every encoder on the
     same folds x seeds (grouped by near-duplicate images), and write one table: means with 95% CIs
     (corrected resampled t), the config's claimed comparisons with paired CIs and Holm-adjusted p-values,
-    the near-duplicates found, and a mark on rows of encoders that saw the test images in pretraining.
+    the near-duplicates found, a mark on rows of encoders that saw the test images in pretraining, and
+    summary.md: the result in plain words. A re-run reuses every finished extraction and evaluation.
 
     Relative data paths are read relative to the YAML file (for a preset: the current folder; for the
     `demo` preset: the sample shipped in the package).
     """
+    import yaml
+
     from cytofm.config.loader import build_config, write_config
     from cytofm.eval.benchmark import BenchmarkConfig, run_benchmark
 
     values = {"encoders": [e for e in encoders.split(",") if e]} if encoders else None
-    cfg = build_config(BenchmarkConfig, "benchmark", config, values=values)
+    paths, overrides = split_overrides(overrides)
+    if paths:
+        fail(f"not a key=value override: {paths[0]} (CONFIG is the first argument)")
+    cfg = build_config(BenchmarkConfig, "benchmark", config, overrides, values=values)
+    if print_config:
+        out_console.print(yaml.safe_dump(config_dict(cfg), sort_keys=False).rstrip(), markup=False)
+        raise typer.Exit()
+    if out is None:
+        fail("give --out DIR")
     if Path(config).is_file():
         base = Path(config).resolve().parent
     elif config == "demo":  # the sample shipped inside the package
-        from cytofm.cli.demo import demo_data_dir
+        from cytofm.pipeline.demo import demo_data_dir
 
         base = demo_data_dir()
     else:
@@ -133,6 +198,9 @@ def benchmark(
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out / "config.yaml")
     with make_progress() as progress:
-        run_benchmark(cfg, base, out, progress, log=lambda m: progress.console.print(m, markup=False, soft_wrap=True))
-    out_console.print((out / "results.md").read_text())
-    console.print(f"[green]written[/green] {out}/results.csv, comparisons.csv, results.md, results.png")
+        run_benchmark(cfg, base, out, progress, log=info)
+    summary = out / "summary.md"
+    if summary.is_file():
+        out_console.print(summary.read_text(), markup=False)
+    out_console.print((out / "results.md").read_text(), markup=False)
+    console.print(f"[green]written[/green] {out}/results.csv, comparisons.csv, results.md, summary.md, results.png")

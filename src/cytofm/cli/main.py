@@ -23,7 +23,7 @@ app = typer.Typer(
     help="Build and use cytology foundation models: prepare data, pretrain (iBOT), extract frozen "
          "features, evaluate (probes, ABMIL, benchmark) and show the evidence (heatmaps, UMAP, report).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -38,17 +38,21 @@ def _version(value: bool):
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only; no progress."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail (debug messages)."),
     trust_weights: list[Path] | None = typer.Option(
         None, "--trust-weights", metavar="FILE",
         help="Allow this weights file to load with Python's full unpickler, which can run code: only for files "
              "from a source you trust (repeat for several). Without it, pickles that hold more than tensors are "
              "refused; .safetensors never need it."),
 ):
+    from cytofm.cli.common import setup_logging, warn
     from cytofm.models.loading import trust
 
+    setup_logging(-1 if quiet else min(verbose, 1))
     for p in trust_weights or []:
         trust(p)
-        typer.echo(f"warning: {p} is trusted to run code while it loads (--trust-weights)", err=True)
+        warn(f"{p} is trusted to run code while it loads (--trust-weights)")
 
 
 app.command("prepare")(prepare)

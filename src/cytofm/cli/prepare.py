@@ -11,6 +11,7 @@ from cytofm.cli.common import (
     command_line,
     console,
     fail,
+    info,
     make_progress,
     split_overrides,
     user_errors,
@@ -88,7 +89,7 @@ def prepare(
     cfg = build_config(PrepareConfig, "prepare", preset, overrides, file=config, values=values)
     with make_progress() as progress:
         try:
-            res = run_prepare(paths, out, cfg, progress=progress, log=lambda m: progress.console.print(m, soft_wrap=True, markup=False),
+            res = run_prepare(paths, out, cfg, progress=progress, log=info,
                               command=command_line())
         except NothingUsable as e:
             fail(str(e), code=1)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cytofm.cli.common import command_line, console, fail, make_progress, user_errors
+from cytofm.cli.common import command_line, console, fail, info, make_progress, user_errors
 
 
 @user_errors
@@ -41,7 +41,7 @@ def pretrain(
     try:
         with torchrun_group(cfg.runtime.device), make_progress() as progress:
             trainer = IBOTTrainer(cfg, [str(d) for d in data], out, str(init_from) if init_from else None,
-                                  log=lambda m: progress.console.print(m, markup=False, soft_wrap=True),
+                                  log=info,
                                   progress=progress, command=command_line(), force_config=force_config)
             last = trainer.run()
     except TrainingDiverged as e:

@@ -7,7 +7,20 @@ from typing import Annotated
 
 import typer
 
-from cytofm.cli.common import console, fail, make_progress, user_errors
+from cytofm.cli.common import (
+    CONFIG_HELP,
+    PRINT_CONFIG_HELP,
+    choices,
+    console,
+    default,
+    fail,
+    info,
+    make_progress,
+    resolve_settings,
+    split_overrides,
+    user_errors,
+)
+from cytofm.viz.command_config import HeatmapConfig, UmapConfig
 
 
 def _images(inputs: list[str]) -> list[Path]:
@@ -37,18 +50,27 @@ def _summary(scores: list[dict], what: str, out: Path) -> None:
                       f"per item: {out}/localization.csv")
 
 
+H, U = HeatmapConfig, UmapConfig
+Tiles = choices("Tiles", ("auto", "on", "off"))
+Device = choices("Device", ("auto", "cpu", "cuda"))
+MapMethod = choices("MapMethod", ("auto", "umap", "tsne", "pca"))
+
+
 @user_errors
 def heatmap(
-    inputs: Annotated[list[str] | None, typer.Argument(help="Images or folders of images (ViT attention maps).", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder for the figures and localization.csv.")] = None,
-    encoder: Annotated[str, typer.Option(help="Encoder spec for ViT attention maps (see `cytofm doctor`).")] = "cytofm",
+    ctx: typer.Context,
+    inputs: Annotated[list[str] | None, typer.Argument(help="Images or folders of images (ViT attention maps); then optional key=value overrides.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder for the figures and localization.csv.", show_default=False)] = None,
+    encoder: Annotated[str, typer.Option(help="Encoder spec for ViT attention maps (see `cytofm doctor`).")] = default(H, "encoder"),
     mil: Annotated[Path | None, typer.Option(help="A `cytofm mil` run folder: paint its ABMIL attention on the sources.")] = None,
-    seed: Annotated[int, typer.Option(help="Which seed's out-of-fold attention of the MIL run to paint.")] = 0,
+    seed: Annotated[int, typer.Option(help="Which seed's out-of-fold attention of the MIL run to paint.")] = default(H, "seed"),
     boxes: Annotated[Path | None, typer.Option(help="Folder of Pascal VOC XML files named like the images: score attention against them.")] = None,
-    box_class: Annotated[str, typer.Option(help="Object class of the boxes that count (BCCD: WBC).")] = "WBC",
-    limit: Annotated[int, typer.Option(help="Draw figures for at most this many images (all annotated ones are scored).")] = 12,
-    tiles: Annotated[str, typer.Option(help="auto: fields larger than twice the input size are tiled at native resolution; on; off (resize whole).")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    box_class: Annotated[str, typer.Option(help="Object class of the boxes that count (BCCD: WBC).")] = default(H, "box_class"),
+    limit: Annotated[int, typer.Option(help="Draw figures for at most this many images (all annotated ones are scored).")] = default(H, "limit"),
+    tiles: Annotated[Tiles, typer.Option(help="auto: fields larger than twice the input size are tiled at native resolution; on; off (resize whole).")] = default(H, "tiles"),
+    device: Annotated[Device, typer.Option(help="Where the encoder runs (auto: cuda when available).")] = default(H, "device"),
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """ViT [CLS] attention maps of images, or ABMIL attention heatmaps of a MIL run, scored against boxes.
 
@@ -56,7 +78,7 @@ def heatmap(
 
         cytofm heatmap cells/ --encoder cytofm --out maps
 
-        cytofm heatmap fields/ --boxes annotations/ --out maps
+        cytofm heatmap fields/ --boxes annotations/ --out maps limit=24
 
         cytofm heatmap --mil runs/mil --boxes ../shared/data/bccd/annotations --out maps
     """
@@ -65,56 +87,64 @@ def heatmap(
 
     from cytofm.viz.heatmaps import mil_heatmaps, vit_heatmaps
 
-    if out is None:
-        fail("give --out DIR")
+    images, overrides = split_overrides(inputs)
+    if images:
+        ctx.params["inputs"] = images
+    else:
+        ctx.params.pop("inputs", None)
+    cfg = resolve_settings(ctx, H, config, overrides, print_config, {"out": "--out DIR"})
+    out = Path(cfg.out)
+    boxes = Path(cfg.boxes) if cfg.boxes else None
     if boxes is not None and not boxes.is_dir():
         fail(f"--boxes {boxes}: not a folder of VOC XML files")
-    if mil is not None:
-        if inputs:
+    if cfg.mil is not None:
+        mil = Path(cfg.mil)
+        if cfg.inputs:
             fail("give either images or --mil RUN, not both")
-        cfg_path, att = mil / "config.yaml", mil / f"attention_{seed}.npz"
+        cfg_path, att = mil / "config.yaml", mil / f"attention_{cfg.seed}.npz"
         if not cfg_path.is_file() or not att.is_file():
-            fail(f"{mil}: not a `cytofm mil` run (needs config.yaml and attention_{seed}.npz)")
+            fail(f"{mil}: not a `cytofm mil` run (needs config.yaml and attention_{cfg.seed}.npz)")
         features = Path(yaml.safe_load(cfg_path.read_text())["features"])
         with np.load(att) as z:
             attention = {k: z[k] for k in z.files}
-        scores = mil_heatmaps(features, attention, out, boxes, box_class, limit,
-                              log=lambda m: console.print(m, markup=False))
+        scores = mil_heatmaps(features, attention, out, boxes, cfg.box_class, cfg.limit, log=info)
         _summary(scores, "ABMIL attention", out)
     else:
-        if not inputs:
+        if not cfg.inputs:
             fail("give images (or folders), or --mil RUN")
-        if tiles not in ("auto", "on", "off"):
-            fail(f"--tiles must be auto, on or off, not '{tiles}'")
         from cytofm.models.zoo import create_encoder
         from cytofm.utils.distributed import pick_device
 
-        dev = pick_device(device)
-        enc = create_encoder(encoder)
+        dev = pick_device(cfg.device)
+        enc = create_encoder(cfg.encoder)
         if not enc.is_vit:
-            fail(f"--encoder {encoder}: attention maps need a ViT encoder")
+            fail(f"--encoder {cfg.encoder}: attention maps need a ViT encoder")
         enc.model.to(dev).eval()
         with make_progress() as progress:
-            scores = vit_heatmaps(enc, [str(p) for p in _images(inputs)], out, boxes, box_class, limit,
-                                  None if tiles == "auto" else tiles == "on", dev,
-                                  log=lambda m: progress.console.print(m, markup=False), progress=progress)
-        _summary(scores, f"{encoder} [CLS] attention", out)
+            scores = vit_heatmaps(enc, [str(p) for p in _images(cfg.inputs)], out, boxes, cfg.box_class, cfg.limit,
+                                  None if cfg.tiles == "auto" else cfg.tiles == "on", dev, log=info, progress=progress)
+        _summary(scores, f"{cfg.encoder} [CLS] attention", out)
     console.print(f"[green]written[/green] figures to {out}")
 
 
 @user_errors
 def umap(
-    features: Annotated[Path, typer.Option(help="Feature store folder (from `cytofm extract`).")],
-    color_by: Annotated[str, typer.Option(help="Manifest column to colour by (label, organ, preparation, stain, dataset...).")],
-    out: Annotated[Path, typer.Option(help="Output PNG (an interactive .html is written beside it).")],
-    method: Annotated[str, typer.Option(help="auto (UMAP when umap-learn is installed, else t-SNE), umap, tsne or pca.")] = "auto",
-    max_items: Annotated[int, typer.Option(help="Subsample to at most this many items (at random, fixed seed).")] = 5000,
+    ctx: typer.Context,
+    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides as key=value, e.g. max_items=2000.", show_default=False)] = None,
+    features: Annotated[Path | None, typer.Option(help="Feature store folder (from `cytofm extract`).", show_default=False)] = None,
+    color_by: Annotated[str | None, typer.Option(help="Manifest column to colour by (label, organ, preparation, stain, dataset...).", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Output PNG (an interactive .html is written beside it).", show_default=False)] = None,
+    method: Annotated[MapMethod, typer.Option(help="auto: UMAP when umap-learn is installed, else t-SNE.")] = default(U, "method"),
+    max_items: Annotated[int, typer.Option(help="Subsample to at most this many items (at random, fixed seed).")] = default(U, "max_items"),
+    config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """2-D UMAP (or t-SNE/PCA) of a store's features (items mean-pooled) coloured by a manifest column."""
     from cytofm.viz.embedding import store_map
 
-    png, html, used, n = store_map(features, color_by, out, method, max_items,
-                                   log=lambda m: console.print(m, markup=False))
+    cfg = resolve_settings(ctx, U, config, overrides, print_config,
+                           {"features": "--features DIR", "color_by": "--color-by COLUMN", "out": "--out FILE.png"})
+    png, html, used, n = store_map(Path(cfg.features), cfg.color_by, Path(cfg.out), cfg.method, cfg.max_items, log=info)
     console.print(f"[green]written[/green] {png} and {html} ({used}, {n} items)")
 
 

@@ -10,6 +10,7 @@ The comparisons the config claims get a paired interval and a Holm-adjusted p-va
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from cytofm.config.loader import Section
+from cytofm.utils.hashing import digest_of
 from cytofm.utils.io import write_csv
 
 
@@ -92,6 +94,8 @@ class TaskRun:
     n_items: int = 0
     duplicates: dict = field(default_factory=dict)
     groups_from: str = ""
+    folds_used: int = 0
+    """Folds actually used (lowered below the task's ``folds`` when a class has fewer items or groups)."""
 
 
 def _slug(s: str) -> str:
@@ -112,18 +116,32 @@ def _resolve(base: Path, p: str) -> Path:
 
 def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, log=print) -> list[dict]:
     from cytofm.eval.benchmark_report import comparison_rows, plot, result_rows, write_markdown
+    from cytofm.eval.splits import ProtocolError
+    from cytofm.eval.summary import headline, write_summary
 
     task_runs, skipped = [], {}
     for task in cfg.tasks:
         stores, skip = _extract_all(cfg, task, base, out, progress, log)
         skipped.update(skip)
-        if stores:
+        if not stores:
+            continue
+        try:
             task_runs.append(evaluate_stores(task, stores, out, base, progress, log))
+        except ProtocolError as e:  # one task's data cannot be split as asked: the other tasks still count
+            msg = str(e) if str(e).startswith(f"[{task.name}]") else f"[{task.name}] {e}"
+            log(f"warning: task skipped: {msg}")
+            skipped[f"task {task.name}"] = msg
+    if not task_runs:
+        raise ProtocolError("no task could be evaluated: " + "; ".join(skipped.values()) if skipped
+                            else "no task could be evaluated")
     rows = result_rows(task_runs)
     comps = comparison_rows(task_runs, cfg)
     write_csv(out / "results.csv", rows)
     write_csv(out / "comparisons.csv", comps)
     write_markdown(out / "results.md", task_runs, rows, comps, cfg, skipped)
+    present = [e for e in cfg.encoders if any(e in tr.runs for tr in task_runs)]
+    if present:
+        write_summary(out / "summary.md", headline(rows, comps, present[0], cfg.metric))
     plot(rows, out / "results.png")
     return rows
 
@@ -189,6 +207,7 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
 def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], out: Path, base: Path,
                     progress=None, log=print) -> TaskRun:
     """Evaluate every encoder's store of one task on the same items and the same splits."""
+    from cytofm.eval.display import display_name
     from cytofm.eval.pretraining_guard import check_encoder
     from cytofm.eval.splits import ProtocolError, make_splits
     from cytofm.eval.tasks import evaluate_mil, evaluate_probes
@@ -196,15 +215,17 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
     sets, group_col = _aligned_sets(task, stores, log)
     ref = next(iter(sets.values()))
     groups, groups_from, dup, hashes = _groups(task, ref, group_col, out / task.name, log)
+    hashes = _source_hashes(next(iter(stores.values()))[0], ref.ids, hashes)
     try:
-        splits = make_splits(ref.y, task.folds, tuple(task.seeds), groups, ref.fixed, warn=lambda m: log(f"warning: {m}"))
+        splits = make_splits(ref.y, task.folds, tuple(task.seeds), groups, ref.fixed, warn=lambda m: log(f"warning: {m}"),
+                             names=ref.classes)
     except ProtocolError as e:
         if "near-duplicates" not in groups_from:
             raise
         raise ProtocolError(f"[{task.name}] {e} (groups joined with near-duplicate images, see "
                             f"{task.name}/duplicates.csv; `group_duplicates: false` turns that off)") from None
     _check_counts(task, ref, log)
-    tr = TaskRun(task, {}, len(ref.y), dup, groups_from)
+    tr = TaskRun(task, {}, len(ref.y), dup, groups_from, len({sp.fold for sp in splits}))
     for spec, d in sets.items():
         d.groups = groups  # inner validation and the probe's inner CV use the same groups
         store, resolved, whash = stores[spec]
@@ -212,14 +233,48 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
         run.seen, run.record = check_encoder(resolved, hashes) if hashes is not None else (None, "")
         ev_out = out / task.name / _slug(spec)
         ev_out.mkdir(parents=True, exist_ok=True)
-        if task.eval == "mil":
-            run.summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress)]
-            if task.boxes:
-                run.loc = _localisation(store, ev_out, _resolve(base, task.boxes), task.box_class, task.seeds, log)
+        title = f"{display_name(spec)} on {task.name}"
+        key = _evaluation_key(task, run, splits, d.ids)
+        run.summaries = _reuse(ev_out, key)
+        if run.summaries is not None:
+            log(f"[{task.name}] {spec}: evaluation unchanged, reused from {ev_out.name}/")
+        elif task.eval == "mil":
+            run.summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress, title=title)]
         else:
-            run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress)
+            run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress, title=title)
+        (ev_out / EVALUATED).write_text(json.dumps({"key": key, "methods": [s["method"] for s in run.summaries]}))
+        if task.eval == "mil" and task.boxes:
+            run.loc = _localisation(store, ev_out, _resolve(base, task.boxes), task.box_class, task.seeds, log)
         tr.runs[spec] = run
     return tr
+
+
+EVALUATED = "evaluated.json"
+
+
+def _evaluation_key(task: TaskConfig, run: EncoderRun, splits, ids) -> str:
+    """What an evaluation's result depends on: the task's settings, the encoder's weights, the store's items
+    and the exact folds. A re-run with the same key reuses the finished evaluation."""
+    from cytofm.eval.run import ids_key
+    from cytofm.utils.hashing import file_digest
+
+    folds = [(sp.seed, sp.fold, ids_key(ids[i] for i in sp.test), ids_key(ids[i] for i in sp.train)) for sp in splits]
+    return digest_of(task.model_dump(mode="json"), run.resolved, run.weights_hash,
+                     file_digest(run.store / "manifest.csv")[1], folds)
+
+
+def _reuse(ev_out: Path, key: str) -> list[dict] | None:
+    from cytofm.eval.run import load_method
+
+    f = ev_out / EVALUATED
+    try:
+        done = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    if done.get("key") != key:
+        return None
+    summaries = [load_method(m, ev_out) for m in done.get("methods", [])]
+    return summaries if summaries and all(s is not None for s in summaries) else None
 
 
 def _aligned_sets(task: TaskConfig, stores, log) -> tuple[dict, str | None]:
@@ -268,6 +323,25 @@ def _groups(task: TaskConfig, ref, group_col: str | None, out: Path, log):
         groups_from = "+".join(x for x in (groups_from, "near-duplicates" if pairs else "") if x)
         return groups, groups_from, dup, hashes
     return base_groups, groups_from, dup, hashes
+
+
+def _source_hashes(store: Path, ids: list[str], hashes):
+    """Hashes for the pretraining guard: of the field each cell crop was cut from where the store records it
+    (``source_image``), else the items' own. None stays None (no check possible)."""
+    import csv
+
+    from cytofm.data.hashing import hash_image
+    from cytofm.eval.task_data import SOURCE_COLUMN
+
+    if hashes is None:
+        return None
+    with open(store / "manifest.csv", newline="") as f:
+        rows = {r["id"]: r.get(SOURCE_COLUMN, "") for r in csv.DictReader(f)}
+    sources = [rows.get(i, "") for i in ids]
+    if not all(sources) or not all(Path(p).is_file() for p in set(sources)):
+        return hashes
+    by_path = {p: hash_image(p) for p in sorted(set(sources))}
+    return [by_path[p] for p in sources]
 
 
 def _check_counts(task: TaskConfig, ref, log) -> None:

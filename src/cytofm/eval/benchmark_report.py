@@ -132,7 +132,9 @@ def _setup_md(task_runs: list[TaskRun], skipped: dict[str, str]) -> list[str]:
         d = tr.duplicates
         dup = (f"{d['pairs']} near-duplicate pair(s) over {d['items']} items ({d['cross_label']} with different "
                f"labels){', grouped' if d['grouped'] else ', not grouped'}" if d else "duplicates not checked")
-        folds = f"{tr.task.folds} folds x {len(tr.task.seeds)} seed(s)" if not tr.task.split_column else "fixed split"
+        k = tr.folds_used or tr.task.folds
+        lowered = f" (lowered from {tr.task.folds}: a class has too few items or groups)" if k < tr.task.folds else ""
+        folds = f"{k} folds{lowered} x {len(tr.task.seeds)} seed(s)" if not tr.task.split_column else "fixed split"
         md.append(f"- {tr.task.name}: `{display_path(tr.task.data)}`, label `{tr.task.label}`, {tr.n_items} items, "
                   f"{tr.task.eval}, {folds}, groups: {tr.groups_from or 'none'}; {dup}.")
     for spec, why in skipped.items():

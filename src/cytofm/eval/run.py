@@ -33,7 +33,9 @@ def ids_key(ids) -> str:
     return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:12]
 
 
-def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method, out: Path, progress=None) -> dict:
+def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method, out: Path, progress=None,
+               title: str = "") -> dict:
+    """``title`` (which encoder on which task) heads the figures, so a figure read on its own says what it shows."""
     n_c = len(data.classes)
     fold_rows, pred_rows = [], []
     oof: dict[int, np.ndarray] = {}
@@ -72,10 +74,35 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     write_csv(out / f"folds_{name}.csv", fold_rows)
     write_csv(out / f"predictions_{name}.csv", pred_rows)
     (out / f"summary_{name}.json").write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2))
-    confusion_png(y_cov, mean_proba.argmax(1), data.classes, out / f"confusion_{name}.png", name)
+    confusion_png(y_cov, mean_proba.argmax(1), data.classes, out / f"confusion_{name}.png",
+                  f"{title}, {name}" if title else name)
     # out-of-fold predictions, kept in memory for paired comparisons between encoders on the same items
     summary["_oof"] = {"ids": [data.ids[i] for i in np.flatnonzero(covered)], "y": y_cov, "proba": mean_proba}
     summary["_folds"] = fold_rows  # per-fold scores, paired by (seed, fold, test ids) between encoders
+    return summary
+
+
+FOLD_INTS = ("seed", "fold", "n_train", "n_test")
+
+
+def load_method(name: str, out: Path) -> dict | None:
+    """A finished ``run_method`` summary read back from ``out`` (summary JSON and per-fold rows typed as
+    written), so an unchanged evaluation is reused rather than re-run; None when its files are missing."""
+    import csv
+
+    sj, fc = out / f"summary_{name}.json", out / f"folds_{name}.csv"
+    if not sj.is_file() or not fc.is_file():
+        return None
+    summary = json.loads(sj.read_text())
+    with open(fc, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in r:
+            if k in FOLD_INTS:
+                r[k] = int(r[k])
+            elif k in METRICS:
+                r[k] = float(r[k])
+    summary["_folds"] = rows
     return summary
 
 
@@ -90,7 +117,7 @@ def confusion_png(y: np.ndarray, pred: np.ndarray, classes: list[str], path: Pat
     fig, ax = plt.subplots(figsize=(2.2 + 0.7 * n, 1.8 + 0.7 * n), dpi=110)
     ConfusionMatrixDisplay.from_predictions(y, pred, labels=list(range(n)), display_labels=classes, ax=ax,
                                             colorbar=True, xticks_rotation=45, cmap="Blues")
-    ax.set_title(f"{title}: out-of-fold predictions")
+    ax.set_title(f"{title}\nout-of-fold predictions, {len(y)} items", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

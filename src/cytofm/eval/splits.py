@@ -22,16 +22,20 @@ class Split:
 
 
 def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2), groups: np.ndarray | None = None,
-                fixed: np.ndarray | None = None, warn=warnings.warn) -> list[Split]:
+                fixed: np.ndarray | None = None, warn=warnings.warn, names: list[str] | None = None) -> list[Split]:
     """Stratified (grouped when ``groups`` is given) k-fold for each seed, or one fixed split from a column
     of ``train``/``test`` (``val`` counts as train) values.
 
     A class with fewer members (or groups) than ``folds`` lowers the number of folds, with a warning; a
-    single class is an error.
+    single class is an error. ``names`` (class index -> label) words the messages.
     """
+
+    def name(c):
+        return names[int(c)] if names is not None and 0 <= int(c) < len(names) else c
+
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise ProtocolError(f"only one class ({classes[0] if len(classes) else 'none'}) among the labelled items")
+        raise ProtocolError(f"only one class ({name(classes[0]) if len(classes) else 'none'}) among the labelled items")
     if fixed is not None:
         fixed = np.asarray([str(s).lower() for s in fixed])
         tr, te = np.flatnonzero(np.isin(fixed, ["train", "val", "valid", "validation"])), np.flatnonzero(fixed == "test")
@@ -43,11 +47,11 @@ def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2
         per_class = np.array([len(np.unique(groups[y == c])) for c in classes])
     k = int(min(folds, per_class.min()))
     if k < 2:
-        rare = classes[per_class.argmin()]
+        rare = name(classes[per_class.argmin()])
         raise ProtocolError(f"class '{rare}' has {per_class.min()} {'group' if groups is not None else 'item'}(s); "
                             "cross-validation needs at least 2")
     if k < folds:
-        rare = classes[per_class.argmin()]
+        rare = name(classes[per_class.argmin()])
         warn(f"class '{rare}' has only {per_class.min()} {'groups' if groups is not None else 'items'}: using {k} folds instead of {folds}")
     out = []
     for s in seeds:

@@ -16,6 +16,9 @@ from PIL import Image
 from cytofm.utils.io import write_csv
 
 PATH_COLUMNS = ("path", "image", "file", "filename")
+SOURCE_COLUMN = "source_image"
+"""The field a cell crop was cut from: the pretraining guard checks that image, since an encoder pretrained on
+the field has seen the cell although the crop's own bytes were never in its pool."""
 
 
 def load_split_map(spec: str, base: Path) -> dict[str, str]:
@@ -95,7 +98,7 @@ def point_crops(points: Path, label: str, size: int, out_dir: Path, split: dict[
                 Image.fromarray(padded[y:y + size, x:x + size]).save(out_dir / n)
         for n, c in zip(names, cells, strict=True):
             manifest.append({"path": str((out_dir / n).resolve()), label: c[label], "field": image,
-                             "x": c["x"], "y": c["y"]})
+                             "x": c["x"], "y": c["y"], SOURCE_COLUMN: str(src.resolve())})
     out = out_dir / "manifest.csv"
-    write_csv(out, manifest, ["path", label, "field", "x", "y"])
+    write_csv(out, manifest, ["path", label, "field", "x", "y", SOURCE_COLUMN])
     return out, len(manifest)

@@ -17,12 +17,12 @@ PROBES = ("linear", "knn", "fewshot")
 def prepare_eval(features: str | Path, label: str, group_column=None, split_column=None, folds: int = 5,
                  seeds=(0, 1, 2), exclude=(), log=print, warn=print):
     data = load_labelled_store(str(features), label, group_column, split_column, tuple(exclude), log=log)
-    splits = make_splits(data.y, folds, tuple(seeds), data.groups, data.fixed, warn=warn)
+    splits = make_splits(data.y, folds, tuple(seeds), data.groups, data.fixed, warn=warn, names=data.classes)
     return data, splits
 
 
 def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "knn"), knn_k: int = 20, shots: int = 5,
-                    progress=None) -> list[dict]:
+                    progress=None, title: str = "") -> list[dict]:
     from cytofm.eval.probes import few_shot, knn_probe, linear_probe
 
     x, n_c = data.pooled(), len(data.classes)
@@ -40,11 +40,12 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
     # one BLAS thread: these problems are small (hundreds x hundreds), and threaded BLAS made every
     # logistic-regression fit 10-20x slower on this 2-core machine (measured)
     with threadpool_limits(1):
-        return [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out, progress)
+        return [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out, progress, title)
                 for m in methods]
 
 
-def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: float = 2e-4, progress=None) -> dict:
+def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: float = 2e-4, progress=None,
+                 title: str = "") -> dict:
     import torch
 
     from cytofm.eval.splits import inner_validation
@@ -63,7 +64,7 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
             attention.setdefault(sp.seed, {})[data.ids[i]] = a
         return proba, attn
 
-    summary = run_method("abmil", data, splits, method, out, progress)
+    summary = run_method("abmil", data, splits, method, out, progress, title)
     for seed, d in attention.items():
         np.savez_compressed(out / f"attention_{seed}.npz", **d)
     return summary

@@ -106,8 +106,8 @@ class ViTFeatures(nn.Module):
 def with_pool(enc: Encoder, pool: str) -> Encoder:
     """The same encoder with another ViT readout; its spec names the readout, so a feature store that
     records the spec never mixes two readouts."""
-    if pool == getattr(enc.model, "pool", None):
-        return enc
+    if pool == getattr(enc.model, "pool", None) or (pool == "cls" and not isinstance(enc.model, ViTFeatures)):
+        return enc  # the default readout asks nothing of encoders that are not ViTs
     if not isinstance(enc.model, ViTFeatures):
         raise ValueError(f"{enc.name}: --pool applies to ViT encoders only")
     model = ViTFeatures(enc.model.vit, pool)

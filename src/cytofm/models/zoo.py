@@ -17,7 +17,15 @@ import timm
 import torch
 
 from cytofm.models import loading
-from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, ViTFeatures, state_hash
+from cytofm.models.encoder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    POOLS,
+    Encoder,
+    ViTFeatures,
+    state_hash,
+    with_pool,
+)
 from cytofm.models.weights import weights_config, weights_dir
 
 
@@ -406,7 +414,16 @@ def _cytofm_run(p: Path) -> Encoder:
 
 
 def create_encoder(spec: str) -> Encoder:
-    """Build an encoder from a spec such as ``random:vit_small_patch16_224`` or ``uni:/w/uni.bin``."""
+    """Build an encoder from a spec such as ``random:vit_small_patch16_224`` or ``uni:/w/uni.bin``; a
+    ``#pool=<readout>`` suffix picks the ViT readout (``cytofm#pool=cls+mean``), as ``with_pool`` names it."""
+    spec, _, pool = spec.partition("#pool=")
+    if pool:
+        if pool not in POOLS:
+            raise EncoderError(f"unknown readout '#pool={pool}'; valid: {', '.join(POOLS)}")
+        try:
+            return with_pool(create_encoder(spec), pool)
+        except ValueError as e:
+            raise EncoderError(str(e)) from None
     name, _, arg = spec.partition(":")
     entry = ZOO.get(name)
     if entry is None:

@@ -22,14 +22,40 @@ CURVES = [("loss", ["loss", "loss_cls", "loss_patch"]), ("learning rate", ["lr"]
           ("kNN balanced accuracy", ["knn_bacc"])]
 
 
-def _png_b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
+EMBED_MAX_PX = 800
+EMBED_KEEP_BYTES = 60_000
+
+
+def _embedded(path: Path) -> tuple[str, str]:
+    """(MIME type, base64) of a figure as the report embeds it: small PNGs as they are, larger ones at most
+    EMBED_MAX_PX wide as JPEG (quality 80): the demo report went from 18 MB to about 3."""
+    data = path.read_bytes()
+    if len(data) <= EMBED_KEEP_BYTES:
+        return "image/png", base64.b64encode(data).decode()
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.width > EMBED_MAX_PX:
+            im = im.resize((EMBED_MAX_PX, round(im.height * EMBED_MAX_PX / im.width)), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=80, optimize=True)
+    if buf.tell() >= len(data):
+        return "image/png", base64.b64encode(data).decode()
+    return "image/jpeg", base64.b64encode(buf.getvalue()).decode()
 
 
 def _img(path: Path, root: Path, width: str = "100%") -> str:
     rel = html.escape(str(path.relative_to(root)))
-    return (f"<figure><img style='max-width:{width}' alt='{rel}' src='data:image/png;base64,{_png_b64(path)}'>"
+    mime, b64 = _embedded(path)
+    return (f"<figure><img loading='lazy' style='max-width:{width}' alt='{rel}' src='data:{mime};base64,{b64}'>"
             f"<figcaption>{rel}</figcaption></figure>")
+
+
+def _summary_html(path: Path) -> str:
+    """A ``summary.md`` (a heading and '- ' sentences) as a list."""
+    items = [ln[2:] for ln in path.read_text().splitlines() if ln.startswith("- ")]
+    return "<ul class='summary'>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
 
 def _md_table(md: str) -> str:
@@ -105,6 +131,11 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str | No
     files = sorted(p for p in run.rglob("*") if p.is_file() and not {"cache", "tensorboard", "prepared"} & set(p.relative_to(run).parts[:-1]))
     sections: list[str] = []
 
+    summaries = [p for p in files if p.name == "summary.md"]
+    if summaries:
+        sections.append("<h2>Summary: what the results say (paired 95% intervals, Holm-corrected)</h2>" + "".join(
+            (f"<h3>{html.escape(str(p.parent.relative_to(run)))}</h3>" if len(summaries) > 1 else "")
+            + _summary_html(p) for p in summaries))
     tables = [p for p in files if p.name == "results.md"]
     if tables:
         body = "".join(f"<h3>{html.escape(str(p.parent.relative_to(run)) or '.')}</h3>{_md_table(p.read_text())}" for p in tables)
@@ -158,7 +189,7 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str | No
            "body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}"
            "table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
            "th{background:#f3f3f3}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}"
-           "figure{margin:0}figcaption{font-size:11px;color:#666}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}"
+           ".summary li{margin:6px 0;font-size:15px}figure{margin:0}figcaption{font-size:11px;color:#666}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}"
            "h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px;overflow-wrap:anywhere}</style></head><body>"
            f"<h1>{html.escape(title)}</h1><p>cytofm {__version__}, written {datetime.now():%Y-%m-%d %H:%M}, "
            f"from the run folder {html.escape(run.resolve().name)}/</p>"  # never this machine's absolute path

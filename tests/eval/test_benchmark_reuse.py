@@ -1,0 +1,63 @@
+"""A benchmark re-run reuses finished evaluations (same numbers, nothing re-fitted) and re-evaluates when
+anything they depend on changes; a task whose labels cannot be split is skipped, the others still count."""
+
+import csv
+import io
+
+import numpy as np
+from PIL import Image
+
+from cytofm.config.loader import build_config
+from cytofm.eval.benchmark import BenchmarkConfig, run_benchmark
+from cytofm.utils.io import write_csv
+
+
+def _data(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        label = ["a", "b"][i % 2]
+        colour = np.array((215, 150, 170) if label == "a" else (120, 160, 190))
+        tex = np.kron(rng.uniform(0.6, 1.0, (5, 5)), np.ones((8, 8)))[..., None]
+        Image.fromarray((tex * colour).astype(np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append({"image": f"{i}.png", "label": label, "lonely": "x" if i else "y"})
+    write_csv(tmp_path / "manifest.csv", rows)
+
+
+def _cfg(seeds):
+    task = {"data": "manifest.csv", "mode": "image", "eval": "probe", "methods": ["linear", "knn"], "folds": 3,
+            "seeds": seeds}
+    return build_config(BenchmarkConfig, values={
+        "encoders": ["handcrafted", "random:vit_tiny_patch16_224"],
+        "tasks": [{**task, "name": "colour", "label": "label"}, {**task, "name": "bad", "label": "lonely"}]})
+
+
+def test_rerun_reuses_evaluation_and_changes_reevaluate(tmp_path, monkeypatch):
+    _data(tmp_path)
+    out = tmp_path / "o"
+    logs: list[str] = []
+    run_benchmark(_cfg([0, 1]), tmp_path, out, log=logs.append)
+    first = (out / "results.csv").read_text(), (out / "comparisons.csv").read_text()
+    # the task whose class 'y' has one item is skipped with its reason; the other task is complete
+    assert any("task skipped: [bad]" in m and "'y'" in m for m in logs)
+    assert "skipped task bad" in (out / "results.md").read_text()
+    assert (out / "summary.md").read_text().startswith("## Summary\n\n- colour (linear, 24 items")
+
+    def refit(*a, **k):
+        raise AssertionError("a finished evaluation was re-run")
+
+    monkeypatch.setattr("cytofm.eval.tasks.evaluate_probes", refit)
+    logs.clear()
+    run_benchmark(_cfg([0, 1]), tmp_path, out, log=logs.append)
+    assert sum("evaluation unchanged, reused" in m for m in logs) == 2
+    assert ((out / "results.csv").read_text(), (out / "comparisons.csv").read_text()) == first
+    monkeypatch.undo()
+
+    logs.clear()
+    run_benchmark(_cfg([0, 1, 2]), tmp_path, out, log=logs.append)  # other seeds: other folds
+    assert not any("reused" in m for m in logs)
+    assert _splits(first[0]) == {6} and _splits((out / "results.csv").read_text()) == {9}  # 3 folds x 2 / 3 seeds
+
+
+def _splits(text: str) -> set[int]:
+    return {int(r["n_splits"]) for r in csv.DictReader(io.StringIO(text))}
