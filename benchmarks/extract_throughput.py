@@ -18,8 +18,8 @@ from ibot_throughput import matmul_peak  # noqa: E402  (same folder)
 from torch.utils.flop_counter import FlopCounterMode
 
 from cytofm.features.extract import embed_batch, run_extract
+from cytofm.models.vit import set_fused_attn
 from cytofm.models.zoo import create_encoder
-from cytofm.ssl.backbone import set_fused_attn
 
 
 def main() -> None:

@@ -175,7 +175,8 @@ def benchmark(
     import yaml
 
     from cytofm.config.loader import build_config, write_config
-    from cytofm.eval.benchmark import BenchmarkConfig, run_benchmark
+    from cytofm.eval.benchmark import BenchmarkConfig
+    from cytofm.pipeline.benchmark import run_benchmark
 
     values = {"encoders": [e for e in encoders.split(",") if e]} if encoders else None
     paths, overrides = split_overrides(overrides)

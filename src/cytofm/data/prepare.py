@@ -33,17 +33,13 @@ from cytofm.data.inputs import InputError, Skip, SourceItem, discover
 from cytofm.data.item_ids import ids_in_outputs
 from cytofm.data.large_image import worker_start_method
 from cytofm.data.prepare_config import PrepareConfig
+from cytofm.data.prepared import MANIFEST_COLUMNS  # the format is defined where it is read
 from cytofm.data.qa import qa_thumbnail
 from cytofm.data.source import open_source
 from cytofm.data.tiling import grid_coords
 from cytofm.utils.hashing import file_digest
 from cytofm.utils.io import atomic_path, portable_path, remove_stale_temporaries, write_csv
 from cytofm.utils.lock import FolderLock
-
-MANIFEST_COLUMNS = [
-    "id", "path", "coords", "kind", "width", "height", "mpp", "target_mpp", "patch_size", "patch_size_level0",
-    "patch_level", "whole", "n_patches", "n_candidates", "foreground_fraction", "conversion",
-]
 
 
 class NothingUsable(RuntimeError):

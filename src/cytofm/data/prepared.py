@@ -10,9 +10,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cytofm.data.prepare import MANIFEST_COLUMNS
 from cytofm.data.source import open_source
 from cytofm.utils.io import read_csv, resolve_path
+
+MANIFEST_COLUMNS = [
+    "id", "path", "coords", "kind", "width", "height", "mpp", "target_mpp", "patch_size", "patch_size_level0",
+    "patch_level", "whole", "n_patches", "n_candidates", "foreground_fraction", "conversion",
+]
+"""The columns ``cytofm prepare`` writes first in a prepared set's manifest; any others are metadata."""
 
 
 @dataclass

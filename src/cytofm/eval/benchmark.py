@@ -1,7 +1,8 @@
-"""``cytofm benchmark``: encoders x tasks -> prepare, extract (cached), evaluate, one table.
+"""The benchmark's configs and its evaluation of feature stores: every encoder of a task on the same items
+and the same splits. The pipeline that prepares, extracts and draws (``cytofm.pipeline.benchmark``) sits
+above this module; this one only evaluates stores.
 
-Extraction is cached per task and encoder under ``OUT/cache`` (the store's per-item resume makes a
-re-run reuse it). Every encoder of a task is evaluated on the same items with the same splits (defined
+Every encoder of a task is evaluated on the same items with the same splits (defined
 on item ids, grouped by the task's group column and by near-duplicate images), so per-fold scores pair.
 The comparisons the config claims get a paired interval and a Holm-adjusted p-value across the table
 (``cytofm.eval.compare``); rows of encoders that saw the evaluation images in pretraining are marked.
@@ -9,14 +10,12 @@ The comparisons the config claims get a paired interval and a Holm-adjusted p-va
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from cytofm.config.loader import Section
@@ -102,111 +101,10 @@ def _slug(s: str) -> str:
     return re.sub(r"[^\w.-]+", "_", s).strip("_")[:80]
 
 
-def _data_key(task: TaskConfig, data: Path) -> str:
-    """Tasks on the same data, mode and preparation share one prepared set and one store per
-    encoder (e.g. Herlev 7-class and normal/abnormal; ABMIL and a probe on the same bags). Stores keep
-    every manifest column, so each task reads its own label column."""
-    key = f"{data.resolve()}|{task.mode}|{task.prepare_preset if task.mode == 'tiles' else ''}"
-    return f"{_slug(data.parent.name + '_' + data.stem)}_{task.mode}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-
-
-def _resolve(base: Path, p: str) -> Path:
-    return Path(p) if Path(p).is_absolute() else base / p
-
-
-def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, log=print) -> list[dict]:
-    from cytofm.eval.benchmark_report import comparison_rows, plot, result_rows, write_markdown
-    from cytofm.eval.splits import ProtocolError
-    from cytofm.eval.summary import headline, write_summary
-
-    task_runs, skipped = [], {}
-    for task in cfg.tasks:
-        stores, skip = _extract_all(cfg, task, base, out, progress, log)
-        skipped.update(skip)
-        if not stores:
-            continue
-        try:
-            task_runs.append(evaluate_stores(task, stores, out, base, progress, log))
-        except ProtocolError as e:  # one task's data cannot be split as asked: the other tasks still count
-            msg = str(e) if str(e).startswith(f"[{task.name}]") else f"[{task.name}] {e}"
-            log(f"warning: task skipped: {msg}")
-            skipped[f"task {task.name}"] = msg
-    if not task_runs:
-        raise ProtocolError("no task could be evaluated: " + "; ".join(skipped.values()) if skipped
-                            else "no task could be evaluated")
-    rows = result_rows(task_runs)
-    comps = comparison_rows(task_runs, cfg)
-    write_csv(out / "results.csv", rows)
-    write_csv(out / "comparisons.csv", comps)
-    write_markdown(out / "results.md", task_runs, rows, comps, cfg, skipped)
-    present = [e for e in cfg.encoders if any(e in tr.runs for tr in task_runs)]
-    if present:
-        write_summary(out / "summary.md", headline(rows, comps, present[0], cfg.metric))
-    plot(rows, out / "results.png")
-    return rows
-
-
-def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Path:
-    """The task's items: its data as given, one part of a split, or cell crops around annotated points."""
-    from cytofm.eval.task_data import load_split_map, part_manifest, point_crops
-
-    split = load_split_map(task.split, base) if task.split else None
-    tag = f"{task.part}" if split is not None else "all"
-    if task.points:
-        d = out / "cache" / "cells" / f"{_slug(task.name)}_{tag}_{task.crop_size}px"
-        m, n = point_crops(_resolve(base, task.points), task.label, task.crop_size, d, split, task.part,
-                           tuple(task.exclude))
-        log(f"[{task.name}] {n} cell crops of {task.crop_size} px around the points of {task.points}"
-            + (f" ({task.part} part of {task.split})" if split is not None else ""))
-        return m
-    if split is not None:
-        if not (data.suffix == ".csv" and data.is_file()):
-            raise ValueError(f"[{task.name}] `split` needs a manifest CSV as data, not {data}")
-        m, n = part_manifest(data, split, task.part, out / "cache" / "parts" / f"{_slug(data.parent.name)}_{tag}"
-                             / "manifest.csv")
-        log(f"[{task.name}] {n} images of the {task.part} part of {task.split}")
-        return m
-    return data
-
-
-def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, progress, log):
-    """One feature store per encoder (spec -> (store, resolved spec, weights hash)); missing weights skip."""
-    from cytofm.config.loader import build_config
-    from cytofm.data.prepare import run_prepare
-    from cytofm.data.prepare_config import PrepareConfig
-    from cytofm.features.extract import run_extract
-    from cytofm.models.zoo import EncoderError, create_encoder
-
-    data = _task_input(task, _resolve(base, task.data), base, out, log)
-    source = data
-    if task.mode == "tiles":
-        meta = {"label_column": task.label} if str(data).endswith(".csv") else {"labels_from_folders": data.is_dir()}
-        pcfg = build_config(PrepareConfig, "prepare", task.prepare_preset, values={
-            "metadata": meta, "output": {"qa_thumbnails": 0}})
-        source = out / "cache" / _data_key(task, data) / "prepared"
-        log(f"[{task.name}] preparing {data}")
-        run_prepare([str(data)], source, pcfg, log=lambda m: None)
-    stores, skipped = {}, {}
-    for spec in cfg.encoders:
-        try:
-            enc = create_encoder(spec)
-        except EncoderError as e:
-            if not cfg.skip_missing:
-                raise
-            log(f"[{task.name}] skipped {spec}: {e}")
-            skipped[spec] = str(e)
-            continue
-        store = out / "cache" / _data_key(task, data) / _slug(spec)
-        log(f"[{task.name}] extracting with {spec}")
-        run_extract(enc, source, task.mode, store, cfg.batch_size, label_column=task.label, workers=1,
-                    log=lambda m: None, progress=progress)
-        stores[spec] = (store, enc.spec, enc.weights_hash)
-    return stores, skipped
-
-
-def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], out: Path, base: Path,
+def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], out: Path, base: Path | None = None,
                     progress=None, log=print) -> TaskRun:
-    """Evaluate every encoder's store of one task on the same items and the same splits."""
+    """Evaluate every encoder's store of one task on the same items and the same splits (``base`` is kept
+    for callers of the earlier signature; paths are resolved by the pipeline)."""
     from cytofm.eval.display import display_name
     from cytofm.eval.pretraining_guard import check_encoder
     from cytofm.eval.splits import ProtocolError, make_splits
@@ -243,8 +141,6 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
         else:
             run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress, title=title)
         (ev_out / EVALUATED).write_text(json.dumps({"key": key, "methods": [s["method"] for s in run.summaries]}))
-        if task.eval == "mil" and task.boxes:
-            run.loc = _localisation(store, ev_out, _resolve(base, task.boxes), task.box_class, task.seeds, log)
         tr.runs[spec] = run
     return tr
 
@@ -351,27 +247,3 @@ def _check_counts(task: TaskConfig, ref, log) -> None:
     if counts != dict(task.expected_counts):
         log(f"warning: [{task.name}] items per class {counts}, expected {dict(task.expected_counts)}: "
             "not the published data set, or items were left out")
-
-
-def _localisation(store: Path, ev_out: Path, boxes: Path, box_class: str, seeds, log) -> dict | None:
-    """Mean localisation of each seed's out-of-fold ABMIL attention; heatmaps of a few items for seed 0."""
-    from cytofm.viz.heatmaps import mil_heatmaps
-    from cytofm.viz.localization import summarise
-
-    if not boxes.is_dir():
-        log(f"warning: boxes folder {boxes} not found; attention not scored")
-        return None
-    per_seed = []
-    for k, seed in enumerate(seeds):
-        f = ev_out / f"attention_{seed}.npz"
-        if not f.is_file():
-            continue
-        with np.load(f) as z:
-            att = {i: z[i] for i in z.files}
-        scores = mil_heatmaps(store, att, ev_out / f"heatmaps_seed{seed}", boxes, box_class, limit=6 if k == 0 else 0,
-                              log=log)
-        if scores:
-            per_seed.append(summarise(scores))
-    if not per_seed:
-        return None
-    return {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}

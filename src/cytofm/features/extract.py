@@ -255,7 +255,7 @@ def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, pr
     # the handcrafted baseline and CNNs run in fp32; ViTs in bf16 where the hardware has it
     dtype = pick_dtype(precision, dev) if precision in ("auto", "bf16") and encoder.is_vit else None
     if encoder.is_vit:
-        from cytofm.ssl.backbone import set_fused_attn
+        from cytofm.models.vit import set_fused_attn
 
         set_fused_attn(encoder.model, dev.type == "cuda")
     encoder.model.to(dev).eval()

@@ -14,6 +14,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class EncoderError(ValueError):
+    """An encoder spec that cannot be satisfied; the message says why and what to do."""
+
+
 @dataclass
 class Encoder:
     """A frozen feature extractor and the preprocessing it was trained with.

@@ -19,7 +19,7 @@ def _weights_folder() -> Path:
 
 
 def shipped_weights() -> Path:
-    from cytofm.models.zoo import EncoderError
+    from cytofm.models.encoder import EncoderError
 
     d = _weights_folder()
     files = sorted(d.glob("*.safetensors")) if d.is_dir() else []

@@ -22,15 +22,12 @@ from cytofm.models.encoder import (
     IMAGENET_STD,
     POOLS,
     Encoder,
+    EncoderError,
     ViTFeatures,
     state_hash,
     with_pool,
 )
 from cytofm.models.weights import weights_config, weights_dir
-
-
-class EncoderError(ValueError):
-    """An encoder spec that cannot be satisfied; the message says why and what to do."""
 
 
 @dataclass

@@ -66,8 +66,9 @@ def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=No
     from cytofm.data.prepare import NothingUsable, run_prepare
     from cytofm.data.prepare_config import PrepareConfig
     from cytofm.data.pretraining_record import attach_record
-    from cytofm.eval.benchmark import BenchmarkConfig, run_benchmark
+    from cytofm.eval.benchmark import BenchmarkConfig
     from cytofm.models.zoo import create_encoder
+    from cytofm.pipeline.benchmark import run_benchmark
     from cytofm.ssl.checkpoint import export_run
     from cytofm.ssl.config import PretrainConfig
     from cytofm.ssl.trainer import IBOTTrainer, TrainingDiverged

@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import nn
 
+from cytofm.models.vit import set_fused_attn  # noqa: F401  (the name's earlier home)
 from cytofm.ssl.config import ModelConfig
 
 
@@ -27,12 +28,6 @@ def create_vit(cfg: ModelConfig, img_size: int, drop_path: float | None = None) 
     if not hasattr(model, "patch_embed") or not hasattr(model, "blocks"):
         raise ValueError(f"'{cfg.arch}' is not a timm VisionTransformer")
     return model
-
-
-def set_fused_attn(model: nn.Module, enabled: bool) -> None:
-    for m in model.modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = enabled
 
 
 class MaskedViT(nn.Module):

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cytofm.config.loader import config_dict, write_config
-from cytofm.ssl.backbone import set_fused_attn
+from cytofm.models.vit import set_fused_attn
 from cytofm.ssl.checkpoint import (
     CHECKPOINT,
     backbone_state_from_release,
