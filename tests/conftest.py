@@ -37,8 +37,12 @@ def chromium_screenshot(html, png, width=1280, height=2400):
     exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if exe is None:
         pytest.skip("headless Chromium not installed (Debian: apt-get install chromium)")
-    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--window-size={width},{height}", f"--screenshot={png}", f"file://{html}"],
-                   check=True, capture_output=True, timeout=120)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as profile:  # a fresh profile; no background connections to fail on
+        subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-quic",
+                        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", f"--user-data-dir={profile}", f"--window-size={width},{height}",
+                        f"--screenshot={png}", f"file://{html}"], check=True, capture_output=True, timeout=120)
     img = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
     return img

@@ -11,6 +11,7 @@ from cytofm.cli.common import (
     CONFIG_HELP,
     OVERRIDES_HELP,
     PRINT_CONFIG_HELP,
+    choices,
     console,
     default,
     fail,
@@ -24,6 +25,7 @@ from cytofm.cli.common import (
 )
 from cytofm.config.loader import config_dict
 from cytofm.eval.command_config import PROBE_METHODS, MilConfig, ProbeConfig
+from cytofm.mil.registry import MIL_MODELS
 
 FOLDS = typer.Option(help="Cross-validation folds (lowered with a warning for rare classes).")
 SEEDS = typer.Option(help="Comma-separated seeds; each repeats the whole k-fold.")
@@ -61,6 +63,7 @@ def _report(summaries: list[dict], out: Path, options: dict) -> None:
 
 
 P, M = ProbeConfig, MilConfig
+MilModel = choices("MilModel", MIL_MODELS)
 REQUIRED = {"features": "--features DIR", "label": "--label COLUMN", "out": "--out DIR"}
 FEATURES = typer.Option(help="Feature store folder (from `cytofm extract`).", show_default=False)
 LABEL = typer.Option(help="Label column of the store's manifest.", show_default=False)
@@ -135,11 +138,14 @@ def mil(
     split_column: Annotated[str | None, SPLIT] = default(M, "split_column"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on an inner validation split).")] = default(M, "epochs"),
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = default(M, "lr"),
+    model: Annotated[MilModel, typer.Option(help="abmil: gated attention MIL (Ilse et al. 2018); transmil: TransMIL "
+                                                 "(Shao et al. 2021, order-sensitive by design).")] = default(M, "model"),
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
-    """Gated attention MIL (ABMIL) over folds x seeds, class-balanced loss, early stopping; writes metrics
+    """Attention MIL (gated ABMIL, or TransMIL with --model transmil) over folds x seeds, class-balanced loss,
+    early stopping; writes metrics
     with CIs, per-item predictions, confusion matrices and each item's attention (attention_<seed>.npz).
 
     Example: cytofm mil --features bags --label wbc_type --out mil epochs=30
@@ -150,7 +156,8 @@ def mil(
     features, out = Path(cfg.features), Path(cfg.out)
     data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds, cfg.exclude)
     with make_progress() as progress:
-        summary = evaluate_mil(data, splits, out, cfg.epochs, cfg.lr, progress, title=_title(features, cfg.label))
+        summary = evaluate_mil(data, splits, out, cfg.epochs, cfg.lr, progress, title=_title(features, cfg.label),
+                               model=cfg.model)
     _report([summary], out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cytofm.config.loader import Section
 from cytofm.utils.hashing import digest_of
@@ -46,6 +46,8 @@ class TaskConfig(Section):
     expected_counts: dict[str, int] = {}
     """Items per class the task should have (e.g. a published data set); a difference is warned about."""
     epochs: int = 50
+    model: str = "abmil"
+    """MIL tasks: the model, a name of ``cytofm.mil.registry.MIL_MODELS`` (abmil, transmil)."""
     boxes: str | None = None
     """MIL tasks: a folder of Pascal VOC XML files named like the sources; the ABMIL attention is scored
     against them (attention mass on the object and pointing game, with their chance levels)."""
@@ -58,6 +60,15 @@ class TaskConfig(Section):
     """A point table ``image,x,y,<label>`` (paths relative to its folder): the items are ``crop_size``
     crops centred on the points (cell-level tasks on annotated fields); group splits by ``field``."""
     crop_size: int = Field(80, ge=8)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from cytofm.mil.registry import MIL_MODELS
+
+        if v not in MIL_MODELS:
+            raise ValueError(f"unknown MIL model '{v}'; available: {', '.join(MIL_MODELS)}")
+        return v
 
 
 class BenchmarkConfig(Section):
@@ -137,7 +148,8 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
         if run.summaries is not None:
             log(f"[{task.name}] {spec}: evaluation unchanged, reused from {ev_out.name}/")
         elif task.eval == "mil":
-            run.summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress, title=title)]
+            run.summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress, title=title,
+                                          model=task.model)]
         else:
             run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress, title=title)
         (ev_out / EVALUATED).write_text(json.dumps({"key": key, "methods": [s["method"] for s in run.summaries]}))

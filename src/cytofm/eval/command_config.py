@@ -3,7 +3,7 @@ defaults come from here). Lists also read as the comma-separated strings the opt
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator
 
@@ -43,3 +43,5 @@ class ProbeConfig(EvalConfig):
 class MilConfig(EvalConfig):
     epochs: int = 50
     lr: float = 2e-4
+    model: Literal["abmil", "transmil"] = "abmil"
+    """As ``cytofm.mil.registry.MIL_MODELS`` (a test keeps them equal)."""

@@ -45,11 +45,14 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
 
 
 def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: float = 2e-4, progress=None,
-                 title: str = "") -> dict:
+                 title: str = "", model: str = "abmil") -> dict:
+    """``model`` (a name of ``cytofm.mil.registry``) over the splits; its name is the method's name in the
+    tables and files (``folds_abmil.csv``, ``attention_<seed>.npz`` as before)."""
     import torch
 
     from cytofm.eval.splits import inner_validation
-    from cytofm.mil.train import MILTrainConfig, predict, train_abmil
+    from cytofm.mil.registry import mil_model
+    from cytofm.mil.train import MILTrainConfig, predict, train_mil
 
     bags = [torch.from_numpy(b) for b in data.bags]
     n_c = len(data.classes)
@@ -57,14 +60,15 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
 
     def method(tr, te, sp):
         itr, ival = inner_validation(data.y[tr], sp.seed, groups=data.groups[tr] if data.groups is not None else None)
-        cfg = MILTrainConfig(epochs=epochs, lr=lr, seed=sp.seed)
-        model = train_abmil([bags[i] for i in tr[itr]], data.y[tr[itr]], [bags[i] for i in tr[ival]], data.y[tr[ival]], n_c, cfg)
-        proba, attn = predict(model, [bags[i] for i in te])
+        cfg = MILTrainConfig(epochs=epochs, lr=lr, seed=sp.seed, model=model)
+        fitted = train_mil([bags[i] for i in tr[itr]], data.y[tr[itr]], [bags[i] for i in tr[ival]], data.y[tr[ival]], n_c, cfg)
+        proba, attn = predict(fitted, [bags[i] for i in te])
         for i, a in zip(te, attn, strict=True):
             attention.setdefault(sp.seed, {})[data.ids[i]] = a
         return proba, attn
 
-    summary = run_method("abmil", data, splits, method, out, progress, title)
+    mil_model(model)  # an unknown name is refused before any fitting
+    summary = run_method(model, data, splits, method, out, progress, title)
     for seed, d in attention.items():
         np.savez_compressed(out / f"attention_{seed}.npz", **d)
     return summary

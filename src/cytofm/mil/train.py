@@ -1,4 +1,5 @@
-"""Training ABMIL on bags of frozen features: AdamW, class-balanced loss, early stopping on validation."""
+"""Training a MIL model (``cytofm.mil.registry``) on bags of frozen features: AdamW, class-balanced loss,
+early stopping on validation."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from cytofm.mil.abmil import GatedABMIL, pad_bags
+from cytofm.mil.abmil import pad_bags
+from cytofm.mil.registry import mil_model
 
 
 @dataclass
@@ -26,6 +29,8 @@ class MILTrainConfig:
     standardise: bool = True
     """Standardise instance features with the training instances' mean and sd (part of the model)."""
     seed: int = 0
+    model: str = "abmil"
+    """A name of ``cytofm.mil.registry.MIL_MODELS``."""
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -42,7 +47,7 @@ def _epoch_batches(n: int, bs: int, rng: np.random.Generator):
 
 
 @torch.no_grad()
-def predict(model: GatedABMIL, bags: list[torch.Tensor], batch_size: int = 16) -> tuple[np.ndarray, list[np.ndarray]]:
+def predict(model: nn.Module, bags: list[torch.Tensor], batch_size: int = 16) -> tuple[np.ndarray, list[np.ndarray]]:
     """Class probabilities (N, C) and each bag's attention over its own instances."""
     model.eval()
     probs, attns = [], []
@@ -55,12 +60,13 @@ def predict(model: GatedABMIL, bags: list[torch.Tensor], batch_size: int = 16) -
     return np.concatenate(probs), attns
 
 
-def train_abmil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.Tensor] | None, y_val: np.ndarray | None,
-                n_classes: int, cfg: MILTrainConfig = MILTrainConfig()) -> GatedABMIL:
-    """Fit on ``train``; keep the weights with the lowest validation loss (or the last, without ``val``)."""
+def train_mil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.Tensor] | None, y_val: np.ndarray | None,
+              n_classes: int, cfg: MILTrainConfig = MILTrainConfig()) -> nn.Module:
+    """Fit ``cfg.model`` on ``train``; keep the weights with the lowest validation loss (or the last, without
+    ``val``)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = GatedABMIL(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim, cfg.dropout)
+    model = mil_model(cfg.model).build(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim, cfg.dropout)
     if cfg.standardise:
         inst = torch.cat(train).double()
         model.set_standardisation(inst.mean(0).float(), inst.std(0).float() if len(inst) > 1 else torch.ones(inst.shape[1]))
@@ -92,3 +98,10 @@ def train_abmil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.
     model.load_state_dict(best)
     model.eval()
     return model
+
+
+def train_abmil(train, y_train, val, y_val, n_classes: int, cfg: MILTrainConfig = MILTrainConfig()) -> nn.Module:
+    """``train_mil`` with gated ABMIL whatever ``cfg.model`` says (the name the task code used first)."""
+    from dataclasses import replace
+
+    return train_mil(train, y_train, val, y_val, n_classes, replace(cfg, model="abmil"))

@@ -1,0 +1,40 @@
+"""The MIL models cytofm trains, by name (``model:`` in a benchmark task, ``cytofm mil --model``).
+
+Every model takes ``(B, N, D)`` padded bags with a ``(B, N)`` mask and returns logits and a per-instance
+attention that sums to 1 over the real instances (so heatmaps and localisation scores work for all), and
+has ``set_standardisation(mean, std)``. ``order_invariant`` says whether the model promises the same
+output for any instance order (the invariance tests run on the models that do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from cytofm.mil.abmil import GatedABMIL
+from cytofm.mil.transmil import TransMIL
+
+
+@dataclass(frozen=True)
+class MILModel:
+    name: str
+    build: Callable[..., nn.Module]  # (in_dim, n_classes, hidden, attn_dim, dropout) -> module
+    order_invariant: bool
+    reference: str
+
+
+MIL_MODELS: dict[str, MILModel] = {
+    "abmil": MILModel("abmil", lambda d, c, hidden, attn_dim, dropout: GatedABMIL(d, c, hidden, attn_dim, dropout),
+                      True, "Ilse et al., ICML 2018 (gated attention)"),
+    "transmil": MILModel("transmil", lambda d, c, hidden, attn_dim, dropout: TransMIL(d, c, hidden, dropout=dropout),
+                         False, "Shao et al., NeurIPS 2021"),
+}
+
+
+def mil_model(name: str) -> MILModel:
+    try:
+        return MIL_MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown MIL model '{name}'; available: {', '.join(MIL_MODELS)}") from None
