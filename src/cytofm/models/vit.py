@@ -1,8 +1,13 @@
-"""Switches on timm Vision Transformers that every stage uses (extraction, pretraining, benchmarks)."""
+"""Vision Transformers as every stage uses them: construction, the frozen-encoder wrapper around a loaded
+backbone, and the fused-attention switch."""
 
 from __future__ import annotations
 
+import timm
+import torch
 from torch import nn
+
+from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderError, ViTFeatures, state_hash
 
 
 def set_fused_attn(model: nn.Module, enabled: bool) -> None:
@@ -11,3 +16,30 @@ def set_fused_attn(model: nn.Module, enabled: bool) -> None:
     for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = enabled
+
+
+def build_vit(arch: str, img_size: int, **kw) -> torch.nn.Module:
+    """A timm ViT without classifier that accepts any input size."""
+    return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True, **kw)
+
+
+def vit_encoder(name: str, spec: str, vit: torch.nn.Module, state: dict | None, source: str, img_size: int,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, pool: str = "cls", info: dict | None = None) -> Encoder:
+    from cytofm.models.loading import load_backbone_into
+
+    if state is not None:
+        try:
+            load_backbone_into(vit, state, source)
+        except ValueError as e:
+            raise EncoderError(str(e)) from None
+    vit.eval()
+    model = ViTFeatures(vit, pool)
+    dim = ViTFeatures.dim_for(vit.embed_dim, pool)
+    return Encoder(name, spec, model, dim, img_size, tuple(mean), tuple(std), state_hash(vit.state_dict()), info or {})
+
+
+def embed_dim_of(state: dict) -> int:
+    for k in ("cls_token", "pos_embed"):
+        if k in state:
+            return int(state[k].shape[-1])
+    raise EncoderError("cannot tell the architecture: no cls_token/pos_embed in the weights")

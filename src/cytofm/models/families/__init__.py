@@ -1,0 +1,1 @@
+"""Encoder families; each module registers its entries in ``cytofm.models.registry`` on import."""

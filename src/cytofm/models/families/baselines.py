@@ -1,0 +1,37 @@
+"""Baselines every encoder is compared with: a seeded random init and hand-crafted features."""
+
+from __future__ import annotations
+
+import timm
+import torch
+
+from cytofm.models.encoder import Encoder, EncoderError, state_hash
+from cytofm.models.registry import register
+from cytofm.models.vit import vit_encoder
+
+
+@register("random", "random:<timm arch>[:<seed>]", "the architecture at a seeded random init (the baseline to beat)")
+def _random(arg: str) -> Encoder:
+    parts = arg.split(":") if arg else []
+    arch = parts[0] if parts else "vit_small_patch16_224"
+    seed = int(parts[1]) if len(parts) > 1 else 0
+    torch.manual_seed(seed)
+    try:
+        m = timm.create_model(arch, pretrained=False, num_classes=0)
+    except RuntimeError as e:
+        raise EncoderError(f"random: unknown timm architecture '{arch}' ({e})") from None
+    size = int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    if hasattr(m, "blocks") and hasattr(m, "patch_embed"):
+        return vit_encoder("random", f"random:{arch}:{seed}", m, None, "", size, info={"seed": seed, "arch": arch})
+    m.eval()
+    return Encoder("random", f"random:{arch}:{seed}", m, m.num_features, size, weights_hash=state_hash(m.state_dict()),
+                   info={"seed": seed, "arch": arch}, is_vit=False)
+
+
+@register("handcrafted", "handcrafted", "colour, stain density, intensity and texture statistics (not learned)")
+def _handcrafted(arg: str) -> Encoder:
+    from cytofm.models.handcrafted import HandcraftedFeatures
+
+    m = HandcraftedFeatures().eval()
+    return Encoder("handcrafted", "handcrafted", m, m.embed_dim, 112, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                   "handcrafted-v1", is_vit=False)
