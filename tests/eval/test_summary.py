@@ -28,7 +28,7 @@ def test_sentences_orientation_and_plain_no():
     cells, fields = headline(rows, comps, "cytofm")
     assert cells == ("cells (linear, 700 items, balanced accuracy): best handcrafted 0.630 [0.600, 0.660]. "
                      "cytofm beats random:vit_small_patch16_224 by +0.090 [+0.060, +0.120] (Holm p 0.002). "
-                     "no difference established between cytofm and handcrafted: -0.020 [-0.050, +0.010] (Holm p 0.4).")
+                     "No difference established between cytofm and handcrafted: -0.020 [-0.050, +0.010] (Holm p 0.4).")
     assert fields.startswith("fields (abmil, 50 items, balanced accuracy): best random:vit_small_patch16_224 0.450")
     assert "cytofm does NOT beat random init here: -0.050 [-0.200, +0.100]" in fields
 

@@ -45,7 +45,7 @@ def headline(rows: list[dict], comps: list[dict], reference: str, metric: str = 
                 words.append(f"{ref} does NOT beat random init here: {iv}, the interval includes 0 or the test "
                              f"does not survive the correction (Holm p {c['p_holm']:.2g}).")
             else:
-                words.append(f"no difference established between {ref} and {other}: {iv} "
+                words.append(f"No difference established between {ref} and {other}: {iv} "
                              f"(Holm p {c['p_holm']:.2g}).")
         lines.append(" ".join(words))
     return lines
