@@ -28,3 +28,30 @@ def test_auroc_of_a_fold_missing_a_class_uses_the_classes_present():
     proba = np.array([[0.5, 0.1, 0.4], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3], [0.3, 0.2, 0.5]])
     # classes 0 and 1 only: renormalised p(1 | 0 or 1) = 1/6, 3/5, 6/7, 2/5 -> pairs (6/7 > all, 2/5 > 1/6) = 3 of 4
     assert classification_metrics(y, proba, 3)["auroc"] == pytest.approx(0.75)
+
+
+def test_fast_metrics_equal_scikit_learn_on_random_cases():
+    """The bootstrap's numpy metrics against classification_metrics: binary, multi-class, classes missing
+    from y (and predicted anyway), tied scores."""
+    import warnings
+
+    from cytofm.eval.metrics import classification_metrics, fast_metrics
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for trial in range(60):
+        c = int(rng.integers(2, 8))
+        n = int(rng.integers(5, 80))
+        present = rng.choice(c, size=int(rng.integers(1, c + 1)), replace=False)
+        y = rng.choice(present, n)
+        p = rng.dirichlet(np.ones(c), n)
+        if trial % 3 == 0:
+            p = np.round(p, 1) + 1e-9  # ties
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = classification_metrics(y, p, c)
+        got = fast_metrics(y, p, c)
+        for k in want:
+            assert (np.isnan(want[k]) and np.isnan(got[k])) or abs(want[k] - got[k]) < 1e-9, (trial, k, want, got)
+        checked += 1
+    assert checked == 60
