@@ -146,7 +146,7 @@ def _localisation_md(task_runs: list[TaskRun], rows: list[dict]) -> list[str]:
     loc = [r for r in rows if "attn_mass" in r]
     if not loc:
         return []
-    md = ["", "ABMIL attention against the annotated objects (out-of-fold attention, mean over items and seeds):", "",
+    md = ["", "MIL attention against the annotated objects (out-of-fold attention, mean over items and seeds):", "",
           "| task | encoder | attention mass on object (uniform attention) | pointing game (chance) | items |",
           "|---|---|---|---|---|"]
     for r in loc:
