@@ -69,7 +69,7 @@ def test_abmil_trains_validates_and_standardises_on_training_items_only(tmp_path
 
     data = planted(n=30, bag=True)
     calls = []
-    real = mt.train_abmil
+    real = mt.train_mil  # evaluate_mil trains every registered MIL model through train_mil
 
     def spy(train, y_train, val, y_val, n_classes, cfg):
         model = real(train, y_train, val, y_val, n_classes, cfg)
@@ -77,7 +77,7 @@ def test_abmil_trains_validates_and_standardises_on_training_items_only(tmp_path
         calls.append((ids(train), ids(val)))
         return model
 
-    monkeypatch.setattr(mt, "train_abmil", spy)
+    monkeypatch.setattr(mt, "train_mil", spy)
     monkeypatch.setattr("cytofm.eval.run.confusion_png", lambda *a, **k: None)
     monkeypatch.setattr("cytofm.eval.run.bootstrap_ci", lambda *a, **k: {})
     splits = make_splits(data.y, 3, (0,), data.groups)
