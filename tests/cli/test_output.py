@@ -37,6 +37,13 @@ def test_plain_progress_lines_heartbeat_and_done(monkeypatch):
     assert not any("nothing left" in ln for ln in lines) and "\r" not in buf.getvalue()
 
 
+def test_progress_interval_setting_never_crashes(monkeypatch):
+    monkeypatch.setenv("CYTOFM_PROGRESS_SECONDS", "abc")
+    assert PlainProgress().interval == 30.0
+    monkeypatch.setenv("CYTOFM_PROGRESS_SECONDS", "0")
+    assert PlainProgress().interval == 0.1  # never a busy loop
+
+
 def test_quiet_hides_progress(monkeypatch):
     monkeypatch.setattr(common, "_verbosity", -1)
     buf = io.StringIO()

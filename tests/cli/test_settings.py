@@ -54,6 +54,8 @@ def test_precedence_defaults_file_options_overrides(tmp_path):
     assert got["batch_size"] == 16  # the option beats the file
     assert got["workers"] == 2  # the override beats the file
     assert got["pool"] == "mean" and got["encoder"] == "cytofm" and got["precision"] == "auto"  # file, defaults
+    # key=value beats an option given on the same command line
+    assert _printed(["extract", "--batch-size", "16", "batch_size=4", "--print-config"])["batch_size"] == 4
     # an option left at its default does not undo the file
     assert _printed(["extract", "--config", str(cfg), "--print-config"])["batch_size"] == 8
 

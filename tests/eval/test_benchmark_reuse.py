@@ -59,6 +59,13 @@ def test_rerun_reuses_evaluation_and_changes_reevaluate(tmp_path, monkeypatch):
     assert not any("reused" in m for m in logs)
     assert _splits(first[0]) == {6} and _splits((out / "results.csv").read_text()) == {9}  # 3 folds x 2 / 3 seeds
 
+    # an image changed in place (same name, so the store's manifest is the same): its features change, and
+    # no evaluation that used it is reused
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "3.png")
+    logs.clear()
+    run_benchmark(_cfg([0, 1, 2]), tmp_path, out, log=logs.append)
+    assert not any("reused" in m for m in logs)
+
 
 def _splits(text: str) -> set[int]:
     return {int(r["n_splits"]) for r in csv.DictReader(io.StringIO(text))}

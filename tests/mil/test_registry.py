@@ -81,3 +81,15 @@ def test_registry_and_cli_choices_agree_and_unknown_names_are_refused():
     assert set(MilConfig.model_fields["model"].annotation.__args__) == set(MIL_MODELS)
     with pytest.raises(ValueError, match="available: abmil, transmil"):
         mil_model("clam")
+
+
+def test_transmil_attention_counts_the_repeated_tokens():
+    """A bag of 5 is filled to 9 tokens with copies of the first 4: its attention equals that of the explicit
+    9-instance bag with each copy's share folded onto the instance it repeats."""
+    m, x = build("transmil"), torch.randn(5, 16)
+    with torch.no_grad():
+        _, a5 = m(x.unsqueeze(0))
+        _, a9 = m(torch.cat([x, x[:4]]).unsqueeze(0))
+    folded = a9[0, :5].clone()
+    folded[:4] += a9[0, 5:]
+    assert torch.allclose(a5[0], folded, atol=1e-5) and not torch.allclose(a5[0], a9[0, :5] / a9[0, :5].sum())

@@ -105,6 +105,14 @@ def _duration(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def _seconds(value: str | None, fallback: float = 30.0) -> float:
+    """``CYTOFM_PROGRESS_SECONDS`` as a number; anything else is the default (a log line is not worth a crash)."""
+    try:
+        return float(value) if value else fallback
+    except ValueError:
+        return fallback
+
+
 class PlainProgress:
     """The part of ``rich.progress.Progress`` cytofm uses, as plain lines for log files and pipes: a line when
     a task starts, one every ``interval`` seconds while it runs (with rate and ETA, also while a long step
@@ -114,8 +122,9 @@ class PlainProgress:
     def __init__(self, stream=None, interval: float | None = None):
         self.console = console
         self.stream = stream
-        self.interval = float(os.environ.get("CYTOFM_PROGRESS_SECONDS", 30)) if interval is None else interval
+        self.interval = max(0.1, _seconds(os.environ.get("CYTOFM_PROGRESS_SECONDS")) if interval is None else interval)
         self.tasks: dict[int, dict] = {}
+        self._next = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,7 +146,8 @@ class PlainProgress:
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields) -> int:
         with self._lock:
-            k = len(self.tasks)
+            k = self._next
+            self._next += 1
             now = time.monotonic()
             nothing = total is not None and completed >= total  # e.g. every item already finished: no lines
             self.tasks[k] = {"description": description, "total": total, "completed": completed, "start": completed,

@@ -10,12 +10,14 @@ The comparisons the config claims get a paired interval and a Holm-adjusted p-va
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from cytofm.config.loader import Section
@@ -117,14 +119,15 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
     """Evaluate every encoder's store of one task on the same items and the same splits (``base`` is kept
     for callers of the earlier signature; paths are resolved by the pipeline)."""
     from cytofm.eval.display import display_name
-    from cytofm.eval.pretraining_guard import check_encoder
+    from cytofm.eval.pretraining_guard import check_encoder, pretraining_record_for
     from cytofm.eval.splits import ProtocolError, make_splits
     from cytofm.eval.tasks import evaluate_mil, evaluate_probes
 
     sets, group_col = _aligned_sets(task, stores, log)
     ref = next(iter(sets.values()))
     groups, groups_from, dup, hashes = _groups(task, ref, group_col, out / task.name, log)
-    hashes = _source_hashes(next(iter(stores.values()))[0], ref.ids, hashes)
+    if any(pretraining_record_for(resolved) for _, resolved, _ in stores.values()):  # only the guard reads them
+        hashes = _source_hashes(next(iter(stores.values()))[0], ref.ids, hashes)
     try:
         splits = make_splits(ref.y, task.folds, tuple(task.seeds), groups, ref.fixed, warn=lambda m: log(f"warning: {m}"),
                              names=ref.classes)
@@ -143,16 +146,19 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
         ev_out = out / task.name / _slug(spec)
         ev_out.mkdir(parents=True, exist_ok=True)
         title = f"{display_name(spec)} on {task.name}"
-        key = _evaluation_key(task, run, splits, d.ids)
+        key = _evaluation_key(task, run, splits, d)
         run.summaries = _reuse(ev_out, key)
         if run.summaries is not None:
             log(f"[{task.name}] {spec}: evaluation unchanged, reused from {ev_out.name}/")
-        elif task.eval == "mil":
-            run.summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress, title=title,
-                                          model=task.model)]
         else:
-            run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress, title=title)
-        (ev_out / EVALUATED).write_text(json.dumps({"key": key, "methods": [s["method"] for s in run.summaries]}))
+            # a run stopped half-way must not leave a key that points at a mix of old and new files
+            (ev_out / EVALUATED).unlink(missing_ok=True)
+            if task.eval == "mil":
+                run.summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress, title=title,
+                                              model=task.model)]
+            else:
+                run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress, title=title)
+            (ev_out / EVALUATED).write_text(json.dumps({"key": key, "methods": [m["method"] for m in run.summaries]}))
         tr.runs[spec] = run
     return tr
 
@@ -160,15 +166,20 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
 EVALUATED = "evaluated.json"
 
 
-def _evaluation_key(task: TaskConfig, run: EncoderRun, splits, ids) -> str:
-    """What an evaluation's result depends on: the task's settings, the encoder's weights, the store's items
-    and the exact folds. A re-run with the same key reuses the finished evaluation."""
+def _evaluation_key(task: TaskConfig, run: EncoderRun, splits, data) -> str:
+    """What an evaluation's result depends on: the task's settings, the encoder, the features and labels of
+    the items themselves (a re-extracted image changes them even where the store's manifest does not), the
+    exact folds and the cytofm version. A re-run with the same key reuses the finished evaluation."""
+    from cytofm import __version__
     from cytofm.eval.run import ids_key
-    from cytofm.utils.hashing import file_digest
 
+    ids = data.ids
+    h = hashlib.sha256()
+    for b in data.bags:
+        h.update(np.ascontiguousarray(b).tobytes())
     folds = [(sp.seed, sp.fold, ids_key(ids[i] for i in sp.test), ids_key(ids[i] for i in sp.train)) for sp in splits]
-    return digest_of(task.model_dump(mode="json"), run.resolved, run.weights_hash,
-                     file_digest(run.store / "manifest.csv")[1], folds)
+    return digest_of(__version__, task.model_dump(mode="json"), run.resolved, run.weights_hash, h.hexdigest(),
+                     list(ids), data.y.tolist(), list(data.classes), folds)
 
 
 def _reuse(ev_out: Path, key: str) -> list[dict] | None:
@@ -248,7 +259,10 @@ def _source_hashes(store: Path, ids: list[str], hashes):
     sources = [rows.get(i, "") for i in ids]
     if not all(sources) or not all(Path(p).is_file() for p in set(sources)):
         return hashes
-    by_path = {p: hash_image(p) for p in sorted(set(sources))}
+    try:
+        by_path = {p: hash_image(p) for p in sorted(set(sources))}
+    except (OSError, ValueError):  # a field that cannot be read: the crops' own hashes, as for any other item
+        return hashes
     return [by_path[p] for p in sources]
 
 

@@ -10,11 +10,15 @@ so the output depends on instance order by design (the paper's "morphological an
 the order cytofm hands it is the store's coordinate order (row-major over the tiles). Each bag is run on
 its own real instances, so padding in a batch never changes a result.
 
-Differences from the reference: exact softmax attention (``nn.MultiheadAttention``) instead of the Nystrom
-approximation, which only matters for bags of thousands of instances and needs another dependency; the
-width follows the MIL config (256 by default, the paper's 512 with ``hidden=512``). The attention a
+Differences from the reference implementation: exact softmax attention (``nn.MultiheadAttention``) instead
+of the Nystrom approximation, which only matters for bags of thousands of instances and needs another
+dependency, and therefore without that layer's residual depth-wise convolution over the value sequence (a
+second order-dependent term of the reference); attention dropout from the MIL config (0.25 by default,
+0.1 in the reference); the [CLS] token initialised with sd 0.02 (1 in the reference); the width follows
+the MIL config (256 by default, the paper's 512 with ``hidden=512``). The attention a
 TransMIL run reports per instance is the [CLS] token's attention in the last layer (mean over heads) on
-the real instances, renormalised to sum to 1: a readout for heatmaps, not part of the model's decision
+the real instances (a repeated token's share added to the instance it repeats), renormalised to sum to 1:
+a readout for heatmaps, not part of the model's decision
 the way ABMIL's weights are.
 
 Reference: Shao et al., "TransMIL: Transformer based Correlated Multiple Instance Learning for Whole Slide
@@ -92,7 +96,9 @@ class TransMIL(nn.Module):
         h = self.ppeg(h, side)
         h, w = self.layer2(h, need_weights=True)
         logits = self.classifier(self.norm(h)[:, 0])[0]
-        a = w[0, 0, 1:n + 1]
+        a = w[0, 0, 1:n + 1].clone()
+        if extra:  # attention on a repeated token is attention on the instance it repeats
+            a.index_add_(0, torch.arange(extra, device=a.device) % n, w[0, 0, n + 1:])
         return logits, a / a.sum().clamp_min(1e-12)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
