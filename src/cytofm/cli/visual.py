@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -51,9 +51,10 @@ def _summary(scores: list[dict], what: str, out: Path) -> None:
 
 
 H, U = HeatmapConfig, UmapConfig
-Tiles = choices("Tiles", ("auto", "on", "off"))
-Device = choices("Device", ("auto", "cpu", "cuda"))
-MapMethod = choices("MapMethod", ("auto", "umap", "tsne", "pca"))
+# the values come from the settings' Literals, so --help and the config accept the same set
+Tiles = choices("Tiles", get_args(H.model_fields["tiles"].annotation))
+Device = choices("Device", get_args(H.model_fields["device"].annotation))
+MapMethod = choices("MapMethod", get_args(U.model_fields["method"].annotation))
 
 
 @user_errors
