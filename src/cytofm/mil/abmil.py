@@ -15,24 +15,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cytofm.mil.standardise import StandardisedMIL
 
-class GatedABMIL(nn.Module):
+
+class GatedABMIL(StandardisedMIL):
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, attn_dim: int = 128, dropout: float = 0.25):
-        super().__init__()
+        super().__init__(in_dim)
         self.project = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attn_v = nn.Linear(hidden, attn_dim)
         self.attn_u = nn.Linear(hidden, attn_dim)
         self.attn_w = nn.Linear(attn_dim, 1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, n_classes)
-        # instance standardisation fitted on the training instances (identity until set): frozen features of
-        # different encoders differ in scale by orders of magnitude (handcrafted areas vs ViT tokens)
-        self.register_buffer("in_mean", torch.zeros(in_dim))
-        self.register_buffer("in_std", torch.ones(in_dim))
-
-    def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.in_mean.copy_(mean)
-        self.in_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Args:
@@ -48,7 +42,7 @@ class GatedABMIL(nn.Module):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if not mask.any(dim=1).all():
             raise ValueError("every bag needs at least one instance")
-        h = self.project((x - self.in_mean) / self.in_std)
+        h = self.project(self.standardise(x))
         scores = self.attn_w(torch.tanh(self.attn_v(h)) * torch.sigmoid(self.attn_u(h))).squeeze(-1)
         scores = scores.masked_fill(~mask, float("-inf"))
         attn = torch.softmax(scores, dim=1)

@@ -32,6 +32,8 @@ import math
 import torch
 from torch import nn
 
+from cytofm.mil.standardise import StandardisedMIL
+
 
 class TransLayer(nn.Module):
     """Pre-norm self-attention with a residual connection (the reference layer has no MLP block)."""
@@ -64,9 +66,9 @@ class PPEG(nn.Module):
         return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
 
 
-class TransMIL(nn.Module):
+class TransMIL(StandardisedMIL):
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, heads: int = 8, dropout: float = 0.25):
-        super().__init__()
+        super().__init__(in_dim)
         self.project = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden))
         nn.init.normal_(self.cls_token, std=0.02)
@@ -75,18 +77,11 @@ class TransMIL(nn.Module):
         self.layer2 = TransLayer(hidden, heads, dropout)
         self.norm = nn.LayerNorm(hidden)
         self.classifier = nn.Linear(hidden, n_classes)
-        # instance standardisation fitted on the training instances (identity until set), as in GatedABMIL
-        self.register_buffer("in_mean", torch.zeros(in_dim))
-        self.register_buffer("in_std", torch.ones(in_dim))
-
-    def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.in_mean.copy_(mean)
-        self.in_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
     def _one(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One bag (N, D) of real instances -> logits (C,), attention (N,)."""
         n = x.shape[0]
-        h = self.project((x - self.in_mean) / self.in_std).unsqueeze(0)
+        h = self.project(self.standardise(x)).unsqueeze(0)
         side = math.ceil(math.sqrt(n))
         extra = side * side - n
         if extra:  # fill the square by repeating instances cyclically (a bag of 1 fills it with itself)
