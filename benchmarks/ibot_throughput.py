@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cytofm.config.loader import build_config
 from cytofm.ssl.config import PretrainConfig
-from cytofm.ssl.trainer import IBOTTrainer
+from cytofm.ssl.trainer import SSLTrainer
 
 
 def sync(device: torch.device) -> None:
@@ -80,7 +80,7 @@ def main() -> None:
             cfg = build_config(PretrainConfig, "pretrain", a.preset, [
                 f"model.arch={arch}", f"train.batch_size={a.batch}", "runtime.precision=bf16", "data.num_workers=0",
                 "train.iterations=100000", "optim.warmup_iters=0", f"runtime.device={device.type}"])
-            tr = IBOTTrainer(cfg, [data], f"{tmp}/run-{arch}", log=lambda m: None)
+            tr = SSLTrainer(cfg, [data], f"{tmp}/run-{arch}", log=lambda m: None)
             batch = synthetic_batch(cfg, cfg.crops.global_size // tr.student.backbone.patch_size, device)
             for w in range(3 if device.type == "cuda" else 1):  # warm-up (kernel selection on a GPU)
                 tr.step(batch, 10 + w)

@@ -20,7 +20,7 @@ import torch
 
 from cytofm.config.loader import build_config
 from cytofm.ssl.config import PretrainConfig
-from cytofm.ssl.trainer import IBOTTrainer
+from cytofm.ssl.trainer import SSLTrainer
 
 
 def sync(dev: torch.device) -> None:
@@ -42,7 +42,7 @@ def main() -> None:
         ov.append(f"data.num_workers={a.workers}")
     cfg = build_config(PretrainConfig, "pretrain", a.preset, ov + a.overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        tr = IBOTTrainer(cfg, a.data, f"{tmp}/run", log=print)
+        tr = SSLTrainer(cfg, a.data, f"{tmp}/run", log=print)
         dev, ds, n, w = tr.device, tr.dataset, a.iters, 3
         ds.views_in_loader = False  # time the views apart, also on a CPU
         loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=range(w + n),

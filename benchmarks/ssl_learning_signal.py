@@ -1,21 +1,29 @@
-"""Does iBOT pretraining learn? Herlev 7-class linear probe on frozen [CLS] features: run vs random init.
+"""Does pretraining learn? Herlev 7-class linear probe on frozen [CLS] features: run vs random init, on
+the EVALUATION part of the shipped split (the pretraining runs below never see those cells).
 
-Usage: python benchmarks/ssl_learning_signal.py RUN_DIR [HERLEV_DIR]
+    python benchmarks/ssl_learning_signal.py RUN_DIR [SHARED_DATA]         # probe one finished run
+    python benchmarks/ssl_learning_signal.py --train cpu,cpu_dinov2 [--shared SHARED_DATA] [--out DIR] [--set K=V]
+        # pretrain each preset on the pretraining parts (BCCD fields, Herlev cells, CRIC), then probe each
 
 Features are the teacher backbone's [CLS] token at the run's global crop size (ImageNet normalisation,
-L2-normalised); the probe is a standardised logistic regression, 5-fold stratified CV, balanced accuracy
-(mean +- sd over folds).
+L2-normalised); the probe is a standardised logistic regression, 5-fold stratified CV repeated with 3 fold
+seeds, balanced accuracy (mean +- sd over the 15 folds). Random init and every run are probed on the same
+folds in the same process, so their differences are paired (fold by fold); one pretraining run per preset,
+so the interval does not include training variation.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import os
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -24,32 +32,105 @@ from cytofm.ssl.checkpoint import CHECKPOINT, load_checkpoint
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.monitor import embed, load_labelled
 
-
-def probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5))
-    s = cross_val_score(clf, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=seed), scoring="balanced_accuracy")
-    return float(s.mean()), float(s.std())
+SEEDS = (0, 1, 2)
 
 
-def compare(run: Path, herlev_root: Path) -> dict[str, tuple[float, float]]:
+def fold_scores(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of each of 5 folds x len(SEEDS) fold seeds (the same folds for every encoder)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    out = []
+    for seed in SEEDS:
+        for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5)).fit(x[tr], y[tr])
+            out.append(balanced_accuracy_score(y[te], clf.predict(x[te])))
+    return np.asarray(out)
+
+
+def eval_manifest(shared: Path, out_dir: Path) -> Path:
+    from cytofm.data.split_files import write_part_manifest
+
+    return write_part_manifest(shared / "herlev", "herlev", "eval", out_dir / "herlev_eval.csv")
+
+
+def compare(run: Path, manifest: Path) -> dict[str, np.ndarray | int]:
+    """Fold scores of the run's teacher backbone and of the same architecture at random init (seed 0)."""
     ck = load_checkpoint(run / CHECKPOINT)
     cfg = PretrainConfig.model_validate(ck["config"])
     size = cfg.crops.global_size
-    x, y = load_labelled(str(herlev_root / "manifest.csv"), "label7", size, max_items=100_000)
+    x, y = load_labelled(str(manifest), "label7", size, max_items=100_000)
     trained = create_vit(cfg.model, size, drop_path=0.0)
     trained.load_state_dict(ck["teacher_backbone"])
     torch.manual_seed(0)
     random_vit = create_vit(cfg.model, size, drop_path=0.0)
     cpu = torch.device("cpu")
-    feats = {name: embed(MaskedViT(v), x, cpu, torch.bfloat16) for name, v in (("pretrained", trained), ("random", random_vit))}
-    return {"pretrained": probe(feats["pretrained"], y), "random": probe(feats["random"], y), "iteration": (ck["iteration"], 0.0)}
+    feats = {k: embed(MaskedViT(v), x, cpu, torch.bfloat16) for k, v in (("pretrained", trained), ("random", random_vit))}
+    return {"pretrained": fold_scores(feats["pretrained"], y), "random": fold_scores(feats["random"], y),
+            "iteration": int(ck["iteration"]), "n": len(y)}
+
+
+def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = ()) -> Path:
+    """Train ``preset`` on the pretraining parts (prepared once in ``work``); returns the run folder."""
+    from cytofm.config.loader import build_config
+    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare_config import PrepareConfig
+    from cytofm.data.split_files import write_part_manifest
+    from cytofm.ssl.trainer import SSLTrainer
+
+    quiet = ["output.qa_thumbnails=0"]
+    if not (work / "bccd").exists():
+        m = write_part_manifest(shared / "bccd", "bccd", "pretrain", work / "bccd_pretrain.csv")
+        run_prepare([str(m)], work / "bccd", build_config(PrepareConfig, "prepare", "smear_fields", quiet), log=lambda s: None)
+    if not (work / "cric").exists():
+        m = write_part_manifest(shared / "cric", "cric", "pretrain", work / "cric_pretrain.csv")
+        run_prepare([str(m)], work / "cric", build_config(PrepareConfig, "prepare", "cells", quiet), log=lambda s: None)
+    herlev = write_part_manifest(shared / "herlev", "herlev", "pretrain", work / "herlev_pretrain.csv")
+    cfg = build_config(PretrainConfig, "pretrain", preset, list(overrides))
+    out = work / f"run_{preset}"
+    SSLTrainer(cfg, [str(work / "bccd"), str(herlev), str(work / "cric")], out, log=print).run()
+    return out
+
+
+def report(name: str, r: dict) -> str:
+    p, q = r["pretrained"], r["random"]
+    d = p - q
+    return (f"{name:12s} iteration {r['iteration']:4d}: pretrained {p.mean():.3f} +- {p.std():.3f}, random init "
+            f"{q.mean():.3f} +- {q.std():.3f}, paired difference {d.mean():+.3f} +- {d.std():.3f} "
+            f"(folds better {int((d > 0).sum())}/{len(d)})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", nargs="?", type=Path, help="a finished run to probe")
+    ap.add_argument("shared_pos", nargs="?", type=Path)
+    ap.add_argument("--train", help="comma-separated presets to pretrain and probe, e.g. cpu,cpu_dinov2")
+    ap.add_argument("--shared", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every --train preset (repeatable)")
+    a = ap.parse_args()
+    shared = a.shared or a.shared_pos or Path(os.environ.get("CYTOFM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    work = a.out or Path(tempfile.mkdtemp(prefix="learning_signal_"))
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = eval_manifest(shared, work)
+    if a.train:
+        results = {}
+        for preset in a.train.split(","):
+            t0 = time.perf_counter()
+            run = pretrain(preset, shared, work, a.overrides)
+            results[preset] = compare(run, manifest)
+            print(f"{preset}: pretrained in {time.perf_counter() - t0:.0f} s")
+        print(f"\nHerlev 7-class, evaluation part ({results[preset]['n']} cells), linear probe, 5 folds x {len(SEEDS)} seeds:")
+        for preset, r in results.items():
+            print(report(preset, r))
+        names = list(results)
+        for other in names[1:]:
+            d = results[other]["pretrained"] - results[names[0]]["pretrained"]
+            print(f"{other} - {names[0]}: {d.mean():+.3f} +- {d.std():.3f} over the same folds (one run each)")
+        return
+    r = compare(a.run, manifest)
+    print(report(a.run.name, r))
 
 
 if __name__ == "__main__":
-    run = Path(sys.argv[1])
-    root = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "herlev"
-    r = compare(run, root)
-    print(f"checkpoint at iteration {r['iteration'][0]}")
-    for k in ("pretrained", "random"):
-        print(f"Herlev 7-class linear probe, {k:10s}: balanced accuracy {r[k][0]:.3f} +- {r[k][1]:.3f} (5-fold)")
-    print(f"difference: {r['pretrained'][0] - r['random'][0]:+.3f}")
+    main()

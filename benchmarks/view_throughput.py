@@ -67,12 +67,12 @@ def step_times(steps: int, sources: list[str]) -> tuple[float, float]:
     import statistics
     import tempfile
 
-    from cytofm.ssl.trainer import IBOTTrainer
+    from cytofm.ssl.trainer import SSLTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build_config(PretrainConfig, "pretrain", "cpu", ["data.views=device", f"train.iterations={steps + 3}",
                                                                  "train.save_every=100000"])
-        tr = IBOTTrainer(cfg, sources, f"{tmp}/run", log=lambda m: None)
+        tr = SSLTrainer(cfg, sources, f"{tmp}/run", log=lambda m: None)
         stamps, real_step = [], tr.step
 
         def timed(batch, it, **kw):  # synchronous (the default), so the stamps time whole steps

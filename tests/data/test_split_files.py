@@ -64,3 +64,21 @@ def test_unknown_dataset_is_refused():
     with pytest.raises(ValueError, match="no shipped split"):
         load_split("fnac2019")
     assert "bccd" in DATASETS
+
+
+def test_part_manifest_keeps_one_part_with_absolute_paths(tmp_path):
+    from cytofm.data.split_files import write_part_manifest
+
+    pre, ev = part_of("herlev", "pretrain")[:2], part_of("herlev", "eval")[:1]
+    root = tmp_path / "herlev"
+    root.mkdir()
+    rows = [f"{n},m/{i}.bmp,normal_superficiel,normal" for i, n in enumerate(pre + ev)]
+    (root / "manifest.csv").write_text("image,mask,label7,label2\n" + "\n".join(rows) + "\n")
+    out = write_part_manifest(root, "herlev", "pretrain", tmp_path / "x" / "pre.csv")
+    lines = out.read_text().splitlines()
+    assert lines[0] == "image,mask,label7,label2" and len(lines) == 3
+    assert lines[1].split(",")[0] == str((root / pre[0]).resolve())
+    assert lines[1].split(",")[1] == str((root / "m/0.bmp").resolve()) and lines[1].endswith("normal_superficiel,normal")
+    with pytest.raises(ValueError, match="no image of the eval part"):
+        (root / "manifest.csv").write_text("image,label7\n" + f"{pre[0]},a\n")
+        write_part_manifest(root, "herlev", "eval", tmp_path / "e.csv")

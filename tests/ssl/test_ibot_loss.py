@@ -82,3 +82,53 @@ def test_entropy_is_reported_in_nats():
     z = torch.zeros(2, K)
     out = loss([z, z], torch.zeros(0, K), (torch.zeros(0, dtype=torch.long),) * 2, [z, z], torch.zeros(4, 1, K), 2, 0.04, 0.07)
     assert out["teacher_entropy"].item() == pytest.approx(math.log(K))
+
+
+def test_masked_only_teacher_path_equals_the_full_grid_loss_and_centres():
+    """The iBOT method makes K teacher logits only at masked tokens and the centre from the summed
+    embeddings; loss and both centres equal the full-grid computation (fp32)."""
+    import copy
+
+    from cytofm.ssl.methods import Views, build_method
+
+    from tests.ssl.test_training import tiny_cfg
+
+    m = build_method(tiny_cfg("head.out_dim=32"))
+    torch.manual_seed(0)
+    g = torch.randn(4, 3, 32, 32)
+    masks = torch.tensor([[[1, 0], [0, 1]], [[0, 0], [0, 0]], [[0, 1], [1, 1]], [[1, 0], [0, 0]]]).bool()
+    views = Views(g, masks, torch.randn(4, 3, 16, 16), 2)
+    sched = {"teacher_temp": 0.04, "teacher_patch_temp": 0.07}
+    full = copy.deepcopy(m.criterion)
+    full.center.normal_()
+    full.center_patch.normal_()
+    m.criterion.load_state_dict(full.state_dict())
+    torch.manual_seed(1)
+    fast = m.losses(m.student, views, sched, torch.autocast("cpu", enabled=False))
+    with torch.no_grad():
+        t_cls, t_patch, _ = m.teacher(g, None, None, all_patch_tokens=True)
+    torch.manual_seed(1)
+    s_cls, s_patch, index = m.student(g, masks, views.locals)
+    ref = full(list(s_cls.chunk(4)), s_patch, index, list(t_cls.chunk(2)), t_patch, 2, 0.04, 0.07)
+    assert abs(fast["loss"].item() - ref["loss"].item()) < 1e-5
+    assert torch.allclose(m.criterion.center, full.center, atol=1e-6)
+    assert torch.allclose(m.criterion.center_patch, full.center_patch, atol=1e-6)
+
+
+def test_head_last_layer_fp32_runs_the_mlp_in_bf16_and_the_prototypes_in_fp32():
+    from cytofm.ssl.config import HeadConfig
+    from cytofm.ssl.heads import IBOTHead
+
+    torch.manual_seed(0)
+    cfg = HeadConfig(out_dim=64, hidden_dim=32, bottleneck_dim=16, fp32="last_layer")
+    head = IBOTHead(24, cfg)
+    ref = IBOTHead(24, HeadConfig(out_dim=64, hidden_dim=32, bottleneck_dim=16, fp32=True))
+    ref.load_state_dict(head.state_dict())
+    seen = {}
+    head.mlp[0].register_forward_hook(lambda mod, i, o: seen.update(mlp=o.dtype))  # returns None: output kept
+    x = torch.randn(10, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, want = head(x), ref(x)
+    assert seen["mlp"] == torch.bfloat16 and out.dtype == torch.float32 and want.dtype == torch.float32
+    assert (out - want).abs().max() < 2e-2 and not torch.equal(out, want)  # bf16 MLP: close, not equal
+    assert head.patch_logit_sum(head.embed(x)).allclose(head.forward_patch(x).sum(0), atol=1e-4)

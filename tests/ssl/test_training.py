@@ -203,7 +203,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(images, tmp_path):
     from cytofm.ssl.trainer import TrainingDiverged
 
     t = IBOTTrainer(tiny_cfg("train.iterations=4", "train.save_every=2"), [str(images)], tmp_path / "r", log=lambda m: None)
-    real = t.loss_fn.forward
+    real = t.loss_fn.forward_masked  # the iBOT method calls the masked-token entry point
 
     def poisoned(*a, **k):
         out = real(*a, **k)
@@ -213,7 +213,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(images, tmp_path):
         return out
 
     t._seen = []
-    t.loss_fn.forward = poisoned
+    t.loss_fn.forward_masked = poisoned
     with pytest.raises(TrainingDiverged, match="last good checkpoint"):
         t.run()
     assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["iteration"] == 2

@@ -13,14 +13,16 @@ from cytofm.cli.common import command_line, console, fail, info, make_progress, 
 @user_errors
 def pretrain(
     overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. train.iterations=2000.", show_default=False)] = None,
-    preset: Annotated[str, typer.Option(help="Pretraining preset (cpu, shipped, vit_small, vit_base_paper, ibot_reference_vit_small, ibot_reference_vit_base) or a YAML file.")] = "cpu",
+    preset: Annotated[str, typer.Option(help="Pretraining preset (iBOT: cpu, shipped, vit_small, vit_base_paper, ibot_reference_vit_small, ibot_reference_vit_base; DINOv2: dinov2_vit_small, dinov2_vit_base, cpu_dinov2) or a YAML file.")] = "cpu",
     data: Annotated[list[Path] | None, typer.Option(help="A prepared dataset, a folder or a manifest; repeat for several.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (resumes when it holds a checkpoint).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config applied after the preset.")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Continue from released backbone weights (iBOT/CytoFM dict with 'teacher', DINOv2/timm state dict).")] = None,
     force_config: Annotated[bool, typer.Option("--force-config", help="Resume a run although settings that shape the optimisation changed (the change is recorded in the checkpoint and config.until-N.yaml keeps the old settings).")] = False,
 ) -> None:
-    """iBOT self-supervised pretraining of a timm ViT (CPU, one GPU, or `torchrun --nproc_per_node N`).
+    """iBOT or DINOv2 self-supervised pretraining of a timm ViT (CPU, one GPU, or `torchrun --nproc_per_node N`).
+
+    The method is the config's `method` (ibot, dinov2); the dinov2_* presets set it with DINOv2's settings.
 
     The number of optimisation steps is train.iterations; every schedule counts iterations. A run
     directory that holds a checkpoint resumes where it stopped.
@@ -29,7 +31,7 @@ def pretrain(
     """
     from cytofm.config.loader import build_config
     from cytofm.ssl.config import PretrainConfig
-    from cytofm.ssl.trainer import IBOTTrainer, TrainingDiverged
+    from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged
 
     if not data:
         fail("give at least one --data PATH (a prepared dataset, a folder of images or a manifest)")
@@ -40,7 +42,7 @@ def pretrain(
 
     try:
         with torchrun_group(cfg.runtime.device), make_progress() as progress:
-            trainer = IBOTTrainer(cfg, [str(d) for d in data], out, str(init_from) if init_from else None,
+            trainer = SSLTrainer(cfg, [str(d) for d in data], out, str(init_from) if init_from else None,
                                   log=info,
                                   progress=progress, command=command_line(), force_config=force_config)
             last = trainer.run()

@@ -34,3 +34,25 @@ def part_of(dataset: str, part: str) -> list[str]:
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, not {part!r}")
     return sorted(k for k, v in load_split(dataset).items() if v == part)
+
+
+def write_part_manifest(root: str | Path, dataset: str, part: str, out: str | Path) -> Path:
+    """``root/manifest.csv`` restricted to one part of the shipped split, written to ``out`` with absolute
+    image paths (so it works from any folder); the other columns are kept."""
+    root = Path(root)
+    keep = set(part_of(dataset, part))
+    with open(root / "manifest.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        rows = [r for r in reader if r.get("image") in keep]
+    if not rows:
+        raise ValueError(f"{root / 'manifest.csv'}: no image of the {part} part of the {dataset} split")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **{k: str((root / r[k]).resolve()) for k in fields
+                                if k in ("image", "mask", "annotation") and r.get(k)}})
+    return out

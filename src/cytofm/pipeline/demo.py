@@ -71,7 +71,7 @@ def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=No
     from cytofm.pipeline.benchmark import run_benchmark
     from cytofm.ssl.checkpoint import export_run
     from cytofm.ssl.config import PretrainConfig
-    from cytofm.ssl.trainer import IBOTTrainer, TrainingDiverged
+    from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged
     from cytofm.viz.heatmaps import vit_heatmaps
     from cytofm.viz.report import build_report
 
@@ -100,7 +100,7 @@ def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=No
     cfg = build_config(PretrainConfig, "pretrain", "cpu", [f"train.iterations={iterations}",
                                                           f"train.max_minutes={minutes}", "train.save_every=50"])
     try:
-        IBOTTrainer(cfg, [str(out / "prepared")], run, None, log=log, progress=progress, command="cytofm demo").run()
+        SSLTrainer(cfg, [str(out / "prepared")], run, None, log=log, progress=progress, command="cytofm demo").run()
     except TrainingDiverged as e:
         raise DemoError(str(e)) from None
     fresh, js, it = export_run(run, run / FRESH)

@@ -1,4 +1,4 @@
-"""Typed config of ``cytofm pretrain`` (iBOT).
+"""Typed config of ``cytofm pretrain`` (iBOT, DINOv2).
 
 Defaults follow the reference implementation's (bytedance/ibot ``main_ibot.py``) defaults, with
 schedules in iterations (ImageNet-1k at batch 1024 = 1251 iterations an epoch); the presets
@@ -40,8 +40,13 @@ class HeadConfig(Section):
     in the reference (its ``load_state_dict`` visits the shared layer under both names, the patch name last)."""
     norm_last_layer: bool = True
     """Freeze the weight-norm gain of the last layer at 1 (more stable; the reference turns it off for ViT-S)."""
-    fp32: bool = True
-    """Run the head in fp32 under bf16/fp16 autocast (its logits need more precision than bf16 has)."""
+    fp32: bool | Literal["last_layer"] = True
+    """Precision of the head under bf16/fp16 autocast: ``true`` all of it in fp32 (its logits need more
+    precision than bf16 has), ``last_layer`` the MLP in bf16 and the normalisation and prototype layer in
+    fp32 (faster; the cosine logits keep fp32), ``false`` all in bf16."""
+    separate: bool = False
+    """DINOv2: a [CLS] head and a patch head with no shared layer (``shared``/``shared_teacher`` then do
+    not apply). iBOT shares the MLP and separates only the last layer."""
     freeze_last_layer_iters: int = Field(1250, ge=0)
     """Iterations during which the last layer gets no update (1 epoch of ImageNet at batch 1024)."""
 
@@ -95,11 +100,20 @@ class LossConfig(Section):
     warmup_teacher_temp_iters: int = Field(37500, ge=0)
     """Reference: 30 epochs of ImageNet at batch 1024."""
     center_momentum: float = Field(0.9, ge=0, le=1)
+    centering: Literal["ema", "sinkhorn_knopp"] = "ema"
+    """How teacher logits become targets: softmax after subtracting an EMA centre (DINO, iBOT), or
+    Sinkhorn-Knopp equipartition over the batch (DINOv2; method ``dinov2`` only)."""
+    sinkhorn_iterations: int = Field(3, ge=1)
+    koleo_weight: float = Field(0.0, ge=0)
+    """Weight of the KoLeo regulariser on the student backbone's [CLS] of each global view (DINOv2: 0.1;
+    method ``dinov2`` only)."""
 
 
 class OptimConfig(Section):
     base_lr: float = Field(5e-4, gt=0)
-    """Learning rate at batch 256; scaled linearly with the total batch."""
+    """Learning rate at the reference batch of ``lr_scaling``, scaled to the total batch by its rule."""
+    lr_scaling: Literal["linear_wrt_256", "sqrt_wrt_1024"] = "linear_wrt_256"
+    """Peak lr = base_lr x total batch / 256 (DINO, iBOT), or base_lr x sqrt(total batch / 1024) (DINOv2)."""
     min_lr: float = Field(1e-6, ge=0)
     warmup_iters: int = Field(12500, ge=0)
     weight_decay: float = 0.04
@@ -162,6 +176,9 @@ class RuntimeConfig(Section):
 
 
 class PretrainConfig(Section):
+    method: Literal["ibot", "dinov2"] = "ibot"
+    """Self-supervised objective (``cytofm.ssl.methods``): iBOT, or DINOv2 (iBOT + KoLeo + Sinkhorn-Knopp
+    centring + separate heads; its settings come with the ``dinov2_*`` presets)."""
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
     crops: CropConfig = CropConfig()
@@ -171,3 +188,14 @@ class PretrainConfig(Section):
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _method_settings(self):
+        if self.method == "ibot":
+            dinov2 = [k for k, on in (("head.separate", self.head.separate),
+                                      ("loss.centering=sinkhorn_knopp", self.loss.centering == "sinkhorn_knopp"),
+                                      ("loss.koleo_weight", self.loss.koleo_weight > 0)) if on]
+            if dinov2:
+                raise ValueError(f"{', '.join(dinov2)}: DINOv2 settings; set method: dinov2 (or use a "
+                                 "dinov2_* preset) to train with them")
+        return self

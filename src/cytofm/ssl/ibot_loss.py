@@ -23,6 +23,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from cytofm.ssl.distillation import cross_view_ce, masked_patch_ce, mean_entropy
+
 
 class IBOTLoss(nn.Module):
     def __init__(self, out_dim: int, patch_out_dim: int, n_global: int = 2, student_temp: float = 0.1,
@@ -52,50 +54,41 @@ class IBOTLoss(nn.Module):
         Returns:
             ``loss``, ``loss_cls``, ``loss_patch`` and the teacher probabilities' mean entropy ``teacher_entropy``.
         """
+        n_img = self.n_global * n_images
+        flat_t = teacher_patch.reshape(n_img, -1, teacher_patch.shape[-1])
+        img, tok = patch_index if student_patch.shape[0] > 0 else (None, None)
+        at = flat_t[img, tok] if img is not None else flat_t[:0, 0]
+        return self.forward_masked(student_cls, student_patch, img, teacher_cls, at, flat_t.float().sum(dim=(0, 1)),
+                                   flat_t.shape[0] * flat_t.shape[1], n_images, teacher_temp, teacher_patch_temp)
+
+    def forward_masked(self, student_cls: list[torch.Tensor], student_patch: torch.Tensor, patch_image: torch.Tensor,
+                       teacher_cls: list[torch.Tensor], teacher_patch: torch.Tensor, teacher_patch_sum: torch.Tensor,
+                       teacher_patch_count: int, n_images: int, teacher_temp: float,
+                       teacher_patch_temp: float) -> dict[str, torch.Tensor]:
+        """:meth:`forward` from the teacher's patch logits at the masked tokens only (M, K) plus their sum
+        over every token (K,) and the number of tokens, which is all the patch centre reads."""
         st = self.student_temp
         t_cls = [F.softmax((t.float() - self.center) / teacher_temp, dim=-1) for t in teacher_cls]
         s_cls = [F.log_softmax(s.float() / st, dim=-1) for s in student_cls]
-
-        total_cls = student_cls[0].new_zeros(())
-        n_terms = 0
-        for q, tq in enumerate(t_cls):
-            for v, sv in enumerate(s_cls):
-                if v == q:
-                    continue
-                total_cls = total_cls + torch.sum(-tq * sv, dim=-1).mean()
-                n_terms += 1
-        loss_cls = total_cls / max(n_terms, 1)
+        loss_cls = cross_view_ce(s_cls, t_cls)
 
         # patch term at masked tokens: teacher of the same (unmasked) view vs masked student
-        n_img = self.n_global * n_images
-        flat_t = teacher_patch.reshape(n_img, -1, teacher_patch.shape[-1])
-        if student_patch.shape[0] > 0:
-            img, tok = patch_index
-            t_at = F.softmax((flat_t[img, tok].float() - self.center_patch[0]) / teacher_patch_temp, dim=-1)
-            ce = torch.sum(-t_at * F.log_softmax(student_patch.float() / st, dim=-1), dim=-1)
-            per_img = ce.new_zeros(n_img).index_add_(0, img, ce)
-            counts = torch.bincount(img, minlength=n_img).clamp(min=1).to(ce.dtype)
-            per_img = per_img / counts
-            # mean over images of each view, then over the global views (all views have B images)
-            loss_patch = per_img.reshape(self.n_global, n_images).mean(dim=1).mean()
-        else:
-            loss_patch = student_patch.float().sum() * 0.0  # keeps the graph whole for DDP
+        t_at = (F.softmax((teacher_patch.float() - self.center_patch[0]) / teacher_patch_temp, dim=-1)
+                if student_patch.shape[0] > 0 else None)
+        loss_patch = masked_patch_ce(t_at, student_patch, patch_image, self.n_global, n_images, st)
 
         loss = self.lambda_cls * loss_cls + self.lambda_patch * loss_patch
-        with torch.no_grad():
-            p = torch.cat(t_cls)
-            entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
-        self.update_center(torch.cat(teacher_cls), flat_t)
+        entropy = mean_entropy(torch.cat(t_cls))
+        self.update_center(torch.cat(teacher_cls), teacher_patch_sum, teacher_patch_count)
         return {"loss": loss, "loss_cls": loss_cls.detach(), "loss_patch": loss_patch.detach(),
                 "teacher_entropy": entropy}
 
     @torch.no_grad()
-    def update_center(self, teacher_cls: torch.Tensor, teacher_patch: torch.Tensor) -> None:
-        """EMA of the batch mean of teacher logits, over all processes."""
+    def update_center(self, teacher_cls: torch.Tensor, teacher_patch_sum: torch.Tensor, teacher_patch_count: int) -> None:
+        """EMA of the batch mean of teacher logits ([CLS]; patch: every token), over all processes."""
         cls_sum = teacher_cls.float().sum(dim=0, keepdim=True)
-        patch_sum = teacher_patch.float().sum(dim=(0, 1)).reshape(1, 1, -1)
-        counts = torch.tensor([teacher_cls.shape[0], teacher_patch.shape[0] * teacher_patch.shape[1]],
-                              dtype=torch.float32, device=cls_sum.device)
+        patch_sum = teacher_patch_sum.float().reshape(1, 1, -1).clone()
+        counts = torch.tensor([teacher_cls.shape[0], teacher_patch_count], dtype=torch.float32, device=cls_sum.device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(cls_sum)
             dist.all_reduce(patch_sum)

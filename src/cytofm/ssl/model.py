@@ -1,4 +1,5 @@
-"""Student and teacher: a maskable timm ViT and the iBOT head, as one module each."""
+"""Student and teacher: a maskable timm ViT and a projection head, as one module each (iBOT's shared
+head, or DINOv2's separate [CLS] and patch heads)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,21 @@ from torch import nn
 
 from cytofm.ssl.backbone import MaskedViT, create_vit
 from cytofm.ssl.config import PretrainConfig
-from cytofm.ssl.heads import IBOTHead
+from cytofm.ssl.heads import IBOTHead, SeparateHeads
 
 
 class IBOTNet(nn.Module):
     def __init__(self, cfg: PretrainConfig, drop_path: float | None = None, teacher: bool = False):
         super().__init__()
         self.backbone = MaskedViT(create_vit(cfg.model, cfg.crops.global_size, drop_path), cfg.model.mask_token_init)
-        self.head = IBOTHead(self.backbone.embed_dim, cfg.head, cfg.head.shared_teacher if teacher else cfg.head.shared)
+        if cfg.head.separate:
+            self.head = SeparateHeads.from_config(self.backbone.embed_dim, cfg.head)
+        else:
+            self.head = IBOTHead(self.backbone.embed_dim, cfg.head,
+                                 cfg.head.shared_teacher if teacher else cfg.head.shared)
 
     def forward(self, global_crops: torch.Tensor, masks: torch.Tensor | None, local_crops: torch.Tensor | None,
-                all_patch_tokens: bool = False):
+                all_patch_tokens: bool = False, with_backbone_cls: bool = False):
         """Args:
             global_crops: (G*B, 3, H, W), view-major.
             masks: (G*B, h, w) bool or None (teacher).
@@ -26,7 +31,8 @@ class IBOTNet(nn.Module):
 
         Returns:
             cls logits (G*B + L*B, K); patch logits ((G*B, N, K) for all tokens, else (M, K) at masked tokens);
-            and the (image, token) index of the masked tokens.
+            the (image, token) index of the masked tokens; and with ``with_backbone_cls`` the backbone's
+            [CLS] of the global crops (G*B, D), before the head (KoLeo's input).
         """
         cls_g, patch_g = self.backbone(global_crops, masks)
         cls = [cls_g]
@@ -37,18 +43,36 @@ class IBOTNet(nn.Module):
             return cls_logits, self.head.forward_patch(patch_g), None
         flat = masks.reshape(masks.shape[0], -1)
         img, tok = flat.nonzero(as_tuple=True)
-        if img.numel() == 0:  # keep the patch layer in the graph for DDP
-            patch_logits = self.head.forward_patch(patch_g[:1, 0])[:0]
-        else:
-            patch_logits = self.head.forward_patch(patch_g[img, tok])
+        patch_logits = self.patch_logits(patch_g, (img, tok))
+        if with_backbone_cls:
+            return cls_logits, patch_logits, (img, tok), cls_g
         return cls_logits, patch_logits, (img, tok)
+
+    @torch.no_grad()
+    def teacher_outputs(self, global_crops: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor]):
+        """What iBOT's loss needs of the teacher, without K logits at every token: [CLS] logits (G*B, K),
+        patch logits at the (image, token) positions (M, K), and the sum of the patch logits over every
+        token (K,) with the number of tokens (for the centre, which follows all of them)."""
+        cls_g, patch_g = self.backbone(global_crops)
+        z = self.head.embed(patch_g)
+        img, tok = index
+        return (self.head(cls_g), self.head.prototypes_patch(z[img, tok]), self.head.patch_logit_sum(z),
+                patch_g.shape[0] * patch_g.shape[1])
+
+    def patch_logits(self, patch_tokens: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Patch-head logits (M, K) at the (image, token) positions only."""
+        img, tok = index
+        if img.numel() == 0:  # keep the patch layer in the graph for DDP
+            return self.head.forward_patch(patch_tokens[:1, 0])[:0]
+        return self.head.forward_patch(patch_tokens[img, tok])
 
 
 def init_teacher_from_student(teacher: IBOTNet, student: IBOTNet) -> None:
     """Copy the student into the teacher. A shared teacher last layer under a separate student patch layer
     starts from the student's patch layer, as the reference's ``load_state_dict`` leaves it."""
     state = student.state_dict()
-    if teacher.head.last_layer_patch is None and student.head.last_layer_patch is not None:
+    if (getattr(teacher.head, "last_layer_patch", None) is None
+            and getattr(student.head, "last_layer_patch", None) is not None):
         pre, patch = "head.last_layer.", "head.last_layer_patch."
         state = {k: v for k, v in state.items() if not k.startswith((pre, patch))}
         state.update({pre + k[len(patch):]: v for k, v in student.state_dict().items() if k.startswith(patch)})

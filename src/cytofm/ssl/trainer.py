@@ -1,4 +1,6 @@
-"""The iBOT training loop: schedules per iteration, bf16 autocast, DDP, checkpoints, collapse watch."""
+"""The pretraining loop, for any registered SSL method (iBOT, DINOv2): schedules per iteration, bf16
+autocast, DDP, checkpoints, exact resume, collapse watch. What is specific to a method (networks, loss,
+what the teacher sees) sits behind :class:`cytofm.ssl.methods.SSLMethod`."""
 
 from __future__ import annotations
 
@@ -29,8 +31,7 @@ from cytofm.ssl.checkpoint import (
 )
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.data import IBOTBatches, load_table
-from cytofm.ssl.ibot_loss import IBOTLoss
-from cytofm.ssl.model import build_student_teacher, init_teacher_from_student
+from cytofm.ssl.methods import Views, build_method
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
 from cytofm.utils.distributed import pick_device, pick_dtype
@@ -57,6 +58,18 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+_METHOD_NAMES = {"ibot": "iBOT", "dinov2": "DINOv2"}
+
+
+def _with_defaults(ck_cfg: dict) -> dict:
+    """A checkpoint's config with the keys added since it was written at their defaults (which are what
+    that run used), so a resume compares like with like."""
+    try:
+        return config_dict(PretrainConfig.model_validate(ck_cfg))
+    except ValueError:  # a key since removed: compare what there is
+        return ck_cfg
+
+
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
     """``key: (checkpoint value, requested value)`` for every setting that must not change on resume."""
     a, b = _flatten(old), _flatten(new)
@@ -72,7 +85,10 @@ class Schedules:
 
     @property
     def lr_peak(self) -> float:
-        return self.cfg.optim.base_lr * self.cfg.train.batch_size * self.world / 256.0
+        total = self.cfg.train.batch_size * self.world
+        if self.cfg.optim.lr_scaling == "sqrt_wrt_1024":
+            return self.cfg.optim.base_lr * math.sqrt(total / 1024.0)
+        return self.cfg.optim.base_lr * total / 256.0
 
     def at(self, it: int) -> dict[str, float]:
         o, lo, T = self.cfg.optim, self.cfg.loss, self.cfg.train.iterations
@@ -86,7 +102,7 @@ class Schedules:
         }
 
 
-class IBOTTrainer:
+class SSLTrainer:
     def __init__(self, cfg: PretrainConfig, data: list[str], out: str | os.PathLike, init_from: str | None = None,
                  log=print, progress=None, command: str = "", force_config: bool = False):
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
@@ -101,7 +117,8 @@ class IBOTTrainer:
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
         torch.manual_seed(cfg.train.seed)  # same init on every rank (DDP also broadcasts)
-        self.student, self.teacher = build_student_teacher(cfg)
+        self.method = build_method(cfg)
+        self.student, self.teacher = self.method.student, self.method.teacher
         if self.rank:  # every other rank its own drop-path stream (rank 0 keeps the single-process one)
             torch.manual_seed(cfg.train.seed + 1_000_003 * self.rank)
         fused = cfg.runtime.fused_attn == "on" or (cfg.runtime.fused_attn == "auto" and self.device.type == "cuda")
@@ -114,8 +131,7 @@ class IBOTTrainer:
         if g % self.student.backbone.patch_size or cfg.crops.local_size % self.student.backbone.patch_size:
             raise ValueError(f"crop sizes ({g}, {cfg.crops.local_size}) must be multiples of the patch size "
                              f"{self.student.backbone.patch_size}")
-        self.loss_fn = IBOTLoss(cfg.head.out_dim, cfg.head.out_dim, 2, cfg.loss.student_temp,
-                                cfg.loss.center_momentum, cfg.loss.lambda_cls, cfg.loss.lambda_patch)
+        self.loss_fn = self.method.criterion
         self.sched = Schedules(cfg, self.world)
         self.start_iter = 0
         self.out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +142,7 @@ class IBOTTrainer:
         elif init_from:
             state = backbone_state_from_release(load_checkpoint(init_from))
             load_backbone_into(self.student.backbone.vit, state, init_from)
-            init_teacher_from_student(self.teacher, self.student)
+            self.method.init_teacher()
             self.log(f"initialised student and teacher backbones from {init_from} (heads start fresh)")
         self.student.to(self.device)
         self.teacher.to(self.device)
@@ -148,11 +164,12 @@ class IBOTTrainer:
 
     # --- checkpoints -------------------------------------------------------------------------------
     def _restore(self, ck: dict) -> None:
-        ck_cfg, cfg = ck["config"], config_dict(self.cfg)
-        if ck_cfg["model"] != cfg["model"] or ck_cfg["head"] != cfg["head"]:
+        ck_cfg, cfg = _with_defaults(ck["config"]), config_dict(self.cfg)
+        fixed = ("method", "model", "head")  # they decide what the checkpoint's tensors are
+        if any(ck_cfg.get(k) != cfg[k] for k in fixed):
             changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_changes(
-                {"model": ck_cfg["model"], "head": ck_cfg["head"]}, {"model": cfg["model"], "head": cfg["head"]}).items())
-            raise ValueError(f"{self.out / CHECKPOINT} was made with another model/head config ({changed}); "
+                {k: ck_cfg.get(k) for k in fixed}, {k: cfg[k] for k in fixed}).items())
+            raise ValueError(f"{self.out / CHECKPOINT} was made with another method/model/head config ({changed}); "
                              "use a new --out")
         changes = config_changes(ck_cfg, cfg)
         if changes and not self.force_config:
@@ -242,16 +259,10 @@ class IBOTTrainer:
         crops = [c.to(dev, non_blocking=True) for c in batch["crops"]]
         masks = batch["masks"].to(dev)  # (2, B, h, w)
         B = crops[0].shape[0]
-        globals_ = torch.cat(crops[:2])
-        locals_ = torch.cat(crops[2:]) if len(crops) > 2 else None
-        gmask = masks.reshape(2 * B, *masks.shape[2:])
+        views = Views(torch.cat(crops[:2]), masks.reshape(2 * B, *masks.shape[2:]),
+                      torch.cat(crops[2:]) if len(crops) > 2 else None, B)
         autocast = torch.autocast(dev.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-        with autocast:
-            with torch.no_grad():
-                t_cls, t_patch, _ = self.teacher(globals_, None, None, all_patch_tokens=True)
-            s_cls, s_patch, index = self.model(globals_, gmask, locals_)
-        out = self.loss_fn(list(s_cls.float().chunk(len(crops))), s_patch.float(), index,
-                           list(t_cls.float().chunk(2)), t_patch.float(), B, s["teacher_temp"], s["teacher_patch_temp"])
+        out = self.method.losses(self.model, views, s, autocast)
         loss = out["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -259,15 +270,13 @@ class IBOTTrainer:
             self.scaler.unscale_(self.optimizer)
             clip_gradients_per_param(self.student, cfg.optim.clip_grad)
         if it < cfg.head.freeze_last_layer_iters:
-            for p in self.student.head.last_layer_parameters():
+            for p in self.method.last_layer_parameters():
                 p.grad = None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         ema_update(self.teacher, self.student, s["momentum"])
-        with torch.no_grad():
-            spread = torch.nn.functional.normalize(t_cls.float(), dim=-1).std(dim=0).mean()
-        m = {"loss": loss.detach(), "loss_cls": out["loss_cls"].detach(), "loss_patch": out["loss_patch"].detach(),
-             "teacher_entropy": out["teacher_entropy"].detach(), "teacher_spread": spread, **s}
+        m = {"loss": loss.detach(), **{k: out[k].detach() for k in self.method.terms},
+             "teacher_entropy": out["teacher_entropy"].detach(), "teacher_spread": out["teacher_spread"], **s}
         self._unchecked.append((it, m["loss"]))
         return self.checked(m) if sync else m
 
@@ -290,7 +299,7 @@ class IBOTTrainer:
         n_samples = sum(len(t) for t in self.tables)
         if self.rank == 0:
             epochs = T * cfg.train.batch_size * self.world / max(n_samples, 1)
-            self.log(f"iBOT {cfg.model.arch}: {T} iterations x {cfg.train.batch_size} images x {self.world} process(es) "
+            self.log(f"{_METHOD_NAMES.get(cfg.method, cfg.method)} {cfg.model.arch}: {T} iterations x {cfg.train.batch_size} images x {self.world} process(es) "
                      f"= {epochs:.1f} epochs of {n_samples} samples; lr peak {self.sched.lr_peak:.2e}; "
                      f"device {self.device}, precision {self.dtype or 'fp32'}")
         if self.start_iter >= T:
@@ -407,8 +416,9 @@ class IBOTTrainer:
             ws["writer"].writerow(m)
             ws["f"].flush()
         if task is not None:
+            terms = " ".join(f"{k.removeprefix('loss_')} {m[k]:.3f}" for k in self.method.terms)
             self.progress.update(task, completed=done, rate=(
-                f"loss {m['loss']:.3f} (cls {m['loss_cls']:.3f} patch {m['loss_patch']:.3f}) "
+                f"loss {m['loss']:.3f} ({terms}) "
                 f"lr {m['lr']:.1e} T {m['teacher_temp']:.3f}/{m['teacher_patch_temp']:.3f} "
                 f"m {m['momentum']:.4f} {m['images_per_s']:.1f} img/s"))
         if not ws["warned"] and done > max(cfg.loss.warmup_teacher_temp_iters, 50) and (
@@ -465,3 +475,6 @@ class IBOTTrainer:
         except Exception:  # tensorboard not installed: CSV only
             return None
         return SummaryWriter(str(self.out / "tensorboard"))
+
+
+IBOTTrainer = SSLTrainer  # the name before DINOv2; every method trains through the same loop

@@ -16,7 +16,7 @@ import numpy as np
 from cytofm.viz.localization import summarise
 
 MAX_IMAGES = 80
-CURVES = [("loss", ["loss", "loss_cls", "loss_patch"]), ("learning rate", ["lr"]),
+CURVES = [("loss", ["loss", "loss_cls", "loss_patch", "loss_koleo"]), ("learning rate", ["lr"]),
           ("teacher temperatures", ["teacher_temp", "teacher_patch_temp"]),
           ("collapse watch: teacher [CLS] entropy / log K", ["entropy_ratio"]), ("teacher momentum", ["momentum"]),
           ("kNN balanced accuracy", ["knn_bacc"])]

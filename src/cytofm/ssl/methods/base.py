@@ -1,0 +1,90 @@
+"""What the trainer asks of a self-supervised method, and the registry that names the methods.
+
+The trainer owns everything that does not depend on the objective: data and views, optimiser, schedules,
+precision, DDP, checkpoints, resume, logging. A method owns the networks (student and teacher: backbone
+plus heads), the criterion (whose buffers, e.g. centres, are checkpointed) and one step's forward passes:
+what the teacher sees, what the student sees, and how they meet in the loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from cytofm.ssl.config import PretrainConfig
+
+METHODS: dict[str, type[SSLMethod]] = {}
+
+
+def register_method(cls: type[SSLMethod]) -> type[SSLMethod]:
+    if cls.name in METHODS:
+        raise ValueError(f"SSL method '{cls.name}' is registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+@dataclass
+class Views:
+    """One batch on the training device: global crops (G*B, 3, H, W) view-major, their masks (G*B, h, w),
+    local crops (L*B, 3, h', w') or None, and B."""
+
+    globals: torch.Tensor
+    masks: torch.Tensor
+    locals: torch.Tensor | None
+    n_images: int
+
+
+class SSLMethod:
+    """Base of a pretraining method. Subclasses set ``name`` and ``terms`` and implement :meth:`build`,
+    :meth:`build_criterion` and :meth:`losses`."""
+
+    name: ClassVar[str]
+    terms: ClassVar[tuple[str, ...]]
+    """Loss terms the step reports besides ``loss`` (logged to metrics.csv and the progress line)."""
+
+    def __init__(self, cfg: PretrainConfig):
+        self.cfg = cfg
+        self.student, self.teacher = self.build()
+        self.criterion = self.build_criterion()
+
+    def build(self) -> tuple[nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    def build_criterion(self) -> nn.Module:
+        raise NotImplementedError
+
+    def init_teacher(self) -> None:
+        """Make the teacher a copy of the student (start of training, or after loading initial weights)."""
+        self.teacher.load_state_dict(self.student.state_dict())
+
+    def losses(self, student: Callable, views: Views, sched: dict[str, float],
+               autocast: contextlib.AbstractContextManager) -> dict[str, torch.Tensor]:
+        """One step's forward passes and loss. ``student`` is the callable to train through (the student,
+        or its DDP wrapper); the networks run under ``autocast``, the loss outside it. Returns ``loss``
+        (with graph), the detached ``terms``, ``teacher_entropy`` and ``teacher_spread``."""
+        raise NotImplementedError
+
+    def last_layer_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters frozen during ``head.freeze_last_layer_iters``."""
+        return self.student.head.last_layer_parameters()
+
+
+@torch.no_grad()
+def teacher_spread(teacher_cls: torch.Tensor) -> torch.Tensor:
+    """Mean over dimensions of the batch std of normalised teacher logits: ~0 when every image gets the
+    same output (collapse)."""
+    return torch.nn.functional.normalize(teacher_cls.float(), dim=-1).std(dim=0).mean()
+
+
+def build_method(cfg: PretrainConfig) -> SSLMethod:
+    """The method ``cfg.method`` names (the package's ``__init__`` registers the shipped ones)."""
+    try:
+        cls = METHODS[cfg.method]
+    except KeyError:
+        raise ValueError(f"unknown SSL method '{cfg.method}'; known: {', '.join(sorted(METHODS))}") from None
+    return cls(cfg)

@@ -1,0 +1,51 @@
+"""DINOv2 (Oquab et al., TMLR 2024) as a method: separate [CLS] and patch heads, Sinkhorn-Knopp targets,
+KoLeo on the student's backbone [CLS]; the teacher's patch head runs at the masked positions only (the
+only tokens with a target, and the ones Sinkhorn-Knopp balances over).
+
+Not reproduced from the reference training code (docs/dinov2_reference.md): layer-wise lr decay, the
+patch-embedding lr multiplier, the sqrt batch-size lr rule, and the batch-stratified mask ratios (each
+crop here draws its ratio alone, with the same marginal distribution: half unmasked, half U(0.1, 0.5)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cytofm.ssl.dinov2_loss import DINOv2Loss
+from cytofm.ssl.methods.base import SSLMethod, Views, register_method, teacher_spread
+from cytofm.ssl.model import IBOTNet
+
+
+@register_method
+class DINOv2Method(SSLMethod):
+    name = "dinov2"
+    terms = ("loss_cls", "loss_patch", "loss_koleo")
+
+    def build(self):
+        student = IBOTNet(self.cfg)
+        teacher = IBOTNet(self.cfg, drop_path=0.0, teacher=True)
+        teacher.load_state_dict(student.state_dict())
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return student, teacher
+
+    def build_criterion(self):
+        lo, h = self.cfg.loss, self.cfg.head
+        return DINOv2Loss(h.out_dim, h.out_dim, 2, lo.student_temp, lo.centering, lo.sinkhorn_iterations,
+                          lo.center_momentum, lo.lambda_cls, lo.lambda_patch, lo.koleo_weight)
+
+    def losses(self, student, views: Views, sched, autocast):
+        B = views.n_images
+        with autocast:
+            s_cls, s_patch, (img, tok), s_backbone_cls = student(views.globals, views.masks, views.locals,
+                                                                 with_backbone_cls=True)
+            with torch.no_grad():
+                t_cls_tokens, t_patch_tokens = self.teacher.backbone(views.globals)
+                t_cls = self.teacher.head(t_cls_tokens)
+                t_patch = self.teacher.patch_logits(t_patch_tokens, (img, tok))
+        n_views = 2 + (views.locals.shape[0] // B if views.locals is not None else 0)
+        out = self.criterion(list(s_cls.float().chunk(n_views)), s_patch.float(), img,
+                             list(t_cls.float().chunk(2)), t_patch.float(), B, sched["teacher_temp"],
+                             sched["teacher_patch_temp"], list(s_backbone_cls.chunk(2)))
+        out["teacher_spread"] = teacher_spread(t_cls)
+        return out

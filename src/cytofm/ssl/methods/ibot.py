@@ -1,0 +1,39 @@
+"""iBOT (Zhou et al., ICLR 2022) as a method: shared-MLP head, EMA centres; the patch centre follows the
+teacher's patch logits at every token of the unmasked global crops, computed as the prototype layer of the
+summed embeddings (it is linear), so K logits are made only at the masked tokens."""
+
+from __future__ import annotations
+
+from cytofm.ssl.ibot_loss import IBOTLoss
+from cytofm.ssl.methods.base import SSLMethod, Views, register_method, teacher_spread
+from cytofm.ssl.model import build_student_teacher, init_teacher_from_student
+
+
+@register_method
+class IBOTMethod(SSLMethod):
+    name = "ibot"
+    terms = ("loss_cls", "loss_patch")
+
+    def build(self):
+        return build_student_teacher(self.cfg)
+
+    def build_criterion(self):
+        c = self.cfg
+        return IBOTLoss(c.head.out_dim, c.head.out_dim, 2, c.loss.student_temp, c.loss.center_momentum,
+                        c.loss.lambda_cls, c.loss.lambda_patch)
+
+    def init_teacher(self) -> None:
+        init_teacher_from_student(self.teacher, self.student)
+
+    def losses(self, student, views: Views, sched, autocast):
+        index = views.masks.reshape(views.masks.shape[0], -1).nonzero(as_tuple=True)  # the student's order
+        with autocast:
+            t_cls, t_patch, t_patch_sum, n_tokens = self.teacher.teacher_outputs(views.globals, index)
+            s_cls, s_patch, _ = student(views.globals, views.masks, views.locals)
+        n_views = 2 + (views.locals.shape[0] // views.n_images if views.locals is not None else 0)
+        out = self.criterion.forward_masked(list(s_cls.float().chunk(n_views)), s_patch.float(), index[0],
+                                            list(t_cls.float().chunk(2)), t_patch.float(), t_patch_sum, n_tokens,
+                                            views.n_images, sched["teacher_temp"], sched["teacher_patch_temp"])
+        out["teacher_spread"] = teacher_spread(t_cls)
+        return out
+
