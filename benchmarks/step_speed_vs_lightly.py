@@ -1,6 +1,7 @@
-"""iBOT step speed on this CPU, side by side in one process: cytofm's step (head in fp32, the old path;
-and the MLP in bf16 with only the prototype layer and loss in fp32) against the lightly library's iBOT
-blocks, with the bf16 matmul peak measured in the same run.
+"""iBOT step speed on this CPU, side by side in one process: cytofm's step as it was (head in fp32, the
+teacher's K logits at every token), with the teacher's logits at the masked tokens only, and with the MLP
+in bf16 (only the prototype layer and loss in fp32), against the lightly library's iBOT blocks, with the
+bf16 matmul peak measured in the same run.
 
     pip install --no-deps lightly==1.6.0     # benchmark-only dependency (its loss and model modules need
                                              # nothing beyond torch, torchvision and timm)
@@ -74,9 +75,30 @@ def cytofm_trainer(tmp: str, head_fp32, b: int):
     Image.new("RGB", (256, 256), (200, 150, 180)).save(f"{tmp}/x.png")
     cfg = build_config(PretrainConfig, "pretrain", "vit_small", [
         f"train.batch_size={b}", "crops.n_local=10", "head.out_dim=8192", "runtime.precision=bf16",
-        "runtime.fused_attn=off", "data.num_workers=0", "train.iterations=100000", "optim.warmup_iters=0",
+        "runtime.fused_attn='off'", "data.num_workers=0", "train.iterations=100000", "optim.warmup_iters=0",
         f"head.fp32={str(head_fp32).lower()}", "runtime.device=cpu"])
-    return SSLTrainer(cfg, [tmp], f"{tmp}/run-{head_fp32}", log=lambda m: None)
+    return SSLTrainer(cfg, [tmp], tempfile.mkdtemp(dir=tmp), log=lambda m: None)
+
+
+def full_grid_losses(method):
+    """The step before this change, for the record: the teacher's K logits at every token of the global
+    crops (the loss indexes the masked ones and the centre sums them all)."""
+    import torch
+
+    def losses(student, views, sched, autocast):
+        from cytofm.ssl.methods.base import teacher_spread
+
+        with autocast:
+            with torch.no_grad():
+                t_cls, t_patch, _ = method.teacher(views.globals, None, None, all_patch_tokens=True)
+            s_cls, s_patch, index = student(views.globals, views.masks, views.locals)
+        n_views = 2 + views.locals.shape[0] // views.n_images
+        out = method.criterion(list(s_cls.float().chunk(n_views)), s_patch.float(), index, list(t_cls.float().chunk(2)),
+                               t_patch.float(), views.n_images, sched["teacher_temp"], sched["teacher_patch_temp"])
+        out["teacher_spread"] = teacher_spread(t_cls)
+        return out
+
+    method.losses = losses
 
 
 class LightlyIBOT:
@@ -98,7 +120,8 @@ class LightlyIBOT:
         self.student = MaskedVisionTransformerTIMM(vit=vit)
         self.teacher = copy.deepcopy(self.student)
         self.s_head = DINOProjectionHead(input_dim=384, output_dim=8192, norm_last_layer=False)
-        self.t_head = copy.deepcopy(self.s_head)
+        self.t_head = DINOProjectionHead(input_dim=384, output_dim=8192)  # weight_norm heads cannot be deep-copied
+        self.t_head.load_state_dict(self.s_head.state_dict())
         for p in [*self.teacher.parameters(), *self.t_head.parameters()]:
             p.requires_grad_(False)
         self.dino = DINOLoss(output_dim=8192, teacher_temp=0.04)
@@ -161,9 +184,12 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, GLIBC_TUNABLES set")
     data = batch(a.batch)
     with tempfile.TemporaryDirectory() as tmp:
+        before = cytofm_trainer(tmp, True, a.batch)
+        full_grid_losses(before.method)
         contenders = {
-            "cytofm, head fp32 (old)": cytofm_trainer(tmp, True, a.batch),
-            "cytofm, MLP bf16 + prototypes fp32": cytofm_trainer(tmp, "last_layer", a.batch),
+            "cytofm before: head fp32, teacher logits at every token": before,
+            "cytofm: head fp32, teacher logits at masked tokens": cytofm_trainer(tmp, True, a.batch),
+            "cytofm: + MLP bf16, prototypes and loss fp32 (head.fp32=last_layer)": cytofm_trainer(tmp, "last_layer", a.batch),
         }
         light = LightlyIBOT()
         steps = {k: (lambda i, tr=tr: tr.step(data, 10 + i)) for k, tr in contenders.items()}

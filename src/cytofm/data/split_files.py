@@ -44,7 +44,8 @@ def write_part_manifest(root: str | Path, dataset: str, part: str, out: str | Pa
     with open(root / "manifest.csv", newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        rows = [r for r in reader if r.get("image") in keep]
+        col = "image" if "image" in fields else "path"  # chula_rbc12's manifest names the column "path"
+        rows = [r for r in reader if r.get(col) in keep]
     if not rows:
         raise ValueError(f"{root / 'manifest.csv'}: no image of the {part} part of the {dataset} split")
     out = Path(out)
@@ -54,5 +55,5 @@ def write_part_manifest(root: str | Path, dataset: str, part: str, out: str | Pa
         w.writeheader()
         for r in rows:
             w.writerow({**r, **{k: str((root / r[k]).resolve()) for k in fields
-                                if k in ("image", "mask", "annotation") and r.get(k)}})
+                                if k in ("image", "path", "mask", "annotation") and r.get(k)}})
     return out
