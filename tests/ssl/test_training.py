@@ -290,3 +290,22 @@ def test_checkpoint_records_model_args_and_loads_without_training_config(images,
     torch.save(ck, tmp_path / "bare.pt")
     with pytest.raises(Exception, match="neither model_args nor a usable config"):
         create_encoder(f"cytofm:{tmp_path / 'bare.pt'}")
+
+
+def test_resume_of_a_checkpoint_written_before_the_method_keys(images, tmp_path):
+    run(tiny_cfg("train.iterations=3", "train.stop_at=1"), images, tmp_path / "r")
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    del ck["config"]["method"], ck["config"]["loss"]["centering"], ck["config"]["loss"]["koleo_weight"]
+    del ck["config"]["head"]["separate"], ck["config"]["optim"]["lr_scaling"]
+    torch.save(ck, tmp_path / "r" / "checkpoint.pt")
+    assert run(tiny_cfg("train.iterations=3"), images, tmp_path / "r").start_iter == 1
+
+
+def test_head_precision_may_change_on_resume_only_when_forced(images, tmp_path):
+    run(tiny_cfg("train.iterations=3", "train.stop_at=1"), images, tmp_path / "r")
+    with pytest.raises(ValueError, match="head.fp32"):
+        run(tiny_cfg("train.iterations=3", "head.fp32=last_layer"), images, tmp_path / "r")
+    t = run(tiny_cfg("train.iterations=3", "head.fp32=last_layer"), images, tmp_path / "r", force_config=True)
+    assert t.start_iter == 1 and t.student.head.fp32 == "last_layer"
+    with pytest.raises(ValueError, match="another method/model/head"):
+        run(tiny_cfg("train.iterations=4", "head.out_dim=32"), images, tmp_path / "r", force_config=True)

@@ -198,4 +198,8 @@ class PretrainConfig(Section):
             if dinov2:
                 raise ValueError(f"{', '.join(dinov2)}: DINOv2 settings; set method: dinov2 (or use a "
                                  "dinov2_* preset) to train with them")
+        elif not self.head.separate and not (self.head.shared and self.head.shared_teacher):
+            raise ValueError("method dinov2 without head.separate uses one head for [CLS] and patch tokens (the "
+                             "reference's separate_head: false): set head.shared: true and head.shared_teacher: true, "
+                             "or head.separate: true")
         return self

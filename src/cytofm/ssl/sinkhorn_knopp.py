@@ -4,7 +4,12 @@ The teacher's softmax targets are replaced by a doubly normalised assignment: ev
 the same total mass over the batch (rows), and every sample's targets sum to one (columns). This spreads
 the batch over the prototypes within each step instead of through a slowly moving centre, so it cannot
 lag behind a fast-changing teacher. Three iterations, as in DINOv2. Written here because it is a dozen
-lines of tensor algebra that must all-reduce its sums across processes; no library ships it as a function.
+lines of tensor algebra that must reduce its sums across processes; no library ships it as a function.
+
+The normalisations run in the log domain: the same numbers as the reference's ``exp(logits / T)`` with
+divisions, but no ``exp`` can overflow (logits above ~3.5 at T = 0.04) or underflow to a sample with no
+target at all (logits far below the batch's largest), which can happen once the prototypes' weight-norm
+gain is trained.
 
 Reference: Oquab et al., "DINOv2: Learning Robust Visual Features without Supervision", TMLR 2024;
 Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments" (SwAV), 2020.
@@ -12,43 +17,47 @@ Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster A
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 
 
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _global_logsumexp(x: torch.Tensor, dim: int | None) -> torch.Tensor:
+    """log sum exp of ``x`` over ``dim`` (all of it when None) and over the same tensor on every process."""
+    if dim is None:
+        local_max = x.max() if x.numel() else x.new_tensor(float("-inf"))
+    else:
+        local_max = x.amax(dim=dim, keepdim=True) if x.shape[dim] else x.new_full(
+            tuple(1 if d == dim else s for d, s in enumerate(x.shape)), float("-inf"))
+    m = local_max.clone()
+    if _distributed():
+        dist.all_reduce(m, op=dist.ReduceOp.MAX)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # nothing anywhere: any finite shift
+    s = torch.exp(x - m).sum() if dim is None else torch.exp(x - m).sum(dim=dim, keepdim=True)
+    if _distributed():
+        dist.all_reduce(s)
+    return m + torch.log(s)
 
 
 @torch.no_grad()
 def sinkhorn_knopp(logits: torch.Tensor, temperature: float, iterations: int = 3) -> torch.Tensor:
     """Targets (B, K) from teacher logits (B, K): each row sums to 1, and over the samples of every
-    process together each prototype's column sums to B_total / K.
-
-    ``exp(logits / T)`` is computed after subtracting the global maximum: the normalisation removes any
-    constant factor, so this changes nothing but keeps exp from overflowing at T = 0.04 (the reference
-    exponentiates directly and relies on logits being cosines)."""
-    x = logits.float() / temperature
-    peak = _all_reduce_max(x.max() if x.numel() else x.new_tensor(float("-inf")))
-    q = torch.exp(x - peak).t()  # (K, B)
-    k = q.shape[0]
-    n = _all_reduce(torch.tensor(float(q.shape[1]), device=q.device))
+    process together each prototype's column sums to B_total / K."""
+    lq = (logits.float() / temperature).t()  # (K, B): log of the reference's Q
+    k = lq.shape[0]
+    n = torch.tensor(float(lq.shape[1]), device=lq.device)
+    if _distributed():
+        dist.all_reduce(n)
     if n.item() == 0:
-        return q.t()
-    tiny = torch.finfo(q.dtype).tiny  # a prototype (or sample) whose exp underflowed stays 0, not NaN
-    q /= _all_reduce(q.sum()).clamp_min(tiny)
+        return lq.t().exp()
+    log_n = math.log(n.item())
+    lq = lq - _global_logsumexp(lq, None)  # the whole matrix sums to 1
     for _ in range(iterations):
-        q /= _all_reduce(q.sum(dim=1, keepdim=True)).clamp_min(tiny)  # rows: every prototype the same mass ...
-        q /= k  # ... 1/K of the total
-        q /= q.sum(dim=0, keepdim=True).clamp_min(tiny)  # columns: every sample sums to ...
-        q /= n  # ... 1/B of the total
-    q *= n
-    return q.t()
-
-
-def _all_reduce_max(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t
+        lq = lq - _global_logsumexp(lq, 1) - math.log(k)  # every prototype 1/K of the mass
+        lq = lq - torch.logsumexp(lq, dim=0, keepdim=True) - log_n  # every sample 1/B of it
+    return (lq + log_n).exp().t()

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cytofm.config.loader import config_dict, write_config
+from cytofm.config.loader import config_dict, deep_merge, write_config
 from cytofm.models.vit import set_fused_attn
 from cytofm.ssl.checkpoint import (
     CHECKPOINT,
@@ -63,11 +63,18 @@ _METHOD_NAMES = {"ibot": "iBOT", "dinov2": "DINOv2"}
 
 def _with_defaults(ck_cfg: dict) -> dict:
     """A checkpoint's config with the keys added since it was written at their defaults (which are what
-    that run used), so a resume compares like with like."""
-    try:
-        return config_dict(PretrainConfig.model_validate(ck_cfg))
-    except ValueError:  # a key since removed: compare what there is
-        return ck_cfg
+    that run used), so a resume compares like with like; keys it has are kept as written."""
+    return deep_merge(config_dict(PretrainConfig()), ck_cfg)
+
+
+# head settings that do not change the checkpoint's tensors: they may change on resume with --force-config
+HEAD_RUNTIME = ("fp32", "freeze_last_layer_iters")
+
+
+def _fixed_part(cfg: dict) -> dict:
+    """The settings that decide what the checkpoint's tensors are."""
+    head = {k: v for k, v in cfg.get("head", {}).items() if k not in HEAD_RUNTIME}
+    return {"method": cfg.get("method"), "model": cfg.get("model"), "head": head}
 
 
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
@@ -165,10 +172,9 @@ class SSLTrainer:
     # --- checkpoints -------------------------------------------------------------------------------
     def _restore(self, ck: dict) -> None:
         ck_cfg, cfg = _with_defaults(ck["config"]), config_dict(self.cfg)
-        fixed = ("method", "model", "head")  # they decide what the checkpoint's tensors are
-        if any(ck_cfg.get(k) != cfg[k] for k in fixed):
+        if _fixed_part(ck_cfg) != _fixed_part(cfg):
             changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_changes(
-                {k: ck_cfg.get(k) for k in fixed}, {k: cfg[k] for k in fixed}).items())
+                _fixed_part(ck_cfg), _fixed_part(cfg)).items())
             raise ValueError(f"{self.out / CHECKPOINT} was made with another method/model/head config ({changed}); "
                              "use a new --out")
         changes = config_changes(ck_cfg, cfg)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cytofm.ssl.config import PretrainConfig
+from cytofm.ssl.model import init_teacher_from_student
 
 METHODS: dict[str, type[SSLMethod]] = {}
 
@@ -60,7 +61,7 @@ class SSLMethod:
 
     def init_teacher(self) -> None:
         """Make the teacher a copy of the student (start of training, or after loading initial weights)."""
-        self.teacher.load_state_dict(self.student.state_dict())
+        init_teacher_from_student(self.teacher, self.student)
 
     def losses(self, student: Callable, views: Views, sched: dict[str, float],
                autocast: contextlib.AbstractContextManager) -> dict[str, torch.Tensor]:

@@ -3,8 +3,9 @@ KoLeo on the student's backbone [CLS]; the teacher's patch head runs at the mask
 only tokens with a target, and the ones Sinkhorn-Knopp balances over).
 
 Not reproduced from the reference training code (docs/dinov2_reference.md): layer-wise lr decay, the
-patch-embedding lr multiplier, the sqrt batch-size lr rule, and the batch-stratified mask ratios (each
-crop here draws its ratio alone, with the same marginal distribution: half unmasked, half U(0.1, 0.5)).
+patch-embedding lr multiplier, and the batch-stratified mask ratios (each crop here draws its ratio alone,
+with the same marginal distribution: half unmasked, half U(0.1, 0.5)). The sqrt batch-size lr rule is
+``optim.lr_scaling: sqrt_wrt_1024``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from cytofm.ssl.dinov2_loss import DINOv2Loss
 from cytofm.ssl.methods.base import SSLMethod, Views, register_method, teacher_spread
-from cytofm.ssl.model import IBOTNet
+from cytofm.ssl.model import build_student_teacher
 
 
 @register_method
@@ -22,12 +23,7 @@ class DINOv2Method(SSLMethod):
     terms = ("loss_cls", "loss_patch", "loss_koleo")
 
     def build(self):
-        student = IBOTNet(self.cfg)
-        teacher = IBOTNet(self.cfg, drop_path=0.0, teacher=True)
-        teacher.load_state_dict(student.state_dict())
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        return student, teacher
+        return build_student_teacher(self.cfg)  # separate heads, or one shared head (head.separate: false)
 
     def build_criterion(self):
         lo, h = self.cfg.loss, self.cfg.head

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from cytofm.ssl.ibot_loss import IBOTLoss
 from cytofm.ssl.methods.base import SSLMethod, Views, register_method, teacher_spread
-from cytofm.ssl.model import build_student_teacher, init_teacher_from_student
+from cytofm.ssl.model import build_student_teacher
 
 
 @register_method
@@ -21,9 +21,6 @@ class IBOTMethod(SSLMethod):
         c = self.cfg
         return IBOTLoss(c.head.out_dim, c.head.out_dim, 2, c.loss.student_temp, c.loss.center_momentum,
                         c.loss.lambda_cls, c.loss.lambda_patch)
-
-    def init_teacher(self) -> None:
-        init_teacher_from_student(self.teacher, self.student)
 
     def losses(self, student, views: Views, sched, autocast):
         index = views.masks.reshape(views.masks.shape[0], -1).nonzero(as_tuple=True)  # the student's order
