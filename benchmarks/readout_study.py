@@ -23,15 +23,15 @@ from cytofm.pipeline.benchmark import run_benchmark
 from cytofm.utils.io import write_csv
 
 
-def chula_points(data: Path, out: Path, n_fields: int, seed: int = 0) -> Path:
-    """The annotated cells of ``n_fields`` pretraining-part fields (seeded), with absolute image paths."""
+def chula_points(data: Path, out: Path, n_fields: int, seed: int = 0, part: str = "pretrain") -> Path:
+    """The annotated cells of ``n_fields`` fields of one part of the split (seeded), with absolute image paths."""
     split = load_split("chula_rbc12")
     with open(data / "chula_rbc12" / "cells.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    fields = sorted({r["image"] for r in rows if split.get(r["image"]) == "pretrain"})
+    fields = sorted({r["image"] for r in rows if split.get(r["image"]) == part})
     pick = set(random.Random(seed).sample(fields, min(n_fields, len(fields))))
     keep = [dict(r, image=str((data / "chula_rbc12" / r["image"]).resolve())) for r in rows if r["image"] in pick]
-    p = out / "chula_pretrain_points.csv"
+    p = out / f"chula_{part}_points.csv"
     write_csv(p, keep, list(rows[0]))
     return p
 

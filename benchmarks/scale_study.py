@@ -24,8 +24,6 @@ probe and kNN; each variant against ``base``, and a random-init ViT-Ti/16 for re
 from __future__ import annotations
 
 import argparse
-import csv
-import random
 import sys
 import time
 from pathlib import Path
@@ -64,21 +62,6 @@ def prepare_pool(shared: Path, work: Path) -> dict[str, str]:
     return out
 
 
-def chula_eval_points(shared: Path, work: Path, n_fields: int, seed: int = 0) -> Path:
-    from cytofm.data.split_files import load_split
-    from cytofm.utils.io import write_csv
-
-    split = load_split("chula_rbc12")
-    with open(shared / "chula_rbc12" / "cells.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    fields = sorted({r["image"] for r in rows if split.get(r["image"]) == "eval"})
-    pick = set(random.Random(seed).sample(fields, min(n_fields, len(fields))))
-    keep = [dict(r, image=str((shared / "chula_rbc12" / r["image"]).resolve())) for r in rows if r["image"] in pick]
-    p = work / "chula_eval_points.csv"
-    write_csv(p, keep, list(rows[0]))
-    return p
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -107,7 +90,9 @@ def main() -> None:
         SSLTrainer(cfg, [pool[s] for s in spec["pool"]], run, log=lambda s: print(s, flush=True)).run()
         print(f"{v}: pretrained in {time.perf_counter() - t:.0f} s", flush=True)
         runs[v] = f"cytofm:{run}"
-    points = chula_eval_points(a.shared, a.out, a.fields)
+    from readout_study import chula_points  # the same seeded choice of fields, here from the evaluation part
+
+    points = chula_points(a.shared, a.out, a.fields, part="eval")
     herlev = str((a.shared / "herlev" / "manifest.csv").resolve())
     chula = {"data": str(points), "points": str(points), "label": "type", "group_column": "field",
              "group_duplicates": False, "exclude": ["uncategorised", "stomatocyte", "elliptocyte"],

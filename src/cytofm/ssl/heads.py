@@ -24,6 +24,22 @@ def _prototypes(in_dim: int, out_dim: int, norm_last_layer: bool) -> nn.Linear:
     return layer
 
 
+def _mlp(in_dim: int, hidden_dim: int, bottleneck_dim: int, nlayers: int) -> nn.Sequential:
+    """Linear-GELU layers to the bottleneck, trunc-normal(0.02) weights and zero biases (DINO's init)."""
+    dims = [in_dim] + [hidden_dim] * (nlayers - 1) + [bottleneck_dim]
+    layers: list[nn.Module] = []
+    for i in range(nlayers):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < nlayers - 1:
+            layers.append(nn.GELU())
+    mlp = nn.Sequential(*layers)
+    for m in mlp:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+    return mlp
+
+
 def _embed(mlp: nn.Module, x: torch.Tensor, fp32: bool | str) -> torch.Tensor:
     """MLP and L2 normalisation. Prototype logits are cosines in [-1, 1] that the teacher divides by 0.04:
     bf16's ~0.4% steps would swamp the small differences between images early in training. ``fp32=True``
@@ -54,23 +70,9 @@ class IBOTHead(nn.Module):
         super().__init__()
         shared = cfg.shared if shared is None else shared
         self.fp32 = cfg.fp32
-        layers: list[nn.Module] = []
-        dims = [in_dim] + [cfg.hidden_dim] * (cfg.nlayers - 1) + [cfg.bottleneck_dim]
-        for i in range(cfg.nlayers):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < cfg.nlayers - 1:
-                layers.append(nn.GELU())
-        self.mlp = nn.Sequential(*layers)
-        self.apply(self._init)
+        self.mlp = _mlp(in_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.nlayers)
         self.last_layer = _prototypes(cfg.bottleneck_dim, cfg.out_dim, cfg.norm_last_layer)
         self.last_layer_patch = None if shared else _prototypes(cfg.bottleneck_dim, cfg.out_dim, cfg.norm_last_layer)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The L2-normalised bottleneck (the MLP is shared by [CLS] and patch tokens)."""
@@ -110,14 +112,7 @@ class DINOHead(nn.Module):
                  nlayers: int = 3, norm_last_layer: bool = True, fp32: bool | str = True):
         super().__init__()
         self.fp32 = fp32
-        dims = [in_dim] + [hidden_dim] * (nlayers - 1) + [bottleneck_dim]
-        layers: list[nn.Module] = []
-        for i in range(nlayers):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < nlayers - 1:
-                layers.append(nn.GELU())
-        self.mlp = nn.Sequential(*layers)
-        self.apply(IBOTHead._init)
+        self.mlp = _mlp(in_dim, hidden_dim, bottleneck_dim, nlayers)
         self.last_layer = _prototypes(bottleneck_dim, out_dim, norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
