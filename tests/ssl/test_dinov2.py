@@ -180,11 +180,21 @@ def test_dinov2_ema_centering_follows_the_masked_teacher_tokens():
 
 # --- the method in the trainer -----------------------------------------------------------------------
 
-def test_ibot_refuses_dinov2_settings():
+def test_ibot_refuses_dinov2_settings_but_takes_sinkhorn_knopp_centring():
     with pytest.raises(ValueError, match="method: dinov2"):
         tiny_cfg("loss.koleo_weight=0.1")
     with pytest.raises(ValueError, match="head.separate"):
         tiny_cfg("head.separate=true")
+    cfg = tiny_cfg("loss.centering=sinkhorn_knopp")  # a departure the iBOT cpu preset takes
+    assert (cfg.method, cfg.loss.centering) == ("ibot", "sinkhorn_knopp")
+
+
+def test_ibot_with_sinkhorn_knopp_trains_and_never_moves_its_ema_centres(images, tmp_path):  # noqa: F811
+    t = run(tiny_cfg("loss.centering=sinkhorn_knopp", "train.iterations=2"), images, tmp_path / "r")
+    assert t.method.criterion.centering == "sinkhorn_knopp"
+    assert t.method.criterion.center.abs().sum() == 0 and t.method.criterion.center_patch.abs().sum() == 0
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert (ck["config"]["method"], ck["config"]["loss"]["centering"]) == ("ibot", "sinkhorn_knopp")
 
 
 def test_dinov2_step_trains_separate_heads_and_logs_koleo(images, tmp_path):  # noqa: F811

@@ -132,3 +132,29 @@ def test_head_last_layer_fp32_runs_the_mlp_in_bf16_and_the_prototypes_in_fp32():
     assert seen["mlp"] == torch.bfloat16 and out.dtype == torch.float32 and want.dtype == torch.float32
     assert (out - want).abs().max() < 2e-2 and not torch.equal(out, want)  # bf16 MLP: close, not equal
     assert head.patch_logit_sum(head.embed(x)).allclose(head.forward_patch(x).sum(0), atol=1e-4)
+
+
+def test_sinkhorn_knopp_centring_targets_by_hand():
+    """Identical teacher rows: softmax would give (e/(1+e), 1/(1+e)); Sinkhorn-Knopp spreads the batch over
+    both prototypes, so every target is (1/2, 1/2). Student (3/4, 1/4) -> CE = ln(16/3)/2 for [CLS] and
+    for every masked token; the EMA centres are not used and stay at 0."""
+    K, B, N = 2, 2, 3
+    one = torch.tensor([1.0, 0.0])
+    s_row = torch.tensor([0.1 * math.log(3.0), 0.0])  # softmax at student temperature 0.1: (3/4, 1/4)
+    t_cls = [one.expand(B, K).clone() for _ in range(2)]
+    s_cls = [s_row.expand(B, K).clone() for _ in range(3)]  # two globals and one local view
+    img, tok = torch.arange(2 * B), torch.tensor([0, 2, 1, 1])  # one masked token per image
+    t_patch = one.expand(2 * B, N, K).clone()
+    s_patch = s_row.expand(2 * B, K).clone()
+    want = 0.5 * math.log(16 / 3)
+    sk = IBOTLoss(K, K, centering="sinkhorn_knopp")
+    out = sk(s_cls, s_patch, (img, tok), t_cls, t_patch, B, 1.0, 1.0)
+    assert out["loss_cls"].item() == pytest.approx(want, rel=1e-5)
+    assert out["loss_patch"].item() == pytest.approx(want, rel=1e-5)
+    assert out["teacher_entropy"].item() == pytest.approx(math.log(2), rel=1e-5)
+    assert sk.center.abs().sum() == 0 and sk.center_patch.abs().sum() == 0
+    ema = IBOTLoss(K, K)(s_cls, s_patch, (img, tok), t_cls, t_patch, B, 1.0, 1.0)  # the same batch, EMA centre 0
+    p = math.e / (1 + math.e)
+    assert ema["loss_cls"].item() == pytest.approx(-(p * math.log(0.75) + (1 - p) * math.log(0.25)), rel=1e-5)
+    with pytest.raises(ValueError, match="centering"):
+        IBOTLoss(K, K, centering="swav")

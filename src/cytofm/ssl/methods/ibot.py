@@ -20,7 +20,7 @@ class IBOTMethod(SSLMethod):
     def build_criterion(self):
         c = self.cfg
         return IBOTLoss(c.head.out_dim, c.head.out_dim, 2, c.loss.student_temp, c.loss.center_momentum,
-                        c.loss.lambda_cls, c.loss.lambda_patch)
+                        c.loss.lambda_cls, c.loss.lambda_patch, c.loss.centering, c.loss.sinkhorn_iterations)
 
     def losses(self, student, views: Views, sched, autocast):
         index = views.masks.reshape(views.masks.shape[0], -1).nonzero(as_tuple=True)  # the student's order
