@@ -1,9 +1,10 @@
 """Does pretraining learn? Herlev 7-class linear probe on frozen [CLS] features: run vs random init, on
 the EVALUATION part of the shipped split (the pretraining runs below never see those cells).
 
-    python benchmarks/ssl_learning_signal.py RUN_DIR [SHARED_DATA]         # probe one finished run
+    python benchmarks/ssl_learning_signal.py RUN_DIR [SHARED_DATA] [--part pretrain]   # probe one finished run
     python benchmarks/ssl_learning_signal.py --train cpu,cpu_dinov2 [--shared SHARED_DATA] [--out DIR] [--set K=V]
         # pretrain each preset on the pretraining parts (BCCD fields, Herlev cells, CRIC), then probe each
+    (--part pretrain probes Herlev cells the runs trained on instead: whether a run learns what it is shown)
 
 Features are the teacher backbone's [CLS] token at the run's global crop size (ImageNet normalisation,
 L2-normalised); the probe is a standardised logistic regression, 5-fold stratified CV repeated with 3 fold
@@ -47,10 +48,12 @@ def fold_scores(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def eval_manifest(shared: Path, out_dir: Path) -> Path:
+def eval_manifest(shared: Path, out_dir: Path, part: str = "eval") -> Path:
+    """Herlev cells of one part of the split: ``eval`` (no run has seen them) or ``pretrain`` (every run
+    here trains on them: a check that a run learns what it is shown, never a transfer number)."""
     from cytofm.data.split_files import write_part_manifest
 
-    return write_part_manifest(shared / "herlev", "herlev", "eval", out_dir / "herlev_eval.csv")
+    return write_part_manifest(shared / "herlev", "herlev", part, out_dir / f"herlev_{part}.csv")
 
 
 def compare(run: Path, manifest: Path) -> dict[str, np.ndarray | int]:
@@ -108,11 +111,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every --train preset (repeatable)")
+    ap.add_argument("--part", choices=("eval", "pretrain"), default="eval",
+                    help="Herlev part to probe: eval (unseen cells; default) or pretrain (cells the runs trained on)")
     a = ap.parse_args()
     shared = a.shared or a.shared_pos or Path(os.environ.get("CYTOFM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
     work = a.out or Path(tempfile.mkdtemp(prefix="learning_signal_"))
     work.mkdir(parents=True, exist_ok=True)
-    manifest = eval_manifest(shared, work)
+    manifest = eval_manifest(shared, work, a.part)
+    where = "evaluation part" if a.part == "eval" else "PRETRAINING part (cells the runs were trained on)"
     if a.train:
         results = {}
         for preset in a.train.split(","):
@@ -120,7 +126,7 @@ def main() -> None:
             run = pretrain(preset, shared, work, a.overrides)
             results[preset] = compare(run, manifest)
             print(f"{preset}: pretrained in {time.perf_counter() - t0:.0f} s")
-        print(f"\nHerlev 7-class, evaluation part ({results[preset]['n']} cells), linear probe, 5 folds x {len(SEEDS)} seeds:")
+        print(f"\nHerlev 7-class, {where} ({results[preset]['n']} cells), linear probe, 5 folds x {len(SEEDS)} seeds:")
         for preset, r in results.items():
             print(report(preset, r))
         names = list(results)
@@ -129,6 +135,7 @@ def main() -> None:
             print(f"{other} - {names[0]}: {d.mean():+.3f} +- {d.std():.3f} over the same folds (one run each)")
         return
     r = compare(a.run, manifest)
+    print(f"Herlev 7-class, {where} ({r['n']} cells):")
     print(report(a.run.name, r))
 
 
