@@ -4,18 +4,24 @@ the EVALUATION part of the shipped split (the pretraining runs below never see t
     python benchmarks/ssl_learning_signal.py RUN_DIR [SHARED_DATA] [--part pretrain]   # probe one finished run
     python benchmarks/ssl_learning_signal.py --train cpu,cpu_dinov2 [--shared SHARED_DATA] [--out DIR] [--set K=V]
         # pretrain each preset on the pretraining parts (BCCD fields, Herlev cells, CRIC), then probe each
+    python benchmarks/ssl_learning_signal.py --train cpu,cpu_dinov2,cpu_koleo=cpu:loss.koleo_weight=0.1 \
+        --seeds 0,1,2,3 --out DIR      # each arm ([NAME=]PRESET[:KEY=VALUE...]) trained once per seed
     (--part pretrain probes Herlev cells the runs trained on instead: whether a run learns what it is shown)
 
 Features are the teacher backbone's [CLS] token at the run's global crop size (ImageNet normalisation,
 L2-normalised); the probe is a standardised logistic regression, 5-fold stratified CV repeated with 3 fold
 seeds, balanced accuracy (mean +- sd over the 15 folds). Random init and every run are probed on the same
-folds in the same process, so their differences are paired (fold by fold); one pretraining run per preset,
-so the interval does not include training variation.
+folds in the same process, so their differences are paired (fold by fold). With one pretraining run per
+preset the spread does not include training variation; with --seeds each arm is trained once per seed
+and its margin gets an interval over runs x folds (cytofm.eval.intervals.seed_fold_interval) that does,
+as does each arm's paired difference with the first arm. Finished runs and their probes (probe_<part>.json
+in the run folder) are reused, so an interrupted study resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -28,6 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cytofm.eval.intervals import seed_fold_interval
 from cytofm.ssl.backbone import MaskedViT, create_vit
 from cytofm.ssl.checkpoint import CHECKPOINT, load_checkpoint
 from cytofm.ssl.config import PretrainConfig
@@ -72,8 +79,60 @@ def compare(run: Path, manifest: Path) -> dict[str, np.ndarray | int]:
             "iteration": int(ck["iteration"]), "n": len(y)}
 
 
-def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = ()) -> Path:
-    """Train ``preset`` on the pretraining parts (prepared once in ``work``); returns the run folder."""
+def cached_compare(run: Path, manifest: Path, part: str) -> dict[str, np.ndarray | int]:
+    """:func:`compare`, kept in ``run/probe_<part>.json`` (the probe of a finished run never changes)."""
+    path = run / f"probe_{part}.json"
+    if path.exists():
+        r = json.loads(path.read_text())
+        return {k: np.asarray(v) if isinstance(v, list) else v for k, v in r.items()}
+    r = compare(run, manifest)
+    path.write_text(json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in r.items()}))
+    return r
+
+
+def parse_arm(spec: str) -> tuple[str, str, list[str]]:
+    """``[NAME=]PRESET[:KEY=VALUE...]`` -> (name, preset, overrides)."""
+    head, *overrides = spec.split(":")
+    name, _, preset = head.rpartition("=")
+    return name or preset, preset, overrides
+
+
+def seed_study(arms: list[str], seeds: list[int], shared: Path, work: Path, manifest: Path, part: str,
+               overrides: list[str]) -> None:
+    """Train every arm once per seed (seed-major, so a study cut short stays balanced), probe, summarise."""
+    scores: dict[str, dict[int, dict]] = {}
+    for seed in seeds:
+        for spec in arms:
+            name, preset, extra = parse_arm(spec)
+            t0 = time.perf_counter()
+            run = pretrain(preset, shared, work, [*overrides, *extra, f"train.seed={seed}"], f"{name}_seed{seed}")
+            scores.setdefault(name, {})[seed] = r = cached_compare(run, manifest, part)
+            print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s; {report(name, r)}", flush=True)
+    n = next(iter(next(iter(scores.values())).values()))["n"]
+    where = "evaluation part" if part == "eval" else "PRETRAINING part (cells the runs were trained on)"
+    print(f"\nHerlev 7-class, {where} ({n} cells), linear probe, 5 folds x {len(SEEDS)} fold seeds, "
+          f"{len(seeds)} pretraining seeds per arm; 95% intervals over runs x folds:")
+    ratio = 1 / 4  # 5-fold: n_test / n_train
+    first = next(iter(scores))
+    for name, by_seed in scores.items():
+        diffs = np.stack([r["pretrained"] - r["random"] for r in by_seed.values()])
+        iv = seed_fold_interval(diffs, ratio)
+        runs = ", ".join(f"{d.mean():+.3f}" for d in diffs)
+        print(f"{name:12s} - random init: {iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] p={iv.p:.3f} "
+              f"(runs: {runs})")
+    for name, by_seed in scores.items():
+        if name == first:
+            continue
+        common = [s for s in by_seed if s in scores[first]]
+        diffs = np.stack([by_seed[s]["pretrained"] - scores[first][s]["pretrained"] for s in common])
+        iv = seed_fold_interval(diffs, ratio)
+        print(f"{name:12s} - {first}: {iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}] p={iv.p:.3f} "
+              f"over {len(common)} seed pairs")
+
+
+def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = (), name: str | None = None) -> Path:
+    """Train ``preset`` on the pretraining parts (prepared once in ``work``) into ``work/run_<name>``
+    (default: the preset's name); a finished run there is kept as it is. Returns the run folder."""
     from cytofm.config.loader import build_config
     from cytofm.data.prepare import run_prepare
     from cytofm.data.prepare_config import PrepareConfig
@@ -89,7 +148,7 @@ def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = ()) -
         run_prepare([str(m)], work / "cric", build_config(PrepareConfig, "prepare", "cells", quiet), log=lambda s: None)
     herlev = write_part_manifest(shared / "herlev", "herlev", "pretrain", work / "herlev_pretrain.csv")
     cfg = build_config(PretrainConfig, "pretrain", preset, list(overrides))
-    out = work / f"run_{preset}"
+    out = work / f"run_{name or preset}"
     SSLTrainer(cfg, [str(work / "bccd"), str(herlev), str(work / "cric")], out, log=print).run()
     return out
 
@@ -111,6 +170,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every --train preset (repeatable)")
+    ap.add_argument("--seeds", help="comma-separated pretraining seeds: train each --train arm once per seed "
+                    "and give intervals that include training variation")
     ap.add_argument("--part", choices=("eval", "pretrain"), default="eval",
                     help="Herlev part to probe: eval (unseen cells; default) or pretrain (cells the runs trained on)")
     a = ap.parse_args()
@@ -119,6 +180,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     manifest = eval_manifest(shared, work, a.part)
     where = "evaluation part" if a.part == "eval" else "PRETRAINING part (cells the runs were trained on)"
+    if a.train and a.seeds:
+        seed_study(a.train.split(","), [int(x) for x in a.seeds.split(",")], shared, work, manifest, a.part, a.overrides)
+        return
     if a.train:
         results = {}
         for preset in a.train.split(","):

@@ -1,10 +1,11 @@
-"""The corrected resampled t interval and the Holm correction against known values and a simulation."""
+"""The corrected resampled t interval, its runs x folds form and the Holm correction against known values
+and simulations."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from cytofm.eval.intervals import corrected_t_interval, holm
+from cytofm.eval.intervals import corrected_t_interval, holm, seed_fold_interval
 
 
 def test_corrected_t_by_hand():
@@ -44,3 +45,37 @@ def test_interval_covers_95_percent_on_a_case_with_known_variance():
     assert 0.93 <= _coverage(True) <= 0.97
     # the uncorrected t interval (fold scores treated as independent) covers far less: the test can fail
     assert _coverage(False) < 0.8
+
+
+def test_seed_fold_interval_by_hand():
+    x = np.array([[0.1, 0.3, 0.2], [0.3, 0.5, 0.4]])  # run means 0.2, 0.4; fold means 0.2, 0.4, 0.3
+    iv = seed_fold_interval(x, 0.25)
+    se = np.sqrt(0.02 / 2 + (1 / 3 + 0.25) * 0.01)
+    q = stats.t.ppf(0.975, 1)
+    assert iv.mean == pytest.approx(0.3) and iv.se == pytest.approx(se) and iv.n == 2
+    assert (iv.low, iv.high) == pytest.approx((0.3 - q * se, 0.3 + q * se))
+    assert iv.p == pytest.approx(2 * stats.t.sf(0.3 / se, 1))
+    one = seed_fold_interval(x[:1], 0.25)  # one run: the corrected t interval of its folds
+    assert one.se == pytest.approx(corrected_t_interval(x[0], 0.25).se)
+    with pytest.raises(ValueError, match="runs, folds"):
+        seed_fold_interval(x[0], 0.25)
+
+
+def _seed_coverage(with_runs: bool, draws=1000, s=4, k=5, r=3, mu=0.02, sd_run=0.04, sd_fold=0.02, seed=0) -> float:
+    """Runs that differ by a training effect (sd_run) evaluated on the same folds (equicorrelated fold
+    part shared by every run, as in _coverage, plus each run's own fold noise)."""
+    rng = np.random.default_rng(seed)
+    rho, j = 1 / k, k * r
+    hit = 0
+    for _ in range(draws):
+        shared = sd_fold * (np.sqrt(rho) * rng.normal() + np.sqrt(1 - rho) * rng.normal(size=j))
+        x = mu + sd_run * rng.normal(size=(s, 1)) + shared + 0.5 * sd_fold * rng.normal(size=(s, j))
+        iv = seed_fold_interval(x, 1 / (k - 1)) if with_runs else corrected_t_interval(x.mean(0), 1 / (k - 1))
+        hit += iv.low <= mu <= iv.high
+    return hit / draws
+
+
+def test_seed_fold_interval_covers_training_variation():
+    assert _seed_coverage(True) >= 0.94  # conservative (wide) by construction
+    # the folds-only interval of the run-averaged scores ignores training variation and covers far less
+    assert _seed_coverage(False) < 0.8

@@ -180,13 +180,48 @@ def test_dinov2_ema_centering_follows_the_masked_teacher_tokens():
 
 # --- the method in the trainer -----------------------------------------------------------------------
 
-def test_ibot_refuses_dinov2_settings_but_takes_sinkhorn_knopp_centring():
+def test_ibot_refuses_separate_heads_but_takes_sinkhorn_knopp_and_koleo():
     with pytest.raises(ValueError, match="method: dinov2"):
-        tiny_cfg("loss.koleo_weight=0.1")
-    with pytest.raises(ValueError, match="head.separate"):
         tiny_cfg("head.separate=true")
-    cfg = tiny_cfg("loss.centering=sinkhorn_knopp")  # a departure the iBOT cpu preset takes
-    assert (cfg.method, cfg.loss.centering) == ("ibot", "sinkhorn_knopp")
+    cfg = tiny_cfg("loss.centering=sinkhorn_knopp", "loss.koleo_weight=0.1")  # departures iBOT takes as options
+    assert (cfg.method, cfg.loss.centering, cfg.loss.koleo_weight) == ("ibot", "sinkhorn_knopp", 0.1)
+
+
+def test_ibot_koleo_adds_its_weighted_term_on_the_student_backbone_cls():
+    # same weights, same views: the loss with KoLeo is the iBOT loss + w * sum over the two global views of
+    # KoLeo(student backbone [CLS] of the masked global crops), and the term alone reaches the backbone
+    from cytofm.ssl.methods import Views, build_method
+
+    torch.manual_seed(0)
+    plain = build_method(tiny_cfg("model.drop_path=0"))
+    with_koleo = build_method(tiny_cfg("model.drop_path=0", "loss.koleo_weight=0.5"))
+    with_koleo.student.load_state_dict(plain.student.state_dict())
+    with_koleo.teacher.load_state_dict(plain.teacher.state_dict())
+    assert plain.terms == ("loss_cls", "loss_patch") and with_koleo.terms == ("loss_cls", "loss_patch", "loss_koleo")
+    masks = torch.tensor([[[1, 0], [0, 1]], [[1, 1], [0, 0]], [[0, 1], [0, 0]], [[1, 0], [1, 0]]]).bool()
+    views = Views(torch.randn(4, 3, 32, 32), masks, torch.randn(4, 3, 16, 16), 2)
+    sched = {"teacher_temp": 0.04, "teacher_patch_temp": 0.04}
+    off = torch.autocast("cpu", enabled=False)
+    a = plain.losses(plain.student, views, sched, off)
+    b = with_koleo.losses(with_koleo.student, views, sched, off)
+    with torch.no_grad():
+        cls_g = plain.student.backbone(views.globals, views.masks)[0]
+    k = KoLeoLoss()
+    expected = k(cls_g[:2]) + k(cls_g[2:])
+    assert b["loss_koleo"].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert b["loss"].item() == pytest.approx(a["loss"].item() + 0.5 * expected.item(), abs=1e-5)
+    assert "loss_koleo" not in a
+    koleo_only = build_method(tiny_cfg("loss.koleo_weight=1", "loss.lambda_cls=0", "loss.lambda_patch=0"))
+    out = koleo_only.losses(koleo_only.student, views, sched, off)
+    out["loss"].backward()
+    assert koleo_only.student.backbone.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in koleo_only.student.head.parameters())
+
+
+def test_ibot_with_koleo_logs_the_term(images, tmp_path):  # noqa: F811
+    run(tiny_cfg("loss.koleo_weight=0.1", "train.iterations=2", "train.log_every=1"), images, tmp_path / "r")
+    header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"loss_cls", "loss_patch", "loss_koleo"} <= set(header)
 
 
 def test_ibot_with_sinkhorn_knopp_trains_and_never_moves_its_ema_centres(images, tmp_path):  # noqa: F811

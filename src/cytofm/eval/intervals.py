@@ -5,6 +5,10 @@ uncertainty of their mean. Nadeau & Bengio (2003, "Inference for the generalizat
 variance of the mean of J scores to (1/J + n_test/n_train) s^2 with a t distribution of J-1 degrees of
 freedom (Bouckaert & Frank 2004 for repeated k-fold). The same interval applies to the mean of paired
 per-fold differences, whose mean is exactly the difference of the two means.
+
+Pretrained encoders add training variation: two runs of one recipe that differ only in their seed give
+different features. :func:`seed_fold_interval` takes the fold scores of several runs per recipe, all on
+the same folds, so that "A beats B" accounts for both.
 """
 
 from __future__ import annotations
@@ -47,6 +51,31 @@ def corrected_t_interval(scores, test_train_ratio: float, alpha: float = 0.05) -
     else:
         p = float(2 * stats.t.sf(abs(m) / se, j - 1))
     return Interval(m, m - q * se, m + q * se, se, p, j)
+
+
+def seed_fold_interval(scores, test_train_ratio: float, alpha: float = 0.05) -> Interval:
+    """Interval of the mean of an (S runs, J folds) table of scores (or paired differences) in which each
+    row is one training run (seed) and every row uses the same J folds.
+
+    Model: score[s, j] = mu + a_s (training) + b_j (the folds, shared by every run) + noise. The variance
+    of the grand mean is estimated as var(run means) / S + (1/J + n_test/n_train) * var(fold means), the
+    second term Nadeau & Bengio's correction of the fold part; each term also carries some of the noise,
+    so the estimate errs on the wide side. Degrees of freedom S - 1 (the training term is the one that a
+    few seeds estimate poorly), which is conservative when training variation is small. With one run it is
+    :func:`corrected_t_interval` of that run's folds (no training variation: say so where it is reported).
+    Written here because no statistics library offers this two-way (runs x shared folds) correction.
+    """
+    x = np.asarray(scores, dtype=float)
+    if x.ndim != 2:
+        raise ValueError(f"scores must be a (runs, folds) table, not shape {x.shape}")
+    s, j = x.shape
+    if s == 1:
+        return corrected_t_interval(x[0], test_train_ratio, alpha)
+    m = float(x.mean())
+    se = float(np.sqrt(x.mean(axis=1).var(ddof=1) / s + (1.0 / j + test_train_ratio) * x.mean(axis=0).var(ddof=1)))
+    q = float(stats.t.ppf(1 - alpha / 2, s - 1))
+    p = (1.0 if m == 0 else 0.0) if se == 0 else float(2 * stats.t.sf(abs(m) / se, s - 1))
+    return Interval(m, m - q * se, m + q * se, se, p, s)
 
 
 def holm(pvalues) -> np.ndarray:
