@@ -6,11 +6,14 @@
 #    its log gives the images/s of ViT-S/16 iBOT with real data and views made on the GPU.
 # 2. If time is left: the ViT-B/16 paper preset's model FLOP utilisation (benchmarks/ibot_throughput.py), and
 #    the same ViT-S run with the PIL views (the old path) for a ratio measured on the same machine.
+# RECIPE: key=value overrides on top of the shipped preset (default: KoLeo 0.1 on iBOT, which carried the
+# CPU runs' margin on unseen cells: docs/dinov2_reference.md; RECIPE= trains the preset as it is).
 # Results in OUT: the fp16 weights in chunks under 16 MB (weights.part-*: cat them), small.tar.gz (logs,
 # metrics, configs, benchmark lines).
 set -uo pipefail
 POOL=${1:-.pool/full}
 OUT=${OUT:-out}; TOTAL=${TOTAL:-560}; TRAIN_S=${TRAIN_S:-420}
+read -r -a RECIPE_ARGS <<< "${RECIPE-loss.koleo_weight=0.1}"
 T0=$(date +%s)
 left() { echo $(( TOTAL - ($(date +%s) - T0) )); }
 export PYTHONUNBUFFERED=1
@@ -27,7 +30,7 @@ python3 -c "import torch, timm, torchvision, cytofm; print('torch', torch.__vers
 'torchvision', torchvision.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" \
   2>&1 | tee "$S/versions.txt"
 RUN=${RUN:-/tmp/run}
-scripts/train_shipped_encoder.sh "$POOL" "$RUN" "$TRAIN_S" 2>&1 | tee "$S/train.log"
+scripts/train_shipped_encoder.sh "$POOL" "$RUN" "$TRAIN_S" "${RECIPE_ARGS[@]}" 2>&1 | tee "$S/train.log"
 W=$RUN/cytofm_vit_small_patch16.safetensors
 if [ -f "$W" ]; then
   split -b 15000000 "$W" "$OUT/weights.part-"
@@ -47,7 +50,7 @@ if [ "$(left)" -gt 60 ]; then  # the old path (PIL views in loader processes), s
   D=(); for d in bccd_224 bccd_112 bccd_half chula_rbc12_224 chula_rbc12_112 chula_rbc12_half herlev cric; do D+=(--data "$RUN/prep/$d"); done
   timeout $(( $(left) - 20 )) $CYTOFM pretrain --preset shipped "${D[@]}" --out "$RUN/pil" data.views=pil \
     "data.num_workers=$(( $(nproc) - 2 ))" train.batch_size=128 train.iterations=60 train.log_every=5 \
-    train.save_every=100000 "data.weights=[0.08,0.08,0.04,0.16,0.16,0.08,0.2,0.2]" > "$S/pil.log" 2>&1
+    train.save_every=100000 "data.weights=[0.08,0.08,0.04,0.16,0.16,0.08,0.2,0.2]" "${RECIPE_ARGS[@]}" > "$S/pil.log" 2>&1
   cp "$RUN/pil/metrics.csv" "$S/pil_metrics.csv" 2>/dev/null
 fi
 echo "total $(( $(date +%s) - T0 ))s" | tee -a "$S/train.log"
