@@ -23,6 +23,7 @@ from cytofm.ssl.device_views import (
     crop_flip_rotate,
     hed_jitter,
     sample_boxes,
+    with_transposes,
 )
 
 from tests.conftest import SHARED_DATA, smear
@@ -59,12 +60,12 @@ def test_flips_and_rotations_reach_the_whole_symmetry_group_equally():
     g = torch.Generator().manual_seed(1)
     u = torch.rand(n, 3, generator=g)
     boxes = torch.tensor([[0.0, 0.0, 5.0, 5.0]]).expand(n, 4)
-    v = crop_flip_rotate(x, x.transpose(2, 3).contiguous(), torch.zeros(n, 1), boxes, 5, u, True)
+    v = crop_flip_rotate(with_transposes(x), torch.zeros(n, 1), boxes, 5, u, True)
     seen = [tuple(t.flatten().round().tolist()) for t in v]
     assert set(seen) == group
     counts = np.array([seen.count(e) for e in group])
     assert stats.chisquare(counts).pvalue > 1e-3
-    v = crop_flip_rotate(x, x, torch.zeros(n, 1), boxes, 5, u, False)  # flips only
+    v = crop_flip_rotate(x, torch.zeros(n, 1), boxes, 5, u, False)  # flips only
     assert {tuple(t.flatten().round().tolist()) for t in v} == {tuple(x.flatten().tolist()), tuple(x.flip(3).flatten().tolist())}
 
 
@@ -230,3 +231,51 @@ def test_cache_keeps_the_decoded_orientation_when_a_header_said_otherwise():
     cache = build_cache(lambda i: (30, 50), lambda i: im, 1, 64, log=lambda m: None)
     batch, sizes = cache.batch([0])
     assert sizes.tolist() == [[30, 50]] and np.array_equal(batch[0].permute(1, 2, 0).numpy(), np.asarray(im))
+
+
+def test_dense_and_subset_paths_make_the_same_views(monkeypatch):
+    """The GPU computes every view and keeps the right ones (no nonzero); the CPU computes only those."""
+    from cytofm.ssl import device_views
+    from cytofm.ssl.config import CropConfig
+
+    crop = DeviceMultiCrop(CropConfig(global_size=32, local_size=16, n_local=3, hed_jitter=0.5, solarize=0.5))
+    pixels = torch.randint(0, 256, (4, 3, 40, 56), dtype=torch.uint8)
+    sizes = torch.tensor([[40, 56], [33, 50], [40, 20], [12, 56]])
+    out = {}
+    for dense in (False, True):
+        monkeypatch.setattr(device_views, "DENSE_SUBSETS", dense)
+        out[dense] = crop(pixels, sizes, torch.Generator().manual_seed(5))
+    for a, b in zip(out[False], out[True], strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_one_roi_align_call_reads_plain_and_transposed_crops_of_non_square_images():
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 9, 14, generator=g)
+    n = 64
+    sizes = torch.tensor([[9, 14]]).repeat(n, 1)
+    boxes = sample_boxes(sizes, (0.1, 1.0), g)
+    bidx = torch.arange(2).repeat(n // 2).unsqueeze(1).float()
+    u = torch.rand(n, 3, generator=g)
+    ours = crop_flip_rotate(with_transposes(x), bidx, boxes, 6, u, True)
+    x_t = x.transpose(2, 3).contiguous()
+    for i in range(n):  # the reference: each view from the plain or the transposed image, boxes swapped
+        b = boxes[i].clone()
+        if u[i, 0] < 0.5:
+            b = b[[2, 1, 0, 3]]
+        if u[i, 1] < 0.5:
+            b = b[[0, 3, 2, 1]]
+        src, b = (x_t, b[[1, 0, 3, 2]]) if u[i, 2] < 0.5 else (x, b)
+        ref = roi_align(src, torch.cat([bidx[i], b])[None], (6, 6), 1.0, 2, True)[0]
+        assert torch.allclose(ours[i], ref, atol=1e-6), i
+
+
+def test_blur_band_sized_by_the_bound_gives_the_same_matrices():
+    from cytofm.ssl.device_views import _blur_matrix
+
+    sigma = 0.1 + 1.9 * torch.rand(50, generator=torch.Generator().manual_seed(0))
+    tight = _blur_matrix(sigma, 24, float(sigma.max()))
+    assert torch.equal(_blur_matrix(sigma, 24, 2.0), tight)
+    assert not torch.equal(_blur_matrix(sigma, 24, 0.1), tight)  # a band too narrow would show

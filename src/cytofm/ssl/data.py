@@ -25,7 +25,7 @@ from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
 from cytofm.ssl.augment import MultiCrop
 from cytofm.ssl.config import PretrainConfig
-from cytofm.ssl.masking import make_mask
+from cytofm.ssl.masking import make_mask, masked_positions
 
 
 @dataclass
@@ -188,4 +188,4 @@ class IBOTBatches(torch.utils.data.Dataset):
         n_views = len(views_per_image[0])
         crops = [torch.stack([v[i] for v in views_per_image]) for i in range(n_views)]
         m = torch.from_numpy(np.stack(masks, axis=1))  # (2, B, g, g)
-        return {"crops": crops, "masks": m, "iteration": iteration}
+        return {"crops": crops, "masks": m, "mask_index": masked_positions(m), "iteration": iteration}

@@ -11,7 +11,9 @@ per call, so per-view parameters for a whole batch in one call take the few line
 masks are drawn by the same reference loop as the PIL path (a sequential algorithm; about 0.1 ms a mask).
 
 Every random number comes from a generator seeded with (seed, iteration, rank): a batch is a pure
-function of them, on any device, so resume stays exact. ``tests/ssl/test_device_views.py`` shows that
+function of them, on any device, so resume stays exact. On a GPU nothing here makes the host wait for the
+device (no ``nonzero``, ``item`` or blocking copy; ``tests/ssl/test_host_sync.py``): the host queues the
+next batch's views while the device still runs the previous step. ``tests/ssl/test_device_views.py`` shows that
 both pipelines draw views from the same distributions (crop scale and aspect, colour statistics, masks).
 """
 
@@ -31,7 +33,7 @@ from torchvision.ops import roi_align
 
 from cytofm.ssl import augment
 from cytofm.ssl.config import CropConfig, PretrainConfig
-from cytofm.ssl.masking import make_mask
+from cytofm.ssl.masking import make_mask, masked_positions
 
 HED_FROM_RGB = torch.from_numpy(augment.HED_FROM_RGB).float()  # the PIL path's stain vectors, one source
 RGB_FROM_HED = torch.from_numpy(augment.RGB_FROM_HED).float()
@@ -165,11 +167,24 @@ def sample_boxes(sizes: torch.Tensor, scale: tuple[float, float], g: torch.Gener
     return torch.stack([x0, y0, x0 + bw, y0 + bh], 1)
 
 
+_ON_DEVICE: dict[tuple, torch.Tensor] = {}
+
+
+def _const(t: torch.Tensor, dev: torch.device, dt: torch.dtype | None = None) -> torch.Tensor:
+    """A module-level constant (it lives as long as the module: its id stays its own) on ``dev``, copied
+    there once: a blocking copy from host memory would make the host wait for the device at every use."""
+    key = (id(t), str(dev), dt)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = t.to(dev, dt if dt is not None else t.dtype)
+    return _ON_DEVICE[key]
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * _GRAY.to(x.device, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (x * _const(_GRAY, x.device, x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_INV = torch.linalg.inv(_YIQ)  # on the host once (on a GPU its error check would wait for the device)
 
 
 def colour_maps(mu: torch.Tensor, apply: torch.Tensor, gray: torch.Tensor, u: torch.Tensor, strength: float,
@@ -180,7 +195,7 @@ def colour_maps(mu: torch.Tensor, apply: torch.Tensor, gray: torch.Tensor, u: to
     it differs from torchvision only in clamping once at the end. ``mu`` (N, 3): each view's mean RGB (what
     contrast blends towards); ``u`` (N, 4) uniforms."""
     n, dev, dt = mu.shape[0], mu.device, mu.dtype
-    g = _GRAY.to(dev, dt)
+    g = _const(_GRAY, dev, dt)
     eye = torch.eye(3, device=dev, dtype=dt).expand(n, 3, 3)
     A, t = eye.clone(), torch.zeros(n, 3, device=dev, dtype=dt)
     b = 1 + 0.4 * strength * (2 * u[:, 0] - 1)
@@ -188,7 +203,7 @@ def colour_maps(mu: torch.Tensor, apply: torch.Tensor, gray: torch.Tensor, u: to
     s = 1 + 0.2 * strength * (2 * u[:, 2] - 1)
     theta = 2 * math.pi * min(0.1 * strength, 0.5) * (2 * u[:, 3] - 1)
     to_gray = torch.ones(3, 1, device=dev, dtype=dt) @ g.view(1, 3)  # every channel <- luma
-    yiq = _YIQ.to(dev, dt)
+    yiq, yiq_inv = _const(_YIQ, dev, dt), _const(_YIQ_INV, dev, dt)
     for op in order:
         if op == 0:
             M, off = b.view(-1, 1, 1) * eye, 0
@@ -202,7 +217,7 @@ def colour_maps(mu: torch.Tensor, apply: torch.Tensor, gray: torch.Tensor, u: to
             R = torch.zeros(n, 3, 3, device=dev, dtype=dt)
             R[:, 0, 0] = 1
             R[:, 1, 1], R[:, 1, 2], R[:, 2, 1], R[:, 2, 2] = cos, -sin, sin, cos
-            M, off = torch.linalg.inv(yiq) @ R @ yiq, 0
+            M, off = yiq_inv @ R @ yiq, 0
         M = M.expand(n, 3, 3)
         A = M @ A
         t = torch.einsum("nij,nj->ni", M, t) + off
@@ -213,9 +228,17 @@ def colour_maps(mu: torch.Tensor, apply: torch.Tensor, gray: torch.Tensor, u: to
     return G @ A, torch.einsum("nij,nj->ni", G, t)
 
 
+DENSE_SUBSETS: bool | None = None
+"""How an operation reaches the views where it applies: ``None`` by device (on a CPU only those views are
+computed, found with ``nonzero``; on a GPU every view is computed and ``torch.where`` keeps the right ones,
+because ``nonzero`` would make the host wait for the device); ``True``/``False`` force one (tests)."""
+
+
 def _subset(fn):
-    """Apply ``fn(x[idx], *[a[idx] for a in args])`` to the views where ``apply`` holds, in place."""
+    """Apply ``fn`` to the views where ``apply`` holds (per view: either way the same numbers)."""
     def wrapped(x: torch.Tensor, apply: torch.Tensor, *args, **kw) -> torch.Tensor:
+        if DENSE_SUBSETS or (DENSE_SUBSETS is None and x.device.type != "cpu"):
+            return torch.where(apply.view(-1, 1, 1, 1), fn(x, *args, **kw), x)
         idx = apply.nonzero().flatten()
         if idx.numel():
             x[idx] = fn(x[idx], *[a[idx] if isinstance(a, torch.Tensor) else a for a in args], **kw)
@@ -230,9 +253,9 @@ def hed_jitter(x: torch.Tensor, u: torch.Tensor, sigma: float) -> torch.Tensor:
     alpha = 1 + sigma * (2 * u[:, :3] - 1)
     beta = sigma * (2 * u[:, 3:] - 1)
     od = -torch.log(x.clamp(1e-6, 1.0))
-    hed = torch.einsum("nchw,cd->ndhw", od, HED_FROM_RGB.to(x.device, x.dtype))
+    hed = torch.einsum("nchw,cd->ndhw", od, _const(HED_FROM_RGB, x.device, x.dtype))
     hed = hed * alpha.view(-1, 3, 1, 1) + beta.view(-1, 3, 1, 1)
-    return torch.exp(-torch.einsum("ndhw,dc->nchw", hed, RGB_FROM_HED.to(x.device, x.dtype))).clamp_(0, 1)
+    return torch.exp(-torch.einsum("ndhw,dc->nchw", hed, _const(RGB_FROM_HED, x.device, x.dtype))).clamp_(0, 1)
 
 
 @_subset
@@ -241,17 +264,24 @@ def solarize(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0.5, 1.0 - x, x)
 
 
-def _blur_matrix(sigma: torch.Tensor, size: int) -> torch.Tensor:
+def _box_radius(sigma):
+    """Integer part of the box radius of PIL's three-pass blur for ``sigma`` (tensor or number)."""
+    s2 = sigma ** 2 / 3
+    return ((12 * s2 + 1) ** 0.5 - 1) // 2
+
+
+def _blur_matrix(sigma: torch.Tensor, size: int, sigma_max: float) -> torch.Tensor:
     """(n, size, size) matrices that blur a row the way PIL's ``GaussianBlur(radius=sigma)`` does: three
     passes of a box blur whose fractional radius gives variance sigma^2 (Gwosdek et al. 2011, as Pillow),
     edge pixels repeated. Three box passes are not a Gaussian at small sigma (they blur more), so the
-    matrices copy them rather than sample a Gaussian."""
+    matrices copy them rather than sample a Gaussian. The band is sized for ``sigma_max`` (a bound known on
+    the host; taps beyond a view's own radius get weight 0)."""
     n, dev, dt = len(sigma), sigma.device, sigma.dtype
     s2 = sigma.double() ** 2 / 3
     L = torch.sqrt(12 * s2 + 1)
     lo = torch.floor((L - 1) / 2)  # integer part of the box radius
     a = (2 * lo + 1) * (lo * (lo + 1) - 3 * s2) / (6 * (s2 - (lo + 1) ** 2))  # fractional part
-    R = int(lo.max()) + 1
+    R = int(_box_radius(float(sigma_max))) + 1
     d = torch.arange(-R, R + 1, device=dev, dtype=torch.float64).view(1, -1)
     lv, av = lo.view(-1, 1), a.view(-1, 1)
     w = torch.where(d.abs() <= lv, torch.ones_like(d), torch.where(d.abs() == lv + 1, av, torch.zeros_like(d)))
@@ -264,12 +294,12 @@ def _blur_matrix(sigma: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @_subset
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """PIL's GaussianBlur with a radius per view, as two batched products with banded matrices (much faster
-    than a grouped convolution on CPUs)."""
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, sigma_max: float = 2.0) -> torch.Tensor:
+    """PIL's GaussianBlur with a radius per view (at most ``sigma_max``), as two batched products with
+    banded matrices (much faster than a grouped convolution on CPUs)."""
     n, c, h, w = x.shape
-    y = x @ _blur_matrix(sigma, w).transpose(1, 2).unsqueeze(1)
-    return _blur_matrix(sigma, h).unsqueeze(1) @ y
+    y = x @ _blur_matrix(sigma, w, sigma_max).transpose(1, 2).unsqueeze(1)
+    return _blur_matrix(sigma, h, sigma_max).unsqueeze(1) @ y
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -288,30 +318,37 @@ def _roi_align(x: torch.Tensor, rois: torch.Tensor, out: int, sr: int) -> torch.
     return torch.cat(parts)
 
 
-def crop_flip_rotate(x: torch.Tensor, x_t: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor, out: int,
-                     u: torch.Tensor, rotate90: bool) -> torch.Tensor:
+def with_transposes(x: torch.Tensor) -> torch.Tensor:
+    """(2B, C, S, S): the images padded to a square (edges repeated, as the cache pads) and then their
+    transposes, so that one ``roi_align`` call reads transposed and plain crops alike."""
+    h, w = x.shape[-2:]
+    if h != w:
+        s = max(h, w)
+        x = torch.nn.functional.pad(x, (0, s - w, 0, s - h), mode="replicate")
+    return torch.cat([x, x.transpose(2, 3)])
+
+
+def crop_flip_rotate(src: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor, out: int, u: torch.Tensor,
+                     rotate90: bool) -> torch.Tensor:
     """Resized crops with flips and 90-degree rotations folded into the sampling: with ``aligned=True``,
     ``roi_align`` walks a box with x1 < x0 right to left, so a flip is a swapped box; a transpose is the
-    same box read from the transposed image ``x_t``. Horizontal flips p 0.5; with ``rotate90`` also vertical
+    same box, axes swapped, read from the transposed image (``src`` = :func:`with_transposes` of the
+    images when ``rotate90``, else the images). Horizontal flips p 0.5; with ``rotate90`` also vertical
     flips and transposes p 0.5 each, i.e. every element of the square's symmetry group equally often, as
-    the PIL path's mirror, flip and k x 90 degrees."""
+    the PIL path's mirror, flip and k x 90 degrees. One call, no data-dependent shapes."""
     # one sampling ratio for the call (roi_align's adaptive one needs positive boxes): enough samples per
-    # output pixel to average over the largest crop's footprint, at most 2 x 2 (the cache already holds
-    # samples at no more than twice the global crop size)
-    sr = min(2, max(1, math.ceil(float((boxes[:, 2:] - boxes[:, :2]).max()) / out)))
+    # output pixel to average over the largest crop the batch's images allow, at most 2 x 2 (the cache
+    # already holds samples at no more than twice the global crop size); from the shape, known on the host
+    sr = min(2, max(1, math.ceil(max(src.shape[-2:]) / out)))
     fh = u[:, 0] < 0.5
     bx = torch.where(fh.view(-1, 1), boxes[:, [2, 1, 0, 3]], boxes)
-    if not rotate90:
-        return _roi_align(x, torch.cat([bidx, bx], 1), out, sr)
-    fv = u[:, 1] < 0.5
-    bx = torch.where(fv.view(-1, 1), bx[:, [0, 3, 2, 1]], bx)
-    tr = u[:, 2] < 0.5
-    v = torch.empty(len(bx), x.shape[1], out, out, device=x.device, dtype=x.dtype)
-    for flag, src, cols in ((~tr, x, [0, 1, 2, 3]), (tr, x_t, [1, 0, 3, 2])):
-        idx = flag.nonzero().flatten()
-        if idx.numel():
-            v[idx] = _roi_align(src, torch.cat([bidx[idx], bx[idx][:, cols]], 1), out, sr)
-    return v
+    if rotate90:
+        fv = u[:, 1] < 0.5
+        bx = torch.where(fv.view(-1, 1), bx[:, [0, 3, 2, 1]], bx)
+        tr = (u[:, 2] < 0.5).view(-1, 1)
+        bx = torch.where(tr, bx[:, [1, 0, 3, 2]], bx)
+        bidx = bidx + tr.to(bidx.dtype) * (src.shape[0] // 2)
+    return _roi_align(src, torch.cat([bidx, bx], 1), out, sr)
 
 
 class DeviceMultiCrop:
@@ -321,39 +358,46 @@ class DeviceMultiCrop:
         self.cfg = cfg
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _views(self, x: torch.Tensor, x_t: torch.Tensor, sizes: torch.Tensor, n: int, out: int, scale, blur_p: float,
-               solarize_p: float, g: torch.Generator) -> torch.Tensor:
+    def _views(self, src: torch.Tensor, sizes: torch.Tensor, n: int, out: int, scale, blur_p: float,
+               solarize_p: float, g: torch.Generator, order: list[int]) -> torch.Tensor:
         """``n`` views of every image, view-major: (n*B, 3, out, out)."""
-        c, dev = self.cfg, x.device
-        B = x.shape[0]
+        c, dev = self.cfg, src.device
+        B = sizes.shape[0]
         rep = sizes.repeat(n, 1)
-        boxes = sample_boxes(rep.to(dev), tuple(scale), g)
+        boxes = sample_boxes(rep.to(dev, non_blocking=True), tuple(scale), g)
         bidx = torch.arange(B, device=dev).repeat(n).unsqueeze(1).to(boxes.dtype)
         N = boxes.shape[0]
         u = torch.rand(N, 16, generator=g, device=dev)
-        v = crop_flip_rotate(x, x_t, bidx, boxes, out, u[:, 0:3], c.rotate90)
+        v = crop_flip_rotate(src, bidx, boxes, out, u[:, 0:3], c.rotate90)
         hed_u = torch.rand(N, 6, generator=g, device=dev)
         if c.hed_jitter > 0:
             v = hed_jitter(v, u[:, 3] < c.hed_jitter, hed_u, c.hed_sigma)
-        order = torch.randperm(4, generator=g, device=dev).tolist()
         A, t = colour_maps(v.mean(dim=(2, 3)), u[:, 4] < c.color_jitter, u[:, 9] < c.grayscale, u[:, 5:9],
                            c.jitter_strength, order)
         v = torch.baddbmm(t.unsqueeze(2), A, v.flatten(2)).view_as(v).clamp_(0, 1)
         v = gaussian_blur(v, u[:, 10] < blur_p, 0.1 + 1.9 * u[:, 11])
         v = solarize(v, u[:, 12] < solarize_p)
-        return v.sub_(self.mean.to(dev)).div_(self.std.to(dev))
+        if dev not in self._norm:  # copied once per device (a blocking copy at every call would be a wait)
+            self._norm[dev] = (self.mean.to(dev), self.std.to(dev))
+        mean, std = self._norm[dev]
+        return v.sub_(mean).div_(std)
 
     def __call__(self, images: torch.Tensor, sizes: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
         c = self.cfg
         x = images.float().div_(255.0)
-        x_t = x.transpose(2, 3).contiguous() if c.rotate90 else x
+        src = with_transposes(x) if c.rotate90 else x
         B = x.shape[0]
-        g1 = self._views(x, x_t, sizes, 1, c.global_size, c.global_scale, c.blur[0], 0.0, g)
-        g2 = self._views(x, x_t, sizes, 1, c.global_size, c.global_scale, c.blur[1], c.solarize, g)
+        # the order of the colour operations (one per call, as torchvision's) drawn on the host from the
+        # same seed: drawn on the device it would have to be read back
+        rng = random.Random(g.initial_seed())
+        orders = [rng.sample(range(4), 4) for _ in range(3)]
+        g1 = self._views(src, sizes, 1, c.global_size, c.global_scale, c.blur[0], 0.0, g, orders[0])
+        g2 = self._views(src, sizes, 1, c.global_size, c.global_scale, c.blur[1], c.solarize, g, orders[1])
         views = [g1, g2]
         if c.n_local:
-            loc = self._views(x, x_t, sizes, c.n_local, c.local_size, c.local_scale, c.blur[2], 0.0, g)
+            loc = self._views(src, sizes, c.n_local, c.local_size, c.local_scale, c.blur[2], 0.0, g, orders[2])
             views += list(loc.split(B))
         return views
 
@@ -382,7 +426,8 @@ class DeviceBatches(torch.utils.data.Dataset):
         for _, _, seed in plan:
             rng = random.Random(seed)
             masks.append(np.stack([make_mask(self.cfg.mask, grid, grid, rng) for _ in range(2)]))
-        raw = {"images": images, "sizes": sizes, "masks": torch.from_numpy(np.stack(masks, axis=1)),
+        m = torch.from_numpy(np.stack(masks, axis=1))
+        raw = {"images": images, "sizes": sizes, "masks": m, "mask_index": masked_positions(m),
                "iteration": iteration, "seed": int(plan[0][2])}
         if self.views_in_loader:
             if torch.utils.data.get_worker_info() is not None:
@@ -394,4 +439,5 @@ class DeviceBatches(torch.utils.data.Dataset):
         g = torch.Generator(device=device)
         g.manual_seed(raw["seed"] % (2**63 - 1))
         crops = self.multicrop(raw["images"].to(device, non_blocking=True), raw["sizes"], g)
-        return {"crops": crops, "masks": raw["masks"], "iteration": raw["iteration"]}
+        return {"crops": crops, "masks": raw["masks"], "mask_index": raw.get("mask_index"),
+                "iteration": raw["iteration"]}

@@ -64,15 +64,20 @@ class DINOv2Loss(nn.Module):
     @torch.no_grad()
     def _update_centers(self, teacher_cls: torch.Tensor, teacher_patch: torch.Tensor) -> None:
         sums = [teacher_cls.float().sum(0, keepdim=True), teacher_patch.float().sum(0, keepdim=True)]
-        counts = torch.tensor([teacher_cls.shape[0], teacher_patch.shape[0]], dtype=torch.float32,
-                              device=teacher_cls.device)
-        if dist.is_available() and dist.is_initialized():
-            for t in (*sums, counts):
-                dist.all_reduce(t)
+        n_cls, n_patch = teacher_cls.shape[0], teacher_patch.shape[0]
         m = self.center_momentum
+        if not (dist.is_available() and dist.is_initialized()):  # counts known on the host: no wait for the device
+            self.center.mul_(m).add_(sums[0] / max(n_cls, 1), alpha=1 - m)
+            if n_patch > 0:
+                self.center_patch.mul_(m).add_(sums[1] / n_patch, alpha=1 - m)
+            return
+        counts = sums[0].new_empty(2)  # filled on the device (a tensor from host numbers is a blocking copy)
+        counts[0], counts[1] = n_cls, n_patch
+        for t in (*sums, counts):
+            dist.all_reduce(t)
         self.center.mul_(m).add_(sums[0] / counts[0].clamp(min=1), alpha=1 - m)
-        if counts[1] > 0:
-            self.center_patch.mul_(m).add_(sums[1] / counts[1], alpha=1 - m)
+        moved = self.center_patch.clone().mul_(m).add_(sums[1] / counts[1].clamp(min=1), alpha=1 - m)
+        self.center_patch.copy_(torch.where(counts[1] > 0, moved, self.center_patch))
 
     def forward(self, student_cls: list[torch.Tensor], student_patch: torch.Tensor, patch_image: torch.Tensor,
                 teacher_cls: list[torch.Tensor], teacher_patch: torch.Tensor, n_images: int, teacher_temp: float,

@@ -39,7 +39,8 @@ def masked_patch_ce(teacher_probs: torch.Tensor, student_logits: torch.Tensor, i
         return student_logits.float().sum() * 0.0  # keeps the graph whole for DDP
     ce = torch.sum(-teacher_probs * F.log_softmax(student_logits.float() / student_temp, dim=-1), dim=-1)
     per_img = ce.new_zeros(n_img).index_add_(0, image, ce)
-    counts = torch.bincount(image, minlength=n_img).clamp(min=1).to(ce.dtype)
+    # counts by index_add (bincount would read its input's range back to the host: a wait on a GPU)
+    counts = ce.new_zeros(n_img).index_add_(0, image, torch.ones_like(ce)).clamp_(min=1)
     return (per_img / counts).reshape(n_global, n_images).mean(dim=1).mean()
 
 

@@ -103,11 +103,15 @@ class IBOTLoss(nn.Module):
         """EMA of the batch mean of teacher logits ([CLS]; patch: every token), over all processes."""
         cls_sum = teacher_cls.float().sum(dim=0, keepdim=True)
         patch_sum = teacher_patch_sum.float().reshape(1, 1, -1).clone()
-        counts = torch.tensor([teacher_cls.shape[0], teacher_patch_count], dtype=torch.float32, device=cls_sum.device)
+        n_cls, n_patch = teacher_cls.shape[0], teacher_patch_count
         if dist.is_available() and dist.is_initialized():
+            # filled on the device: a tensor made from host numbers would be a blocking copy
+            counts = cls_sum.new_empty(2)
+            counts[0], counts[1] = n_cls, n_patch
             dist.all_reduce(cls_sum)
             dist.all_reduce(patch_sum)
             dist.all_reduce(counts)
+            n_cls, n_patch = counts[0], counts[1]
         m = self.center_momentum
-        self.center.mul_(m).add_(cls_sum / counts[0], alpha=1 - m)
-        self.center_patch.mul_(m).add_(patch_sum / counts[1], alpha=1 - m)
+        self.center.mul_(m).add_(cls_sum / n_cls, alpha=1 - m)
+        self.center_patch.mul_(m).add_(patch_sum / n_patch, alpha=1 - m)

@@ -15,6 +15,7 @@ import math
 import random
 
 import numpy as np
+import torch
 
 from cytofm.ssl.config import MaskConfig
 
@@ -77,3 +78,10 @@ def make_mask(cfg: MaskConfig, h: int, w: int, rng: random.Random) -> np.ndarray
     if cfg.shape == "random":
         return random_mask(h, w, ratio, rng)
     return block_mask(h, w, ratio, rng, cfg.aspect, cfg.min_block)
+
+
+def masked_positions(masks: torch.Tensor) -> torch.Tensor:
+    """(M, 2) (image, token) of every masked token of view-major masks (G, B, h, w) or (G*B, h, w), in
+    row-major order. The loaders make it on the host with the masks: the same ``nonzero`` on a GPU would
+    make the host wait for the device once per step."""
+    return masks.reshape(-1, masks.shape[-2] * masks.shape[-1]).nonzero()

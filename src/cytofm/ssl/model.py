@@ -22,12 +22,14 @@ class IBOTNet(nn.Module):
                                  cfg.head.shared_teacher if teacher else cfg.head.shared)
 
     def forward(self, global_crops: torch.Tensor, masks: torch.Tensor | None, local_crops: torch.Tensor | None,
-                all_patch_tokens: bool = False, with_backbone_cls: bool = False):
+                all_patch_tokens: bool = False, with_backbone_cls: bool = False,
+                index: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Args:
             global_crops: (G*B, 3, H, W), view-major.
             masks: (G*B, h, w) bool or None (teacher).
             local_crops: (L*B, 3, h', w') or None.
             all_patch_tokens: return patch logits at every token (teacher) instead of masked ones only.
+            index: the (image, token) index of the masked tokens, if known (else found from ``masks``).
 
         Returns:
             cls logits (G*B + L*B, K); patch logits ((G*B, N, K) for all tokens, else (M, K) at masked tokens);
@@ -41,8 +43,7 @@ class IBOTNet(nn.Module):
         cls_logits = self.head(torch.cat(cls))
         if all_patch_tokens:
             return cls_logits, self.head.forward_patch(patch_g), None
-        flat = masks.reshape(masks.shape[0], -1)
-        img, tok = flat.nonzero(as_tuple=True)
+        img, tok = index if index is not None else masks.reshape(masks.shape[0], -1).nonzero(as_tuple=True)
         patch_logits = self.patch_logits(patch_g, (img, tok))
         if with_backbone_cls:
             return cls_logits, patch_logits, (img, tok), cls_g

@@ -50,12 +50,14 @@ def sinkhorn_knopp(logits: torch.Tensor, temperature: float, iterations: int = 3
     process together each prototype's column sums to B_total / K."""
     lq = (logits.float() / temperature).t()  # (K, B): log of the reference's Q
     k = lq.shape[0]
-    n = torch.tensor(float(lq.shape[1]), device=lq.device)
-    if _distributed():
+    if _distributed():  # the total over processes stays on the device: reading it back would be a wait
+        n = lq.new_full((), float(lq.shape[1]))
         dist.all_reduce(n)
-    if n.item() == 0:
+        log_n = torch.log(n)  # -inf only where every process is empty, and then every tensor here is empty
+    elif lq.shape[1] == 0:
         return lq.t().exp()
-    log_n = math.log(n.item())
+    else:
+        log_n = math.log(lq.shape[1])
     lq = lq - _global_logsumexp(lq, None)  # the whole matrix sums to 1
     for _ in range(iterations):
         lq = lq - _global_logsumexp(lq, 1) - math.log(k)  # every prototype 1/K of the mass

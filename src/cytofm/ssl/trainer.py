@@ -31,6 +31,7 @@ from cytofm.ssl.checkpoint import (
 )
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.data import IBOTBatches, load_table
+from cytofm.ssl.masking import masked_positions
 from cytofm.ssl.methods import Views, build_method
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
@@ -263,10 +264,16 @@ class SSLTrainer:
             g["lr"] = s["lr"]
             g["weight_decay"] = s["wd"] if g.get("apply_wd") else 0.0
         crops = [c.to(dev, non_blocking=True) for c in batch["crops"]]
-        masks = batch["masks"].to(dev)  # (2, B, h, w)
+        # the masks and the index of their masked tokens go to the device without a wait: made on the host
+        # (by the loader), so that the host can queue this step while the device still runs the last one
+        index = batch.get("mask_index")
+        if index is None:
+            index = masked_positions(batch["masks"])
+        index = index.to(dev, non_blocking=True)
+        masks = batch["masks"].to(dev, non_blocking=True)  # (2, B, h, w)
         B = crops[0].shape[0]
         views = Views(torch.cat(crops[:2]), masks.reshape(2 * B, *masks.shape[2:]),
-                      torch.cat(crops[2:]) if len(crops) > 2 else None, B)
+                      torch.cat(crops[2:]) if len(crops) > 2 else None, B, (index[:, 0], index[:, 1]))
         autocast = torch.autocast(dev.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
         out = self.method.losses(self.model, views, s, autocast)
         loss = out["loss"]
@@ -317,6 +324,7 @@ class SSLTrainer:
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=None, sampler=range(self.start_iter, T), num_workers=cfg.data.num_workers,
             persistent_workers=False, prefetch_factor=2 if cfg.data.num_workers else None,
+            pin_memory=self.device.type == "cuda",  # page-locked batches: their copies to the GPU do not wait
             # its own generator: creating the loader must not consume the global RNG that drop-path uses,
             # or a resumed run would diverge from an uninterrupted one
             generator=torch.Generator().manual_seed(cfg.train.seed))

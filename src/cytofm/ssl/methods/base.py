@@ -32,12 +32,19 @@ def register_method(cls: type[SSLMethod]) -> type[SSLMethod]:
 @dataclass
 class Views:
     """One batch on the training device: global crops (G*B, 3, H, W) view-major, their masks (G*B, h, w),
-    local crops (L*B, 3, h', w') or None, and B."""
+    local crops (L*B, 3, h', w') or None, B, and the (image, token) index of the masked tokens (made on the
+    host by the loader; None: found from ``masks``)."""
 
     globals: torch.Tensor
     masks: torch.Tensor
     locals: torch.Tensor | None
     n_images: int
+    index: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def mask_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.index is not None:
+            return self.index
+        return self.masks.reshape(self.masks.shape[0], -1).nonzero(as_tuple=True)
 
 
 class SSLMethod:

@@ -34,7 +34,7 @@ class DINOv2Method(SSLMethod):
         B = views.n_images
         with autocast:
             s_cls, s_patch, (img, tok), s_backbone_cls = student(views.globals, views.masks, views.locals,
-                                                                 with_backbone_cls=True)
+                                                                 with_backbone_cls=True, index=views.mask_index())
             with torch.no_grad():
                 t_cls_tokens, t_patch_tokens = self.teacher.backbone(views.globals)
                 t_cls = self.teacher.head(t_cls_tokens)

@@ -35,11 +35,11 @@ class IBOTMethod(SSLMethod):
                         c.loss.lambda_cls, c.loss.lambda_patch, c.loss.centering, c.loss.sinkhorn_iterations)
 
     def losses(self, student, views: Views, sched, autocast):
-        index = views.masks.reshape(views.masks.shape[0], -1).nonzero(as_tuple=True)  # the student's order
+        index = views.mask_index()  # the student's order
         with autocast:
             t_cls, t_patch, t_patch_sum, n_tokens = self.teacher.teacher_outputs(views.globals, index)
             s_cls, s_patch, _, *backbone_cls = student(views.globals, views.masks, views.locals,
-                                                      with_backbone_cls=self.koleo is not None)
+                                                      with_backbone_cls=self.koleo is not None, index=index)
         n_views = 2 + (views.locals.shape[0] // views.n_images if views.locals is not None else 0)
         out = self.criterion.forward_masked(list(s_cls.float().chunk(n_views)), s_patch.float(), index[0],
                                             list(t_cls.float().chunk(2)), t_patch.float(), t_patch_sum, n_tokens,
