@@ -365,8 +365,7 @@ class DeviceMultiCrop:
         """``n`` views of every image, view-major: (n*B, 3, out, out)."""
         c, dev = self.cfg, src.device
         B = sizes.shape[0]
-        rep = sizes.repeat(n, 1)
-        boxes = sample_boxes(rep.to(dev, non_blocking=True), tuple(scale), g)
+        boxes = sample_boxes(sizes.repeat(n, 1), tuple(scale), g)
         bidx = torch.arange(B, device=dev).repeat(n).unsqueeze(1).to(boxes.dtype)
         N = boxes.shape[0]
         u = torch.rand(N, 16, generator=g, device=dev)
@@ -387,6 +386,7 @@ class DeviceMultiCrop:
     def __call__(self, images: torch.Tensor, sizes: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
         c = self.cfg
         x = images.float().div_(255.0)
+        sizes = sizes.to(x.device, non_blocking=True)  # from page-locked memory when the loader pins it
         src = with_transposes(x) if c.rotate90 else x
         B = x.shape[0]
         # the order of the colour operations (one per call, as torchvision's) drawn on the host from the
