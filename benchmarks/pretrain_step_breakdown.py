@@ -47,7 +47,8 @@ def main() -> None:
         ds.views_in_loader = False  # time the views apart, also on a CPU
         loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=range(w + n),
                                              num_workers=cfg.data.num_workers,
-                                             prefetch_factor=2 if cfg.data.num_workers else None)
+                                             prefetch_factor=2 if cfg.data.num_workers else None,
+                                             pin_memory=dev.type == "cuda")  # as the trainer's loader
         raws, t = [], None
         for i, raw in enumerate(loader):
             if i == w:

@@ -4,8 +4,10 @@
 # Runs from the repository root with the machine's python3 (plus wheels carried in .whl/, if any).
 # 1. scripts/train_shipped_encoder.sh on POOL (built by scripts/build_pretraining_pool.py), ending by TRAIN_S;
 #    its log gives the images/s of ViT-S/16 iBOT with real data and views made on the GPU.
-# 2. If time is left: the ViT-B/16 paper preset's model FLOP utilisation (benchmarks/ibot_throughput.py), and
-#    the same ViT-S run with the PIL views (the old path) for a ratio measured on the same machine.
+# 2. If time is left: where a ViT-S iteration goes now that views and step never wait for the device
+#    (benchmarks/pretrain_step_breakdown.py on three of the prepared sources), the ViT-B/16 paper preset's
+#    model FLOP utilisation (benchmarks/ibot_throughput.py), and the same ViT-S run with the PIL views (the
+#    old path) for a ratio measured on the same machine.
 # RECIPE: key=value overrides on top of the shipped preset (default: KoLeo 0.1 on iBOT, which carried the
 # CPU runs' margin on unseen cells: docs/dinov2_reference.md; RECIPE= trains the preset as it is).
 # Results in OUT: the fp16 weights in chunks under 16 MB (weights.part-*: cat them), small.tar.gz (logs,
@@ -41,6 +43,10 @@ for r in probe main; do
   [ -d "$RUN/$r" ] || continue
   mkdir -p "$S/$r"; cp "$RUN/$r"/*.csv "$RUN/$r"/*.yaml "$RUN/$r"/*.log "$S/$r/" 2>/dev/null
 done
+if [ "$(left)" -gt 110 ] && [ -d "$RUN/prep/herlev" ]; then
+  timeout 60 python3 benchmarks/pretrain_step_breakdown.py "$RUN/prep/herlev" "$RUN/prep/cric" "$RUN/prep/bccd_224" \
+    --batch 128 --workers "$(( $(nproc) - 2 ))" 2>&1 | tee "$S/breakdown.txt"
+fi
 if [ "$(left)" -gt 75 ]; then
   timeout $(( $(left) - 45 )) python3 benchmarks/ibot_throughput.py --device cuda --preset vit_base_paper \
     --archs vit_base_patch16_224 --batch 128 --steps 10 2>&1 | tee "$S/mfu_vit_base.txt"

@@ -143,7 +143,8 @@ class TrainConfig(Section):
     """A labelled folder / manifest / prepared dataset for the kNN monitor (e.g. Herlev)."""
     knn_label: str = "label"
     max_minutes: float | None = None
-    """Stop (with a checkpoint) after this much wall time; the run resumes where it stopped."""
+    """Stop (with a checkpoint) after this much wall time; the run resumes where it stopped. With several
+    processes the check is made at log lines (every ``log_every`` iterations)."""
     stop_at: int | None = Field(None, ge=1)
     """Stop (with a checkpoint) once this iteration is done, e.g. to run a long schedule in pieces; the
     same command without it resumes. Schedules still count to ``iterations``."""

@@ -360,7 +360,10 @@ class SSLTrainer:
                         self.save(done)
                     self.log(f"stopped at iteration {done} (train.stop_at); run the command without it to resume")
                     break
-                if deadline is not None and done < T and self._all_agree(time.perf_counter() > deadline):
+                # several processes agree on the wall-time stop at log lines only (agreeing reads a device
+                # value back: a wait for the device at every step)
+                if (deadline is not None and done < T and (not self.distributed or done % cfg.train.log_every == 0)
+                        and self._all_agree(time.perf_counter() > deadline)):
                     self.save(done)
                     self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
                              "run the same command to resume")
