@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--preset", default="vit_small", help="pretrain preset whose crops and head are timed")
     ap.add_argument("--nominal-tflops", type=float, default=989.0,
                     help="datasheet dense bf16 peak of the GPU (H100/H200 SXM: 989)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every arch, e.g. runtime.compile=true (compiles during warm-up)")
     a = ap.parse_args()
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
@@ -79,7 +81,7 @@ def main() -> None:
         for arch in a.archs.split(","):
             cfg = build_config(PretrainConfig, "pretrain", a.preset, [
                 f"model.arch={arch}", f"train.batch_size={a.batch}", "runtime.precision=bf16", "data.num_workers=0",
-                "train.iterations=100000", "optim.warmup_iters=0", f"runtime.device={device.type}"])
+                "train.iterations=100000", "optim.warmup_iters=0", f"runtime.device={device.type}", *a.set])
             tr = SSLTrainer(cfg, [data], f"{tmp}/run-{arch}", log=lambda m: None)
             batch = synthetic_batch(cfg, cfg.crops.global_size // tr.student.backbone.patch_size, device)
             for w in range(3 if device.type == "cuda" else 1):  # warm-up (kernel selection on a GPU)

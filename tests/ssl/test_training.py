@@ -309,3 +309,22 @@ def test_head_precision_may_change_on_resume_only_when_forced(images, tmp_path):
     assert t.start_iter == 1 and t.student.head.fp32 == "last_layer"
     with pytest.raises(ValueError, match="another method/model/head"):
         run(tiny_cfg("train.iterations=4", "head.out_dim=32"), images, tmp_path / "r", force_config=True)
+
+
+@pytest.mark.slow
+def test_compiled_backbones_train_as_eager_ones_and_share_checkpoints(images, tmp_path):  # noqa: F811
+    """runtime.compile: the same losses as eager (fp32), and its checkpoint resumes without compiling."""
+    import csv
+
+    extra = ("train.iterations=3", "train.save_every=100")
+    eager = run(tiny_cfg(*extra), images, tmp_path / "e")
+    compiled = run(tiny_cfg(*extra, "runtime.compile=true", "train.stop_at=2"), images, tmp_path / "c")
+    assert compiled.student.backbone._compiled_call_impl is not None
+    resumed = run(tiny_cfg(*extra), images, tmp_path / "c")  # eager, from the compiled run's checkpoint
+    assert resumed.start_iter == 2
+    losses = [[float(r["loss"]) for r in csv.DictReader(open(d / "metrics.csv"))] for d in (tmp_path / "e", tmp_path / "c")]
+    assert len(losses[0]) == len(losses[1]) == 3
+    assert max(abs(a - b) for a, b in zip(*losses, strict=True)) < 1e-4
+    diff = max((v - resumed.student.state_dict()[k]).abs().max().item() for k, v in eager.student.state_dict().items())
+    print(f"\nlargest parameter difference after 3 steps, eager vs compiled then eager: {diff:.2e}")
+    assert diff < 1e-4

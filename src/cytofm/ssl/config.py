@@ -175,6 +175,11 @@ class RuntimeConfig(Section):
     """PyTorch fused attention: on for GPUs; off on CPU where plain matmuls are faster in bf16."""
     threads: int = Field(0, ge=0)
     """CPU threads (0 = PyTorch default)."""
+    compile: bool = False
+    """``torch.compile`` the student's and teacher's ViT backbones (in place: checkpoints unchanged). One
+    graph per crop size and network, compiled at first use (about a minute each on 2 CPU cores); on this
+    CPU it gains a few per cent (benchmarks/backbone_precision_cpu.py), so it is off; meant for GPUs,
+    where its gain has not been measured yet."""
 
 
 class PretrainConfig(Section):

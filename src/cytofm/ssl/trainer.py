@@ -132,6 +132,9 @@ class SSLTrainer:
         fused = cfg.runtime.fused_attn == "on" or (cfg.runtime.fused_attn == "auto" and self.device.type == "cuda")
         set_fused_attn(self.student, fused)
         set_fused_attn(self.teacher, fused)
+        if cfg.runtime.compile:
+            for net in (self.student, self.teacher):
+                net.backbone.compile()  # in place: the module, its parameters and state-dict keys stay
         self.tables = [load_table(d) for d in data]
         self.batches = IBOTBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
         self.views = "device" if cfg.data.views == "auto" else cfg.data.views
