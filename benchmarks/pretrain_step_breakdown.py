@@ -6,7 +6,8 @@ In one process, on the training device: (1) the loader alone (uint8 batches and 
 ``data.num_workers`` processes), (2) the views alone (crops, colour, blur on the device), (3) the model step
 alone on those views, (4) the three together as the trainer runs them. Each is per iteration, after
 warm-up, with the device synchronised around the timed region; the sum of (2) and (3) against (4) says
-whether the loader is hidden.
+whether the loader is hidden. On a GPU it then counts the host's waits for the device in two more
+iterations of views + step (``torch.cuda.set_sync_debug_mode``; expected: none, tests/ssl/test_host_sync.py).
 """
 
 from __future__ import annotations
@@ -87,6 +88,20 @@ def main() -> None:
         for k, v in (("loader alone", t_load), ("views alone", t_views), ("model step alone", t_step),
                      ("all together", t_all)):
             print(f"  {k:17s} {v * 1000:8.1f} ms = {b / v:7.1f} img/s")
+        if dev.type == "cuda":
+            import warnings
+
+            raw = next(iter(loader))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                for i in range(2):
+                    tr.step(ds.views(raw, dev), 200 + i, sync=False)
+                torch.cuda.set_sync_debug_mode("default")
+            waits = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+            print(f"  host waits for the device in 2 iterations of views + step: {len(waits)}")
+            for m in sorted(set(waits))[:5]:
+                print(f"    {m}")
 
 
 if __name__ == "__main__":

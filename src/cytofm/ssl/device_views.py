@@ -340,14 +340,17 @@ def crop_flip_rotate(src: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor,
     # output pixel to average over the largest crop the batch's images allow, at most 2 x 2 (the cache
     # already holds samples at no more than twice the global crop size); from the shape, known on the host
     sr = min(2, max(1, math.ceil(max(src.shape[-2:]) / out)))
+    # coordinates swapped with where/stack (indexing with a Python list copies the list to the device)
+    x0, y0, x1, y1 = boxes.unbind(1)
     fh = u[:, 0] < 0.5
-    bx = torch.where(fh.view(-1, 1), boxes[:, [2, 1, 0, 3]], boxes)
+    x0, x1 = torch.where(fh, x1, x0), torch.where(fh, x0, x1)
     if rotate90:
         fv = u[:, 1] < 0.5
-        bx = torch.where(fv.view(-1, 1), bx[:, [0, 3, 2, 1]], bx)
-        tr = (u[:, 2] < 0.5).view(-1, 1)
-        bx = torch.where(tr, bx[:, [1, 0, 3, 2]], bx)
-        bidx = bidx + tr.to(bidx.dtype) * (src.shape[0] // 2)
+        y0, y1 = torch.where(fv, y1, y0), torch.where(fv, y0, y1)
+        tr = u[:, 2] < 0.5
+        x0, y0, x1, y1 = torch.where(tr, y0, x0), torch.where(tr, x0, y0), torch.where(tr, y1, x1), torch.where(tr, x1, y1)
+        bidx = bidx + tr.to(bidx.dtype).view(-1, 1) * (src.shape[0] // 2)
+    bx = torch.stack([x0, y0, x1, y1], 1)
     return _roi_align(src, torch.cat([bidx, bx], 1), out, sr)
 
 
@@ -376,8 +379,10 @@ class DeviceMultiCrop:
         A, t = colour_maps(v.mean(dim=(2, 3)), u[:, 4] < c.color_jitter, u[:, 9] < c.grayscale, u[:, 5:9],
                            c.jitter_strength, order)
         v = torch.baddbmm(t.unsqueeze(2), A, v.flatten(2)).view_as(v).clamp_(0, 1)
-        v = gaussian_blur(v, u[:, 10] < blur_p, 0.1 + 1.9 * u[:, 11])
-        v = solarize(v, u[:, 12] < solarize_p)
+        if blur_p > 0:
+            v = gaussian_blur(v, u[:, 10] < blur_p, 0.1 + 1.9 * u[:, 11])
+        if solarize_p > 0:  # known on the host: no view to compute where it is 0
+            v = solarize(v, u[:, 12] < solarize_p)
         if dev not in self._norm:  # copied once per device (a blocking copy at every call would be a wait)
             self._norm[dev] = (self.mean.to(dev), self.std.to(dev))
         mean, std = self._norm[dev]
@@ -391,7 +396,7 @@ class DeviceMultiCrop:
         B = x.shape[0]
         # the order of the colour operations (one per call, as torchvision's) drawn on the host from the
         # same seed: drawn on the device it would have to be read back
-        rng = random.Random(g.initial_seed())
+        rng = random.Random(f"colour-order/{g.initial_seed()}")  # its own stream (the masks use the seed)
         orders = [rng.sample(range(4), 4) for _ in range(3)]
         g1 = self._views(src, sizes, 1, c.global_size, c.global_scale, c.blur[0], 0.0, g, orders[0])
         g2 = self._views(src, sizes, 1, c.global_size, c.global_scale, c.blur[1], c.solarize, g, orders[1])

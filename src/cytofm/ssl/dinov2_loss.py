@@ -71,8 +71,9 @@ class DINOv2Loss(nn.Module):
             if n_patch > 0:
                 self.center_patch.mul_(m).add_(sums[1] / n_patch, alpha=1 - m)
             return
-        counts = sums[0].new_empty(2)  # filled on the device (a tensor from host numbers is a blocking copy)
-        counts[0], counts[1] = n_cls, n_patch
+        # filled on the device (a tensor made from host numbers, or an element set from one, is a blocking copy)
+        counts = sums[0].new_full((2,), float(n_cls))
+        counts[1:].fill_(float(n_patch))
         for t in (*sums, counts):
             dist.all_reduce(t)
         self.center.mul_(m).add_(sums[0] / counts[0].clamp(min=1), alpha=1 - m)

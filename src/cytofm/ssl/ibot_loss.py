@@ -105,9 +105,9 @@ class IBOTLoss(nn.Module):
         patch_sum = teacher_patch_sum.float().reshape(1, 1, -1).clone()
         n_cls, n_patch = teacher_cls.shape[0], teacher_patch_count
         if dist.is_available() and dist.is_initialized():
-            # filled on the device: a tensor made from host numbers would be a blocking copy
-            counts = cls_sum.new_empty(2)
-            counts[0], counts[1] = n_cls, n_patch
+            # filled on the device (a tensor made from host numbers, or an element set from one, is a blocking copy)
+            counts = cls_sum.new_full((2,), float(n_cls))
+            counts[1:].fill_(float(n_patch))
             dist.all_reduce(cls_sum)
             dist.all_reduce(patch_sum)
             dist.all_reduce(counts)
