@@ -23,7 +23,6 @@ from cytofm.ssl.device_views import (
     crop_flip_rotate,
     hed_jitter,
     sample_boxes,
-    with_transposes,
 )
 
 from tests.conftest import SHARED_DATA, smear
@@ -60,7 +59,7 @@ def test_flips_and_rotations_reach_the_whole_symmetry_group_equally():
     g = torch.Generator().manual_seed(1)
     u = torch.rand(n, 3, generator=g)
     boxes = torch.tensor([[0.0, 0.0, 5.0, 5.0]]).expand(n, 4)
-    v = crop_flip_rotate(with_transposes(x), torch.zeros(n, 1), boxes, 5, u, True)
+    v = crop_flip_rotate(x, torch.zeros(n, 1), boxes, 5, u, True)
     seen = [tuple(t.flatten().round().tolist()) for t in v]
     assert set(seen) == group
     counts = np.array([seen.count(e) for e in group])
@@ -249,7 +248,8 @@ def test_dense_and_subset_paths_make_the_same_views(monkeypatch):
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_one_roi_align_call_reads_plain_and_transposed_crops_of_non_square_images():
+def test_transposed_crops_equal_crops_read_from_the_transposed_image():
+    """A transposed view is the crop, transposed: the same as reading the transposed image at the transposed box."""
     from torchvision.ops import roi_align
 
     g = torch.Generator().manual_seed(3)
@@ -259,7 +259,7 @@ def test_one_roi_align_call_reads_plain_and_transposed_crops_of_non_square_image
     boxes = sample_boxes(sizes, (0.1, 1.0), g)
     bidx = torch.arange(2).repeat(n // 2).unsqueeze(1).float()
     u = torch.rand(n, 3, generator=g)
-    ours = crop_flip_rotate(with_transposes(x), bidx, boxes, 6, u, True)
+    ours = crop_flip_rotate(x, bidx, boxes, 6, u, True)
     x_t = x.transpose(2, 3).contiguous()
     for i in range(n):  # the reference: each view from the plain or the transposed image, boxes swapped
         b = boxes[i].clone()
@@ -279,3 +279,47 @@ def test_blur_band_sized_by_the_bound_gives_the_same_matrices():
     tight = _blur_matrix(sigma, 24, float(sigma.max()))
     assert torch.equal(_blur_matrix(sigma, 24, 2.0), tight)
     assert not torch.equal(_blur_matrix(sigma, 24, 0.1), tight)  # a band too narrow would show
+
+
+def _three_box_passes(sigma: float, size: int) -> np.ndarray:
+    """The blur matrix from its definition: Pillow's extended box blur (integer radius lo, fractional
+    weight a at lo + 1, variance sigma^2 / 3 per pass), three passes, edge pixels repeated, applied to
+    every unit vector."""
+    s2 = sigma ** 2 / 3
+    lo = math.floor(((12 * s2 + 1) ** 0.5 - 1) / 2)
+    a = (2 * lo + 1) * (lo * (lo + 1) - 3 * s2) / (6 * (s2 - (lo + 1) ** 2))
+    out = np.eye(size)
+    for _ in range(3):
+        nxt = np.zeros_like(out)
+        for i in range(size):
+            for d in range(-lo - 1, lo + 2):
+                w = a if abs(d) == lo + 1 else 1.0
+                nxt[i] += w * out[min(max(i + d, 0), size - 1)]
+        out = nxt / (2 * lo + 1 + 2 * a)
+    return out
+
+
+def test_blur_matrices_are_three_box_passes():
+    """Made from cubic-in-a bases (one set per integer radius): the same as the three passes by hand."""
+    from cytofm.ssl.device_views import _blur_matrix
+
+    sigma = torch.tensor([0.1, 0.5, 0.8660254, 1.0, 1.5, 2.0])  # lo 0 and 1, and the boundary between them
+    ours = _blur_matrix(sigma, 9, 2.0)
+    for s, m in zip(sigma.tolist(), ours, strict=True):
+        assert np.allclose(m.numpy(), _three_box_passes(s, 9), atol=1e-6), s
+
+
+def test_blur_follows_pil_gaussian_blur_on_an_image():
+    """The blur (bf16 products) against PIL's own GaussianBlur on a smear, pixel by pixel: within the
+    rounding of PIL's integer passes and of bf16 (8 bits of mantissa, a uint8 level near white)."""
+    from PIL import ImageFilter
+
+    from cytofm.ssl.device_views import gaussian_blur
+
+    rgb = smear(h=40, w=56, cells=((20, 18, 10), (42, 26, 7)))[0].astype(np.int16)  # two stained cells
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    for s in (0.5, 1.0, 2.0):
+        ref = np.asarray(Image.fromarray(rgb.astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius=s))).astype(float)
+        ours = gaussian_blur(x.clone(), torch.tensor([True]), torch.tensor([s]))[0].permute(1, 2, 0).numpy() * 255
+        # within 4 levels everywhere; a radius 30% off, or no blur, is 14 or more levels off somewhere
+        assert np.abs(ours - ref).max() < 4 and np.abs(ours - ref).mean() < 1.0, s

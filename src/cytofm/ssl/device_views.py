@@ -240,6 +240,8 @@ def _subset(fn):
         if DENSE_SUBSETS or (DENSE_SUBSETS is None and x.device.type != "cpu"):
             return torch.where(apply.view(-1, 1, 1, 1), fn(x, *args, **kw), x)
         idx = apply.nonzero().flatten()
+        if idx.numel() == len(apply):  # every view: no gather and scatter
+            return fn(x, *args, **kw)
         if idx.numel():
             x[idx] = fn(x[idx], *[a[idx] if isinstance(a, torch.Tensor) else a for a in args], **kw)
         return x
@@ -249,13 +251,16 @@ def _subset(fn):
 
 @_subset
 def hed_jitter(x: torch.Tensor, u: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Stain-space jitter h' = h * U(1-s, 1+s) + U(-s, s) per stain, as the PIL path; ``u`` (N, 6)."""
+    """Stain-space jitter h' = h * U(1-s, 1+s) + U(-s, s) per stain, as the PIL path; ``u`` (N, 6). Stain
+    amounts are linear in optical density, so to the density, out = RGB_FROM_HED^T (diag(alpha) HED^T od +
+    beta): one 3 x 3 affine map per view, applied as one batched product."""
     alpha = 1 + sigma * (2 * u[:, :3] - 1)
     beta = sigma * (2 * u[:, 3:] - 1)
-    od = -torch.log(x.clamp(1e-6, 1.0))
-    hed = torch.einsum("nchw,cd->ndhw", od, _const(HED_FROM_RGB, x.device, x.dtype))
-    hed = hed * alpha.view(-1, 3, 1, 1) + beta.view(-1, 3, 1, 1)
-    return torch.exp(-torch.einsum("ndhw,dc->nchw", hed, _const(RGB_FROM_HED, x.device, x.dtype))).clamp_(0, 1)
+    to_hed, to_rgb = _const(HED_FROM_RGB, x.device, x.dtype), _const(RGB_FROM_HED, x.device, x.dtype)
+    A = to_rgb.T @ (alpha.unsqueeze(2) * to_hed.T)  # (N, 3, 3)
+    t = beta @ to_rgb  # (N, 3)
+    od = torch.log(x.clamp(1e-6, 1.0).flatten(2)).neg_()
+    return torch.exp(torch.baddbmm(t.unsqueeze(2), A, od).neg_()).view_as(x).clamp_(0, 1)
 
 
 @_subset
@@ -270,36 +275,63 @@ def _box_radius(sigma):
     return ((12 * s2 + 1) ** 0.5 - 1) // 2
 
 
+_BLUR_BASIS: dict[tuple, torch.Tensor] = {}
+
+
+def _blur_basis(size: int, lo_max: int, dev: torch.device, dt: torch.dtype) -> torch.Tensor:
+    """(lo_max + 1, 4, size, size): for each integer box radius ``lo``, the matrices ``M_p`` with
+    ``(B + a E)^3 = sum_p a^p M_p``, where ``B`` sums the taps within ``lo`` and ``E`` the two at ``lo + 1``
+    (edge pixels repeated). Made once per size on the host in float64, then kept on the device."""
+    key = (size, lo_max, str(dev), dt)
+    if key not in _BLUR_BASIS:
+        i = torch.arange(size)
+        out = torch.zeros(lo_max + 1, 4, size, size, dtype=torch.float64)
+        for lo in range(lo_max + 1):
+            B = torch.zeros(size, size, dtype=torch.float64)
+            E = torch.zeros(size, size, dtype=torch.float64)
+            for d in range(-lo - 1, lo + 2):
+                M = E if abs(d) == lo + 1 else B
+                M.index_put_((i, (i + d).clamp(0, size - 1)), torch.ones(size, dtype=torch.float64), accumulate=True)
+            out[lo, 0] = B @ B @ B
+            out[lo, 1] = E @ B @ B + B @ E @ B + B @ B @ E
+            out[lo, 2] = E @ E @ B + E @ B @ E + B @ E @ E
+            out[lo, 3] = E @ E @ E
+        _BLUR_BASIS[key] = out.to(dev, dt)
+    return _BLUR_BASIS[key]
+
+
 def _blur_matrix(sigma: torch.Tensor, size: int, sigma_max: float) -> torch.Tensor:
     """(n, size, size) matrices that blur a row the way PIL's ``GaussianBlur(radius=sigma)`` does: three
     passes of a box blur whose fractional radius gives variance sigma^2 (Gwosdek et al. 2011, as Pillow),
     edge pixels repeated. Three box passes are not a Gaussian at small sigma (they blur more), so the
-    matrices copy them rather than sample a Gaussian. The band is sized for ``sigma_max`` (a bound known on
-    the host; taps beyond a view's own radius get weight 0)."""
-    n, dev, dt = len(sigma), sigma.device, sigma.dtype
+    matrices copy them rather than sample a Gaussian. One pass is ``K = (B + a E) / (2 lo + 1 + 2 a)``, so
+    ``K^3`` is a cubic in the fractional part ``a`` over matrices that depend only on the integer radius
+    ``lo``: they are made once (:func:`_blur_basis`, up to the radius of ``sigma_max``, a bound known on the
+    host) and each view's matrix is four scaled sums instead of two matrix products."""
+    dt = sigma.dtype
     s2 = sigma.double() ** 2 / 3
     L = torch.sqrt(12 * s2 + 1)
     lo = torch.floor((L - 1) / 2)  # integer part of the box radius
     a = (2 * lo + 1) * (lo * (lo + 1) - 3 * s2) / (6 * (s2 - (lo + 1) ** 2))  # fractional part
-    R = int(_box_radius(float(sigma_max))) + 1
-    d = torch.arange(-R, R + 1, device=dev, dtype=torch.float64).view(1, -1)
-    lv, av = lo.view(-1, 1), a.view(-1, 1)
-    w = torch.where(d.abs() <= lv, torch.ones_like(d), torch.where(d.abs() == lv + 1, av, torch.zeros_like(d)))
-    w = (w / (2 * lv + 1 + 2 * av)).to(dt)  # (n, 2R+1)
-    i = torch.arange(size, device=dev).view(-1, 1)
-    j = (i + torch.arange(-R, R + 1, device=dev).view(1, -1)).clamp(0, size - 1)
-    K = torch.zeros(n, size, size, device=dev, dtype=dt)
-    K.scatter_add_(2, j.expand(n, size, 2 * R + 1), w.unsqueeze(1).expand(n, size, 2 * R + 1))
-    return K @ K @ K
+    lo_max = int(_box_radius(float(sigma_max)))
+    z3 = (2 * lo + 1 + 2 * a) ** 3
+    coef = torch.stack([a ** p for p in range(4)], 1) / z3.unsqueeze(1)  # (n, 4)
+    basis = _blur_basis(size, lo_max, sigma.device, dt)[lo.long().clamp(max=lo_max)]  # (n, 4, size, size)
+    return torch.einsum("np,npij->nij", coef.to(dt), basis)
 
 
 @_subset
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, sigma_max: float = 2.0) -> torch.Tensor:
     """PIL's GaussianBlur with a radius per view (at most ``sigma_max``), as two batched products with
-    banded matrices (much faster than a grouped convolution on CPUs)."""
+    banded matrices (much faster than a grouped convolution on CPUs). The products run in bf16 (fp32
+    accumulation): 8 bits of mantissa is the precision of the PIL path's uint8 images, the model reads the
+    views in bf16 anyway, and on a CPU with bf16 instructions they take a seventh of the fp32 time."""
     n, c, h, w = x.shape
-    y = x @ _blur_matrix(sigma, w, sigma_max).transpose(1, 2).unsqueeze(1)
-    return _blur_matrix(sigma, h, sigma_max).unsqueeze(1) @ y
+    kw = _blur_matrix(sigma, w, sigma_max).to(torch.bfloat16)
+    kh = kw if h == w else _blur_matrix(sigma, h, sigma_max).to(torch.bfloat16)
+    # along the rows: one product per view over its three channels stacked (no broadcast copy)
+    y = torch.bmm(x.to(torch.bfloat16).reshape(n, c * h, w), kw.transpose(1, 2)).view(n, c, h, w)
+    return (kh.unsqueeze(1) @ y).to(x.dtype)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -318,24 +350,15 @@ def _roi_align(x: torch.Tensor, rois: torch.Tensor, out: int, sr: int) -> torch.
     return torch.cat(parts)
 
 
-def with_transposes(x: torch.Tensor) -> torch.Tensor:
-    """(2B, C, S, S): the images padded to a square (edges repeated, as the cache pads) and then their
-    transposes, so that one ``roi_align`` call reads transposed and plain crops alike."""
-    h, w = x.shape[-2:]
-    if h != w:
-        s = max(h, w)
-        x = torch.nn.functional.pad(x, (0, s - w, 0, s - h), mode="replicate")
-    return torch.cat([x, x.transpose(2, 3)])
-
-
 def crop_flip_rotate(src: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor, out: int, u: torch.Tensor,
                      rotate90: bool) -> torch.Tensor:
     """Resized crops with flips and 90-degree rotations folded into the sampling: with ``aligned=True``,
-    ``roi_align`` walks a box with x1 < x0 right to left, so a flip is a swapped box; a transpose is the
-    same box, axes swapped, read from the transposed image (``src`` = :func:`with_transposes` of the
-    images when ``rotate90``, else the images). Horizontal flips p 0.5; with ``rotate90`` also vertical
-    flips and transposes p 0.5 each, i.e. every element of the square's symmetry group equally often, as
-    the PIL path's mirror, flip and k x 90 degrees. One call, no data-dependent shapes."""
+    ``roi_align`` walks a box with x1 < x0 right to left, so a flip is a swapped box; the crop of the
+    transposed image at the transposed box is the transpose of the crop (the same samples, axes swapped),
+    so a transpose costs one pass over the output instead of a transposed copy of every image. Horizontal
+    flips p 0.5; with ``rotate90`` also vertical flips and transposes p 0.5 each, i.e. every element of the
+    square's symmetry group equally often, as the PIL path's mirror, flip and k x 90 degrees. One call, no
+    data-dependent shapes."""
     # one sampling ratio for the call (roi_align's adaptive one needs positive boxes): enough samples per
     # output pixel to average over the largest crop the batch's images allow, at most 2 x 2 (the cache
     # already holds samples at no more than twice the global crop size); from the shape, known on the host
@@ -347,11 +370,10 @@ def crop_flip_rotate(src: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor,
     if rotate90:
         fv = u[:, 1] < 0.5
         y0, y1 = torch.where(fv, y1, y0), torch.where(fv, y0, y1)
-        tr = u[:, 2] < 0.5
-        x0, y0, x1, y1 = torch.where(tr, y0, x0), torch.where(tr, x0, y0), torch.where(tr, y1, x1), torch.where(tr, x1, y1)
-        bidx = bidx + tr.to(bidx.dtype).view(-1, 1) * (src.shape[0] // 2)
-    bx = torch.stack([x0, y0, x1, y1], 1)
-    return _roi_align(src, torch.cat([bidx, bx], 1), out, sr)
+    v = _roi_align(src, torch.cat([bidx, torch.stack([x0, y0, x1, y1], 1)], 1), out, sr)
+    if rotate90:
+        v = torch.where((u[:, 2] < 0.5).view(-1, 1, 1, 1), v.transpose(2, 3), v)
+    return v
 
 
 class DeviceMultiCrop:
@@ -392,17 +414,16 @@ class DeviceMultiCrop:
         c = self.cfg
         x = images.float().div_(255.0)
         sizes = sizes.to(x.device, non_blocking=True)  # from page-locked memory when the loader pins it
-        src = with_transposes(x) if c.rotate90 else x
         B = x.shape[0]
         # the order of the colour operations (one per call, as torchvision's) drawn on the host from the
         # same seed: drawn on the device it would have to be read back
         rng = random.Random(f"colour-order/{g.initial_seed()}")  # its own stream (the masks use the seed)
         orders = [rng.sample(range(4), 4) for _ in range(3)]
-        g1 = self._views(src, sizes, 1, c.global_size, c.global_scale, c.blur[0], 0.0, g, orders[0])
-        g2 = self._views(src, sizes, 1, c.global_size, c.global_scale, c.blur[1], c.solarize, g, orders[1])
+        g1 = self._views(x, sizes, 1, c.global_size, c.global_scale, c.blur[0], 0.0, g, orders[0])
+        g2 = self._views(x, sizes, 1, c.global_size, c.global_scale, c.blur[1], c.solarize, g, orders[1])
         views = [g1, g2]
         if c.n_local:
-            loc = self._views(src, sizes, c.n_local, c.local_size, c.local_scale, c.blur[2], 0.0, g, orders[2])
+            loc = self._views(x, sizes, c.n_local, c.local_size, c.local_scale, c.blur[2], 0.0, g, orders[2])
             views += list(loc.split(B))
         return views
 
