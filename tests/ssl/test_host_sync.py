@@ -116,6 +116,8 @@ def fake_cuda(monkeypatch):
         pytest.skip("this PyTorch build has no CUDA: fake CUDA tensors need one")
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: None)
+    for cache in ("_ON_DEVICE", "_BLUR_BASIS", "_PRODUCT_DTYPE"):  # fake tensors must not stay in them
+        monkeypatch.setattr(device_views, cache, {})
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 

@@ -5,9 +5,10 @@ processes; at GPU speeds those processes, not the GPU, set the pace. Here every 
 decoded once into uint8 (:class:`ViewCache`, in memory or memory-mapped), and each batch's views are made
 with a handful of batched tensor operations on the device: one ``roi_align`` per view size for the random
 resized crops (it averages up to 2 x 2 samples per output pixel, so downscaling is antialiased),
-flips and 90-degree rotations by index, HED stain jitter, RGB jitter and grayscale as one affine colour
-map per view, Gaussian blur, solarisation and normalisation, each with its own parameters per view. torchvision's transforms draw one parameter set
-per call, so per-view parameters for a whole batch in one call take the few lines written here. Block
+flips as reversed boxes and 90-degree rotations as transposes of the crops, HED stain jitter, RGB jitter
+and grayscale as one affine colour map per view, Gaussian blur, solarisation and normalisation, each with
+its own parameters per view. torchvision's transforms draw one parameter set per call, so per-view
+parameters for a whole batch in one call take the few lines written here. Block
 masks are drawn by the same reference loop as the PIL path (a sequential algorithm; about 0.1 ms a mask).
 
 Every random number comes from a generator seeded with (seed, iteration, rank): a batch is a pure
@@ -34,6 +35,7 @@ from torchvision.ops import roi_align
 from cytofm.ssl import augment
 from cytofm.ssl.config import CropConfig, PretrainConfig
 from cytofm.ssl.masking import make_mask, masked_positions
+from cytofm.utils.distributed import pick_dtype
 
 HED_FROM_RGB = torch.from_numpy(augment.HED_FROM_RGB).float()  # the PIL path's stain vectors, one source
 RGB_FROM_HED = torch.from_numpy(augment.RGB_FROM_HED).float()
@@ -254,8 +256,8 @@ def hed_jitter(x: torch.Tensor, u: torch.Tensor, sigma: float) -> torch.Tensor:
     """Stain-space jitter h' = h * U(1-s, 1+s) + U(-s, s) per stain, as the PIL path; ``u`` (N, 6). Stain
     amounts are linear in optical density, so to the density, out = RGB_FROM_HED^T (diag(alpha) HED^T od +
     beta): one 3 x 3 affine map per view, applied as one batched product."""
-    alpha = 1 + sigma * (2 * u[:, :3] - 1)
-    beta = sigma * (2 * u[:, 3:] - 1)
+    alpha = (1 + sigma * (2 * u[:, :3] - 1)).to(x.dtype)
+    beta = (sigma * (2 * u[:, 3:] - 1)).to(x.dtype)
     to_hed, to_rgb = _const(HED_FROM_RGB, x.device, x.dtype), _const(RGB_FROM_HED, x.device, x.dtype)
     A = to_rgb.T @ (alpha.unsqueeze(2) * to_hed.T)  # (N, 3, 3)
     t = beta @ to_rgb  # (N, 3)
@@ -316,22 +318,44 @@ def _blur_matrix(sigma: torch.Tensor, size: int, sigma_max: float) -> torch.Tens
     lo_max = int(_box_radius(float(sigma_max)))
     z3 = (2 * lo + 1 + 2 * a) ** 3
     coef = torch.stack([a ** p for p in range(4)], 1) / z3.unsqueeze(1)  # (n, 4)
-    basis = _blur_basis(size, lo_max, sigma.device, dt)[lo.long().clamp(max=lo_max)]  # (n, 4, size, size)
+    basis = _blur_basis(size, lo_max, sigma.device, dt)[lo.long().clamp(0, lo_max)]  # (n, 4, size, size)
     return torch.einsum("np,npij->nij", coef.to(dt), basis)
 
 
+_PRODUCT_DTYPE: dict[str, torch.dtype] = {}
+
+
+def blur_product_dtype(dev: torch.device) -> torch.dtype:
+    """bf16 (or fp16 on GPUs without bf16) where the hardware multiplies it natively, else fp32: on a CPU
+    with bf16 units the blur's products take a seventh of their fp32 time, on one without, four times
+    more (emulated)."""
+    if dev.type not in _PRODUCT_DTYPE:
+        _PRODUCT_DTYPE[dev.type] = pick_dtype("auto", dev) or torch.float32
+    return _PRODUCT_DTYPE[dev.type]
+
+
 @_subset
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, sigma_max: float = 2.0) -> torch.Tensor:
-    """PIL's GaussianBlur with a radius per view (at most ``sigma_max``), as two batched products with
-    banded matrices (much faster than a grouped convolution on CPUs). The products run in bf16 (fp32
-    accumulation): 8 bits of mantissa is the precision of the PIL path's uint8 images, the model reads the
-    views in bf16 anyway, and on a CPU with bf16 instructions they take a seventh of the fp32 time."""
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, sigma_max: float = 2.0,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """PIL's GaussianBlur with a radius per view (at most ``sigma_max``; larger ones are clamped to it), as
+    two batched products with banded matrices (much faster than a grouped convolution on CPUs). The
+    products run in ``dtype`` (default :func:`blur_product_dtype`): 8 bits of mantissa is the precision of
+    the PIL path's uint8 images; the rows of the rounded matrices no longer sum to exactly 1 (off by up to
+    0.2%, a brightness shift of half a level), so the result is divided by their sums in fp32."""
     n, c, h, w = x.shape
-    kw = _blur_matrix(sigma, w, sigma_max).to(torch.bfloat16)
-    kh = kw if h == w else _blur_matrix(sigma, h, sigma_max).to(torch.bfloat16)
-    # along the rows: one product per view over its three channels stacked (no broadcast copy)
-    y = torch.bmm(x.to(torch.bfloat16).reshape(n, c * h, w), kw.transpose(1, 2)).view(n, c, h, w)
-    return (kh.unsqueeze(1) @ y).to(x.dtype)
+    dt = dtype or blur_product_dtype(x.device)
+    sigma = sigma.clamp(max=sigma_max)
+    kw = _blur_matrix(sigma, w, sigma_max).to(dt)
+    kh = kw if h == w else _blur_matrix(sigma, h, sigma_max).to(dt)
+    # along the rows: one product per view over its channels stacked (a broadcast product copies)
+    y = torch.bmm(x.to(dt).reshape(n, c * h, w), kw.transpose(1, 2))
+    # along the columns: the same on the transposed result
+    y = torch.bmm(y.view(n, c, h, w).transpose(2, 3).reshape(n, c * w, h), kh.transpose(1, 2))
+    y = y.view(n, c, w, h).transpose(2, 3).float()
+    if dt != torch.float32:
+        rh, rw = kh.float().sum(2), kw.float().sum(2)  # (n, h), (n, w)
+        y = y / (rh.unsqueeze(2) * rw.unsqueeze(1)).unsqueeze(1)
+    return y.to(x.dtype).contiguous()
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -352,8 +376,8 @@ def _roi_align(x: torch.Tensor, rois: torch.Tensor, out: int, sr: int) -> torch.
 
 def crop_flip_rotate(src: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor, out: int, u: torch.Tensor,
                      rotate90: bool) -> torch.Tensor:
-    """Resized crops with flips and 90-degree rotations folded into the sampling: with ``aligned=True``,
-    ``roi_align`` walks a box with x1 < x0 right to left, so a flip is a swapped box; the crop of the
+    """Resized crops with flips and 90-degree rotations: with ``aligned=True``, ``roi_align`` walks a box
+    with x1 < x0 right to left, so a flip is a swapped box, folded into the sampling; the crop of the
     transposed image at the transposed box is the transpose of the crop (the same samples, axes swapped),
     so a transpose costs one pass over the output instead of a transposed copy of every image. Horizontal
     flips p 0.5; with ``rotate90`` also vertical flips and transposes p 0.5 each, i.e. every element of the
@@ -372,7 +396,8 @@ def crop_flip_rotate(src: torch.Tensor, bidx: torch.Tensor, boxes: torch.Tensor,
         y0, y1 = torch.where(fv, y1, y0), torch.where(fv, y0, y1)
     v = _roi_align(src, torch.cat([bidx, torch.stack([x0, y0, x1, y1], 1)], 1), out, sr)
     if rotate90:
-        v = torch.where((u[:, 2] < 0.5).view(-1, 1, 1, 1), v.transpose(2, 3), v)
+        # the plain crop first: where's result takes the first input's layout, kept contiguous
+        v = torch.where((u[:, 2] >= 0.5).view(-1, 1, 1, 1), v, v.transpose(2, 3))
     return v
 
 
@@ -412,7 +437,8 @@ class DeviceMultiCrop:
 
     def __call__(self, images: torch.Tensor, sizes: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
         c = self.cfg
-        x = images.float().div_(255.0)
+        x = images.float()
+        x = x / 255.0 if x is images else x.div_(255.0)  # never the caller's tensor in place
         sizes = sizes.to(x.device, non_blocking=True)  # from page-locked memory when the loader pins it
         B = x.shape[0]
         # the order of the colour operations (one per call, as torchvision's) drawn on the host from the
