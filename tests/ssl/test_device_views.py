@@ -310,11 +310,6 @@ def test_blur_matrices_are_three_box_passes():
         assert np.allclose(m.numpy(), _three_box_passes(s, 11), atol=1e-6), s
 
 
-def _smear_tensor():
-    rgb = smear(h=40, w=56, cells=((20, 18, 10), (42, 26, 7)))[0]  # two stained cells on glass
-    return rgb, torch.from_numpy(rgb.astype(np.int16)).permute(2, 0, 1)[None].float() / 255
-
-
 def test_blur_follows_pil_gaussian_blur_on_an_image():
     """The blur (bf16 products, row sums divided out) against PIL's own GaussianBlur on a smear, pixel by
     pixel: within the rounding of PIL's integer passes and of bf16 (8 bits of mantissa)."""
@@ -322,7 +317,8 @@ def test_blur_follows_pil_gaussian_blur_on_an_image():
 
     from cytofm.ssl.device_views import gaussian_blur
 
-    rgb, x = _smear_tensor()
+    rgb = smear(h=40, w=56, cells=((20, 18, 10), (42, 26, 7)))[0]  # two stained cells on glass
+    x = torch.from_numpy(rgb.astype(np.int16)).permute(2, 0, 1)[None].float() / 255
     for s in (0.5, 1.0, 2.0):
         ref = np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(radius=s))).astype(float)
         for dt in (torch.float32, torch.bfloat16):
