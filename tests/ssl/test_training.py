@@ -328,3 +328,27 @@ def test_compiled_backbones_train_as_eager_ones_and_share_checkpoints(images, tm
     diff = max((v - resumed.student.state_dict()[k]).abs().max().item() for k, v in eager.student.state_dict().items())
     print(f"\nlargest parameter difference after 3 steps, eager vs compiled then eager: {diff:.2e}")
     assert diff < 1e-4
+
+
+@pytest.mark.parametrize("stop", ["train.max_minutes=0", "train.stop_at=2"])
+def test_a_pretraining_stopped_early_ends_its_progress_line(images, tmp_path, monkeypatch, stop):
+    """Inside a longer run (the demo's stages share one display), a pretraining stopped by its time budget or
+    stop_at closes its line with "stopped at N of M" and no line of it follows while the run goes on."""
+    import io
+    import time
+
+    from cytofm.cli import common
+    from cytofm.cli.common import PlainProgress
+
+    monkeypatch.setattr(common, "_verbosity", 0)
+    buf = io.StringIO()
+    with PlainProgress(stream=buf, interval=0.1) as p:
+        IBOTTrainer(tiny_cfg("train.iterations=20", stop), [str(images)], tmp_path / "run", progress=p,
+                    log=lambda m: None).run()
+        time.sleep(0.6)  # the next stage
+    lines = [ln.split(" progress ", 1)[1] for ln in buf.getvalue().splitlines() if " progress pretrain:" in ln]
+    n = 1 if "max_minutes" in stop else 2
+    key = stop.split("=")[0]
+    assert lines[-1].endswith(f"stopped at {n} of 20 ({key}={stop.split('=')[1]})" if "max" in stop
+                              else f"stopped at {n} of 20 ({key})"), lines
+    assert sum("stopped" in ln for ln in lines) == 1 and "eta" not in lines[-1]

@@ -151,7 +151,7 @@ class PlainProgress:
             now = time.monotonic()
             nothing = total is not None and completed >= total  # e.g. every item already finished: no lines
             self.tasks[k] = {"description": description, "total": total, "completed": completed, "start": completed,
-                             "t0": now, "last": now, "fields": dict(fields), "finished": nothing}
+                             "t0": now, "last": now, "fields": dict(fields), "finished": nothing, "warm": None}
             if not nothing:
                 self._write(f"{description}: started" + (f", {int(total - completed)} to do" if total else ""))
             return k
@@ -168,6 +168,8 @@ class PlainProgress:
                 t["completed"] = completed
             if advance is not None:
                 t["completed"] += advance
+            if t["warm"] is None and t["completed"] > t["start"]:
+                t["warm"] = (time.monotonic(), t["completed"])  # the first unit done: start-up is behind
             t["fields"].update(fields)
             if t["total"] and t["completed"] >= t["total"] and not t["finished"]:
                 t["finished"] = True
@@ -177,6 +179,14 @@ class PlainProgress:
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
+
+    def end_task(self, task_id: int, note: str) -> None:
+        """A task that stops short of its total: its last line says so (``note``), no line follows."""
+        with self._lock:
+            t = self.tasks[task_id]
+            if not t["finished"]:
+                t["finished"] = True
+                self._emit(t, note)
 
     def remove_task(self, task_id: int) -> None:
         with self._lock:
@@ -194,9 +204,22 @@ class PlainProgress:
         parts.append(f"elapsed {_duration(el)}")
         if state:
             parts.append(state)
-        elif total and per_s > 0:
-            parts.append(f"eta {_duration((total - done) / per_s)}")
+        elif total:
+            eta = self.eta(t, now)
+            parts.append("eta estimating" if eta is None else f"eta {_duration(eta)}")
         return ", ".join(parts)
+
+    @staticmethod
+    def eta(t: dict, now: float) -> float | None:
+        """Seconds left at the rate since the first unit finished: the first unit carries the start-up
+        (model build, pool decoding, worker start) and would inflate the estimate several times over. None
+        until two units have finished after it."""
+        if t["warm"] is None or not t["total"]:
+            return None
+        tw, dw = t["warm"]
+        if t["completed"] - dw < 2 or now <= tw:
+            return None
+        return (t["total"] - t["completed"]) * (now - tw) / (t["completed"] - dw)
 
     def _emit(self, t: dict, state: str = "") -> None:
         t["last"] = time.monotonic()

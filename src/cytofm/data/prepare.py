@@ -40,6 +40,7 @@ from cytofm.data.tiling import grid_coords
 from cytofm.utils.hashing import file_digest
 from cytofm.utils.io import atomic_path, portable_path, remove_stale_temporaries, write_csv
 from cytofm.utils.lock import FolderLock
+from cytofm.utils.progress import StageTask
 
 
 class NothingUsable(RuntimeError):
@@ -265,7 +266,7 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
     results: list[dict | Skip] = [None] * len(items)  # type: ignore[list-item]
     t0 = time.perf_counter()
     mp = 0.0
-    task = progress.add_task("prepare", total=len(items), rate="") if progress is not None else None
+    task = StageTask(progress, "prepare", len(items), rate="")
 
     def _done(i: int, r):
         nonlocal mp
@@ -274,20 +275,20 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
             log(f"skipped: {r.path}: {r.reason}")
         else:
             mp += r["width"] * r["height"] / 1e6
-        if progress is not None:
-            el = max(time.perf_counter() - t0, 1e-9)
-            progress.update(task, advance=1, rate=f"{(i + 1) / el:.1f} img/s, {mp / el:.1f} MP/s")
+        el = max(time.perf_counter() - t0, 1e-9)
+        task.update(advance=1, rate=f"{task.completed / el:.1f} img/s, {mp / el:.1f} MP/s")
 
-    if workers == 1:
-        for i, it in enumerate(items):
-            _done(i, prepare_source(it, cfg, out, chash, i in qa_idx))
-    else:
-        method = worker_start_method()
-        ctx = multiprocessing.get_context(method) if method else None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i for i, it in enumerate(items)}
-            for fut in as_completed(futs):
-                _done(futs[fut], fut.result())
+    with task:
+        if workers == 1:
+            for i, it in enumerate(items):
+                _done(i, prepare_source(it, cfg, out, chash, i in qa_idx))
+        else:
+            method = worker_start_method()
+            ctx = multiprocessing.get_context(method) if method else None
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i for i, it in enumerate(items)}
+                for fut in as_completed(futs):
+                    _done(futs[fut], fut.result())
     rows = [r for r in results if isinstance(r, dict)]
     skips += [r for r in results if isinstance(r, Skip)]
     reused = sum(1 for r in rows if r.pop("_reused", False))

@@ -17,6 +17,7 @@ from PIL import Image
 
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.utils.io import atomic_path
+from cytofm.utils.progress import StageTask
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -44,7 +45,7 @@ def write_shards(out: Path, rows: list[dict], cfg: PrepareConfig, progress=None)
     shard_dir.mkdir(exist_ok=True)
     items = load_prepared(out)
     total = sum(int(r["n_patches"]) for r in rows)
-    task = progress.add_task("shards", total=total, rate="") if progress is not None else None
+    task = StageTask(progress, "shards", total, rate="")
     paths: list[Path] = []
     tar = ctx = None
     n_in_shard = 0
@@ -65,19 +66,19 @@ def write_shards(out: Path, rows: list[dict], cfg: PrepareConfig, progress=None)
             ctx.__exit__(None, None, None)
             tar = None
 
-    for it in items:
-        for xy, arr in it.patches():
-            if tar is None or n_in_shard >= cfg.output.shard_size:
-                _close()
-                _open()
-            key = shard_key(it.id, xy[0], xy[1])
-            buf = io.BytesIO()
-            Image.fromarray(arr).save(buf, format="PNG")
-            _add(tar, f"{key}.png", buf.getvalue())
-            meta = {"id": it.id, "x": int(xy[0]), "y": int(xy[1]), **it.meta}
-            _add(tar, f"{key}.json", json.dumps(meta).encode())
-            n_in_shard += 1
-            if progress is not None:
-                progress.update(task, advance=1)
+    with task:
+        for it in items:
+            for xy, arr in it.patches():
+                if tar is None or n_in_shard >= cfg.output.shard_size:
+                    _close()
+                    _open()
+                key = shard_key(it.id, xy[0], xy[1])
+                buf = io.BytesIO()
+                Image.fromarray(arr).save(buf, format="PNG")
+                _add(tar, f"{key}.png", buf.getvalue())
+                meta = {"id": it.id, "x": int(xy[0]), "y": int(xy[1]), **it.meta}
+                _add(tar, f"{key}.json", json.dumps(meta).encode())
+                n_in_shard += 1
+                task.update(advance=1)
     _close()
     return paths

@@ -20,6 +20,7 @@ from cytofm.eval.intervals import corrected_t_interval
 from cytofm.eval.metrics import METRICS, bootstrap_ci, classification_metrics
 from cytofm.eval.splits import Split
 from cytofm.utils.io import write_csv
+from cytofm.utils.progress import StageTask
 
 # method(train_index, test_index, split) -> (probabilities of the test items, extra per-item outputs or None)
 Method = Callable[[np.ndarray, np.ndarray, Split], tuple[np.ndarray, list | None]]
@@ -39,21 +40,20 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     n_c = len(data.classes)
     fold_rows, pred_rows = [], []
     oof: dict[int, np.ndarray] = {}
-    task = progress.add_task(name, total=len(splits), rate="") if progress is not None else None
-    for sp in splits:
-        proba, _ = method(sp.train, sp.test, sp)
-        m = classification_metrics(data.y[sp.test], proba, n_c)
-        fold_rows.append({"method": name, "seed": sp.seed, "fold": sp.fold, "n_train": len(sp.train),
-                          "n_test": len(sp.test), "test_ids": ids_key(data.ids[i] for i in sp.test),
-                          **{k: round(v, 4) for k, v in m.items()}})
-        acc = oof.setdefault(sp.seed, np.full((len(data.y), n_c), np.nan))
-        acc[sp.test] = proba
-        for i, p in zip(sp.test, proba, strict=True):
-            pred_rows.append({"method": name, "seed": sp.seed, "fold": sp.fold, "id": data.ids[i],
-                              "label": data.classes[data.y[i]], "pred": data.classes[int(p.argmax())],
-                              **{f"p_{c}": round(float(v), 5) for c, v in zip(data.classes, p, strict=True)}})
-        if progress is not None:
-            progress.update(task, advance=1)
+    with StageTask(progress, name, len(splits), rate="") as task:
+        for sp in splits:
+            proba, _ = method(sp.train, sp.test, sp)
+            m = classification_metrics(data.y[sp.test], proba, n_c)
+            fold_rows.append({"method": name, "seed": sp.seed, "fold": sp.fold, "n_train": len(sp.train),
+                              "n_test": len(sp.test), "test_ids": ids_key(data.ids[i] for i in sp.test),
+                              **{k: round(v, 4) for k, v in m.items()}})
+            acc = oof.setdefault(sp.seed, np.full((len(data.y), n_c), np.nan))
+            acc[sp.test] = proba
+            for i, p in zip(sp.test, proba, strict=True):
+                pred_rows.append({"method": name, "seed": sp.seed, "fold": sp.fold, "id": data.ids[i],
+                                  "label": data.classes[data.y[i]], "pred": data.classes[int(p.argmax())],
+                                  **{f"p_{c}": round(float(v), 5) for c, v in zip(data.classes, p, strict=True)}})
+            task.update(advance=1)
     # the seed ensemble: items predicted out of fold in every seed, probabilities averaged over seeds
     stack = np.stack(list(oof.values()))
     covered = ~np.isnan(stack).any(axis=(0, 2))

@@ -28,6 +28,7 @@ from cytofm.utils.distributed import pick_device, pick_dtype
 from cytofm.utils.hashing import digest_of, file_digest
 from cytofm.utils.io import portable_path, remove_stale_temporaries, write_csv
 from cytofm.utils.lock import FolderLock
+from cytofm.utils.progress import StageTask
 
 # a whole image above the memory budget is read downsampled to this side (the encoder resizes it further)
 WHOLE_MAX_SIDE = 4096
@@ -285,7 +286,7 @@ def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, pr
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=_collate,
                                          multiprocessing_context=worker_start_method() if workers else None)
-    task = progress.add_task(f"extract {encoder.name}", total=len(todo), rate="") if progress is not None else None
+    task = StageTask(progress, f"extract {encoder.name}", len(todo), rate="")
     feats: dict[int, list] = {}
     errors: dict[int, str] = {}
     n_inst = 0
@@ -309,18 +310,18 @@ def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, pr
                 n_inst += len(f)
             feats.pop(next_item, None)
             next_item += 1
-            if progress is not None:
-                el = max(time.perf_counter() - t0, 1e-9)
-                progress.update(task, advance=1, rate=f"{n_inst / el:.1f} instances/s")
+            el = max(time.perf_counter() - t0, 1e-9)
+            task.update(advance=1, rate=f"{n_inst / el:.1f} instances/s")
 
-    for x, ii, _, errs in loader:
-        f = embed_batch(encoder, x, dev, dtype, tta)
-        for row, (i, e) in enumerate(zip(ii, errs, strict=True)):
-            if e:
-                errors.setdefault(i, e)
-            feats.setdefault(i, []).append(f[row:row + 1])
-        flush(min(ii))  # items before the smallest index in this batch are complete
-    flush(len(todo))
+    with task:
+        for x, ii, _, errs in loader:
+            f = embed_batch(encoder, x, dev, dtype, tta)
+            for row, (i, e) in enumerate(zip(ii, errs, strict=True)):
+                if e:
+                    errors.setdefault(i, e)
+                feats.setdefault(i, []).append(f[row:row + 1])
+            flush(min(ii))  # items before the smallest index in this batch are complete
+        flush(len(todo))
     if distributed:
         dist.barrier()
     if rank == 0:

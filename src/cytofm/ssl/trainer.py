@@ -36,10 +36,13 @@ from cytofm.ssl.methods import Views, build_method
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
 from cytofm.utils.distributed import pick_device, pick_dtype
+from cytofm.utils.progress import StageTask
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
+
+    progress_reason = "loss not finite"
 
 
 # Settings that may differ between a run and its resumption: where and how fast it runs, how often it
@@ -334,7 +337,7 @@ class SSLTrainer:
         metrics_path = self.out / "metrics.csv"
         fields = self._trim_metrics(metrics_path) if self.rank == 0 else None
         f = open(metrics_path, "a", newline="") if self.rank == 0 else None
-        task = self.progress.add_task("pretrain", total=T, completed=self.start_iter, rate="") if self.progress and self.rank == 0 else None
+        task = StageTask(self.progress if self.rank == 0 else None, "pretrain", T, self.start_iter, rate="")
         t0 = time.perf_counter()
         last = {}
         log_k = math.log(cfg.head.out_dim)
@@ -344,33 +347,35 @@ class SSLTrainer:
         tb = self._tensorboard()
         it = self.start_iter
         try:
-            for batch in loader:
-                it = int(batch["iteration"])
-                if "images" in batch:  # device views: the crops are made here, on the training device
-                    batch = self.dataset.views(batch, self.device)
-                self.student.train()
-                done = it + 1
-                knn_now = monitor is not None and (done % cfg.train.knn_every == 0 or done == T)
-                m = self.step(batch, it, sync=False)
-                if task is not None:
-                    self.progress.update(task, completed=done)
-                if done % cfg.train.log_every == 0 or done == T or knn_now:
-                    last = self._log_step(m, done, t0, writer_state, monitor, knn_now, tb, task)
-                if done % cfg.train.save_every == 0 or done == T:
-                    self.save(done)
-                if cfg.train.stop_at is not None and done == cfg.train.stop_at and done < T:
-                    if done % cfg.train.save_every:
+            with task:
+                for batch in loader:
+                    it = int(batch["iteration"])
+                    if "images" in batch:  # device views: the crops are made here, on the training device
+                        batch = self.dataset.views(batch, self.device)
+                    self.student.train()
+                    done = it + 1
+                    knn_now = monitor is not None and (done % cfg.train.knn_every == 0 or done == T)
+                    m = self.step(batch, it, sync=False)
+                    task.update(completed=done)
+                    if done % cfg.train.log_every == 0 or done == T or knn_now:
+                        last = self._log_step(m, done, t0, writer_state, monitor, knn_now, tb, task)
+                    if done % cfg.train.save_every == 0 or done == T:
                         self.save(done)
-                    self.log(f"stopped at iteration {done} (train.stop_at); run the command without it to resume")
-                    break
-                # several processes agree on the wall-time stop at log lines only (agreeing reads a device
-                # value back: a wait for the device at every step)
-                if (deadline is not None and done < T and (not self.distributed or done % cfg.train.log_every == 0)
-                        and self._all_agree(time.perf_counter() > deadline)):
-                    self.save(done)
-                    self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
-                             "run the same command to resume")
-                    break
+                    if cfg.train.stop_at is not None and done == cfg.train.stop_at and done < T:
+                        if done % cfg.train.save_every:
+                            self.save(done)
+                        task.stop("train.stop_at")
+                        self.log(f"stopped at iteration {done} (train.stop_at); run the command without it to resume")
+                        break
+                    # several processes agree on the wall-time stop at log lines only (agreeing reads a device
+                    # value back: a wait for the device at every step)
+                    if (deadline is not None and done < T and (not self.distributed or done % cfg.train.log_every == 0)
+                            and self._all_agree(time.perf_counter() > deadline)):
+                        self.save(done)
+                        task.stop(f"train.max_minutes={cfg.train.max_minutes:g}")
+                        self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
+                                 "run the same command to resume")
+                        break
         finally:
             if f is not None:
                 f.close()
@@ -435,9 +440,9 @@ class SSLTrainer:
                     ws["writer"].writeheader()
             ws["writer"].writerow(m)
             ws["f"].flush()
-        if task is not None:
+        if task.progress is not None:
             terms = " ".join(f"{k.removeprefix('loss_')} {m[k]:.3f}" for k in self.method.terms)
-            self.progress.update(task, completed=done, rate=(
+            task.update(completed=done, rate=(
                 f"loss {m['loss']:.3f} ({terms}) "
                 f"lr {m['lr']:.1e} T {m['teacher_temp']:.3f}/{m['teacher_patch_temp']:.3f} "
                 f"m {m['momentum']:.4f} {m['images_per_s']:.1f} img/s"))

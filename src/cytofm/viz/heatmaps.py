@@ -9,6 +9,7 @@ import numpy as np
 
 from cytofm.data.annotations import read_voc_boxes
 from cytofm.data.inputs import InputError
+from cytofm.utils.progress import StageTask
 from cytofm.viz.localization import boxes_mask, map_scores, patch_scores
 
 
@@ -100,28 +101,28 @@ def vit_heatmaps(encoder, images: list[str | Path], out: str | Path, boxes_dir=N
     out.mkdir(parents=True, exist_ok=True)
     draw = set(_spread(len(images), limit))
     scores = []
-    task = progress.add_task("attention maps", total=len(images), rate="") if progress else None
-    for k, p in enumerate(images):
-        boxes = find_boxes(boxes_dir, p, box_class)
-        if k in draw or boxes:
-            try:
-                rgb, _ = read_rgb(p)
-            except Exception as e:
-                log(f"skipped {p}: {e}")
-                continue
-            heads, mean = attention_map(encoder, rgb, device, tiles)
-            sub = "[CLS] attention, mean of heads"
-            if boxes:
-                r = {"id": Path(p).stem, **map_scores(mean, boxes_mask(boxes, mean.shape)), "n_boxes": len(boxes)}
-                scores.append(r)
-                sub = f"mass on box {r['mass']:.2f} (area {r['chance_mass']:.2f}), peak {'on' if r['hit'] else 'off'} box"
-            if k in draw:
-                name = _safe(Path(p).stem)
-                overlay_png(rgb, mean, out / f"{name}_attention.png", f"{encoder.spec}: {Path(p).name}",
-                            "[CLS] attention (each tile / image sums to 1)", boxes or None, sub)
-                heads_png(rgb, heads, out / f"{name}_attention_heads.png", f"{encoder.spec}: last-layer heads, {Path(p).name}")
-        if task is not None:
-            progress.update(task, advance=1)
+    with StageTask(progress, "attention maps", len(images), rate="") as task:
+        for k, p in enumerate(images):
+            boxes = find_boxes(boxes_dir, p, box_class)
+            if k in draw or boxes:
+                try:
+                    rgb, _ = read_rgb(p)
+                except Exception as e:
+                    log(f"skipped {p}: {e}")
+                    task.update(advance=1)
+                    continue
+                heads, mean = attention_map(encoder, rgb, device, tiles)
+                sub = "[CLS] attention, mean of heads"
+                if boxes:
+                    r = {"id": Path(p).stem, **map_scores(mean, boxes_mask(boxes, mean.shape)), "n_boxes": len(boxes)}
+                    scores.append(r)
+                    sub = f"mass on box {r['mass']:.2f} (area {r['chance_mass']:.2f}), peak {'on' if r['hit'] else 'off'} box"
+                if k in draw:
+                    name = _safe(Path(p).stem)
+                    overlay_png(rgb, mean, out / f"{name}_attention.png", f"{encoder.spec}: {Path(p).name}",
+                                "[CLS] attention (each tile / image sums to 1)", boxes or None, sub)
+                    heads_png(rgb, heads, out / f"{name}_attention_heads.png", f"{encoder.spec}: last-layer heads, {Path(p).name}")
+            task.update(advance=1)
     if scores:
         from cytofm.utils.io import write_csv
 
