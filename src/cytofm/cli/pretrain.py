@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cytofm.cli.common import command_line, console, fail, info, make_progress, user_errors
 
@@ -32,6 +33,7 @@ def pretrain(
     from cytofm.config.loader import build_config
     from cytofm.ssl.config import PretrainConfig
     from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged
+    from cytofm.utils.signals import Stopped, exit_code
 
     if not data:
         fail("give at least one --data PATH (a prepared dataset, a folder of images or a manifest)")
@@ -48,6 +50,9 @@ def pretrain(
             last = trainer.run()
     except TrainingDiverged as e:
         fail(str(e), code=1)
+    except Stopped as e:
+        console.print(f"[yellow]stopped[/yellow]: {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(exit_code(e.signal_name)) from None
     except ValueError as e:
         fail(str(e))
     if last:

@@ -37,6 +37,7 @@ from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
 from cytofm.utils.distributed import pick_device, pick_dtype
 from cytofm.utils.progress import StageTask
+from cytofm.utils.signals import Stopped, deferred_stop
 
 
 class TrainingDiverged(RuntimeError):
@@ -346,16 +347,19 @@ class SSLTrainer:
         monitor = self._knn_monitor()
         tb = self._tensorboard()
         it = self.start_iter
+        done, consistent = self.start_iter, True  # the state is that of iteration `done` between two steps
+        stop = None
         try:
-            with task:
+            with task, deferred_stop() as stop:
                 for batch in loader:
                     it = int(batch["iteration"])
                     if "images" in batch:  # device views: the crops are made here, on the training device
                         batch = self.dataset.views(batch, self.device)
                     self.student.train()
-                    done = it + 1
-                    knn_now = monitor is not None and (done % cfg.train.knn_every == 0 or done == T)
+                    knn_now = monitor is not None and (it + 1 == T or (it + 1) % cfg.train.knn_every == 0)
+                    consistent = False
                     m = self.step(batch, it, sync=False)
+                    done, consistent = it + 1, True
                     task.update(completed=done)
                     if done % cfg.train.log_every == 0 or done == T or knn_now:
                         last = self._log_step(m, done, t0, writer_state, monitor, knn_now, tb, task)
@@ -367,15 +371,26 @@ class SSLTrainer:
                         task.stop("train.stop_at")
                         self.log(f"stopped at iteration {done} (train.stop_at); run the command without it to resume")
                         break
-                    # several processes agree on the wall-time stop at log lines only (agreeing reads a device
-                    # value back: a wait for the device at every step)
-                    if (deadline is not None and done < T and (not self.distributed or done % cfg.train.log_every == 0)
-                            and self._all_agree(time.perf_counter() > deadline)):
-                        self.save(done)
-                        task.stop(f"train.max_minutes={cfg.train.max_minutes:g}")
-                        self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
-                                 "run the same command to resume")
-                        break
+                    # several processes agree on a stop at log lines only (agreeing reads a device value
+                    # back: a wait for the device at every step)
+                    if done < T and (not self.distributed or done % cfg.train.log_every == 0):
+                        signalled, late = self._all_agree(bool(stop), deadline is not None and time.perf_counter() > deadline)
+                        if signalled:
+                            self._stop_on_signal(stop.name or "SIGTERM", done, task)  # another rank's signal
+                        if late:
+                            self.save(done)
+                            task.stop(f"train.max_minutes={cfg.train.max_minutes:g}")
+                            self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
+                                     "run the same command to resume")
+                            break
+        except Stopped:
+            raise
+        except Exception:
+            # a stop signal can also reach the loader's workers, whose death then surfaces here, between
+            # two steps: the state of the last finished step is still whole and worth saving
+            if stop and consistent and not self.distributed:
+                self._stop_on_signal(stop.name, done, task)
+            raise
         finally:
             if f is not None:
                 f.close()
@@ -453,13 +468,23 @@ class SSLTrainer:
             ws["warned"] = True
         return m
 
-    def _all_agree(self, flag: bool) -> bool:
-        """True on every rank as soon as one rank says so (a wall-time stop must be taken together)."""
+    def _stop_on_signal(self, name: str, done: int, task: StageTask) -> None:
+        """A scheduler's (or a user's) stop: save the state of iteration ``done`` and say where it is."""
+        if done > self.start_iter and done % self.cfg.train.save_every:  # else saved already
+            self.save(done)
+        task.stop(name)
+        where = self.out / CHECKPOINT
+        raise Stopped(name, f"{name}: stopped at iteration {done} of {self.cfg.train.iterations}; checkpoint "
+                            f"{where} holds it; run the same command to resume")
+
+    def _all_agree(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag true on every rank as soon as one rank says so (a stop must be taken together)."""
         if not self.distributed:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device if dist.get_backend() == "nccl" else "cpu")
+            return flags
+        t = torch.tensor([1.0 if f else 0.0 for f in flags],
+                         device=self.device if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
+        return tuple(bool(v > 0) for v in t.tolist())
 
     def _trim_metrics(self, path: Path) -> list[str] | None:
         """Keep the rows up to the iteration the run resumes from, so each iteration is logged once however

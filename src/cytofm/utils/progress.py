@@ -60,5 +60,5 @@ class StageTask:
 
 def _reason(e: BaseException) -> str:
     if isinstance(e, KeyboardInterrupt):
-        return "interrupted"
+        return getattr(e, "signal_name", None) or "interrupted"
     return getattr(e, "progress_reason", None) or f"error: {type(e).__name__}"
