@@ -4,6 +4,7 @@ options < key=value, typed (did-you-mean on typos), --print-config, enums listed
 import re
 
 import pytest
+import click
 import typer
 import yaml
 from typer.testing import CliRunner
@@ -31,7 +32,8 @@ def _printed(args):
 @pytest.mark.parametrize("command", list(SCHEMAS))
 def test_option_defaults_are_the_schema_defaults(command):
     """--help shows the defaults the config uses: a changed default in one place would be caught here."""
-    cmd = typer.main.get_command(app).commands[command]
+    group = typer.main.get_command(app)
+    cmd = group.get_command(click.Context(group), command)  # commands load on first use
     schema = SCHEMAS[command]
     checked = 0
     for p in cmd.params:

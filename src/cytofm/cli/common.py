@@ -292,7 +292,8 @@ def resolve_settings(ctx: typer.Context, schema, config: Path | None, overrides:
         src = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")  # by name: typer may vendor its own click
         if name in schema.model_fields and src not in ("DEFAULT", "DEFAULT_MAP"):
             given[name] = plain(v)
-    cfg = build_config(schema, file=config, values=given, overrides=overrides or [])
+    names = {k: "--" + k.replace("_", "-") for k in given}  # a refusal names the option the user typed
+    cfg = build_config(schema, file=config, values=given, overrides=overrides or [], names=names)
     if print_config:
         import yaml
 
@@ -317,22 +318,21 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def user_errors(fn):
-    """Turn the errors a user can fix into one red line and exit status 2, never a traceback."""
-    from cytofm.config.loader import ConfigError
-    from cytofm.data.inputs import InputError
-    from cytofm.eval.splits import ProtocolError
-    from cytofm.models.zoo import EncoderError
-    from cytofm.utils.distributed import DeviceError
-    from cytofm.utils.lock import FolderLocked
+    """Turn the errors a user can fix (``UserError``) into one red line and exit status 2, never a traceback."""
+    from cytofm.utils.errors import UserError
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, InputError, EncoderError, FolderLocked, DeviceError, ProtocolError) as e:
+        except UserError as e:
             fail(str(e))
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/yellow]: finished items are kept; run the same command to resume")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGUSR1 from a scheduler (utils.signals)
+            from cytofm.utils.signals import exit_code
+
+            name = getattr(e, "signal_name", "SIGINT")
+            what = "interrupted" if name == "SIGINT" else f"stopped by {name}"
+            console.print(f"[yellow]{what}[/yellow]: finished items are kept; run the same command to resume")
+            raise typer.Exit(exit_code(name)) from None
 
     return wrapper

@@ -48,14 +48,16 @@ def collect() -> list[tuple[str, str, bool]]:
                                     f"nccl {'yes' if torch.distributed.is_nccl_available() else 'no'}", True))
     except Exception as e:
         rows.append(("torch", f"not importable: {e}", False))
-    for mod, extra in (("timm", None), ("torchvision", None), ("h5py", None), ("sklearn", None),
-                       ("umap", "viz"), ("tensorboard", None)):
+    from importlib.metadata import PackageNotFoundError, version
+
+    # versions from the installed distributions: importing umap (numba) alone takes seconds
+    for dist, extra in (("timm", None), ("torchvision", None), ("h5py", None), ("scikit-learn", None),
+                        ("umap-learn", "viz"), ("tensorboard", None)):
         try:
-            m = __import__(mod)
-            rows.append((mod, getattr(m, "__version__", "installed"), True))
-        except Exception:
+            rows.append((dist, version(dist), True))
+        except PackageNotFoundError:
             hint = f"pip install 'cytofm[{extra}]'" if extra else "optional"
-            rows.append((mod, f"not installed ({hint})", extra is None and mod != "tensorboard"))
+            rows.append((dist, f"not installed ({hint})", extra is None and dist != "tensorboard"))
     from cytofm.data.source import OPENSLIDE_ERROR, openslide
 
     if openslide is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,6 @@ from cytofm.cli.common import (
 )
 from cytofm.config.loader import config_dict
 from cytofm.eval.command_config import PROBE_METHODS, MilConfig, ProbeConfig
-from cytofm.mil.registry import MIL_MODELS
 
 FOLDS = typer.Option(help="Cross-validation folds (lowered with a warning for rare classes).")
 SEEDS = typer.Option(help="Comma-separated seeds; each repeats the whole k-fold.")
@@ -63,7 +63,7 @@ def _report(summaries: list[dict], out: Path, options: dict) -> None:
 
 
 P, M = ProbeConfig, MilConfig
-MilModel = choices("MilModel", MIL_MODELS)
+MilModel = choices("MilModel", typing.get_args(MilConfig.model_fields["model"].annotation))
 REQUIRED = {"features": "--features DIR", "label": "--label COLUMN", "out": "--out DIR"}
 FEATURES = typer.Option(help="Feature store folder (from `cytofm extract`).", show_default=False)
 LABEL = typer.Option(help="Label column of the store's manifest.", show_default=False)
@@ -108,9 +108,9 @@ def probe(
 
     Example: cytofm probe --features feats --label label --out probe methods=linear,knn,fewshot
     """
+    cfg = resolve_settings(ctx, P, config, overrides, print_config, REQUIRED)
     from cytofm.eval.tasks import evaluate_probes
 
-    cfg = resolve_settings(ctx, P, config, overrides, print_config, REQUIRED)
     bad = [m for m in cfg.methods if m not in PROBE_METHODS]
     if bad:
         fail(f"unknown probe method(s) {', '.join(bad)}; valid: {', '.join(PROBE_METHODS)}")
@@ -150,9 +150,9 @@ def mil(
 
     Example: cytofm mil --features bags --label wbc_type --out mil epochs=30
     """
+    cfg = resolve_settings(ctx, M, config, overrides, print_config, REQUIRED)
     from cytofm.eval.tasks import evaluate_mil
 
-    cfg = resolve_settings(ctx, M, config, overrides, print_config, REQUIRED)
     features, out = Path(cfg.features), Path(cfg.out)
     data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds, cfg.exclude)
     with make_progress() as progress:

@@ -60,13 +60,13 @@ def extract(
 
     Example: cytofm extract --input cells/ --mode image --out feats pool=cls+mean
     """
+    cfg = resolve_settings(ctx, C, config, overrides, print_config,
+                           required={"input": "--input PATH", "mode": "--mode image|tiles", "out": "--out DIR"})
     from cytofm.features.extract import run_extract
     from cytofm.models.encoder import with_pool
     from cytofm.models.zoo import EncoderError, create_encoder
     from cytofm.utils.distributed import torchrun_group
 
-    cfg = resolve_settings(ctx, C, config, overrides, print_config,
-                           required={"input": "--input PATH", "mode": "--mode image|tiles", "out": "--out DIR"})
     try:
         enc = create_encoder(cfg.encoder)
         enc = with_pool(enc, cfg.pool)

@@ -7,25 +7,85 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from cytofm import __version__
-from cytofm.cli.convert import convert
-from cytofm.cli.demo import demo
-from cytofm.cli.doctor import doctor
-from cytofm.cli.evaluate import benchmark, mil, probe
-from cytofm.cli.extract import extract
-from cytofm.cli.prepare import prepare
-from cytofm.cli.pretrain import export, pretrain
-from cytofm.cli.visual import heatmap, report, umap
 
+COMMANDS = {
+    "prepare": "cytofm.cli.prepare:prepare",
+    "pretrain": "cytofm.cli.pretrain:pretrain",
+    "export": "cytofm.cli.pretrain:export",
+    "extract": "cytofm.cli.extract:extract",
+    "convert": "cytofm.cli.convert:convert",
+    "probe": "cytofm.cli.evaluate:probe",
+    "mil": "cytofm.cli.evaluate:mil",
+    "benchmark": "cytofm.cli.evaluate:benchmark",
+    "heatmap": "cytofm.cli.visual:heatmap",
+    "umap": "cytofm.cli.visual:umap",
+    "report": "cytofm.cli.visual:report",
+    "demo": "cytofm.cli.demo:demo",
+    "doctor": "cytofm.cli.doctor:doctor",
+}
+"""Command -> where it is defined. A command's module is imported only when that command runs or shows
+its help, so ``--help``, ``--version`` and a refused option never pay for torch, timm or scikit-learn."""
+
+
+def _short_help(target: str) -> str:
+    """The first line of a command's docstring, read from its source without importing it."""
+    import ast
+    import importlib.util
+
+    mod, fn = target.split(":")
+    spec = importlib.util.find_spec(mod)
+    try:
+        tree = ast.parse(Path(spec.origin).read_text())
+        doc = next(ast.get_docstring(n) for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == fn)
+    except (OSError, TypeError, StopIteration, SyntaxError, AttributeError):
+        doc = None
+    return (doc or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+class LazyCommands(TyperGroup):
+    """Sub-commands loaded on first use; the root's help lists them from their docstrings alone."""
+
+    _listing = False
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        import click
+
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        if self._listing:  # the root's help: a name and a line are all it shows
+            return click.Command(name, help=_short_help(target))
+        import importlib
+
+        mod, fn = target.split(":")
+        sub = typer.Typer(pretty_exceptions_enable=False, add_completion=False, context_settings=CONTEXT)
+        sub.command(name)(getattr(importlib.import_module(mod), fn))
+        return typer.main.get_command(sub)
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="cytofm",
+    cls=LazyCommands,
     help="Build and use cytology foundation models: prepare data, pretrain (iBOT), extract frozen "
          "features, evaluate (probes, ABMIL, benchmark) and show the evidence (heatmaps, UMAP, report).",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings=CONTEXT,
 )
 
 
@@ -47,27 +107,14 @@ def _root(
              "refused; .safetensors never need it."),
 ):
     from cytofm.cli.common import setup_logging, warn
-    from cytofm.models.loading import trust
 
     setup_logging(-1 if quiet else min(verbose, 1))
-    for p in trust_weights or []:
-        trust(p)
-        warn(f"{p} is trusted to run code while it loads (--trust-weights)")
+    if trust_weights:
+        from cytofm.models.loading import trust
 
-
-app.command("prepare")(prepare)
-app.command("pretrain")(pretrain)
-app.command("export")(export)
-app.command("extract")(extract)
-app.command("convert")(convert)
-app.command("probe")(probe)
-app.command("mil")(mil)
-app.command("benchmark")(benchmark)
-app.command("heatmap")(heatmap)
-app.command("umap")(umap)
-app.command("report")(report)
-app.command("demo")(demo)
-app.command("doctor")(doctor)
+        for p in trust_weights:
+            trust(p)
+            warn(f"{p} is trusted to run code while it loads (--trust-weights)")
 
 
 # glibc returns every allocation above 32 MB to the OS and faults it in again each step; for training
@@ -103,4 +150,7 @@ def _tune_heap() -> None:
 
 def main() -> None:
     _tune_heap()
+    from cytofm.utils.signals import terminate_as_interrupt
+
+    terminate_as_interrupt()  # a scheduler's SIGTERM keeps finished work as Ctrl-C does
     app(prog_name="cytofm")

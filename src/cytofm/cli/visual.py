@@ -86,14 +86,14 @@ def heatmap(
     import numpy as np
     import yaml
 
-    from cytofm.viz.heatmaps import mil_heatmaps, vit_heatmaps
-
     images, overrides = split_overrides(inputs)
     if images:
         ctx.params["inputs"] = images
     else:
         ctx.params.pop("inputs", None)
     cfg = resolve_settings(ctx, H, config, overrides, print_config, {"out": "--out DIR"})
+    from cytofm.viz.heatmaps import mil_heatmaps, vit_heatmaps
+
     out = Path(cfg.out)
     boxes = Path(cfg.boxes) if cfg.boxes else None
     if boxes is not None and not boxes.is_dir():
@@ -141,10 +141,10 @@ def umap(
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """2-D UMAP (or t-SNE/PCA) of a store's features (items mean-pooled) coloured by a manifest column."""
-    from cytofm.viz.embedding import store_map
-
     cfg = resolve_settings(ctx, U, config, overrides, print_config,
                            {"features": "--features DIR", "color_by": "--color-by COLUMN", "out": "--out FILE.png"})
+    from cytofm.viz.embedding import store_map
+
     png, html, used, n = store_map(Path(cfg.features), cfg.color_by, Path(cfg.out), cfg.method, cfg.max_items, log=info)
     console.print(f"[green]written[/green] {png} and {html} ({used}, {n} items)")
 

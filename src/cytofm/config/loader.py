@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cytofm.utils.errors import UserError
+
 T = TypeVar("T", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config problem a user can fix; the message names the key or file."""
 
 
@@ -129,7 +131,9 @@ def load_preset(group: str, name: str) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str = "") -> str:
+def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str = "",
+                            names: dict[str, str] | None = None) -> str:
+    """One line per problem; ``names`` maps a key to what the user typed (``batch_size`` -> ``--batch-size``)."""
     known = _known_keys(schema)
     lines = []
     for e in err.errors():
@@ -138,10 +142,16 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], sourc
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             lines.append(f"unknown config key '{key}'{hint}")
+            continue
+        what = (names or {}).get(key, f"config key '{key}'")
+        got = e.get("input")
+        bound = {"greater_than_equal": "at least {ge}", "greater_than": "more than {gt}",
+                 "less_than_equal": "at most {le}", "less_than": "less than {lt}"}.get(e["type"])
+        if bound is not None:
+            lines.append(f"{what} must be {bound.format(**e.get('ctx', {}))}, not {got!r}")
         else:
-            got = e.get("input")
             got_s = f", got {got!r}" if not isinstance(got, dict) else ""
-            lines.append(f"config key '{key}': {e['msg']}{got_s}")
+            lines.append(f"{what}: {e['msg']}{got_s}")
     prefix = f"{source}: " if source else ""
     return prefix + "; ".join(lines)
 
@@ -153,6 +163,7 @@ def build_config(
     overrides: list[str] | tuple[str, ...] = (),
     file: str | os.PathLike | None = None,
     values: dict[str, Any] | None = None,
+    names: dict[str, str] | None = None,
 ) -> T:
     """Resolve defaults < preset < file < values < overrides into a validated ``schema`` instance."""
     data: dict[str, Any] = {}
@@ -166,7 +177,7 @@ def build_config(
     try:
         return schema.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, schema)) from None
+        raise ConfigError(format_validation_error(e, schema, names=names)) from None
 
 
 def config_dict(cfg: BaseModel) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from cytofm.data.image_io import IMAGE_EXTENSIONS, SLIDE_EXTENSIONS
 from cytofm.data.item_ids import assign_ids
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.source import is_slide_file
+from cytofm.utils.errors import UserError
 
 PATH_COLUMNS = ("path", "image", "image_path", "file", "filename", "slide", "slide_path")
 # Standard metadata columns, with the aliases labs commonly use.
@@ -25,7 +26,7 @@ COLUMN_ALIASES = {
 RESERVED = {"id", "path", "coords", "kind", "width", "height", "n_patches", "n_candidates", "whole"}
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """The input as a whole cannot be used (no such path, a manifest without a path column...)."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from cytofm.config.loader import Section
 
@@ -27,7 +27,7 @@ class EvalConfig(Section):
     features: str | None = None
     label: str | None = None
     out: str | None = None
-    folds: int = 5
+    folds: int = Field(5, ge=2)
     seeds: IntList = [0, 1, 2]
     group_column: str | None = None
     split_column: str | None = None
@@ -36,12 +36,12 @@ class EvalConfig(Section):
 
 class ProbeConfig(EvalConfig):
     methods: CommaList = ["linear", "knn"]
-    knn_k: int = 20
-    shots: int = 5
+    knn_k: int = Field(20, ge=1)
+    shots: int = Field(5, ge=1)
 
 
 class MilConfig(EvalConfig):
-    epochs: int = 50
-    lr: float = 2e-4
+    epochs: int = Field(50, ge=1)
+    lr: float = Field(2e-4, gt=0)
     model: Literal["abmil", "transmil"] = "abmil"
     """As ``cytofm.mil.registry.MIL_MODELS`` (a test keeps them equal)."""

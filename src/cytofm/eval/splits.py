@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from cytofm.utils.errors import UserError
 
-class ProtocolError(ValueError):
+
+class ProtocolError(UserError, ValueError):
     """The labels cannot support the requested protocol."""
 
 

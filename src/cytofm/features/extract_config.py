@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from cytofm.config.loader import Section
 
 MODES = ("image", "tiles")
@@ -18,9 +20,9 @@ class ExtractConfig(Section):
     mode: Literal["image", "tiles"] | None = None
     out: str | None = None
     encoder: str = "cytofm"
-    batch_size: int = 64
+    batch_size: int = Field(64, ge=1)
     tta: bool = False
-    workers: int = 1
+    workers: int = Field(1, ge=0)
     label_column: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"

@@ -10,11 +10,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cytofm.utils.errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class EncoderError(ValueError):
+class EncoderError(UserError, ValueError):
     """An encoder spec that cannot be satisfied; the message says why and what to do."""
 
 

@@ -8,8 +8,10 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from cytofm.utils.errors import UserError
 
-class DeviceError(ValueError):
+
+class DeviceError(UserError, ValueError):
     """The device asked for is not there (a user error: one line, no traceback)."""
 
 

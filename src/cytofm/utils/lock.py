@@ -14,10 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+from cytofm.utils.errors import UserError
+
 LOCK_NAME = ".cytofm.lock"
 
 
-class FolderLocked(RuntimeError):
+class FolderLocked(UserError, RuntimeError):
     """Another live process is writing into the folder."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from cytofm.config.loader import Section
 
 
@@ -16,7 +18,7 @@ class HeatmapConfig(Section):
     seed: int = 0
     boxes: str | None = None
     box_class: str = "WBC"
-    limit: int = 12
+    limit: int = Field(12, ge=0)
     tiles: Literal["auto", "on", "off"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -26,4 +28,4 @@ class UmapConfig(Section):
     color_by: str | None = None
     out: str | None = None
     method: Literal["auto", "umap", "tsne", "pca"] = "auto"
-    max_items: int = 5000
+    max_items: int = Field(5000, ge=2)
