@@ -115,3 +115,92 @@ def test_umap_bad_inputs(tmp_path):
     _store(tmp_path / "s2", [(f"i{k}", img, [(0, 0)], "a") for k in range(5)], dims=[8, 8, 8, 4, 8])
     r = runner.invoke(app, ["umap", "--features", str(tmp_path / "s2"), "--color-by", "label", "--out", str(tmp_path / "u.png")])
     assert r.exit_code == 2 and "different sizes" in plain(r.output)
+
+
+def test_background_is_dimmed_grey_not_bright_and_has_a_legend():
+    """Pixels under no kept patch were shown as the bare image, brighter than any attended patch."""
+    from cytofm.viz.figures import HEAT_ALPHA, NOT_KEPT_ALPHA, compose_overlay
+
+    rgb = np.full((1, 3, 3), 255, np.uint8)  # white glass
+    heat = np.array([[np.nan, 0.0, 1.0]])
+    out = compose_overlay(rgb, heat)
+    grey = 1.0 * (1 - NOT_KEPT_ALPHA) + 0.5 * NOT_KEPT_ALPHA  # 0.625 by hand
+    assert np.allclose(out[0, 0], grey)
+    import matplotlib
+
+    top = 1.0 * (1 - HEAT_ALPHA) + np.asarray(matplotlib.colormaps["inferno"](1.0)[:3]) * HEAT_ALPHA
+    assert np.allclose(out[0, 2], top) and out[0, 0].mean() < out[0, 2].mean()
+
+
+def test_heatmap_titles_never_show_a_path_and_unmatched_boxes_warn(tmp_path, monkeypatch):
+    import cytofm.viz.figures as figures
+    from cytofm.models.zoo import create_encoder
+    from cytofm.viz.heatmaps import vit_heatmaps
+
+    d = tmp_path / "cells"
+    d.mkdir()
+    rgb, _ = smear(48, 48, cells=((24, 24, 10),))
+    Image.fromarray(rgb).save(d / "c0.png")
+    enc = create_encoder("random:vit_tiny_patch16_224")
+    enc.spec = f"cytofm:{tmp_path / 'deep' / 'weights.safetensors'}"
+    titles, real = [], figures.overlay_png
+    monkeypatch.setattr(figures, "overlay_png", lambda *a, **k: titles.append(a[3]) or real(*a, **k))
+    vit_heatmaps(enc, [str(d / "c0.png")], tmp_path / "o", log=lambda m: None)
+    assert titles == ["cytofm:weights.safetensors: c0.png"]
+    (tmp_path / "ann").mkdir()
+    _voc(tmp_path / "ann" / "other.xml", [("WBC", (0, 0, 4, 4))])
+    r = runner.invoke(app, ["heatmap", str(d), "--encoder", "random:vit_tiny_patch16_224", "--boxes",
+                            str(tmp_path / "ann"), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 0 and "none of the 1 items has a <name>.xml there" in plain(r.output), r.output
+
+
+def test_heatmap_that_draws_nothing_fails_with_the_reason(tmp_path):
+    d = tmp_path / "cells"
+    d.mkdir()
+    (d / "broken.png").write_bytes(b"not a png")
+    r = runner.invoke(app, ["heatmap", str(d), "--encoder", "random:vit_tiny_patch16_224", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "no figure was drawn" in plain(r.output) and "broken.png" in plain(r.output), r.output
+
+
+def test_outputs_that_are_files_or_unwritable_are_refused_before_work(tmp_path):
+    import subprocess
+
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    r = runner.invoke(app, ["umap", "--features", str(tmp_path), "--color-by", "label", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "is a folder; give a file name" in plain(r.output)
+    r = runner.invoke(app, ["heatmap", str(tmp_path), "--out", str(f)])
+    assert r.exit_code == 2 and "is a file, not a folder" in plain(r.output)
+    r = runner.invoke(app, ["mil", "--features", str(tmp_path), "--label", "l", "--out", str(f / "sub")])
+    assert r.exit_code == 2 and "is a file, so no folder can be made under it" in plain(r.output)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    locked = subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode == 0  # binds root too
+    if not locked:
+        ro.chmod(0o555)
+    try:
+        try:
+            (ro / "probe").write_text("x")
+            (ro / "probe").unlink()
+            import pytest
+
+            pytest.skip("cannot make a read-only folder here (neither chattr +i nor permissions bind)")
+        except OSError:
+            pass
+        for args in (["prepare", str(d_or(tmp_path)), "--out", str(ro / "p")],
+                     ["extract", "--input", str(tmp_path), "--mode", "image", "--out", str(ro / "f")],
+                     ["probe", "--features", str(tmp_path), "--label", "l", "--out", str(ro / "e")]):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 2 and f"cannot write into {ro}" in plain(r.output), (args, r.output)
+            assert "Traceback" not in r.output
+    finally:
+        if locked:
+            subprocess.run(["chattr", "-i", str(ro)])
+        ro.chmod(0o755)
+
+
+def d_or(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir(exist_ok=True)
+    Image.fromarray(smear(48, 48)[0]).save(d / "x.png")
+    return d

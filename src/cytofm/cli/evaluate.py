@@ -37,7 +37,9 @@ def _setup(features: Path, label: str, out: Path, group_column, split_column, fo
            exclude: list[str]):
     from cytofm.eval.splits import ProtocolError
     from cytofm.eval.tasks import prepare_eval
+    from cytofm.utils.io import check_writable_dir
 
+    check_writable_dir(out)
     try:
         data, splits = prepare_eval(features, label, group_column, split_column, folds, tuple(seeds), list(exclude),
                                     log=info, warn=warn)
@@ -76,7 +78,7 @@ def _title(features: Path, label: str) -> str:
     """Which encoder on which task, for the figures: the store's encoder spec and the label column."""
     import json
 
-    from cytofm.eval.display import display_name
+    from cytofm.utils.display import display_name
 
     try:
         spec = json.loads((features / "store.json").read_text()).get("encoder", "")
@@ -195,6 +197,9 @@ def benchmark(
         raise typer.Exit()
     if out is None:
         fail("give --out DIR")
+    from cytofm.utils.io import check_writable_dir
+
+    check_writable_dir(out)
     if Path(config).is_file():
         base = Path(config).resolve().parent
     elif config == "demo":  # the sample shipped inside the package

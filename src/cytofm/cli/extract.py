@@ -62,6 +62,9 @@ def extract(
     """
     cfg = resolve_settings(ctx, C, config, overrides, print_config,
                            required={"input": "--input PATH", "mode": "--mode image|tiles", "out": "--out DIR"})
+    from cytofm.utils.io import check_writable_dir
+
+    check_writable_dir(cfg.out)
     from cytofm.features.extract import run_extract
     from cytofm.models.encoder import with_pool
     from cytofm.models.zoo import EncoderError, create_encoder

@@ -61,6 +61,7 @@ def prepare(
     from cytofm.config.loader import build_config
     from cytofm.data.prepare import NothingUsable, run_prepare
     from cytofm.data.prepare_config import PrepareConfig
+    from cytofm.utils.io import check_writable_dir
 
     paths, overrides = split_overrides(inputs)
     if not paths:
@@ -87,6 +88,7 @@ def prepare(
     put("output", "workers", workers)
     put("output", "qa_thumbnails", qa)
     cfg = build_config(PrepareConfig, "prepare", preset, overrides, file=config, values=values)
+    check_writable_dir(out)
     with make_progress() as progress:
         try:
             res = run_prepare(paths, out, cfg, progress=progress, log=info,

@@ -40,6 +40,9 @@ def pretrain(
     if out is None:
         fail("give --out RUN (the run directory)")
     cfg = build_config(PretrainConfig, "pretrain", preset, overrides or [], file=config)
+    from cytofm.utils.io import check_writable_dir
+
+    check_writable_dir(out)
     from cytofm.utils.distributed import torchrun_group
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -92,9 +93,17 @@ def heatmap(
     else:
         ctx.params.pop("inputs", None)
     cfg = resolve_settings(ctx, H, config, overrides, print_config, {"out": "--out DIR"})
-    from cytofm.viz.heatmaps import mil_heatmaps, vit_heatmaps
+    from cytofm.utils.io import check_writable_dir
+    from cytofm.viz.heatmaps import mil_heatmaps, vit_heatmaps, warn_unmatched_boxes
 
-    out = Path(cfg.out)
+    out = check_writable_dir(cfg.out)
+    started = time.time()
+    skipped: list[str] = []
+
+    def log(m: str) -> None:
+        if str(m).startswith("skipped"):
+            skipped.append(str(m))
+        info(m)
     boxes = Path(cfg.boxes) if cfg.boxes else None
     if boxes is not None and not boxes.is_dir():
         fail(f"--boxes {boxes}: not a folder of VOC XML files")
@@ -108,7 +117,12 @@ def heatmap(
         features = Path(yaml.safe_load(cfg_path.read_text())["features"])
         with np.load(att) as z:
             attention = {k: z[k] for k in z.files}
-        scores = mil_heatmaps(features, attention, out, boxes, cfg.box_class, cfg.limit, log=info)
+        if boxes is not None:
+            from cytofm.features.store import load_store
+
+            warn_unmatched_boxes(boxes, [r["path"] for r in load_store(features) if r["id"] in attention],
+                                 cfg.box_class, log)
+        scores = mil_heatmaps(features, attention, out, boxes, cfg.box_class, cfg.limit, log=log)
         _summary(scores, "ABMIL attention", out)
     else:
         if not cfg.inputs:
@@ -121,11 +135,17 @@ def heatmap(
         if not enc.is_vit:
             fail(f"--encoder {cfg.encoder}: attention maps need a ViT encoder")
         enc.model.to(dev).eval()
+        images = [str(p) for p in _images(cfg.inputs)]
+        warn_unmatched_boxes(boxes, images, cfg.box_class, log)
         with make_progress() as progress:
-            scores = vit_heatmaps(enc, [str(p) for p in _images(cfg.inputs)], out, boxes, cfg.box_class, cfg.limit,
-                                  None if cfg.tiles == "auto" else cfg.tiles == "on", dev, log=info, progress=progress)
+            scores = vit_heatmaps(enc, images, out, boxes, cfg.box_class, cfg.limit,
+                                  None if cfg.tiles == "auto" else cfg.tiles == "on", dev, log=log, progress=progress)
         _summary(scores, f"{cfg.encoder} [CLS] attention", out)
-    console.print(f"[green]written[/green] figures to {out}")
+    drawn = [p for p in out.glob("*.png") if p.stat().st_mtime >= started - 1]
+    if not drawn and cfg.limit > 0:
+        why = f" ({len(skipped)} item(s) skipped; first: {skipped[0]})" if skipped else ""
+        fail(f"no figure was drawn into {out}{why}", code=1)
+    console.print(f"[green]written[/green] {len(drawn)} figure(s) to {out}")
 
 
 @user_errors
@@ -143,8 +163,10 @@ def umap(
     """2-D UMAP (or t-SNE/PCA) of a store's features (items mean-pooled) coloured by a manifest column."""
     cfg = resolve_settings(ctx, U, config, overrides, print_config,
                            {"features": "--features DIR", "color_by": "--color-by COLUMN", "out": "--out FILE.png"})
+    from cytofm.utils.io import check_writable_file
     from cytofm.viz.embedding import store_map
 
+    check_writable_file(cfg.out)
     png, html, used, n = store_map(Path(cfg.features), cfg.color_by, Path(cfg.out), cfg.method, cfg.max_items, log=info)
     console.print(f"[green]written[/green] {png} and {html} ({used}, {n} items)")
 
@@ -156,8 +178,10 @@ def report(
 ) -> None:
     """One self-contained HTML report of a folder: configs, metrics with CIs, pretraining curves,
     confusion matrices, heatmaps and UMAPs (images embedded; opens offline)."""
+    from cytofm.utils.io import check_writable_file
     from cytofm.viz.report import build_report
 
+    check_writable_file(out if out is not None else Path(run) / "report.html")
     try:
         path = build_report(run, out)
     except FileNotFoundError as e:

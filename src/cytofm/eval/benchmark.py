@@ -118,10 +118,10 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
                     progress=None, log=print) -> TaskRun:
     """Evaluate every encoder's store of one task on the same items and the same splits (``base`` is kept
     for callers of the earlier signature; paths are resolved by the pipeline)."""
-    from cytofm.eval.display import display_name
     from cytofm.eval.pretraining_guard import check_encoder, pretraining_record_for
     from cytofm.eval.splits import ProtocolError, make_splits
     from cytofm.eval.tasks import evaluate_mil, evaluate_probes
+    from cytofm.utils.display import display_name
 
     sets, group_col = _aligned_sets(task, stores, log)
     ref = next(iter(sets.values()))

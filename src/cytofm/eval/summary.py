@@ -7,7 +7,7 @@ test supports and which it does not, including "the reference does not beat rand
 
 from __future__ import annotations
 
-from cytofm.eval.display import display_name
+from cytofm.utils.display import display_name
 
 
 def _fmt(x: float) -> str:

@@ -127,11 +127,14 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
 
 def _localisation(store: Path, ev_out: Path, boxes: Path, box_class: str, seeds, log) -> dict | None:
     """Mean localisation of each seed's out-of-fold ABMIL attention; heatmaps of a few items for seed 0."""
-    from cytofm.viz.heatmaps import mil_heatmaps
+    from cytofm.features.store import load_store
+    from cytofm.viz.heatmaps import mil_heatmaps, warn_unmatched_boxes
     from cytofm.viz.localization import summarise
 
     if not boxes.is_dir():
         log(f"warning: boxes folder {boxes} not found; attention not scored")
+        return None
+    if not warn_unmatched_boxes(boxes, [r["path"] for r in load_store(store)], box_class, log):
         return None
     per_seed = []
     for k, seed in enumerate(seeds):

@@ -16,6 +16,7 @@ from cytofm.models.loading import (  # noqa: F401 - re-exported for callers of t
     load_backbone_into,
     torch_load,
 )
+from cytofm.utils.io import with_user_mode
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -81,7 +82,7 @@ def export_backbone(state: dict, arch: str, model_args: dict, out: str | os.Path
     tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()}
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt", "architecture": arch})
-    os.replace(tmp, out)
+    os.replace(with_user_mode(tmp), out)
     meta = {"architecture": arch, "model_args": model_args, **(extra or {})}
     js = out.with_suffix(".json")
     js.write_text(json.dumps(meta, indent=2))

@@ -8,6 +8,12 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from cytofm.utils.errors import UserError
+
+
+class OutputError(UserError):
+    """The output folder or file cannot be written; said before any computing starts."""
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -21,6 +27,48 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_writable_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be written (by trying: the
+    permission bits do not tell for root, read-only mounts or immutable folders)."""
+    import tempfile
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{option} {p}: is a file, not a folder; give a folder (it is made if missing)")
+    q = p
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    if not q.is_dir():
+        raise OutputError(f"{option} {p}: {q} is a file, so no folder can be made under it")
+    try:
+        fd, name = tempfile.mkstemp(dir=q, prefix=".cytofm-write-test-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise OutputError(f"{option} {p}: cannot write into {q} ({(e.strerror or str(e)).lower()}); choose another "
+                          "folder or make it writable") from None
+    return p
+
+
+def check_writable_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """As :func:`check_writable_dir` for an output file: not a folder, and its folder writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"{option} {p}: is a folder; give a file name (e.g. {p / 'umap.png'})")
+    check_writable_dir(p.parent if str(p.parent) else Path("."), option)
+    return p
+
+
+def with_user_mode(path: str | os.PathLike) -> Path:
+    """Give a file the permissions the user's umask asks for (0644 under the usual 022), as any tool's
+    plain ``open`` would: some writers (safetensors) create files readable by their owner only, which
+    colleagues on a shared disk then cannot load."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return Path(path)
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict], columns: Sequence[str] | None = None) -> Path:

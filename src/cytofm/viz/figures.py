@@ -45,9 +45,36 @@ def _draw_boxes(ax, boxes, color="lime"):
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
 
 
+HEAT_ALPHA = 0.6
+NOT_KEPT = (0.5, 0.5, 0.5)
+NOT_KEPT_ALPHA = 0.75
+"""Pixels under no kept patch (background the preparation dropped): dimmed grey, so that bare glass is never
+read as the brightest (most attended) part of an overlay."""
+
+
+def compose_overlay(rgb: np.ndarray, heat: np.ndarray, cmap: str = "inferno") -> np.ndarray:
+    """The overlay as shown, as a float (H, W, 3) image in [0, 1]: the heat map's colours over the image at
+    ``HEAT_ALPHA`` where it is defined, the ``NOT_KEPT`` grey at ``NOT_KEPT_ALPHA`` where it is NaN."""
+    import matplotlib
+
+    img = np.asarray(rgb, dtype=np.float64)[..., :3] / 255.0
+    ok = np.isfinite(heat)
+    out = img * (1 - NOT_KEPT_ALPHA) + np.asarray(NOT_KEPT) * NOT_KEPT_ALPHA
+    if ok.any():
+        lo, hi = float(np.nanmin(heat)), float(np.nanmax(heat))
+        norm = np.clip((heat - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(heat)
+        colours = matplotlib.colormaps[cmap](np.nan_to_num(norm))[..., :3]
+        out[ok] = img[ok] * (1 - HEAT_ALPHA) + colours[ok] * HEAT_ALPHA
+    return out
+
+
 def overlay_png(rgb: np.ndarray, heat: np.ndarray, path: str | Path, title: str, cbar_label: str,
                 boxes=None, subtitle: str = "") -> Path:
-    """Image and heat map side by side; the overlay has a colour bar; annotated boxes outlined on both."""
+    """Image and heat map side by side; the overlay has a colour bar (and, where patches were not kept, a
+    legend for their grey); annotated boxes outlined on both."""
+    import matplotlib
+    from matplotlib.patches import Patch
+
     plt = _plt()
     h, w = rgb.shape[:2]
     fig_w = 9.0
@@ -55,16 +82,20 @@ def overlay_png(rgb: np.ndarray, heat: np.ndarray, path: str | Path, title: str,
     fig, axes = plt.subplots(1, 2, figsize=(fig_w, fig_h), dpi=110, constrained_layout=True)
     axes[0].imshow(rgb)
     axes[0].set_title("image" + (" (green: annotated object)" if boxes else ""), fontsize=9)
-    axes[1].imshow(rgb)
-    m = np.ma.masked_invalid(heat)
-    im = axes[1].imshow(m, cmap="inferno", alpha=0.6, vmin=float(np.nanmin(heat)) if np.isfinite(heat).any() else 0,
-                        vmax=float(np.nanmax(heat)) if np.isfinite(heat).any() else 1)
+    axes[1].imshow(compose_overlay(rgb, heat))
+    finite = np.isfinite(heat)
+    lo, hi = (float(np.nanmin(heat)), float(np.nanmax(heat))) if finite.any() else (0.0, 1.0)
+    sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(lo, hi), cmap="inferno")
+    if not finite.all():
+        grey = (*NOT_KEPT, NOT_KEPT_ALPHA)
+        axes[1].legend(handles=[Patch(facecolor=grey, edgecolor="none", label="not kept (background)")],
+                       loc="lower right", fontsize=7, framealpha=0.8)
     axes[1].set_title(subtitle or "attention", fontsize=9)
     for ax in axes:
         _draw_boxes(ax, boxes)
         ax.set_xticks([])
         ax.set_yticks([])
-    cb = fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02)
+    cb = fig.colorbar(sm, ax=axes[1], fraction=0.046, pad=0.02)
     cb.set_label(cbar_label, fontsize=8)
     cb.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)

@@ -9,6 +9,7 @@ import numpy as np
 
 from cytofm.data.annotations import read_voc_boxes
 from cytofm.data.inputs import InputError
+from cytofm.utils.display import display_name
 from cytofm.utils.progress import StageTask
 from cytofm.viz.localization import boxes_mask, map_scores, patch_scores
 
@@ -22,6 +23,22 @@ def find_boxes(boxes_dir: str | Path | None, source: str | Path, box_class: str)
     if not xml.is_file():
         return None
     return [b for name, b in read_voc_boxes(xml) if name.lower() == box_class.lower()]
+
+
+def warn_unmatched_boxes(boxes_dir: str | Path | None, sources, box_class: str, log=print) -> int:
+    """How many sources have an annotation of ``box_class``; a warning with the counts when none has (a
+    folder of another data set, other file names, another class name): nothing would be scored, silently."""
+    if not boxes_dir:
+        return 0
+    sources = list(sources)
+    found = [find_boxes(boxes_dir, s, box_class) for s in sources]
+    n_file = sum(b is not None for b in found)
+    n_class = sum(bool(b) for b in found)
+    if n_class == 0:
+        why = (f"none of the {len(sources)} items has a <name>.xml there" if n_file == 0 else
+               f"{n_file} of {len(sources)} items have a file, but none holds a '{box_class}' object")
+        log(f"warning: --boxes {boxes_dir}: {why}; attention is not scored against annotations")
+    return n_class
 
 
 def _spread(n: int, k: int) -> list[int]:
@@ -101,6 +118,7 @@ def vit_heatmaps(encoder, images: list[str | Path], out: str | Path, boxes_dir=N
     out.mkdir(parents=True, exist_ok=True)
     draw = set(_spread(len(images), limit))
     scores = []
+    who = display_name(encoder.spec)  # a figure names the encoder as the user can reproduce it, never a path
     with StageTask(progress, "attention maps", len(images), rate="") as task:
         for k, p in enumerate(images):
             boxes = find_boxes(boxes_dir, p, box_class)
@@ -119,9 +137,9 @@ def vit_heatmaps(encoder, images: list[str | Path], out: str | Path, boxes_dir=N
                     sub = f"mass on box {r['mass']:.2f} (area {r['chance_mass']:.2f}), peak {'on' if r['hit'] else 'off'} box"
                 if k in draw:
                     name = _safe(Path(p).stem)
-                    overlay_png(rgb, mean, out / f"{name}_attention.png", f"{encoder.spec}: {Path(p).name}",
+                    overlay_png(rgb, mean, out / f"{name}_attention.png", f"{who}: {Path(p).name}",
                                 "[CLS] attention (each tile / image sums to 1)", boxes or None, sub)
-                    heads_png(rgb, heads, out / f"{name}_attention_heads.png", f"{encoder.spec}: last-layer heads, {Path(p).name}")
+                    heads_png(rgb, heads, out / f"{name}_attention_heads.png", f"{who}: last-layer heads, {Path(p).name}")
             task.update(advance=1)
     if scores:
         from cytofm.utils.io import write_csv
