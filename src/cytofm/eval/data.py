@@ -34,6 +34,25 @@ class LabelledSet:
         return np.stack([b.mean(0) for b in self.bags])
 
 
+def _features(row: dict) -> np.ndarray:
+    """An item's features, refused with the file and item named when they cannot be used: a damaged or
+    truncated h5 (before any training, not in a library's traceback after it) or NaN/inf values (which
+    scikit-learn would reject only after the folds before them had trained)."""
+    h5 = row["h5"]
+    try:
+        f, _, _ = read_item(h5)
+    except (OSError, KeyError) as e:
+        raise InputError(f"{h5}: unreadable feature file of item '{row['id']}' ({str(e).split(';')[0]}); run the "
+                         "same `cytofm extract` again: it extracts unreadable items anew") from None
+    bad = ~np.isfinite(f)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise InputError(f"{h5}: item '{row['id']}' has non-finite features (NaN/inf) in {len(rows)} of its {len(f)} "
+                         f"instance(s) (first: {rows[0]}); delete the file and run `cytofm extract` again, or leave "
+                         "the item out")
+    return f
+
+
 def load_labelled_store(root: str, label: str, group_column: str | None = None, split_column: str | None = None,
                         exclude: tuple[str, ...] = (), log=print) -> LabelledSet:
     try:
@@ -54,7 +73,7 @@ def load_labelled_store(root: str, label: str, group_column: str | None = None, 
         raise InputError(f"no item of {root} has a '{label}' label")
     bags, dim = [], None
     for r in keep:
-        f, _, _ = read_item(r["h5"])
+        f = _features(r)
         if dim is None:
             dim = f.shape[1]
         elif f.shape[1] != dim:

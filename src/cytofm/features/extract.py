@@ -180,6 +180,7 @@ class _Resume:
     def __init__(self, out: Path, identity: dict):
         self.out, self.identity = out, identity
         self.digests: dict[str, tuple[str, str]] = {}
+        self.unreadable: list[Path] = []
 
     def h5(self, it: ExtractItem) -> Path:
         return self.out / "features" / f"{it.id}.h5"
@@ -192,6 +193,8 @@ class _Resume:
 
     def done(self, it: ExtractItem) -> bool:
         a = item_attrs(self.h5(it))
+        if a is None and self.h5(it).exists():
+            self.unreadable.append(self.h5(it))  # truncated or damaged: extracted again, and said so
         if a is None or "item_key" not in a:
             return False
         try:
@@ -282,6 +285,8 @@ def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, pr
         elif not resume.done(it):
             todo.append(it)
     reused = len(mine) - len(todo) - len(stale)
+    for h5 in resume.unreadable:
+        log(f"note: {portable_path(h5, out)} is unreadable (truncated or damaged); its item is extracted again")
     ds = _Instances(todo, encoder)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=_collate,
