@@ -59,7 +59,7 @@ def test_rare_class_lowers_folds_with_warning_and_single_class_fails():
 
 
 def test_fixed_split_column():
-    (sp,) = make_splits(np.array([0, 1, 0, 1]), fixed=np.array(["train", "train", "test", "Test"]))
+    (sp,) = make_splits(np.array([0, 1, 0, 1]), seeds=(0,), fixed=np.array(["train", "train", "test", "Test"]), warn=print)
     assert sp.train.tolist() == [0, 1] and sp.test.tolist() == [2, 3]
 
 

@@ -33,6 +33,8 @@ def result_rows(task_runs: list[TaskRun]) -> list[dict]:
                     row[f"{k}_mean"] = round(s[k]["mean"], 4)
                     row[f"{k}_sd"] = round(s[k]["sd"], 4)
                     row[f"{k}_ci_low"], row[f"{k}_ci_high"] = (round(v, 4) for v in s[k]["ci95"])
+                    row[f"{k}_ci_low_unclipped"], row[f"{k}_ci_high_unclipped"] = (
+                        round(v, 4) for v in s[k].get("ci95_unclipped", s[k]["ci95"]))
                 for k in METRICS:
                     row[f"{k}_ensemble"] = round(s[k]["ensemble"], 4)
                     row[f"{k}_ensemble_item_boot_low"], row[f"{k}_ensemble_item_boot_high"] = (
@@ -65,7 +67,9 @@ def comparison_rows(task_runs: list[TaskRun], cfg: BenchmarkConfig) -> list[dict
                 rows.append({"task": tr.task.name, "method": method, "a": display_name(a), "b": display_name(b),
                              "metric": cfg.metric, "mean_a": round(sa[method][cfg.metric]["mean"], 4),
                              "mean_b": round(sb[method][cfg.metric]["mean"], 4), "diff": round(iv.mean, 4),
-                             "diff_ci_low": round(iv.low, 4), "diff_ci_high": round(iv.high, 4), "p": iv.p,
+                             "diff_ci_low": round(max(iv.low, -1.0), 4), "diff_ci_high": round(min(iv.high, 1.0), 4),
+                             "diff_ci_low_unclipped": round(iv.low, 4), "diff_ci_high_unclipped": round(iv.high, 4),
+                             "p": iv.p,
                              "n_folds": iv.n})
     adj = holm([r["p"] for r in rows])
     for r, h in zip(rows, adj, strict=True):

@@ -26,7 +26,16 @@ from cytofm.utils.progress import StageTask
 Method = Callable[[np.ndarray, np.ndarray, Split], tuple[np.ndarray, list | None]]
 
 CI_METHOD = "corrected resampled t over folds x seeds (Nadeau & Bengio 2003)"
+FIXED_CI_METHOD = "percentile bootstrap over the test items of the one fixed split (training repeated over seeds)"
 ENSEMBLE = "metric of out-of-fold probabilities averaged over seeds, percentile bootstrap over items"
+
+
+def bounded_interval(ci, bounds: tuple[float, float]) -> dict:
+    """An interval clipped to the range its metric can take (a balanced accuracy's t interval can reach
+    past 0 or 1 with few folds), with the unclipped one kept for the CSV."""
+    lo, hi = (float(v) for v in ci)
+    clip = [max(lo, bounds[0]) if np.isfinite(lo) else lo, min(hi, bounds[1]) if np.isfinite(hi) else hi]
+    return {"ci95": clip, "ci95_unclipped": [lo, hi]}
 
 
 def ids_key(ids) -> str:
@@ -62,14 +71,21 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     ens = classification_metrics(y_cov, mean_proba, n_c)
     ci = bootstrap_ci(y_cov, mean_proba, n_c)
     ratio = float(np.mean([len(sp.test) / len(sp.train) for sp in splits]))
+    # one fixed split (repeated over seeds): folds give no spread of test sets, so the interval is the item
+    # bootstrap of that split's test items
+    fixed = len({r["test_ids"] for r in fold_rows}) == 1
     summary = {"method": name, "n_items": int(covered.sum()), "n_splits": len(splits), "classes": data.classes,
-               "ci95_method": CI_METHOD, "ensemble_method": ENSEMBLE, "test_train_ratio": ratio}
+               "ci95_method": FIXED_CI_METHOD if fixed else CI_METHOD, "ensemble_method": ENSEMBLE,
+               "test_train_ratio": ratio}
     for k in METRICS:
         vals = np.array([r[k] for r in fold_rows], dtype=float)
         iv = corrected_t_interval(vals, ratio)
+        boot = list(ci.get(k, (np.nan, np.nan)))
         summary[k] = {"mean": iv.mean, "sd": float(np.nanstd(vals, ddof=1)) if iv.n > 1 else 0.0,
-                      "ci95": [iv.low, iv.high],
-                      "ensemble": ens[k], "ensemble_item_bootstrap_ci95": list(ci.get(k, (np.nan, np.nan)))}
+                      **bounded_interval(boot if fixed else [iv.low, iv.high], (0.0, 1.0)),
+                      "ensemble": ens[k], "ensemble_item_bootstrap_ci95": boot}
+        if not np.isfinite(summary[k]["ci95"]).all():
+            summary[k]["ci95_note"] = ("fewer than 2 test items" if fixed else "fewer than 2 folds x seeds")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"folds_{name}.csv", fold_rows)
     write_csv(out / f"predictions_{name}.csv", pred_rows)
@@ -129,6 +145,8 @@ def results_table(summaries: list[dict]) -> list[dict]:
         for k in METRICS:
             rows.append({"method": s["method"], "metric": k, "mean": round(s[k]["mean"], 4), "sd": round(s[k]["sd"], 4),
                          "ci95_low": round(s[k]["ci95"][0], 4), "ci95_high": round(s[k]["ci95"][1], 4),
+                         "ci95_low_unclipped": round(s[k].get("ci95_unclipped", s[k]["ci95"])[0], 4),
+                         "ci95_high_unclipped": round(s[k].get("ci95_unclipped", s[k]["ci95"])[1], 4),
                          "ensemble": round(s[k]["ensemble"], 4),
                          "ensemble_item_boot_low": round(s[k]["ensemble_item_bootstrap_ci95"][0], 4),
                          "ensemble_item_boot_high": round(s[k]["ensemble_item_bootstrap_ci95"][1], 4),
@@ -140,7 +158,16 @@ def markdown_table(summaries: list[dict]) -> str:
     head = "| method | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS) + "\n"
     body = ""
     for s in summaries:
-        cells = [f"{s[k]['mean']:.3f} +- {s[k]['sd']:.3f} [{s[k]['ci95'][0]:.3f}, {s[k]['ci95'][1]:.3f}]" for k in METRICS]
+        cells = [f"{s[k]['mean']:.3f} +- {s[k]['sd']:.3f} {interval_text(s[k])}" for k in METRICS]
         body += f"| {s['method']} | " + " | ".join(cells) + " |\n"
-    return head + body + (f"\nmean +- sd over folds x seeds [95% CI: {CI_METHOD}]. The item bootstrap of the seed "
+    how = summaries[0]["ci95_method"] if summaries else CI_METHOD
+    return head + body + (f"\nmean +- sd over folds x seeds [95% CI: {how}]. The item bootstrap of the seed "
                           "ensemble is in results.csv (columns ensemble*), a different quantity.\n")
+
+
+def interval_text(m: dict) -> str:
+    """``[low, high]``, or why there is none (never ``[nan, nan]``)."""
+    lo, hi = m["ci95"]
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"[{lo:.3f}, {hi:.3f}]"
+    return f"(no interval: {m.get('ci95_note', 'too few results')})"

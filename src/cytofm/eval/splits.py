@@ -23,10 +23,28 @@ class Split:
     test: np.ndarray
 
 
+SPLIT_VOCABULARY = {"train": "train", "training": "train", "val": "train", "valid": "train", "validation": "train",
+                    "test": "test", "testing": "test"}
+"""Values a split column may hold (case and surrounding spaces ignored); validation rows train (early stopping
+cuts its own validation set from the training side). Any other value is refused, never dropped silently."""
+
+
+def split_parts(values) -> np.ndarray:
+    """``train``/``test`` for each value of a split column, by :data:`SPLIT_VOCABULARY`; other values are
+    refused with the values found and their counts."""
+    raw = [str(v).strip().lower() for v in values]
+    unknown = sorted({v for v in raw if v not in SPLIT_VOCABULARY})
+    if unknown:
+        counts = ", ".join(f"'{v}' ({raw.count(v)})" for v in unknown[:8])
+        raise ProtocolError(f"split column values not understood: {counts}; use train/training, test/testing or "
+                            "val/valid/validation (validation rows train)")
+    return np.array([SPLIT_VOCABULARY[v] for v in raw])
+
+
 def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2), groups: np.ndarray | None = None,
                 fixed: np.ndarray | None = None, warn=warnings.warn, names: list[str] | None = None) -> list[Split]:
-    """Stratified (grouped when ``groups`` is given) k-fold for each seed, or one fixed split from a column
-    of ``train``/``test`` (``val`` counts as train) values.
+    """Stratified (grouped when ``groups`` is given) k-fold for each seed, or one fixed split from a split
+    column (:data:`SPLIT_VOCABULARY`), trained once per seed.
 
     A class with fewer members (or groups) than ``folds`` lowers the number of folds, with a warning; a
     single class is an error. ``names`` (class index -> label) words the messages.
@@ -39,11 +57,14 @@ def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2
     if len(classes) < 2:
         raise ProtocolError(f"only one class ({name(classes[0]) if len(classes) else 'none'}) among the labelled items")
     if fixed is not None:
-        fixed = np.asarray([str(s).lower() for s in fixed])
-        tr, te = np.flatnonzero(np.isin(fixed, ["train", "val", "valid", "validation"])), np.flatnonzero(fixed == "test")
+        part = split_parts(fixed)
+        tr, te = np.flatnonzero(part == "train"), np.flatnonzero(part == "test")
         if len(tr) == 0 or len(te) == 0:
-            raise ProtocolError("the split column needs both 'train' and 'test' rows")
-        return [Split(0, 0, tr, te)]
+            raise ProtocolError(f"the split column needs both train and test rows (found {len(tr)} train, "
+                                f"{len(te)} test)")
+        warn(f"a fixed split ({len(tr)} train, {len(te)} test items): folds do not apply; training is repeated "
+             f"for each of the {len(seeds)} seed(s) on the same split")
+        return [Split(s, 0, tr, te) for s in seeds]
     per_class = counts
     if groups is not None:
         per_class = np.array([len(np.unique(groups[y == c])) for c in classes])
