@@ -38,7 +38,7 @@ from cytofm.data.prepare import run_prepare
 from cytofm.data.prepare_config import PrepareConfig
 from cytofm.features.extract import run_extract
 from cytofm.features.formats.convert import export_store, import_folder
-from cytofm.features.formats.slides import read_store
+from cytofm.features.formats.slides import patient_of, read_store
 from cytofm.models.zoo import create_encoder
 
 from tests.conftest import smear
@@ -238,3 +238,40 @@ def test_stamp_needs_a_resolution(tmp_path):
     assert r.exit_code == 0, r.output
     with h5py.File(next((tmp_path / "o").rglob("a.h5"))) as f:
         assert f.attrs["tile_size_um"] == 32.0 and f.attrs["tile_size_px"] == 64
+
+
+def test_a_patient_with_two_slides_stays_one_patient_in_every_tool(tmp_path):
+    """`patient` in the manifest: kept under that name, mapped to CLAM case_id, STAMP PATIENT and TRIDENT's
+    slide list, and back; two slides of one patient never become two patients."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rows = []
+    for k, (patient, label) in enumerate((("P1", "benign"), ("P1", "benign"), ("P2", "malignant"))):
+        Image.fromarray(smear(h=128, w=160, seed=k)[0]).save(src / f"s{k}.png")
+        rows.append({"path": f"s{k}.png", "patient": patient, "label": label})
+    with open(src / "m.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=0", "tiling.patch_size=64",
+                                                 "foreground.min_fraction=0", f"resolution.mpp={MPP}"])
+    run_prepare([str(src / "m.csv")], tmp_path / "prep", cfg, log=lambda m: None)
+    run_extract(create_encoder("handcrafted"), tmp_path / "prep", "tiles", tmp_path / "store", batch_size=32,
+                workers=0, device="cpu", log=lambda m: None)
+    store_rows = _csv(tmp_path / "store" / "manifest.csv")
+    assert sorted(r["patient"] for r in store_rows) == ["P1", "P1", "P2"]  # the user's column, as named
+    assert sorted(r["specimen"] for r in store_rows) == ["P1", "P1", "P2"]  # and the one the splits group by
+    by_file = {r["id"]: r["patient"] for r in store_rows}
+    export_store(tmp_path / "store", "clam", tmp_path / "clam")
+    clam = _csv(next((tmp_path / "clam").glob("*.csv")))
+    assert {r["slide_id"]: r["case_id"] for r in clam} == by_file
+    export_store(tmp_path / "store", "stamp", tmp_path / "stamp")
+    slide_table = _csv(next((tmp_path / "stamp").rglob("*slide*.csv")))
+    assert {r["FILENAME"].removesuffix(".h5"): r["PATIENT"] for r in slide_table} == by_file
+    export_store(tmp_path / "store", "trident", tmp_path / "trident")
+    wsi = _csv(tmp_path / "trident" / "wsi_list.csv")
+    assert {r["slide_id"]: r["patient"] for r in wsi} == by_file and {r["wsi"] for r in wsi} == {"s0.png", "s1.png", "s2.png"}
+    for tool in ("clam", "stamp", "trident"):
+        import_folder(tmp_path / tool, tool, tmp_path / f"back_{tool}")
+        back = {s.id: patient_of(s) for s in read_store(tmp_path / f"back_{tool}")}
+        assert back == by_file, tool

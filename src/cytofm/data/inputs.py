@@ -14,7 +14,8 @@ from cytofm.data.source import is_slide_file
 from cytofm.utils.errors import UserError
 
 PATH_COLUMNS = ("path", "image", "image_path", "file", "filename", "slide", "slide_path")
-# Standard metadata columns, with the aliases labs commonly use.
+# Standard metadata columns, with the aliases labs commonly use. A specimen column is also kept under the
+# user's own name (patient, case_id, ...), so exports can name the patient as each tool expects.
 COLUMN_ALIASES = {
     "specimen": ("specimen", "specimen_id", "patient", "patient_id", "case", "case_id", "subject"),
     "organ": ("organ", "site", "tissue"),
@@ -158,6 +159,8 @@ def _from_manifest(path: Path, cfg: PrepareConfig, skips: list[Skip], notes: lis
                 continue
             val = (val or "").strip()
             name = alias_of.get(col, col.strip())
+            if name == "specimen" and col.strip() != "specimen":
+                meta.setdefault(col.strip(), val)  # the user's own column stays, as they named it
             if name in RESERVED:
                 name = f"src_{name}"
             meta.setdefault(name, val)

@@ -45,7 +45,7 @@ def write(slides: list[Slide], out: Path) -> Path:
         pt = out / "pt_files" / f"{s.id}.pt"
         pt.parent.mkdir(parents=True, exist_ok=True)
         torch.save(torch.from_numpy(np.ascontiguousarray(s.features, dtype=np.float32)), pt)  # a plain tensor
-        rows.append({"case_id": patient_of(s, ("case_id", "patient", "PATIENT", "patient_id")), "slide_id": s.id, "label": s.meta.get("label", ""),
+        rows.append({"case_id": patient_of(s), "slide_id": s.id, "label": s.meta.get("label", ""),
                      **{k: v for k, v in s.meta.items() if k not in ("case_id", "slide_id", "label")}})
     write_csv(out / CSV_NAME, rows)
     return out

@@ -96,7 +96,12 @@ def write_store(slides: list[Slide], out: str | os.PathLike) -> Path:
     return out / "manifest.csv"
 
 
-def patient_of(s: Slide, keys: tuple[str, ...]) -> str:
+PATIENT_KEYS = ("specimen", "case_id", "PATIENT", "patient", "patient_id", "specimen_id", "case", "subject")
+"""Where a slide's patient or specimen can be: cytofm's ``specimen`` (from any of these columns at prepare),
+then the names CLAM, STAMP and labs use."""
+
+
+def patient_of(s: Slide, keys: tuple[str, ...] = PATIENT_KEYS) -> str:
     """The first of ``keys`` the slide's metadata fills (each tool names the patient column its own way),
     else the slide id: one slide, one patient."""
     for k in keys:

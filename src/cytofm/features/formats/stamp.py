@@ -51,7 +51,7 @@ def write(slides: list[Slide], out: Path, mpp: float | None = None) -> Path:
                  "code_hash": str(s.attrs.get("weights_hash", "")), "feat_type": "tile"}
         write_h5(d / f"{s.id}.h5", {"feats": s.features.astype(np.float32),
                                      "coords": s.coords.astype(np.float64) * m}, attrs)
-        patient = patient_of(s, ("PATIENT", "patient", "case_id", "patient_id"))
+        patient = patient_of(s)
         table.append({"PATIENT": patient, "FILENAME": f"{s.id}.h5"})
         clini.setdefault(patient, {"PATIENT": patient, **{k: v for k, v in s.meta.items() if k != "PATIENT"}})
     write_csv(d / SLIDE_TABLE, table, ["PATIENT", "FILENAME"])

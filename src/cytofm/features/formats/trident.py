@@ -17,7 +17,18 @@ import numpy as np
 
 from cytofm.data.inputs import InputError
 from cytofm.features.formats.geometry import geometry
-from cytofm.features.formats.slides import Slide, extra_attrs, meta_from, plain_attrs, resolve_mpp, write_h5
+from cytofm.features.formats.slides import (
+    Slide,
+    extra_attrs,
+    meta_from,
+    patient_of,
+    plain_attrs,
+    resolve_mpp,
+    write_h5,
+)
+from cytofm.utils.io import write_csv
+
+SLIDE_LIST = "wsi_list.csv"
 
 
 def folder_name(encoder: str) -> str:
@@ -33,7 +44,19 @@ def write(slides: list[Slide], out: Path) -> Path:
                  extra_attrs(s), {
                      "coords": {**s.geometry, "name": s.id, "savetodir": str(out)},
                      "features": {"name": s.id, "savetodir": str(d), "encoder": encoder}})
+    # TRIDENT's slide list (--custom_list_of_wsis: wsi, mpp), with each slide's patient beside it
+    write_csv(out / SLIDE_LIST, [{"wsi": Path(str(s.attrs.get("source_path") or s.id)).name,
+                                  "mpp": _number_or_blank(s.attrs.get("mpp")), "slide_id": s.id, "specimen": patient_of(s),
+                                  **{k: v for k, v in s.meta.items() if k not in ("wsi", "mpp", "slide_id", "specimen")}}
+                                 for s in slides])
     return d
+
+
+def _number_or_blank(v) -> str:
+    try:
+        return "" if v is None or not np.isfinite(float(v)) else str(float(v))
+    except (TypeError, ValueError):
+        return ""
 
 
 def feature_folder(root: Path) -> Path:
