@@ -1,4 +1,5 @@
-"""iBOT training throughput (images/s) and achieved FLOP/s against the bf16 matmul peak of this machine.
+"""iBOT training throughput (images/s) and achieved FLOP/s against the matmul peak of this machine at the
+precision cytofm picks (bf16 where the hardware has it, fp32 on a CPU without bf16 units; ``--precision``).
 
 Usage: python benchmarks/ibot_throughput.py [--archs vit_small_patch16_224,vit_base_patch16_224] [--batch 8] [--steps 3]
        python benchmarks/ibot_throughput.py --device cuda --preset vit_base_paper --archs vit_base_patch16_224 --batch 128
@@ -29,9 +30,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, n: int = 4096, reps: int = 10) -> float:
-    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+def matmul_peak(device: torch.device, n: int = 4096, reps: int = 10, dtype=torch.bfloat16) -> float:
+    """FLOP/s of an n^3 matmul in ``dtype``: the reference every share of peak here is measured against."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
     sync(device)
@@ -40,6 +42,14 @@ def matmul_peak(device: torch.device, n: int = 4096, reps: int = 10) -> float:
         a @ b
     sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def precision_of(want: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype cytofm runs at for ``want`` (auto: bf16 where the hardware has it, else fp32) and its name."""
+    from cytofm.utils.distributed import pick_dtype
+
+    dtype = pick_dtype(want, device) or torch.float32
+    return dtype, {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
 
 
 def synthetic_batch(cfg: PretrainConfig, g: int, device: torch.device) -> dict:
@@ -61,15 +71,18 @@ def main() -> None:
     ap.add_argument("--preset", default="vit_small", help="pretrain preset whose crops and head are timed")
     ap.add_argument("--nominal-tflops", type=float, default=989.0,
                     help="datasheet dense bf16 peak of the GPU (H100/H200 SXM: 989)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                    help="auto: what cytofm picks on this machine (fp32 on a CPU without bf16 units)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for every arch, e.g. runtime.compile=true (compiles during warm-up)")
     a = ap.parse_args()
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
-    n = 8192 if device.type == "cuda" else 4096
-    peak = matmul_peak(device, n)
+    n = 8192 if device.type == "cuda" else (4096 if a.precision != "fp32" else 2048)
+    dtype, prec = precision_of(a.precision, device)
+    peak = matmul_peak(device, n, dtype=dtype)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{name}: bf16 matmul peak ({n}^3, this run): {peak / 1e9:.0f} GFLOP/s")
+    print(f"{name}: precision {prec}; {prec} matmul peak ({n}^3, this run): {peak / 1e9:.0f} GFLOP/s")
     import tempfile
 
     from PIL import Image
@@ -80,7 +93,7 @@ def main() -> None:
             Image.new("RGB", (256, 256), (200, 150, 180)).save(f"{tmp}/x.png")
         for arch in a.archs.split(","):
             cfg = build_config(PretrainConfig, "pretrain", a.preset, [
-                f"model.arch={arch}", f"train.batch_size={a.batch}", "runtime.precision=bf16", "data.num_workers=0",
+                f"model.arch={arch}", f"train.batch_size={a.batch}", f"runtime.precision={prec}", "data.num_workers=0",
                 "train.iterations=100000", "optim.warmup_iters=0", f"runtime.device={device.type}", *a.set])
             tr = SSLTrainer(cfg, [data], f"{tmp}/run-{arch}", log=lambda m: None)
             batch = synthetic_batch(cfg, cfg.crops.global_size // tr.student.backbone.patch_size, device)
@@ -101,7 +114,7 @@ def main() -> None:
             print(f"{arch} ({a.preset}: {cfg.crops.global_size}x2 + {cfg.crops.n_local}x{cfg.crops.local_size}, "
                   f"K={cfg.head.out_dim}, batch {a.batch}): {dt:.3f} s/step, {a.batch / dt:.1f} img/s, "
                   f"{flops / 1e9:.0f} GFLOP/step, {flops / dt / 1e9:.0f} GFLOP/s = MFU {flops / dt / peak:.0%} of the "
-                  f"bf16 peak measured above{nominal}")
+                  f"{prec} peak measured above{nominal}")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,15 @@ def test_missing_weights_skipped_counts_warned_patients_grouped(tmp_path, monkey
         "encoders: [uni, handcrafted]\ntasks:\n  - {name: fna, data: manifest.csv, label: label, mode: image, "
         "eval: probe, methods: [knn], folds: 3, seeds: [0], group_if_present: [specimen, patient], "
         "expected_counts: {benign: 99, malignant: 113}}\n")
-    r = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o")], terminal_width=400)
+    stopped = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o")],
+                            terminal_width=400)
+    assert stopped.exit_code == 2 and "encoder uni cannot be used" in stopped.output, stopped.output
+    assert "--keep-going" in stopped.output and "Traceback" not in stopped.output
+    r = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o"), "--keep-going"],
+                      terminal_width=400)
     assert r.exit_code == 0, r.output
+    summary = (tmp_path / "o" / "summary.md").read_text()
+    assert "- skipped uni: " in summary and "huggingface.co/MahmoodLab/UNI" in summary
     assert "skipped uni" in r.output and "huggingface.co/MahmoodLab/UNI" in r.output
     assert "{'benign': 12, 'malignant': 12}, expected {'benign': 99, 'malignant': 113}" in r.output
     md = (tmp_path / "o" / "results.md").read_text()

@@ -26,10 +26,10 @@ def _data(tmp_path):
 
 
 def _cfg(seeds):
-    task = {"data": "manifest.csv", "mode": "image", "eval": "probe", "methods": ["linear", "knn"], "folds": 3,
+    task = {"data": "manifest.csv", "mode": "image", "eval": "probe", "methods": ["linear", "knn"], "folds": 2,
             "seeds": seeds}
     return build_config(BenchmarkConfig, values={
-        "encoders": ["handcrafted", "random:vit_tiny_patch16_224"],
+        "encoders": ["handcrafted", "random:vit_tiny_patch16_224"], "skip_missing": True,
         "tasks": [{**task, "name": "colour", "label": "label"}, {**task, "name": "bad", "label": "lonely"}]})
 
 
@@ -57,7 +57,7 @@ def test_rerun_reuses_evaluation_and_changes_reevaluate(tmp_path, monkeypatch):
     logs.clear()
     run_benchmark(_cfg([0, 1, 2]), tmp_path, out, log=logs.append)  # other seeds: other folds
     assert not any("reused" in m for m in logs)
-    assert _splits(first[0]) == {6} and _splits((out / "results.csv").read_text()) == {9}  # 3 folds x 2 / 3 seeds
+    assert _splits(first[0]) == {4} and _splits((out / "results.csv").read_text()) == {6}  # 2 folds x 2 / 3 seeds
 
     # an image changed in place (same name, so the store's manifest is the same): its features change, and
     # no evaluation that used it is reused
@@ -69,3 +69,17 @@ def test_rerun_reuses_evaluation_and_changes_reevaluate(tmp_path, monkeypatch):
 
 def _splits(text: str) -> set[int]:
     return {int(r["n_splits"]) for r in csv.DictReader(io.StringIO(text))}
+
+
+def test_a_task_that_cannot_run_stops_the_benchmark_unless_told_to_keep_going(tmp_path):
+    import pytest
+
+    from cytofm.eval.splits import ProtocolError
+
+    _data(tmp_path)
+    cfg = _cfg([0]).model_copy(update={"encoders": ["handcrafted"], "skip_missing": False})
+    with pytest.raises(ProtocolError, match="task bad cannot be evaluated: .*'y'.*--keep-going"):
+        run_benchmark(cfg, tmp_path, tmp_path / "o", log=lambda m: None)
+    rows = run_benchmark(cfg.model_copy(update={"skip_missing": True}), tmp_path, tmp_path / "o", log=lambda m: None)
+    assert {r["task"] for r in rows} == {"colour"}
+    assert "- skipped task bad: " in (tmp_path / "o" / "summary.md").read_text()

@@ -124,3 +124,28 @@ def test_real_herlev_cells_and_bccd_fields(tmp_path, encoder):
     store = load_store(tmp_path / "b")
     assert len(store) == 3 and all(int(x["n_instances"]) >= 4 for x in store)
     assert [x["label"] for x in store] == [r["wbc_type"] for r in b]
+
+
+def test_fp32_extraction_equals_a_plain_forward(tmp_path):
+    """The path a CPU without bf16 units takes: no autocast, no autograd graph, the encoder's own output."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from cytofm.features.extract import run_extract
+    from cytofm.features.store import load_store, read_item
+    from cytofm.models.zoo import create_encoder
+
+    for k in range(2):
+        Image.fromarray(np.full((32, 32, 3), 60 + 90 * k, np.uint8)).save(tmp_path / f"{k}.png")
+    enc = create_encoder("random:vit_tiny_patch16_224")
+    said = []
+    run_extract(enc, tmp_path, "image", tmp_path / "f", batch_size=2, workers=0, device="cpu", precision="fp32",
+                log=said.append)
+    assert any("precision fp32" in m for m in said)
+    for r in load_store(tmp_path / "f"):
+        f, _, _ = read_item(r["h5"])
+        x = enc.preprocess(np.asarray(Image.open(r["path"]).convert("RGB")))[None]
+        with torch.no_grad():
+            want = enc.model(x).numpy()
+        assert np.allclose(f, want, atol=1e-5)

@@ -16,11 +16,16 @@ from cytofm.cli.common import console, fail, info, make_progress, out_console, u
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("cytofm-demo"),
-    minutes: Annotated[float, typer.Option(help="Wall-time budget of the pretraining stage (the rest takes ~4 min on 2 cores).")] = 3.0,
-    iterations: Annotated[int, typer.Option(help="Pretraining iterations (the schedule length; stopped early by --minutes).")] = 120,
+    minutes: Annotated[float | None, typer.Option(help="Wall-time limit of the pretraining stage (default: twice its planned time).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Pretraining iterations (default: as many as fit the budget, at most 120).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="The whole sample and the full 120-iteration schedule, however long this machine takes.")] = False,
+    budget_minutes: Annotated[float, typer.Option(help="The time the demo sizes itself to (measured on this machine first).")] = 9.0,
 ) -> None:
     """Run the whole pipeline on the shipped blood-smear sample (BCCD and Chula RBC-12 fields from the
     evaluation part of the shipped split; MIT licences, see demo_data/*/LICENSE) and write OUT/report.html.
+
+    It measures the machine first (a few forward and training steps) and sizes the pretraining and the
+    number of cells and fields to the budget, saying what it chose and why.
 
     Prints, first, which encoder did best on which task and whether the shipped encoder beats each other
     encoder (paired 95% intervals), then the full table."""
@@ -31,7 +36,7 @@ def demo(
             info(f"== {m}")
 
         try:
-            r = run_demo(out, minutes, iterations, progress, info, stage)
+            r = run_demo(out, minutes, iterations, progress, info, stage, full, budget_minutes)
         except DemoError as e:
             fail(str(e), code=1)
     out_console.print("\n## What the demo found\n", markup=False)

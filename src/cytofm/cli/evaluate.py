@@ -170,6 +170,7 @@ def benchmark(
                                                                 "metric=macro_f1 'encoders=[cytofm, handcrafted]'.", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder: results.csv, results.md, summary.md, results.png, per-task evidence.", show_default=False)] = None,
     encoders: Annotated[str | None, typer.Option(help="Comma-separated encoder specs replacing the config's list.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on past an encoder that cannot be built or a task that cannot be evaluated; they are listed in results.md and summary.md (config: skip_missing).")] = False,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """Compare encoders on tasks: prepare, extract (cached under OUT/cache), evaluate every encoder on the
@@ -191,6 +192,8 @@ def benchmark(
     paths, overrides = split_overrides(overrides)
     if paths:
         fail(f"not a key=value override: {paths[0]} (CONFIG is the first argument)")
+    if keep_going:
+        values = {**(values or {}), "skip_missing": True}
     cfg = build_config(BenchmarkConfig, "benchmark", config, overrides, values=values)
     if print_config:
         out_console.print(yaml.safe_dump(config_dict(cfg), sort_keys=False).rstrip(), markup=False)

@@ -83,8 +83,10 @@ class BenchmarkConfig(Section):
     """Explicit claims, ``"A vs B"``; replaces the default pairs (every encoder vs the first and vs each baseline)."""
     metric: str = "balanced_accuracy"
     alpha: float = 0.05
-    skip_missing: bool = True
-    """Leave out encoders whose weights are missing (with the zoo's message) instead of stopping."""
+    skip_missing: bool = False
+    """Go on past an encoder that cannot be built (missing weights, a misspelt name) or a task that cannot be
+    evaluated, listing them in results.md and summary.md (``--keep-going``); otherwise the benchmark stops
+    there with the reason, its finished extractions kept for the next run."""
 
 
 @dataclass

@@ -152,6 +152,10 @@ def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     return views
 
 
+def _dtype_name(dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
 @torch.inference_mode()
 def embed_batch(encoder: Encoder, x: torch.Tensor, device: torch.device, dtype, tta: bool) -> np.ndarray:
     x = x.to(device, non_blocking=True)
@@ -263,6 +267,10 @@ def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, pr
 
         set_fused_attn(encoder.model, dev.type == "cuda")
     encoder.model.to(dev).eval()
+    if rank == 0:
+        why = "" if dtype is not None or dev.type != "cpu" or not encoder.is_vit else (
+            " (this CPU has no bf16 units)" if precision == "auto" else "")
+        log(f"extract {encoder.name}: device {dev}, precision {_dtype_name(dtype)}{why}, batch {batch_size}")
     attrs_common = {**identity, "encoder_spec": encoder.spec, "cytofm_version": __version__}
     resume = _Resume(out, identity)
 

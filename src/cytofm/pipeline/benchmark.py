@@ -33,6 +33,7 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
     from cytofm.eval.benchmark_report import comparison_rows, plot, result_rows, write_markdown
     from cytofm.eval.splits import ProtocolError
     from cytofm.eval.summary import headline, write_summary
+    from cytofm.utils.display import display_name, display_text
 
     task_runs, skipped = [], {}
     for task in cfg.tasks:
@@ -42,8 +43,11 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
             continue
         try:
             tr = evaluate_stores(task, stores, out, base, progress, log)
-        except ProtocolError as e:  # one task's data cannot be split as asked: the other tasks still count
+        except ProtocolError as e:  # one task's data cannot be split as asked
             msg = str(e) if str(e).startswith(f"[{task.name}]") else f"[{task.name}] {e}"
+            if not cfg.skip_missing:
+                raise ProtocolError(f"task {task.name} cannot be evaluated: {msg}; finished extractions are kept; "
+                                    "fix it, or give --keep-going to evaluate the other tasks") from None
             log(f"warning: task skipped: {msg}")
             skipped[f"task {task.name}"] = msg
             continue
@@ -62,7 +66,8 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
     write_markdown(out / "results.md", task_runs, rows, comps, cfg, skipped)
     present = [e for e in cfg.encoders if any(e in tr.runs for tr in task_runs)]
     if present:
-        write_summary(out / "summary.md", headline(rows, comps, present[0], cfg.metric))
+        skips = [f"skipped {display_name(k)}: {display_text(v.splitlines()[0])}" for k, v in skipped.items()]
+        write_summary(out / "summary.md", headline(rows, comps, present[0], cfg.metric) + skips)
     plot(rows, out / "results.png")
     return rows
 
@@ -113,7 +118,8 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
             enc = create_encoder(spec)
         except EncoderError as e:
             if not cfg.skip_missing:
-                raise
+                raise EncoderError(f"encoder {spec} cannot be used: {e} (give --keep-going to run the others and "
+                                   "list it as skipped)") from None
             log(f"[{task.name}] skipped {spec}: {e}")
             skipped[spec] = str(e)
             continue

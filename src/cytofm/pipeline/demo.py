@@ -12,6 +12,7 @@ it like any other encoder.
 
 from __future__ import annotations
 
+import csv
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import numpy as np
 
 STAGES = 6
 FRESH = "demo_fresh.safetensors"
+PLAN = "plan.json"
+"""What the demo chose on this machine (and the measurements behind it); a re-run in the same folder reuses it."""
 """The fresh encoder's export: tables name it ``cytofm:demo_fresh.safetensors``."""
 SETS = ("bccd", "chula_rbc12")
 
@@ -46,8 +49,6 @@ class DemoError(RuntimeError):
 def _pretraining_record(root: Path, out: Path) -> Path:
     """Every image the fresh encoder pretrains on, hashed (datasets named ``demo_<set>``: these are demo
     images, not the pretraining part of the shipped split)."""
-    import csv
-
     from cytofm.data.hashing import hash_image
     from cytofm.data.pretraining_record import write_record
 
@@ -60,8 +61,11 @@ def _pretraining_record(root: Path, out: Path) -> Path:
     return write_record(rows, out)
 
 
-def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=None,
-             log: Callable[[str], None] = print, stage: Callable[[str], None] | None = None) -> DemoResult:
+def run_demo(out: Path, minutes: float | None = None, iterations: int | None = None, progress=None,
+             log: Callable[[str], None] = print, stage: Callable[[str], None] | None = None,
+             full: bool = False, budget_minutes: float | None = None) -> DemoResult:
+    """``iterations``/``minutes`` None: sized by :mod:`cytofm.pipeline.demo_plan` to the budget on the
+    machine it runs on (``full``: the whole sample and schedule, however long it takes)."""
     from cytofm.config.loader import build_config, write_config
     from cytofm.data.prepare import NothingUsable, run_prepare
     from cytofm.data.prepare_config import PrepareConfig
@@ -69,6 +73,7 @@ def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=No
     from cytofm.eval.benchmark import BenchmarkConfig
     from cytofm.models.zoo import create_encoder
     from cytofm.pipeline.benchmark import run_benchmark
+    from cytofm.pipeline.demo_plan import BUDGET_S, DemoPlan, measure, plan_demo
     from cytofm.ssl.checkpoint import export_run
     from cytofm.ssl.config import PretrainConfig
     from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged
@@ -76,7 +81,9 @@ def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=No
     from cytofm.viz.report import build_report
 
     t0 = time.perf_counter()
-    say = stage or (lambda m: log(f"== {m} (at {time.perf_counter() - t0:.0f} s)"))
+    def say(m: str) -> None:
+        text = f"{m} (at {time.perf_counter() - t0:.0f} s)"
+        stage(text) if stage else log(f"== {text}")
     root = demo_data_dir()
     needed = [root / n / f for n in SETS for f in ("pretrain.csv", "LICENSE")] + [
         root / "bccd" / "manifest.csv", root / "chula_rbc12" / "cells.csv"]
@@ -95,10 +102,26 @@ def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=No
         raise DemoError(str(e)) from None
     log(f"{len(res.rows)} fields -> {res.n_patches} patches; QA thumbnails in {out / 'prepared' / 'qa'}")
 
-    say(f"2/{STAGES} pretrain: iBOT, cpu preset, {iterations} iterations or {minutes:g} min, on those fields only")
+    budget = BUDGET_S if budget_minutes is None else 60 * budget_minutes
+    saved = DemoPlan.load(out / PLAN)
+    if saved is not None and not full and saved.budget_s <= budget:
+        plan = saved
+        log(f"the plan of the first run in {out} (delete {PLAN} to measure the machine again):")
+    else:
+        plan = plan_demo(measure(out / "prepared", log), budget - (time.perf_counter() - t0), full)
+        plan.save(out / PLAN)
+    for line in plan.lines():
+        log(line)
+    iterations = plan.iterations if iterations is None else iterations
+    if minutes is None:  # a guard against a slower machine than measured: twice the planned time
+        minutes = max(0.5, 2 * plan.estimate["pretraining"] / 60) if not full else None
+
+    say(f"2/{STAGES} pretrain: iBOT, cpu preset, {iterations} iterations"
+        + (f" or {minutes:.1f} min" if minutes else "") + ", on those fields only")
     run = out / "pretrain"
     cfg = build_config(PretrainConfig, "pretrain", "cpu", [f"train.iterations={iterations}",
-                                                          f"train.max_minutes={minutes}", "train.save_every=50"])
+                                                          f"train.max_minutes={minutes}" if minutes else
+                                                          "train.max_minutes=null", "train.save_every=50"])
     try:
         SSLTrainer(cfg, [str(out / "prepared")], run, None, log=log, progress=progress, command="cytofm demo").run()
     except TrainingDiverged as e:
@@ -110,22 +133,21 @@ def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=No
     say(f"3/{STAGES} benchmark: shipped cytofm, fresh, random init, handcrafted; red-cell morphology (probes) "
         "and white-cell type (ABMIL, attention vs boxes)")
     bcfg = build_config(BenchmarkConfig, "benchmark", "demo")
-    bcfg = bcfg.model_copy(update={"encoders": [*bcfg.encoders, f"cytofm:{fresh}"]})
+    bcfg = bcfg.model_copy(update={"encoders": [*bcfg.encoders, f"cytofm:{fresh}"],
+                                   "tasks": _sized_tasks(bcfg.tasks, root, out / "plan", plan)})
     bench = out / "benchmark"
     bench.mkdir(exist_ok=True)
     write_config(bcfg, bench / "config.yaml")
     run_benchmark(bcfg, root, bench, progress, log=log)
 
-    say(f"4/{STAGES} ViT [CLS] attention maps of the shipped encoder on annotated fields")
+    say(f"4/{STAGES} ViT [CLS] attention maps of the shipped encoder on {plan.maps} annotated fields")
     enc = create_encoder("cytofm")
     enc.model.eval()
-    import csv
-
     with open(root / "bccd" / "manifest.csv", newline="") as f:
         images = [root / "bccd" / r["image"] for r in csv.DictReader(f)]
-    picks = [images[k] for k in np.linspace(0, len(images) - 1, 6).round().astype(int)]
+    picks = [images[k] for k in np.linspace(0, len(images) - 1, plan.maps).round().astype(int)]
     scores = vit_heatmaps(enc, [str(p) for p in picks], out / "heatmaps" / "vit_attention_cytofm",
-                          root / "bccd" / "annotations", "WBC", limit=6, log=log, progress=progress)
+                          root / "bccd" / "annotations", "WBC", limit=plan.maps, log=log, progress=progress)
     if scores:
         from cytofm.viz.localization import summarise
 
@@ -139,7 +161,36 @@ def run_demo(out: Path, minutes: float = 3.0, iterations: int = 120, progress=No
     summary_md = bench / "summary.md"
     summary = [ln[2:] for ln in summary_md.read_text().splitlines() if ln.startswith("- ")] if summary_md.is_file() else []
     report = build_report(out, title="cytofm demo: red-cell morphology and white-cell type on unseen blood smears")
-    return DemoResult(out, summary, (bench / "results.md").read_text(), report, time.perf_counter() - t0)
+    took = time.perf_counter() - t0
+    log(f"the demo took {took / 60:.1f} min (estimated {plan.total_s / 60:.1f} min before it started)")
+    return DemoResult(out, summary, (bench / "results.md").read_text(), report, took)
+
+
+def _sized_tasks(tasks, root: Path, plan_dir: Path, plan) -> list:
+    """The demo's tasks on the planned number of items: stratified subsets of the cell table and of the
+    field manifest written under OUT/plan (the whole tables when they fit)."""
+    from cytofm.pipeline.demo_plan import FULL_CELLS, FULL_FIELDS, write_subset
+
+    sized = []
+    for t in tasks:
+        if t.points and plan.cells < FULL_CELLS:
+            exclude = set(t.exclude)
+            src = root / t.points
+            n_all = sum(1 for r in csv.DictReader(open(src, newline="")) if r[t.label] not in exclude)
+            # the excluded types are in the table too: keep the planned share of the rest
+            sub = write_subset(src, plan_dir / "chula_rbc12" / "cells.csv",
+                               int(round(plan.cells * (_rows(src) / max(n_all, 1)))), t.label)
+            t = t.model_copy(update={"data": str(sub), "points": str(sub)})
+        elif t.eval == "mil" and plan.fields < FULL_FIELDS:
+            sub = write_subset(root / t.data, plan_dir / "bccd" / "manifest.csv", plan.fields, t.label)
+            t = t.model_copy(update={"data": str(sub)})
+        sized.append(t)
+    return sized
+
+
+def _rows(path: Path) -> int:
+    with open(path, newline="") as f:
+        return sum(1 for _ in csv.DictReader(f))
 
 
 COLOR_BY = {"type": None, "wbc_type": {"neutrophil", "eosinophil", "lymphocyte", "monocyte"}}

@@ -39,6 +39,8 @@ from cytofm.utils.distributed import pick_device, pick_dtype
 from cytofm.utils.progress import StageTask
 from cytofm.utils.signals import Stopped, deferred_stop
 
+_PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
@@ -321,7 +323,9 @@ class SSLTrainer:
             epochs = T * cfg.train.batch_size * self.world / max(n_samples, 1)
             self.log(f"{_METHOD_NAMES.get(cfg.method, cfg.method)} {cfg.model.arch}: {T} iterations x {cfg.train.batch_size} images x {self.world} process(es) "
                      f"= {epochs:.1f} epochs of {n_samples} samples; lr peak {self.sched.lr_peak:.2e}; "
-                     f"device {self.device}, precision {self.dtype or 'fp32'}")
+                     f"device {self.device}, precision {_PRECISION_NAMES.get(self.dtype, 'fp32')}"
+                     + (" (this CPU has no bf16 units)" if self.dtype is None and self.device.type == "cpu"
+                        and cfg.runtime.precision == "auto" else ""))
         if self.start_iter >= T:
             self.log(f"already finished ({self.start_iter} iterations)")
             return {}

@@ -1,0 +1,60 @@
+"""The demo sizes itself to the machine: the estimate by hand, full on a fast machine, fewer items (never
+fewer tasks or encoders) on a slow one, the minimum with a warning where even that does not fit."""
+
+import pytest
+
+from cytofm.pipeline import demo_plan as dp
+from cytofm.pipeline.demo_plan import Machine, estimate, plan_demo, stratified_subset
+
+
+def _machine(slow: float, step_s: float) -> Machine:
+    return Machine("fp32", dp.REFERENCE_VIT_S * slow, step_s, dp.REFERENCE_CPU_S * slow ** 0.5, 2)
+
+
+def test_estimate_by_hand():
+    m = Machine("bf16", 0.01, 0.5, 2 * dp.REFERENCE_CPU_S, 2)  # scikit-learn twice as slow as the reference
+    e = estimate(m, 100, 763, 50)
+    assert e["pretraining"] == pytest.approx(50.0)
+    assert e["red cells"] == pytest.approx(763 * (2.5 * 0.01 + 2 * (0.040 + 0.073)))
+    assert e["BCCD fields"] == pytest.approx(50 * (85 * 0.01 + 2 * (0.48 + 0.94)))
+    assert e["attention maps"] == pytest.approx(6 * dp.ATTENTION_MAPS_S * 0.01 * 89)
+    assert e["UMAP"] == pytest.approx(2 * dp.FIXED_S["UMAP"])
+
+
+def test_reference_machine_estimate_matches_its_measured_demo():
+    """On the reference machine the full demo took 351 s."""
+    m = Machine("bf16", dp.REFERENCE_VIT_S, 0.72, dp.REFERENCE_CPU_S, 2)
+    assert sum(estimate(m, 120, 763, 50).values()) == pytest.approx(351, rel=0.05)
+
+
+def test_fast_machine_runs_everything():
+    p = plan_demo(_machine(0.7, 0.8))
+    assert (p.iterations, p.cells, p.fields, p.maps) == (120, 763, 50, 6) and not p.reduced
+    assert p.total_s <= dp.BUDGET_S
+
+
+def test_slow_machine_gets_fewer_items_within_budget():
+    p = plan_demo(_machine(5.0, 2.5))
+    assert p.reduced and p.total_s <= dp.BUDGET_S
+    assert dp.MIN_CELLS <= p.cells < 763 and dp.MIN_FIELDS <= p.fields < 50 and p.iterations >= dp.MIN_ITERATIONS
+    assert any("fewer items" in ln for ln in p.lines())
+
+
+def test_hopeless_machine_runs_the_minimum_and_says_so():
+    p = plan_demo(_machine(40.0, 20.0))
+    assert (p.iterations, p.cells, p.fields, p.maps) == (dp.MIN_ITERATIONS, dp.MIN_CELLS, dp.MIN_FIELDS, dp.MIN_MAPS)
+    assert any(ln.startswith("warning: even the smallest useful demo needs about") for ln in p.lines())
+
+
+def test_full_ignores_the_budget():
+    p = plan_demo(_machine(40.0, 20.0), full=True)
+    assert (p.iterations, p.cells, p.fields) == (120, 763, 50)
+
+
+def test_stratified_subset_keeps_every_class_and_is_seeded():
+    rows = [{"k": "a", "i": i} for i in range(80)] + [{"k": "b", "i": i} for i in range(15)] + [
+        {"k": "c", "i": i} for i in range(3)]
+    sub = stratified_subset(rows, 49, "k")
+    counts = {c: sum(r["k"] == c for r in sub) for c in "abc"}
+    assert counts == {"a": 40, "b": 7, "c": 3}  # half of each; a class with fewer than 5 kept whole
+    assert sub == stratified_subset(rows, 49, "k") and sub == sorted(sub, key=rows.index)
