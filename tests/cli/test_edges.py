@@ -47,8 +47,8 @@ def test_out_is_an_existing_file(cells, tmp_path):
     f = tmp_path / "taken.txt"
     f.write_text("x")
     r = CliRunner().invoke(app, ["prepare", str(cells), "--out", str(f), "--workers", "1"])
-    _clean_refusal(r, "exists and is not a folder")
-    _clean_refusal(_extract(cells, f), "exists and is not a folder")
+    _clean_refusal(r, "is a file, not a folder")
+    _clean_refusal(_extract(cells, f), "is a file, not a folder")
     assert f.read_text() == "x"
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from tests.conftest import smear
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-ENV = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="2")
+ENV = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="2", CYTOFM_NO_REEXEC="1")  # one interpreter start each
 TINY = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=32", "head.bottleneck_dim=16",
         "crops.global_size=32", "crops.local_size=16", "crops.n_local=2", "train.batch_size=4",
         "data.num_workers=0", "train.iterations=20", "train.log_every=1", "train.save_every=1000",

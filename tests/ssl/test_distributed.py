@@ -3,6 +3,7 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -70,6 +71,7 @@ def _resume_worker(rank: int, world: int, port: int, images: str, out: str, piec
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two process groups started twice: the slowest test of the default tier on an fp32-only CPU
 def test_two_process_resume_is_bit_identical(tmp_path):
     """4 steps straight == 2 steps, stop, resume for 2 (every rank restores its own RNG streams)."""
     from PIL import Image
