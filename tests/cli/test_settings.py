@@ -3,8 +3,8 @@ options < key=value, typed (did-you-mean on typos), --print-config, enums listed
 
 import re
 
-import pytest
 import click
+import pytest
 import typer
 import yaml
 from typer.testing import CliRunner
