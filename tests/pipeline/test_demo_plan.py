@@ -1,6 +1,8 @@
 """The demo sizes itself to the machine: the estimate by hand, full on a fast machine, fewer items (never
 fewer tasks or encoders) on a slow one, the minimum with a warning where even that does not fit."""
 
+from pathlib import Path
+
 import pytest
 
 from cytofm.pipeline import demo_plan as dp
@@ -58,3 +60,19 @@ def test_stratified_subset_keeps_every_class_and_is_seeded():
     counts = {c: sum(r["k"] == c for r in sub) for c in "abc"}
     assert counts == {"a": 40, "b": 7, "c": 3}  # half of each; a class with fewer than 5 kept whole
     assert sub == stratified_subset(rows, 49, "k") and sub == sorted(sub, key=rows.index)
+
+
+def test_sized_tasks_point_at_absolute_subsets_whatever_the_current_folder(tmp_path, monkeypatch):
+    """`cytofm demo --out cytofm-demo` (relative) once made the benchmark look for the subset inside the sample."""
+    from cytofm.config.loader import build_config
+    from cytofm.eval.benchmark import BenchmarkConfig
+    from cytofm.pipeline.demo import _sized_tasks, demo_data_dir
+
+    monkeypatch.chdir(tmp_path)
+    plan = plan_demo(_machine(5.0, 2.5))
+    tasks = _sized_tasks(build_config(BenchmarkConfig, "benchmark", "demo").tasks, demo_data_dir(), Path("plan"), plan)
+    cells, fields = tasks
+    for p in (cells.data, cells.points, fields.data):
+        assert Path(p).is_absolute() and Path(p).is_file(), p
+    with open(fields.data) as f:
+        assert sum(1 for _ in f) - 1 <= plan.fields

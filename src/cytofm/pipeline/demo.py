@@ -81,9 +81,12 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
     from cytofm.viz.report import build_report
 
     t0 = time.perf_counter()
+    out = Path(out).resolve()  # subsets under OUT/plan are read back from the benchmark, which runs elsewhere
+
     def say(m: str) -> None:
         text = f"{m} (at {time.perf_counter() - t0:.0f} s)"
         stage(text) if stage else log(f"== {text}")
+
     root = demo_data_dir()
     needed = [root / n / f for n in SETS for f in ("pretrain.csv", "LICENSE")] + [
         root / "bccd" / "manifest.csv", root / "chula_rbc12" / "cells.csv"]
