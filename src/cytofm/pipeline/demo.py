@@ -73,7 +73,7 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
     from cytofm.eval.benchmark import BenchmarkConfig
     from cytofm.models.zoo import create_encoder
     from cytofm.pipeline.benchmark import run_benchmark
-    from cytofm.pipeline.demo_plan import BUDGET_S, DemoPlan, measure, plan_demo
+    from cytofm.pipeline.demo_plan import BUDGET_S, DemoPlan, measure, plan_demo, remeasure, replan_items
     from cytofm.ssl.checkpoint import export_run
     from cytofm.ssl.config import PretrainConfig
     from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged
@@ -107,12 +107,13 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
 
     budget = BUDGET_S if budget_minutes is None else 60 * budget_minutes
     saved = DemoPlan.load(out / PLAN)
-    if saved is not None and not full and saved.budget_s <= budget:
+    fresh_plan = saved is None or full or saved.budget_s > budget
+    if not fresh_plan:
         plan = saved
         log(f"the plan of the first run in {out} (delete {PLAN} to measure the machine again):")
     else:
         plan = plan_demo(measure(out / "prepared", log), budget - (time.perf_counter() - t0), full)
-        plan.save(out / PLAN)
+        plan.save(out / PLAN)  # an interrupted run resumes its pretraining with the same schedule
     for line in plan.lines():
         log(line)
     iterations = plan.iterations if iterations is None else iterations
@@ -125,11 +126,19 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
     cfg = build_config(PretrainConfig, "pretrain", "cpu", [f"train.iterations={iterations}",
                                                           f"train.max_minutes={minutes}" if minutes else
                                                           "train.max_minutes=null", "train.save_every=50"])
+    t_pre = time.perf_counter()
     try:
-        SSLTrainer(cfg, [str(out / "prepared")], run, None, log=log, progress=progress, command="cytofm demo").run()
+        trainer = SSLTrainer(cfg, [str(out / "prepared")], run, None, log=log, progress=progress, command="cytofm demo")
+        trainer.run()
     except TrainingDiverged as e:
         raise DemoError(str(e)) from None
     fresh, js, it = export_run(run, run / FRESH)
+    if fresh_plan and not full:
+        ran = it - trainer.start_iter
+        step_s = (time.perf_counter() - t_pre) / ran if ran > 0 else plan.machine.step_s
+        plan = replan_items(plan, remeasure(plan.machine, step_s), budget - (time.perf_counter() - t0))
+        log("measured again after pretraining: " + " ".join(plan.lines()[:2]))
+        plan.save(out / PLAN)
     attach_record(js, _pretraining_record(root, run / "pretraining_record.csv.gz"))
     log(f"exported the fresh teacher (iteration {it}) to {fresh}, with its pretraining record")
 

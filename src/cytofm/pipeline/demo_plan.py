@@ -146,6 +146,31 @@ def plan_demo(m: Machine, budget_s: float = BUDGET_S, full: bool = False) -> Dem
     return plan
 
 
+def replan_items(plan: DemoPlan, m: Machine, budget_s: float) -> DemoPlan:
+    """After pretraining: the items sized again with the forward and scikit-learn speeds measured anew and
+    the time that is left (a machine busy during the first measurement, as right after an install, would
+    otherwise shrink the benchmark for nothing; one slower than measured gets fewer items). Never below
+    the minimums, never above the full demo; the iterations already run are kept."""
+    for share in np.linspace(1.0, 0.0, 41):
+        cells = int(round(MIN_CELLS + share * (FULL_CELLS - MIN_CELLS)))
+        fields = int(round(MIN_FIELDS + share * (FULL_FIELDS - MIN_FIELDS)))
+        maps = int(round(MIN_MAPS + share * (FULL_MAPS - MIN_MAPS)))
+        e = estimate(m, 0, cells, fields, maps)
+        if sum(e.values()) <= budget_s or share == 0:
+            return DemoPlan(m, plan.iterations, cells, fields, maps,
+                            {**e, "pretraining": plan.estimate.get("pretraining", 0.0)}, plan.budget_s, list(plan.notes))
+    raise AssertionError("unreachable")
+
+
+def remeasure(m: Machine, step_s: float) -> Machine:
+    """The machine as measured now (forward, scikit-learn) with the pretraining step as it ran."""
+    import torch
+
+    from cytofm.utils.distributed import pick_dtype
+
+    return Machine(m.precision, measure_vit(pick_dtype("auto", torch.device("cpu"))), step_s, measure_cpu(), m.threads)
+
+
 def measure_cpu() -> float:
     """Seconds of a fixed scikit-learn fit (what probes, ABMIL's bookkeeping and UMAP's neighbours cost is
     closer to than a matmul): the best of three."""
