@@ -33,6 +33,15 @@ def smear(h: int = 240, w: int = 320, cells=((80, 60, 25), (200, 150, 30)), colo
     return np.clip(img, 0, 255).astype(np.uint8), truth
 
 
+def smear_folder(root: Path, n: int = 6) -> Path:
+    """``n`` small synthetic smear fields (64 px, two cells each) in ``root``: the pretraining tests' data."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rgb, _ = smear(h=64, w=64, cells=((20 + 4 * i, 30, 10), (44, 40, 8)), seed=i)
+        Image.fromarray(rgb).save(root / f"{i}.png")
+    return root
+
+
 def chromium_screenshot(html, png, width=1280, height=2400):
     exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if exe is None:

@@ -15,7 +15,7 @@ from cytofm.cli import common
 from cytofm.cli.common import PlainProgress
 from cytofm.cli.main import app
 
-from tests.conftest import smear
+from tests.conftest import smear_folder
 
 runner = CliRunner()
 
@@ -82,9 +82,7 @@ def test_tables_whole_and_messages_logged_and_quiet(tmp_path):
 
 def test_pretrain_into_a_log_file_shows_periodic_progress(tmp_path):
     """`cytofm pretrain ... > log.txt 2>&1`, as under nohup or a scheduler."""
-    for i in range(6):
-        rgb, _ = smear(h=64, w=64, cells=((20 + 4 * i, 30, 10), (44, 40, 8)), seed=i)
-        Image.fromarray(rgb).save(tmp_path / f"{i}.png")
+    smear_folder(tmp_path)
     tiny = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=32", "head.bottleneck_dim=16",
             "crops.global_size=32", "crops.local_size=16", "crops.n_local=2", "train.batch_size=4",
             "data.num_workers=0", "train.iterations=30", "train.log_every=10", "runtime.precision=fp32"]

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from tests.conftest import smear
+from tests.conftest import smear_folder
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="2", CYTOFM_NO_REEXEC="1")  # one interpreter start each
@@ -38,11 +37,7 @@ def _iterations(run: Path) -> int:
 
 @pytest.fixture(scope="module")
 def fields(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sig")
-    for i in range(6):
-        rgb, _ = smear(h=64, w=64, cells=((20 + 4 * i, 30, 10), (44, 40, 8)), seed=i)
-        Image.fromarray(rgb).save(root / f"{i}.png")
-    return root
+    return smear_folder(tmp_path_factory.mktemp("sig"))
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM"])

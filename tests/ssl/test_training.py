@@ -15,7 +15,7 @@ from cytofm.ssl.config import ModelConfig, PretrainConfig
 from cytofm.ssl.optim import ema_update, param_groups
 from cytofm.ssl.trainer import IBOTTrainer
 
-from tests.conftest import smear
+from tests.conftest import smear, smear_folder
 
 TINY = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=32", "head.bottleneck_dim=16",
         "crops.global_size=32", "crops.local_size=16", "crops.n_local=2", "train.batch_size=4", "data.num_workers=0",
@@ -25,11 +25,7 @@ TINY = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=3
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imgs")
-    for i in range(6):
-        rgb, _ = smear(h=64, w=64, cells=((20 + 4 * i, 30, 10), (44, 40, 8)), seed=i)
-        Image.fromarray(rgb).save(root / f"{i}.png")
-    return root
+    return smear_folder(tmp_path_factory.mktemp("imgs"))
 
 
 def tiny_cfg(*extra):
