@@ -36,3 +36,16 @@ def test_sigterm_as_an_interrupt_and_exit_codes():
         for s, h in old.items():
             signal.signal(s, h)
     assert (exit_code("SIGTERM"), exit_code("SIGINT"), exit_code("SIGUSR1")) == (143, 130, 138)
+
+
+def test_after_the_work_a_late_signal_only_ends_the_process():
+    from cytofm.utils.signals import default_stop_signals
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        terminate_as_interrupt()
+        default_stop_signals()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -150,7 +150,10 @@ def _tune_heap() -> None:
 
 def main() -> None:
     _tune_heap()
-    from cytofm.utils.signals import terminate_as_interrupt
+    from cytofm.utils.signals import default_stop_signals, terminate_as_interrupt
 
     terminate_as_interrupt()  # a scheduler's SIGTERM keeps finished work as Ctrl-C does
-    app(prog_name="cytofm")
+    try:
+        app(prog_name="cytofm")
+    finally:
+        default_stop_signals()  # the work is done (or kept): a late signal just ends the process

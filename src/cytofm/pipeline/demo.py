@@ -137,6 +137,7 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
         ran = it - trainer.start_iter
         step_s = (time.perf_counter() - t_pre) / ran if ran > 0 else plan.machine.step_s
         plan = replan_items(plan, remeasure(plan.machine, step_s), budget - (time.perf_counter() - t0))
+        plan.estimate["pretraining"] = step_s * max(ran, 0)  # as it ran
         log("measured again after pretraining: " + " ".join(plan.lines()[:2]))
         plan.save(out / PLAN)
     attach_record(js, _pretraining_record(root, run / "pretraining_record.csv.gz"))

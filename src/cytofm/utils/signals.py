@@ -46,6 +46,15 @@ def terminate_as_interrupt() -> None:
         signal.signal(s, raise_terminated)
 
 
+def default_stop_signals() -> None:
+    """SIGTERM and SIGUSR1 back to the system's default (end the process), once a command's work is done: a
+    signal during interpreter shutdown must not raise into atexit handlers and destructors."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for s in _available(("SIGTERM", "SIGUSR1")):
+        signal.signal(s, signal.SIG_DFL)
+
+
 class StopFlag:
     """Which stop signal arrived first (None: none yet)."""
 
