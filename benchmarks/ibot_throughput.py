@@ -46,10 +46,10 @@ def matmul_peak(device: torch.device, n: int = 4096, reps: int = 10, dtype=torch
 
 def precision_of(want: str, device: torch.device) -> tuple[torch.dtype, str]:
     """The dtype cytofm runs at for ``want`` (auto: bf16 where the hardware has it, else fp32) and its name."""
-    from cytofm.utils.distributed import pick_dtype
+    from cytofm.utils.distributed import dtype_name, pick_dtype
 
-    dtype = pick_dtype(want, device) or torch.float32
-    return dtype, {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
+    dtype = pick_dtype(want, device)
+    return dtype or torch.float32, dtype_name(dtype)
 
 
 def synthetic_batch(cfg: PretrainConfig, g: int, device: torch.device) -> dict:

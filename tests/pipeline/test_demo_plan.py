@@ -82,9 +82,9 @@ def test_replan_after_pretraining_grows_or_shrinks_the_items_to_the_time_left():
     from cytofm.pipeline.demo_plan import replan_items
 
     busy = plan_demo(_machine(5.0, 2.5))  # measured while the machine was busy
-    calm = replan_items(busy, _machine(0.7, 0.8), 400.0)
+    calm = replan_items(busy, _machine(0.7, 0.8), 400.0, 90.0)
     assert (calm.cells, calm.fields, calm.maps, calm.iterations) == (763, 50, 6, busy.iterations)
-    tight = replan_items(busy, _machine(5.0, 2.5), 60.0)
+    tight = replan_items(busy, _machine(5.0, 2.5), 60.0, 90.0)
     assert (tight.cells, tight.fields) == (dp.MIN_CELLS, dp.MIN_FIELDS)
-    mid = replan_items(busy, _machine(5.0, 2.5), 600.0)  # 362 s at the minimum, 822 s in full
+    mid = replan_items(busy, _machine(5.0, 2.5), 600.0, 90.0)  # 362 s at the minimum, 822 s in full
     assert dp.MIN_CELLS < mid.cells < 763 and sum(v for k, v in mid.estimate.items() if k != "pretraining") <= 600

@@ -24,7 +24,7 @@ from cytofm.data.source import open_source
 from cytofm.features.formats.geometry import extract_attrs
 from cytofm.features.store import claim_store, item_attrs, write_item
 from cytofm.models.encoder import Encoder
-from cytofm.utils.distributed import pick_device, pick_dtype
+from cytofm.utils.distributed import dtype_name, pick_device, pick_dtype
 from cytofm.utils.hashing import digest_of, file_digest
 from cytofm.utils.io import portable_path, remove_stale_temporaries, write_csv
 from cytofm.utils.lock import FolderLock
@@ -152,10 +152,6 @@ def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     return views
 
 
-def _dtype_name(dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
-
-
 @torch.inference_mode()
 def embed_batch(encoder: Encoder, x: torch.Tensor, device: torch.device, dtype, tta: bool) -> np.ndarray:
     x = x.to(device, non_blocking=True)
@@ -270,7 +266,7 @@ def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, pr
     if rank == 0:
         why = "" if dtype is not None or dev.type != "cpu" or not encoder.is_vit else (
             " (this CPU has no bf16 units)" if precision == "auto" else "")
-        log(f"extract {encoder.name}: device {dev}, precision {_dtype_name(dtype)}{why}, batch {batch_size}")
+        log(f"extract {encoder.name}: device {dev}, precision {dtype_name(dtype)}{why}, batch {batch_size}")
     attrs_common = {**identity, "encoder_spec": encoder.spec, "cytofm_version": __version__}
     resume = _Resume(out, identity)
 

@@ -23,9 +23,9 @@ import numpy as np
 
 STAGES = 6
 FRESH = "demo_fresh.safetensors"
+"""The fresh encoder's export: tables name it ``cytofm:demo_fresh.safetensors``."""
 PLAN = "plan.json"
 """What the demo chose on this machine (and the measurements behind it); a re-run in the same folder reuses it."""
-"""The fresh encoder's export: tables name it ``cytofm:demo_fresh.safetensors``."""
 SETS = ("bccd", "chula_rbc12")
 
 
@@ -112,7 +112,7 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
         plan = saved
         log(f"the plan of the first run in {out} (delete {PLAN} to measure the machine again):")
     else:
-        plan = plan_demo(measure(out / "prepared", log), budget - (time.perf_counter() - t0), full)
+        plan = plan_demo(measure(out / "prepared"), budget - (time.perf_counter() - t0), full)
         plan.save(out / PLAN)  # an interrupted run resumes its pretraining with the same schedule
     for line in plan.lines():
         log(line)
@@ -136,8 +136,8 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
     if fresh_plan and not full:
         ran = it - trainer.start_iter
         step_s = (time.perf_counter() - t_pre) / ran if ran > 0 else plan.machine.step_s
-        plan = replan_items(plan, remeasure(plan.machine, step_s), budget - (time.perf_counter() - t0))
-        plan.estimate["pretraining"] = step_s * max(ran, 0)  # as it ran
+        plan = replan_items(plan, remeasure(plan.machine, step_s), budget - (time.perf_counter() - t0),
+                            pretraining_s=step_s * max(ran, 0))
         log("measured again after pretraining: " + " ".join(plan.lines()[:2]))
         plan.save(out / PLAN)
     attach_record(js, _pretraining_record(root, run / "pretraining_record.csv.gz"))
@@ -187,12 +187,13 @@ def _sized_tasks(tasks, root: Path, plan_dir: Path, plan) -> list:
     sized = []
     for t in tasks:
         if t.points and plan.cells < FULL_CELLS:
-            exclude = set(t.exclude)
             src = root / t.points
-            n_all = sum(1 for r in csv.DictReader(open(src, newline="")) if r[t.label] not in exclude)
+            with open(src, newline="") as f:
+                labels = [r[t.label] for r in csv.DictReader(f)]
+            kept = sum(v not in set(t.exclude) for v in labels)
             # the excluded types are in the table too: keep the planned share of the rest
             sub = write_subset(src, plan_dir / "chula_rbc12" / "cells.csv",
-                               int(round(plan.cells * (_rows(src) / max(n_all, 1)))), t.label)
+                               int(round(plan.cells * len(labels) / max(kept, 1))), t.label)
             t = t.model_copy(update={"data": str(sub), "points": str(sub)})
         elif t.eval == "mil" and plan.fields < FULL_FIELDS:
             sub = write_subset(root / t.data, plan_dir / "bccd" / "manifest.csv", plan.fields, t.label)
@@ -200,10 +201,6 @@ def _sized_tasks(tasks, root: Path, plan_dir: Path, plan) -> list:
         sized.append(t)
     return sized
 
-
-def _rows(path: Path) -> int:
-    with open(path, newline="") as f:
-        return sum(1 for _ in csv.DictReader(f))
 
 
 COLOR_BY = {"type": None, "wbc_type": {"neutrophil", "eosinophil", "lymphocyte", "monocyte"}}

@@ -5,8 +5,8 @@ CPUs of one machine kind differ several-fold (bf16 units or fp32 only, 350-900 G
 fixed demo that takes 6 minutes on one takes 30 on another. The cost model counts the demo's work in two
 measured units: seconds per ViT-S/16 forward image at 224 px (every extraction, attention map and ABMIL bag
 is that) and seconds per pretraining iteration of the ``cpu`` preset (measured on the demo's own
-prepared fields with the real trainer); the evaluations' own cost (probes, ABMIL, UMAP) is counted as
-fixed seconds scaled by the forward speed relative to the reference machine. ``plan_demo`` never drops a
+prepared fields with the real trainer); the rest (decoding, probes, ABMIL, UMAP) is counted in seconds of
+the reference machine, scaled by a scikit-learn fit's time against the reference's. ``plan_demo`` never drops a
 task or an encoder: the headline stays the same comparison, on fewer items where it must.
 """
 
@@ -131,10 +131,7 @@ def plan_demo(m: Machine, budget_s: float = BUDGET_S, full: bool = False) -> Dem
     if full:
         return DemoPlan(m, MAX_ITERATIONS, FULL_CELLS, FULL_FIELDS, FULL_MAPS,
                         estimate(m, MAX_ITERATIONS, FULL_CELLS, FULL_FIELDS, FULL_MAPS), budget_s)
-    for share in np.linspace(1.0, 0.0, 41):
-        cells = int(round(MIN_CELLS + share * (FULL_CELLS - MIN_CELLS)))
-        fields = int(round(MIN_FIELDS + share * (FULL_FIELDS - MIN_FIELDS)))
-        maps = int(round(MIN_MAPS + share * (FULL_MAPS - MIN_MAPS)))
+    for share, (cells, fields, maps) in _ladder():
         rest = budget_s - sum(estimate(m, 0, cells, fields, maps).values())
         iterations = min(MAX_ITERATIONS, int(rest / max(m.step_s, 1e-6)))
         if iterations >= MIN_ITERATIONS + share * (MAX_ITERATIONS - MIN_ITERATIONS):
@@ -146,20 +143,24 @@ def plan_demo(m: Machine, budget_s: float = BUDGET_S, full: bool = False) -> Dem
     return plan
 
 
-def replan_items(plan: DemoPlan, m: Machine, budget_s: float) -> DemoPlan:
-    """After pretraining: the items sized again with the forward and scikit-learn speeds measured anew and
-    the time that is left (a machine busy during the first measurement, as right after an install, would
-    otherwise shrink the benchmark for nothing; one slower than measured gets fewer items). Never below
-    the minimums, never above the full demo; the iterations already run are kept."""
-    for share in np.linspace(1.0, 0.0, 41):
-        cells = int(round(MIN_CELLS + share * (FULL_CELLS - MIN_CELLS)))
-        fields = int(round(MIN_FIELDS + share * (FULL_FIELDS - MIN_FIELDS)))
-        maps = int(round(MIN_MAPS + share * (FULL_MAPS - MIN_MAPS)))
+def replan_items(plan: DemoPlan, m: Machine, budget_s: float, pretraining_s: float) -> DemoPlan:
+    """After pretraining (which took ``pretraining_s``): the items sized again with the forward and
+    scikit-learn speeds measured anew and the time that is left (a machine busy during the first
+    measurement, as right after an install, would otherwise shrink the benchmark for nothing; one slower
+    than measured gets fewer items). Never below the minimums, never above the full demo."""
+    for share, (cells, fields, maps) in _ladder():
         e = estimate(m, 0, cells, fields, maps)
         if sum(e.values()) <= budget_s or share == 0:
-            return DemoPlan(m, plan.iterations, cells, fields, maps,
-                            {**e, "pretraining": plan.estimate.get("pretraining", 0.0)}, plan.budget_s, list(plan.notes))
-    raise AssertionError("unreachable")
+            return DemoPlan(m, plan.iterations, cells, fields, maps, {**e, "pretraining": pretraining_s},
+                            plan.budget_s, list(plan.notes))
+    raise AssertionError("the ladder ends at share 0")
+
+
+def _ladder(steps: int = 41):
+    """(share, (cells, fields, maps)) from the full demo (share 1) down to the minimums (share 0)."""
+    for share in np.linspace(1.0, 0.0, steps):
+        yield share, tuple(int(round(lo + share * (hi - lo))) for lo, hi in (
+            (MIN_CELLS, FULL_CELLS), (MIN_FIELDS, FULL_FIELDS), (MIN_MAPS, FULL_MAPS)))
 
 
 def remeasure(m: Machine, step_s: float) -> Machine:
@@ -186,7 +187,7 @@ def measure_cpu() -> float:
     return min(times)
 
 
-def measure_vit(dtype, batch: int = 16, log=print) -> float:
+def measure_vit(dtype, batch: int = 16) -> float:
     """Seconds per image of a ViT-S/16 forward pass at 224 px, as extraction runs it (one warm-up batch)."""
     import contextlib
 
@@ -210,7 +211,7 @@ def measure_vit(dtype, batch: int = 16, log=print) -> float:
     return min(times[1:]) / batch
 
 
-def measure_step(prepared: Path, log=print, batch: int = 16) -> float:
+def measure_step(prepared: Path, batch: int = 16) -> float:
     """Seconds per ``cpu``-preset pretraining iteration (batch 32), timed on two iterations of the real
     trainer at half the batch after one warm-up (scaled up linearly: a small batch carries more fixed cost
     per image, so the estimate errs long, by 10-30% where measured). The faster of the two timed iterations
@@ -236,14 +237,14 @@ def measure_step(prepared: Path, log=print, batch: int = 16) -> float:
     return min(times[1:]) * full / batch  # the best: a passing load on the machine must not halve the demo
 
 
-def measure(prepared: Path, log=print) -> Machine:
+def measure(prepared: Path) -> Machine:
     import torch
 
     from cytofm.utils.distributed import pick_dtype
 
     dtype = pick_dtype("auto", torch.device("cpu"))
     precision = "bf16 (the CPU has bf16 units)" if dtype is not None else "fp32 (no bf16 units on this CPU)"
-    return Machine(precision, measure_vit(dtype), measure_step(prepared, log), measure_cpu(), torch.get_num_threads())
+    return Machine(precision, measure_vit(dtype), measure_step(prepared), measure_cpu(), torch.get_num_threads())
 
 
 def stratified_subset(rows: list[dict], n: int, key: str, seed: int = 0) -> list[dict]:

@@ -35,11 +35,9 @@ from cytofm.ssl.masking import masked_positions
 from cytofm.ssl.methods import Views, build_method
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
-from cytofm.utils.distributed import pick_device, pick_dtype
+from cytofm.utils.distributed import dtype_name, pick_device, pick_dtype
 from cytofm.utils.progress import StageTask
 from cytofm.utils.signals import Stopped, deferred_stop
-
-_PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -323,7 +321,7 @@ class SSLTrainer:
             epochs = T * cfg.train.batch_size * self.world / max(n_samples, 1)
             self.log(f"{_METHOD_NAMES.get(cfg.method, cfg.method)} {cfg.model.arch}: {T} iterations x {cfg.train.batch_size} images x {self.world} process(es) "
                      f"= {epochs:.1f} epochs of {n_samples} samples; lr peak {self.sched.lr_peak:.2e}; "
-                     f"device {self.device}, precision {_PRECISION_NAMES.get(self.dtype, 'fp32')}"
+                     f"device {self.device}, precision {dtype_name(self.dtype)}"
                      + (" (this CPU has no bf16 units)" if self.dtype is None and self.device.type == "cpu"
                         and cfg.runtime.precision == "auto" else ""))
         if self.start_iter >= T:

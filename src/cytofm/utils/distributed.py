@@ -45,6 +45,11 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return None
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """``bf16``/``fp16``/``fp32`` for an autocast dtype as :func:`pick_dtype` returns it (None: fp32)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
 @contextmanager
 def torchrun_group(device: str = "auto"):
     """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
