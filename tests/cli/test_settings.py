@@ -10,9 +10,9 @@ import yaml
 from typer.testing import CliRunner
 
 from cytofm.cli.main import app
-from cytofm.eval.command_config import MilConfig, ProbeConfig
-from cytofm.features.extract_config import ExtractConfig
-from cytofm.viz.command_config import HeatmapConfig, UmapConfig
+from cytofm.eval.config import MilConfig, ProbeConfig
+from cytofm.features.config import ExtractConfig
+from cytofm.viz.config import HeatmapConfig, UmapConfig
 
 runner = CliRunner()
 SCHEMAS = {"extract": ExtractConfig, "probe": ProbeConfig, "mil": MilConfig, "heatmap": HeatmapConfig,

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from cytofm.data.config import ForegroundConfig
 from cytofm.data.foreground import (
     background_intensity,
     box_fractions,
@@ -10,7 +11,6 @@ from cytofm.data.foreground import (
     optical_density,
     otsu_threshold,
 )
-from cytofm.data.prepare_config import ForegroundConfig
 
 from tests.conftest import smear
 

@@ -8,9 +8,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cytofm.cli.main import app
+from cytofm.data.config import PrepareConfig
 from cytofm.data.inputs import InputError, discover
 from cytofm.data.item_ids import assign_ids
-from cytofm.data.prepare_config import PrepareConfig
 
 from tests.conftest import smear
 

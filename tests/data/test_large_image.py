@@ -9,9 +9,9 @@ from PIL import Image
 
 from cytofm.config.loader import build_config
 from cytofm.data import image_io, large_image
+from cytofm.data.config import PrepareConfig
 from cytofm.data.image_io import ImageTooLarge, read_rgb
 from cytofm.data.prepare import run_prepare
-from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.source import ImageSource, open_source
 
 from tests.conftest import smear
@@ -100,7 +100,7 @@ import os, sys
 os.environ["CYTOFM_IMAGE_BUDGET_MB"] = "0.1"
 from cytofm.config.loader import build_config
 from cytofm.data.prepare import run_prepare
-from cytofm.data.prepare_config import PrepareConfig
+from cytofm.data.config import PrepareConfig
 from cytofm.features.extract import run_extract
 from cytofm.models.zoo import create_encoder
 

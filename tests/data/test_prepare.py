@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from cytofm.config.loader import build_config
+from cytofm.data.config import PrepareConfig
 from cytofm.data.prepare import NothingUsable, run_prepare
-from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import load_prepared
 
 from tests.conftest import smear

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cytofm.cli.main import app
 from cytofm.config.loader import build_config
-from cytofm.eval.benchmark import BenchmarkConfig
+from cytofm.eval.config import BenchmarkConfig
 from cytofm.utils.display import display_name, display_path, display_text
 from cytofm.utils.io import write_csv
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cytofm.config.loader import build_config
-from cytofm.eval.benchmark import BenchmarkConfig
+from cytofm.eval.config import BenchmarkConfig
 from cytofm.pipeline.benchmark import run_benchmark
 from cytofm.utils.io import write_csv
 

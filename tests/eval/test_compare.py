@@ -4,9 +4,10 @@
 import numpy as np
 import pytest
 
-from cytofm.eval.benchmark import BenchmarkConfig, TaskConfig, evaluate_stores
+from cytofm.eval.benchmark import evaluate_stores
 from cytofm.eval.benchmark_report import comparison_rows
 from cytofm.eval.compare import PairingError, claimed_pairs, paired_fold_difference
+from cytofm.eval.config import BenchmarkConfig, TaskConfig
 from cytofm.features.store import write_item
 from cytofm.utils.io import write_csv
 

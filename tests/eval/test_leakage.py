@@ -90,11 +90,12 @@ def test_abmil_trains_validates_and_standardises_on_training_items_only(tmp_path
 
 
 def test_abmil_standardisation_uses_the_training_bags():
-    from cytofm.mil.train import MILTrainConfig, train_abmil
+    from cytofm.mil.config import MILTrainConfig
+    from cytofm.mil.train import train_mil
 
     data = planted(n=12, bag=True)
     train = [torch.from_numpy(b) for b in data.bags[:8]]
-    model = train_abmil(train, data.y[:8], None, None, 2, MILTrainConfig(epochs=1))
+    model = train_mil(train, data.y[:8], None, None, 2, MILTrainConfig(epochs=1))
     buffers = {k: v for k, v in model.state_dict().items() if v.shape == (4,)}
     inst = torch.cat(train).double()
     assert any(torch.allclose(v, inst.mean(0).float()) for v in buffers.values())

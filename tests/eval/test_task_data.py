@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cytofm.eval.benchmark import TaskConfig
+from cytofm.eval.config import TaskConfig
 from cytofm.eval.task_data import load_split_map, part_manifest, point_crops
 from cytofm.pipeline.benchmark import _task_input
 

@@ -34,8 +34,8 @@ from typer.testing import CliRunner
 
 from cytofm.cli.main import app
 from cytofm.config.loader import build_config
+from cytofm.data.config import PrepareConfig
 from cytofm.data.prepare import run_prepare
-from cytofm.data.prepare_config import PrepareConfig
 from cytofm.features.extract import run_extract
 from cytofm.features.formats.convert import export_store, import_folder
 from cytofm.features.formats.slides import patient_of, read_store

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cytofm.mil.abmil import GatedABMIL, pad_bags
-from cytofm.mil.train import MILTrainConfig, class_weights, predict, train_abmil
+from cytofm.mil.config import MILTrainConfig
+from cytofm.mil.train import class_weights, predict, train_mil
 
 
 def model():
@@ -65,7 +66,7 @@ def test_planted_instance_decides_label_and_gets_top_attention(scale, offset):
     y_tr = np.array([i % 2 for i in range(160)])
     y_te = np.array([i % 2 for i in range(60)])
     cfg = MILTrainConfig(epochs=40, batch_size=16, lr=2e-3, dropout=0.0, patience=40)
-    m = train_abmil([b for b, _ in train], y_tr, [b for b, _ in test[:20]], y_te[:20], 2, cfg)
+    m = train_mil([b for b, _ in train], y_tr, [b for b, _ in test[:20]], y_te[:20], 2, cfg)
     probs, attn = predict(m, [b for b, _ in test])
     acc = (probs.argmax(1) == y_te).mean()
     top_hits = np.mean([a.argmax() == k for (b, k), a, y in zip(test, attn, y_te, strict=True) if y == 1])
@@ -75,7 +76,7 @@ def test_planted_instance_decides_label_and_gets_top_attention(scale, offset):
 
 def test_standardisation_is_part_of_the_model():
     bags = [torch.randn(5, 4) * 100 + 7 for _ in range(6)]
-    m = train_abmil(bags, np.array([0, 1] * 3), None, None, 2, MILTrainConfig(epochs=1))
+    m = train_mil(bags, np.array([0, 1] * 3), None, None, 2, MILTrainConfig(epochs=1))
     inst = torch.cat(bags)
     torch.testing.assert_close(m.in_mean, inst.mean(0), rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(m.in_std, inst.std(0), rtol=1e-4, atol=1e-3)

@@ -65,7 +65,7 @@ def test_stratified_subset_keeps_every_class_and_is_seeded():
 def test_sized_tasks_point_at_absolute_subsets_whatever_the_current_folder(tmp_path, monkeypatch):
     """`cytofm demo --out cytofm-demo` (relative) once made the benchmark look for the subset inside the sample."""
     from cytofm.config.loader import build_config
-    from cytofm.eval.benchmark import BenchmarkConfig
+    from cytofm.eval.config import BenchmarkConfig
     from cytofm.pipeline.demo import _sized_tasks, demo_data_dir
 
     monkeypatch.chdir(tmp_path)

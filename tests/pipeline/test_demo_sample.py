@@ -10,7 +10,7 @@ import pytest
 
 from cytofm.config.loader import build_config
 from cytofm.data.split_files import load_split
-from cytofm.eval.benchmark import BenchmarkConfig
+from cytofm.eval.config import BenchmarkConfig
 from cytofm.pipeline.demo import demo_data_dir
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -172,8 +172,8 @@ def test_bf16_step_is_finite(images, tmp_path):
 
 def test_reads_webdataset_shards_and_weights_sources(tmp_path):
     from cytofm.config.loader import build_config as bc
+    from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
-    from cytofm.data.prepare_config import PrepareConfig
     from cytofm.ssl.data import IBOTBatches, load_table
 
     src = tmp_path / "fields"

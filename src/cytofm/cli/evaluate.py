@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +24,8 @@ from cytofm.cli.common import (
     warn,
 )
 from cytofm.config.loader import config_dict
-from cytofm.eval.command_config import PROBE_METHODS, MilConfig, ProbeConfig
+from cytofm.eval.config import PROBE_METHODS, MilConfig, ProbeConfig
+from cytofm.mil.registry import MIL_MODELS
 
 FOLDS = typer.Option(help="Cross-validation folds (lowered with a warning for rare classes).")
 SEEDS = typer.Option(help="Comma-separated seeds; each repeats the whole k-fold.")
@@ -65,7 +65,8 @@ def _report(summaries: list[dict], out: Path, options: dict) -> None:
 
 
 P, M = ProbeConfig, MilConfig
-MilModel = choices("MilModel", typing.get_args(MilConfig.model_fields["model"].annotation))
+MilModel = choices("MilModel", MIL_MODELS.names())
+MIL_MODEL_HELP = "; ".join(f"{e.name}: {e.description}" for e in MIL_MODELS.entries())
 REQUIRED = {"features": "--features DIR", "label": "--label COLUMN", "out": "--out DIR"}
 FEATURES = typer.Option(help="Feature store folder (from `cytofm extract`).", show_default=False)
 LABEL = typer.Option(help="Label column of the store's manifest.", show_default=False)
@@ -140,8 +141,7 @@ def mil(
     split_column: Annotated[str | None, SPLIT] = default(M, "split_column"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on an inner validation split).")] = default(M, "epochs"),
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = default(M, "lr"),
-    model: Annotated[MilModel, typer.Option(help="abmil: gated attention MIL (Ilse et al. 2018); transmil: TransMIL "
-                                                 "(Shao et al. 2021, order-sensitive by design).")] = default(M, "model"),
+    model: Annotated[MilModel, typer.Option(help=MIL_MODEL_HELP)] = default(M, "model"),
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
@@ -185,7 +185,7 @@ def benchmark(
     import yaml
 
     from cytofm.config.loader import build_config, write_config
-    from cytofm.eval.benchmark import BenchmarkConfig
+    from cytofm.eval.config import BenchmarkConfig
     from cytofm.pipeline.benchmark import run_benchmark
 
     values = {"encoders": [e for e in encoders.split(",") if e]} if encoders else None

@@ -20,7 +20,7 @@ from cytofm.cli.common import (
     resolve_settings,
     user_errors,
 )
-from cytofm.features.extract_config import DEVICES, MODES, POOLS, PRECISIONS, ExtractConfig
+from cytofm.features.config import DEVICES, MODES, POOLS, PRECISIONS, ExtractConfig
 
 Mode = choices("Mode", MODES)
 Device = choices("Device", DEVICES)

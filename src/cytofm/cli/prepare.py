@@ -59,8 +59,8 @@ def prepare(
         cytofm prepare slides/*.svs --out prepared --preset wsi
     """
     from cytofm.config.loader import build_config
+    from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import NothingUsable, run_prepare
-    from cytofm.data.prepare_config import PrepareConfig
     from cytofm.utils.io import check_writable_dir
 
     paths, overrides = split_overrides(inputs)

@@ -21,7 +21,7 @@ from cytofm.cli.common import (
     split_overrides,
     user_errors,
 )
-from cytofm.viz.command_config import HeatmapConfig, UmapConfig
+from cytofm.viz.config import HeatmapConfig, UmapConfig
 
 
 def _images(inputs: list[str]) -> list[Path]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from cytofm.data.prepare_config import ForegroundConfig
+from cytofm.data.config import ForegroundConfig
 
 
 @dataclass

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cytofm.data.config import PrepareConfig
 from cytofm.data.image_io import IMAGE_EXTENSIONS, SLIDE_EXTENSIONS
 from cytofm.data.item_ids import assign_ids
-from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.source import is_slide_file
 from cytofm.utils.errors import UserError
 

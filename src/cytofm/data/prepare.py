@@ -27,12 +27,12 @@ from PIL import Image
 
 from cytofm import __version__
 from cytofm.config.loader import config_hash, write_config
+from cytofm.data.config import PrepareConfig
 from cytofm.data.foreground import box_fractions, find_foreground
 from cytofm.data.image_io import ImageReadError
 from cytofm.data.inputs import InputError, Skip, SourceItem, discover
 from cytofm.data.item_ids import ids_in_outputs
 from cytofm.data.large_image import worker_start_method
-from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import MANIFEST_COLUMNS  # the format is defined where it is read
 from cytofm.data.qa import qa_thumbnail
 from cytofm.data.source import open_source

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cytofm.data.prepare_config import PrepareConfig
+from cytofm.data.config import PrepareConfig
 from cytofm.utils.io import atomic_path
 from cytofm.utils.progress import StageTask
 

@@ -1,5 +1,5 @@
-"""The benchmark's configs and its evaluation of feature stores: every encoder of a task on the same items
-and the same splits. The pipeline that prepares, extracts and draws (``cytofm.pipeline.benchmark``) sits
+"""The benchmark's evaluation of feature stores (its schema: ``cytofm.eval.config``): every encoder of a task
+on the same items and the same splits. The pipeline that prepares, extracts and draws (``cytofm.pipeline.benchmark``) sits
 above this module; this one only evaluates stores.
 
 Every encoder of a task is evaluated on the same items with the same splits (defined
@@ -12,81 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
 
-from cytofm.config.loader import Section
+from cytofm.eval.config import TaskConfig
 from cytofm.utils.hashing import digest_of
-from cytofm.utils.io import write_csv
-
-
-class TaskConfig(Section):
-    name: str
-    data: str
-    """A folder, manifest or prepared dataset (relative paths are relative to the benchmark YAML)."""
-    label: str
-    mode: Literal["image", "tiles"] = "image"
-    prepare_preset: str = "default"
-    """Preset used to tile plain images in ``tiles`` mode."""
-    eval: Literal["probe", "mil"] = "probe"
-    methods: list[str] = ["linear", "knn"]
-    folds: int = Field(5, ge=2)
-    seeds: list[int] = [0, 1, 2]
-    group_column: str | None = None
-    group_if_present: list[str] = []
-    """Columns tried in order when ``group_column`` is not set: the first one the data has groups the splits
-    (preparation maps patient, case and subject columns to ``specimen``)."""
-    group_duplicates: bool = True
-    """Keep near-duplicate images (``cytofm.data.duplicates``) on one side of every split."""
-    split_column: str | None = None
-    exclude: list[str] = []
-    expected_counts: dict[str, int] = {}
-    """Items per class the task should have (e.g. a published data set); a difference is warned about."""
-    epochs: int = 50
-    model: str = "abmil"
-    """MIL tasks: the model, a name of ``cytofm.mil.registry.MIL_MODELS`` (abmil, transmil)."""
-    boxes: str | None = None
-    """MIL tasks: a folder of Pascal VOC XML files named like the sources; the ABMIL attention is scored
-    against them (attention mass on the object and pointing game, with their chance levels)."""
-    box_class: str = "WBC"
-    split: str | None = None
-    """A fixed split to evaluate one part of: ``cytofm:<dataset>`` (a split shipped with cytofm, e.g.
-    ``cytofm:herlev``) or a CSV ``image,part`` (paths as in the data's manifest)."""
-    part: Literal["pretrain", "eval"] = "eval"
-    points: str | None = None
-    """A point table ``image,x,y,<label>`` (paths relative to its folder): the items are ``crop_size``
-    crops centred on the points (cell-level tasks on annotated fields); group splits by ``field``."""
-    crop_size: int = Field(80, ge=8)
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        from cytofm.mil.registry import MIL_MODELS
-
-        if v not in MIL_MODELS:
-            raise ValueError(f"unknown MIL model '{v}'; available: {', '.join(MIL_MODELS)}")
-        return v
-
-
-class BenchmarkConfig(Section):
-    encoders: list[str]
-    tasks: list[TaskConfig]
-    batch_size: int = 64
-    baselines: list[str] = ["random:*", "handcrafted"]
-    """fnmatch patterns of the encoders every other encoder is compared with (besides the first encoder)."""
-    comparisons: list[str] | None = None
-    """Explicit claims, ``"A vs B"``; replaces the default pairs (every encoder vs the first and vs each baseline)."""
-    metric: str = "balanced_accuracy"
-    alpha: float = 0.05
-    skip_missing: bool = False
-    """Go on past an encoder that cannot be built (missing weights, a misspelt name) or a task that cannot be
-    evaluated, listing them in results.md and summary.md (``--keep-going``); otherwise the benchmark stops
-    there with the reason, its finished extractions kept for the next run."""
+from cytofm.utils.io import slug, write_csv
 
 
 @dataclass
@@ -110,10 +43,6 @@ class TaskRun:
     groups_from: str = ""
     folds_used: int = 0
     """Folds actually used (lowered below the task's ``folds`` when a class has fewer items or groups)."""
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", s).strip("_")[:80]
 
 
 def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], out: Path, base: Path | None = None,
@@ -145,7 +74,7 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
         store, resolved, whash = stores[spec]
         run = EncoderRun(spec, resolved, whash, store)
         run.seen, run.record = check_encoder(resolved, hashes) if hashes is not None else (None, "")
-        ev_out = out / task.name / _slug(spec)
+        ev_out = out / task.name / slug(spec)
         ev_out.mkdir(parents=True, exist_ok=True)
         title = f"{display_name(spec)} on {task.name}"
         key = _evaluation_key(task, run, splits, d)

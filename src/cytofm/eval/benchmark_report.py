@@ -16,7 +16,8 @@ from cytofm.eval.run import CI_METHOD
 from cytofm.utils.display import display_name, display_path, display_text
 
 if TYPE_CHECKING:
-    from cytofm.eval.benchmark import BenchmarkConfig, TaskRun
+    from cytofm.eval.benchmark import TaskRun
+    from cytofm.eval.config import BenchmarkConfig
 
 SEEN_MARK = "†"
 

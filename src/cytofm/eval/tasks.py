@@ -51,8 +51,9 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
     import torch
 
     from cytofm.eval.splits import inner_validation
-    from cytofm.mil.registry import mil_model
-    from cytofm.mil.train import MILTrainConfig, predict, train_mil
+    from cytofm.mil.config import MILTrainConfig
+    from cytofm.mil.registry import MIL_MODELS
+    from cytofm.mil.train import predict, train_mil
 
     bags = [torch.from_numpy(b) for b in data.bags]
     n_c = len(data.classes)
@@ -67,7 +68,7 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
             attention.setdefault(sp.seed, {})[data.ids[i]] = a
         return proba, attn
 
-    mil_model(model)  # an unknown name is refused before any fitting
+    MIL_MODELS.get(model)  # an unknown name is refused before any fitting
     summary = run_method(model, data, splits, method, out, progress, title)
     for seed, d in attention.items():
         np.savez_compressed(out / f"attention_{seed}.npz", **d)

@@ -14,11 +14,11 @@ import torch
 import torch.distributed as dist
 
 from cytofm import __version__
+from cytofm.data.config import PrepareConfig
 from cytofm.data.image_io import BUDGET_PIXELS, ImageReadError
 from cytofm.data.inputs import InputError, Skip, discover
 from cytofm.data.item_ids import ids_in_outputs
 from cytofm.data.large_image import worker_start_method
-from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
 from cytofm.features.formats.geometry import extract_attrs

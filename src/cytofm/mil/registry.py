@@ -15,6 +15,7 @@ from torch import nn
 
 from cytofm.mil.abmil import GatedABMIL
 from cytofm.mil.transmil import TransMIL
+from cytofm.utils.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -25,16 +26,9 @@ class MILModel:
     reference: str
 
 
-MIL_MODELS: dict[str, MILModel] = {
-    "abmil": MILModel("abmil", lambda d, c, hidden, attn_dim, dropout: GatedABMIL(d, c, hidden, attn_dim, dropout),
-                      True, "Ilse et al., ICML 2018 (gated attention)"),
-    "transmil": MILModel("transmil", lambda d, c, hidden, attn_dim, dropout: TransMIL(d, c, hidden, dropout=dropout),
-                         False, "Shao et al., NeurIPS 2021"),
-}
-
-
-def mil_model(name: str) -> MILModel:
-    try:
-        return MIL_MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown MIL model '{name}'; available: {', '.join(MIL_MODELS)}") from None
+MIL_MODELS: Registry[MILModel] = Registry("MIL model")
+MIL_MODELS.add("abmil", MILModel("abmil", lambda d, c, hidden, attn_dim, dropout: GatedABMIL(d, c, hidden, attn_dim, dropout),
+                                 True, "Ilse et al., ICML 2018"), "gated attention MIL (Ilse et al., ICML 2018)")
+MIL_MODELS.add("transmil", MILModel("transmil", lambda d, c, hidden, attn_dim, dropout: TransMIL(d, c, hidden, dropout=dropout),
+                                    False, "Shao et al., NeurIPS 2021"),
+               "transformer MIL with a pyramid position encoding (Shao et al., NeurIPS 2021)")

@@ -4,7 +4,6 @@ early stopping on validation."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,25 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cytofm.mil.abmil import pad_bags
-from cytofm.mil.registry import mil_model
-
-
-@dataclass
-class MILTrainConfig:
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    patience: int = 10
-    hidden: int = 256
-    attn_dim: int = 128
-    dropout: float = 0.25
-    balanced: bool = True
-    standardise: bool = True
-    """Standardise instance features with the training instances' mean and sd (part of the model)."""
-    seed: int = 0
-    model: str = "abmil"
-    """A name of ``cytofm.mil.registry.MIL_MODELS``."""
+from cytofm.mil.config import MILTrainConfig
+from cytofm.mil.registry import MIL_MODELS
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -66,7 +48,7 @@ def train_mil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.Te
     ``val``)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = mil_model(cfg.model).build(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim, cfg.dropout)
+    model = MIL_MODELS.get(cfg.model).build(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim, cfg.dropout)
     if cfg.standardise:
         inst = torch.cat(train).double()
         model.set_standardisation(inst.mean(0).float(), inst.std(0).float() if len(inst) > 1 else torch.ones(inst.shape[1]))
@@ -99,9 +81,3 @@ def train_mil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.Te
     model.eval()
     return model
 
-
-def train_abmil(train, y_train, val, y_val, n_classes: int, cfg: MILTrainConfig = MILTrainConfig()) -> nn.Module:
-    """``train_mil`` with gated ABMIL whatever ``cfg.model`` says (the name the task code used first)."""
-    from dataclasses import replace
-
-    return train_mil(train, y_train, val, y_val, n_classes, replace(cfg, model="abmil"))

@@ -1,5 +1,5 @@
-"""The encoder registry: each family registers its spec syntax, what it is and where its weights come from;
-``find_weights`` looks a family's weights up (explicit path, ``weights.yaml``, ``$CYTOFM_WEIGHTS``)."""
+"""The encoder families by spec prefix: each registers its spec syntax, what it is and where its weights come
+from; ``find_weights`` looks a family's weights up (explicit path, ``weights.yaml``, ``$CYTOFM_WEIGHTS``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 from cytofm.models import loading
 from cytofm.models.encoder import Encoder, EncoderError
 from cytofm.models.weights import weights_config, weights_dir
+from cytofm.utils.registry import Registry
 
 
-@dataclass
-class ZooEntry:
+@dataclass(frozen=True)
+class EncoderFamily:
     name: str
     syntax: str
     about: str
@@ -22,12 +23,13 @@ class ZooEntry:
     factory: Callable[[str], Encoder]
 
 
-ZOO: dict[str, ZooEntry] = {}
+ENCODER_FAMILIES: Registry[EncoderFamily] = Registry("encoder family")
 
 
 def register(name: str, syntax: str, about: str, weights_from: str = ""):
+    """Register ``fn(arg) -> Encoder`` as the family of specs ``name:arg``."""
     def deco(fn):
-        ZOO[name] = ZooEntry(name, syntax, about, weights_from, fn)
+        ENCODER_FAMILIES.add(name, EncoderFamily(name, syntax, about, weights_from, fn), about)
         return fn
 
     return deco
@@ -64,7 +66,8 @@ def find_weights(name: str, explicit: str | None) -> Path:
         p = d / f"{name}{ext}"
         if p.exists():
             return p
-    entry = ZOO.get(name.split(":")[0])
+    family = name.split(":")[0]
+    entry = ENCODER_FAMILIES.get(family) if family in ENCODER_FAMILIES else None
     how = f" Get them from {entry.weights_from}." if entry and entry.weights_from else ""
     raise EncoderError(f"{name}: no weights given and none configured.{how} Then pass the path "
                        f"(e.g. {entry.syntax if entry else name + ':/path'}), add '{name}: /path' to {weights_config()}, "

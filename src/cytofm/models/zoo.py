@@ -14,12 +14,12 @@ import importlib
 
 from cytofm.models.encoder import POOLS, Encoder, EncoderError, with_pool
 from cytofm.models.hub import allow_download
-from cytofm.models.registry import ZOO, ZooEntry, find_weights, load_state  # noqa: F401  (re-exported)
+from cytofm.models.registry import ENCODER_FAMILIES, EncoderFamily, find_weights, load_state
 
 for _family in ("baselines", "timm_hub", "releases", "cytofm"):  # registration order = the listing's order
     importlib.import_module(f"cytofm.models.families.{_family}")
 
-__all__ = ["ZOO", "Encoder", "EncoderError", "ZooEntry", "create_encoder", "find_weights", "load_state",
+__all__ = ["ENCODER_FAMILIES", "Encoder", "EncoderError", "EncoderFamily", "create_encoder", "find_weights", "load_state",
            "usable_encoders"]
 
 
@@ -35,18 +35,18 @@ def create_encoder(spec: str) -> Encoder:
         except ValueError as e:
             raise EncoderError(str(e)) from None
     name, _, arg = spec.partition(":")
-    entry = ZOO.get(name)
-    if entry is None:
-        close = difflib.get_close_matches(name, list(ZOO), n=1)
+    if name not in ENCODER_FAMILIES:
+        close = difflib.get_close_matches(name, list(ENCODER_FAMILIES), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise EncoderError(f"unknown encoder '{name}'{hint}; valid: " + ", ".join(e.syntax for e in ZOO.values()))
-    return entry.factory(arg)
+        raise EncoderError(f"unknown encoder '{name}'{hint}; valid: "
+                           + ", ".join(e.value.syntax for e in ENCODER_FAMILIES.entries()))
+    return ENCODER_FAMILIES.get(name).factory(arg)
 
 
 def usable_encoders() -> list[tuple[str, str]]:
     """(spec syntax, status) for ``cytofm doctor``."""
     rows = []
-    for e in ZOO.values():
+    for e in (entry.value for entry in ENCODER_FAMILIES.entries()):
         if e.name == "timm":
             status = "usable with a local weights path"
         elif e.name in ("hf-hub", "local-dir"):

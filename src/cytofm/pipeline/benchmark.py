@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.eval.benchmark import BenchmarkConfig, TaskConfig, _slug, evaluate_stores
-from cytofm.utils.io import write_csv
+from cytofm.eval.benchmark import evaluate_stores
+from cytofm.eval.config import BenchmarkConfig, TaskConfig
+from cytofm.utils.io import slug, write_csv
 
 
 def _data_key(task: TaskConfig, data: Path) -> str:
@@ -22,7 +23,7 @@ def _data_key(task: TaskConfig, data: Path) -> str:
     encoder (e.g. Herlev 7-class and normal/abnormal; ABMIL and a probe on the same bags). Stores keep
     every manifest column, so each task reads its own label column."""
     key = f"{data.resolve()}|{task.mode}|{task.prepare_preset if task.mode == 'tiles' else ''}"
-    return f"{_slug(data.parent.name + '_' + data.stem)}_{task.mode}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return f"{slug(data.parent.name + '_' + data.stem)}_{task.mode}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
 def _resolve(base: Path, p: str) -> Path:
@@ -53,7 +54,7 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
             continue
         if task.eval == "mil" and task.boxes:
             for spec, r in tr.runs.items():
-                r.loc = _localisation(r.store, out / task.name / _slug(spec), _resolve(base, task.boxes),
+                r.loc = _localisation(r.store, out / task.name / slug(spec), _resolve(base, task.boxes),
                                       task.box_class, task.seeds, log)
         task_runs.append(tr)
     if not task_runs:
@@ -79,7 +80,7 @@ def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Pat
     split = load_split_map(task.split, base) if task.split else None
     tag = f"{task.part}" if split is not None else "all"
     if task.points:
-        d = out / "cache" / "cells" / f"{_slug(task.name)}_{tag}_{task.crop_size}px"
+        d = out / "cache" / "cells" / f"{slug(task.name)}_{tag}_{task.crop_size}px"
         m, n = point_crops(_resolve(base, task.points), task.label, task.crop_size, d, split, task.part,
                            tuple(task.exclude))
         log(f"[{task.name}] {n} cell crops of {task.crop_size} px around the points of {task.points}"
@@ -88,7 +89,7 @@ def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Pat
     if split is not None:
         if not (data.suffix == ".csv" and data.is_file()):
             raise ValueError(f"[{task.name}] `split` needs a manifest CSV as data, not {data}")
-        m, n = part_manifest(data, split, task.part, out / "cache" / "parts" / f"{_slug(data.parent.name)}_{tag}"
+        m, n = part_manifest(data, split, task.part, out / "cache" / "parts" / f"{slug(data.parent.name)}_{tag}"
                              / "manifest.csv")
         log(f"[{task.name}] {n} images of the {task.part} part of {task.split}")
         return m
@@ -98,8 +99,8 @@ def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Pat
 def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, progress, log):
     """One feature store per encoder (spec -> (store, resolved spec, weights hash)); missing weights skip."""
     from cytofm.config.loader import build_config
+    from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
-    from cytofm.data.prepare_config import PrepareConfig
     from cytofm.features.extract import run_extract
     from cytofm.models.zoo import EncoderError, create_encoder
 
@@ -123,7 +124,7 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
             log(f"[{task.name}] skipped {spec}: {e}")
             skipped[spec] = str(e)
             continue
-        store = out / "cache" / _data_key(task, data) / _slug(spec)
+        store = out / "cache" / _data_key(task, data) / slug(spec)
         log(f"[{task.name}] extracting with {spec}")
         run_extract(enc, source, task.mode, store, cfg.batch_size, label_column=task.label, workers=1,
                     log=lambda m: None, progress=progress)

@@ -67,10 +67,10 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
     """``iterations``/``minutes`` None: sized by :mod:`cytofm.pipeline.demo_plan` to the budget on the
     machine it runs on (``full``: the whole sample and schedule, however long it takes)."""
     from cytofm.config.loader import build_config, write_config
+    from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import NothingUsable, run_prepare
-    from cytofm.data.prepare_config import PrepareConfig
     from cytofm.data.pretraining_record import attach_record
-    from cytofm.eval.benchmark import BenchmarkConfig
+    from cytofm.eval.config import BenchmarkConfig
     from cytofm.models.zoo import create_encoder
     from cytofm.pipeline.benchmark import run_benchmark
     from cytofm.pipeline.demo_plan import BUDGET_S, DemoPlan, measure, plan_demo, remeasure, replan_items

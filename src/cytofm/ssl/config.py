@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cytofm.config.loader import Section
 
@@ -183,8 +183,8 @@ class RuntimeConfig(Section):
 
 
 class PretrainConfig(Section):
-    method: Literal["ibot", "dinov2"] = "ibot"
-    """Self-supervised objective (``cytofm.ssl.methods``): iBOT, or DINOv2 (iBOT + KoLeo + Sinkhorn-Knopp
+    method: str = "ibot"
+    """Self-supervised objective, a name of ``cytofm.ssl.methods.METHODS``: iBOT, or DINOv2 (iBOT + KoLeo + Sinkhorn-Knopp
     centring + separate heads; its settings come with the ``dinov2_*`` presets)."""
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
@@ -195,6 +195,13 @@ class PretrainConfig(Section):
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, v: str) -> str:
+        from cytofm.ssl.methods import METHODS  # the methods import this module: looked up at validation
+
+        return METHODS.validate(v)
 
     @model_validator(mode="after")
     def _method_settings(self):

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cytofm.data.config import PrepareConfig
 from cytofm.data.image_io import IMAGE_EXTENSIONS
 from cytofm.data.inputs import InputError, discover
-from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
 from cytofm.ssl.augment import MultiCrop

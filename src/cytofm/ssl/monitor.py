@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cytofm.data.config import PrepareConfig
 from cytofm.data.inputs import InputError, discover
-from cytofm.data.prepare_config import PrepareConfig
 from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 

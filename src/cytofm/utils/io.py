@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,3 +126,8 @@ def remove_stale_temporaries(root: str | os.PathLike) -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+def slug(s: str) -> str:
+    """A file-name-safe form of ``s`` (an encoder spec, a task name) for folders that name what they hold."""
+    return re.sub(r"[^\w.-]+", "_", s).strip("_")[:80]

@@ -8,7 +8,7 @@ import timm
 
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderError, state_hash
 from cytofm.models.hub import allow_download
-from cytofm.models.registry import ZOO, find_weights, load_state, register
+from cytofm.models.registry import ENCODER_FAMILIES, find_weights, load_state, register
 from cytofm.models.vit import build_vit, vit_encoder
 
 
@@ -18,7 +18,7 @@ from cytofm.models.vit import build_vit, vit_encoder
 def _timm(arg: str) -> Encoder:
     if arg.startswith(("hf-hub:", "local-dir:")):
         source, _, where = arg.partition(":")
-        return ZOO[source].factory(where)
+        return ENCODER_FAMILIES.get(source).factory(where)
     model, _, path = arg.partition(":")
     if not model:
         raise EncoderError("timm: give a model name, e.g. timm:vit_small_patch16_224.augreg_in21k:/path/weights.safetensors")

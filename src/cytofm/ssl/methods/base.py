@@ -18,15 +18,14 @@ from torch import nn
 
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.model import init_teacher_from_student
+from cytofm.utils.registry import Registry
 
-METHODS: dict[str, type[SSLMethod]] = {}
+METHODS: Registry[type[SSLMethod]] = Registry("SSL method")
 
 
 def register_method(cls: type[SSLMethod]) -> type[SSLMethod]:
-    if cls.name in METHODS:
-        raise ValueError(f"SSL method '{cls.name}' is registered twice")
-    METHODS[cls.name] = cls
-    return cls
+    """Register a method class under its ``name``, described by its docstring's first line."""
+    return METHODS.add(cls.name, cls, (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
 
 
 @dataclass
@@ -91,8 +90,4 @@ def teacher_spread(teacher_cls: torch.Tensor) -> torch.Tensor:
 
 def build_method(cfg: PretrainConfig) -> SSLMethod:
     """The method ``cfg.method`` names (the package's ``__init__`` registers the shipped ones)."""
-    try:
-        cls = METHODS[cfg.method]
-    except KeyError:
-        raise ValueError(f"unknown SSL method '{cfg.method}'; known: {', '.join(sorted(METHODS))}") from None
-    return cls(cfg)
+    return METHODS.get(cfg.method)(cfg)

@@ -19,6 +19,8 @@ from cytofm.ssl.model import build_student_teacher
 
 @register_method
 class DINOv2Method(SSLMethod):
+    """DINOv2: iBOT with KoLeo, Sinkhorn-Knopp centring and separate heads (Oquab et al., TMLR 2024)."""
+
     name = "dinov2"
     terms = ("loss_cls", "loss_patch", "loss_koleo")
 

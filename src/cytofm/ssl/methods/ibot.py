@@ -16,6 +16,8 @@ from cytofm.ssl.model import build_student_teacher
 
 @register_method
 class IBOTMethod(SSLMethod):
+    """iBOT: self-distillation on [CLS] tokens and masked patch tokens (Zhou et al., ICLR 2022)."""
+
     name = "ibot"
     terms = ("loss_cls", "loss_patch")
 
