@@ -43,8 +43,8 @@ HALF = ["resolution.mpp=0.5", "resolution.target_mpp=1.0"]  # nominal values: on
 def prepare_pool(shared: Path, work: Path) -> dict[str, str]:
     """Every pool source, prepared once from the pretraining parts (manifests with absolute paths)."""
     from cytofm.config.loader import build_config
+    from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
-    from cytofm.data.prepare_config import PrepareConfig
     from cytofm.data.split_files import write_part_manifest
 
     q = ["output.qa_thumbnails=0"]
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
     from cytofm.config.loader import build_config
-    from cytofm.eval.benchmark import BenchmarkConfig
+    from cytofm.eval.config import BenchmarkConfig
     from cytofm.pipeline.benchmark import run_benchmark
     from cytofm.ssl.config import PretrainConfig
     from cytofm.ssl.trainer import SSLTrainer

@@ -134,8 +134,8 @@ def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = (), n
     """Train ``preset`` on the pretraining parts (prepared once in ``work``) into ``work/run_<name>``
     (default: the preset's name); a finished run there is kept as it is. Returns the run folder."""
     from cytofm.config.loader import build_config
+    from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
-    from cytofm.data.prepare_config import PrepareConfig
     from cytofm.data.split_files import write_part_manifest
     from cytofm.ssl.trainer import SSLTrainer
 
