@@ -90,9 +90,9 @@ def full_grid_losses(method):
 
         with autocast:
             with torch.no_grad():
-                t_cls, t_patch, _ = method.teacher(views.globals, None, None, all_patch_tokens=True)
-            s_cls, s_patch, index = student(views.globals, views.masks, views.locals)
-        n_views = 2 + views.locals.shape[0] // views.n_images
+                t_cls, t_patch, _ = method.teacher(views.global_crops, None, None, all_patch_tokens=True)
+            s_cls, s_patch, index = student(views.global_crops, views.masks, views.local_crops)
+        n_views = 2 + views.local_crops.shape[0] // views.n_images
         out = method.criterion(list(s_cls.float().chunk(n_views)), s_patch.float(), index, list(t_cls.float().chunk(2)),
                                t_patch.float(), views.n_images, sched["teacher_temp"], sched["teacher_patch_temp"])
         out["teacher_spread"] = teacher_spread(t_cls)

@@ -32,7 +32,7 @@ def test_every_command_explains_itself(command):
 
 
 def test_contract_options_are_declared():
-    # the fixed command-line contract of issue #2
+    # the fixed command-line contract: users and scripts rely on these commands and options
     for cmd, opts in {"pretrain": ["--preset", "--data", "--out"], "export": ["--out"],
                       "extract": ["--encoder", "--input", "--mode", "--out"], "probe": ["--features", "--label", "--out"],
                       "mil": ["--features", "--label", "--out"], "benchmark": ["--out"],

@@ -36,7 +36,7 @@ def test_tables_carry_no_machine_paths():
 def test_missing_weights_skipped_counts_warned_patients_grouped(tmp_path, monkeypatch):
     monkeypatch.setenv("CYTOFM_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("CYTOFM_WEIGHTS", str(tmp_path / "w"))
-    monkeypatch.setattr("cytofm.eval.run.bootstrap_ci", lambda *a, **k: {})  # not under test here
+    monkeypatch.setattr("cytofm.eval.cross_validation.bootstrap_ci", lambda *a, **k: {})  # not under test here
     rng = np.random.default_rng(0)
     rows = []
     for i in range(24):

@@ -47,7 +47,7 @@ def test_rerun_reuses_evaluation_and_changes_reevaluate(tmp_path, monkeypatch):
     def refit(*a, **k):
         raise AssertionError("a finished evaluation was re-run")
 
-    monkeypatch.setattr("cytofm.eval.tasks.evaluate_probes", refit)
+    monkeypatch.setattr("cytofm.eval.evaluate_store.evaluate_probes", refit)
     logs.clear()
     run_benchmark(_cfg([0, 1]), tmp_path, out, log=logs.append)
     assert sum("evaluation unchanged, reused" in m for m in logs) == 2

@@ -40,8 +40,8 @@ def _store(root, feats, y, order):
 
 
 def test_shuffled_manifest_pairs_item_by_item(tmp_path, monkeypatch):
-    monkeypatch.setattr("cytofm.eval.run.confusion_png", lambda *a, **k: None)
-    monkeypatch.setattr("cytofm.eval.run.bootstrap_ci", lambda *a, **k: {})
+    monkeypatch.setattr("cytofm.eval.cross_validation.confusion_png", lambda *a, **k: None)
+    monkeypatch.setattr("cytofm.eval.cross_validation.bootstrap_ci", lambda *a, **k: {})
     rng = np.random.default_rng(0)
     n = 40
     y = np.arange(n) % 2
@@ -52,7 +52,7 @@ def test_shuffled_manifest_pairs_item_by_item(tmp_path, monkeypatch):
               "b": (_store(tmp_path / "b", feats, y, order), "b", "h"),  # same items, manifest shuffled
               "c": (_store(tmp_path / "c", feats[rng.permutation(n)], y, range(n)), "c", "h")}  # features moved
     task = TaskConfig(name="t", data="x", label="label", methods=["knn"], folds=4, seeds=[0, 1])
-    tr = evaluate_stores(task, stores, tmp_path / "o", tmp_path, log=lambda m: None)
+    tr = evaluate_stores(task, stores, tmp_path / "o", log=lambda m: None)
     fa, fb, fc = (tr.runs[s].summaries[0]["_folds"] for s in "abc")
     assert [r["balanced_accuracy"] for r in fa] == [r["balanced_accuracy"] for r in fb]
     comps = comparison_rows([tr], BenchmarkConfig(encoders=list(stores), tasks=[task], baselines=[]))

@@ -7,9 +7,9 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from cytofm.eval.data import LabelledSet
+from cytofm.eval.evaluate_store import evaluate_mil, evaluate_probes
+from cytofm.eval.labelled_set import LabelledSet
 from cytofm.eval.splits import inner_validation, make_splits
-from cytofm.eval.tasks import evaluate_mil, evaluate_probes
 
 
 def planted(n=36, bag=False, seed=0):
@@ -47,8 +47,8 @@ def test_probes_standardise_and_fit_on_training_items_only(tmp_path, monkeypatch
 
     monkeypatch.setattr(StandardScaler, "fit", spy_scaler)
     monkeypatch.setattr(KNeighborsClassifier, "fit", spy_knn)
-    monkeypatch.setattr("cytofm.eval.run.confusion_png", lambda *a, **k: None)  # neither figures nor the
-    monkeypatch.setattr("cytofm.eval.run.bootstrap_ci", lambda *a, **k: {})  # item bootstrap are under test
+    monkeypatch.setattr("cytofm.eval.cross_validation.confusion_png", lambda *a, **k: None)  # neither figures nor the
+    monkeypatch.setattr("cytofm.eval.cross_validation.bootstrap_ci", lambda *a, **k: {})  # item bootstrap are under test
     for sp in make_splits(data.y, 3, (0,), data.groups):
         for v in seen.values():
             v.clear()
@@ -78,8 +78,8 @@ def test_abmil_trains_validates_and_standardises_on_training_items_only(tmp_path
         return model
 
     monkeypatch.setattr(mt, "train_mil", spy)
-    monkeypatch.setattr("cytofm.eval.run.confusion_png", lambda *a, **k: None)
-    monkeypatch.setattr("cytofm.eval.run.bootstrap_ci", lambda *a, **k: {})
+    monkeypatch.setattr("cytofm.eval.cross_validation.confusion_png", lambda *a, **k: None)
+    monkeypatch.setattr("cytofm.eval.cross_validation.bootstrap_ci", lambda *a, **k: {})
     splits = make_splits(data.y, 3, (0,), data.groups)
     evaluate_mil(data, splits, tmp_path, epochs=2)
     assert len(calls) == len(splits)

@@ -72,7 +72,7 @@ def test_unknown_split_values_are_refused_with_the_values_found(tmp_path):
 
 
 def test_bounded_interval_is_clipped_and_the_raw_one_kept():
-    from cytofm.eval.run import bounded_interval
+    from cytofm.eval.cross_validation import bounded_interval
 
     assert bounded_interval([-0.35, 1.85], (0.0, 1.0)) == {"ci95": [0.0, 1.0], "ci95_unclipped": [-0.35, 1.85]}
     assert bounded_interval([0.2, 0.4], (0.0, 1.0))["ci95"] == [0.2, 0.4]

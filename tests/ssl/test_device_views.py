@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from cytofm.ssl.augment import MultiCrop
 from cytofm.ssl.augment import hed_jitter as pil_hed_jitter
-from cytofm.ssl.data import IBOTBatches, load_table
+from cytofm.ssl.data import PretrainingBatches, load_table
 from cytofm.ssl.device_views import (
     CacheTooLarge,
     DeviceBatches,
@@ -173,7 +173,7 @@ def test_blur_removes_as_much_detail_as_the_pil_blur():
 def test_batches_are_pure_and_masks_follow_the_config(images, tmp_path):  # noqa: F811
     cfg = tiny_cfg("mask.ratio=[0.3]", "mask.ratio_var=[0.0]", "crops.global_size=64")
     tables = [load_table(images)]
-    b = IBOTBatches(tables, cfg, 0, 16)
+    b = PretrainingBatches(tables, cfg, 0, 16)
     refs = [(0, r) for r in range(len(tables[0]))]
     cache = build_cache(lambda i: b.sample_size(tables[0], tables[0].refs[i]),
                         lambda i: b._image(tables[0], tables[0].refs[i]), len(refs), 128, log=lambda m: None)

@@ -205,7 +205,7 @@ def test_ibot_koleo_adds_its_weighted_term_on_the_student_backbone_cls():
     a = plain.losses(plain.student, views, sched, off)
     b = with_koleo.losses(with_koleo.student, views, sched, off)
     with torch.no_grad():
-        cls_g = plain.student.backbone(views.globals, views.masks)[0]
+        cls_g = plain.student.backbone(views.global_crops, views.masks)[0]
     k = KoLeoLoss()
     expected = k(cls_g[:2]) + k(cls_g[2:])
     assert b["loss_koleo"].item() == pytest.approx(expected.item(), abs=1e-5)

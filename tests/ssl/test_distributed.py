@@ -21,9 +21,9 @@ def _worker(rank: int, world: int, port: int, images: str, out: str, extra: tupl
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    from cytofm.ssl.trainer import IBOTTrainer
+    from cytofm.ssl.trainer import SSLTrainer
 
-    t = IBOTTrainer(tiny_cfg("train.iterations=3", *extra), [images], f"{out}/run", log=lambda m: None)
+    t = SSLTrainer(tiny_cfg("train.iterations=3", *extra), [images], f"{out}/run", log=lambda m: None)
     t.run()
     torch.save({"teacher": t.teacher.state_dict(), "center": t.loss_fn.center, "center_patch": t.loss_fn.center_patch,
                 "student": t.student.state_dict()}, f"{out}/rank{rank}.pt")
@@ -48,10 +48,10 @@ def test_two_process_gloo_agree(tmp_path):
     for k in a["student"]:  # DDP averaged the gradients: the students stayed in step too
         assert torch.equal(a["student"][k], b["student"][k]), k
     # ... although the ranks drew different images (distributed sampling)
-    from cytofm.ssl.data import IBOTBatches, load_table
+    from cytofm.ssl.data import PretrainingBatches, load_table
 
     table = load_table(img)
-    plans = [IBOTBatches([table], tiny_cfg(), rank=r, patch_size=16).sample_plan(0) for r in (0, 1)]
+    plans = [PretrainingBatches([table], tiny_cfg(), rank=r, patch_size=16).sample_plan(0) for r in (0, 1)]
     assert plans[0] != plans[1]
     assert (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -60,10 +60,10 @@ def _resume_worker(rank: int, world: int, port: int, images: str, out: str, piec
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    from cytofm.ssl.trainer import IBOTTrainer
+    from cytofm.ssl.trainer import SSLTrainer
 
     for extra in pieces:  # e.g. [["train.stop_at=2"], []]: stop after 2 steps, then resume in a new trainer
-        t = IBOTTrainer(tiny_cfg("train.iterations=4", "train.save_every=100", *extra), [images], f"{out}/run",
+        t = SSLTrainer(tiny_cfg("train.iterations=4", "train.save_every=100", *extra), [images], f"{out}/run",
                         log=lambda m: None)
         t.run()
     torch.save({"student": t.student.state_dict(), "teacher": t.teacher.state_dict(), "center": t.loss_fn.center,

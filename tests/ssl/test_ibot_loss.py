@@ -108,7 +108,7 @@ def test_masked_only_teacher_path_equals_the_full_grid_loss_and_centres():
     with torch.no_grad():
         t_cls, t_patch, _ = m.teacher(g, None, None, all_patch_tokens=True)
     torch.manual_seed(1)
-    s_cls, s_patch, index = m.student(g, masks, views.locals)
+    s_cls, s_patch, index = m.student(g, masks, views.local_crops)
     ref = full(list(s_cls.chunk(4)), s_patch, index, list(t_cls.chunk(2)), t_patch, 2, 0.04, 0.07)
     assert abs(fast["loss"].item() - ref["loss"].item()) < 1e-5
     assert torch.allclose(m.criterion.center, full.center, atol=1e-6)

@@ -13,7 +13,7 @@ from cytofm.ssl.backbone import MaskedViT, create_vit
 from cytofm.ssl.checkpoint import backbone_state_from_release, load_backbone_into
 from cytofm.ssl.config import ModelConfig, PretrainConfig
 from cytofm.ssl.optim import ema_update, param_groups
-from cytofm.ssl.trainer import IBOTTrainer
+from cytofm.ssl.trainer import SSLTrainer
 
 from tests.conftest import smear, smear_folder
 
@@ -89,14 +89,14 @@ def test_param_groups_no_decay_on_bias_norm_tokens():
 
 
 def run(cfg, data, out, **kw):
-    t = IBOTTrainer(cfg, [str(data)], out, log=lambda m: None, **kw)
+    t = SSLTrainer(cfg, [str(data)], out, log=lambda m: None, **kw)
     t.run()
     return t
 
 
 def test_one_step_changes_student_and_teacher_moves_by_ema(images, tmp_path):
     cfg = tiny_cfg("train.iterations=1", "optim.warmup_iters=0", "optim.momentum_teacher=0.5", "optim.momentum_teacher_end=0.5")
-    t = IBOTTrainer(cfg, [str(images)], tmp_path / "r", log=lambda m: None)
+    t = SSLTrainer(cfg, [str(images)], tmp_path / "r", log=lambda m: None)
     s0 = {k: v.clone() for k, v in t.student.state_dict().items()}
     t0 = {k: v.clone() for k, v in t.teacher.state_dict().items()}
     t.run()
@@ -151,7 +151,7 @@ def test_init_from_ibot_release_layout(images, tmp_path):
                            "module.head.mlp.0.weight": torch.zeros(3, 3)},
                "student": {}, "epoch": 100}
     torch.save(release, tmp_path / "checkpoint_teacher.pth")
-    t = IBOTTrainer(tiny_cfg("train.iterations=1"), [str(images)], tmp_path / "r", log=lambda m: None,
+    t = SSLTrainer(tiny_cfg("train.iterations=1"), [str(images)], tmp_path / "r", log=lambda m: None,
                     init_from=str(tmp_path / "checkpoint_teacher.pth"))
     for k, v in sd.items():
         assert torch.equal(t.teacher.backbone.vit.state_dict()[k], v)
@@ -174,7 +174,7 @@ def test_reads_webdataset_shards_and_weights_sources(tmp_path):
     from cytofm.config.loader import build_config as bc
     from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
-    from cytofm.ssl.data import IBOTBatches, load_table
+    from cytofm.ssl.data import PretrainingBatches, load_table
 
     src = tmp_path / "fields"
     src.mkdir()
@@ -188,17 +188,17 @@ def test_reads_webdataset_shards_and_weights_sources(tmp_path):
     cells.mkdir()
     Image.fromarray(smear(h=40, w=40, cells=((20, 20, 10),))[0]).save(cells / "c.png")
     cfg = tiny_cfg("data.weights=[0.0, 1.0]")
-    ds = IBOTBatches([table, load_table(cells)], cfg, patch_size=16)
+    ds = PretrainingBatches([table, load_table(cells)], cfg, patch_size=16)
     assert {t for t, _, _ in ds.sample_plan(0)} == {1}  # weight 0: never drawn
-    batch = IBOTBatches([table], tiny_cfg(), patch_size=16)[0]
+    batch = PretrainingBatches([table], tiny_cfg(), patch_size=16)[0]
     assert batch["crops"][0].shape == (4, 3, 32, 32) and batch["masks"].shape == (2, 4, 2, 2)
-    assert torch.equal(batch["crops"][2], IBOTBatches([table], tiny_cfg(), patch_size=16)[0]["crops"][2])
+    assert torch.equal(batch["crops"][2], PretrainingBatches([table], tiny_cfg(), patch_size=16)[0]["crops"][2])
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(images, tmp_path):
     from cytofm.ssl.trainer import TrainingDiverged
 
-    t = IBOTTrainer(tiny_cfg("train.iterations=4", "train.save_every=2"), [str(images)], tmp_path / "r", log=lambda m: None)
+    t = SSLTrainer(tiny_cfg("train.iterations=4", "train.save_every=2"), [str(images)], tmp_path / "r", log=lambda m: None)
     real = t.loss_fn.forward_masked  # the iBOT method calls the masked-token entry point
 
     def poisoned(*a, **k):
@@ -251,7 +251,7 @@ def test_metrics_have_each_iteration_once_after_kills(images, tmp_path):
 
     cfg = tiny_cfg("train.iterations=6", "train.save_every=2")
     for kill_at in (3, 5):  # killed after logging iterations past the last checkpoint
-        t = IBOTTrainer(cfg, [str(images)], tmp_path / "r", log=lambda m: None)
+        t = SSLTrainer(cfg, [str(images)], tmp_path / "r", log=lambda m: None)
         real = t.step
 
         def dying(batch, it, real=real, kill_at=kill_at, **kw):
@@ -339,7 +339,7 @@ def test_a_pretraining_stopped_early_ends_its_progress_line(images, tmp_path, mo
     monkeypatch.setattr(common, "_verbosity", 0)
     buf = io.StringIO()
     with PlainProgress(stream=buf, interval=0.1) as p:
-        IBOTTrainer(tiny_cfg("train.iterations=20", stop), [str(images)], tmp_path / "run", progress=p,
+        SSLTrainer(tiny_cfg("train.iterations=20", stop), [str(images)], tmp_path / "run", progress=p,
                     log=lambda m: None).run()
         time.sleep(0.6)  # the next stage
     lines = [ln.split(" progress ", 1)[1] for ln in buf.getvalue().splitlines() if " progress pretrain:" in ln]

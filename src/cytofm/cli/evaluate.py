@@ -35,8 +35,8 @@ SPLIT = typer.Option(help="Column with fixed train/test values instead of cross-
 
 def _setup(features: Path, label: str, out: Path, group_column, split_column, folds: int, seeds: list[int],
            exclude: list[str]):
+    from cytofm.eval.evaluate_store import prepare_eval
     from cytofm.eval.splits import ProtocolError
-    from cytofm.eval.tasks import prepare_eval
     from cytofm.utils.io import check_writable_dir
 
     check_writable_dir(out)
@@ -53,7 +53,7 @@ def _report(summaries: list[dict], out: Path, options: dict) -> None:
     import yaml
 
     from cytofm import __version__
-    from cytofm.eval.run import markdown_table, results_table
+    from cytofm.eval.cross_validation import markdown_table, results_table
     from cytofm.utils.io import write_csv
 
     write_csv(out / "results.csv", results_table(summaries))
@@ -112,7 +112,7 @@ def probe(
     Example: cytofm probe --features feats --label label --out probe methods=linear,knn,fewshot
     """
     cfg = resolve_settings(ctx, P, config, overrides, print_config, REQUIRED)
-    from cytofm.eval.tasks import evaluate_probes
+    from cytofm.eval.evaluate_store import evaluate_probes
 
     bad = [m for m in cfg.methods if m not in PROBE_METHODS]
     if bad:
@@ -153,7 +153,7 @@ def mil(
     Example: cytofm mil --features bags --label wbc_type --out mil epochs=30
     """
     cfg = resolve_settings(ctx, M, config, overrides, print_config, REQUIRED)
-    from cytofm.eval.tasks import evaluate_mil
+    from cytofm.eval.evaluate_store import evaluate_mil
 
     features, out = Path(cfg.features), Path(cfg.out)
     data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds, cfg.exclude)

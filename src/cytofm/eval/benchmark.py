@@ -45,13 +45,13 @@ class TaskRun:
     """Folds actually used (lowered below the task's ``folds`` when a class has fewer items or groups)."""
 
 
-def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], out: Path, base: Path | None = None,
-                    progress=None, log=print) -> TaskRun:
-    """Evaluate every encoder's store of one task on the same items and the same splits (``base`` is kept
-    for callers of the earlier signature; paths are resolved by the pipeline)."""
+def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], out: Path, progress=None,
+                    log=print) -> TaskRun:
+    """Evaluate every encoder's store of one task on the same items and the same splits (paths are resolved
+    by the pipeline)."""
+    from cytofm.eval.evaluate_store import evaluate_mil, evaluate_probes
     from cytofm.eval.pretraining_guard import check_encoder, pretraining_record_for
     from cytofm.eval.splits import ProtocolError, make_splits
-    from cytofm.eval.tasks import evaluate_mil, evaluate_probes
     from cytofm.utils.display import display_name
 
     sets, group_col = _aligned_sets(task, stores, log)
@@ -102,7 +102,7 @@ def _evaluation_key(task: TaskConfig, run: EncoderRun, splits, data) -> str:
     the items themselves (a re-extracted image changes them even where the store's manifest does not), the
     exact folds and the cytofm version. A re-run with the same key reuses the finished evaluation."""
     from cytofm import __version__
-    from cytofm.eval.run import ids_key
+    from cytofm.eval.cross_validation import ids_key
 
     ids = data.ids
     h = hashlib.sha256()
@@ -114,7 +114,7 @@ def _evaluation_key(task: TaskConfig, run: EncoderRun, splits, data) -> str:
 
 
 def _reuse(ev_out: Path, key: str) -> list[dict] | None:
-    from cytofm.eval.run import load_method
+    from cytofm.eval.cross_validation import load_method
 
     f = ev_out / EVALUATED
     try:
@@ -129,7 +129,7 @@ def _reuse(ev_out: Path, key: str) -> list[dict] | None:
 
 def _aligned_sets(task: TaskConfig, stores, log) -> tuple[dict, str | None]:
     """Each store's labelled items, restricted to the items every store has, in id order; the group column."""
-    from cytofm.eval.data import load_labelled_store
+    from cytofm.eval.labelled_set import load_labelled_store
 
     sets, group = {}, None
     for spec, (store, _, _) in stores.items():
@@ -181,7 +181,7 @@ def _source_hashes(store: Path, ids: list[str], hashes):
     import csv
 
     from cytofm.data.hashing import hash_image
-    from cytofm.eval.task_data import SOURCE_COLUMN
+    from cytofm.data.point_crops import SOURCE_COLUMN
 
     if hashes is None:
         return None

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cytofm.eval.compare import claimed_pairs, paired_fold_difference
+from cytofm.eval.cross_validation import CI_METHOD
 from cytofm.eval.intervals import holm
 from cytofm.eval.metrics import METRICS
-from cytofm.eval.run import CI_METHOD
 from cytofm.utils.display import display_name, display_path, display_text
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The encoder shipped inside the package (issue #7), also in the Hugging Face hub layout (issue #14).
+"""The encoder shipped inside the package, also in the Hugging Face hub layout.
 
 The hub layout's ``config.json`` and ``README.md`` live in ``weights/hub/``; its ``model.safetensors`` is
 the shipped weights file itself, linked (or copied) into a folder on demand by :func:`shipped_hub_dir`,

@@ -43,7 +43,7 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
         if not stores:
             continue
         try:
-            tr = evaluate_stores(task, stores, out, base, progress, log)
+            tr = evaluate_stores(task, stores, out, progress, log)
         except ProtocolError as e:  # one task's data cannot be split as asked
             msg = str(e) if str(e).startswith(f"[{task.name}]") else f"[{task.name}] {e}"
             if not cfg.skip_missing:
@@ -75,7 +75,8 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
 
 def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Path:
     """The task's items: its data as given, one part of a split, or cell crops around annotated points."""
-    from cytofm.eval.task_data import load_split_map, part_manifest, point_crops
+    from cytofm.data.point_crops import point_crops
+    from cytofm.data.split_parts import load_split_map, part_manifest
 
     split = load_split_map(task.split, base) if task.split else None
     tag = f"{task.part}" if split is not None else "all"

@@ -100,7 +100,7 @@ class _TarFile:
         self.f.close()
 
 
-class IBOTBatches(torch.utils.data.Dataset):
+class PretrainingBatches(torch.utils.data.Dataset):
     """``dataset[iteration]`` is the whole batch of that iteration for this rank."""
 
     def __init__(self, tables: list[PatchTable], cfg: PretrainConfig, rank: int = 0, patch_size: int = 16):

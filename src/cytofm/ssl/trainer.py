@@ -30,7 +30,7 @@ from cytofm.ssl.checkpoint import (
     timm_model_args,
 )
 from cytofm.ssl.config import PretrainConfig
-from cytofm.ssl.data import IBOTBatches, load_table
+from cytofm.ssl.data import PretrainingBatches, load_table
 from cytofm.ssl.masking import masked_positions
 from cytofm.ssl.methods import Views, build_method
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
@@ -140,7 +140,7 @@ class SSLTrainer:
             for net in (self.student, self.teacher):
                 net.backbone.compile()  # in place: the module, its parameters and state-dict keys stay
         self.tables = [load_table(d) for d in data]
-        self.batches = IBOTBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
+        self.batches = PretrainingBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
         self.views = "device" if cfg.data.views == "auto" else cfg.data.views
         g = cfg.crops.global_size
         if g % self.student.backbone.patch_size or cfg.crops.local_size % self.student.backbone.patch_size:
@@ -529,4 +529,3 @@ class SSLTrainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
 
-IBOTTrainer = SSLTrainer  # the name before DINOv2; every method trains through the same loop

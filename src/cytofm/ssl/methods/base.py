@@ -34,9 +34,9 @@ class Views:
     local crops (L*B, 3, h', w') or None, B, and the (image, token) index of the masked tokens (made on the
     host by the loader; None: found from ``masks``)."""
 
-    globals: torch.Tensor
+    global_crops: torch.Tensor
     masks: torch.Tensor
-    locals: torch.Tensor | None
+    local_crops: torch.Tensor | None
     n_images: int
     index: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -35,13 +35,13 @@ class DINOv2Method(SSLMethod):
     def losses(self, student, views: Views, sched, autocast):
         B = views.n_images
         with autocast:
-            s_cls, s_patch, (img, tok), s_backbone_cls = student(views.globals, views.masks, views.locals,
+            s_cls, s_patch, (img, tok), s_backbone_cls = student(views.global_crops, views.masks, views.local_crops,
                                                                  with_backbone_cls=True, index=views.mask_index())
             with torch.no_grad():
-                t_cls_tokens, t_patch_tokens = self.teacher.backbone(views.globals)
+                t_cls_tokens, t_patch_tokens = self.teacher.backbone(views.global_crops)
                 t_cls = self.teacher.head(t_cls_tokens)
                 t_patch = self.teacher.patch_logits(t_patch_tokens, (img, tok))
-        n_views = 2 + (views.locals.shape[0] // B if views.locals is not None else 0)
+        n_views = 2 + (views.local_crops.shape[0] // B if views.local_crops is not None else 0)
         out = self.criterion(list(s_cls.float().chunk(n_views)), s_patch.float(), img,
                              list(t_cls.float().chunk(2)), t_patch.float(), B, sched["teacher_temp"],
                              sched["teacher_patch_temp"], list(s_backbone_cls.chunk(2)))

@@ -39,10 +39,10 @@ class IBOTMethod(SSLMethod):
     def losses(self, student, views: Views, sched, autocast):
         index = views.mask_index()  # the student's order
         with autocast:
-            t_cls, t_patch, t_patch_sum, n_tokens = self.teacher.teacher_outputs(views.globals, index)
-            s_cls, s_patch, _, *backbone_cls = student(views.globals, views.masks, views.locals,
+            t_cls, t_patch, t_patch_sum, n_tokens = self.teacher.teacher_outputs(views.global_crops, index)
+            s_cls, s_patch, _, *backbone_cls = student(views.global_crops, views.masks, views.local_crops,
                                                       with_backbone_cls=self.koleo is not None, index=index)
-        n_views = 2 + (views.locals.shape[0] // views.n_images if views.locals is not None else 0)
+        n_views = 2 + (views.local_crops.shape[0] // views.n_images if views.local_crops is not None else 0)
         out = self.criterion.forward_masked(list(s_cls.float().chunk(n_views)), s_patch.float(), index[0],
                                             list(t_cls.float().chunk(2)), t_patch.float(), t_patch_sum, n_tokens,
                                             views.n_images, sched["teacher_temp"], sched["teacher_patch_temp"])

@@ -1,4 +1,5 @@
-"""Task inputs: one part of a fixed split, and crops centred on annotated points (hand-computed pixels)."""
+"""What a benchmark task evaluates on: cells cut around annotated points (cytofm.data.point_crops), one part
+of a fixed split (cytofm.data.split_parts), and how the pipeline and the pretraining guard use them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cytofm.data.point_crops import point_crops
+from cytofm.data.split_parts import load_split_map, part_manifest
 from cytofm.eval.config import TaskConfig
-from cytofm.eval.task_data import load_split_map, part_manifest, point_crops
 from cytofm.pipeline.benchmark import _task_input
 
 

@@ -1,9 +1,7 @@
-"""What a benchmark task evaluates on: one part of a fixed split, and cells cut around annotated points.
-
-Both write a plain manifest (absolute paths, so it works from any folder) that the rest of the benchmark
-reads like any other input. Written here rather than taken from a library because the inputs are the
-project's own split files and the point tables of cytology sets (``image,x,y,label``).
-"""
+"""Cells cut around annotated points: a point table ``image,x,y,label`` becomes fixed-size crops centred on
+the points and a manifest of them (absolute paths) that the rest of the benchmark reads like any other
+input. Written here rather than taken from a library because the inputs are the point tables of cytology
+sets."""
 
 from __future__ import annotations
 
@@ -15,47 +13,9 @@ from PIL import Image
 
 from cytofm.utils.io import write_csv
 
-PATH_COLUMNS = ("path", "image", "file", "filename")
 SOURCE_COLUMN = "source_image"
 """The field a cell crop was cut from: the pretraining guard checks that image, since an encoder pretrained on
 the field has seen the cell although the crop's own bytes were never in its pool."""
-
-
-def load_split_map(spec: str, base: Path) -> dict[str, str]:
-    """``{relative image path: part}`` from ``cytofm:<dataset>`` (a shipped split) or a CSV ``image,part``."""
-    from cytofm.data.split_files import load_split
-
-    if spec.startswith("cytofm:"):
-        return load_split(spec.split(":", 1)[1])
-    p = Path(spec) if Path(spec).is_absolute() else base / spec
-    with open(p, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"image", "part"} <= set(rows[0]):
-        raise ValueError(f"{p}: a split file needs the columns image, part")
-    return {r["image"]: r["part"] for r in rows}
-
-
-def _path_column(header: list[str], where: Path) -> str:
-    col = next((c for c in PATH_COLUMNS if c in header), None)
-    if col is None:
-        raise ValueError(f"{where}: no image path column (one of {', '.join(PATH_COLUMNS)})")
-    return col
-
-
-def part_manifest(manifest: Path, split: dict[str, str], part: str, out: Path) -> tuple[Path, int]:
-    """Rows of ``manifest`` whose image the split puts in ``part``, paths made absolute; images the split
-    does not name are refused (a split that does not cover the data would silently shrink the task)."""
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        header, rows = list(reader.fieldnames or []), list(reader)
-    col = _path_column(header, manifest)
-    unknown = [r[col] for r in rows if r[col] not in split]
-    if unknown:
-        raise ValueError(f"{manifest}: {len(unknown)} image(s) not in the split file (first: {unknown[0]})")
-    keep = [dict(r, **{col: str((manifest.parent / r[col]).resolve())}) for r in rows if split[r[col]] == part]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(out, keep, header)
-    return out, len(keep)
 
 
 def point_crops(points: Path, label: str, size: int, out_dir: Path, split: dict[str, str] | None = None,

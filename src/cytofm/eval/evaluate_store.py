@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cytofm.eval.data import LabelledSet, load_labelled_store
-from cytofm.eval.run import run_method
+from cytofm.eval.cross_validation import run_method
+from cytofm.eval.labelled_set import LabelledSet, load_labelled_store
 from cytofm.eval.splits import make_splits
 
 PROBES = ("linear", "knn", "fewshot")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.eval.data import LabelledSet
 from cytofm.eval.intervals import corrected_t_interval
+from cytofm.eval.labelled_set import LabelledSet
 from cytofm.eval.metrics import METRICS, bootstrap_ci, classification_metrics
 from cytofm.eval.splits import Split
 from cytofm.utils.io import write_csv
