@@ -33,14 +33,15 @@ def run(tmp_path_factory):
     from cytofm.config.loader import build_config, config_dict
     from cytofm.ssl.config import PretrainConfig
 
-    from tests.ssl.test_training import TINY
+    from tests.helpers import TINY
 
     root = tmp_path_factory.mktemp("run")
     cfg = build_config(PretrainConfig, overrides=TINY)
     vit = _vit()
     torch.save({"iteration": 7, "teacher_backbone": vit.state_dict(), "config": config_dict(cfg),
                 "arch": "vit_tiny_patch16_224",
-                "model_args": {"num_classes": 0, "img_size": 32, "dynamic_img_size": True}}, root / "checkpoint.pt")
+                "model_args": {"num_classes": 0, "img_size": 32, "dynamic_img_size": True}},
+               root / "checkpoint.pt")
     return root
 
 
@@ -67,7 +68,8 @@ def test_export_hf_dir_is_what_timm_loads(run, tmp_path):
     assert "iteration 7" in card
 
     model = timm.create_model(f"local-dir:{d}", pretrained=True).eval()
-    assert model.pretrained_cfg["mean"] == tuple(pc["mean"]) or list(model.pretrained_cfg["mean"]) == pc["mean"]
+    assert (model.pretrained_cfg["mean"] == tuple(pc["mean"])
+            or list(model.pretrained_cfg["mean"]) == pc["mean"])
     ref = create_encoder(f"cytofm:{run}")
     want = _features(ref.model)
     assert torch.equal(_features(model), want)
@@ -80,7 +82,8 @@ def test_export_hf_dir_is_what_timm_loads(run, tmp_path):
 def test_export_needs_a_target_and_push_needs_the_folder(run, tmp_path):
     r = runner.invoke(app, ["export", str(run)])
     assert r.exit_code == 2 and "--hf-dir" in r.output
-    r = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "m.safetensors"), "--push-to-hub", "me/x"])
+    r = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "m.safetensors"), "--push-to-hub",
+                            "me/x"])
     assert r.exit_code == 2 and "give --hf-dir DIR too" in r.output
 
 
@@ -104,7 +107,8 @@ def test_push_to_hub_builds_the_upload(run, tmp_path, monkeypatch):
     assert [c[:2] for c in calls] == [("create_repo", "lab/cyto-vit"), ("upload_folder", "lab/cyto-vit")]
     assert calls[0][2] == {"private": True, "exist_ok": True}
     up = calls[1][2]
-    assert up["folder_path"] == str(d) and up["allow_patterns"] == ["README.md", "config.json", "model.safetensors"]
+    assert up["folder_path"] == str(d) and up["allow_patterns"] == ["README.md", "config.json",
+                                                                    "model.safetensors"]
     assert push_hub_dir(d, "lab/x", dry_run=True)["files"] == up["allow_patterns"]
 
     class Offline(FakeApi):
@@ -113,7 +117,8 @@ def test_push_to_hub_builds_the_upload(run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
     r = runner.invoke(app, ["export", str(run), "--hf-dir", str(d), "--push-to-hub", "lab/cyto-vit"])
-    assert r.exit_code == 2 and "upload failed (Could not resolve host" in r.output and "Traceback" not in r.output
+    assert (r.exit_code == 2 and "upload failed (Could not resolve host" in r.output
+            and "Traceback" not in r.output)
 
 
 def _hub_folder(d: pathlib.Path, mean, std, img: int, seed=5) -> torch.nn.Module:
@@ -139,7 +144,8 @@ def test_normalisation_and_size_come_from_the_checkpoint(tmp_path):
     # a cytofm export (FILE.safetensors + FILE.json) through timm:ARCH:PATH: its own mean/std, not timm's 0.5
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "e.safetensors"))
     (tmp_path / "e.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "model_args": {},
-                                                 "pretrained_cfg": {"mean": mean, "std": std, "input_size": [3, 48, 48]}}))
+                                                 "pretrained_cfg": {"mean": mean, "std": std,
+                                                                    "input_size": [3, 48, 48]}}))
     enc = create_encoder(f"timm:vit_tiny_patch16_224:{tmp_path / 'e.safetensors'}")
     assert (enc.mean, enc.std, enc.input_size) == (tuple(mean), tuple(std), 48)
     assert torch.allclose(_features(enc.model, 48), want, atol=1e-6)
@@ -151,7 +157,8 @@ def test_hf_hub_without_download_names_the_repo_and_how(tmp_path, monkeypatch):
     monkeypatch.delenv("CYTOFM_ALLOW_DOWNLOAD", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for spec in ("hf-hub:lab/cyto-vit", "timm:hf-hub:lab/cyto-vit"):  # timm: no longer parses "hf-hub" as a model
+    # timm: no longer parses "hf-hub" as a model
+    for spec in ("hf-hub:lab/cyto-vit", "timm:hf-hub:lab/cyto-vit"):
         with pytest.raises(EncoderError) as e:
             create_encoder(spec)
         msg = str(e.value)
@@ -195,8 +202,8 @@ def test_malicious_pickle_in_a_hub_folder_is_refused(tmp_path, monkeypatch):
         with pytest.raises(EncoderError, match="--trust-weights") as e:
             create_encoder(spec)
         assert str(d / "pytorch_model.bin") in str(e.value)
-    r = runner.invoke(app, ["extract", "--encoder", f"local-dir:{d}", "--input", str(tmp_path), "--mode", "image",
-                            "--out", str(tmp_path / "f")])
+    r = runner.invoke(app, ["extract", "--encoder", f"local-dir:{d}", "--input", str(tmp_path), "--mode",
+                            "image", "--out", str(tmp_path / "f")])
     assert r.exit_code == 2 and "refused to load" in r.output and "Traceback" not in r.output
     # timm's own local-dir loader (installed version) also uses weights_only=True: it refuses as well
     with pytest.raises(Exception):  # noqa: B017 - whichever error timm raises, no code may run

@@ -13,13 +13,14 @@ from cytofm.cli.main import app
 from cytofm.models.loading import (
     TRUST_ENV,
     UnsafeWeightsError,
+    adapt_timm_vit,
     backbone_state_from_release,
-    load_backbone_into,
+    load_strictly,
     torch_load,
 )
 from cytofm.models.zoo import EncoderError, create_encoder
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 
 class _Payload:
@@ -37,12 +38,14 @@ def evil(tmp_path, monkeypatch):
     monkeypatch.delenv(TRUST_ENV, raising=False)
     marker = tmp_path / "pwned"
     path = tmp_path / "m.pt"
-    torch.save({"config": _Payload(marker), "teacher_backbone": {}, "state_dict": {"x": torch.zeros(1)}}, path)
+    torch.save({"config": _Payload(marker), "teacher_backbone": {}, "state_dict": {"x": torch.zeros(1)}},
+               path)
     return path, marker
 
 
-@pytest.mark.parametrize("spec", ["cytofm:{p}", "timm:vit_tiny_patch16_224:{p}", "uni:{p}", "ibot-imagenet:{p}",
-                                  "cytofm-paper:{p}", "dinov2:{p}", "dinobloom:s:{p}", "phikon:{p}"])
+@pytest.mark.parametrize("spec", ["cytofm:{p}", "timm:vit_tiny_patch16_224:{p}", "uni:{p}",
+                                  "ibot-imagenet:{p}", "cytofm-paper:{p}", "dinov2:{p}", "dinobloom:s:{p}",
+                                  "phikon:{p}"])
 def test_malicious_pickle_is_refused_by_every_encoder_spec(evil, spec):
     path, marker = evil
     with pytest.raises(EncoderError, match="--trust-weights") as e:
@@ -52,15 +55,15 @@ def test_malicious_pickle_is_refused_by_every_encoder_spec(evil, spec):
 
 
 def test_malicious_pickle_is_refused_by_init_from_and_export_and_resume(evil, tmp_path):
-    from tests.ssl.test_training import TINY
+    from tests.helpers import TINY
 
     path, marker = evil
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     Image.fromarray(smear(h=64, w=64)[0]).save(imgs / "a.png")
     runner = CliRunner()
-    r = runner.invoke(app, ["pretrain", "--data", str(imgs), "--out", str(tmp_path / "run"), "--init-from", str(path),
-                            *TINY, "train.iterations=1"])
+    r = runner.invoke(app, ["pretrain", "--data", str(imgs), "--out", str(tmp_path / "run"), "--init-from",
+                            str(path), *TINY, "train.iterations=1"])
     assert r.exit_code == 2 and "refused to load" in r.output and "Traceback" not in r.output
     run = tmp_path / "run2"
     run.mkdir()
@@ -121,8 +124,8 @@ def _ibot_full_checkpoint(student_vit: dict, teacher_vit: dict, dim: int) -> dic
         "epoch": 101,
         "args": argparse.Namespace(arch="vit_small", patch_size=16, out_dim=8192, shared_head=True, lr=5e-4),
         "ibot_loss": {"center": torch.zeros(1, 32), "center2": torch.zeros(1, 1, 32)},
-        "fp16_scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                        "_growth_tracker": 0},
+        "fp16_scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                        "growth_interval": 2000, "_growth_tracker": 0},
     }
 
 
@@ -143,7 +146,7 @@ def test_full_ibot_checkpoint_loads_teacher_or_student(two_vits, tmp_path, monke
     assert obj["args"].arch == "vit_small"
     for key, want in (("teacher", t), ("student", s)):
         vit = timm.create_model("vit_small_patch16_224", num_classes=0)
-        load_backbone_into(vit, backbone_state_from_release(obj, key), key)
+        load_strictly(vit, backbone_state_from_release(obj, key), key, adapt=adapt_timm_vit)
         for k, v in want.items():
             assert torch.equal(vit.state_dict()[k], v), (key, k)
     enc = create_encoder(f"ibot-imagenet:{tmp_path / 'checkpoint.pth'}")  # the teacher, by default

@@ -14,10 +14,12 @@ def test_pool_suffix_builds_that_readout():
         f = enc.model(x)
         t = enc.model.vit.forward_features(x)
     assert torch.allclose(f, torch.cat([t[:, 0], t[:, 1:].mean(1)], -1))
-    assert create_encoder("random:vit_tiny_patch16_224#pool=cls").spec == create_encoder("random:vit_tiny_patch16_224").spec
+    assert (create_encoder("random:vit_tiny_patch16_224#pool=cls").spec
+            == create_encoder("random:vit_tiny_patch16_224").spec)
 
 
-@pytest.mark.parametrize("spec,text", [("random:vit_tiny_patch16_224#pool=max", r"valid: cls, mean, cls\+mean, last4"),
+@pytest.mark.parametrize("spec,text",
+                         [("random:vit_tiny_patch16_224#pool=max", r"valid: cls, mean, cls\+mean, last4"),
                                        ("handcrafted#pool=mean", "ViT encoders only")])
 def test_bad_readouts_are_refused(spec, text):
     with pytest.raises(EncoderError, match=text):

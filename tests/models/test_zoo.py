@@ -81,7 +81,8 @@ def test_dinov2_original_layout_at_518_resized_to_224(tmp_path):
 
 def test_dinobloom_teacher_layout(tmp_path):
     ref = timm_vit("vit_small_patch14_dinov2", img=224)
-    torch.save({"teacher": {f"backbone.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "DinoBloom-S.pth")
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in ref.state_dict().items()}},
+               tmp_path / "DinoBloom-S.pth")
     enc = create_encoder(f"dinobloom:s:{tmp_path / 'DinoBloom-S.pth'}")
     assert same_output(enc, ref)
     with pytest.raises(EncoderError, match="give the size"):
@@ -113,9 +114,11 @@ def test_cytofm_export_and_weights_config(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     ref = timm_vit("vit_tiny_patch16_224", img=112)
-    save_file({k: v.half().contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    save_file({k: v.half().contiguous() for k, v in ref.state_dict().items()},
+              str(tmp_path / "m.safetensors"))
     (tmp_path / "m.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224",
-                                                 "model_args": {"num_classes": 0, "img_size": 112, "dynamic_img_size": True}}))
+                                                 "model_args": {"num_classes": 0, "img_size": 112,
+                                                                "dynamic_img_size": True}}))
     enc = create_encoder(f"cytofm:{tmp_path / 'm.safetensors'}")
     assert enc.input_size == 112
     ref.load_state_dict({k: v.half().float() for k, v in ref.state_dict().items()})
@@ -124,7 +127,8 @@ def test_cytofm_export_and_weights_config(tmp_path, monkeypatch):
 
 def test_weights_found_from_config_and_folder(tmp_path, monkeypatch):
     ref = timm_vit("vit_small_patch16_224")
-    torch.save({"teacher": {f"backbone.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "ibot-imagenet.pth")
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in ref.state_dict().items()}},
+               tmp_path / "ibot-imagenet.pth")
     monkeypatch.setenv("CYTOFM_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("CYTOFM_WEIGHTS", str(tmp_path))
     assert same_output(create_encoder("ibot-imagenet"), ref)  # found as $CYTOFM_WEIGHTS/ibot-imagenet.pth
@@ -144,7 +148,8 @@ def test_missing_weights_say_where_and_licence(tmp_path, monkeypatch):
 
 
 def test_wrong_architecture_and_typo():
-    with pytest.raises(EncoderError, match=r"unknown encoder 'rando'.*did you mean 'random'.*valid:.*handcrafted"):
+    with pytest.raises(EncoderError,
+                       match=r"unknown encoder 'rando'.*did you mean 'random'.*valid:.*handcrafted"):
         create_encoder("rando:vit_small_patch16_224")
 
 
@@ -176,7 +181,8 @@ def test_readouts_by_hand_and_recorded_in_the_spec():
         last4 = with_pool(enc, "last4")
         f = last4.model(x)
     assert f.shape == (2, 5 * 192) and last4.embed_dim == 5 * 192 and both.embed_dim == 2 * 192
-    assert torch.allclose(f[:, 3 * 192:4 * 192], t[:, 0], atol=1e-5)  # the last block's [CLS] = forward_features'
+    # the last block's [CLS] = forward_features'
+    assert torch.allclose(f[:, 3 * 192:4 * 192], t[:, 0], atol=1e-5)
     assert torch.allclose(f[:, 4 * 192:], t[:, 1:].mean(1), atol=1e-5)
     assert not torch.allclose(f[:, :192], t[:, 0], atol=1e-3)  # an earlier block's [CLS] differs
     assert last4.spec.endswith("#pool=last4") and with_pool(last4, "cls").spec == enc.spec

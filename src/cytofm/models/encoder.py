@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cytofm.models.readouts import POOLS  # noqa: F401  (the readouts ViTFeatures gives)
 from cytofm.utils.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,8 +65,6 @@ def state_hash(state: dict) -> str:
             h.update(str(tuple(v.shape)).encode())
     return h.hexdigest()[:16]
 
-
-POOLS = ("cls", "mean", "cls+mean", "last4")
 
 
 class ViTFeatures(nn.Module):

@@ -1,4 +1,5 @@
-"""Reading weight files safely, and turning released checkpoints into timm ViT state dicts.
+"""Reading weight files safely, turning released checkpoints into timm state dicts, and loading them
+strictly (:func:`load_strictly`, the one loader of every encoder family).
 
 A ``.pt``/``.pth``/``.bin`` file is a pickle, and a pickle can run any code while it loads. Every
 weights file cytofm reads goes through :func:`torch_load`, which uses PyTorch's restricted unpickler
@@ -14,10 +15,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from cytofm.models.encoder import EncoderError
 
 log = logging.getLogger("cytofm")
 
@@ -119,8 +124,10 @@ def load_state(path: str | os.PathLike) -> dict:
 
 # --- released checkpoint layouts ------------------------------------------------------------------
 PREFIXES = ("module.", "backbone.", "encoder.", "model.")
-# training-only entries that are not part of a plain ViT: heads, our mask token, iBOT's masked_embed
-NOT_BACKBONE = ("head.", "mask_token", "masked_embed", "last_layer")
+# training-only entries of the SSL layouts that no backbone has: iBOT's masked_embed, a DINO head's last layer.
+# Heads (``head.*``) are left to :func:`load_strictly`, which drops a classifier's keys and says so; DINOv2's
+# ``mask_token`` to the timm ViT adapter (its presence marks the DINOv2 layout for timm's conversion).
+NOT_BACKBONE = ("masked_embed", "last_layer")
 
 
 def _strip(sd: dict, prefixes=PREFIXES) -> dict:
@@ -138,12 +145,13 @@ def _strip(sd: dict, prefixes=PREFIXES) -> dict:
 
 
 def backbone_state_from_release(obj: dict, key: str = "teacher") -> dict:
-    """The backbone weights of a released checkpoint, keyed like a timm ViT.
+    """The backbone weights of a released checkpoint, keyed like a timm model (heads included).
 
     Understands iBOT / CytoFM / DINO training checkpoints (full dicts with ``student`` (DDP
     ``module.backbone.``) and ``teacher`` (``backbone.``) entries, or one of them alone; ``key`` picks
     which network when both are there), ``state_dict`` / ``model`` wrappers, our own run checkpoints, and
-    plain timm / DINOv2 state dicts.
+    plain timm / DINOv2 state dicts. What is left beyond the backbone (a projection or classifier head) is
+    for :func:`load_strictly` to judge.
     """
     if key not in ("teacher", "student"):
         raise ValueError(f"key must be 'teacher' or 'student', not {key!r}")
@@ -161,26 +169,93 @@ def backbone_state_from_release(obj: dict, key: str = "teacher") -> dict:
     return {k: v for k, v in _strip(sd).items() if not k.startswith(NOT_BACKBONE)}
 
 
-def load_backbone_into(vit: nn.Module, state: dict, source: str = "") -> None:
-    """Strictly load backbone weights into a timm ViT, adapting DINOv2/original layouts through timm."""
+# --- strict loading ---------------------------------------------------------------------------------
+Adapter = Callable[[dict, nn.Module], dict]
+SHOWN = 5  # keys named per kind of misfit
+
+
+def is_timm_vit(model: nn.Module) -> bool:
+    return hasattr(model, "blocks") and hasattr(model, "patch_embed")
+
+
+def classifier_names(model: nn.Module) -> tuple[str, ...]:
+    """The modules whose weights a checkpoint may carry and the model may lack: timm's
+    ``pretrained_cfg["classifier"]`` (``head``, ``fc``, ``classifier``, ``head.fc``, or several), and
+    ``head`` for every ViT."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    c = cfg.get("classifier")
+    names = [c] if isinstance(c, str) else [n for n in (c or ()) if isinstance(n, str)]
+    if is_timm_vit(model):
+        names.append("head")
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def adapt_timm_vit(state: dict, model: nn.Module) -> dict:
+    """DINOv2 / original / OpenCLIP ViT layouts -> timm's, through timm's own ``checkpoint_filter_fn``
+    (which also resamples the position embedding to the model's grid). A patch embedding of another patch
+    size is another architecture: left as it is, for the strict check to refuse, not resampled."""
     from timm.models.vision_transformer import checkpoint_filter_fn
 
+    w = state.get("patch_embed.proj.weight")
+    own = getattr(getattr(getattr(model, "patch_embed", None), "proj", None), "weight", None)
+    if isinstance(w, torch.Tensor) and own is not None and w.ndim == 4 and w.shape[-2:] != own.shape[-2:]:
+        return state
     try:
-        state = checkpoint_filter_fn(state, vit)
-    except Exception:  # noqa: BLE001 - a layout timm does not know is checked key by key below
-        pass
-    own = vit.state_dict()
-    state = {k: v for k, v in state.items() if not (k.startswith("head") and k not in own)}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        return checkpoint_filter_fn(dict(state), model)  # a copy: timm pops entries of the dict it is given
+    except Exception:  # noqa: BLE001 - a layout timm does not know is checked key by key by the caller
+        return state
+
+
+BN_COUNTER = "num_batches_tracked"
+
+
+def _natural(key: str) -> list:
+    """``blocks.2`` before ``blocks.10``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", key)]
+
+
+def _shape(v) -> tuple:
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else (type(v).__name__,)
+
+
+def load_strictly(model: nn.Module, state: dict, source: str, adapt: Adapter | None = None,
+                  classifier: str | Iterable[str] | None = None) -> list[str]:
+    """Load ``state`` into ``model`` (built by the family) and refuse anything that does not fit.
+
+    ``adapt(state, model)`` first turns the checkpoint's layout into the model's (e.g.
+    :func:`adapt_timm_vit`, the Hugging Face ViT mapping). Then the only keys that may be left out are
+    those of a classifier head the model does not have: keys under one of the ``classifier`` module names
+    (default :func:`classifier_names`; ``()`` allows none); they are dropped with one info line on the
+    ``cytofm`` logger naming ``source`` and the keys. Any other key the model lacks, any key of the model
+    the checkpoint lacks, and any tensor of another shape raise :class:`EncoderError`, naming ``source``
+    and the first keys of each kind with their counts. Returns the dropped keys.
+    """
+    source = str(source) or "checkpoint"
+    if adapt is not None:
+        state = adapt(dict(state), model)
+    names = classifier_names(model) if classifier is None else (
+        (classifier,) if isinstance(classifier, str) else tuple(classifier))
+    own = model.state_dict()
+    dropped = [k for k in state if k not in own and any(k == n or k.startswith(n + ".") for n in names)]
+    gone = set(dropped)
+    state = {k: v for k, v in state.items() if k not in gone}
+    # a BatchNorm counter a checkpoint left out is not missing: torch sets it to 0 (it plays no part in eval)
+    missing = [k for k in own if k not in state and not k.endswith(BN_COUNTER)]
+    unexpected = sorted((k for k in state if k not in own), key=_natural)
+    shape = [k for k in own if k in state and _shape(state[k]) != tuple(own[k].shape)]
     if missing or unexpected or shape:
         parts = []
         if missing:
-            parts.append(f"missing {len(missing)} key(s), e.g. {missing[:3]}")
+            parts.append(f"missing {len(missing)} key(s), e.g. {missing[:SHOWN]}")
         if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s), e.g. {unexpected[:3]}")
+            parts.append(f"unexpected {len(unexpected)} key(s), e.g. {unexpected[:SHOWN]}")
         if shape:
-            parts.append(f"shape mismatch for {shape[:3]}")
-        raise ValueError(f"{source or 'checkpoint'} does not fit the architecture: " + "; ".join(parts))
-    vit.load_state_dict(state, strict=True)
+            shown = ", ".join(f"{k} {_shape(state[k])} vs {tuple(own[k].shape)}" for k in shape[:SHOWN])
+            parts.append(f"shape mismatch for {len(shape)} key(s) (checkpoint vs model), e.g. [{shown}]")
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+        raise EncoderError(f"{source} does not fit the architecture: " + "; ".join(parts) + f" (model: {arch})")
+    model.load_state_dict(state, strict=True)
+    if dropped:
+        log.info("%s: dropped %d classifier key(s) the model has no head for: %s", source, len(dropped),
+                 ", ".join(dropped[:SHOWN]) + (", ..." if len(dropped) > SHOWN else ""))
+    return dropped

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderError, ViTFeatures, state_hash
+from cytofm.models.loading import adapt_timm_vit, load_strictly
 
 
 def set_fused_attn(model: nn.Module, enabled: bool) -> None:
@@ -24,14 +25,12 @@ def build_vit(arch: str, img_size: int, **kw) -> torch.nn.Module:
 
 
 def vit_encoder(name: str, spec: str, vit: torch.nn.Module, state: dict | None, source: str, img_size: int,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, pool: str = "cls", info: dict | None = None) -> Encoder:
-    from cytofm.models.loading import load_backbone_into
-
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, pool: str = "cls", info: dict | None = None,
+            adapt=adapt_timm_vit, classifier=None) -> Encoder:
+    """The frozen encoder around ``vit``, with ``state`` (if any) loaded by :func:`load_strictly` after the
+    layout adapter ``adapt`` (timm's ViT conversions by default)."""
     if state is not None:
-        try:
-            load_backbone_into(vit, state, source)
-        except ValueError as e:
-            raise EncoderError(str(e)) from None
+        load_strictly(vit, state, source, adapt=adapt, classifier=classifier)
     vit.eval()
     model = ViTFeatures(vit, pool)
     dim = ViTFeatures.dim_for(vit.embed_dim, pool)

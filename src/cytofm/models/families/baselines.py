@@ -6,6 +6,7 @@ import timm
 import torch
 
 from cytofm.models.encoder import Encoder, EncoderError, state_hash
+from cytofm.models.loading import is_timm_vit
 from cytofm.models.registry import register
 from cytofm.models.vit import vit_encoder
 
@@ -21,7 +22,7 @@ def _random(arg: str) -> Encoder:
     except RuntimeError as e:
         raise EncoderError(f"random: unknown timm architecture '{arch}' ({e})") from None
     size = int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    if hasattr(m, "blocks") and hasattr(m, "patch_embed"):
+    if is_timm_vit(m):
         return vit_encoder("random", f"random:{arch}:{seed}", m, None, "", size, info={"seed": seed, "arch": arch})
     m.eval()
     return Encoder("random", f"random:{arch}:{seed}", m, m.num_features, size, weights_hash=state_hash(m.state_dict()),

@@ -6,13 +6,12 @@ import timm
 
 from cytofm.models.encoder import Encoder, EncoderError
 from cytofm.models.hub import allow_download
+from cytofm.models.loading import adapt_timm_vit, backbone_state_from_release
 from cytofm.models.registry import find_weights, load_state, register
 from cytofm.models.vit import build_vit, embed_dim_of, vit_encoder
 
 
 def _release_vit(name: str, arg: str, arch_by_dim: dict[int, str], img: int = 224, **kw) -> Encoder:
-    from cytofm.models.loading import backbone_state_from_release
-
     path = find_weights(name, arg or None)
     state = backbone_state_from_release(load_state(path))
     dim = embed_dim_of(state)
@@ -60,8 +59,6 @@ def _dinov2(arg: str) -> Encoder:
     else:
         path = find_weights("dinov2", arg or None)
     state = load_state(path)
-    from cytofm.models.loading import backbone_state_from_release
-
     state = backbone_state_from_release(state)
     arch = DINOV2_BY_DIM.get(embed_dim_of(state))
     if arch is None:
@@ -77,8 +74,6 @@ def _dinobloom(arg: str) -> Encoder:
     if arch is None:
         raise EncoderError("dinobloom: give the size, one of s, b, l, g (e.g. dinobloom:s:/path/DinoBloom-S.pth)")
     p = find_weights(f"dinobloom-{size}", path or None)
-    from cytofm.models.loading import backbone_state_from_release
-
     state = backbone_state_from_release(load_state(p))
     return vit_encoder("dinobloom", f"dinobloom:{size}:{p}", build_vit(arch, 224), state, str(p), 224)
 
@@ -86,10 +81,11 @@ def _dinobloom(arg: str) -> Encoder:
 @register("phikon", "phikon:<path>", "Phikon (Filiot et al. 2023): iBOT ViT-B/16 on TCGA histology (Hugging Face layout)",
           "huggingface.co/owkin/phikon (Owkin non-commercial licence)")
 def _phikon(arg: str) -> Encoder:
-    from cytofm.models.hf_vit import hf_vit_to_timm
+    from cytofm.models.hf_vit import HF_VIT_HEADS, adapt_hf_vit, is_hf_vit
 
     p = find_weights("phikon", arg or None)
     state = load_state(p)
-    if any(k.startswith(("embeddings.", "encoder.layer", "vit.")) for k in state):
-        state = hf_vit_to_timm(state)
-    return vit_encoder("phikon", f"phikon:{p}", build_vit("vit_base_patch16_224", 224), state, str(p), 224)
+    # the Hugging Face layout it is released in, or a conversion of it to timm's
+    adapt, heads = (adapt_hf_vit, HF_VIT_HEADS) if is_hf_vit(state) else (adapt_timm_vit, None)
+    return vit_encoder("phikon", f"phikon:{p}", build_vit("vit_base_patch16_224", 224), state, str(p), 224,
+                       adapt=adapt, classifier=heads)

@@ -8,6 +8,7 @@ import timm
 
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderError, state_hash
 from cytofm.models.hub import allow_download
+from cytofm.models.loading import backbone_state_from_release, is_timm_vit, load_strictly
 from cytofm.models.registry import ENCODER_FAMILIES, find_weights, load_state, register
 from cytofm.models.vit import build_vit, vit_encoder
 
@@ -37,16 +38,13 @@ def _timm(arg: str) -> Encoder:
         cfg.update(recorded_cfg(weights))
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
     mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
-    from cytofm.models.loading import backbone_state_from_release
-
     state = backbone_state_from_release(load_state(weights)) if weights is not None else None
-    if hasattr(m, "blocks") and hasattr(m, "patch_embed"):
+    if is_timm_vit(m):
         if weights is not None and size != int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1]):
             m = build_vit(model, size)
         return vit_encoder("timm", f"timm:{arg}", m, state, path or model, size, mean, std)
     if state is not None:
-        state = {k: v for k, v in state.items() if k in m.state_dict()}
-        m.load_state_dict(state, strict=True)
+        load_strictly(m, state, path)
     m.eval()
     return Encoder("timm", f"timm:{arg}", m, m.num_features, size, mean, std, state_hash(m.state_dict()), is_vit=False)
 
@@ -87,14 +85,10 @@ def hub_encoder(name: str, spec: str, hm, expect: str | None = None) -> Encoder:
         raise EncoderError(f"{spec}: cannot build '{hm.architecture}' with {args} ({e})") from None
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in hm.state.items()}
     info = {"architecture": hm.architecture, "weights": hm.source}
-    if hasattr(m, "blocks") and hasattr(m, "patch_embed"):
+    if is_timm_vit(m):
         pool = "mean" if hm.config.get("global_pool") == "avg" else "cls"
         return vit_encoder(name, spec, m, state, hm.source, hm.input_size, hm.mean, hm.std, pool=pool, info=info)
-    own = m.state_dict()
-    try:
-        m.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
-    except RuntimeError as e:
-        raise EncoderError(f"{hm.source} does not fit '{hm.architecture}' ({str(e).splitlines()[0]})") from None
+    load_strictly(m, state, hm.source)
     m.eval()
     return Encoder(name, spec, m, m.num_features, hm.input_size, hm.mean, hm.std, state_hash(m.state_dict()), info,
                    is_vit=False)
