@@ -21,16 +21,19 @@ import torch
 from cytofm.config.loader import build_config
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.data import PretrainingBatches, load_table
-from cytofm.ssl.device_views import DeviceBatches, build_cache
+from cytofm.ssl.device_views import DeviceBatches
+from cytofm.ssl.pool_cache import build_cache
 
-DATA = Path(os.environ.get("CYTOFM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+DATA = Path(os.environ.get("CYTOFM_SHARED_DATA",
+                           Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
 
 def pool() -> list[str]:
     srcs = [DATA / "bccd" / "manifest.csv", DATA / "herlev" / "manifest.csv"]
     missing = [str(s) for s in srcs if not s.is_file()]
     if missing:
-        sys.exit(f"real data not found ({', '.join(missing)}); set CYTOFM_SHARED_DATA to the shared/data folder")
+        sys.exit(f"real data not found ({', '.join(missing)}); "
+                 "set CYTOFM_SHARED_DATA to the shared/data folder")
     return [str(s) for s in srcs]
 
 
@@ -43,7 +46,8 @@ def device_batches(b: PretrainingBatches, cfg: PretrainConfig) -> DeviceBatches:
 
 
 def views_per_second(preset: str, batch: int, n: int, sources: list[str]) -> tuple[float, float]:
-    cfg = build_config(PretrainConfig, "pretrain", preset, [f"train.batch_size={batch}", "train.iterations=1000"])
+    cfg = build_config(PretrainConfig, "pretrain", preset,
+                       [f"train.batch_size={batch}", "train.iterations=1000"])
     b = PretrainingBatches([load_table(s) for s in sources], cfg, 0, 16)
     t = time.perf_counter()
     d = device_batches(b, cfg)
@@ -70,8 +74,8 @@ def step_times(steps: int, sources: list[str]) -> tuple[float, float]:
     from cytofm.ssl.trainer import SSLTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = build_config(PretrainConfig, "pretrain", "cpu", ["data.views=device", f"train.iterations={steps + 3}",
-                                                                 "train.save_every=100000"])
+        cfg = build_config(PretrainConfig, "pretrain", "cpu",
+                           ["data.views=device", f"train.iterations={steps + 3}", "train.save_every=100000"])
         tr = SSLTrainer(cfg, sources, f"{tmp}/run", log=lambda m: None)
         stamps, real_step = [], tr.step
 
@@ -104,8 +108,8 @@ def main() -> None:
         pil, dev = views_per_second(preset, batch, a.batches, sources)
         print(f"{preset}: PIL {pil:.1f} view sets/s, device {dev:.1f} view sets/s: {dev / pil:.2f}x")
     syn, real = step_times(a.steps, sources)
-    print(f"cpu preset iteration (batch 32, median): synthetic tensors {syn:.2f} s, training on real data with "
-          f"device views {real:.2f} s ({real / syn - 1:+.0%})")
+    print(f"cpu preset iteration (batch 32, median): synthetic tensors {syn:.2f} s, "
+          f"training on real data with device views {real:.2f} s ({real / syn - 1:+.0%})")
 
 
 if __name__ == "__main__":

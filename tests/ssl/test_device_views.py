@@ -15,18 +15,17 @@ from cytofm.ssl.augment import MultiCrop
 from cytofm.ssl.augment import hed_jitter as pil_hed_jitter
 from cytofm.ssl.data import PretrainingBatches, load_table
 from cytofm.ssl.device_views import (
-    CacheTooLarge,
     DeviceBatches,
     DeviceMultiCrop,
-    build_cache,
+    blur_views,
     colour_maps,
     crop_flip_rotate,
     hed_jitter,
     sample_boxes,
 )
+from cytofm.ssl.pool_cache import CacheTooLarge, build_cache
 
-from tests.conftest import SHARED_DATA, smear
-from tests.ssl.test_training import images, run, tiny_cfg  # noqa: F401 - fixture
+from tests.helpers import SHARED_DATA, run, smear, tiny_cfg
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -43,7 +42,8 @@ def test_crop_scale_and_aspect_follow_torchvision(hw):
     ref = np.array([v2.RandomResizedCrop.get_params(img, [0.05, 0.4], [3 / 4, 4 / 3]) for _ in range(4000)])
     rh, rw = ref[:, 2], ref[:, 3]
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
-    for ours, theirs in (((bw * bh / (h * w)).numpy(), rw * rh / (h * w)), (torch.log(bw / bh).numpy(), np.log(rw / rh))):
+    for ours, theirs in (((bw * bh / (h * w)).numpy(), rw * rh / (h * w)),
+                         (torch.log(bw / bh).numpy(), np.log(rw / rh))):
         assert stats.ks_2samp(ours, theirs).pvalue > 1e-3
     # where the box position was drawn, it is uniform over the free range (mean offset at half of it)
     free = (w - bw).numpy()
@@ -53,7 +53,8 @@ def test_crop_scale_and_aspect_follow_torchvision(hw):
 
 def test_flips_and_rotations_reach_the_whole_symmetry_group_equally():
     x = torch.arange(25.0).view(1, 1, 5, 5)
-    group = {tuple(t.flatten().tolist()) for k in range(4) for t in (torch.rot90(x, k, (2, 3)), torch.rot90(x.flip(3), k, (2, 3)))}
+    group = {tuple(t.flatten().tolist()) for k in range(4)
+             for t in (torch.rot90(x, k, (2, 3)), torch.rot90(x.flip(3), k, (2, 3)))}
     assert len(group) == 8
     n = 4000
     g = torch.Generator().manual_seed(1)
@@ -65,7 +66,8 @@ def test_flips_and_rotations_reach_the_whole_symmetry_group_equally():
     counts = np.array([seen.count(e) for e in group])
     assert stats.chisquare(counts).pvalue > 1e-3
     v = crop_flip_rotate(x, torch.zeros(n, 1), boxes, 5, u, False)  # flips only
-    assert {tuple(t.flatten().round().tolist()) for t in v} == {tuple(x.flatten().tolist()), tuple(x.flip(3).flatten().tolist())}
+    assert ({tuple(t.flatten().round().tolist()) for t in v}
+            == {tuple(x.flatten().tolist()), tuple(x.flip(3).flatten().tolist())})
 
 
 def test_colour_maps_brightness_and_grayscale_by_hand():
@@ -88,7 +90,8 @@ def test_colour_maps_brightness_and_grayscale_by_hand():
 def test_hed_jitter_is_the_pil_formula():
     rgb, _ = smear(h=16, w=16)
     u = torch.tensor([[0.1, 0.9, 0.5, 0.2, 0.7, 0.4]])
-    ours = hed_jitter(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255, torch.tensor([True]), u, 0.05)
+    ours = hed_jitter(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255, torch.tensor([True]),
+                      u, 0.05)
 
     class Fixed(random.Random):  # the PIL path draws alpha then beta with rng.uniform
         def __init__(self, vals):
@@ -110,7 +113,8 @@ def _real_or_synthetic(n=24):
         files = [f for f in files if "mask" not in f.name.lower() and "-d" not in f.stem][:n]
         if len(files) >= n:
             return [Image.open(f).convert("RGB").resize((96, 96)) for f in files]
-    return [Image.fromarray(smear(h=96, w=96, cells=((30 + i, 40, 15), (70, 60, 10)), seed=i)[0]) for i in range(n)]
+    return [Image.fromarray(smear(h=96, w=96, cells=((30 + i, 40, 15), (70, 60, 10)), seed=i)[0])
+            for i in range(n)]
 
 
 def _colour_stats(views: torch.Tensor, n_img: int, reps: int) -> dict:
@@ -125,7 +129,8 @@ def _colour_stats(views: torch.Tensor, n_img: int, reps: int) -> dict:
 
 
 @pytest.mark.parametrize("preset_crops", [
-    {"color_jitter": 1.0, "jitter_strength": 1.0, "grayscale": 0.2, "hed_jitter": 0.0, "blur": (0.0, 0.0, 0.0)},
+    {"color_jitter": 1.0, "jitter_strength": 1.0, "grayscale": 0.2, "hed_jitter": 0.0,
+     "blur": (0.0, 0.0, 0.0)},
     {"color_jitter": 0.0, "grayscale": 0.0, "hed_jitter": 1.0, "hed_sigma": 0.05, "blur": (0.0, 0.0, 0.0)},
 ])
 def test_views_have_the_colour_statistics_of_the_pil_path(preset_crops):
@@ -135,7 +140,8 @@ def test_views_have_the_colour_statistics_of_the_pil_path(preset_crops):
     imgs = _real_or_synthetic()
     reps = 12
     a, b = _both_pipelines(cfg, imgs, reps)
-    assert torch.allclose(a["mean"], b["mean"], atol=0.02) and torch.allclose(a["std"], b["std"], atol=0.02), (a, b)
+    assert (torch.allclose(a["mean"], b["mean"], atol=0.02)
+            and torch.allclose(a["std"], b["std"], atol=0.02)), (a, b)
     for k in ("view_colour_spread", "saturation_spread"):
         assert torch.allclose(a[k], b[k], rtol=0.25, atol=0.004), (k, a[k], b[k])
     assert a["view_colour_spread"].mean() > 0.02  # the statistic sees the jitter
@@ -166,11 +172,12 @@ def test_blur_removes_as_much_detail_as_the_pil_blur():
     blurred = _both_pipelines(CropConfig(blur=(1.0, 1.0, 1.0), **common), imgs, 8)  # the median of 192 views
     assert torch.allclose(sharp[0]["sharpness"], sharp[1]["sharpness"], rtol=0.01)  # identity crops
     pil, dev = blurred[0]["sharpness"].numpy(), blurred[1]["sharpness"].numpy()
-    assert np.median(pil) < 0.5 * float(sharp[0]["sharpness"].mean())  # the blur is strong enough to be measured
+    # the blur is strong enough to be measured
+    assert np.median(pil) < 0.5 * float(sharp[0]["sharpness"].mean())
     assert stats.ks_2samp(pil, dev).pvalue > 1e-3  # the same distribution of blur strength over 192 views
 
 
-def test_batches_are_pure_and_masks_follow_the_config(images, tmp_path):  # noqa: F811
+def test_batches_are_pure_and_masks_follow_the_config(images, tmp_path):
     cfg = tiny_cfg("mask.ratio=[0.3]", "mask.ratio_var=[0.0]", "crops.global_size=64")
     tables = [load_table(images)]
     b = PretrainingBatches(tables, cfg, 0, 16)
@@ -192,7 +199,7 @@ def test_batches_are_pure_and_masks_follow_the_config(images, tmp_path):  # noqa
     assert abs(dev_counts - pil_counts) < 0.15 * pil_counts
 
 
-def test_resume_with_device_views_is_exact(images, tmp_path):  # noqa: F811
+def test_resume_with_device_views_is_exact(images, tmp_path):
     extra = ("data.views=device", "train.iterations=4", "train.save_every=100")
     straight = run(tiny_cfg(*extra), images, tmp_path / "a")
     run(tiny_cfg(*extra, "train.stop_at=2"), images, tmp_path / "b")
@@ -218,7 +225,8 @@ def test_cache_says_its_size_and_spills_to_a_memory_map(tmp_path):
 
 
 def test_padding_repeats_edges():
-    imgs = [Image.fromarray(np.full((10, 20, 3), 200, np.uint8)), Image.fromarray(np.full((30, 30, 3), 50, np.uint8))]
+    imgs = [Image.fromarray(np.full((10, 20, 3), 200, np.uint8)),
+            Image.fromarray(np.full((30, 30, 3), 50, np.uint8))]
     cache = build_cache(lambda i: imgs[i].size, lambda i: imgs[i], 2, 64, log=lambda m: None)
     batch, _ = cache.batch([0, 1])
     assert batch.shape == (2, 3, 30, 30) and (batch[0] == 200).all()
@@ -226,7 +234,8 @@ def test_padding_repeats_edges():
 
 
 def test_cache_keeps_the_decoded_orientation_when_a_header_said_otherwise():
-    im = Image.fromarray(smear(h=30, w=50)[0])  # decoded 50 x 30; the "header" says 30 x 50 (EXIF-rotated file)
+    # decoded 50 x 30; the "header" says 30 x 50 (EXIF-rotated file)
+    im = Image.fromarray(smear(h=30, w=50)[0])
     cache = build_cache(lambda i: (30, 50), lambda i: im, 1, 64, log=lambda m: None)
     batch, sizes = cache.batch([0])
     assert sizes.tolist() == [[30, 50]] and np.array_equal(batch[0].permute(1, 2, 0).numpy(), np.asarray(im))
@@ -249,7 +258,8 @@ def test_dense_and_subset_paths_make_the_same_views(monkeypatch):
 
 
 def test_transposed_crops_equal_crops_read_from_the_transposed_image():
-    """A transposed view is the crop, transposed: the same as reading the transposed image at the transposed box."""
+    """A transposed view is the crop, transposed: the same as reading the transposed image at the
+    transposed box."""
     from torchvision.ops import roi_align
 
     g = torch.Generator().manual_seed(3)
@@ -273,13 +283,13 @@ def test_transposed_crops_equal_crops_read_from_the_transposed_image():
 
 
 def test_blur_band_sized_by_the_bound_gives_the_same_matrices():
-    from cytofm.ssl.device_views import _blur_matrix
+    from cytofm.ssl.blur import blur_matrix
 
     sigma = 0.1 + 1.9 * torch.rand(50, generator=torch.Generator().manual_seed(0))
-    tight = _blur_matrix(sigma, 24, float(sigma.max()))
-    assert torch.equal(_blur_matrix(sigma, 24, 2.0), tight)
-    assert torch.equal(_blur_matrix(sigma, 24, 5.0), tight)  # bases for larger radii, unused
-    assert not torch.equal(_blur_matrix(sigma, 24, 0.1), tight)  # a band too narrow would show
+    tight = blur_matrix(sigma, 24, float(sigma.max()))
+    assert torch.equal(blur_matrix(sigma, 24, 2.0), tight)
+    assert torch.equal(blur_matrix(sigma, 24, 5.0), tight)  # bases for larger radii, unused
+    assert not torch.equal(blur_matrix(sigma, 24, 0.1), tight)  # a band too narrow would show
 
 
 def _three_box_passes(sigma: float, size: int) -> np.ndarray:
@@ -302,10 +312,10 @@ def _three_box_passes(sigma: float, size: int) -> np.ndarray:
 
 def test_blur_matrices_are_three_box_passes():
     """Made from cubic-in-a bases (one set per integer radius): the same as the three passes by hand."""
-    from cytofm.ssl.device_views import _blur_matrix
+    from cytofm.ssl.blur import blur_matrix
 
     sigma = torch.tensor([0.1, 0.5, 1.0, 1.41, 1.4143, 2.0, 2.8, 3.0])  # radii 0, 1 (from sqrt 2) and 2
-    ours = _blur_matrix(sigma, 11, 3.0)
+    ours = blur_matrix(sigma, 11, 3.0)
     for s, m in zip(sigma.tolist(), ours, strict=True):
         assert np.allclose(m.numpy(), _three_box_passes(s, 11), atol=1e-6), s
 
@@ -315,14 +325,13 @@ def test_blur_follows_pil_gaussian_blur_on_an_image():
     pixel: within the rounding of PIL's integer passes and of bf16 (8 bits of mantissa)."""
     from PIL import ImageFilter
 
-    from cytofm.ssl.device_views import gaussian_blur
 
     rgb = smear(h=40, w=56, cells=((20, 18, 10), (42, 26, 7)))[0]  # two stained cells on glass
     x = torch.from_numpy(rgb.astype(np.int16)).permute(2, 0, 1)[None].float() / 255
     for s in (0.5, 1.0, 2.0):
         ref = np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(radius=s))).astype(float)
         for dt in (torch.float32, torch.bfloat16):
-            ours = gaussian_blur(x.clone(), torch.tensor([True]), torch.tensor([s]), dtype=dt)
+            ours = blur_views(x.clone(), torch.tensor([True]), torch.tensor([s]), dtype=dt)
             d = ours[0].permute(1, 2, 0).numpy() * 255 - ref
             # within 3 levels everywhere (a radius 30% off, or no blur, is 14 or more levels off somewhere),
             # and no brightness shift beyond half a level (bf16 matrices without their row sums divided
@@ -332,15 +341,14 @@ def test_blur_follows_pil_gaussian_blur_on_an_image():
 
 def test_blur_of_a_batch_equals_the_blur_of_each_view():
     """Each view its own radius, non-square views, radii past the bound clamped to it."""
-    from cytofm.ssl.device_views import gaussian_blur
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(5, 3, 12, 17, generator=g)
     sigma = torch.tensor([0.1, 0.7, 1.3, 2.0, 3.5])
-    both = gaussian_blur(x.clone(), torch.ones(5, dtype=torch.bool), sigma, dtype=torch.float32)
+    both = blur_views(x.clone(), torch.ones(5, dtype=torch.bool), sigma, dtype=torch.float32)
     for i in range(5):
-        one = gaussian_blur(x[i:i + 1].clone(), torch.tensor([True]), sigma[i:i + 1], dtype=torch.float32)
+        one = blur_views(x[i:i + 1].clone(), torch.tensor([True]), sigma[i:i + 1], dtype=torch.float32)
         assert torch.allclose(both[i], one[0], atol=1e-6), i
-    assert torch.allclose(both[4], gaussian_blur(x[4:].clone(), torch.tensor([True]), torch.tensor([2.0]))[0],
+    assert torch.allclose(both[4], blur_views(x[4:].clone(), torch.tensor([True]), torch.tensor([2.0]))[0],
                           atol=1e-2)  # 3.5 is blurred as 2.0, in brightness too
     assert torch.allclose(both.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=2e-2)

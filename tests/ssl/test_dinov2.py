@@ -13,11 +13,8 @@ from cytofm.ssl.dinov2_loss import DINOv2Loss
 from cytofm.ssl.koleo_loss import KoLeoLoss
 from cytofm.ssl.sinkhorn_knopp import sinkhorn_knopp
 
-from tests.ssl.test_distributed import _free_port
-from tests.ssl.test_training import images, run, tiny_cfg  # noqa: F401 - fixture
-
-DINOV2 = ["method=dinov2", "head.separate=true", "loss.centering=sinkhorn_knopp", "loss.koleo_weight=0.1"]
-
+from tests.helpers import DINOV2, run, tiny_cfg
+from tests.helpers import free_port as _free_port
 
 # --- KoLeo -------------------------------------------------------------------------------------------
 
@@ -37,7 +34,8 @@ def test_koleo_uneven_points_by_hand():
 
 
 def test_koleo_gradient_pushes_nearest_neighbours_apart():
-    x = torch.tensor([[1.0, 0.0], [math.cos(0.1), math.sin(0.1)], [-1.0, 0.0], [0.0, -1.0]], requires_grad=True)
+    x = torch.tensor([[1.0, 0.0], [math.cos(0.1), math.sin(0.1)], [-1.0, 0.0], [0.0, -1.0]],
+                     requires_grad=True)
     KoLeoLoss()(x).backward()
     y = (x - 0.01 * x.grad).detach()
     y = torch.nn.functional.normalize(y, dim=-1)
@@ -154,15 +152,16 @@ def test_dinov2_patch_loss_by_hand_and_unmasked_images_count_as_zero():
     s2[0] = 0.1 * torch.log(torch.tensor([0.6, 0.2, 0.2]))
     out2 = loss([torch.zeros(2, 3)] * 2, s2, img, t_cls, c, 2, 1.0, 1.0, [torch.randn(2, 4)] * 2)
     h = -(0.6 * math.log(0.6) + 0.4 * math.log(0.2))  # CE(target, target) = its entropy
-    assert out2["loss_patch"].item() == pytest.approx(((h + math.log(3)) / 2 / 2 + math.log(3) / 2) / 2, abs=1e-5)
+    assert out2["loss_patch"].item() == pytest.approx(
+        ((h + math.log(3)) / 2 / 2 + math.log(3) / 2) / 2, abs=1e-5)
 
 
 def test_dinov2_koleo_term_is_weighted_sum_over_global_views():
     torch.manual_seed(0)
     a, b = torch.randn(5, 8), torch.randn(5, 8)
     loss = DINOv2Loss(4, 4, lambda_cls=0.0, lambda_patch=0.0, koleo_weight=0.1)
-    out = loss([torch.zeros(5, 4)] * 2, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), [torch.zeros(5, 4)] * 2,
-               torch.zeros(0, 4), 5, 0.07, 0.07, [a, b])
+    out = loss([torch.zeros(5, 4)] * 2, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
+               [torch.zeros(5, 4)] * 2, torch.zeros(0, 4), 5, 0.07, 0.07, [a, b])
     k = KoLeoLoss()
     assert out["loss_koleo"].item() == pytest.approx((k(a) + k(b)).item(), abs=1e-6)
     assert out["loss"].item() == pytest.approx(0.1 * (k(a) + k(b)).item(), abs=1e-6)
@@ -183,7 +182,8 @@ def test_dinov2_ema_centering_follows_the_masked_teacher_tokens():
 def test_ibot_refuses_separate_heads_but_takes_sinkhorn_knopp_and_koleo():
     with pytest.raises(ValueError, match="method: dinov2"):
         tiny_cfg("head.separate=true")
-    cfg = tiny_cfg("loss.centering=sinkhorn_knopp", "loss.koleo_weight=0.1")  # departures iBOT takes as options
+    # departures iBOT takes as options
+    cfg = tiny_cfg("loss.centering=sinkhorn_knopp", "loss.koleo_weight=0.1")
     assert (cfg.method, cfg.loss.centering, cfg.loss.koleo_weight) == ("ibot", "sinkhorn_knopp", 0.1)
 
 
@@ -197,7 +197,8 @@ def test_ibot_koleo_adds_its_weighted_term_on_the_student_backbone_cls():
     with_koleo = build_method(tiny_cfg("model.drop_path=0", "loss.koleo_weight=0.5"))
     with_koleo.student.load_state_dict(plain.student.state_dict())
     with_koleo.teacher.load_state_dict(plain.teacher.state_dict())
-    assert plain.terms == ("loss_cls", "loss_patch") and with_koleo.terms == ("loss_cls", "loss_patch", "loss_koleo")
+    assert (plain.terms == ("loss_cls", "loss_patch")
+            and with_koleo.terms == ("loss_cls", "loss_patch", "loss_koleo"))
     masks = torch.tensor([[[1, 0], [0, 1]], [[1, 1], [0, 0]], [[0, 1], [0, 0]], [[1, 0], [1, 0]]]).bool()
     views = Views(torch.randn(4, 3, 32, 32), masks, torch.randn(4, 3, 16, 16), 2)
     sched = {"teacher_temp": 0.04, "teacher_patch_temp": 0.04}
@@ -218,13 +219,13 @@ def test_ibot_koleo_adds_its_weighted_term_on_the_student_backbone_cls():
     assert all(p.grad is None or not p.grad.any() for p in koleo_only.student.head.parameters())
 
 
-def test_ibot_with_koleo_logs_the_term(images, tmp_path):  # noqa: F811
+def test_ibot_with_koleo_logs_the_term(images, tmp_path):
     run(tiny_cfg("loss.koleo_weight=0.1", "train.iterations=2", "train.log_every=1"), images, tmp_path / "r")
     header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_cls", "loss_patch", "loss_koleo"} <= set(header)
 
 
-def test_ibot_with_sinkhorn_knopp_trains_and_never_moves_its_ema_centres(images, tmp_path):  # noqa: F811
+def test_ibot_with_sinkhorn_knopp_trains_and_never_moves_its_ema_centres(images, tmp_path):
     t = run(tiny_cfg("loss.centering=sinkhorn_knopp", "train.iterations=2"), images, tmp_path / "r")
     assert t.method.criterion.centering == "sinkhorn_knopp"
     assert t.method.criterion.center.abs().sum() == 0 and t.method.criterion.center_patch.abs().sum() == 0
@@ -232,11 +233,12 @@ def test_ibot_with_sinkhorn_knopp_trains_and_never_moves_its_ema_centres(images,
     assert (ck["config"]["method"], ck["config"]["loss"]["centering"]) == ("ibot", "sinkhorn_knopp")
 
 
-def test_dinov2_step_trains_separate_heads_and_logs_koleo(images, tmp_path):  # noqa: F811
+def test_dinov2_step_trains_separate_heads_and_logs_koleo(images, tmp_path):
     cfg = tiny_cfg(*DINOV2, "train.iterations=2", "head.freeze_last_layer_iters=0")
     t = run(cfg, images, tmp_path / "r")
     keys = set(t.student.state_dict())
-    assert {"head.dino.mlp.0.weight", "head.ibot.mlp.0.weight"} <= keys and not any("last_layer_patch" in k for k in keys)
+    assert ({"head.dino.mlp.0.weight", "head.ibot.mlp.0.weight"} <= keys
+            and not any("last_layer_patch" in k for k in keys))
     header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_cls", "loss_patch", "loss_koleo"} <= set(header)
     ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
@@ -251,20 +253,22 @@ def test_dinov2_heads_share_nothing(only):
     off = "loss.lambda_patch=0" if only == "cls" else "loss.lambda_cls=0"
     m = build_method(tiny_cfg(*DINOV2, off, "loss.koleo_weight=0"))
     dino, ibot = ({id(p) for p in h.parameters()} for h in (m.student.head.dino, m.student.head.ibot))
-    assert dino and ibot and not dino & ibot  # no parameter is shared (an alias would hide in named_parameters)
+    # no parameter is shared (an alias would hide in named_parameters)
+    assert dino and ibot and not dino & ibot
     torch.manual_seed(0)
     masks = torch.tensor([[[1, 0], [0, 1]], [[1, 1], [0, 0]], [[0, 1], [0, 0]], [[1, 0], [1, 0]]]).bool()
     views = Views(torch.randn(4, 3, 32, 32), masks, torch.randn(4, 3, 16, 16), 2)
     out = m.losses(m.student, views, {"teacher_temp": 0.04, "teacher_patch_temp": 0.04},
                    torch.autocast("cpu", enabled=False))
     out["loss"].backward()
-    used, unused = (m.student.head.dino, m.student.head.ibot) if only == "cls" else (m.student.head.ibot, m.student.head.dino)
+    used, unused = ((m.student.head.dino, m.student.head.ibot) if only == "cls"
+                    else (m.student.head.ibot, m.student.head.dino))
     assert all(p.grad is None or not p.grad.any() for p in unused.parameters())
     assert used.mlp[0].weight.grad.abs().sum() > 0
     assert m.student.backbone.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
 
 
-def test_dinov2_koleo_alone_reaches_the_backbone_not_the_heads(images, tmp_path):  # noqa: F811
+def test_dinov2_koleo_alone_reaches_the_backbone_not_the_heads(images, tmp_path):
     from cytofm.ssl.methods import Views, build_method
 
     cfg = tiny_cfg(*DINOV2, "loss.lambda_patch=0", "loss.lambda_cls=0", "loss.koleo_weight=1")
@@ -307,7 +311,7 @@ def test_dinov2_teacher_patch_targets_come_from_the_masked_positions():
     assert torch.allclose(t_patch, full[img, tok], atol=1e-6)
 
 
-def test_dinov2_resume_gives_identical_parameters(images, tmp_path):  # noqa: F811
+def test_dinov2_resume_gives_identical_parameters(images, tmp_path):
     straight = run(tiny_cfg(*DINOV2, "train.iterations=4", "train.save_every=100"), images, tmp_path / "a")
     run(tiny_cfg(*DINOV2, "train.iterations=4", "train.stop_at=2"), images, tmp_path / "b")
     resumed = run(tiny_cfg(*DINOV2, "train.iterations=4", "train.save_every=100"), images, tmp_path / "b")
@@ -318,7 +322,7 @@ def test_dinov2_resume_gives_identical_parameters(images, tmp_path):  # noqa: F8
             assert torch.equal(a[k], b[k]), f"{name} {k}"
 
 
-def test_dinov2_ema_centres_resume_exactly(images, tmp_path):  # noqa: F811
+def test_dinov2_ema_centres_resume_exactly(images, tmp_path):
     cfg = [*DINOV2[:2], "loss.centering=ema", "loss.koleo_weight=0.1", "train.iterations=4"]
     straight = run(tiny_cfg(*cfg, "train.save_every=100"), images, tmp_path / "a")
     run(tiny_cfg(*cfg, "train.stop_at=2"), images, tmp_path / "b")
@@ -328,7 +332,7 @@ def test_dinov2_ema_centres_resume_exactly(images, tmp_path):  # noqa: F811
     assert torch.equal(straight.loss_fn.center_patch, resumed.loss_fn.center_patch)
 
 
-def test_resume_refuses_another_method(images, tmp_path):  # noqa: F811
+def test_resume_refuses_another_method(images, tmp_path):
     run(tiny_cfg("train.iterations=4", "train.stop_at=1"), images, tmp_path / "r")
     with pytest.raises(ValueError, match="method: 'ibot' -> 'dinov2'"):
         run(tiny_cfg(*DINOV2, "train.iterations=4"), images, tmp_path / "r")
@@ -340,15 +344,18 @@ def test_dinov2_presets_load():
 
     s = build_config(PretrainConfig, "pretrain", "dinov2_vit_small", [])
     b = build_config(PretrainConfig, "pretrain", "dinov2_vit_base", [])
-    assert (s.method, s.head.separate, s.loss.centering, s.loss.koleo_weight) == ("dinov2", True, "sinkhorn_knopp", 0.1)
-    assert (s.crops.global_scale, s.crops.local_scale, s.crops.n_local, s.mask.min_block) == ((0.32, 1.0), (0.05, 0.32), 8, 4)
+    assert ((s.method, s.head.separate, s.loss.centering, s.loss.koleo_weight)
+            == ("dinov2", True, "sinkhorn_knopp", 0.1))
+    assert (s.crops.global_scale, s.crops.local_scale, s.crops.n_local,
+            s.mask.min_block) == ((0.32, 1.0), (0.05, 0.32), 8, 4)
     assert b.model.arch == "vit_base_patch16_224" and b.method == "dinov2"
     cpu, cpu2 = (build_config(PretrainConfig, "pretrain", p, []) for p in ("cpu", "cpu_dinov2"))
     # the learning-signal comparison: the same run apart from the method's own settings
-    assert cpu.crops == cpu2.crops and cpu.train == cpu2.train and cpu.optim == cpu2.optim and cpu.model == cpu2.model
+    assert (cpu.crops == cpu2.crops and cpu.train == cpu2.train and cpu.optim == cpu2.optim
+            and cpu.model == cpu2.model)
     assert cpu.mask == cpu2.mask and cpu.data == cpu2.data
-    keep = ("student_temp", "teacher_temp", "warmup_teacher_temp", "teacher_patch_temp", "warmup_teacher_patch_temp",
-            "warmup_teacher_temp_iters", "lambda_cls", "lambda_patch")
+    keep = ("student_temp", "teacher_temp", "warmup_teacher_temp", "teacher_patch_temp",
+            "warmup_teacher_patch_temp", "warmup_teacher_temp_iters", "lambda_cls", "lambda_patch")
     assert all(getattr(cpu.loss, k) == getattr(cpu2.loss, k) for k in keep)
     assert (cpu.head.out_dim, cpu.head.hidden_dim, cpu.head.bottleneck_dim) == (
         cpu2.head.out_dim, cpu2.head.hidden_dim, cpu2.head.bottleneck_dim)
@@ -359,7 +366,8 @@ def test_sqrt_lr_scaling():
 
     cfg = tiny_cfg("optim.base_lr=0.004", "optim.lr_scaling=sqrt_wrt_1024", "train.batch_size=64")
     assert Schedules(cfg, world=4).lr_peak == pytest.approx(0.004 * math.sqrt(256 / 1024))
-    assert Schedules(tiny_cfg("optim.base_lr=0.004", "train.batch_size=64"), world=4).lr_peak == pytest.approx(0.004)
+    assert (Schedules(tiny_cfg("optim.base_lr=0.004", "train.batch_size=64"), world=4).lr_peak
+            == pytest.approx(0.004))
 
 
 @pytest.mark.parametrize("method", ["ibot", "dinov2"])
@@ -368,23 +376,26 @@ def test_teacher_sees_unmasked_global_crops_only(method):
 
     m = build_method(tiny_cfg(*(DINOV2 if method == "dinov2" else [])))
     seen = []
-    m.teacher.backbone.register_forward_pre_hook(lambda mod, args, kwargs: seen.append((args, kwargs)), with_kwargs=True)
+    m.teacher.backbone.register_forward_pre_hook(lambda mod, args, kwargs: seen.append((args, kwargs)),
+                                                 with_kwargs=True)
     torch.manual_seed(0)
     g = torch.randn(4, 3, 32, 32)
     views = Views(g, torch.ones(4, 2, 2, dtype=torch.bool), torch.randn(4, 3, 16, 16), 2)
-    m.losses(m.student, views, {"teacher_temp": 0.04, "teacher_patch_temp": 0.04}, torch.autocast("cpu", enabled=False))
+    m.losses(m.student, views, {"teacher_temp": 0.04, "teacher_patch_temp": 0.04},
+             torch.autocast("cpu", enabled=False))
     (args, kwargs), = seen  # one teacher pass
     assert args[0] is g and all(v is None for v in (*args[1:], *kwargs.values()))
 
 
-def test_dinov2_with_one_shared_head(images, tmp_path):  # noqa: F811
+def test_dinov2_with_one_shared_head(images, tmp_path):
     # the reference's default config: separate_head false, EMA centring
     with pytest.raises(ValueError, match="head.shared: true"):
         tiny_cfg("method=dinov2", "loss.koleo_weight=0.1")
     cfg = tiny_cfg("method=dinov2", "head.shared=true", "head.shared_teacher=true", "loss.centering=ema",
                    "loss.koleo_weight=0.1", "train.iterations=2")
     t = run(cfg, images, tmp_path / "r")
-    assert "head.mlp.0.weight" in t.student.state_dict() and "head.last_layer_patch" not in str(list(t.student.state_dict()))
+    assert ("head.mlp.0.weight" in t.student.state_dict()
+            and "head.last_layer_patch" not in str(list(t.student.state_dict())))
     assert (tmp_path / "r" / "checkpoint.pt").exists()
 
 
@@ -394,7 +405,8 @@ def test_no_masked_token_in_the_batch(method):
 
     m = build_method(tiny_cfg(*(DINOV2 if method == "dinov2" else [])))
     torch.manual_seed(0)
-    views = Views(torch.randn(4, 3, 32, 32), torch.zeros(4, 2, 2, dtype=torch.bool), torch.randn(4, 3, 16, 16), 2)
+    views = Views(torch.randn(4, 3, 32, 32), torch.zeros(4, 2, 2, dtype=torch.bool),
+                  torch.randn(4, 3, 16, 16), 2)
     out = m.losses(m.student, views, {"teacher_temp": 0.04, "teacher_patch_temp": 0.04},
                    torch.autocast("cpu", enabled=False))
     out["loss"].backward()

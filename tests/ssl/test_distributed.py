@@ -1,20 +1,14 @@
 """Two CPU processes under DDP (gloo): teacher weights and centres stay identical across ranks."""
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.ssl.test_training import tiny_cfg
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port as _free_port
+from tests.helpers import tiny_cfg
 
 
 def _worker(rank: int, world: int, port: int, images: str, out: str, extra: tuple = ()) -> None:
@@ -25,15 +19,16 @@ def _worker(rank: int, world: int, port: int, images: str, out: str, extra: tupl
 
     t = SSLTrainer(tiny_cfg("train.iterations=3", *extra), [images], f"{out}/run", log=lambda m: None)
     t.run()
-    torch.save({"teacher": t.teacher.state_dict(), "center": t.loss_fn.center, "center_patch": t.loss_fn.center_patch,
-                "student": t.student.state_dict()}, f"{out}/rank{rank}.pt")
+    torch.save({"teacher": t.teacher.state_dict(), "center": t.loss_fn.center,
+                "center_patch": t.loss_fn.center_patch, "student": t.student.state_dict()},
+               f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
 def test_two_process_gloo_agree(tmp_path):
     from PIL import Image
 
-    from tests.conftest import smear
+    from tests.helpers import smear
 
     img = tmp_path / "imgs"
     img.mkdir()
@@ -66,17 +61,19 @@ def _resume_worker(rank: int, world: int, port: int, images: str, out: str, piec
         t = SSLTrainer(tiny_cfg("train.iterations=4", "train.save_every=100", *extra), [images], f"{out}/run",
                         log=lambda m: None)
         t.run()
-    torch.save({"student": t.student.state_dict(), "teacher": t.teacher.state_dict(), "center": t.loss_fn.center,
-                "rng": torch.get_rng_state(), "opt": t.optimizer.state_dict()}, f"{out}/rank{rank}.pt")
+    torch.save({"student": t.student.state_dict(), "teacher": t.teacher.state_dict(),
+                "center": t.loss_fn.center, "rng": torch.get_rng_state(), "opt": t.optimizer.state_dict()},
+               f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two process groups started twice: the slowest test of the default tier on an fp32-only CPU
+# two process groups started twice: the slowest test of the default tier on an fp32-only CPU
+@pytest.mark.slow
 def test_two_process_resume_is_bit_identical(tmp_path):
     """4 steps straight == 2 steps, stop, resume for 2 (every rank restores its own RNG streams)."""
     from PIL import Image
 
-    from tests.conftest import smear
+    from tests.helpers import smear
 
     img = tmp_path / "imgs"
     img.mkdir()
@@ -106,8 +103,7 @@ def test_two_process_dinov2_agree(tmp_path):
     is tested apart (test_dinov2.py: two processes equal one)."""
     from PIL import Image
 
-    from tests.conftest import smear
-    from tests.ssl.test_dinov2 import DINOV2
+    from tests.helpers import DINOV2, smear
 
     img = tmp_path / "imgs"
     img.mkdir()

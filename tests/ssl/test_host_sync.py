@@ -3,7 +3,7 @@
 On a GPU every ``item()``, ``nonzero``, ``bincount`` or other read of device data back to the host stalls
 the Python thread until the device has drained its queue; the device then idles while Python launches the
 next kernels. The GPU run of the shipped encoder spent 23% of an iteration on views made with such waits
-(README, "pretraining on one GPU"). Here the ops that wait are caught on the CPU with a dispatch mode, in
+(docs/benchmarks/pretraining_gpu.md). Here the ops that wait are caught on the CPU with a dispatch mode, in
 the views and in the step up to the optimiser (AdamW keeps its step counts on the host, so its reads are
 not waits). Blocking copies from the host to a GPU are caught on fake CUDA tensors (``FakeTensorMode``:
 shapes and devices without a GPU) in the views and the methods' forward passes and losses, with the
@@ -17,18 +17,18 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from cytofm.ssl import device_views
+from cytofm.ssl import blur, device_views
 from cytofm.ssl.masking import masked_positions
 from cytofm.ssl.methods import Views, build_method
 from cytofm.ssl.trainer import SSLTrainer
 
-from tests.ssl.test_dinov2 import DINOV2
-from tests.ssl.test_training import images, tiny_cfg  # noqa: F401 - fixture
+from tests.helpers import DINOV2, tiny_cfg
 
 aten = torch.ops.aten
 WAITS = {aten._local_scalar_dense, aten.nonzero, aten.bincount, aten.masked_select, aten._unique2,
          aten.unique_dim, aten.unique_consecutive, aten._linalg_check_errors, aten.is_nonzero, aten.equal}
-INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}  # with a bool index: a nonzero
+# with a bool index: a nonzero
+INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
 
 
 class HostWaits(TorchDispatchMode):
@@ -42,7 +42,8 @@ class HostWaits(TorchDispatchMode):
         if func.overloadpacket in WAITS or (func.overloadpacket is aten.repeat_interleave
                                             and "output_size" not in (kwargs or {})):
             self.seen.append(str(func))
-        elif func.overloadpacket in INDEXING and any(i is not None and i.dtype == torch.bool for i in args[1]):
+        elif func.overloadpacket in INDEXING and any(i is not None and i.dtype == torch.bool
+                                                     for i in args[1]):
             self.seen.append(f"{func} with a bool index")
         return func(*args, **(kwargs or {}))
 
@@ -68,7 +69,7 @@ class BlockingCopies(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def _trainer(images, tmp_path, *extra):  # noqa: F811
+def _trainer(images, tmp_path, *extra):
     cfg = tiny_cfg("data.views=device", "train.iterations=4", "crops.hed_jitter=0.5", "crops.solarize=0.5",
                    "crops.rotate90=true", *extra)
     tr = SSLTrainer(cfg, [str(images)], tmp_path / "run", log=lambda m: None)
@@ -82,9 +83,10 @@ def _trainer(images, tmp_path, *extra):  # noqa: F811
     return tr
 
 
-@pytest.mark.parametrize("extra", [(), ("loss.koleo_weight=0.1",), ("loss.centering=sinkhorn_knopp",), DINOV2],
+@pytest.mark.parametrize("extra",
+                         [(), ("loss.koleo_weight=0.1",), ("loss.centering=sinkhorn_knopp",), DINOV2],
                          ids=["ibot", "ibot+koleo", "ibot+sk", "dinov2"])
-def test_views_and_step_never_wait_for_the_device(images, tmp_path, monkeypatch, extra):  # noqa: F811
+def test_views_and_step_never_wait_for_the_device(images, tmp_path, monkeypatch, extra):
     monkeypatch.setattr(device_views, "DENSE_SUBSETS", True)  # what a GPU runs
     tr = _trainer(images, tmp_path, *extra)
     raw = tr.dataset[1]  # the loader's part, on the host (masks and their index included)
@@ -96,8 +98,9 @@ def test_views_and_step_never_wait_for_the_device(images, tmp_path, monkeypatch,
     assert torch.isfinite(m["loss"])
 
 
-def test_the_watch_sees_the_waits_it_is_there_for(images, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(device_views, "DENSE_SUBSETS", False)  # the CPU's subset path finds views with nonzero
+def test_the_watch_sees_the_waits_it_is_there_for(images, tmp_path, monkeypatch):
+    # the CPU's subset path finds views with nonzero
+    monkeypatch.setattr(device_views, "DENSE_SUBSETS", False)
     tr = _trainer(images, tmp_path)
     raw = tr.dataset[1]
     raw.pop("mask_index")  # the step would find the masked tokens itself
@@ -116,8 +119,8 @@ def fake_cuda(monkeypatch):
         pytest.skip("this PyTorch build has no CUDA: fake CUDA tensors need one")
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: None)
-    for cache in ("_ON_DEVICE", "_BLUR_BASIS", "_PRODUCT_DTYPE"):  # fake tensors must not stay in them
-        monkeypatch.setattr(device_views, cache, {})
+    for module, cache in ((device_views, "_ON_DEVICE"), (blur, "_BLUR_BASIS"), (blur, "_PRODUCT_DTYPE")):
+        monkeypatch.setattr(module, cache, {})  # fake tensors must not stay in them
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 

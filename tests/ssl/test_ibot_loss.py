@@ -21,9 +21,11 @@ def test_cls_loss_hand_computed_excludes_same_view_pairs():
     torch.manual_seed(0)
     K, B = 3, 1
     t = [torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[0.0, 2.0, 0.0]])]
-    s = [torch.tensor([[0.5, 0.1, 0.0]]), torch.tensor([[0.0, 0.3, 0.9]]), torch.tensor([[1.0, 1.0, 0.0]])]  # g1 g2 local
+    s = [torch.tensor([[0.5, 0.1, 0.0]]), torch.tensor([[0.0, 0.3, 0.9]]),
+         torch.tensor([[1.0, 1.0, 0.0]])]  # g1 g2 local
     loss = IBOTLoss(K, K, lambda_patch=0.0)
-    out = loss(s, torch.zeros(0, K), (torch.zeros(0, dtype=torch.long),) * 2, t, torch.zeros(2, 1, K), B, 0.04, 0.07)
+    out = loss(s, torch.zeros(0, K), (torch.zeros(0, dtype=torch.long),) * 2, t, torch.zeros(2, 1, K), B,
+               0.04, 0.07)
     pairs = [(0, 1), (0, 2), (1, 0), (1, 2)]  # (teacher view q, student view v), v != q
     want = sum(ce(t[q][0].tolist(), s[v][0].tolist(), 0.04, 0.1) for q, v in pairs) / 4
     assert out["loss_cls"].item() == pytest.approx(want, rel=1e-5)
@@ -66,7 +68,8 @@ def test_center_update_and_centering():
     assert torch.allclose(loss.center_patch[0, 0], 0.1 * t_patch.reshape(-1, K).mean(0))
     # second call: EMA on top, and the teacher targets are centred with the *old* centre
     c_old = loss.center.clone()
-    out = loss([torch.tensor([[0.0, 0, 0, 0], [0.0, 0, 0, 0]]), torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])],
+    out = loss([torch.tensor([[0.0, 0, 0, 0], [0.0, 0, 0, 0]]),
+                torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])],
                torch.zeros(0, K), (torch.zeros(0, dtype=torch.long),) * 2, t_cls, t_patch, B, 0.04, 0.07)
     assert torch.allclose(loss.center[0], 0.9 * c_old[0] + 0.1 * batch_mean)
     s2 = [[[0.0] * 4] * 2, [[1.0, 0, 0, 0]] * 2]
@@ -80,7 +83,8 @@ def test_entropy_is_reported_in_nats():
     K = 8
     loss = IBOTLoss(K, K)
     z = torch.zeros(2, K)
-    out = loss([z, z], torch.zeros(0, K), (torch.zeros(0, dtype=torch.long),) * 2, [z, z], torch.zeros(4, 1, K), 2, 0.04, 0.07)
+    out = loss([z, z], torch.zeros(0, K), (torch.zeros(0, dtype=torch.long),) * 2, [z, z],
+               torch.zeros(4, 1, K), 2, 0.04, 0.07)
     assert out["teacher_entropy"].item() == pytest.approx(math.log(K))
 
 
@@ -91,7 +95,7 @@ def test_masked_only_teacher_path_equals_the_full_grid_loss_and_centres():
 
     from cytofm.ssl.methods import Views, build_method
 
-    from tests.ssl.test_training import tiny_cfg
+    from tests.helpers import tiny_cfg
 
     m = build_method(tiny_cfg("head.out_dim=32"))
     torch.manual_seed(0)
@@ -153,7 +157,8 @@ def test_sinkhorn_knopp_centring_targets_by_hand():
     assert out["loss_patch"].item() == pytest.approx(want, rel=1e-5)
     assert out["teacher_entropy"].item() == pytest.approx(math.log(2), rel=1e-5)
     assert sk.center.abs().sum() == 0 and sk.center_patch.abs().sum() == 0
-    ema = IBOTLoss(K, K)(s_cls, s_patch, (img, tok), t_cls, t_patch, B, 1.0, 1.0)  # the same batch, EMA centre 0
+    # the same batch, EMA centre 0
+    ema = IBOTLoss(K, K)(s_cls, s_patch, (img, tok), t_cls, t_patch, B, 1.0, 1.0)
     p = math.e / (1 + math.e)
     assert ema["loss_cls"].item() == pytest.approx(-(p * math.log(0.75) + (1 - p) * math.log(0.25)), rel=1e-5)
     with pytest.raises(ValueError, match="centering"):

@@ -20,7 +20,7 @@ from cytofm.ssl.ibot_loss import IBOTLoss
 from cytofm.ssl.masking import block_mask, make_mask
 from cytofm.ssl.trainer import SSLTrainer
 
-from tests.ssl.test_training import images, tiny_cfg  # noqa: F401 - fixture
+from tests.helpers import tiny_cfg
 
 
 # --- the reference, re-implemented -----------------------------------------------------------------
@@ -65,7 +65,8 @@ def ref_pred_ratio(ratios, variances, rnd: random.Random):
 
 def ref_ibot_loss(student_cls, student_patch, teacher_cls, teacher_patch, masks, center, center2,
                   n_global, n_crops, student_temp, temp, temp2, momentum=0.9):
-    """student_cls (n_crops*B, K); student_patch (n_global*B, N, K) at every token; masks (n_global*B, h, w)."""
+    """student_cls (n_crops*B, K); student_patch (n_global*B, N, K) at every token;
+    masks (n_global*B, h, w)."""
     s_cls = (student_cls / student_temp).chunk(n_crops)
     s_patch = (student_patch / student_temp).chunk(n_global)
     t_cls = F.softmax((teacher_cls - center) / temp, dim=-1).detach().chunk(n_global)
@@ -83,7 +84,8 @@ def ref_ibot_loss(student_cls, student_patch, teacher_cls, teacher_patch, masks,
                 loss1 = torch.sum(-t_cls[q] * F.log_softmax(s_cls[v], dim=-1), dim=-1)
                 l1, n1 = l1 + loss1.mean(), n1 + 1
     new_center = center * momentum + teacher_cls.sum(0, keepdim=True) / len(teacher_cls) * (1 - momentum)
-    new_center2 = center2 * momentum + teacher_patch.mean(1).sum(0, keepdim=True) / len(teacher_patch) * (1 - momentum)
+    new_center2 = (center2 * momentum
+                   + teacher_patch.mean(1).sum(0, keepdim=True) / len(teacher_patch) * (1 - momentum))
     return l1 / n1, l2 / n2, new_center.detach(), new_center2.detach()
 
 
@@ -97,7 +99,8 @@ def ref_head(net, x, patch_layer: bool):
     p = dict(net.head.named_parameters())
     z = F.normalize(net.head.mlp(x), dim=-1)
     layer = "last_layer_patch" if patch_layer else "last_layer"
-    w = _weight_norm(p[f"{layer}.parametrizations.weight.original0"], p[f"{layer}.parametrizations.weight.original1"])
+    w = _weight_norm(p[f"{layer}.parametrizations.weight.original0"],
+                     p[f"{layer}.parametrizations.weight.original1"])
     return z @ w.t()
 
 
@@ -189,23 +192,26 @@ def test_loss_equals_reference_on_full_grid_logits_through_our_index_order():
     s_patch_full = torch.randn(2 * B, N, K) * 3
     t_cls, t_patch = torch.randn(2 * B, K) * 3, torch.randn(2 * B, N, K) * 3
     c0, c20 = torch.randn(1, K) * 0.1, torch.randn(1, 1, K) * 0.1
-    l1, l2, c1, c2 = ref_ibot_loss(s_cls, s_patch_full, t_cls, t_patch, masks, c0, c20, 2, 2 + n_local, 0.1, 0.05, 0.07)
+    l1, l2, c1, c2 = ref_ibot_loss(s_cls, s_patch_full, t_cls, t_patch, masks, c0, c20, 2, 2 + n_local, 0.1,
+                                   0.05, 0.07)
 
     loss = IBOTLoss(K, K, 2, 0.1, 0.9)
     loss.center.copy_(c0)
     loss.center_patch.copy_(c20)
     img, tok = masks.reshape(2 * B, -1).nonzero(as_tuple=True)  # the order IBOTNet gathers masked tokens in
-    out = loss(list(s_cls.chunk(2 + n_local)), s_patch_full[img, tok], (img, tok), list(t_cls.chunk(2)), t_patch,
-               B, 0.05, 0.07)
+    out = loss(list(s_cls.chunk(2 + n_local)), s_patch_full[img, tok], (img, tok), list(t_cls.chunk(2)),
+               t_patch, B, 0.05, 0.07)
     assert out["loss_cls"].item() == pytest.approx(l1.item(), abs=1e-5)
     assert out["loss_patch"].item() == pytest.approx(l2.item(), abs=1e-5)
     assert out["loss"].item() == pytest.approx((l1 + l2).item(), abs=1e-5)
-    assert torch.allclose(loss.center, c1, atol=1e-6) and torch.allclose(loss.center_patch, c2.reshape(1, 1, K), atol=1e-6)
+    assert (torch.allclose(loss.center, c1, atol=1e-6)
+            and torch.allclose(loss.center_patch, c2.reshape(1, 1, K), atol=1e-6))
 
 
 # --- heads and a whole training step ---------------------------------------------------------------
-REF = ["head.shared=false", "head.shared_teacher=true", "head.norm_last_layer=false", "optim.decay_tokens=true",
-       "model.mask_token_init=zeros", "model.drop_path=0.0", "crops.global_size=64", "crops.local_size=32",
+REF = ["head.shared=false", "head.shared_teacher=true", "head.norm_last_layer=false",
+       "optim.decay_tokens=true", "model.mask_token_init=zeros", "model.drop_path=0.0",
+       "crops.global_size=64", "crops.local_size=32",
        "train.batch_size=3", "mask.ratio=[0.0, 0.3]", "mask.ratio_var=[0.0, 0.2]", "train.iterations=3",
        "optim.momentum_teacher=0.9", "loss.teacher_temp=0.07",
        # an update, a weight-decay group or the EMA pairing must show above the tolerance, while Adam's first
@@ -213,19 +219,22 @@ REF = ["head.shared=false", "head.shared_teacher=true", "head.norm_last_layer=fa
        "optim.warmup_iters=0", "optim.base_lr=0.05", "optim.weight_decay=50.0", "optim.weight_decay_end=50.0"]
 
 
-def test_shared_teacher_head_follows_the_student_cls_layer_and_starts_from_its_patch_layer(images, tmp_path):  # noqa: F811
+def test_shared_teacher_head_follows_the_student_cls_layer_and_starts_from_its_patch_layer(
+        images, tmp_path):
     t = SSLTrainer(tiny_cfg(*REF), [str(images)], tmp_path / "r", log=lambda m: None)
     assert t.student.head.last_layer_patch is not None and t.teacher.head.last_layer_patch is None
     s, te = t.student.head, t.teacher.head
-    assert torch.equal(te.last_layer.parametrizations.weight.original1, s.last_layer_patch.parametrizations.weight.original1)
-    assert not torch.equal(te.last_layer.parametrizations.weight.original1, s.last_layer.parametrizations.weight.original1)
+    assert torch.equal(te.last_layer.parametrizations.weight.original1,
+                       s.last_layer_patch.parametrizations.weight.original1)
+    assert not torch.equal(te.last_layer.parametrizations.weight.original1,
+                           s.last_layer.parametrizations.weight.original1)
     assert torch.count_nonzero(t.student.backbone.mask_token) == 0  # zeros, as the reference
     # the teacher's patch logits come from the one (shared) layer
     x = torch.randn(5, t.student.backbone.embed_dim)
     assert torch.equal(te.forward_patch(x), te(x))
 
 
-def test_param_groups_match_the_reference(images, tmp_path):  # noqa: F811
+def test_param_groups_match_the_reference(images, tmp_path):
     from cytofm.ssl.optim import param_groups
 
     t = SSLTrainer(tiny_cfg(*REF), [str(images)], tmp_path / "r", log=lambda m: None)
@@ -233,7 +242,8 @@ def test_param_groups_match_the_reference(images, tmp_path):  # noqa: F811
     ref = [{id(p) for p in g["params"]} for g in ref_param_groups(t.student)]
     assert ours == ref
     names = {id(p): n for n, p in t.student.named_parameters()}
-    assert {"backbone.vit.cls_token", "backbone.vit.pos_embed", "backbone.mask_token"} <= {names[i] for i in ours[0]}
+    assert ({"backbone.vit.cls_token", "backbone.vit.pos_embed", "backbone.mask_token"}
+            <= {names[i] for i in ours[0]})
 
 
 def _ref_losses(t, cfg, exempt=()):
@@ -249,7 +259,7 @@ def _ref_losses(t, cfg, exempt=()):
     return losses, c1
 
 
-def test_three_training_steps_equal_the_reference_step(images, tmp_path):  # noqa: F811
+def test_three_training_steps_equal_the_reference_step(images, tmp_path):
     cfg = tiny_cfg(*REF)
     t = SSLTrainer(cfg, [str(images)], tmp_path / "r", log=lambda m: None)
     ref, center = _ref_losses(t, cfg)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shared_data
+from tests.helpers import shared_data
 
 pytestmark = pytest.mark.slow
 

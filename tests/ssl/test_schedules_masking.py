@@ -14,7 +14,8 @@ def test_cosine_hand_values():
     assert [cosine_value(i, 15, 1.0, 0.0, 5) for i in range(5)] == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])
     assert cosine_value(5, 15, 1.0, 0.0, 5) == pytest.approx(1.0)
     assert cosine_value(10, 15, 1.0, 0.0, 5) == pytest.approx(0.5)  # half-way: cos(pi/2) = 0
-    assert cosine_value(5 + 10 * 2 // 3, 15, 1.0, 0.0, 5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 6 / 10)))
+    assert (cosine_value(5 + 10 * 2 // 3, 15, 1.0, 0.0, 5)
+            == pytest.approx(0.5 * (1 + math.cos(math.pi * 6 / 10))))
     assert cosine_value(99, 15, 1.0, 0.0, 5) == 0.0
 
 

@@ -11,11 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cytofm.models.loading import (  # noqa: F401 - re-exported for callers of the training API
-    backbone_state_from_release,
-    load_backbone_into,
-    torch_load,
-)
+from cytofm.models.loading import torch_load
 from cytofm.utils.io import with_user_mode
 
 CHECKPOINT = "checkpoint.pt"

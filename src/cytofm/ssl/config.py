@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cytofm.config.loader import Section
+from cytofm.ssl.method_registry import METHODS
 
 
 class ModelConfig(Section):
@@ -184,7 +185,7 @@ class RuntimeConfig(Section):
 
 class PretrainConfig(Section):
     method: str = "ibot"
-    """Self-supervised objective, a name of ``cytofm.ssl.methods.METHODS``: iBOT, or DINOv2 (iBOT + KoLeo + Sinkhorn-Knopp
+    """Self-supervised objective, a name of ``cytofm.ssl.method_registry.METHODS``: iBOT, or DINOv2 (iBOT + KoLeo + Sinkhorn-Knopp
     centring + separate heads; its settings come with the ``dinov2_*`` presets)."""
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
@@ -199,8 +200,6 @@ class PretrainConfig(Section):
     @field_validator("method")
     @classmethod
     def _registered_method(cls, v: str) -> str:
-        from cytofm.ssl.methods import METHODS  # the methods import this module: looked up at validation
-
         return METHODS.validate(v)
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 The PIL path (:mod:`cytofm.ssl.augment`) decodes, crops and jitters one image at a time in loader
 processes; at GPU speeds those processes, not the GPU, set the pace. Here every sample of the pool is
-decoded once into uint8 (:class:`ViewCache`, in memory or memory-mapped), and each batch's views are made
+decoded once into uint8 (:mod:`cytofm.ssl.pool_cache`, in memory or memory-mapped), and each batch's views are made
 with a handful of batched tensor operations on the device: one ``roi_align`` per view size for the random
 resized crops (it averages up to 2 x 2 samples per output pixel, so downscaling is antialiased),
 flips as reversed boxes and 90-degree rotations as transposes of the crops, HED stain jitter, RGB jitter
@@ -21,118 +21,22 @@ both pipelines draw views from the same distributions (crop scale and aspect, co
 from __future__ import annotations
 
 import math
-import os
 import random
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.ops import roi_align
 
 from cytofm.ssl import augment
+from cytofm.ssl.blur import gaussian_blur
 from cytofm.ssl.config import CropConfig, PretrainConfig
 from cytofm.ssl.masking import make_mask, masked_positions
-from cytofm.utils.distributed import pick_dtype
+from cytofm.ssl.pool_cache import ViewCache
 
 HED_FROM_RGB = torch.from_numpy(augment.HED_FROM_RGB).float()  # the PIL path's stain vectors, one source
 RGB_FROM_HED = torch.from_numpy(augment.RGB_FROM_HED).float()
 _GRAY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2 luma, as PIL's convert("L")
-
-
-class CacheTooLarge(ValueError):
-    """The decoded pool would not fit the memory budget, and no folder was given for a memory map."""
-
-
-@dataclass
-class ViewCache:
-    """Every sample of a pool as uint8 RGB, flat: sample ``i`` is ``data[offsets[i]:]`` of shape ``shapes[i]``."""
-
-    data: torch.Tensor  # (total,) uint8, in memory or over a np.memmap
-    offsets: np.ndarray  # (S,) int64
-    shapes: np.ndarray  # (S, 2) int64: height, width
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def batch(self, idx: list[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) uint8 padded to the largest sample of the batch, and the (B, 2) true sizes."""
-        shapes = self.shapes[np.asarray(idx)]
-        H, W = int(shapes[:, 0].max()), int(shapes[:, 1].max())
-        out = torch.zeros(len(idx), 3, H, W, dtype=torch.uint8)
-        for j, i in enumerate(idx):
-            h, w = (int(v) for v in self.shapes[i])
-            o = int(self.offsets[i])
-            out[j, :, :h, :w] = self.data[o:o + 3 * h * w].view(3, h, w)
-            # edge pixels repeated into the padding: bilinear samples at the border see no black
-            out[j, :, :h, w:] = out[j, :, :h, w - 1:w]
-            out[j, :, h:, :] = out[j, :, h - 1:h, :]
-        return out, torch.from_numpy(shapes.copy())
-
-    @staticmethod
-    def nbytes_for(shapes: np.ndarray) -> int:
-        return int((3 * shapes[:, 0] * shapes[:, 1]).sum())
-
-
-def fit_side(w: int, h: int, max_side: int) -> tuple[int, int]:
-    s = min(1.0, max_side / max(w, h))
-    return max(1, round(w * s)), max(1, round(h * s))
-
-
-def memory_budget() -> int:
-    """Half of the memory the OS says is available now (bytes)."""
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.5)
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
-def build_cache(size_of, image_of, n: int, max_side: int, spill_dir: str | os.PathLike | None = None,
-                budget: int | None = None, log=print) -> ViewCache:
-    """Decode ``n`` samples once: ``size_of(i)`` gives sample ``i``'s (width, height) without decoding it,
-    ``image_of(i)`` the PIL image. Samples larger than ``max_side`` are reduced (aspect kept); the rest stay
-    at their own size. The size of the cache is said before anything is decoded; over ``budget`` bytes it
-    becomes a memory map in ``spill_dir`` (refused without one)."""
-    budget = memory_budget() if budget is None else budget
-    sizes = np.zeros((n, 2), np.int64)
-    for i in range(n):
-        w, h = fit_side(*size_of(i), max_side)
-        sizes[i] = (h, w)
-    total = ViewCache.nbytes_for(sizes)
-    spill = total > budget
-    where = "in memory"
-    if spill:
-        if spill_dir is None:
-            raise CacheTooLarge(f"the decoded pretraining pool needs {total / 2**30:.1f} GiB, more than the "
-                                f"{budget / 2**30:.1f} GiB budget, and no folder was given for a memory map")
-        path = Path(spill_dir) / "view_cache.u8"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        where = f"memory-mapped at {path}"
-        arr = np.memmap(path, dtype=np.uint8, mode="w+", shape=(max(total, 1),))
-        data = torch.from_numpy(arr)
-    else:
-        data = torch.empty(max(total, 1), dtype=torch.uint8)
-    log(f"view cache: {n} samples decoded once, {total / 2**20:.0f} MiB ({where}; budget {budget / 2**30:.1f} GiB)")
-    offsets = np.zeros(n, np.int64)
-    o = 0
-    for i in range(n):
-        h, w = (int(v) for v in sizes[i])
-        im = image_of(i)
-        w2, h2 = fit_side(*im.size, max_side)
-        if (w2, h2) != (w, h) and w2 * h2 <= w * h:  # the header told another size (e.g. an EXIF rotation)
-            w, h = w2, h2
-            sizes[i] = (h, w)
-        if im.size != (w, h):
-            im = im.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=2.0)
-        a = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        data[o:o + 3 * h * w] = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).reshape(-1)
-        offsets[i] = o
-        o += 3 * h * w
-    if spill:
-        arr.flush()
-    return ViewCache(data, offsets, sizes)
 
 
 # --- random parameters --------------------------------------------------------------------------------
@@ -271,91 +175,8 @@ def solarize(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0.5, 1.0 - x, x)
 
 
-def _box_radius(sigma):
-    """Integer part of the box radius of PIL's three-pass blur for ``sigma`` (tensor or number)."""
-    s2 = sigma ** 2 / 3
-    return ((12 * s2 + 1) ** 0.5 - 1) // 2
-
-
-_BLUR_BASIS: dict[tuple, torch.Tensor] = {}
-
-
-def _blur_basis(size: int, lo_max: int, dev: torch.device, dt: torch.dtype) -> torch.Tensor:
-    """(lo_max + 1, 4, size, size): for each integer box radius ``lo``, the matrices ``M_p`` with
-    ``(B + a E)^3 = sum_p a^p M_p``, where ``B`` sums the taps within ``lo`` and ``E`` the two at ``lo + 1``
-    (edge pixels repeated). Made once per size on the host in float64, then kept on the device."""
-    key = (size, lo_max, str(dev), dt)
-    if key not in _BLUR_BASIS:
-        i = torch.arange(size)
-        out = torch.zeros(lo_max + 1, 4, size, size, dtype=torch.float64)
-        for lo in range(lo_max + 1):
-            B = torch.zeros(size, size, dtype=torch.float64)
-            E = torch.zeros(size, size, dtype=torch.float64)
-            for d in range(-lo - 1, lo + 2):
-                M = E if abs(d) == lo + 1 else B
-                M.index_put_((i, (i + d).clamp(0, size - 1)), torch.ones(size, dtype=torch.float64), accumulate=True)
-            out[lo, 0] = B @ B @ B
-            out[lo, 1] = E @ B @ B + B @ E @ B + B @ B @ E
-            out[lo, 2] = E @ E @ B + E @ B @ E + B @ E @ E
-            out[lo, 3] = E @ E @ E
-        _BLUR_BASIS[key] = out.to(dev, dt)
-    return _BLUR_BASIS[key]
-
-
-def _blur_matrix(sigma: torch.Tensor, size: int, sigma_max: float) -> torch.Tensor:
-    """(n, size, size) matrices that blur a row the way PIL's ``GaussianBlur(radius=sigma)`` does: three
-    passes of a box blur whose fractional radius gives variance sigma^2 (Gwosdek et al. 2011, as Pillow),
-    edge pixels repeated. Three box passes are not a Gaussian at small sigma (they blur more), so the
-    matrices copy them rather than sample a Gaussian. One pass is ``K = (B + a E) / (2 lo + 1 + 2 a)``, so
-    ``K^3`` is a cubic in the fractional part ``a`` over matrices that depend only on the integer radius
-    ``lo``: they are made once (:func:`_blur_basis`, up to the radius of ``sigma_max``, a bound known on the
-    host) and each view's matrix is four scaled sums instead of two matrix products."""
-    dt = sigma.dtype
-    s2 = sigma.double() ** 2 / 3
-    L = torch.sqrt(12 * s2 + 1)
-    lo = torch.floor((L - 1) / 2)  # integer part of the box radius
-    a = (2 * lo + 1) * (lo * (lo + 1) - 3 * s2) / (6 * (s2 - (lo + 1) ** 2))  # fractional part
-    lo_max = int(_box_radius(float(sigma_max)))
-    z3 = (2 * lo + 1 + 2 * a) ** 3
-    coef = torch.stack([a ** p for p in range(4)], 1) / z3.unsqueeze(1)  # (n, 4)
-    basis = _blur_basis(size, lo_max, sigma.device, dt)[lo.long().clamp(0, lo_max)]  # (n, 4, size, size)
-    return torch.einsum("np,npij->nij", coef.to(dt), basis)
-
-
-_PRODUCT_DTYPE: dict[str, torch.dtype] = {}
-
-
-def blur_product_dtype(dev: torch.device) -> torch.dtype:
-    """bf16 (or fp16 on GPUs without bf16) where the hardware multiplies it natively, else fp32: on a CPU
-    with bf16 units the blur's products take a seventh of their fp32 time, on one without, four times
-    more (emulated)."""
-    if dev.type not in _PRODUCT_DTYPE:
-        _PRODUCT_DTYPE[dev.type] = pick_dtype("auto", dev) or torch.float32
-    return _PRODUCT_DTYPE[dev.type]
-
-
-@_subset
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, sigma_max: float = 2.0,
-                  dtype: torch.dtype | None = None) -> torch.Tensor:
-    """PIL's GaussianBlur with a radius per view (at most ``sigma_max``; larger ones are clamped to it), as
-    two batched products with banded matrices (much faster than a grouped convolution on CPUs). The
-    products run in ``dtype`` (default :func:`blur_product_dtype`): 8 bits of mantissa is the precision of
-    the PIL path's uint8 images; the rows of the rounded matrices no longer sum to exactly 1 (off by up to
-    0.2%, a brightness shift of half a level), so the result is divided by their sums in fp32."""
-    n, c, h, w = x.shape
-    dt = dtype or blur_product_dtype(x.device)
-    sigma = sigma.clamp(max=sigma_max)
-    kw = _blur_matrix(sigma, w, sigma_max).to(dt)
-    kh = kw if h == w else _blur_matrix(sigma, h, sigma_max).to(dt)
-    # along the rows: one product per view over its channels stacked (a broadcast product copies)
-    y = torch.bmm(x.to(dt).reshape(n, c * h, w), kw.transpose(1, 2))
-    # along the columns: the same on the transposed result
-    y = torch.bmm(y.view(n, c, h, w).transpose(2, 3).reshape(n, c * w, h), kh.transpose(1, 2))
-    y = y.view(n, c, w, h).transpose(2, 3).float()
-    if dt != torch.float32:
-        rh, rw = kh.float().sum(2), kw.float().sum(2)  # (n, h), (n, w)
-        y = y / (rh.unsqueeze(2) * rw.unsqueeze(1)).unsqueeze(1)
-    return y.to(x.dtype).contiguous()
+blur_views = _subset(gaussian_blur)
+"""Gaussian blur (:mod:`cytofm.ssl.blur`) of the views where ``apply`` holds."""
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -427,7 +248,7 @@ class DeviceMultiCrop:
                            c.jitter_strength, order)
         v = torch.baddbmm(t.unsqueeze(2), A, v.flatten(2)).view_as(v).clamp_(0, 1)
         if blur_p > 0:
-            v = gaussian_blur(v, u[:, 10] < blur_p, 0.1 + 1.9 * u[:, 11])
+            v = blur_views(v, u[:, 10] < blur_p, 0.1 + 1.9 * u[:, 11])
         if solarize_p > 0:  # known on the host: no view to compute where it is 0
             v = solarize(v, u[:, 12] < solarize_p)
         if dev not in self._norm:  # copied once per device (a blocking copy at every call would be a wait)

@@ -5,36 +5,34 @@ what the teacher sees) sits behind :class:`cytofm.ssl.methods.SSLMethod`."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cytofm.config.loader import config_dict, deep_merge, write_config
+from cytofm.config.loader import config_dict
+from cytofm.models.loading import adapt_timm_vit, backbone_state_from_release, load_strictly
 from cytofm.models.vit import set_fused_attn
 from cytofm.ssl.checkpoint import (
     CHECKPOINT,
-    backbone_state_from_release,
-    load_backbone_into,
     load_checkpoint,
     rng_state,
     save_atomic,
-    set_rng_state,
     timm_model_args,
 )
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.data import PretrainingBatches, load_table
 from cytofm.ssl.masking import masked_positions
 from cytofm.ssl.methods import Views, build_method
+from cytofm.ssl.metrics_log import MetricsLog
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
-from cytofm.ssl.schedules import cosine_value, linear_warmup_constant
+from cytofm.ssl.resume import check_resume, restore_rng, write_run_config
+from cytofm.ssl.schedules import Schedules
 from cytofm.utils.distributed import dtype_name, pick_device, pick_dtype
 from cytofm.utils.progress import StageTask
 from cytofm.utils.signals import Stopped, deferred_stop
@@ -46,75 +44,13 @@ class TrainingDiverged(RuntimeError):
     progress_reason = "loss not finite"
 
 
-# Settings that may differ between a run and its resumption: where and how fast it runs, how often it
-# logs and saves. Every other key shapes the optimisation and must match the checkpoint.
-RESUME_MAY_CHANGE = ("runtime.", "data.num_workers", "data.cache_sources", "train.save_every", "train.log_every",
-                     "train.knn_every", "train.knn_data", "train.knn_label", "train.max_minutes", "train.stop_at",
-                     "data.cache_budget_gb")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-_METHOD_NAMES = {"ibot": "iBOT", "dinov2": "DINOv2"}
-
-
-def _with_defaults(ck_cfg: dict) -> dict:
-    """A checkpoint's config with the keys added since it was written at their defaults (which are what
-    that run used), so a resume compares like with like; keys it has are kept as written."""
-    return deep_merge(config_dict(PretrainConfig()), ck_cfg)
-
-
-# head settings that do not change the checkpoint's tensors: they may change on resume with --force-config
-HEAD_RUNTIME = ("fp32", "freeze_last_layer_iters")
-
-
-def _fixed_part(cfg: dict) -> dict:
-    """The settings that decide what the checkpoint's tensors are."""
-    head = {k: v for k, v in cfg.get("head", {}).items() if k not in HEAD_RUNTIME}
-    return {"method": cfg.get("method"), "model": cfg.get("model"), "head": head}
-
-
-def config_changes(old: dict, new: dict) -> dict[str, tuple]:
-    """``key: (checkpoint value, requested value)`` for every setting that must not change on resume."""
-    a, b = _flatten(old), _flatten(new)
-    keys = sorted(set(a) | set(b))
-    return {k: (a.get(k), b.get(k)) for k in keys
-            if a.get(k) != b.get(k) and not k.startswith(RESUME_MAY_CHANGE)}
-
-
-@dataclass
-class Schedules:
-    cfg: PretrainConfig
-    world: int = 1
-
-    @property
-    def lr_peak(self) -> float:
-        total = self.cfg.train.batch_size * self.world
-        if self.cfg.optim.lr_scaling == "sqrt_wrt_1024":
-            return self.cfg.optim.base_lr * math.sqrt(total / 1024.0)
-        return self.cfg.optim.base_lr * total / 256.0
-
-    def at(self, it: int) -> dict[str, float]:
-        o, lo, T = self.cfg.optim, self.cfg.loss, self.cfg.train.iterations
-        return {
-            "lr": cosine_value(it, T, self.lr_peak, o.min_lr, o.warmup_iters, 0.0),
-            "wd": cosine_value(it, T, o.weight_decay, o.weight_decay_end),
-            "momentum": cosine_value(it, T, o.momentum_teacher, o.momentum_teacher_end),
-            "teacher_temp": linear_warmup_constant(it, lo.warmup_teacher_temp, lo.teacher_temp, lo.warmup_teacher_temp_iters),
-            "teacher_patch_temp": linear_warmup_constant(it, lo.warmup_teacher_patch_temp, lo.teacher_patch_temp,
-                                                         lo.warmup_teacher_temp_iters),
-        }
+METHOD_NAMES = {"ibot": "iBOT", "dinov2": "DINOv2"}  # as the first log line writes them
 
 
 class SSLTrainer:
+    """Trains ``cfg.method`` on the pools in ``data`` into the run folder ``out``, resuming from its
+    checkpoint when there is one (:mod:`cytofm.ssl.resume` decides whether it may)."""
+
     def __init__(self, cfg: PretrainConfig, data: list[str], out: str | os.PathLike, init_from: str | None = None,
                  log=print, progress=None, command: str = "", force_config: bool = False):
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
@@ -156,7 +92,7 @@ class SSLTrainer:
             self._restore(load_checkpoint(ckpt_path))
         elif init_from:
             state = backbone_state_from_release(load_checkpoint(init_from))
-            load_backbone_into(self.student.backbone.vit, state, init_from)
+            load_strictly(self.student.backbone.vit, state, init_from, adapt=adapt_timm_vit)
             self.method.init_teacher()
             self.log(f"initialised student and teacher backbones from {init_from} (heads start fresh)")
         self.student.to(self.device)
@@ -169,62 +105,22 @@ class SSLTrainer:
         if resumed:
             self.optimizer.load_state_dict(self._pending["optimizer"])
             self.scaler.load_state_dict(self._pending["scaler"])
-            self._restore_rng(self._pending)
+            restore_rng(self._pending, self.rank, self.world, self.log)
             self.log(f"resumed from {ckpt_path} at iteration {self.start_iter}")
         self.model = self.student
         if self.distributed:
             self.model = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.rank == 0:
-            self._write_config(command)
+            write_run_config(self.out, self.cfg, self.start_iter, self._forced, command, self.log)
 
     # --- checkpoints -------------------------------------------------------------------------------
     def _restore(self, ck: dict) -> None:
-        ck_cfg, cfg = _with_defaults(ck["config"]), config_dict(self.cfg)
-        if _fixed_part(ck_cfg) != _fixed_part(cfg):
-            changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in config_changes(
-                _fixed_part(ck_cfg), _fixed_part(cfg)).items())
-            raise ValueError(f"{self.out / CHECKPOINT} was made with another method/model/head config ({changed}); "
-                             "use a new --out")
-        changes = config_changes(ck_cfg, cfg)
-        if changes and not self.force_config:
-            lines = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changes.items())
-            raise ValueError(f"{self.out / CHECKPOINT} was made with other settings ({lines}). Resume with the "
-                             "checkpoint's settings (see its config.yaml), use a new --out, or continue with the new "
-                             "settings on purpose with --force-config (recorded in the run)")
-        self.config_history = list(ck.get("config_history", []))
-        if changes:
-            self.config_history.append({"iteration": int(ck["iteration"]),
-                                        "changed": {k: [a, b] for k, (a, b) in changes.items()}})
-            self.log(f"--force-config: continuing from iteration {ck['iteration']} with changed settings: "
-                     + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
-        self._forced = bool(changes)
+        self.config_history, self._forced = check_resume(ck, self.cfg, self.out, self.force_config, self.log)
         self.student.load_state_dict(ck["student"])
         self.teacher.load_state_dict(ck["teacher"])
         self.loss_fn.load_state_dict(ck["loss"])
         self.start_iter = int(ck["iteration"])
         self._pending = ck
-
-    def _restore_rng(self, ck: dict) -> None:
-        states = ck.get("rng_per_rank")
-        if states is None:  # checkpoints from before per-rank states: one state for every rank
-            set_rng_state(ck["rng"])
-        elif len(states) == self.world:
-            set_rng_state(states[self.rank])
-        else:
-            set_rng_state(states[self.rank % len(states)])
-            if self.rank == 0:
-                self.log(f"warning: the checkpoint was written by {len(states)} process(es), this run has "
-                         f"{self.world}: random streams (drop path) do not continue exactly")
-
-    def _write_config(self, command: str) -> None:
-        path = self.out / "config.yaml"
-        if self._forced and path.exists():
-            kept = self.out / f"config.until-{self.start_iter}.yaml"
-            os.replace(path, kept)
-            self.log(f"the settings used until iteration {self.start_iter} are kept in {kept.name}")
-        elif self.start_iter and path.exists():
-            return  # resuming with the same settings: config.yaml already says what the run uses
-        write_config(self.cfg, path, command)
 
     def _gather(self, obj):
         if not self.distributed:
@@ -314,41 +210,52 @@ class SSLTrainer:
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        cfg = self.cfg
-        T = cfg.train.iterations
-        n_samples = sum(len(t) for t in self.tables)
+        """Train from the start (or the checkpoint's iteration) to ``train.iterations``, or to a stop: a
+        signal, ``train.stop_at``, ``train.max_minutes``. Returns the last logged metrics."""
+        T = self.cfg.train.iterations
         if self.rank == 0:
-            epochs = T * cfg.train.batch_size * self.world / max(n_samples, 1)
-            self.log(f"{_METHOD_NAMES.get(cfg.method, cfg.method)} {cfg.model.arch}: {T} iterations x {cfg.train.batch_size} images x {self.world} process(es) "
-                     f"= {epochs:.1f} epochs of {n_samples} samples; lr peak {self.sched.lr_peak:.2e}; "
-                     f"device {self.device}, precision {dtype_name(self.dtype)}"
-                     + (" (this CPU has no bf16 units)" if self.dtype is None and self.device.type == "cpu"
-                        and cfg.runtime.precision == "auto" else ""))
+            self._announce()
         if self.start_iter >= T:
             self.log(f"already finished ({self.start_iter} iterations)")
             return {}
-        if cfg.train.stop_at is not None and self.start_iter >= cfg.train.stop_at:
-            self.log(f"already at iteration {self.start_iter} >= train.stop_at={cfg.train.stop_at}; nothing to do")
+        if self.cfg.train.stop_at is not None and self.start_iter >= self.cfg.train.stop_at:
+            self.log(f"already at iteration {self.start_iter} >= train.stop_at={self.cfg.train.stop_at}; "
+                     "nothing to do")
             return {}
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=None, sampler=range(self.start_iter, T), num_workers=cfg.data.num_workers,
-            persistent_workers=False, prefetch_factor=2 if cfg.data.num_workers else None,
+        metrics = MetricsLog(self.out, self.start_iter, active=self.rank == 0)
+        task = StageTask(self.progress if self.rank == 0 else None, "pretrain", T, self.start_iter, rate="")
+        try:
+            return self._loop(self._loader(), task, metrics)
+        finally:
+            metrics.close()
+
+    def _announce(self) -> None:
+        cfg, T = self.cfg, self.cfg.train.iterations
+        n_samples = sum(len(t) for t in self.tables)
+        epochs = T * cfg.train.batch_size * self.world / max(n_samples, 1)
+        no_bf16 = self.dtype is None and self.device.type == "cpu" and cfg.runtime.precision == "auto"
+        self.log(f"{METHOD_NAMES.get(cfg.method, cfg.method)} {cfg.model.arch}: {T} iterations x "
+                 f"{cfg.train.batch_size} images x {self.world} process(es) = {epochs:.1f} epochs of {n_samples} "
+                 f"samples; lr peak {self.sched.lr_peak:.2e}; device {self.device}, precision "
+                 f"{dtype_name(self.dtype)}" + (" (this CPU has no bf16 units)" if no_bf16 else ""))
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        cfg = self.cfg
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, sampler=range(self.start_iter, cfg.train.iterations),
+            num_workers=cfg.data.num_workers, persistent_workers=False,
+            prefetch_factor=2 if cfg.data.num_workers else None,
             pin_memory=self.device.type == "cuda",  # page-locked batches: their copies to the GPU do not wait
             # its own generator: creating the loader must not consume the global RNG that drop-path uses,
             # or a resumed run would diverge from an uninterrupted one
             generator=torch.Generator().manual_seed(cfg.train.seed))
-        metrics_path = self.out / "metrics.csv"
-        fields = self._trim_metrics(metrics_path) if self.rank == 0 else None
-        f = open(metrics_path, "a", newline="") if self.rank == 0 else None
-        task = StageTask(self.progress if self.rank == 0 else None, "pretrain", T, self.start_iter, rate="")
+
+    def _loop(self, loader, task: StageTask, metrics: MetricsLog) -> dict:
+        cfg, T = self.cfg, self.cfg.train.iterations
         t0 = time.perf_counter()
-        last = {}
-        log_k = math.log(cfg.head.out_dim)
-        writer_state = {"f": f, "writer": None, "fields": fields, "warned": False, "log_k": log_k}
         deadline = None if cfg.train.max_minutes is None else t0 + 60 * cfg.train.max_minutes
         monitor = self._knn_monitor()
-        tb = self._tensorboard()
-        it = self.start_iter
+        last: dict = {}
         done, consistent = self.start_iter, True  # the state is that of iteration `done` between two steps
         stop = None
         try:
@@ -364,27 +271,11 @@ class SSLTrainer:
                     done, consistent = it + 1, True
                     task.update(completed=done)
                     if done % cfg.train.log_every == 0 or done == T or knn_now:
-                        last = self._log_step(m, done, t0, writer_state, monitor, knn_now, tb, task)
+                        last = self._log_step(m, done, t0, metrics, monitor if knn_now else None, task)
                     if done % cfg.train.save_every == 0 or done == T:
                         self.save(done)
-                    if cfg.train.stop_at is not None and done == cfg.train.stop_at and done < T:
-                        if done % cfg.train.save_every:
-                            self.save(done)
-                        task.stop("train.stop_at")
-                        self.log(f"stopped at iteration {done} (train.stop_at); run the command without it to resume")
+                    if self._stops_here(done, stop, deadline, task):
                         break
-                    # several processes agree on a stop at log lines only (agreeing reads a device value
-                    # back: a wait for the device at every step)
-                    if done < T and (not self.distributed or done % cfg.train.log_every == 0):
-                        signalled, late = self._all_agree(bool(stop), deadline is not None and time.perf_counter() > deadline)
-                        if signalled:
-                            self._stop_on_signal(stop.name or "SIGTERM", done, task)  # another rank's signal
-                        if late:
-                            self.save(done)
-                            task.stop(f"train.max_minutes={cfg.train.max_minutes:g}")
-                            self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
-                                     "run the same command to resume")
-                            break
         except Stopped:
             raise
         except Exception:
@@ -393,12 +284,31 @@ class SSLTrainer:
             if stop and consistent and not self.distributed:
                 self._stop_on_signal(stop.name, done, task)
             raise
-        finally:
-            if f is not None:
-                f.close()
-            if tb is not None:
-                tb.close()
         return last
+
+    def _stops_here(self, done: int, stop, deadline: float | None, task: StageTask) -> bool:
+        """After iteration ``done``: stop at ``train.stop_at`` or past ``train.max_minutes`` (saved, True),
+        or on a signal any process received (saved, raises :class:`Stopped`)."""
+        cfg, T = self.cfg, self.cfg.train.iterations
+        if cfg.train.stop_at is not None and done == cfg.train.stop_at and done < T:
+            if done % cfg.train.save_every:
+                self.save(done)
+            task.stop("train.stop_at")
+            self.log(f"stopped at iteration {done} (train.stop_at); run the command without it to resume")
+            return True
+        # several processes agree on a stop at log lines only (agreeing reads a device value back: a wait
+        # for the device at every step)
+        if done >= T or (self.distributed and done % cfg.train.log_every):
+            return False
+        signalled, late = self._all_agree(bool(stop), deadline is not None and time.perf_counter() > deadline)
+        if signalled:
+            self._stop_on_signal(stop.name or "SIGTERM", done, task)  # another rank's signal
+        if late:
+            self.save(done)
+            task.stop(f"train.max_minutes={cfg.train.max_minutes:g}")
+            self.log(f"stopped at iteration {done} after train.max_minutes={cfg.train.max_minutes}; "
+                     "run the same command to resume")
+        return late
 
     @functools.cached_property
     def dataset(self):
@@ -408,7 +318,8 @@ class SSLTrainer:
 
     def _device_batches(self):
         """Decode the pool once (said how big first; memory-mapped in RUN/cache when over budget)."""
-        from cytofm.ssl.device_views import DeviceBatches, build_cache
+        from cytofm.ssl.device_views import DeviceBatches
+        from cytofm.ssl.pool_cache import build_cache
 
         cfg = self.cfg
         refs = [(t, r) for t, table in enumerate(self.tables) for r in range(len(table))]
@@ -430,44 +341,33 @@ class SSLTrainer:
                              self.student.backbone.patch_size,
                              views_in_loader=self.device.type == "cpu" and cfg.data.num_workers > 0)
 
-    def _log_step(self, m: dict, done: int, t0: float, ws: dict, monitor, knn_now: bool, tb, task) -> dict:
-        """A log line: the metrics as floats (checked finite), metrics.csv, TensorBoard, progress, collapse watch."""
+    def _log_step(self, m: dict, done: int, t0: float, metrics: MetricsLog, monitor, task) -> dict:
+        """A log line: the metrics as floats (checked finite), metrics.csv, TensorBoard, progress, collapse
+        watch; ``monitor`` given: the kNN score now."""
         cfg, T = self.cfg, self.cfg.train.iterations
         m = self.checked(m)
         el = time.perf_counter() - t0
         m["images_per_s"] = (done - self.start_iter) * cfg.train.batch_size * self.world / max(el, 1e-9)
         m["iteration"] = done
-        m["entropy_ratio"] = m["teacher_entropy"] / ws["log_k"]
-        if monitor is not None:
+        m["entropy_ratio"] = m["teacher_entropy"] / math.log(cfg.head.out_dim)
+        if self._monitor_on:
             m["knn_bacc"] = ""
-            if knn_now:
+            if monitor is not None:
                 m["knn_bacc"] = round(monitor(self.teacher.backbone), 4)
                 self.log(f"iteration {done}: kNN balanced accuracy {m['knn_bacc']:.3f} on {cfg.train.knn_data}")
-        if tb is not None and done % cfg.train.log_every == 0:
-            for k, v in m.items():
-                if isinstance(v, float | int) and k != "iteration":
-                    tb.add_scalar(k, v, done)
+        if done % cfg.train.log_every == 0:
+            metrics.scalars(m, done)
         if self.rank != 0:
             return m
         if done % cfg.train.log_every == 0 or done == T:
-            if ws["writer"] is None:
-                ws["writer"] = csv.DictWriter(ws["f"], fieldnames=ws["fields"] or list(m), restval="",
-                                              extrasaction="ignore")
-                if not ws["fields"]:
-                    ws["writer"].writeheader()
-            ws["writer"].writerow(m)
-            ws["f"].flush()
+            metrics.row(m)
         if task.progress is not None:
             terms = " ".join(f"{k.removeprefix('loss_')} {m[k]:.3f}" for k in self.method.terms)
             task.update(completed=done, rate=(
                 f"loss {m['loss']:.3f} ({terms}) "
                 f"lr {m['lr']:.1e} T {m['teacher_temp']:.3f}/{m['teacher_patch_temp']:.3f} "
                 f"m {m['momentum']:.4f} {m['images_per_s']:.1f} img/s"))
-        if not ws["warned"] and done > max(cfg.loss.warmup_teacher_temp_iters, 50) and (
-                m["entropy_ratio"] > 0.98 or m["entropy_ratio"] < 0.02 or m["teacher_spread"] < 1e-4):
-            self.log(f"warning: possible collapse at iteration {done}: teacher [CLS] entropy "
-                     f"{m['entropy_ratio']:.2f} x log K, spread {m['teacher_spread']:.2e}")
-            ws["warned"] = True
+        metrics.collapse(m, done, max(cfg.loss.warmup_teacher_temp_iters, 50), self.log)
         return m
 
     def _stop_on_signal(self, name: str, done: int, task: StageTask) -> None:
@@ -488,28 +388,14 @@ class SSLTrainer:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return tuple(bool(v > 0) for v in t.tolist())
 
-    def _trim_metrics(self, path: Path) -> list[str] | None:
-        """Keep the rows up to the iteration the run resumes from, so each iteration is logged once however
-        often the run was killed after logging and before saving; returns the existing header."""
-        if not path.exists() or path.stat().st_size == 0:
-            return None
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields = reader.fieldnames
-            rows = [r for r in reader if r.get("iteration", "").isdigit() and int(r["iteration"]) <= self.start_iter]
-        if not fields:
-            return None
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
-        return list(fields)
+    @property
+    def _monitor_on(self) -> bool:
+        cfg = self.cfg
+        return self.rank == 0 and bool(cfg.train.knn_every) and bool(cfg.train.knn_data)
 
     def _knn_monitor(self):
         cfg = self.cfg
-        if self.rank != 0 or not cfg.train.knn_every or not cfg.train.knn_data:
+        if not self._monitor_on:
             return None
         from cytofm.ssl.monitor import KNNMonitor
 
@@ -518,14 +404,3 @@ class SSLTrainer:
             self.log(f"kNN monitor: {len(mon.y)} labelled images; at initialisation balanced accuracy "
                      f"{mon(self.teacher.backbone):.3f}")
         return mon
-
-    def _tensorboard(self):
-        if self.rank != 0:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard not installed: CSV only
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"))
-
-

@@ -1,10 +1,11 @@
 """Pretraining methods behind one interface (:class:`~cytofm.ssl.methods.base.SSLMethod`): ``ibot``, ``dinov2``.
 
-A new method is one module here: a subclass of ``SSLMethod`` decorated with ``register_method``, imported
-below, and a ``Literal`` value in ``PretrainConfig.method``.
+A new method is one module here, a subclass of ``SSLMethod`` whose ``name`` is its registered name, and one
+line in :mod:`cytofm.ssl.method_registry` (its name, ``module:Class`` and a description), which
+``PretrainConfig.method`` is validated against.
 """
 
-from cytofm.ssl.methods import dinov2, ibot  # noqa: F401 - registers the shipped methods
-from cytofm.ssl.methods.base import METHODS, SSLMethod, Views, build_method, register_method
+from cytofm.ssl.method_registry import METHODS
+from cytofm.ssl.methods.base import SSLMethod, Views, build_method
 
-__all__ = ["METHODS", "SSLMethod", "Views", "build_method", "register_method"]
+__all__ = ["METHODS", "SSLMethod", "Views", "build_method"]

@@ -1,4 +1,4 @@
-"""What the trainer asks of a self-supervised method, and the registry that names the methods.
+"""What the trainer asks of a self-supervised method, named in :mod:`cytofm.ssl.method_registry`.
 
 The trainer owns everything that does not depend on the objective: data and views, optimiser, schedules,
 precision, DDP, checkpoints, resume, logging. A method owns the networks (student and teacher: backbone
@@ -17,15 +17,8 @@ import torch
 from torch import nn
 
 from cytofm.ssl.config import PretrainConfig
+from cytofm.ssl.method_registry import method_class
 from cytofm.ssl.model import init_teacher_from_student
-from cytofm.utils.registry import Registry
-
-METHODS: Registry[type[SSLMethod]] = Registry("SSL method")
-
-
-def register_method(cls: type[SSLMethod]) -> type[SSLMethod]:
-    """Register a method class under its ``name``, described by its docstring's first line."""
-    return METHODS.add(cls.name, cls, (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
 
 
 @dataclass
@@ -90,4 +83,4 @@ def teacher_spread(teacher_cls: torch.Tensor) -> torch.Tensor:
 
 def build_method(cfg: PretrainConfig) -> SSLMethod:
     """The method ``cfg.method`` names (the package's ``__init__`` registers the shipped ones)."""
-    return METHODS.get(cfg.method)(cfg)
+    return method_class(cfg.method)(cfg)

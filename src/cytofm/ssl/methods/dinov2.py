@@ -13,11 +13,10 @@ from __future__ import annotations
 import torch
 
 from cytofm.ssl.dinov2_loss import DINOv2Loss
-from cytofm.ssl.methods.base import SSLMethod, Views, register_method, teacher_spread
+from cytofm.ssl.methods.base import SSLMethod, Views, teacher_spread
 from cytofm.ssl.model import build_student_teacher
 
 
-@register_method
 class DINOv2Method(SSLMethod):
     """DINOv2: iBOT with KoLeo, Sinkhorn-Knopp centring and separate heads (Oquab et al., TMLR 2024)."""
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from cytofm.ssl.ibot_loss import IBOTLoss
 from cytofm.ssl.koleo_loss import KoLeoLoss
-from cytofm.ssl.methods.base import SSLMethod, Views, register_method, teacher_spread
+from cytofm.ssl.methods.base import SSLMethod, Views, teacher_spread
 from cytofm.ssl.model import build_student_teacher
 
 
-@register_method
 class IBOTMethod(SSLMethod):
     """iBOT: self-distillation on [CLS] tokens and masked patch tokens (Zhou et al., ICLR 2022)."""
 
