@@ -30,7 +30,8 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python ibot_throughput.py && ../$(BIN)/python extract_throughput.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/python tools/function_length.py
 
 clean:
 	rm -rf $(VENV) cytofm-demo .pytest_cache

@@ -70,7 +70,8 @@ def main() -> None:
         steps["bf16 autocast, compiled"] = autocast_step(torch.compile(autocast_fwd))
         steps["bf16 end to end, compiled"] = bf16_step(torch.compile(bf16_fwd))
     peak = matmul_peak()
-    print(f"bf16 matmul peak (this run): {peak / 1e9:.0f} GFLOP/s; torch {torch.__version__}, timm {timm.__version__}")
+    print(f"bf16 matmul peak (this run): {peak / 1e9:.0f} GFLOP/s; torch {torch.__version__}, "
+          f"timm {timm.__version__}")
     for k, s in steps.items():
         t = time.perf_counter()
         s(), s()
@@ -83,7 +84,8 @@ def main() -> None:
             times[k].append((time.perf_counter() - t) / 2)
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["bf16 autocast (reference)"]
-    print(f"\nViT-S/16 student forward + backward, 2x224 + 10x96, batch {b}, median of {a.rounds} rounds x 2:")
+    print(f"\nViT-S/16 student forward + backward, 2x224 + 10x96, batch {b}, "
+          f"median of {a.rounds} rounds x 2:")
     print("| backbone | s/step | speed vs autocast |\n|---|---|---|")
     for k, t in med.items():
         print(f"| {k} | {t:.2f} | {ref / t:.2f}x |")

@@ -18,6 +18,7 @@ import torch
 from ibot_throughput import matmul_peak, precision_of  # noqa: E402  (same folder)
 from torch.utils.flop_counter import FlopCounterMode
 
+from cytofm.features.config import ExtractConfig
 from cytofm.features.extract import embed_batch, run_extract
 from cytofm.models.vit import set_fused_attn
 from cytofm.models.zoo import create_encoder
@@ -53,7 +54,8 @@ def main() -> None:
                   f"{flops / dt / 1e9:.0f} GFLOP/s = {flops / dt / peak:.0%} of the {prec} peak")
         if a.data:
             with tempfile.TemporaryDirectory() as tmp:
-                r = run_extract(enc, a.data, "image", tmp, batch_size=a.batch, workers=1, log=lambda m: None)
+                r = run_extract(enc, ExtractConfig(input=str(a.data), mode="image", out=str(tmp),
+                                                   batch_size=a.batch, workers=1), log=lambda m: None)
             print(f"{arch} end to end on {a.data}: {r['instances_per_s']:.1f} images/s")
 
 

@@ -1,13 +1,16 @@
 """iBOT training throughput (images/s) and achieved FLOP/s against the matmul peak of this machine at the
 precision cytofm picks (bf16 where the hardware has it, fp32 on a CPU without bf16 units; ``--precision``).
 
-Usage: python benchmarks/ibot_throughput.py [--archs vit_small_patch16_224,vit_base_patch16_224] [--batch 8] [--steps 3]
-       python benchmarks/ibot_throughput.py --device cuda --preset vit_base_paper --archs vit_base_patch16_224 --batch 128
+Usage: python benchmarks/ibot_throughput.py [--archs vit_small_patch16_224,vit_base_patch16_224] \\
+           [--batch 8] [--steps 3]
+       python benchmarks/ibot_throughput.py --device cuda --preset vit_base_paper \\
+           --archs vit_base_patch16_224 --batch 128
 
-The crops of ``--preset`` (default ``vit_small``: 2x224 + 10x96, K=8192 prototypes), bf16 autocast. Batches are
-synthetic tensors already on the device so only the model step is timed; FLOPs of one step come from torch's
-FlopCounterMode, and model FLOP utilisation is those FLOPs per second over the bf16 matmul peak measured in
-the same run on the same device (on a GPU also over the datasheet's dense bf16 peak, ``--nominal-tflops``).
+The crops of ``--preset`` (default ``vit_small``: 2x224 + 10x96, K=8192 prototypes), bf16 autocast.
+Batches are synthetic tensors already on the device so only the model step is timed; FLOPs of one step come
+from torch's FlopCounterMode, and model FLOP utilisation is those FLOPs per second over the bf16 matmul peak
+measured in the same run on the same device (on a GPU also over the datasheet's dense bf16 peak,
+``--nominal-tflops``).
 Start it with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736
 (see shared/notes/cpu-performance.md) to keep large allocations off the mmap path.
 """
@@ -45,7 +48,8 @@ def matmul_peak(device: torch.device, n: int = 4096, reps: int = 10, dtype=torch
 
 
 def precision_of(want: str, device: torch.device) -> tuple[torch.dtype, str]:
-    """The dtype cytofm runs at for ``want`` (auto: bf16 where the hardware has it, else fp32) and its name."""
+    """The dtype cytofm runs at for ``want`` (auto: bf16 where the hardware has it, else fp32), and its
+    name."""
     from cytofm.utils.distributed import dtype_name, pick_dtype
 
     dtype = pick_dtype(want, device)
@@ -74,7 +78,8 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                     help="auto: what cytofm picks on this machine (fp32 on a CPU without bf16 units)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override for every arch, e.g. runtime.compile=true (compiles during warm-up)")
+                    help="config override for every arch, e.g. runtime.compile=true "
+                         "(compiles during warm-up)")
     a = ap.parse_args()
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
@@ -93,8 +98,9 @@ def main() -> None:
             Image.new("RGB", (256, 256), (200, 150, 180)).save(f"{tmp}/x.png")
         for arch in a.archs.split(","):
             cfg = build_config(PretrainConfig, "pretrain", a.preset, [
-                f"model.arch={arch}", f"train.batch_size={a.batch}", f"runtime.precision={prec}", "data.num_workers=0",
-                "train.iterations=100000", "optim.warmup_iters=0", f"runtime.device={device.type}", *a.set])
+                f"model.arch={arch}", f"train.batch_size={a.batch}", f"runtime.precision={prec}",
+                "data.num_workers=0", "train.iterations=100000", "optim.warmup_iters=0",
+                f"runtime.device={device.type}", *a.set])
             tr = SSLTrainer(cfg, [data], f"{tmp}/run-{arch}", log=lambda m: None)
             batch = synthetic_batch(cfg, cfg.crops.global_size // tr.student.backbone.patch_size, device)
             for w in range(3 if device.type == "cuda" else 1):  # warm-up (kernel selection on a GPU)
@@ -109,12 +115,13 @@ def main() -> None:
             tr.checked()
             sync(device)
             dt = (time.perf_counter() - t) / a.steps
-            nominal = (f", {flops / dt / (a.nominal_tflops * 1e12):.0%} of the datasheet's {a.nominal_tflops:.0f} "
-                       "TFLOP/s" if device.type == "cuda" else "")
-            print(f"{arch} ({a.preset}: {cfg.crops.global_size}x2 + {cfg.crops.n_local}x{cfg.crops.local_size}, "
+            nominal = (f", {flops / dt / (a.nominal_tflops * 1e12):.0%} of the datasheet's "
+                       f"{a.nominal_tflops:.0f} TFLOP/s" if device.type == "cuda" else "")
+            print(f"{arch} ({a.preset}: {cfg.crops.global_size}x2 + "
+                  f"{cfg.crops.n_local}x{cfg.crops.local_size}, "
                   f"K={cfg.head.out_dim}, batch {a.batch}): {dt:.3f} s/step, {a.batch / dt:.1f} img/s, "
-                  f"{flops / 1e9:.0f} GFLOP/step, {flops / dt / 1e9:.0f} GFLOP/s = MFU {flops / dt / peak:.0%} of the "
-                  f"{prec} peak measured above{nominal}")
+                  f"{flops / 1e9:.0f} GFLOP/step, {flops / dt / 1e9:.0f} GFLOP/s = "
+                  f"MFU {flops / dt / peak:.0%} of the {prec} peak measured above{nominal}")
 
 
 if __name__ == "__main__":

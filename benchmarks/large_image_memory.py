@@ -35,7 +35,8 @@ def peak_mb(cmd: list[str], env: dict) -> tuple[float, float, str]:
     """Run ``cmd`` in a fresh Python that reports its children's peak RSS, so runs do not mix."""
     probe = ("import resource, subprocess, sys, time; t = time.time(); "
              "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, time.time() - t, r.returncode); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, time.time() - t, "
+             "r.returncode); "
              "sys.stderr.write(r.stdout[-2000:] + r.stderr[-2000:])")
     r = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, env=env)
     mb, secs, rc = r.stdout.split()
@@ -57,13 +58,14 @@ def main() -> None:
             png = d / "field.png"
             make_png(n, png)
             prep, feats = d / "prep", d / "feats"
-            p_mb, p_s, _ = peak_mb([*cytofm, "prepare", str(png), "--out", str(prep), "--workers", "1", "--qa", "0"], env)
-            e_mb, e_s, _ = peak_mb([*cytofm, "extract", "--encoder", "random:vit_tiny_patch16_224", "--input", str(prep),
-                                    "--mode", "tiles", "--out", str(feats), "--workers", "0"], env)
+            p_mb, p_s, _ = peak_mb([*cytofm, "prepare", str(png), "--out", str(prep), "--workers", "1",
+                                    "--qa", "0"], env)
+            e_mb, e_s, _ = peak_mb([*cytofm, "extract", "--encoder", "random:vit_tiny_patch16_224", "--input",
+                                    str(prep), "--mode", "tiles", "--out", str(feats), "--workers", "0"], env)
             with open(prep / "manifest.csv") as f:
                 patches = next(csv.DictReader(f))["n_patches"]
-            print(f"{n:>6}x{n:<6} {png.stat().st_size / 1e6:>7.1f} {n * n * 3 / 1e6:>10.0f} | {p_mb:>15.0f} {p_s:>5.0f} | "
-                  f"{e_mb:>15.0f} {e_s:>5.0f} | {patches}", flush=True)
+            print(f"{n:>6}x{n:<6} {png.stat().st_size / 1e6:>7.1f} {n * n * 3 / 1e6:>10.0f} | "
+                  f"{p_mb:>15.0f} {p_s:>5.0f} | {e_mb:>15.0f} {e_s:>5.0f} | {patches}", flush=True)
             for p in d.iterdir():
                 if p.is_file():
                     p.unlink()
@@ -72,5 +74,5 @@ def main() -> None:
 if __name__ == "__main__":
     t0 = time.time()
     main()
-    print(f"peak = largest resident set of the command's process (getrusage); {time.time() - t0:.0f} s in all; "
-          f"libvips's decoded copy of images above the budget goes to a temporary file on disk")
+    print(f"peak = largest resident set of the command's process (getrusage); {time.time() - t0:.0f} s in "
+          f"all; libvips's decoded copy of images above the budget goes to a temporary file on disk")

@@ -21,7 +21,8 @@ from cytofm.data.prepare import run_prepare
 
 
 def main() -> None:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bccd"
+    root = (Path(sys.argv[1]) if len(sys.argv) > 1
+            else Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bccd")
     manifest = root / "manifest.csv"
     if not manifest.is_file():
         sys.exit(f"no manifest at {manifest}: pass a folder with manifest.csv (e.g. shared/data/bccd)")

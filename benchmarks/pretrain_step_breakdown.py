@@ -1,6 +1,7 @@
 """Where a pretraining iteration's time goes with views made on the device: loader, views, model step.
 
-    python benchmarks/pretrain_step_breakdown.py FOLDER [FOLDER ...] [--preset shipped] [--batch 128] [--iters 20]
+    python benchmarks/pretrain_step_breakdown.py FOLDER [FOLDER ...] [--preset shipped] [--batch 128] \\
+        [--iters 20]
 
 In one process, on the training device: (1) the loader alone (uint8 batches and masks from the decoded pool,
 ``data.num_workers`` processes), (2) the views alone (crops, colour, blur on the device), (3) the model step
@@ -38,7 +39,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("overrides", nargs="*", default=[])
     a = ap.parse_args()
-    ov = [f"train.batch_size={a.batch}", "train.iterations=100000", "optim.warmup_iters=10", "data.views=device"]
+    ov = [f"train.batch_size={a.batch}", "train.iterations=100000", "optim.warmup_iters=10",
+          "data.views=device"]
     if a.workers is not None:
         ov.append(f"data.num_workers={a.workers}")
     cfg = build_config(PretrainConfig, "pretrain", a.preset, ov + a.overrides)

@@ -24,13 +24,15 @@ from cytofm.utils.io import write_csv
 
 
 def chula_points(data: Path, out: Path, n_fields: int, seed: int = 0, part: str = "pretrain") -> Path:
-    """The annotated cells of ``n_fields`` fields of one part of the split (seeded), with absolute image paths."""
+    """The annotated cells of ``n_fields`` fields of one part of the split (seeded), with absolute image
+    paths."""
     split = load_split("chula_rbc12")
     with open(data / "chula_rbc12" / "cells.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     fields = sorted({r["image"] for r in rows if split.get(r["image"]) == part})
     pick = set(random.Random(seed).sample(fields, min(n_fields, len(fields))))
-    keep = [dict(r, image=str((data / "chula_rbc12" / r["image"]).resolve())) for r in rows if r["image"] in pick]
+    keep = [dict(r, image=str((data / "chula_rbc12" / r["image"]).resolve()))
+            for r in rows if r["image"] in pick]
     p = out / f"chula_{part}_points.csv"
     write_csv(p, keep, list(rows[0]))
     return p
@@ -43,7 +45,8 @@ def main() -> None:
     ap.add_argument("--fields", type=int, default=40)
     ap.add_argument("--encoder", default="cytofm")
     a = ap.parse_args()
-    if not (a.data / "herlev" / "manifest.csv").is_file() or not (a.data / "chula_rbc12" / "cells.csv").is_file():
+    if (not (a.data / "herlev" / "manifest.csv").is_file()
+            or not (a.data / "chula_rbc12" / "cells.csv").is_file()):
         sys.exit(f"shared data not found under {a.data} (needs herlev/ and chula_rbc12/)")
     a.out.mkdir(parents=True, exist_ok=True)
     points = chula_points(a.data, a.out, a.fields)
@@ -53,8 +56,9 @@ def main() -> None:
     cfg = build_config(BenchmarkConfig, values={
         "encoders": encs, "comparisons": [f"{e} vs {encs[0]}" for e in encs[1:]], "baselines": [],
         "tasks": [
-            {"name": "herlev_7class_pretrain_part", "data": herlev, "split": "cytofm:herlev", "part": "pretrain",
-             "label": "label7", "mode": "image", "eval": "probe", "methods": ["linear", "knn"]},
+            {"name": "herlev_7class_pretrain_part", "data": herlev, "split": "cytofm:herlev",
+             "part": "pretrain", "label": "label7", "mode": "image", "eval": "probe",
+             "methods": ["linear", "knn"]},
             {"name": "chula_rbc_type_pretrain_part", "data": str(points), "points": str(points),
              "label": "type", "crop_size": 80, "group_column": "field", "group_duplicates": False,
              "exclude": ["uncategorised"],  # not a morphology type, and on too few fields for 5 folds

@@ -57,7 +57,8 @@ def prepare_pool(shared: Path, work: Path) -> dict[str, str]:
     for name, (manifest, preset, extra) in jobs.items():
         dest = work / "pool" / name
         if not dest.exists():
-            run_prepare([str(manifest)], dest, build_config(PrepareConfig, "prepare", preset, q + extra), log=lambda s: None)
+            run_prepare([str(manifest)], dest, build_config(PrepareConfig, "prepare", preset, q + extra),
+                        log=lambda s: None)
         out[name] = str(dest)
     return out
 

@@ -1,8 +1,9 @@
 """Does pretraining learn? Herlev 7-class linear probe on frozen [CLS] features: run vs random init, on
 the EVALUATION part of the shipped split (the pretraining runs below never see those cells).
 
-    python benchmarks/ssl_learning_signal.py RUN_DIR [SHARED_DATA] [--part pretrain]   # probe one finished run
-    python benchmarks/ssl_learning_signal.py --train cpu,cpu_dinov2 [--shared SHARED_DATA] [--out DIR] [--set K=V]
+    python benchmarks/ssl_learning_signal.py RUN_DIR [SHARED_DATA] [--part pretrain]   # probe a finished run
+    python benchmarks/ssl_learning_signal.py --train cpu,cpu_dinov2 [--shared SHARED_DATA] [--out DIR] \\
+        [--set K=V]
         # pretrain each preset on the pretraining parts (BCCD fields, Herlev cells, CRIC), then probe each
     python benchmarks/ssl_learning_signal.py --train cpu,cpu_dinov2,cpu_koleo=cpu:loss.koleo_weight=0.1 \
         --seeds 0,1,2,3 --out DIR      # each arm ([NAME=]PRESET[:KEY=VALUE...]) trained once per seed
@@ -74,7 +75,8 @@ def compare(run: Path, manifest: Path) -> dict[str, np.ndarray | int]:
     torch.manual_seed(0)
     random_vit = create_vit(cfg.model, size, drop_path=0.0)
     cpu = torch.device("cpu")
-    feats = {k: embed(MaskedViT(v), x, cpu, torch.bfloat16) for k, v in (("pretrained", trained), ("random", random_vit))}
+    feats = {k: embed(MaskedViT(v), x, cpu, torch.bfloat16)
+             for k, v in (("pretrained", trained), ("random", random_vit))}
     return {"pretrained": fold_scores(feats["pretrained"], y), "random": fold_scores(feats["random"], y),
             "iteration": int(ck["iteration"]), "n": len(y)}
 
@@ -105,7 +107,8 @@ def seed_study(arms: list[str], seeds: list[int], shared: Path, work: Path, mani
         for spec in arms:
             name, preset, extra = parse_arm(spec)
             t0 = time.perf_counter()
-            run = pretrain(preset, shared, work, [*overrides, *extra, f"train.seed={seed}"], f"{name}_seed{seed}")
+            run = pretrain(preset, shared, work, [*overrides, *extra, f"train.seed={seed}"],
+                           f"{name}_seed{seed}")
             scores.setdefault(name, {})[seed] = r = cached_compare(run, manifest, part)
             print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s; {report(name, r)}", flush=True)
     n = next(iter(next(iter(scores.values())).values()))["n"]
@@ -130,7 +133,8 @@ def seed_study(arms: list[str], seeds: list[int], shared: Path, work: Path, mani
               f"over {len(common)} seed pairs")
 
 
-def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = (), name: str | None = None) -> Path:
+def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = (),
+             name: str | None = None) -> Path:
     """Train ``preset`` on the pretraining parts (prepared once in ``work``) into ``work/run_<name>``
     (default: the preset's name); a finished run there is kept as it is. Returns the run folder."""
     from cytofm.config.loader import build_config
@@ -142,10 +146,12 @@ def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = (), n
     quiet = ["output.qa_thumbnails=0"]
     if not (work / "bccd").exists():
         m = write_part_manifest(shared / "bccd", "bccd", "pretrain", work / "bccd_pretrain.csv")
-        run_prepare([str(m)], work / "bccd", build_config(PrepareConfig, "prepare", "smear_fields", quiet), log=lambda s: None)
+        run_prepare([str(m)], work / "bccd", build_config(PrepareConfig, "prepare", "smear_fields", quiet),
+                    log=lambda s: None)
     if not (work / "cric").exists():
         m = write_part_manifest(shared / "cric", "cric", "pretrain", work / "cric_pretrain.csv")
-        run_prepare([str(m)], work / "cric", build_config(PrepareConfig, "prepare", "cells", quiet), log=lambda s: None)
+        run_prepare([str(m)], work / "cric", build_config(PrepareConfig, "prepare", "cells", quiet),
+                    log=lambda s: None)
     herlev = write_part_manifest(shared / "herlev", "herlev", "pretrain", work / "herlev_pretrain.csv")
     cfg = build_config(PretrainConfig, "pretrain", preset, list(overrides))
     out = work / f"run_{name or preset}"
@@ -156,8 +162,9 @@ def pretrain(preset: str, shared: Path, work: Path, overrides: list[str] = (), n
 def report(name: str, r: dict) -> str:
     p, q = r["pretrained"], r["random"]
     d = p - q
-    return (f"{name:12s} iteration {r['iteration']:4d}: pretrained {p.mean():.3f} +- {p.std():.3f}, random init "
-            f"{q.mean():.3f} +- {q.std():.3f}, paired difference {d.mean():+.3f} +- {d.std():.3f} "
+    return (f"{name:12s} iteration {r['iteration']:4d}: pretrained {p.mean():.3f} +- {p.std():.3f}, "
+            f"random init {q.mean():.3f} +- {q.std():.3f}, "
+            f"paired difference {d.mean():+.3f} +- {d.std():.3f} "
             f"(folds better {int((d > 0).sum())}/{len(d)})")
 
 
@@ -173,15 +180,18 @@ def main() -> None:
     ap.add_argument("--seeds", help="comma-separated pretraining seeds: train each --train arm once per seed "
                     "and give intervals that include training variation")
     ap.add_argument("--part", choices=("eval", "pretrain"), default="eval",
-                    help="Herlev part to probe: eval (unseen cells; default) or pretrain (cells the runs trained on)")
+                    help="Herlev part to probe: eval (unseen cells; default) or pretrain "
+                         "(cells the runs trained on)")
     a = ap.parse_args()
-    shared = a.shared or a.shared_pos or Path(os.environ.get("CYTOFM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    shared = a.shared or a.shared_pos or Path(os.environ.get(
+        "CYTOFM_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
     work = a.out or Path(tempfile.mkdtemp(prefix="learning_signal_"))
     work.mkdir(parents=True, exist_ok=True)
     manifest = eval_manifest(shared, work, a.part)
     where = "evaluation part" if a.part == "eval" else "PRETRAINING part (cells the runs were trained on)"
     if a.train and a.seeds:
-        seed_study(a.train.split(","), [int(x) for x in a.seeds.split(",")], shared, work, manifest, a.part, a.overrides)
+        seed_study(a.train.split(","), [int(x) for x in a.seeds.split(",")], shared, work, manifest, a.part,
+                   a.overrides)
         return
     if a.train:
         results = {}
@@ -190,13 +200,15 @@ def main() -> None:
             run = pretrain(preset, shared, work, a.overrides)
             results[preset] = compare(run, manifest)
             print(f"{preset}: pretrained in {time.perf_counter() - t0:.0f} s")
-        print(f"\nHerlev 7-class, {where} ({results[preset]['n']} cells), linear probe, 5 folds x {len(SEEDS)} seeds:")
+        print(f"\nHerlev 7-class, {where} ({results[preset]['n']} cells), linear probe, "
+              f"5 folds x {len(SEEDS)} seeds:")
         for preset, r in results.items():
             print(report(preset, r))
         names = list(results)
         for other in names[1:]:
             d = results[other]["pretrained"] - results[names[0]]["pretrained"]
-            print(f"{other} - {names[0]}: {d.mean():+.3f} +- {d.std():.3f} over the same folds (one run each)")
+            print(f"{other} - {names[0]}: {d.mean():+.3f} +- {d.std():.3f} over the same folds "
+                  "(one run each)")
         return
     r = compare(a.run, manifest)
     print(f"Herlev 7-class, {where} ({r['n']} cells):")

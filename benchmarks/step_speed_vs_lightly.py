@@ -61,7 +61,8 @@ def batch(b: int, seed: int = 0):
     crops = [torch.randn(b, 3, 224, 224, generator=g) for _ in range(2)] + [
         torch.randn(b, 3, 96, 96, generator=g) for _ in range(10)]
     rng = random.Random(seed)
-    masks = torch.from_numpy(np.stack([[make_mask(MaskConfig(), 14, 14, rng) for _ in range(b)] for _ in range(2)]))
+    masks = torch.from_numpy(np.stack([[make_mask(MaskConfig(), 14, 14, rng) for _ in range(b)]
+                                       for _ in range(2)]))
     return {"crops": crops, "masks": masks, "iteration": 0}
 
 
@@ -93,8 +94,9 @@ def full_grid_losses(method):
                 t_cls, t_patch, _ = method.teacher(views.global_crops, None, None, all_patch_tokens=True)
             s_cls, s_patch, index = student(views.global_crops, views.masks, views.local_crops)
         n_views = 2 + views.local_crops.shape[0] // views.n_images
-        out = method.criterion(list(s_cls.float().chunk(n_views)), s_patch.float(), index, list(t_cls.float().chunk(2)),
-                               t_patch.float(), views.n_images, sched["teacher_temp"], sched["teacher_patch_temp"])
+        out = method.criterion(list(s_cls.float().chunk(n_views)), s_patch.float(), index,
+                               list(t_cls.float().chunk(2)), t_patch.float(), views.n_images,
+                               sched["teacher_temp"], sched["teacher_patch_temp"])
         out["teacher_spread"] = teacher_spread(t_cls)
         return out
 
@@ -112,15 +114,16 @@ class LightlyIBOT:
         from lightly.models.utils import update_momentum
 
         self.update_momentum = update_momentum
-        vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, dynamic_img_size=True,
-                                drop_path_rate=0.1)
+        vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0,
+                                dynamic_img_size=True, drop_path_rate=0.1)
         for m in vit.modules():
             if hasattr(m, "fused_attn"):
                 m.fused_attn = False
         self.student = MaskedVisionTransformerTIMM(vit=vit)
         self.teacher = copy.deepcopy(self.student)
         self.s_head = DINOProjectionHead(input_dim=384, output_dim=8192, norm_last_layer=False)
-        self.t_head = DINOProjectionHead(input_dim=384, output_dim=8192)  # weight_norm heads cannot be deep-copied
+        # a second head, not a copy: weight_norm heads cannot be deep-copied
+        self.t_head = DINOProjectionHead(input_dim=384, output_dim=8192)
         self.t_head.load_state_dict(self.s_head.state_dict())
         for p in [*self.teacher.parameters(), *self.t_head.parameters()]:
             p.requires_grad_(False)
@@ -148,8 +151,9 @@ class LightlyIBOT:
             s_local = self.s_head(self.student.encode(loc)[:, 0])
             s_all = torch.cat([s_cls, s_local])
         loss = self.dino(teacher_out=t_cls.float().chunk(2), student_out=s_all.float().chunk(len(views)),
-                         teacher_temp=0.04) + self.ibot(teacher_out=t_masked.float(), student_out=s_masked.float(),
-                                                        mask=block, teacher_temp=0.04)
+                         teacher_temp=0.04) + self.ibot(teacher_out=t_masked.float(),
+                                                        student_out=s_masked.float(), mask=block,
+                                                        teacher_temp=0.04)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.s_head.cancel_last_layer_gradients(it)
@@ -178,7 +182,8 @@ def main() -> None:
     try:
         import lightly  # noqa: F401
     except ImportError:
-        raise SystemExit("this benchmark compares with the lightly library: pip install --no-deps lightly==1.6.0") from None
+        raise SystemExit("this benchmark compares with the lightly library: "
+                         "pip install --no-deps lightly==1.6.0") from None
     peak = matmul_peak()
     print(f"bf16 matmul peak (4096^3, this run): {peak / 1e9:.0f} GFLOP/s; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, GLIBC_TUNABLES set")
@@ -189,7 +194,8 @@ def main() -> None:
         contenders = {
             "cytofm before: head fp32, teacher logits at every token": before,
             "cytofm: head fp32, teacher logits at masked tokens": cytofm_trainer(tmp, True, a.batch),
-            "cytofm: + MLP bf16, prototypes and loss fp32 (head.fp32=last_layer)": cytofm_trainer(tmp, "last_layer", a.batch),
+            "cytofm: + MLP bf16, prototypes and loss fp32 (head.fp32=last_layer)":
+                cytofm_trainer(tmp, "last_layer", a.batch),
         }
         light = LightlyIBOT()
         steps = {k: (lambda i, tr=tr: tr.step(data, 10 + i)) for k, tr in contenders.items()}
@@ -205,13 +211,17 @@ def main() -> None:
         for r in range(a.rounds):
             for k, s in steps.items():
                 times[k].append(timed(s, a.steps))
-            print(f"round {r + 1}: " + ", ".join(f"{k} {a.batch / v[-1]:.2f} img/s" for k, v in times.items()))
+            print(f"round {r + 1}: "
+                  + ", ".join(f"{k} {a.batch / v[-1]:.2f} img/s" for k, v in times.items()))
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med["lightly 1.6 iBOT blocks"]
-    print(f"\nViT-S/16, 2x224 + 10x96, K=8192, batch {a.batch}, bf16, median of {a.rounds} rounds x {a.steps} steps:")
-    print("| step | GFLOP/step | s/step | images/s | share of bf16 peak | speed vs lightly |\n|---|---|---|---|---|---|")
+    print(f"\nViT-S/16, 2x224 + 10x96, K=8192, batch {a.batch}, bf16, "
+          f"median of {a.rounds} rounds x {a.steps} steps:")
+    print("| step | GFLOP/step | s/step | images/s | share of bf16 peak | speed vs lightly |\n"
+          "|---|---|---|---|---|---|")
     for k, t in med.items():
-        print(f"| {k} | {flops[k] / 1e9:.0f} | {t:.2f} | {a.batch / t:.2f} | {flops[k] / t / peak:.0%} | {ref / t:.2f}x |")
+        print(f"| {k} | {flops[k] / 1e9:.0f} | {t:.2f} | {a.batch / t:.2f} | {flops[k] / t / peak:.0%} "
+              f"| {ref / t:.2f}x |")
 
 
 if __name__ == "__main__":

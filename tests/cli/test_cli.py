@@ -6,11 +6,11 @@ from typer.testing import CliRunner
 
 from cytofm.cli.main import app
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 runner = CliRunner()
-COMMANDS = ["prepare", "pretrain", "export", "extract", "probe", "mil", "benchmark", "heatmap", "umap", "report",
-            "demo", "doctor"]
+COMMANDS = ["prepare", "pretrain", "export", "extract", "probe", "mil", "benchmark", "heatmap", "umap",
+            "report", "demo", "doctor"]
 
 
 def plain(s: str) -> str:
@@ -34,9 +34,11 @@ def test_every_command_explains_itself(command):
 def test_contract_options_are_declared():
     # the fixed command-line contract: users and scripts rely on these commands and options
     for cmd, opts in {"pretrain": ["--preset", "--data", "--out"], "export": ["--out"],
-                      "extract": ["--encoder", "--input", "--mode", "--out"], "probe": ["--features", "--label", "--out"],
+                      "extract": ["--encoder", "--input", "--mode", "--out"],
+                      "probe": ["--features", "--label", "--out"],
                       "mil": ["--features", "--label", "--out"], "benchmark": ["--out"],
-                      "umap": ["--features", "--color-by", "--out"], "demo": ["--out"], "prepare": ["--out"]}.items():
+                      "umap": ["--features", "--color-by", "--out"], "demo": ["--out"],
+                      "prepare": ["--out"]}.items():
         text = plain(runner.invoke(app, [cmd, "--help"], terminal_width=200).output)
         for o in opts:
             assert o in text, f"{cmd} lacks {o}"
@@ -57,7 +59,8 @@ def test_prepare_cli_end_to_end_with_override(tmp_path):
 def test_prepare_cli_rejects_unknown_key_cleanly(tmp_path):
     rgb, _ = smear()
     Image.fromarray(rgb).save(tmp_path / "a.png")
-    r = runner.invoke(app, ["prepare", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "tiling.patchsize=64"])
+    r = runner.invoke(app, ["prepare", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+                            "tiling.patchsize=64"])
     assert r.exit_code == 2
     assert "unknown config key 'tiling.patchsize'" in plain(r.output)
     assert "Traceback" not in r.output

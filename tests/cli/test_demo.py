@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import chromium_screenshot
+from tests.helpers import assert_report_frame, chromium_screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +27,21 @@ def test_demo_end_to_end_and_report_screenshot(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = list(csv.DictReader(open(out / "benchmark" / "results.csv")))
     encoders = {row["encoder"] for row in rows}
-    assert encoders == {"cytofm", "random:vit_small_patch16_224", "handcrafted", "cytofm:demo_fresh.safetensors"}
+    assert encoders == {"cytofm", "random:vit_small_patch16_224", "handcrafted",
+                        "cytofm:demo_fresh.safetensors"}
     # nothing an encoder was pretrained on is evaluated: the shipped and the fresh encoder saw 0% of the items
     assert {row["seen_in_pretraining"] for row in rows if row["encoder"].startswith("cytofm")} == {"0.0"}
     plan = json.loads((out / "plan.json").read_text())  # what the demo sized itself to on this machine
     cells = [row for row in rows if row["task"] == "chula_red_cell_type"]
     assert cells and all(abs(int(row["n_items"]) - plan["cells"]) <= 0.05 * plan["cells"] for row in cells)
     full = plan["cells"] == 763
-    assert not full or all(int(row["n_items"]) > 700 for row in cells)  # enough cells for +-0.05 paired intervals
+    # enough cells for +-0.05 paired intervals
+    assert not full or all(int(row["n_items"]) > 700 for row in cells)
     assert any(row.get("attn_mass") for row in rows)  # ABMIL attention scored against the WBC boxes
     # the first lines after the run: the result in words, the shipped encoder against random init
     after = r.stdout.split("## What the demo found", 1)[1].strip().splitlines()
-    assert after[0].startswith("- chula_red_cell_type (linear, ") and "cytofm" in after[0] and "random" in after[0]
+    assert (after[0].startswith("- chula_red_cell_type (linear, ") and "cytofm" in after[0]
+            and "random" in after[0])
     comps = list(csv.DictReader(open(out / "benchmark" / "comparisons.csv")))
     head = next(c for c in comps if c["task"] == "chula_red_cell_type" and c["method"] == "linear"
                 and {c["a"], c["b"]} == {"cytofm", "random:vit_small_patch16_224"})
@@ -57,5 +60,6 @@ def test_demo_end_to_end_and_report_screenshot(tmp_path):
     assert r.stderr.count("evaluation unchanged, reused") == 8  # 2 tasks x 4 encoders
     for width, name in ((1440, "desktop"), (1024, "laptop")):
         img = chromium_screenshot(report, tmp_path / f"demo_report_{name}.png", width, 900)
-        assert img.std() > 10  # not a blank page
-        shutil.copy(tmp_path / f"demo_report_{name}.png", Path(tempfile.gettempdir()) / f"cytofm_demo_report_{name}.png")
+        assert_report_frame(img)  # margins, title and section rules where the stylesheet puts them
+        shutil.copy(tmp_path / f"demo_report_{name}.png",
+                    Path(tempfile.gettempdir()) / f"cytofm_demo_report_{name}.png")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cytofm.cli.main import app
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 
 @pytest.fixture
@@ -21,8 +21,9 @@ def cells(tmp_path):
 
 
 def _extract(cells, out, *more):
-    return CliRunner().invoke(app, ["extract", "--encoder", "random:vit_tiny_patch16_224", "--input", str(cells),
-                                    "--mode", "image", "--out", str(out), "--workers", "0", *more])
+    return CliRunner().invoke(app, ["extract", "--encoder", "random:vit_tiny_patch16_224", "--input",
+                                    str(cells), "--mode", "image", "--out", str(out), "--workers", "0",
+                                    *more])
 
 
 def _clean_refusal(r, text):
@@ -32,14 +33,15 @@ def _clean_refusal(r, text):
 
 
 def test_batch_size_zero(cells, tmp_path):
-    _clean_refusal(_extract(cells, tmp_path / "f", "--batch-size", "0"), "--batch-size must be at least 1, not 0")
+    _clean_refusal(_extract(cells, tmp_path / "f", "--batch-size", "0"),
+                   "--batch-size must be at least 1, not 0")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_device_cuda_without_gpu(cells, tmp_path):
     _clean_refusal(_extract(cells, tmp_path / "f", "--device", "cuda"), "no CUDA GPU is available")
-    r = CliRunner().invoke(app, ["heatmap", str(cells), "--encoder", "random:vit_tiny_patch16_224", "--device", "cuda",
-                                 "--out", str(tmp_path / "maps")])
+    r = CliRunner().invoke(app, ["heatmap", str(cells), "--encoder", "random:vit_tiny_patch16_224",
+                                 "--device", "cuda", "--out", str(tmp_path / "maps")])
     _clean_refusal(r, "no CUDA GPU is available")
 
 

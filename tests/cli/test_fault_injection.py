@@ -1,6 +1,6 @@
 """Fault injection (slow tier): kill `prepare`, `extract`, `pretrain` and `benchmark` with SIGKILL or a
-scheduler's SIGTERM at seeded random moments, ten times each into the same output, then let them finish: the outputs must equal an
-uninterrupted run's.
+scheduler's SIGTERM at seeded random moments, ten times each into the same output, then let them finish:
+the outputs must equal an uninterrupted run's.
 
 Run: ``pytest -q -m slow tests/cli/test_fault_injection.py``. Kill moments are a seeded random fraction
 (0.2-1.0) of an uninterrupted run's wall time, measured in the same session.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,8 @@ def _interrupted(args, out: Path, rng, t_ref: float, check) -> list[str]:
         if kills == KILLS:
             break
         t0 = time.perf_counter()
-        p = subprocess.Popen(_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.Popen(_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
         delay = rng.uniform(0.2, 1.0) * t_full
         try:
             p.wait(timeout=delay)
@@ -88,7 +89,8 @@ def _interrupted(args, out: Path, rng, t_ref: float, check) -> list[str]:
 
 
 def _files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != ".cytofm.lock"}
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")
+            if p.is_file() and p.name != ".cytofm.lock"}
 
 
 def _csv(path):
@@ -103,7 +105,8 @@ def inputs(tmp_path_factory):
     for i in range(24):
         cls = ("benign", "malignant")[i % 2]
         (fields / cls).mkdir(parents=True, exist_ok=True)
-        cells = tuple((40 + 97 * ((i + k) % 5), 50 + 71 * ((i * 3 + k) % 5), 15 + 4 * ((i + k) % 4)) for k in range(4))
+        cells = tuple((40 + 97 * ((i + k) % 5), 50 + 71 * ((i * 3 + k) % 5),
+                       15 + 4 * ((i + k) % 4)) for k in range(4))
         Image.fromarray(smear(h=360, w=480, cells=cells, seed=i)[0]).save(fields / cls / f"f{i:02d}.png")
     return root
 
@@ -114,7 +117,8 @@ def _check_prepare(ref: Path, got: Path):
     assert _files(got) - {"summary.json"} == _files(ref) - {"summary.json"}  # no stray temporaries either
     for r in _csv(ref / "manifest.csv"):
         with h5py.File(ref / r["coords"]) as a, h5py.File(got / r["coords"]) as b:
-            assert np.array_equal(a["coords"][:], b["coords"][:]) and np.array_equal(a["foreground"][:], b["foreground"][:])
+            assert (np.array_equal(a["coords"][:], b["coords"][:])
+                    and np.array_equal(a["foreground"][:], b["foreground"][:]))
     for p in (ref / "patches").rglob("*.png"):
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(got / p.relative_to(ref))))
 
@@ -194,7 +198,8 @@ def test_benchmark_killed_ten_times_equals_uninterrupted(tmp_path):
     for i in range(16):
         cls = ("normal", "abnormal")[i % 2]
         (cells / cls).mkdir(parents=True, exist_ok=True)
-        rgb, _ = smear(h=64, w=64, cells=((32, 32, 8 + 2 * (i % 2) + (i % 3)),), color=((120, 80, 160), (160, 60, 90))[i % 2], seed=i)
+        rgb, _ = smear(h=64, w=64, cells=((32, 32, 8 + 2 * (i % 2) + (i % 3)),),
+                       color=((120, 80, 160), (160, 60, 90))[i % 2], seed=i)
         Image.fromarray(rgb).save(cells / cls / f"c{i:02d}.png")
     (tmp_path / "bench.yaml").write_text(
         "encoders: [handcrafted, 'random:vit_tiny_patch16_224']\n"

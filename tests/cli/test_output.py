@@ -15,7 +15,7 @@ from cytofm.cli import common
 from cytofm.cli.common import PlainProgress
 from cytofm.cli.main import app
 
-from tests.conftest import smear_folder
+from tests.helpers import smear_folder
 
 runner = CliRunner()
 
@@ -33,7 +33,8 @@ def test_plain_progress_lines_heartbeat_and_done(monkeypatch):
     assert lines[0].endswith("progress extract demo: started, 10 to do")
     beats = [ln for ln in lines if "extract demo: 3/10 (30%), 5.0 img/s, elapsed" in ln]
     assert beats and all("eta" in ln for ln in beats)
-    assert lines[-1].split(" progress ")[1].startswith("extract demo: 10/10 (100%)") and lines[-1].endswith("done")
+    assert (lines[-1].split(" progress ")[1].startswith("extract demo: 10/10 (100%)")
+            and lines[-1].endswith("done"))
     assert not any("nothing left" in ln for ln in lines) and "\r" not in buf.getvalue()
 
 
@@ -63,12 +64,12 @@ def _cells(root):
 
 def test_tables_whole_and_messages_logged_and_quiet(tmp_path):
     _cells(tmp_path / "cells")
-    r = runner.invoke(app, ["extract", "--encoder", "handcrafted", "--input", str(tmp_path / "cells"), "--mode", "image",
-                            "--out", str(tmp_path / "f")])
+    r = runner.invoke(app, ["extract", "--encoder", "handcrafted", "--input", str(tmp_path / "cells"),
+                            "--mode", "image", "--out", str(tmp_path / "f")])
     assert r.exit_code == 0, r.output
     assert "progress extract handcrafted: started, 12 to do" in r.output and "━" not in r.output
-    args = ["probe", "--features", str(tmp_path / "f"), "--label", "label", "--out", str(tmp_path / "p"), "--folds", "9",
-            "--seeds", "0", "--methods", "knn", "knn_k=3"]
+    args = ["probe", "--features", str(tmp_path / "f"), "--label", "label", "--out", str(tmp_path / "p"),
+            "--folds", "9", "--seeds", "0", "--methods", "knn", "knn_k=3"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     table = [ln for ln in r.stdout.splitlines() if ln.startswith("| knn |")]
@@ -83,14 +84,16 @@ def test_tables_whole_and_messages_logged_and_quiet(tmp_path):
 def test_pretrain_into_a_log_file_shows_periodic_progress(tmp_path):
     """`cytofm pretrain ... > log.txt 2>&1`, as under nohup or a scheduler."""
     smear_folder(tmp_path)
-    tiny = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=32", "head.bottleneck_dim=16",
-            "crops.global_size=32", "crops.local_size=16", "crops.n_local=2", "train.batch_size=4",
-            "data.num_workers=0", "train.iterations=30", "train.log_every=10", "runtime.precision=fp32"]
+    tiny = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=32",
+            "head.bottleneck_dim=16", "crops.global_size=32", "crops.local_size=16", "crops.n_local=2",
+            "train.batch_size=4", "data.num_workers=0", "train.iterations=30", "train.log_every=10",
+            "runtime.precision=fp32"]
     log = tmp_path / "log.txt"
     env = dict(os.environ, CYTOFM_PROGRESS_SECONDS="0.3")
     with open(log, "w") as f:
         rc = subprocess.call([sys.executable, "-m", "cytofm", "pretrain", "--data", str(tmp_path), "--out",
-                              str(tmp_path / "run"), *tiny], stdout=f, stderr=subprocess.STDOUT, env=env, timeout=600)
+                              str(tmp_path / "run"), *tiny], stdout=f, stderr=subprocess.STDOUT, env=env,
+                             timeout=600)
     text = log.read_text()
     assert rc == 0, text
     assert "progress pretrain: started, 30 to do" in text

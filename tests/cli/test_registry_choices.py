@@ -11,7 +11,7 @@ from cytofm.eval.config import MilConfig, TaskConfig
 from cytofm.mil.registry import MIL_MODELS
 from cytofm.models.zoo import ENCODER_FAMILIES
 from cytofm.ssl.config import PretrainConfig
-from cytofm.ssl.methods import METHODS
+from cytofm.ssl.method_registry import METHODS, method_class
 from cytofm.utils.registry import Registry, RegistryError
 
 
@@ -52,6 +52,7 @@ def test_mil_choices_and_config_validation_are_the_registry():
 
 def test_ssl_method_validation_is_the_registry():
     for name in METHODS:
+        assert method_class(name).name == name
         kw = {"head": {"separate": True}} if name == "dinov2" else {}
         assert PretrainConfig(method=name, **kw).method == name
     with pytest.raises(ValueError, match="unknown SSL method 'ibt' \\(did you mean 'ibot'\\?\\)"):

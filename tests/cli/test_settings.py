@@ -55,7 +55,8 @@ def test_precedence_defaults_file_options_overrides(tmp_path):
     assert got["input"] == "cells" and got["mode"] == "image"  # from the file
     assert got["batch_size"] == 16  # the option beats the file
     assert got["workers"] == 2  # the override beats the file
-    assert got["pool"] == "mean" and got["encoder"] == "cytofm" and got["precision"] == "auto"  # file, defaults
+    # the file, then the defaults
+    assert got["pool"] == "mean" and got["encoder"] == "cytofm" and got["precision"] == "auto"
     # key=value beats an option given on the same command line
     assert _printed(["extract", "--batch-size", "16", "batch_size=4", "--print-config"])["batch_size"] == 4
     # an option left at its default does not undo the file
@@ -87,7 +88,8 @@ def test_benchmark_overrides_on_top_of_its_config():
     (["umap", "--features", "f", "--out", "o.png"], "give --color-by COLUMN"),
     (["extract", "--config", "nope.yaml", "--print-config"], "--config nope.yaml: no such file"),
     (["probe", "--features", "f", "--label", "l", "--out", "o", "folds=many"], "config key 'folds'"),
-    (["probe", "--features", "f", "--label", "l", "--out", "o", "--methods", "linear,svm"], "unknown probe method(s) svm"),
+    (["probe", "--features", "f", "--label", "l", "--out", "o", "--methods", "linear,svm"],
+     "unknown probe method(s) svm"),
 ])
 def test_refusals_are_one_clear_line(args, text):
     r = runner.invoke(app, args)

@@ -18,8 +18,8 @@ CALLS = [["--version"], ["--help"], ["mil", "--help"], ["extract", "--help"], ["
 
 
 def _imported(args) -> tuple[set[str], int, str]:
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "cytofm", *args], env=ENV, capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "cytofm", *args], env=ENV,
+                       capture_output=True, text=True, timeout=120)
     names = {ln.rsplit("|", 1)[1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
     return names, r.returncode, r.stdout + r.stderr
 
@@ -41,5 +41,6 @@ def test_version_help_and_refusals_within_two_seconds():
     bare = min(_seconds([sys.executable, "-c", "pass"]) for _ in range(3))
     for args in CALLS:
         t = min(_seconds([sys.executable, "-m", "cytofm", *args]) for _ in range(2))
-        print(f"cytofm {' '.join(args)}: {t:.2f} s ({t / max(bare, 1e-3):.0f}x a bare python start, {bare:.3f} s)")
+        print(f"cytofm {' '.join(args)}: {t:.2f} s "
+              f"({t / max(bare, 1e-3):.0f}x a bare python start, {bare:.3f} s)")
         assert t < 2.0, f"cytofm {' '.join(args)} took {t:.2f} s (a bare python start: {bare:.3f} s)"

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import smear_folder
+from tests.helpers import smear_folder
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-ENV = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="2", CYTOFM_NO_REEXEC="1")  # one interpreter start each
+# one interpreter start each
+ENV = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="2", CYTOFM_NO_REEXEC="1")
 TINY = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=32", "head.bottleneck_dim=16",
         "crops.global_size=32", "crops.local_size=16", "crops.n_local=2", "train.batch_size=4",
         "data.num_workers=0", "train.iterations=20", "train.log_every=1", "train.save_every=1000",
@@ -44,7 +45,8 @@ def fields(tmp_path_factory):
 def test_pretrain_stopped_by_a_signal_checkpoints_and_resumes_exactly(fields, tmp_path, sig):
     ref, got = tmp_path / "ref", tmp_path / "got"
     subprocess.run(_pretrain(fields, ref), env=ENV, capture_output=True, check=True, timeout=600)
-    p = subprocess.Popen(_pretrain(fields, got), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(_pretrain(fields, got), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
     t0 = time.monotonic()
     while _iterations(got) < 3 and p.poll() is None and time.monotonic() - t0 < 300:
         time.sleep(0.05)

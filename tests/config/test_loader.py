@@ -27,7 +27,8 @@ def test_defaults_preset_file_overrides_precedence(tmp_path):
 
 
 def test_unknown_key_is_named_with_suggestion():
-    with pytest.raises(ConfigError, match=r"unknown config key 'tiling.patch_sise' \(did you mean 'tiling.patch_size'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'tiling.patch_sise' "
+                                          r"\(did you mean 'tiling.patch_size'\?\)"):
         build_config(PrepareConfig, overrides=["tiling.patch_sise=3"])
 
 

@@ -8,8 +8,8 @@ from cytofm.data.foreground import box_fractions
 from cytofm.data.prepare import run_prepare
 from cytofm.data.tiling import grid_coords
 
-from tests.conftest import shared_data
-from tests.data.test_prepare import cfg
+from tests.helpers import prepare_cfg as cfg
+from tests.helpers import shared_data
 
 
 def score_bccd(out, root):
@@ -46,7 +46,8 @@ def test_bccd_white_cells_kept_background_dropped(tmp_path):
                 cfg("tiling.patch_size=96", "output.qa_thumbnails=0", "output.workers=2"), log=lambda m: None)
     wbc_cover, free_dropped, all_dropped, n_free = score_bccd(out, root)
     print(f"\nBCCD (364 fields, 96 px patches): WBC box area covered by kept patches {wbc_cover:.1%}; "
-          f"annotation-free patches dropped {free_dropped:.1%} of {n_free}; all patches dropped {all_dropped:.1%}")
+          f"annotation-free patches dropped {free_dropped:.1%} of {n_free}; "
+          f"all patches dropped {all_dropped:.1%}")
     assert wbc_cover >= 0.95
     # BCCD annotates only some red cells, so 'annotation-free' patches often hold real cells; the
     # dropped share is far above the share of all patches dropped: background is what gets removed.

@@ -15,7 +15,8 @@ def test_copies_found_and_distinct_images_not(tmp_path):
         Image.fromarray(im).save(tmp_path / f"{k}.png")
         paths.append(tmp_path / f"{k}.png")
     base = np.asarray(Image.open(paths[2]))
-    Image.fromarray(np.clip(base.astype(int) + 12, 0, 255).astype(np.uint8)).save(tmp_path / "copy.jpg", quality=85)
+    Image.fromarray(np.clip(base.astype(int) + 12, 0, 255).astype(np.uint8)).save(
+        tmp_path / "copy.jpg", quality=85)
     paths.append(tmp_path / "copy.jpg")
     pairs = near_duplicate_pairs([hash_image(p) for p in paths])
     assert [(p.i, p.j) for p in pairs] == [(2, 6)]

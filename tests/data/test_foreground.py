@@ -12,7 +12,7 @@ from cytofm.data.foreground import (
     otsu_threshold,
 )
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 # Typical stain colours: Papanicolaou (blue cytoplasm, orange keratinised, pink), Giemsa purple, H&E.
 STAINS = {
@@ -73,7 +73,8 @@ def test_dust_is_removed_and_holes_filled():
 def test_box_fractions_hand_computed():
     m = np.zeros((10, 10), bool)
     m[0:5, 0:5] = True
-    f = box_fractions(m, np.array([[0, 0, 5, 5], [0, 0, 10, 10], [5, 5, 10, 10], [3, 3, 7, 7], [8, 8, 20, 20], [20, 20, 30, 30]]))
+    f = box_fractions(m, np.array([[0, 0, 5, 5], [0, 0, 10, 10], [5, 5, 10, 10], [3, 3, 7, 7], [8, 8, 20, 20],
+                                   [20, 20, 30, 30]]))
     assert f.tolist() == [1.0, 0.25, 0.0, 4 / 16, 0.0, 0.0]
 
 

@@ -19,6 +19,7 @@ def test_phash_distance_matches_imagehash(tmp_path):
         Image.fromarray(im).save(tmp_path / f"{k}.png")
     hs = [hash_image(tmp_path / f"{k}.png") for k in range(5)]
     d = hamming(phash_bits([h.phash for h in hs]), phash_bits([h.phash for h in hs]))
-    ref = [[imagehash.phash(Image.fromarray(a)) - imagehash.phash(Image.fromarray(b)) for b in imgs] for a in imgs]
+    ref = [[imagehash.phash(Image.fromarray(a)) - imagehash.phash(Image.fromarray(b)) for b in imgs]
+           for a in imgs]
     assert d.tolist() == ref and d[0, 0] == 0 and d[0, 1] > 10
     assert hs[0].thumb.shape == (32 * 32 * 3,)

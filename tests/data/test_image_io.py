@@ -27,12 +27,14 @@ def test_rgba_composited_on_white(tmp_path):
     Image.fromarray(a, "RGBA").save(tmp_path / "a.png")
     out, conv = read_rgb(tmp_path / "a.png")
     alpha = 128 / 255
-    assert out[0, 0].tolist() == [round(100 * alpha + 255 * (1 - alpha)), round(255 * (1 - alpha)), round(255 * (1 - alpha))]
+    assert out[0, 0].tolist() == [round(100 * alpha + 255 * (1 - alpha)), round(255 * (1 - alpha)),
+                                  round(255 * (1 - alpha))]
     assert "alpha on white" in conv
 
 
 def test_palette(tmp_path):
-    im = Image.fromarray(np.full((8, 8, 3), (10, 200, 30), np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+    im = Image.fromarray(np.full((8, 8, 3), (10, 200, 30), np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE)
     im.save(tmp_path / "p.png")
     out, conv = read_rgb(tmp_path / "p.png")
     assert out[0, 0].tolist() == [10, 200, 30] and "palette" in conv

@@ -12,7 +12,7 @@ from cytofm.data.config import PrepareConfig
 from cytofm.data.inputs import InputError, discover
 from cytofm.data.item_ids import assign_ids
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 
 def _img(path, seed=0):
@@ -51,14 +51,18 @@ def test_unreadable_subfolder_is_recorded_and_prepare_goes_on(tmp_path, monkeypa
     monkeypatch.setattr(os, "scandir", scandir)
     items, skips, _ = discover([str(root)], _cfg())
     assert [it.path.name for it in items] == ["b0.png"]
-    assert len(skips) == 1 and skips[0].path.endswith("secret") and "cannot read folder (Permission denied)" in skips[0].reason
+    assert (len(skips) == 1 and skips[0].path.endswith("secret")
+            and "cannot read folder (Permission denied)" in skips[0].reason)
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["prepare", str(root), "--out", str(out), "--labels-from-folders", "--workers", "1"])
+    r = CliRunner().invoke(app, ["prepare", str(root), "--out", str(out), "--labels-from-folders",
+                                 "--workers", "1"])
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(open(out / "skipped.csv")))
-    assert [(x["path"], x["reason"]) for x in rows] == [("../in/secret", "cannot read folder (Permission denied); its files are left out")]
+    assert [(x["path"], x["reason"]) for x in rows] == [
+        ("../in/secret", "cannot read folder (Permission denied); its files are left out")]
     # the input folder itself unreadable: one line and a non-zero exit, no traceback
-    r = CliRunner().invoke(app, ["prepare", str(root / "secret"), "--out", str(tmp_path / "o2"), "--workers", "1"])
+    r = CliRunner().invoke(app, ["prepare", str(root / "secret"), "--out", str(tmp_path / "o2"),
+                                 "--workers", "1"])
     assert r.exit_code == 1 and "Traceback" not in r.output and "nothing usable" in r.output
 
 
@@ -79,7 +83,8 @@ def test_repeated_manifest_rows_are_merged_with_a_note(tmp_path):
 
 def test_conflicting_manifest_rows_refused_unless_told(tmp_path):
     m = _manifest(tmp_path, ["a.png,x,P1", "b.png,y,P2", "a.png,y,P1"])
-    with pytest.raises(InputError, match=r"lines 2, 4 list the same file .*a.png with different values \(label: 'x' vs 'y'\)"):
+    with pytest.raises(InputError, match=r"lines 2, 4 list the same file .*a.png with different values "
+                                         r"\(label: 'x' vs 'y'\)"):
         discover([str(m)], _cfg(labels_from_folders=False))
     items, _, notes = discover([str(m)], _cfg(labels_from_folders=False, duplicates="first"))
     assert [(it.path.name, it.meta["label"]) for it in items] == [("a.png", "x"), ("b.png", "y")]

@@ -14,7 +14,7 @@ from cytofm.data.image_io import ImageTooLarge, read_rgb
 from cytofm.data.prepare import run_prepare
 from cytofm.data.source import ImageSource, open_source
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 pytest.importorskip("pyvips")
 
@@ -68,14 +68,15 @@ def test_conversions_match_the_in_memory_reader(tmp_path, small_budget, mode):
 
 def test_prepare_gives_the_same_patches_in_regions(tmp_path, small_budget, monkeypatch):
     p = _field(tmp_path)
-    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=-1", "tiling.patch_size=64",
-                                                 "output.materialize=png"])
+    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=-1",
+                                                 "tiling.patch_size=64", "output.materialize=png"])
     run_prepare([str(p)], tmp_path / "regions", cfg, log=lambda m: None)
     monkeypatch.setattr(image_io, "BUDGET_PIXELS", 10**9)
     run_prepare([str(p)], tmp_path / "memory", cfg, log=lambda m: None)
     (a,), (b,) = (list(csv.DictReader(open(tmp_path / d / "manifest.csv"))) for d in ("regions", "memory"))
     assert "read in regions (libvips)" in a["conversion"] and a["n_patches"] == b["n_patches"]
-    with h5py.File(tmp_path / "regions" / a["coords"]) as f, h5py.File(tmp_path / "memory" / b["coords"]) as g:
+    with (h5py.File(tmp_path / "regions" / a["coords"]) as f,
+          h5py.File(tmp_path / "memory" / b["coords"]) as g):
         assert np.array_equal(f["coords"][:], g["coords"][:])
     for png in (tmp_path / "memory" / "patches").rglob("*.png"):
         other = tmp_path / "regions" / png.relative_to(tmp_path / "memory")
@@ -101,16 +102,20 @@ os.environ["CYTOFM_IMAGE_BUDGET_MB"] = "0.1"
 from cytofm.config.loader import build_config
 from cytofm.data.prepare import run_prepare
 from cytofm.data.config import PrepareConfig
+from cytofm.features.config import ExtractConfig
 from cytofm.features.extract import run_extract
 from cytofm.models.zoo import create_encoder
 
 def main():
     root = sys.argv[1]
-    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "tiling.patch_size=128", "output.qa_thumbnails=0"])
-    rows = run_prepare([root + "/in"], root + "/prep", cfg, log=lambda m: None).rows  # libvips runs in this process
+    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "tiling.patch_size=128",
+                                                 "output.qa_thumbnails=0"])
+    # libvips runs in this process
+    rows = run_prepare([root + "/in"], root + "/prep", cfg, log=lambda m: None).rows
     assert all("libvips" in r["conversion"] for r in rows)
-    r = run_extract(create_encoder("random:vit_tiny_patch16_224"), root + "/prep", "tiles", root + "/f",
-                    workers=1, log=lambda m: None)  # then a worker process is started
+    extract = ExtractConfig(input=root + "/prep", mode="tiles", out=root + "/f", workers=1)
+    # then a worker process is started
+    r = run_extract(create_encoder("random:vit_tiny_patch16_224"), extract, log=lambda m: None)
     print("extracted", r["extracted"])
 
 if __name__ == "__main__":
@@ -131,6 +136,6 @@ def test_worker_processes_after_libvips_do_not_hang(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(FORK_AFTER_VIPS)
     src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
-    r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=180,
-                       env=dict(os.environ, PYTHONPATH=os.path.abspath(src)))
+    r = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                       timeout=180, env=dict(os.environ, PYTHONPATH=os.path.abspath(src)))
     assert r.returncode == 0 and "extracted 2" in r.stdout, r.stderr[-2000:]

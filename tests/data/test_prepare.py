@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cytofm.config.loader import build_config
-from cytofm.data.config import PrepareConfig
 from cytofm.data.prepare import NothingUsable, run_prepare
 from cytofm.data.prepared import load_prepared
 
-from tests.conftest import smear
-
-
-def cfg(*overrides):
-    return build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=-1", *overrides])
+from tests.helpers import prepare_cfg as cfg
+from tests.helpers import smear
 
 
 def rows(path):
@@ -74,7 +69,8 @@ def test_manifest_input_carries_metadata_and_reports_missing(tmp_path):
                    "missing.png,benign,P2,breast,0.25\ndoc.docx,benign,P3,breast,0.25\n")
     run_prepare([str(man)], tmp_path / "out", cfg("metadata.label_column=diagnosis"), log=lambda m: None)
     (r,) = rows(tmp_path / "out" / "manifest.csv")
-    assert (r["label"], r["specimen"], r["organ"], r["diagnosis"], r["mpp"]) == ("malignant", "P1", "breast", "malignant", "0.25")
+    assert ((r["label"], r["specimen"], r["organ"], r["diagnosis"], r["mpp"])
+            == ("malignant", "P1", "breast", "malignant", "0.25"))
     reasons = [s["reason"] for s in rows(tmp_path / "out" / "skipped.csv")]
     assert any("file not found (manifest line 3)" in x for x in reasons)
     assert any("unsupported format '.docx'" in x for x in reasons)
@@ -84,7 +80,8 @@ def test_target_resolution_resamples_consistently(tmp_path):
     rgb, _ = smear(h=400, w=400, cells=((200, 200, 80),))
     Image.fromarray(rgb).save(tmp_path / "a.png")
     res = run_prepare([str(tmp_path / "a.png")], tmp_path / "out",
-                      cfg("resolution.mpp=0.25", "resolution.target_mpp=0.5", "tiling.patch_size=100"), log=lambda m: None)
+                      cfg("resolution.mpp=0.25", "resolution.target_mpp=0.5", "tiling.patch_size=100"),
+                      log=lambda m: None)
     (r,) = res.rows
     assert r["patch_size_level0"] == 200  # 100 px at 0.5 um/px = 200 px at 0.25 um/px
     (item,) = load_prepared(tmp_path / "out")
@@ -96,7 +93,8 @@ def test_target_resolution_without_mpp_is_skipped(tmp_path):
     rgb, _ = smear()
     Image.fromarray(rgb).save(tmp_path / "a.png")
     with pytest.raises(NothingUsable):
-        run_prepare([str(tmp_path / "a.png")], tmp_path / "out", cfg("resolution.target_mpp=0.5"), log=lambda m: None)
+        run_prepare([str(tmp_path / "a.png")], tmp_path / "out", cfg("resolution.target_mpp=0.5"),
+                    log=lambda m: None)
     (s,) = rows(tmp_path / "out" / "skipped.csv")
     assert "resolution unknown" in s["reason"]
 
@@ -114,7 +112,8 @@ def test_small_images_whole_and_blank_dropped(tmp_path):
         run_prepare([str(tmp_path / "blank.png")], tmp_path / "out2", cfg(), log=lambda m: None)
     # refusing small images is an option
     with pytest.raises(NothingUsable):
-        run_prepare([str(tmp_path / "cell.png")], tmp_path / "out3", cfg("tiling.keep_small_whole=false"), log=lambda m: None)
+        run_prepare([str(tmp_path / "cell.png")], tmp_path / "out3", cfg("tiling.keep_small_whole=false"),
+                    log=lambda m: None)
     assert "smaller than one patch" in rows(tmp_path / "out3" / "skipped.csv")[0]["reason"]
 
 
@@ -129,16 +128,19 @@ def test_resume_reuses_and_config_change_recomputes(folder, tmp_path):
 
 def test_multiprocess_matches_single(folder, tmp_path):
     a = run_prepare([str(folder)], tmp_path / "a", cfg("tiling.patch_size=64"), log=lambda m: None)
-    b = run_prepare([str(folder)], tmp_path / "b", cfg("tiling.patch_size=64", "output.workers=2"), log=lambda m: None)
+    b = run_prepare([str(folder)], tmp_path / "b", cfg("tiling.patch_size=64", "output.workers=2"),
+                    log=lambda m: None)
     assert [r["n_patches"] for r in a.rows] == [r["n_patches"] for r in b.rows]
 
 
 def test_materialize_png_and_webdataset(folder, tmp_path):
-    res = run_prepare([str(folder)], tmp_path / "png", cfg("tiling.patch_size=64", "output.materialize=png"), log=lambda m: None)
+    res = run_prepare([str(folder)], tmp_path / "png", cfg("tiling.patch_size=64", "output.materialize=png"),
+                      log=lambda m: None)
     files = list((tmp_path / "png" / "patches").rglob("*.png"))
     assert len(files) == res.n_patches and Image.open(files[0]).size == (64, 64)
-    res = run_prepare([str(folder)], tmp_path / "wds", cfg("tiling.patch_size=64", "output.materialize=webdataset",
-                                                           "output.shard_size=5"), log=lambda m: None)
+    res = run_prepare([str(folder)], tmp_path / "wds",
+                      cfg("tiling.patch_size=64", "output.materialize=webdataset", "output.shard_size=5"),
+                      log=lambda m: None)
     shards = sorted((tmp_path / "wds" / "shards").glob("*.tar"))
     names = [n for s in shards for n in tarfile.open(s).getnames()]
     assert len(shards) == -(-res.n_patches // 5)

@@ -12,7 +12,7 @@ from cytofm.data.config import PrepareConfig
 from cytofm.data.prepare import run_prepare
 from cytofm.data.shards import parse_shard_key, shard_key
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 # webdataset's grouping rule (webdataset/tariterators.py, ``base_plus_ext``): the sample key is the member
 # name up to the first dot of its base name, the rest is the field. Re-written here from its documentation.
@@ -30,7 +30,8 @@ def wds_samples(tars: list[Path]) -> dict[str, dict[str, bytes]]:
 
 
 def test_key_round_trip_has_no_dots():
-    for item in ("TCGA-AA-3968-01Z-00-DX1.0C8E7E85-3E5C-4A7A-9A0E-0F2C3B6A5E44", "a%2E.b", "plain_id", "x__1_2"):
+    for item in ("TCGA-AA-3968-01Z-00-DX1.0C8E7E85-3E5C-4A7A-9A0E-0F2C3B6A5E44", "a%2E.b", "plain_id",
+                 "x__1_2"):
         k = shard_key(item, 448, 672)
         assert "." not in k
         assert parse_shard_key(k) == (item, 448, 672)
@@ -42,8 +43,9 @@ def test_dotted_ids_stay_one_sample_each(tmp_path):
     names = ["TCGA-AA-3968-01Z-00-DX1.0C8E7E85", "TCGA-AA-3968-01Z-00-DX1.9F21AB04"]
     for i, n in enumerate(names):
         Image.fromarray(smear(h=128, w=128, seed=i)[0]).save(src / f"{n}.png")
-    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=0", "tiling.patch_size=64",
-                                                "foreground.min_fraction=0", "output.materialize=webdataset"])
+    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=0",
+                                                 "tiling.patch_size=64", "foreground.min_fraction=0",
+                                                 "output.materialize=webdataset"])
     res = run_prepare([str(src)], tmp_path / "out", cfg, log=lambda m: None)
     assert sorted(r["id"] for r in res.rows) == names  # ids keep their dots
     samples = wds_samples(sorted((tmp_path / "out" / "shards").glob("*.tar")))

@@ -6,7 +6,7 @@ import tifffile
 
 from cytofm.data.prepare import run_prepare
 
-from tests.data.test_prepare import cfg
+from tests.helpers import prepare_cfg as cfg
 
 openslide = pytest.importorskip("openslide", reason="OpenSlide not installed (pip install 'cytofm[wsi]')")
 

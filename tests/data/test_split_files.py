@@ -9,7 +9,7 @@ import pytest
 
 from cytofm.data.split_files import DATASETS, load_split, part_of
 
-from tests.conftest import shared_data
+from tests.helpers import shared_data
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,8 @@ def _manifest(name, col):
     return [r[col] for r in csv.DictReader(open(shared_data(name) / "manifest.csv", newline=""))]
 
 
-@pytest.mark.parametrize("name,col", [("bccd", "image"), ("herlev", "image"), ("chula_rbc12", "path"), ("cric", "image")])
+@pytest.mark.parametrize("name,col",
+                         [("bccd", "image"), ("herlev", "image"), ("chula_rbc12", "path"), ("cric", "image")])
 def test_every_image_is_in_exactly_one_part(name, col):
     split = load_split(name)
     assert sorted(split) == sorted(_manifest(name, col))
@@ -78,7 +79,8 @@ def test_part_manifest_keeps_one_part_with_absolute_paths(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "image,mask,label7,label2" and len(lines) == 3
     assert lines[1].split(",")[0] == str((root / pre[0]).resolve())
-    assert lines[1].split(",")[1] == str((root / "m/0.bmp").resolve()) and lines[1].endswith("normal_superficiel,normal")
+    assert (lines[1].split(",")[1] == str((root / "m/0.bmp").resolve())
+            and lines[1].endswith("normal_superficiel,normal"))
     with pytest.raises(ValueError, match="no image of the eval part"):
         (root / "manifest.csv").write_text("image,label7\n" + f"{pre[0]},a\n")
         write_part_manifest(root, "herlev", "eval", tmp_path / "e.csv")

@@ -25,7 +25,8 @@ def store(tmp_path):
         (tmp_path / "cells" / c).mkdir(parents=True)
         for i in range(6):
             tex = np.kron(rng.uniform(0.6, 1.0, (4, 4)), np.ones((8, 8)))[..., None]
-            Image.fromarray((tex * np.array(colour)).astype(np.uint8)).save(tmp_path / "cells" / c / f"{i}.png")
+            Image.fromarray((tex * np.array(colour)).astype(np.uint8)).save(
+                tmp_path / "cells" / c / f"{i}.png")
     args = ["extract", "--encoder", "handcrafted", "--input", str(tmp_path / "cells"), "--mode", "image",
             "--out", str(tmp_path / "f")]
     r = runner.invoke(app, args)
@@ -47,7 +48,8 @@ def test_non_finite_features_are_refused_naming_file_and_item(store, tmp_path):
         f["features"][...] = x
     r = _probe(root, tmp_path / "p")
     assert r.exit_code == 2, r.output
-    assert f"{h5}: item '{h5.stem}' has non-finite features (NaN/inf) in 1 of its 1 instance(s)" in plain(r.output)
+    assert (f"{h5}: item '{h5.stem}' has non-finite features (NaN/inf) in 1 of its 1 instance(s)"
+            in plain(r.output))
     assert not (tmp_path / "p" / "results.csv").exists() and "Traceback" not in r.output
 
 
@@ -57,8 +59,10 @@ def test_truncated_feature_file_is_named_and_extract_rebuilds_it(store, tmp_path
     data = h5.read_bytes()
     h5.write_bytes(data[: len(data) // 2])
     r = _probe(root, tmp_path / "p")
-    assert r.exit_code == 2 and f"{h5}: unreadable feature file of item '{h5.stem}'" in plain(r.output), r.output
+    assert (r.exit_code == 2
+            and f"{h5}: unreadable feature file of item '{h5.stem}'" in plain(r.output)), r.output
     r = runner.invoke(app, args)
-    assert r.exit_code == 0 and f"features/{h5.name} is unreadable (truncated or damaged)" in plain(r.output), r.output
+    assert (r.exit_code == 0
+            and f"features/{h5.name} is unreadable (truncated or damaged)" in plain(r.output)), r.output
     assert "extracted 1 item(s)" in plain(r.output)
     assert _probe(root, tmp_path / "p").exit_code == 0

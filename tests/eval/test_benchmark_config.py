@@ -17,7 +17,8 @@ runner = CliRunner()
 
 def test_paper_preset_lists_the_paper_encoders_and_counts():
     cfg = build_config(BenchmarkConfig, "benchmark", "cytofm_paper")
-    assert cfg.encoders == ["cytofm-paper", "uni", "ibot-imagenet", "random:vit_base_patch16_224", "handcrafted"]
+    assert cfg.encoders == ["cytofm-paper", "uni", "ibot-imagenet", "random:vit_base_patch16_224",
+                            "handcrafted"]
     (task,) = cfg.tasks
     assert task.expected_counts == {"benign": 99, "malignant": 113} and task.group_if_present[0] == "specimen"
     assert cfg.skip_missing and cfg.baselines == ["random:*", "handcrafted"]
@@ -29,14 +30,15 @@ def test_tables_carry_no_machine_paths():
     assert display_name("random:vit_small_patch16_224") == "random:vit_small_patch16_224"
     assert display_path("/work/shared/data/herlev/manifest.csv") == "herlev/manifest.csv"
     assert display_path("../shared/data/herlev/manifest.csv") == "../shared/data/herlev/manifest.csv"
-    assert display_text("uni: add 'uni: /path' to /home/u/.config/cytofm/weights.yaml, or put it at /w/uni.<ext>") == \
-        "uni: add 'uni: /path' to weights.yaml, or put it at uni.<ext>"
+    assert (display_text("uni: add 'uni: /path' to /home/u/.config/cytofm/weights.yaml, "
+                         "or put it at /w/uni.<ext>")
+            == "uni: add 'uni: /path' to weights.yaml, or put it at uni.<ext>")
 
 
 def test_missing_weights_skipped_counts_warned_patients_grouped(tmp_path, monkeypatch):
     monkeypatch.setenv("CYTOFM_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.setenv("CYTOFM_WEIGHTS", str(tmp_path / "w"))
-    monkeypatch.setattr("cytofm.eval.cross_validation.bootstrap_ci", lambda *a, **k: {})  # not under test here
+    monkeypatch.setattr("cytofm.eval.cross_validation.bootstrap_ci", lambda *a, **k: {})  # not tested here
     rng = np.random.default_rng(0)
     rows = []
     for i in range(24):
@@ -47,15 +49,16 @@ def test_missing_weights_skipped_counts_warned_patients_grouped(tmp_path, monkey
         rows.append({"image": f"{i}.png", "label": label, "patient": f"p{i // 4}"})
     write_csv(tmp_path / "manifest.csv", rows)
     (tmp_path / "b.yaml").write_text(
-        "encoders: [uni, handcrafted]\ntasks:\n  - {name: fna, data: manifest.csv, label: label, mode: image, "
+        "encoders: [uni, handcrafted]\ntasks:\n"
+        "  - {name: fna, data: manifest.csv, label: label, mode: image, "
         "eval: probe, methods: [knn], folds: 3, seeds: [0], group_if_present: [specimen, patient], "
         "expected_counts: {benign: 99, malignant: 113}}\n")
     stopped = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o")],
                             terminal_width=400)
     assert stopped.exit_code == 2 and "encoder uni cannot be used" in stopped.output, stopped.output
     assert "--keep-going" in stopped.output and "Traceback" not in stopped.output
-    r = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o"), "--keep-going"],
-                      terminal_width=400)
+    r = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o"),
+                            "--keep-going"], terminal_width=400)
     assert r.exit_code == 0, r.output
     summary = (tmp_path / "o" / "summary.md").read_text()
     assert "- skipped uni: " in summary and "huggingface.co/MahmoodLab/UNI" in summary
@@ -66,5 +69,6 @@ def test_missing_weights_skipped_counts_warned_patients_grouped(tmp_path, monkey
     folds = list(csv.DictReader(open(tmp_path / "o" / "fna" / "handcrafted" / "predictions_knn.csv")))
     fold_of = {}
     for f in folds:  # every patient's images in one test fold
-        fold_of.setdefault(f"p{int(f['id'].split('_')[-1] if '_' in f['id'] else f['id']) // 4}", set()).add(f["fold"])
+        fold_of.setdefault(f"p{int(f['id'].split('_')[-1] if '_' in f['id'] else f['id']) // 4}",
+                           set()).add(f["fold"])
     assert all(len(v) == 1 for v in fold_of.values())

@@ -26,8 +26,8 @@ def _data(tmp_path):
 
 
 def _cfg(seeds):
-    task = {"data": "manifest.csv", "mode": "image", "eval": "probe", "methods": ["linear", "knn"], "folds": 2,
-            "seeds": seeds}
+    task = {"data": "manifest.csv", "mode": "image", "eval": "probe", "methods": ["linear", "knn"],
+            "folds": 2, "seeds": seeds}
     return build_config(BenchmarkConfig, values={
         "encoders": ["handcrafted", "random:vit_tiny_patch16_224"], "skip_missing": True,
         "tasks": [{**task, "name": "colour", "label": "label"}, {**task, "name": "bad", "label": "lonely"}]})
@@ -57,7 +57,8 @@ def test_rerun_reuses_evaluation_and_changes_reevaluate(tmp_path, monkeypatch):
     logs.clear()
     run_benchmark(_cfg([0, 1, 2]), tmp_path, out, log=logs.append)  # other seeds: other folds
     assert not any("reused" in m for m in logs)
-    assert _splits(first[0]) == {4} and _splits((out / "results.csv").read_text()) == {6}  # 2 folds x 2 / 3 seeds
+    # 2 folds x 2, then x 3 seeds
+    assert _splits(first[0]) == {4} and _splits((out / "results.csv").read_text()) == {6}
 
     # an image changed in place (same name, so the store's manifest is the same): its features change, and
     # no evaluation that used it is reused
@@ -80,6 +81,7 @@ def test_a_task_that_cannot_run_stops_the_benchmark_unless_told_to_keep_going(tm
     cfg = _cfg([0]).model_copy(update={"encoders": ["handcrafted"], "skip_missing": False})
     with pytest.raises(ProtocolError, match="task bad cannot be evaluated: .*'y'.*--keep-going"):
         run_benchmark(cfg, tmp_path, tmp_path / "o", log=lambda m: None)
-    rows = run_benchmark(cfg.model_copy(update={"skip_missing": True}), tmp_path, tmp_path / "o", log=lambda m: None)
+    rows = run_benchmark(cfg.model_copy(update={"skip_missing": True}), tmp_path, tmp_path / "o",
+                         log=lambda m: None)
     assert {r["task"] for r in rows} == {"colour"}
     assert "- skipped task bad: " in (tmp_path / "o" / "summary.md").read_text()

@@ -33,8 +33,8 @@ def _store(root, feats, y, order):
     rows = []
     for i in order:
         write_item(root / "features" / f"i{i:02d}.h5", feats[i][None], np.zeros((1, 2)), {"encoder": "t"})
-        rows.append({"id": f"i{i:02d}", "path": f"/nowhere/{i}.png", "h5": f"features/i{i:02d}.h5", "n_instances": 1,
-                     "label": ["benign", "malignant"][y[i]]})
+        rows.append({"id": f"i{i:02d}", "path": f"/nowhere/{i}.png", "h5": f"features/i{i:02d}.h5",
+                     "n_instances": 1, "label": ["benign", "malignant"][y[i]]})
     write_csv(root / "manifest.csv", rows)
     return root
 
@@ -50,7 +50,8 @@ def test_shuffled_manifest_pairs_item_by_item(tmp_path, monkeypatch):
     order = rng.permutation(n)
     stores = {"a": (_store(tmp_path / "a", feats, y, range(n)), "a", "h"),
               "b": (_store(tmp_path / "b", feats, y, order), "b", "h"),  # same items, manifest shuffled
-              "c": (_store(tmp_path / "c", feats[rng.permutation(n)], y, range(n)), "c", "h")}  # features moved
+              # features moved
+              "c": (_store(tmp_path / "c", feats[rng.permutation(n)], y, range(n)), "c", "h")}
     task = TaskConfig(name="t", data="x", label="label", methods=["knn"], folds=4, seeds=[0, 1])
     tr = evaluate_stores(task, stores, tmp_path / "o", log=lambda m: None)
     fa, fb, fc = (tr.runs[s].summaries[0]["_folds"] for s in "abc")
@@ -61,5 +62,6 @@ def test_shuffled_manifest_pairs_item_by_item(tmp_path, monkeypatch):
     # a real difference: the mean of per-fold differences is the difference of the means
     mean = lambda f: np.mean([r["balanced_accuracy"] for r in f])  # noqa: E731
     assert ac["diff"] == pytest.approx(mean(fc) - mean(fa), abs=1e-4) and ac["diff"] != 0
-    assert ac["p_holm"] == pytest.approx(min(1.0, 2 * ac["p"]), rel=1e-3)  # Holm over 2 tests, the other p = 1
+    # Holm over 2 tests, the other p = 1
+    assert ac["p_holm"] == pytest.approx(min(1.0, 2 * ac["p"]), rel=1e-3)
     assert ab["p_holm"] == 1.0

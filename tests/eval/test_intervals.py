@@ -61,7 +61,8 @@ def test_seed_fold_interval_by_hand():
         seed_fold_interval(x[0], 0.25)
 
 
-def _seed_coverage(with_runs: bool, draws=1000, s=4, k=5, r=3, mu=0.02, sd_run=0.04, sd_fold=0.02, seed=0) -> float:
+def _seed_coverage(with_runs: bool, draws=1000, s=4, k=5, r=3, mu=0.02, sd_run=0.04, sd_fold=0.02,
+                   seed=0) -> float:
     """Runs that differ by a training effect (sd_run) evaluated on the same folds (equicorrelated fold
     part shared by every run, as in _coverage, plus each run's own fold noise)."""
     rng = np.random.default_rng(seed)

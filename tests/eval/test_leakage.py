@@ -47,8 +47,9 @@ def test_probes_standardise_and_fit_on_training_items_only(tmp_path, monkeypatch
 
     monkeypatch.setattr(StandardScaler, "fit", spy_scaler)
     monkeypatch.setattr(KNeighborsClassifier, "fit", spy_knn)
-    monkeypatch.setattr("cytofm.eval.cross_validation.confusion_png", lambda *a, **k: None)  # neither figures nor the
-    monkeypatch.setattr("cytofm.eval.cross_validation.bootstrap_ci", lambda *a, **k: {})  # item bootstrap are under test
+    # neither figures nor the item bootstrap are under test
+    monkeypatch.setattr("cytofm.eval.cross_validation.confusion_png", lambda *a, **k: None)
+    monkeypatch.setattr("cytofm.eval.cross_validation.bootstrap_ci", lambda *a, **k: {})
     for sp in make_splits(data.y, 3, (0,), data.groups):
         for v in seen.values():
             v.clear()

@@ -26,7 +26,8 @@ def test_multiclass_auroc_one_vs_rest_macro():
 def test_auroc_of_a_fold_missing_a_class_uses_the_classes_present():
     y = np.array([0, 0, 1, 1])
     proba = np.array([[0.5, 0.1, 0.4], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3], [0.3, 0.2, 0.5]])
-    # classes 0 and 1 only: renormalised p(1 | 0 or 1) = 1/6, 3/5, 6/7, 2/5 -> pairs (6/7 > all, 2/5 > 1/6) = 3 of 4
+    # classes 0 and 1 only: renormalised p(1 | 0 or 1) = 1/6, 3/5, 6/7, 2/5
+    # -> pairs (6/7 > all, 2/5 > 1/6) = 3 of 4
     assert classification_metrics(y, proba, 3)["auroc"] == pytest.approx(0.75)
 
 
@@ -52,6 +53,7 @@ def test_fast_metrics_equal_scikit_learn_on_random_cases():
             want = classification_metrics(y, p, c)
         got = fast_metrics(y, p, c)
         for k in want:
-            assert (np.isnan(want[k]) and np.isnan(got[k])) or abs(want[k] - got[k]) < 1e-9, (trial, k, want, got)
+            assert (np.isnan(want[k]) and np.isnan(got[k])) or abs(want[k] - got[k]) < 1e-9, \
+                (trial, k, want, got)
         checked += 1
     assert checked == 60

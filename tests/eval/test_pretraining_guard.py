@@ -9,7 +9,7 @@ from cytofm.data.hashing import hash_image
 from cytofm.data.pretraining_record import write_record
 from cytofm.eval.pretraining_guard import check_encoder, pretraining_record_for
 
-from tests.conftest import shared_data
+from tests.helpers import shared_data
 
 
 def test_record_found_through_the_weights_json_and_items_marked(tmp_path):
@@ -35,7 +35,8 @@ def test_record_found_through_the_weights_json_and_items_marked(tmp_path):
                    "phash": hash_image(tmp_path / "3.bmp").phash}], tmp_path / "w.rec.csv.gz")
     assert check_encoder(spec, hashes) == (0.25, "w.rec.csv.gz")
     assert check_encoder("handcrafted", hashes) == (None, "")
-    assert check_encoder(f"random:{tmp_path / '0.png'}", hashes) == (None, "")  # a file without a JSON beside it
+    # a file without a JSON beside it
+    assert check_encoder(f"random:{tmp_path / '0.png'}", hashes) == (None, "")
 
 
 def test_shipped_encoder_saw_the_pretraining_part_and_not_the_evaluation_part():

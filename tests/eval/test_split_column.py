@@ -47,32 +47,36 @@ def _store(tmp_path, splits):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    r = runner.invoke(app, ["extract", "--encoder", "handcrafted", "--input", str(tmp_path / "m.csv"), "--mode",
-                            "image", "--out", str(tmp_path / "f")])
+    r = runner.invoke(app, ["extract", "--encoder", "handcrafted", "--input", str(tmp_path / "m.csv"),
+                            "--mode", "image", "--out", str(tmp_path / "f")])
     assert r.exit_code == 0, r.output
     return tmp_path / "f"
 
 
 def test_probe_on_a_fixed_split_with_other_words_and_seeds(tmp_path):
     store = _store(tmp_path, ["training"] * 28 + ["testing"] * 12)
-    r = runner.invoke(app, ["probe", "--features", str(store), "--label", "label", "--out", str(tmp_path / "p"),
-                            "--split-column", "split", "--seeds", "0,1", "--methods", "linear"])
+    r = runner.invoke(app, ["probe", "--features", str(store), "--label", "label", "--out",
+                            str(tmp_path / "p"), "--split-column", "split", "--seeds", "0,1",
+                            "--methods", "linear"])
     assert r.exit_code == 0, r.output
     assert "folds do not apply" in plain(r.output) and "nan" not in r.stdout
-    row = next(r for r in csv.DictReader(open(tmp_path / "p" / "results.csv")) if r["metric"] == "balanced_accuracy")
+    row = next(r for r in csv.DictReader(open(tmp_path / "p" / "results.csv"))
+               if r["metric"] == "balanced_accuracy")
     assert row["n_splits"] == "2" and row["n_items"] == "12"  # every test item scored, both seeds trained
     assert float(row["ci95_low"]) <= float(row["mean"]) <= float(row["ci95_high"]) <= 1.0
 
 
 def test_unknown_split_values_are_refused_with_the_values_found(tmp_path):
     store = _store(tmp_path, ["train"] * 27 + ["holdout"] * 11 + ["test"] * 2)
-    r = runner.invoke(app, ["probe", "--features", str(store), "--label", "label", "--out", str(tmp_path / "p"),
-                            "--split-column", "split", "--methods", "linear"])
-    assert r.exit_code == 2 and "split column values not understood: 'holdout' (11)" in plain(r.output), r.output
+    r = runner.invoke(app, ["probe", "--features", str(store), "--label", "label", "--out",
+                            str(tmp_path / "p"), "--split-column", "split", "--methods", "linear"])
+    assert (r.exit_code == 2
+            and "split column values not understood: 'holdout' (11)" in plain(r.output)), r.output
 
 
 def test_bounded_interval_is_clipped_and_the_raw_one_kept():
     from cytofm.eval.cross_validation import bounded_interval
 
-    assert bounded_interval([-0.35, 1.85], (0.0, 1.0)) == {"ci95": [0.0, 1.0], "ci95_unclipped": [-0.35, 1.85]}
+    assert (bounded_interval([-0.35, 1.85], (0.0, 1.0))
+            == {"ci95": [0.0, 1.0], "ci95_unclipped": [-0.35, 1.85]})
     assert bounded_interval([0.2, 0.4], (0.0, 1.0))["ci95"] == [0.2, 0.4]

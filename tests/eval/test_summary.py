@@ -10,26 +10,30 @@ def _row(task, enc, mean, lo, hi, method="linear", n=700):
 
 
 def _comp(task, a, b, diff, lo, hi, holds, p=0.01, method="linear"):
-    return {"task": task, "method": method, "a": a, "b": b, "diff": diff, "diff_ci_low": lo, "diff_ci_high": hi,
-            "p_holm": p, "holds": holds}
+    return {"task": task, "method": method, "a": a, "b": b, "diff": diff, "diff_ci_low": lo,
+            "diff_ci_high": hi, "p_holm": p, "holds": holds}
 
 
 def test_sentences_orientation_and_plain_no():
-    rows = [_row("cells", "cytofm", 0.61, 0.58, 0.64), _row("cells", "random:vit_small_patch16_224", 0.52, 0.49, 0.55),
+    rows = [_row("cells", "cytofm", 0.61, 0.58, 0.64),
+            _row("cells", "random:vit_small_patch16_224", 0.52, 0.49, 0.55),
             _row("cells", "handcrafted", 0.63, 0.60, 0.66),
             _row("fields", "cytofm", 0.40, 0.30, 0.50, "abmil", 50),
             _row("fields", "random:vit_small_patch16_224", 0.45, 0.35, 0.55, "abmil", 50)]
     comps = [  # the benchmark writes "other vs first": A = other, B = the reference
         _comp("cells", "random:vit_small_patch16_224", "cytofm", -0.09, -0.12, -0.06, True, 0.002),
         _comp("cells", "handcrafted", "cytofm", 0.02, -0.01, 0.05, False, 0.4),
-        _comp("cells", "handcrafted", "random:vit_small_patch16_224", 0.11, 0.08, 0.14, True),  # no reference: left out
+        # no reference: left out
+        _comp("cells", "handcrafted", "random:vit_small_patch16_224", 0.11, 0.08, 0.14, True),
         _comp("fields", "random:vit_small_patch16_224", "cytofm", 0.05, -0.10, 0.20, False, 1.0, "abmil"),
     ]
     cells, fields = headline(rows, comps, "cytofm")
     assert cells == ("cells (linear, 700 items, balanced accuracy): best handcrafted 0.630 [0.600, 0.660]. "
                      "cytofm beats random:vit_small_patch16_224 by +0.090 [+0.060, +0.120] (Holm p 0.002). "
-                     "No difference established between cytofm and handcrafted: -0.020 [-0.050, +0.010] (Holm p 0.4).")
-    assert fields.startswith("fields (abmil, 50 items, balanced accuracy): best random:vit_small_patch16_224 0.450")
+                     "No difference established between cytofm and handcrafted: -0.020 [-0.050, +0.010] "
+                     "(Holm p 0.4).")
+    assert fields.startswith("fields (abmil, 50 items, balanced accuracy): "
+                             "best random:vit_small_patch16_224 0.450")
     assert "cytofm does NOT beat random init here: -0.050 [-0.200, +0.100]" in fields
 
 

@@ -11,11 +11,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cytofm.cli.main import app
+from cytofm.features.config import ExtractConfig
 from cytofm.features.extract import run_extract
 from cytofm.features.store import load_store, read_item
 from cytofm.models.zoo import create_encoder
 
-from tests.conftest import shared_data, smear
+from tests.helpers import shared_data, smear
 
 ENC = "random:vit_tiny_patch16_224"
 
@@ -39,7 +40,8 @@ def cells(tmp_path):
 
 
 def test_image_mode_store_schema_labels_and_identical_inputs(cells, tmp_path, encoder):
-    r = run_extract(encoder, cells, "image", tmp_path / "f", batch_size=3, workers=0, log=lambda m: None)
+    r = run_extract(encoder, ExtractConfig(input=str(cells), mode="image", out=str(tmp_path / "f"),
+                                           batch_size=3, workers=0), log=lambda m: None)
     rows = load_store(tmp_path / "f")
     assert sorted(x["label"] for x in rows) == ["abnormal"] * 2 + ["normal"] * 3
     feats = {x["id"]: read_item(x["h5"]) for x in rows}
@@ -47,12 +49,14 @@ def test_image_mode_store_schema_labels_and_identical_inputs(cells, tmp_path, en
     assert f.shape == (1, 192) and f.dtype == np.float32 and c.tolist() == [[0, 0]]
     assert attrs["encoder"] == "random" and attrs["weights_hash"] == encoder.weights_hash
     assert attrs["cytofm_version"] and attrs["mode"] == "image"
-    assert np.array_equal(feats["normal__c0"][0], feats["normal__dup"][0])  # identical inputs, identical features
+    # identical inputs, identical features
+    assert np.array_equal(feats["normal__c0"][0], feats["normal__dup"][0])
     assert not np.array_equal(feats["normal__c0"][0], feats["normal__c1"][0])
     skipped = list(csv.DictReader(open(tmp_path / "f" / "skipped.csv")))
     assert len(skipped) == 1 and "broken.png" in skipped[0]["path"]
     assert r["reused"] == 0
-    again = run_extract(encoder, cells, "image", tmp_path / "f", batch_size=3, workers=0, log=lambda m: None)
+    again = run_extract(encoder, ExtractConfig(input=str(cells), mode="image", out=str(tmp_path / "f"),
+                                               batch_size=3, workers=0), log=lambda m: None)
     assert again["reused"] == 5 and again["extracted"] == 0  # only the broken file is retried
 
 
@@ -62,7 +66,8 @@ def test_tiles_mode_prepares_and_batches_across_items(tmp_path, encoder):
     for i in range(3):
         rgb, _ = smear(h=240, w=320, seed=i)
         Image.fromarray(rgb).save(root / f"f{i}.png")
-    run_extract(encoder, root, "tiles", tmp_path / "f", batch_size=5, workers=0, log=lambda m: None)
+    run_extract(encoder, ExtractConfig(input=str(root), mode="tiles", out=str(tmp_path / "f"), batch_size=5,
+                                       workers=0), log=lambda m: None)
     rows = load_store(tmp_path / "f")
     assert len(rows) == 3 and (tmp_path / "f" / "prepared" / "manifest.csv").exists()
     for x in rows:
@@ -73,7 +78,8 @@ def test_tiles_mode_prepares_and_batches_across_items(tmp_path, encoder):
         assert attrs["patch_size"] == 224
     # same field written twice -> same features whatever the batch boundaries
     f0 = read_item(rows[0]["h5"])[0]
-    run_extract(encoder, tmp_path / "f" / "prepared", "tiles", tmp_path / "g", batch_size=2, workers=1, log=lambda m: None)
+    run_extract(encoder, ExtractConfig(input=str(tmp_path / "f" / "prepared"), mode="tiles",
+                                       out=str(tmp_path / "g"), batch_size=2, workers=1), log=lambda m: None)
     assert np.allclose(read_item(load_store(tmp_path / "g")[0]["h5"])[0], f0, atol=1e-5)
 
 
@@ -89,8 +95,8 @@ def test_tta_is_rotation_invariant(cells, tmp_path, encoder):
 
 
 def test_cli_typo_lists_valid_encoders(tmp_path, cells):
-    r = CliRunner().invoke(app, ["extract", "--encoder", "randm:vit", "--input", str(cells), "--mode", "image",
-                                 "--out", str(tmp_path / "o")])
+    r = CliRunner().invoke(app, ["extract", "--encoder", "randm:vit", "--input", str(cells), "--mode",
+                                 "image", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "did you mean 'random'" in r.output and "Traceback" not in r.output
 
 
@@ -107,7 +113,8 @@ def test_real_herlev_cells_and_bccd_fields(tmp_path, encoder):
         shutil.copy(herlev / rows[0]["image"], copy)
         w.writerow({**rows[0], "image": str(copy), "mask": ""})  # the same cell under another name
     notes = []
-    run_extract(encoder, sub, "image", tmp_path / "h", label_column="label7", workers=0, log=notes.append)
+    run_extract(encoder, ExtractConfig(input=str(sub), mode="image", out=str(tmp_path / "h"),
+                                       label_column="label7", workers=0), log=notes.append)
     assert any("with the same values; kept once" in n for n in notes)
     store = load_store(tmp_path / "h")
     assert len(store) == len(rows) + 1 and {x["label"] for x in store} <= {r["label7"] for r in rows}
@@ -120,7 +127,8 @@ def test_real_herlev_cells_and_bccd_fields(tmp_path, encoder):
         w = csv.DictWriter(f, fieldnames=list(b[0]))
         w.writeheader()
         w.writerows([{**r, "image": str(bccd / r["image"])} for r in b])
-    run_extract(encoder, sub, "tiles", tmp_path / "b", label_column="wbc_type", workers=0, log=lambda m: None)
+    run_extract(encoder, ExtractConfig(input=str(sub), mode="tiles", out=str(tmp_path / "b"),
+                                       label_column="wbc_type", workers=0), log=lambda m: None)
     store = load_store(tmp_path / "b")
     assert len(store) == 3 and all(int(x["n_instances"]) >= 4 for x in store)
     assert [x["label"] for x in store] == [r["wbc_type"] for r in b]
@@ -140,8 +148,8 @@ def test_fp32_extraction_equals_a_plain_forward(tmp_path):
         Image.fromarray(np.full((32, 32, 3), 60 + 90 * k, np.uint8)).save(tmp_path / f"{k}.png")
     enc = create_encoder("random:vit_tiny_patch16_224")
     said = []
-    run_extract(enc, tmp_path, "image", tmp_path / "f", batch_size=2, workers=0, device="cpu", precision="fp32",
-                log=said.append)
+    run_extract(enc, ExtractConfig(input=str(tmp_path), mode="image", out=str(tmp_path / "f"), batch_size=2,
+                                   workers=0, device="cpu", precision="fp32"), log=said.append)
     assert any("precision fp32" in m for m in said)
     for r in load_store(tmp_path / "f"):
         f, _, _ = read_item(r["h5"])

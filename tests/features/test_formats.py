@@ -36,12 +36,13 @@ from cytofm.cli.main import app
 from cytofm.config.loader import build_config
 from cytofm.data.config import PrepareConfig
 from cytofm.data.prepare import run_prepare
+from cytofm.features.config import ExtractConfig
 from cytofm.features.extract import run_extract
 from cytofm.features.formats.convert import export_store, import_folder
 from cytofm.features.formats.slides import patient_of, read_store
 from cytofm.models.zoo import create_encoder
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 runner = CliRunner()
 MPP, TARGET = 0.25, 0.5  # 40x slides cut at 20x: the field of view is twice the patch's pixels
@@ -70,8 +71,9 @@ def prepared(tmp_path_factory):
 @pytest.fixture(scope="module")
 def store(prepared):
     out = prepared / "store"
-    run_extract(create_encoder("handcrafted"), prepared / "prepared", "tiles", out, batch_size=32, workers=0,
-                device="cpu", log=lambda m: None)
+    run_extract(create_encoder("handcrafted"),
+                ExtractConfig(input=str(prepared / "prepared"), mode="tiles", out=str(out), batch_size=32,
+                              workers=0, device="cpu"), log=lambda m: None)
     return out
 
 
@@ -91,18 +93,21 @@ def test_store_coords_carry_the_trident_and_clam_geometry(prepared, store):
         assert a["patch_size_level0"] == size0 and a["patch_size"] == 64 and a["patch_level"] == 0
         assert a["level0_magnification"] == 40.0 and a["target_magnification"] == 20.0
         assert a["custom_downsample"] == 2.0 and a["overlap"] == 16  # stride 48 of 64 px at 20x
-        assert a["patch_size_level0"] == a["patch_size"] * a["level0_magnification"] // a["target_magnification"]
+        assert (a["patch_size_level0"]
+                == a["patch_size"] * a["level0_magnification"] // a["target_magnification"])
 
 
 def test_image_mode_has_a_field_of_view(prepared, tmp_path):
     out = tmp_path / "img"
-    run_extract(create_encoder("handcrafted"), prepared / "prepared", "image", out, workers=0, device="cpu",
-                log=lambda m: None)
+    run_extract(create_encoder("handcrafted"),
+                ExtractConfig(input=str(prepared / "prepared"), mode="image", out=str(out), workers=0,
+                              device="cpu"), log=lambda m: None)
     for h5 in (out / "features").glob("*.h5"):
         with h5py.File(h5) as f:
             a = dict(f["coords"].attrs)
         assert a["patch_size_level0"] == 320 and a["patch_size"] == 320  # the whole 320x256 field, not 0
-        assert a["level0_magnification"] == a["target_magnification"] == 40.0 and a["custom_downsample"] == 1.0
+        assert (a["level0_magnification"] == a["target_magnification"] == 40.0
+                and a["custom_downsample"] == 1.0)
 
 
 # --- readers written from each tool's format ----------------------------------------------------------
@@ -116,7 +121,8 @@ def trident_reader(job: Path) -> dict:
                 "name"} <= set(attrs)
         assert attrs["patch_size_level0"] == attrs["patch_size"] * attrs["level0_magnification"] // \
             attrs["target_magnification"]
-        out[h5.stem] = {"features": feats, "coords": coords, "fov0": int(attrs["patch_size_level0"]), "label": None}
+        out[h5.stem] = {"features": feats, "coords": coords, "fov0": int(attrs["patch_size_level0"]),
+                        "label": None}
     return out
 
 
@@ -147,8 +153,9 @@ def stamp_reader(root: Path) -> dict:
         assert attrs["unit"] == "um" and attrs["feat_type"] == "tile" and attrs["extractor"]
         tile_um, tile_px = float(attrs["tile_size_um"]), int(attrs["tile_size_px"])
         assert tile_um / tile_px == pytest.approx(TARGET)  # STAMP's CoordsInfo.mpp: the tiles' resolution
-        out[Path(r["FILENAME"]).stem] = {"features": feats, "coords": np.rint(coords_um / MPP).astype(np.int64),
-                                         "fov0": round(tile_um / MPP), "label": patients[r["PATIENT"]]["label"]}
+        out[Path(r["FILENAME"]).stem] = {
+            "features": feats, "coords": np.rint(coords_um / MPP).astype(np.int64),
+            "fov0": round(tile_um / MPP), "label": patients[r["PATIENT"]]["label"]}
     return out
 
 
@@ -207,7 +214,8 @@ def test_pt_files_are_read_without_running_code(tmp_path, monkeypatch):
     monkeypatch.delenv("CYTOFM_TRUST_WEIGHTS", raising=False)
     (tmp_path / "clam" / "pt_files").mkdir(parents=True)
     torch.save({"feats": Payload()}, tmp_path / "clam" / "pt_files" / "s.pt")
-    r = runner.invoke(app, ["convert", str(tmp_path / "clam"), "--from", "clam", "--out", str(tmp_path / "o")])
+    r = runner.invoke(app, ["convert", str(tmp_path / "clam"), "--from", "clam", "--out",
+                            str(tmp_path / "o")])
     assert r.exit_code == 2 and "refused to load" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "pwned").exists()
 
@@ -230,7 +238,9 @@ def test_stamp_needs_a_resolution(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(smear(h=64, w=64)[0]).save(src / "a.png")
-    run_extract(create_encoder("handcrafted"), src, "image", tmp_path / "st", workers=0, device="cpu", log=lambda m: None)
+    run_extract(create_encoder("handcrafted"),
+                ExtractConfig(input=str(src), mode="image", out=str(tmp_path / "st"), workers=0,
+                              device="cpu"), log=lambda m: None)
     r = runner.invoke(app, ["convert", str(tmp_path / "st"), "--to", "stamp", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "give --mpp" in r.output and "\n" not in r.output.strip()
     r = runner.invoke(app, ["convert", str(tmp_path / "st"), "--to", "stamp", "--out", str(tmp_path / "o"),
@@ -253,11 +263,13 @@ def test_a_patient_with_two_slides_stays_one_patient_in_every_tool(tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=0", "tiling.patch_size=64",
-                                                 "foreground.min_fraction=0", f"resolution.mpp={MPP}"])
+    cfg = build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=0",
+                                                 "tiling.patch_size=64", "foreground.min_fraction=0",
+                                                 f"resolution.mpp={MPP}"])
     run_prepare([str(src / "m.csv")], tmp_path / "prep", cfg, log=lambda m: None)
-    run_extract(create_encoder("handcrafted"), tmp_path / "prep", "tiles", tmp_path / "store", batch_size=32,
-                workers=0, device="cpu", log=lambda m: None)
+    run_extract(create_encoder("handcrafted"),
+                ExtractConfig(input=str(tmp_path / "prep"), mode="tiles", out=str(tmp_path / "store"),
+                              batch_size=32, workers=0, device="cpu"), log=lambda m: None)
     store_rows = _csv(tmp_path / "store" / "manifest.csv")
     assert sorted(r["patient"] for r in store_rows) == ["P1", "P1", "P2"]  # the user's column, as named
     assert sorted(r["specimen"] for r in store_rows) == ["P1", "P1", "P2"]  # and the one the splits group by
@@ -270,7 +282,8 @@ def test_a_patient_with_two_slides_stays_one_patient_in_every_tool(tmp_path):
     assert {r["FILENAME"].removesuffix(".h5"): r["PATIENT"] for r in slide_table} == by_file
     export_store(tmp_path / "store", "trident", tmp_path / "trident")
     wsi = _csv(tmp_path / "trident" / "wsi_list.csv")
-    assert {r["slide_id"]: r["patient"] for r in wsi} == by_file and {r["wsi"] for r in wsi} == {"s0.png", "s1.png", "s2.png"}
+    assert ({r["slide_id"]: r["patient"] for r in wsi} == by_file
+            and {r["wsi"] for r in wsi} == {"s0.png", "s1.png", "s2.png"})
     for tool in ("clam", "stamp", "trident"):
         import_folder(tmp_path / tool, tool, tmp_path / f"back_{tool}")
         back = {s.id: patient_of(s) for s in read_store(tmp_path / f"back_{tool}")}

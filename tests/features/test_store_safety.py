@@ -16,14 +16,17 @@ from cytofm.cli.main import app
 from cytofm.config.loader import build_config
 from cytofm.data.config import PrepareConfig
 from cytofm.data.prepare import run_prepare
+from cytofm.features.config import ExtractConfig
 from cytofm.features.extract import run_extract
 from cytofm.features.store import StoreError, load_store, read_item
 from cytofm.models.zoo import create_encoder
 from cytofm.utils.lock import FolderLock, FolderLocked
 
-from tests.conftest import smear
+from tests.helpers import smear
 
-QUIET = dict(workers=0, log=lambda m: None)
+
+def quiet(message: str) -> None:
+    pass
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +62,19 @@ def test_second_writer_refused_with_holder_then_stale_lock_taken_over(tmp_path, 
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(FolderLocked, match=rf"pid {holder.pid} on .*started 20"):
-            run_extract(enc, cells, "image", out, **QUIET)
-        r = CliRunner().invoke(app, ["extract", "--encoder", "random:vit_tiny_patch16_224", "--input", str(cells),
-                                     "--mode", "image", "--out", str(out)])
+            run_extract(enc, ExtractConfig(input=str(cells), mode="image", out=str(out), workers=0),
+                        log=quiet)
+        r = CliRunner().invoke(app, ["extract", "--encoder", "random:vit_tiny_patch16_224", "--input",
+                                     str(cells), "--mode", "image", "--out", str(out)])
         assert r.exit_code == 2 and f"pid {holder.pid}" in r.output and "Traceback" not in r.output
         assert not (out / "features").exists() or not list((out / "features").glob("*.h5"))
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     notes = []
-    r = run_extract(enc, cells, "image", out, workers=0, log=notes.append)  # the dead holder's lock is taken over
+    # the dead holder's lock is taken over
+    r = run_extract(enc, ExtractConfig(input=str(cells), mode="image", out=str(out), workers=0),
+                    log=notes.append)
     assert r["extracted"] == 3
     assert any(f"taking over the lock left by pid {holder.pid}" in n for n in notes)
     with FolderLock(out):  # released after the run
@@ -77,11 +83,13 @@ def test_second_writer_refused_with_holder_then_stale_lock_taken_over(tmp_path, 
 
 @pytest.mark.slow  # two real processes importing torch: ~30 s on 2 cores
 def test_two_concurrent_extracts_one_refused(tmp_path):
-    """Two real `cytofm extract` processes with different encoders into one folder: one wins, one is refused."""
+    """Two real `cytofm extract` processes with different encoders into one folder: one wins, one is
+    refused."""
     cells, out = _cells(tmp_path / "cells", 12), tmp_path / "f"
-    cmd = [sys.executable, "-m", "cytofm", "extract", "--input", str(cells), "--mode", "image", "--out", str(out),
-           "--workers", "0", "--encoder"]
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "src")))
+    cmd = [sys.executable, "-m", "cytofm", "extract", "--input", str(cells), "--mode", "image", "--out",
+           str(out), "--workers", "0", "--encoder"]
+    env = dict(os.environ,
+               PYTHONPATH=os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "src")))
     procs = [subprocess.Popen(cmd + [e], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for e in ("random:vit_tiny_patch16_224", "handcrafted")]
     outs = [p.communicate(timeout=240)[0] for p in procs]
@@ -96,13 +104,15 @@ def test_two_concurrent_extracts_one_refused(tmp_path):
 
 def test_other_encoder_refused_and_mixed_store_refused_by_probe(tmp_path, enc, enc2):
     cells, out = _cells(tmp_path / "cells"), tmp_path / "f"
-    run_extract(enc, cells, "image", out, **QUIET)
+    run_extract(enc, ExtractConfig(input=str(cells), mode="image", out=str(out), workers=0), log=quiet)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "features").glob("*.h5")}
     with pytest.raises(StoreError, match="holds features of random .* this run would add handcrafted"):
-        run_extract(enc2, cells, "image", out, **QUIET)
+        run_extract(enc2, ExtractConfig(input=str(cells), mode="image", out=str(out), workers=0), log=quiet)
     with pytest.raises(StoreError, match="holds features of random .*TTA"):
-        run_extract(enc, cells, "image", out, tta=True, **QUIET)
-    assert {p.name: p.stat().st_mtime_ns for p in (out / "features").glob("*.h5")} == before  # nothing touched
+        run_extract(enc, ExtractConfig(input=str(cells), mode="image", out=str(out), tta=True, workers=0),
+                    log=quiet)
+    # nothing touched
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "features").glob("*.h5")} == before
     # a store mixed by hand (or by an older cytofm): probe and mil refuse it with a message
     with h5py.File(out / "features" / "c1.h5", "r+") as f:
         f.attrs["weights_hash"] = "0123456789abcdef"
@@ -112,7 +122,7 @@ def test_other_encoder_refused_and_mixed_store_refused_by_probe(tmp_path, enc, e
     with pytest.raises(StoreError, match="mixes features"):
         load_store(out)
     with pytest.raises(StoreError, match="mixes features"):
-        run_extract(enc, cells, "image", out, **QUIET)
+        run_extract(enc, ExtractConfig(input=str(cells), mode="image", out=str(out), workers=0), log=quiet)
     import csv
     rows = list(csv.DictReader(open(out / "manifest.csv")))
     with open(out / "manifest.csv", "w", newline="") as f:
@@ -120,8 +130,10 @@ def test_other_encoder_refused_and_mixed_store_refused_by_probe(tmp_path, enc, e
         w.writeheader()
         w.writerows([{**r, "label": "ab"[i % 2]} for i, r in enumerate(rows)])
     for cmd in ("probe", "mil"):
-        r = CliRunner().invoke(app, [cmd, "--features", str(out), "--label", "label", "--out", str(tmp_path / cmd)])
-        assert r.exit_code == 2 and "mixes features of several encoders" in r.output and "Traceback" not in r.output
+        r = CliRunner().invoke(app, [cmd, "--features", str(out), "--label", "label", "--out",
+                                     str(tmp_path / cmd)])
+        assert (r.exit_code == 2 and "mixes features of several encoders" in r.output
+                and "Traceback" not in r.output)
 
 
 def test_reprepared_with_another_patch_size_is_extracted_again(tmp_path, enc):
@@ -132,14 +144,14 @@ def test_reprepared_with_another_patch_size_is_extracted_again(tmp_path, enc):
     prep, out = tmp_path / "prep", tmp_path / "f"
     def cfg(ps):
         return build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=0",
-                                                                 f"tiling.patch_size={ps}"])
+                                                      f"tiling.patch_size={ps}"])
     run_prepare([str(fields)], prep, cfg(96), log=lambda m: None)
-    r = run_extract(enc, prep, "tiles", out, **QUIET)
+    r = run_extract(enc, ExtractConfig(input=str(prep), mode="tiles", out=str(out), workers=0), log=quiet)
     assert r["extracted"] == 2 and r["reused"] == 0
-    again = run_extract(enc, prep, "tiles", out, **QUIET)
+    again = run_extract(enc, ExtractConfig(input=str(prep), mode="tiles", out=str(out), workers=0), log=quiet)
     assert again["reused"] == 2 and again["extracted"] == 0
     run_prepare([str(fields)], prep, cfg(192), log=lambda m: None)
-    r = run_extract(enc, prep, "tiles", out, **QUIET)
+    r = run_extract(enc, ExtractConfig(input=str(prep), mode="tiles", out=str(out), workers=0), log=quiet)
     assert r["reused"] == 0 and r["extracted"] == 2
     for row in load_store(out):
         f, c, a = read_item(row["h5"])
@@ -149,24 +161,25 @@ def test_reprepared_with_another_patch_size_is_extracted_again(tmp_path, enc):
 
 def test_replaced_image_with_same_name_size_and_mtime_is_extracted_again(tmp_path, enc):
     cells, out = _cells(tmp_path / "cells"), tmp_path / "f"
-    run_extract(enc, cells, "image", out, **QUIET)
+    run_extract(enc, ExtractConfig(input=str(cells), mode="image", out=str(out), workers=0), log=quiet)
     p = cells / "c1.png"
     st = p.stat()
     old = read_item(out / "features" / "c1.h5")[0]
     new = smear(h=40, w=40, cells=((10, 30, 9),), color=(30, 140, 60), seed=7)[0]
     Image.fromarray(new).save(p)
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # cp -p style: same mtime
-    r = run_extract(enc, cells, "image", out, **QUIET)
+    r = run_extract(enc, ExtractConfig(input=str(cells), mode="image", out=str(out), workers=0), log=quiet)
     assert r["extracted"] == 1 and r["reused"] == 2
     f, _, a = read_item(out / "features" / "c1.h5")
     assert a["source_sha256"] == _sha(p) and not np.allclose(f, old)
     # a prepared dataset whose source changed afterwards: its coords are stale, the item is refused
     prep = tmp_path / "prep"
-    run_prepare([str(cells)], prep, build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=0",
-                                                                           "tiling.patch_size=16"]), log=lambda m: None)
+    run_prepare([str(cells)], prep, build_config(PrepareConfig, overrides=[
+        "output.workers=1", "output.qa_thumbnails=0", "tiling.patch_size=16"]), log=lambda m: None)
     Image.fromarray(smear(h=40, w=40, seed=9)[0]).save(cells / "c2.png")
     notes = []
-    r = run_extract(enc, prep, "tiles", tmp_path / "g", workers=0, log=notes.append)
+    r = run_extract(enc, ExtractConfig(input=str(prep), mode="tiles", out=str(tmp_path / "g"), workers=0),
+                    log=notes.append)
     assert any("c2.png: the file changed since `cytofm prepare`" in n for n in notes)
     assert sorted(x["id"] for x in load_store(tmp_path / "g")) == ["c0", "c1"]
 
@@ -178,11 +191,11 @@ def test_ids_never_shift_when_a_clashing_file_is_added(tmp_path, enc):
     for i, n in enumerate(names):
         Image.fromarray(smear(h=40, w=40, cells=((20, 20, 5 + 4 * i),), seed=i)[0]).save(root / n)
     out = tmp_path / "f"
-    run_extract(enc, root, "image", out, **QUIET)
+    run_extract(enc, ExtractConfig(input=str(root), mode="image", out=str(out), workers=0), log=quiet)
     first = {r["id"]: os.path.basename(r["path"]) for r in load_store(out)}
     assert len(first) == 3 and first["a_b"] == "a_b.jpg"
     Image.fromarray(smear(h=40, w=40, cells=((20, 20, 17),), seed=5)[0]).save(root / "a+b.jpg")
-    r = run_extract(enc, root, "image", out, **QUIET)
+    r = run_extract(enc, ExtractConfig(input=str(root), mode="image", out=str(out), workers=0), log=quiet)
     assert r["reused"] == 3 and r["extracted"] == 1
     rows = load_store(out)
     after = {x["id"]: os.path.basename(x["path"]) for x in rows}
@@ -193,5 +206,6 @@ def test_ids_never_shift_when_a_clashing_file_is_added(tmp_path, enc):
     clashes = list(csv.DictReader(open(out / "id_collisions.csv")))
     assert len(clashes) == 4 and {c["shared_name"] for c in clashes} == {"a_b"}
     # a fresh store gets the same ids for the same files: derived from each file's own name
-    run_extract(enc, root, "image", tmp_path / "g", **QUIET)
+    run_extract(enc, ExtractConfig(input=str(root), mode="image", out=str(tmp_path / "g"), workers=0),
+                log=quiet)
     assert {x["id"]: os.path.basename(x["path"]) for x in load_store(tmp_path / "g")} == after

@@ -51,7 +51,8 @@ def test_transmil_is_order_sensitive_by_design():
         assert not torch.allclose(a, b, atol=1e-4)
         m.ppeg.proj7.weight.zero_(), m.ppeg.proj5.weight.zero_(), m.ppeg.proj3.weight.zero_()
         m.ppeg.proj7.bias.zero_(), m.ppeg.proj5.bias.zero_(), m.ppeg.proj3.bias.zero_()
-        # without the position encoding, a square bag is a set again (attention alone is permutation-equivariant)
+        # without the position encoding, a square bag is a set again (attention alone is
+        # permutation-equivariant)
         assert torch.allclose(m(x)[0], m(x[:, torch.randperm(9)])[0], atol=1e-5)
 
 
@@ -71,7 +72,8 @@ def test_every_model_learns_a_planted_instance(name):
     train = [bag(i % 2 == 1) for i in range(160)]
     test = [bag(i % 2 == 1) for i in range(60)]
     y_tr, y_te = np.arange(160) % 2, np.arange(60) % 2
-    cfg = MILTrainConfig(epochs=15, batch_size=16, lr=1e-3, dropout=0.0, patience=30, model=name)  # measured: 1.0 (TransMIL), 0.97 (ABMIL)
+    # measured: 1.0 (TransMIL), 0.97 (ABMIL)
+    cfg = MILTrainConfig(epochs=15, batch_size=16, lr=1e-3, dropout=0.0, patience=30, model=name)
     m = train_mil(train, y_tr, test[:20], y_te[:20], 2, cfg)
     probs, _ = predict(m, test)
     assert (probs.argmax(1) == y_te).mean() >= 0.85

@@ -38,13 +38,15 @@ def test_fast_machine_runs_everything():
 def test_slow_machine_gets_fewer_items_within_budget():
     p = plan_demo(_machine(5.0, 2.5))
     assert p.reduced and p.total_s <= dp.BUDGET_S
-    assert dp.MIN_CELLS <= p.cells < 763 and dp.MIN_FIELDS <= p.fields < 50 and p.iterations >= dp.MIN_ITERATIONS
+    assert (dp.MIN_CELLS <= p.cells < 763 and dp.MIN_FIELDS <= p.fields < 50
+            and p.iterations >= dp.MIN_ITERATIONS)
     assert any("fewer items" in ln for ln in p.lines())
 
 
 def test_hopeless_machine_runs_the_minimum_and_says_so():
     p = plan_demo(_machine(40.0, 20.0))
-    assert (p.iterations, p.cells, p.fields, p.maps) == (dp.MIN_ITERATIONS, dp.MIN_CELLS, dp.MIN_FIELDS, dp.MIN_MAPS)
+    assert ((p.iterations, p.cells, p.fields, p.maps)
+            == (dp.MIN_ITERATIONS, dp.MIN_CELLS, dp.MIN_FIELDS, dp.MIN_MAPS))
     assert any(ln.startswith("warning: even the smallest useful demo needs about") for ln in p.lines())
 
 
@@ -63,14 +65,16 @@ def test_stratified_subset_keeps_every_class_and_is_seeded():
 
 
 def test_sized_tasks_point_at_absolute_subsets_whatever_the_current_folder(tmp_path, monkeypatch):
-    """`cytofm demo --out cytofm-demo` (relative) once made the benchmark look for the subset inside the sample."""
+    """`cytofm demo --out cytofm-demo` (relative) once made the benchmark look for the subset inside the
+    sample."""
     from cytofm.config.loader import build_config
     from cytofm.eval.config import BenchmarkConfig
     from cytofm.pipeline.demo import _sized_tasks, demo_data_dir
 
     monkeypatch.chdir(tmp_path)
     plan = plan_demo(_machine(5.0, 2.5))
-    tasks = _sized_tasks(build_config(BenchmarkConfig, "benchmark", "demo").tasks, demo_data_dir(), Path("plan"), plan)
+    tasks = _sized_tasks(build_config(BenchmarkConfig, "benchmark", "demo").tasks, demo_data_dir(),
+                         Path("plan"), plan)
     cells, fields = tasks
     for p in (cells.data, cells.points, fields.data):
         assert Path(p).is_absolute() and Path(p).is_file(), p
@@ -87,4 +91,5 @@ def test_replan_after_pretraining_grows_or_shrinks_the_items_to_the_time_left():
     tight = replan_items(busy, _machine(5.0, 2.5), 60.0, 90.0)
     assert (tight.cells, tight.fields) == (dp.MIN_CELLS, dp.MIN_FIELDS)
     mid = replan_items(busy, _machine(5.0, 2.5), 600.0, 90.0)  # 362 s at the minimum, 822 s in full
-    assert dp.MIN_CELLS < mid.cells < 763 and sum(v for k, v in mid.estimate.items() if k != "pretraining") <= 600
+    assert (dp.MIN_CELLS < mid.cells < 763
+            and sum(v for k, v in mid.estimate.items() if k != "pretraining") <= 600)

@@ -83,7 +83,8 @@ def test_part_manifest_keeps_the_part_with_absolute_paths_and_refuses_unknown_im
                          tmp_path / "out" / "manifest.csv")
     assert n == 1 and _rows(m) == [{"image": str((root / "images" / "a.png").resolve()), "label": "x"}]
     with pytest.raises(ValueError, match="manifest.csv: 1 image"):
-        part_manifest(root / "manifest.csv", {"images/a.png": "eval"}, "eval", tmp_path / "o2" / "manifest.csv")
+        part_manifest(root / "manifest.csv", {"images/a.png": "eval"}, "eval",
+                      tmp_path / "o2" / "manifest.csv")
 
 
 def test_shipped_split_is_read_by_name_and_a_task_reads_its_eval_part(tmp_path):
@@ -103,7 +104,8 @@ def test_task_input_writes_the_eval_part_manifest(field, tmp_path):
     task = TaskConfig(name="t", data="manifest.csv", label="label", split="split.csv")
     m = _task_input(task, root / "manifest.csv", root, tmp_path / "out", log=lambda s: None)
     assert [r["label"] for r in _rows(m)] == ["y"]
-    cells = TaskConfig(name="c", data="manifest.csv", label="type", split="split.csv", points="cells.csv", crop_size=8)
+    cells = TaskConfig(name="c", data="manifest.csv", label="type", split="split.csv", points="cells.csv",
+                       crop_size=8)
     m = _task_input(cells, root / "manifest.csv", root, tmp_path / "out", log=lambda s: None)
     assert [r["type"] for r in _rows(m)] == ["normal", "drop"]
 
@@ -117,17 +119,21 @@ def test_pretraining_guard_checks_the_field_a_crop_was_cut_from(field, tmp_path)
 
     root, _ = field
     # field b differs from a, so that the guard can tell them apart
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 20, 3)).astype(np.uint8)).save(root / "images" / "b.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 20, 3)).astype(np.uint8)).save(
+        root / "images" / "b.png")
     m, _ = point_crops(root / "cells.csv", "type", 4, tmp_path / "crops", exclude=("drop",))
     rows = _rows(m)
-    assert [r["source_image"] for r in rows] == [str((root / "images" / f).resolve()) for f in ("a.png", "a.png", "b.png")]
+    assert ([r["source_image"] for r in rows]
+            == [str((root / "images" / f).resolve()) for f in ("a.png", "a.png", "b.png")])
     store = tmp_path / "store"
     store.mkdir()
     ids = [f"c{k}" for k in range(3)]
     write_csv(store / "manifest.csv", [dict(r, id=i) for i, r in zip(ids, rows, strict=True)])
     crops = [hash_image(r["path"]) for r in rows]
     guard = _source_hashes(store, ids, crops)
-    record = [{"sha256": hash_image(root / "images" / "a.png").sha256, "phash": hash_image(root / "images" / "a.png").phash}]
+    record = [{"sha256": hash_image(root / "images" / "a.png").sha256,
+               "phash": hash_image(root / "images" / "a.png").phash}]
     assert seen_in_pretraining(guard, record).tolist() == [True, True, False]
-    assert seen_in_pretraining(crops, record).tolist() == [False, False, False]  # what the crops alone would say
+    # what the crops alone would say
+    assert seen_in_pretraining(crops, record).tolist() == [False, False, False]
     assert _source_hashes(store, ids, None) is None

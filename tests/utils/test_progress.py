@@ -74,7 +74,8 @@ def test_eta_from_the_rate_after_the_first_unit():
     # the first unit finished at t=10 s (start-up before it); 4 more by t=18 s: 0.5 units/s, 16 left -> 32 s
     t = {"warm": (10.0, 1), "completed": 5, "total": 21}
     assert PlainProgress.eta(t, 18.0) == pytest.approx(32.0)
-    assert PlainProgress.eta({**t, "completed": 2}, 18.0) is None  # one unit past the warm-up: no estimate yet
+    # one unit past the warm-up: no estimate yet
+    assert PlainProgress.eta({**t, "completed": 2}, 18.0) is None
     assert PlainProgress.eta({**t, "warm": None}, 18.0) is None
 
 
@@ -82,7 +83,8 @@ def test_first_eta_not_inflated_by_a_slow_first_unit(monkeypatch):
     monkeypatch.setattr(common, "_verbosity", 0)
     buf = io.StringIO()
     now = [0.0]
-    fake = type("Clock", (), {"monotonic": staticmethod(lambda: now[0]), "strftime": staticmethod(time.strftime)})
+    fake = type("Clock", (),
+                {"monotonic": staticmethod(lambda: now[0]), "strftime": staticmethod(time.strftime)})
     monkeypatch.setattr(common, "time", fake)
     p = PlainProgress(stream=buf, interval=0.5)  # no heartbeat thread: lines come from updates only
     k = p.add_task("x", total=100)

@@ -45,7 +45,8 @@ def test_after_the_work_a_late_signal_only_ends_the_process():
     try:
         terminate_as_interrupt()
         default_stop_signals()
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+        assert (signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+                and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

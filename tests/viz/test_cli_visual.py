@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cytofm.cli.main import app
 from cytofm.features.store import write_item
 
-from tests.conftest import smear
+from tests.helpers import smear
 
 runner = CliRunner()
 
@@ -18,8 +18,8 @@ def plain(s: str) -> str:
 
 
 def _voc(path, boxes):
-    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
-                   f"<ymax>{b[3]}</ymax></bndbox></object>" for n, b in boxes)
+    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+                   f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b in boxes)
     path.write_text(f"<annotation>{objs}</annotation>")
 
 
@@ -32,7 +32,8 @@ def _store(root, items, dims=8, seed=0):
         d = dims if not isinstance(dims, list) else dims[k]
         write_item(root / "features" / f"{i}.h5", rng.normal(size=(len(coords), d)) + (3.0 * (label == "b")),
                    np.asarray(coords), {"patch_size": 32, "patch_size_level0": 32, "source_path": str(path)})
-        rows.append({"id": i, "path": str(path), "h5": f"features/{i}.h5", "n_instances": len(coords), "label": label})
+        rows.append({"id": i, "path": str(path), "h5": f"features/{i}.h5", "n_instances": len(coords),
+                     "label": label})
     with open(root / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -53,9 +54,11 @@ def test_mil_heatmap_planted_patch_scores_and_figures(tmp_path):
     np.savez(run / "attention_0.npz", field1=w / w.sum())
     (tmp_path / "ann").mkdir()
     _voc(tmp_path / "ann" / "field1.xml", [("WBC", (66, 34, 94, 62)), ("RBC", (0, 0, 20, 20))])
-    r = runner.invoke(app, ["heatmap", "--mil", str(run), "--boxes", str(tmp_path / "ann"), "--out", str(tmp_path / "o")])
+    r = runner.invoke(app, ["heatmap", "--mil", str(run), "--boxes", str(tmp_path / "ann"), "--out",
+                            str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "o" / "field1_heatmap.png").is_file() and (tmp_path / "o" / "field1_gallery.png").is_file()
+    assert ((tmp_path / "o" / "field1_heatmap.png").is_file()
+            and (tmp_path / "o" / "field1_gallery.png").is_file())
     row = next(csv.DictReader(open(tmp_path / "o" / "localization.csv")))
     assert row["hit"] == "True"
     # box covers 28x28 of the 32x32 top patch: mass ~ 0.92 x 0.89 of the weight, far above uniform
@@ -90,11 +93,12 @@ def test_umap_png_html_and_report(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     _store(tmp_path / "store", [(f"i{k}", img, [(0, 0)], "a" if k < 15 else "b") for k in range(30)])
     out = tmp_path / "run" / "umap_label.png"
-    r = runner.invoke(app, ["umap", "--features", str(tmp_path / "store"), "--color-by", "label", "--out", str(out),
-                            "--method", "pca"])
+    r = runner.invoke(app, ["umap", "--features", str(tmp_path / "store"), "--color-by", "label", "--out",
+                            str(out), "--method", "pca"])
     assert r.exit_code == 0, r.output
     assert out.is_file() and "<circle" in out.with_suffix(".html").read_text()
-    (tmp_path / "run" / "localization.csv").write_text("id,mass,hit,chance_mass,chance_hit\na,0.5,True,0.1,0.2\nb,0.3,False,0.1,0.2\n")
+    (tmp_path / "run" / "localization.csv").write_text("id,mass,hit,chance_mass,chance_hit\n"
+                                                       "a,0.5,True,0.1,0.2\nb,0.3,False,0.1,0.2\n")
     (tmp_path / "run" / "results.md").write_text("| task | bacc |\n|---|---|\n| t | 0.9 +- 0.1 |\n")
     (tmp_path / "run" / "config.yaml").write_text("a: 1\n")
     with open(tmp_path / "run" / "metrics.csv", "w") as f:
@@ -102,7 +106,8 @@ def test_umap_png_html_and_report(tmp_path):
     r = runner.invoke(app, ["report", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
     html = (tmp_path / "run" / "report.html").read_text()
-    assert "<td>0.9 +- 0.1</td>" in html and "pointing game 0.500" in html and html.count("data:image/png;base64,") == 2  # umap + curves
+    assert ("<td>0.9 +- 0.1</td>" in html and "pointing game 0.500" in html
+            and html.count("data:image/png;base64,") == 2)  # umap + curves
     assert "http://" not in html and "https://" not in html and "srcdoc" in html and "a: 1" in html
 
 
@@ -110,10 +115,12 @@ def test_umap_bad_inputs(tmp_path):
     img = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     _store(tmp_path / "s1", [(f"i{k}", img, [(0, 0)], "a") for k in range(5)])
-    r = runner.invoke(app, ["umap", "--features", str(tmp_path / "s1"), "--color-by", "stain", "--out", str(tmp_path / "u.png")])
+    r = runner.invoke(app, ["umap", "--features", str(tmp_path / "s1"), "--color-by", "stain", "--out",
+                            str(tmp_path / "u.png")])
     assert r.exit_code == 2 and "no column 'stain'" in plain(r.output)
     _store(tmp_path / "s2", [(f"i{k}", img, [(0, 0)], "a") for k in range(5)], dims=[8, 8, 8, 4, 8])
-    r = runner.invoke(app, ["umap", "--features", str(tmp_path / "s2"), "--color-by", "label", "--out", str(tmp_path / "u.png")])
+    r = runner.invoke(app, ["umap", "--features", str(tmp_path / "s2"), "--color-by", "label", "--out",
+                            str(tmp_path / "u.png")])
     assert r.exit_code == 2 and "different sizes" in plain(r.output)
 
 
@@ -158,8 +165,10 @@ def test_heatmap_that_draws_nothing_fails_with_the_reason(tmp_path):
     d = tmp_path / "cells"
     d.mkdir()
     (d / "broken.png").write_bytes(b"not a png")
-    r = runner.invoke(app, ["heatmap", str(d), "--encoder", "random:vit_tiny_patch16_224", "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "no figure was drawn" in plain(r.output) and "broken.png" in plain(r.output), r.output
+    r = runner.invoke(app, ["heatmap", str(d), "--encoder", "random:vit_tiny_patch16_224", "--out",
+                            str(tmp_path / "o")])
+    assert (r.exit_code == 1 and "no figure was drawn" in plain(r.output)
+            and "broken.png" in plain(r.output)), r.output
 
 
 def test_outputs_that_are_files_or_unwritable_are_refused_before_work(tmp_path):
@@ -167,7 +176,8 @@ def test_outputs_that_are_files_or_unwritable_are_refused_before_work(tmp_path):
 
     f = tmp_path / "a_file"
     f.write_text("x")
-    r = runner.invoke(app, ["umap", "--features", str(tmp_path), "--color-by", "label", "--out", str(tmp_path)])
+    r = runner.invoke(app, ["umap", "--features", str(tmp_path), "--color-by", "label", "--out",
+                            str(tmp_path)])
     assert r.exit_code == 2 and "is a folder; give a file name" in plain(r.output)
     r = runner.invoke(app, ["heatmap", str(tmp_path), "--out", str(f)])
     assert r.exit_code == 2 and "is a file, not a folder" in plain(r.output)

@@ -43,7 +43,8 @@ def test_patch_scores_perfect_uniform_and_partial():
 def test_summarise_means():
     s = summarise([{"mass": 1, "hit": True, "chance_mass": 0.1, "chance_hit": 0.1},
                    {"mass": 0, "hit": False, "chance_mass": 0.3, "chance_hit": 0.2}])
-    assert s == {"n": 2, "mass": 0.5, "hit": 0.5, "chance_mass": pytest.approx(0.2), "chance_hit": pytest.approx(0.15)}
+    assert s == {"n": 2, "mass": 0.5, "hit": 0.5, "chance_mass": pytest.approx(0.2),
+                 "chance_hit": pytest.approx(0.15)}
 
 
 def test_planted_patch_lights_the_right_spot():

@@ -14,7 +14,8 @@ def test_summary_first_and_large_figures_downscaled(tmp_path):
     run = tmp_path / "run"
     (run / "benchmark").mkdir(parents=True)
     (run / "benchmark" / "results.md").write_text("| task | bacc |\n|---|---|\n| t | 0.9 |\n")
-    (run / "benchmark" / "summary.md").write_text("## Summary\n\n- cells (linear): cytofm does NOT beat random init.\n")
+    (run / "benchmark" / "summary.md").write_text(
+        "## Summary\n\n- cells (linear): cytofm does NOT beat random init.\n")
     noise = np.random.default_rng(0).integers(0, 255, (1200, 1600, 3)).astype(np.uint8)
     Image.fromarray(noise).save(run / "big_heatmap.png")
     Image.fromarray(noise[:40, :40]).save(run / "small_heatmap.png")

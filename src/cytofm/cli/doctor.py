@@ -73,7 +73,7 @@ def collect() -> list[tuple[str, str, bool]]:
     for syntax, status in usable_encoders():
         rows.append((f"encoder {syntax}", status, not status.startswith("needs")))
     from cytofm.mil.registry import MIL_MODELS
-    from cytofm.ssl.methods import METHODS
+    from cytofm.ssl.method_registry import METHODS
 
     for kind, registry in (("SSL method", METHODS), ("MIL model", MIL_MODELS)):
         rows += [(f"{kind} {e.name}", e.description, True) for e in registry.entries()]

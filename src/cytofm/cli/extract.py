@@ -76,7 +76,6 @@ def extract(
     except (EncoderError, ValueError) as e:
         fail(str(e))
     with torchrun_group(cfg.device), make_progress() as progress:
-        r = run_extract(enc, Path(cfg.input), cfg.mode, Path(cfg.out), cfg.batch_size, cfg.tta, cfg.workers, cfg.device,
-                        cfg.precision, cfg.label_column, progress=progress, log=info)
+        r = run_extract(enc, cfg, progress=progress, log=info)
     console.print(f"[green]extracted[/green] {r['extracted']} item(s) ({r['instances']} instances, "
                   f"{r['instances_per_s']:.1f}/s); {r['reused']} reused; {r['skipped']} skipped -> {cfg.out}/manifest.csv")

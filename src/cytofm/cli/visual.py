@@ -82,11 +82,8 @@ def heatmap(
 
         cytofm heatmap fields/ --boxes annotations/ --out maps limit=24
 
-        cytofm heatmap --mil runs/mil --boxes ../shared/data/bccd/annotations --out maps
+        cytofm heatmap --mil runs/mil --boxes annotations/ --out maps
     """
-    import numpy as np
-    import yaml
-
     images, overrides = split_overrides(inputs)
     if images:
         ctx.params["inputs"] = images
@@ -94,7 +91,6 @@ def heatmap(
         ctx.params.pop("inputs", None)
     cfg = resolve_settings(ctx, H, config, overrides, print_config, {"out": "--out DIR"})
     from cytofm.utils.io import check_writable_dir
-    from cytofm.viz.heatmaps import mil_heatmaps, vit_heatmaps, warn_unmatched_boxes
 
     out = check_writable_dir(cfg.out)
     started = time.time()
@@ -108,44 +104,58 @@ def heatmap(
     if boxes is not None and not boxes.is_dir():
         fail(f"--boxes {boxes}: not a folder of VOC XML files")
     if cfg.mil is not None:
-        mil = Path(cfg.mil)
-        if cfg.inputs:
-            fail("give either images or --mil RUN, not both")
-        cfg_path, att = mil / "config.yaml", mil / f"attention_{cfg.seed}.npz"
-        if not cfg_path.is_file() or not att.is_file():
-            fail(f"{mil}: not a `cytofm mil` run (needs config.yaml and attention_{cfg.seed}.npz)")
-        features = Path(yaml.safe_load(cfg_path.read_text())["features"])
-        with np.load(att) as z:
-            attention = {k: z[k] for k in z.files}
-        if boxes is not None:
-            from cytofm.features.store import load_store
-
-            warn_unmatched_boxes(boxes, [r["path"] for r in load_store(features) if r["id"] in attention],
-                                 cfg.box_class, log)
-        scores = mil_heatmaps(features, attention, out, boxes, cfg.box_class, cfg.limit, log=log)
-        _summary(scores, "ABMIL attention", out)
+        _mil_heatmaps(cfg, out, boxes, log)
     else:
-        if not cfg.inputs:
-            fail("give images (or folders), or --mil RUN")
-        from cytofm.models.zoo import create_encoder
-        from cytofm.utils.distributed import pick_device
-
-        dev = pick_device(cfg.device)
-        enc = create_encoder(cfg.encoder)
-        if not enc.is_vit:
-            fail(f"--encoder {cfg.encoder}: attention maps need a ViT encoder")
-        enc.model.to(dev).eval()
-        images = [str(p) for p in _images(cfg.inputs)]
-        warn_unmatched_boxes(boxes, images, cfg.box_class, log)
-        with make_progress() as progress:
-            scores = vit_heatmaps(enc, images, out, boxes, cfg.box_class, cfg.limit,
-                                  None if cfg.tiles == "auto" else cfg.tiles == "on", dev, log=log, progress=progress)
-        _summary(scores, f"{cfg.encoder} [CLS] attention", out)
+        _vit_heatmaps(cfg, out, boxes, log)
     drawn = [p for p in out.glob("*.png") if p.stat().st_mtime >= started - 1]
     if not drawn and cfg.limit > 0:
         why = f" ({len(skipped)} item(s) skipped; first: {skipped[0]})" if skipped else ""
         fail(f"no figure was drawn into {out}{why}", code=1)
     console.print(f"[green]written[/green] {len(drawn)} figure(s) to {out}")
+
+
+def _mil_heatmaps(cfg, out: Path, boxes: Path | None, log) -> None:
+    import numpy as np
+    import yaml
+
+    from cytofm.viz.heatmaps import mil_heatmaps, warn_unmatched_boxes
+
+    mil = Path(cfg.mil)
+    if cfg.inputs:
+        fail("give either images or --mil RUN, not both")
+    cfg_path, att = mil / "config.yaml", mil / f"attention_{cfg.seed}.npz"
+    if not cfg_path.is_file() or not att.is_file():
+        fail(f"{mil}: not a `cytofm mil` run (needs config.yaml and attention_{cfg.seed}.npz)")
+    features = Path(yaml.safe_load(cfg_path.read_text())["features"])
+    with np.load(att) as z:
+        attention = {k: z[k] for k in z.files}
+    if boxes is not None:
+        from cytofm.features.store import load_store
+
+        warn_unmatched_boxes(boxes, [r["path"] for r in load_store(features) if r["id"] in attention],
+                             cfg.box_class, log)
+    scores = mil_heatmaps(features, attention, out, boxes, cfg.box_class, cfg.limit, log=log)
+    _summary(scores, "ABMIL attention", out)
+
+
+def _vit_heatmaps(cfg, out: Path, boxes: Path | None, log) -> None:
+    from cytofm.models.zoo import create_encoder
+    from cytofm.utils.distributed import pick_device
+    from cytofm.viz.heatmaps import vit_heatmaps, warn_unmatched_boxes
+
+    if not cfg.inputs:
+        fail("give images (or folders), or --mil RUN")
+    dev = pick_device(cfg.device)
+    enc = create_encoder(cfg.encoder)
+    if not enc.is_vit:
+        fail(f"--encoder {cfg.encoder}: attention maps need a ViT encoder")
+    enc.model.to(dev).eval()
+    images = [str(p) for p in _images(cfg.inputs)]
+    warn_unmatched_boxes(boxes, images, cfg.box_class, log)
+    with make_progress() as progress:
+        scores = vit_heatmaps(enc, images, out, boxes, cfg.box_class, cfg.limit,
+                              None if cfg.tiles == "auto" else cfg.tiles == "on", dev, log=log, progress=progress)
+    _summary(scores, f"{cfg.encoder} [CLS] attention", out)
 
 
 @user_errors

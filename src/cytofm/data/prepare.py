@@ -106,7 +106,6 @@ def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, 
 
 
 def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, want_qa: bool) -> dict | Skip:
-    t, fg, res = cfg.tiling, cfg.foreground, cfg.resolution
     h5_path = out / "coords" / f"{item.id}.h5"
     rel = portable_path(item.path, out)
     old = _cached(h5_path) if h5_path.exists() else {}
@@ -121,98 +120,131 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
             return row
     src = open_source(item.path, item.kind, _source_mpp(item, cfg))
     try:
-        w, h = src.width, src.height
-        if min(w, h) < t.min_side:
-            return Skip(str(item.path), f"image {w}x{h} is too small (a side below min_side={t.min_side} px)")
-        target = res.target
-        if target is not None and src.mpp is None:
-            return Skip(str(item.path), f"resolution unknown: give --mpp or an 'mpp' column to resample to {target:g} um/px")
-        factor = (target / src.mpp) if target is not None else 1.0  # level-0 px per output px
-        size0 = max(1, round(t.patch_size * factor))
-        stride0 = max(1, round((t.stride or t.patch_size) * factor))
-
-        thumb, scale = src.thumbnail(fg.mask_max_side)
-        found = find_foreground(thumb, fg)
-        mask = found.mask
-        image_fraction = float(mask.mean())
-
-        whole = t.mode == "whole" or (w < size0 or h < size0)
-        if whole and t.mode != "whole" and not t.keep_small_whole:
-            return Skip(str(item.path), f"image {w}x{h} is smaller than one patch ({size0} px at level 0)")
-        if whole:
-            coords = np.zeros((1, 2), np.int64)
-            fracs = np.array([image_fraction], np.float32)
-            patch_w, patch_h = w, h
-        else:
-            coords = grid_coords(w, h, size0, stride0, t.edge)
-            boxes = np.concatenate([coords, coords + size0], axis=1) * scale
-            fracs = box_fractions(mask, boxes).astype(np.float32)
-            patch_w = patch_h = size0
-        keep = fracs >= fg.min_fraction
-        n_cand = len(coords)
-        if not keep.any():
-            what = "the image" if whole else f"all {n_cand} patches"
-            return Skip(str(item.path), f"no foreground: {what} below min_fraction={fg.min_fraction:g} "
-                                        f"(image foreground {image_fraction:.3f})")
-        kept = coords[keep]
-        level = 0
-        if item.kind == "slide" and factor > 1:
-            level = src.best_level(factor)
-        row = {
-            "id": item.id,
-            "path": rel,
-            "coords": f"coords/{item.id}.h5",
-            "kind": item.kind,
-            "width": w,
-            "height": h,
-            "mpp": "" if src.mpp is None else round(src.mpp, 6),
-            "target_mpp": "" if target is None else round(target, 6),
-            "patch_size": t.patch_size if not whole else "",
-            "patch_size_level0": size0 if not whole else "",
-            "patch_level": level,
-            "whole": whole,
-            "n_patches": int(len(kept)),
-            "n_candidates": int(n_cand),
-            "foreground_fraction": round(image_fraction, 4),
-            "conversion": src.conversion,
-            "source_sha256": digest,
-            **item.meta,
-        }
+        tiles = _tile(src, item, cfg)
+        if isinstance(tiles, Skip):
+            return tiles
+        row = _manifest_row(item, src, tiles, cfg, rel, digest)
         if want_qa:
-            im = qa_thumbnail(thumb, scale, coords, (patch_w, patch_h), keep, mask)
+            im = qa_thumbnail(tiles.thumb, tiles.scale, tiles.coords, tiles.patch_wh, tiles.keep, tiles.mask)
             (out / "qa").mkdir(exist_ok=True)
             with atomic_path(out / "qa" / f"{item.id}.jpg") as tmp:
                 im.save(tmp, format="JPEG", quality=85)
         if cfg.output.materialize in ("png", "jpeg"):
-            _materialize_files(src, row, kept, (patch_w, patch_h), cfg, out)
+            _materialize_files(src, row, tiles.kept, tiles.patch_wh, cfg, out)
         # the coords file is written last: it marks the source as finished (QA and patches included)
-        with atomic_path(h5_path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                d = f.create_dataset("coords", data=kept.astype(np.int64))
-                f.create_dataset("foreground", data=fracs[keep])
-                attrs = {
-                    "patch_size": t.patch_size if not whole else max(w, h),
-                    "patch_size_level0": size0 if not whole else max(w, h),
-                    "patch_level": level,
-                    "level0_width": w,
-                    "level0_height": h,
-                    "mpp": src.mpp if src.mpp is not None else np.nan,
-                    "target_mpp": target if target is not None else np.nan,
-                    "whole": whole,
-                    "name": item.id,
-                    "source_path": rel,
-                    "cytofm_version": __version__,
-                }
-                for k, v in attrs.items():
-                    d.attrs[k] = v
-                    f.attrs[k] = v
-                f.attrs["config_hash"] = chash
-                f.attrs["source_sha256"] = digest
-                f.attrs["source_stat"] = stat
-                f.attrs["row"] = json.dumps(row)
+        _write_coords(h5_path, item, src, tiles, cfg, row, rel, {"config_hash": chash, "source_sha256": digest,
+                                                                  "source_stat": stat})
         return row
     finally:
         src.close()
+
+
+@dataclass
+class _Tiles:
+    """Where a source's patches are: the grid (or the whole image) at level 0 and what the foreground kept."""
+
+    target: float | None  # um/px of the output, None: the source's own
+    size0: int  # patch side at level 0
+    level: int  # the pyramid level patches are read from
+    whole: bool
+    coords: np.ndarray  # (N, 2) candidates, level 0
+    fracs: np.ndarray  # (N,) foreground fraction of each
+    keep: np.ndarray  # (N,) bool
+    patch_wh: tuple[int, int]
+    thumb: np.ndarray
+    scale: float
+    mask: np.ndarray
+    image_fraction: float
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.coords[self.keep]
+
+
+def _tile(src, item: SourceItem, cfg: PrepareConfig) -> _Tiles | Skip:
+    """Foreground and the patch grid of one source, or why it is skipped."""
+    t, fg, target = cfg.tiling, cfg.foreground, cfg.resolution.target
+    w, h = src.width, src.height
+    if min(w, h) < t.min_side:
+        return Skip(str(item.path), f"image {w}x{h} is too small (a side below min_side={t.min_side} px)")
+    if target is not None and src.mpp is None:
+        return Skip(str(item.path), f"resolution unknown: give --mpp or an 'mpp' column to resample to {target:g} um/px")
+    factor = (target / src.mpp) if target is not None else 1.0  # level-0 px per output px
+    size0 = max(1, round(t.patch_size * factor))
+    stride0 = max(1, round((t.stride or t.patch_size) * factor))
+    thumb, scale = src.thumbnail(fg.mask_max_side)
+    mask = find_foreground(thumb, fg).mask
+    image_fraction = float(mask.mean())
+    whole = t.mode == "whole" or (w < size0 or h < size0)
+    if whole and t.mode != "whole" and not t.keep_small_whole:
+        return Skip(str(item.path), f"image {w}x{h} is smaller than one patch ({size0} px at level 0)")
+    if whole:
+        coords, fracs, patch_wh = np.zeros((1, 2), np.int64), np.array([image_fraction], np.float32), (w, h)
+    else:
+        coords = grid_coords(w, h, size0, stride0, t.edge)
+        boxes = np.concatenate([coords, coords + size0], axis=1) * scale
+        fracs, patch_wh = box_fractions(mask, boxes).astype(np.float32), (size0, size0)
+    keep = fracs >= fg.min_fraction
+    if not keep.any():
+        what = "the image" if whole else f"all {len(coords)} patches"
+        return Skip(str(item.path), f"no foreground: {what} below min_fraction={fg.min_fraction:g} "
+                                    f"(image foreground {image_fraction:.3f})")
+    level = src.best_level(factor) if item.kind == "slide" and factor > 1 else 0
+    return _Tiles(target, size0, level, whole, coords, fracs, keep, patch_wh, thumb, scale, mask, image_fraction)
+
+
+def _manifest_row(item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, rel: str, digest: str) -> dict:
+    whole, target = tiles.whole, tiles.target
+    return {
+        "id": item.id,
+        "path": rel,
+        "coords": f"coords/{item.id}.h5",
+        "kind": item.kind,
+        "width": src.width,
+        "height": src.height,
+        "mpp": "" if src.mpp is None else round(src.mpp, 6),
+        "target_mpp": "" if target is None else round(target, 6),
+        "patch_size": cfg.tiling.patch_size if not whole else "",
+        "patch_size_level0": tiles.size0 if not whole else "",
+        "patch_level": tiles.level,
+        "whole": whole,
+        "n_patches": int(tiles.keep.sum()),
+        "n_candidates": int(len(tiles.coords)),
+        "foreground_fraction": round(tiles.image_fraction, 4),
+        "conversion": src.conversion,
+        "source_sha256": digest,
+        **item.meta,
+    }
+
+
+def _write_coords(h5_path: Path, item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, row: dict, rel: str,
+                  provenance: dict) -> None:
+    """``coords/<id>.h5``: the kept patches, their foreground, the geometry (on the dataset and the file, as
+    CLAM and TRIDENT read it) and what decides whether a re-run may reuse it."""
+    side = max(src.width, src.height)
+    attrs = {
+        "patch_size": cfg.tiling.patch_size if not tiles.whole else side,
+        "patch_size_level0": tiles.size0 if not tiles.whole else side,
+        "patch_level": tiles.level,
+        "level0_width": src.width,
+        "level0_height": src.height,
+        "mpp": src.mpp if src.mpp is not None else np.nan,
+        "target_mpp": tiles.target if tiles.target is not None else np.nan,
+        "whole": tiles.whole,
+        "name": item.id,
+        "source_path": rel,
+        "cytofm_version": __version__,
+    }
+    with atomic_path(h5_path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            d = f.create_dataset("coords", data=tiles.kept.astype(np.int64))
+            f.create_dataset("foreground", data=tiles.fracs[tiles.keep])
+            for k, v in attrs.items():
+                d.attrs[k] = v
+                f.attrs[k] = v
+            for k, v in provenance.items():
+                f.attrs[k] = v
+            f.attrs["row"] = json.dumps(row)
 
 
 def _materialize_files(src, row: dict, kept: np.ndarray, size0, cfg: PrepareConfig, out: Path) -> None:
@@ -259,7 +291,41 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
     for s in skips:
         log(f"skipped: {s.path}: {s.reason}")
     write_config(cfg, out / "config.yaml", command)
-    chash = config_hash(cfg)
+    t0 = time.perf_counter()
+    results, mp = _prepare_all(items, cfg, out, config_hash(cfg), progress, log)
+    rows = [r for r in results if isinstance(r, dict)]
+    skips += [r for r in results if isinstance(r, Skip)]
+    reused = sum(1 for r in rows if r.pop("_reused", False))
+    write_csv(out / "skipped.csv", [{"path": portable_path(s.path, out), "reason": s.reason} for s in skips],
+              ["path", "reason"])
+    if rows:
+        extra = [k for r in rows for k in r if k not in MANIFEST_COLUMNS]
+        cols = MANIFEST_COLUMNS + list(dict.fromkeys(extra))
+        write_csv(out / "manifest.csv", rows, cols)
+    result = PrepareResult(out, rows, skips, notes, mp, time.perf_counter() - t0, reused)
+    if cfg.output.materialize == "webdataset" and rows:
+        from cytofm.data.shards import write_shards
+
+        write_shards(out, rows, cfg, progress=progress)
+    _write_summary(out, result, mp)
+    if not rows:
+        raise NothingUsable(f"nothing usable: all {len(skips)} input file(s) were skipped (see {out / 'skipped.csv'})")
+    return result
+
+
+def _write_summary(out: Path, result: PrepareResult, mp: float) -> None:
+    summary = {
+        "sources": len(result.rows), "skipped": len(result.skipped), "patches": result.n_patches,
+        "reused": result.reused,
+        "megapixels": round(mp, 2), "seconds": round(result.seconds, 2),
+        "megapixels_per_s": round(mp / max(result.seconds, 1e-9), 2), "cytofm_version": __version__,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _prepare_all(items: list, cfg: PrepareConfig, out: Path, chash: str, progress, log) -> tuple[list, float]:
+    """Every source prepared, in worker processes when there are several; results in input order, and
+    the megapixels read."""
     qa_idx = _qa_selection(len(items), cfg.output.qa_thumbnails)
     workers = cfg.output.workers or min(os.cpu_count() or 1, 8)
     workers = max(1, min(workers, len(items) or 1))
@@ -289,26 +355,4 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
                 futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i for i, it in enumerate(items)}
                 for fut in as_completed(futs):
                     _done(futs[fut], fut.result())
-    rows = [r for r in results if isinstance(r, dict)]
-    skips += [r for r in results if isinstance(r, Skip)]
-    reused = sum(1 for r in rows if r.pop("_reused", False))
-    write_csv(out / "skipped.csv", [{"path": portable_path(s.path, out), "reason": s.reason} for s in skips],
-              ["path", "reason"])
-    if rows:
-        extra = [k for r in rows for k in r if k not in MANIFEST_COLUMNS]
-        cols = MANIFEST_COLUMNS + list(dict.fromkeys(extra))
-        write_csv(out / "manifest.csv", rows, cols)
-    result = PrepareResult(out, rows, skips, notes, mp, time.perf_counter() - t0, reused)
-    if cfg.output.materialize == "webdataset" and rows:
-        from cytofm.data.shards import write_shards
-
-        write_shards(out, rows, cfg, progress=progress)
-    summary = {
-        "sources": len(rows), "skipped": len(skips), "patches": result.n_patches, "reused": reused,
-        "megapixels": round(mp, 2), "seconds": round(result.seconds, 2),
-        "megapixels_per_s": round(mp / max(result.seconds, 1e-9), 2), "cytofm_version": __version__,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if not rows:
-        raise NothingUsable(f"nothing usable: all {len(skips)} input file(s) were skipped (see {out / 'skipped.csv'})")
-    return result
+    return results, mp

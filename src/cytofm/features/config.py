@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from cytofm.config.loader import Section
-from cytofm.models.encoder import POOLS
+from cytofm.models.readouts import POOLS
 
 MODES = ("image", "tiles")
 DEVICES = ("auto", "cpu", "cuda")

@@ -21,6 +21,7 @@ from cytofm.data.item_ids import ids_in_outputs
 from cytofm.data.large_image import worker_start_method
 from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
+from cytofm.features.config import ExtractConfig
 from cytofm.features.formats.geometry import extract_attrs
 from cytofm.features.store import claim_store, item_attrs, write_item
 from cytofm.models.encoder import Encoder
@@ -216,132 +217,175 @@ class _Resume:
         return None
 
 
-def run_extract(encoder: Encoder, input: str | os.PathLike, mode: str, out: str | os.PathLike, batch_size: int = 64,
-                tta: bool = False, workers: int = 1, device: str = "auto", precision: str = "auto",
-                label_column: str | None = None, progress=None, log=print) -> dict:
-    """Embed every instance; finished items are skipped on a re-run, partial ones never look finished.
+def run_extract(encoder: Encoder, cfg: ExtractConfig, progress=None, log=print) -> dict:
+    """Embed every instance of ``cfg.input`` into the store ``cfg.out``; finished items are skipped on a
+    re-run, partial ones never look finished.
 
     The output folder is locked for the run (a second writer is refused), belongs to one encoder
     (``store.json``), and each item is reused only if its key (:func:`item_key`) is unchanged.
     """
-    if mode not in ("image", "tiles"):
-        raise InputError(f"--mode must be 'image' or 'tiles', not '{mode}'")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, not {batch_size}")
-    if workers < 0:
-        raise InputError(f"--workers must be 0 or more, not {workers}")
+    if cfg.input is None or cfg.out is None:
+        raise InputError("extract needs an input and an output folder (--input PATH, --out DIR)")
+    if cfg.mode not in ("image", "tiles"):
+        raise InputError(f"--mode must be 'image' or 'tiles', not '{cfg.mode}'")
+    if cfg.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {cfg.batch_size}")
+    if cfg.workers < 0:
+        raise InputError(f"--workers must be 0 or more, not {cfg.workers}")
     try:
-        dev = pick_device(device)
+        dev = pick_device(cfg.device)
     except ValueError as e:
         raise InputError(str(e)) from None
-    out = Path(out)
+    out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; choose another --out")
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     lock = FolderLock(out, log, "extract") if rank == 0 else contextlib.nullcontext()
     with lock:
-        return _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, precision, label_column,
-                               progress, log, distributed, rank, world)
+        run = _Run(encoder, cfg, out, dev, rank, world, distributed, log)
+        return run.extract(progress)
 
 
-def _extract_locked(encoder, input, mode, out, batch_size, tta, workers, dev, precision, label_column, progress, log,
-                    distributed, rank, world) -> dict:
-    identity = {"encoder": encoder.name, "weights_hash": encoder.weights_hash, "embed_dim": encoder.embed_dim,
-                "input_size": encoder.input_size, "mode": mode, "tta": tta}
-    if rank == 0:
-        remove_stale_temporaries(out / "features")
-        claim_store(out, identity, {"encoder_spec": encoder.spec, "cytofm_version": __version__})
-    (out / "features").mkdir(parents=True, exist_ok=True)
-    items, skips = collect_items(input, mode, out, label_column, log)
-    if not items:
-        raise InputError(f"{input}: nothing to extract")
-    # the handcrafted baseline and CNNs run in fp32; ViTs in bf16 where the hardware has it
-    dtype = pick_dtype(precision, dev) if precision in ("auto", "bf16") and encoder.is_vit else None
-    if encoder.is_vit:
-        from cytofm.models.vit import set_fused_attn
+@dataclass
+class _Run:
+    """One extraction into a locked store: this process's share of the items (item ``k`` goes to process
+    ``k % world``), the items reused, the features written in item order."""
 
-        set_fused_attn(encoder.model, dev.type == "cuda")
-    encoder.model.to(dev).eval()
-    if rank == 0:
-        why = "" if dtype is not None or dev.type != "cpu" or not encoder.is_vit else (
-            " (this CPU has no bf16 units)" if precision == "auto" else "")
-        log(f"extract {encoder.name}: device {dev}, precision {dtype_name(dtype)}{why}, batch {batch_size}")
-    attrs_common = {**identity, "encoder_spec": encoder.spec, "cytofm_version": __version__}
-    resume = _Resume(out, identity)
+    encoder: Encoder
+    cfg: ExtractConfig
+    out: Path
+    dev: torch.device
+    rank: int
+    world: int
+    distributed: bool
+    log: object
 
-    if rank == 0:  # the resolved options next to the output
+    def __post_init__(self):
+        e = self.encoder
+        self.identity = {"encoder": e.name, "weights_hash": e.weights_hash, "embed_dim": e.embed_dim,
+                         "input_size": e.input_size, "mode": self.cfg.mode, "tta": self.cfg.tta}
+        self.attrs = {**self.identity, "encoder_spec": e.spec, "cytofm_version": __version__}
+        self.resume = _Resume(self.out, self.identity)
+        self.skips: list[Skip] = []
+        self.dtype = None
+
+    def extract(self, progress) -> dict:
+        cfg, out = self.cfg, self.out
+        if self.rank == 0:
+            remove_stale_temporaries(out / "features")
+            claim_store(out, self.identity, {"encoder_spec": self.encoder.spec, "cytofm_version": __version__})
+        (out / "features").mkdir(parents=True, exist_ok=True)
+        items, self.skips = collect_items(cfg.input, cfg.mode, out, cfg.label_column, self.log)
+        if not items:
+            raise InputError(f"{cfg.input}: nothing to extract")
+        self._ready_encoder()
+        if self.rank == 0:
+            self._write_config()
+        mine = [it for k, it in enumerate(items) if k % self.world == self.rank]
+        todo, stale = self._todo(mine)
+        reused = len(mine) - len(todo) - len(stale)
+        t0 = time.perf_counter()
+        n_inst, n_failed = self._embed(todo, progress)
+        if self.distributed:
+            dist.barrier()
+        if self.rank == 0:
+            self._write_manifests(items, stale)
+        el = time.perf_counter() - t0
+        return {"items": len(items), "extracted": len(todo) - n_failed, "reused": reused, "skipped": len(self.skips),
+                "instances": n_inst, "seconds": el, "instances_per_s": n_inst / max(el, 1e-9)}
+
+    def _ready_encoder(self) -> None:
+        """The handcrafted baseline and CNNs run in fp32; ViTs in bf16 where the hardware has it."""
+        enc, cfg, dev = self.encoder, self.cfg, self.dev
+        self.dtype = pick_dtype(cfg.precision, dev) if cfg.precision in ("auto", "bf16") and enc.is_vit else None
+        if enc.is_vit:
+            from cytofm.models.vit import set_fused_attn
+
+            set_fused_attn(enc.model, dev.type == "cuda")
+        enc.model.to(dev).eval()
+        if self.rank == 0:
+            why = "" if self.dtype is not None or dev.type != "cpu" or not enc.is_vit else (
+                " (this CPU has no bf16 units)" if cfg.precision == "auto" else "")
+            self.log(f"extract {enc.name}: device {dev}, precision {dtype_name(self.dtype)}{why}, "
+                     f"batch {cfg.batch_size}")
+
+    def _write_config(self) -> None:
+        """The resolved options next to the output."""
         import yaml
 
-        (out / "config.yaml").write_text(f"# written by cytofm {__version__}\n" + yaml.safe_dump({
-            "encoder": encoder.spec, "input": str(input), "mode": mode, "batch_size": batch_size, "tta": tta,
-            "workers": workers, "device": str(dev), "precision": str(dtype or "fp32"), "label_column": label_column,
-            "weights_hash": encoder.weights_hash, "embed_dim": encoder.embed_dim, "input_size": encoder.input_size},
-            sort_keys=False))
-    mine = [it for k, it in enumerate(items) if k % world == rank]
-    todo, stale = [], set()
-    for it in mine:
-        why = resume.stale_source(it)
-        if why is not None:
-            stale.add(it.id)
-            skips.append(Skip(str(it.path), why))
-            log(f"skipped: {it.path}: {why}")
-        elif not resume.done(it):
-            todo.append(it)
-    reused = len(mine) - len(todo) - len(stale)
-    for h5 in resume.unreadable:
-        log(f"note: {portable_path(h5, out)} is unreadable (truncated or damaged); its item is extracted again")
-    ds = _Instances(todo, encoder)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate,
-                                         multiprocessing_context=worker_start_method() if workers else None)
-    task = StageTask(progress, f"extract {encoder.name}", len(todo), rate="")
-    feats: dict[int, list] = {}
-    errors: dict[int, str] = {}
-    n_inst = 0
-    t0 = time.perf_counter()
-    next_item = 0
+        enc, cfg = self.encoder, self.cfg
+        (self.out / "config.yaml").write_text(f"# written by cytofm {__version__}\n" + yaml.safe_dump({
+            "encoder": enc.spec, "input": str(cfg.input), "mode": cfg.mode, "batch_size": cfg.batch_size,
+            "tta": cfg.tta, "workers": cfg.workers, "device": str(self.dev), "precision": str(self.dtype or "fp32"),
+            "label_column": cfg.label_column, "weights_hash": enc.weights_hash, "embed_dim": enc.embed_dim,
+            "input_size": enc.input_size}, sort_keys=False))
 
-    def flush(upto: int) -> None:
-        nonlocal next_item, n_inst
-        while next_item < upto:
-            it = todo[next_item]
-            if next_item in errors:
-                skips.append(Skip(str(it.path), errors[next_item]))
-                log(f"skipped: {it.path}: {errors[next_item]}")
-            else:
-                f = np.concatenate(feats.pop(next_item))
-                st, d = resume.digest(it)
-                write_item(resume.h5(it), f, it.coords, {
-                    **attrs_common, "source_path": portable_path(it.path, out), **extract_attrs(it),
-                    "mpp": it.mpp or np.nan,
-                    "whole": it.whole, "source_sha256": d, "source_stat": st, "item_key": item_key(it, identity, d)})
-                n_inst += len(f)
-            feats.pop(next_item, None)
-            next_item += 1
-            el = max(time.perf_counter() - t0, 1e-9)
-            task.update(advance=1, rate=f"{n_inst / el:.1f} instances/s")
+    def _todo(self, mine: list[ExtractItem]) -> tuple[list[ExtractItem], set[str]]:
+        """The items to embed now, and those whose prepared source changed since (skipped, said why)."""
+        todo, stale = [], set()
+        for it in mine:
+            why = self.resume.stale_source(it)
+            if why is not None:
+                stale.add(it.id)
+                self.skips.append(Skip(str(it.path), why))
+                self.log(f"skipped: {it.path}: {why}")
+            elif not self.resume.done(it):
+                todo.append(it)
+        for h5 in self.resume.unreadable:
+            self.log(f"note: {portable_path(h5, self.out)} is unreadable (truncated or damaged); its item is "
+                     "extracted again")
+        return todo, stale
 
-    with task:
-        for x, ii, _, errs in loader:
-            f = embed_batch(encoder, x, dev, dtype, tta)
-            for row, (i, e) in enumerate(zip(ii, errs, strict=True)):
-                if e:
-                    errors.setdefault(i, e)
-                feats.setdefault(i, []).append(f[row:row + 1])
-            flush(min(ii))  # items before the smallest index in this batch are complete
-        flush(len(todo))
-    if distributed:
-        dist.barrier()
-    if rank == 0:
-        rows = []
-        for it in items:
-            if it.id not in stale and resume.done(it):
-                rows.append({"id": it.id, "path": portable_path(it.path, out), "h5": f"features/{it.id}.h5",
-                             "n_instances": len(it.coords), **it.meta})
+    def _embed(self, todo: list[ExtractItem], progress) -> tuple[int, int]:
+        """Embed ``todo`` in batches; an item is written as soon as its last instance is embedded. Returns
+        the instances written and the items that failed."""
+        cfg = self.cfg
+        loader = torch.utils.data.DataLoader(_Instances(todo, self.encoder), batch_size=cfg.batch_size,
+                                             shuffle=False, num_workers=cfg.workers, collate_fn=_collate,
+                                             multiprocessing_context=worker_start_method() if cfg.workers else None)
+        task = StageTask(progress, f"extract {self.encoder.name}", len(todo), rate="")
+        feats: dict[int, list] = {}
+        errors: dict[int, str] = {}
+        state = {"next": 0, "instances": 0, "t0": time.perf_counter()}
+
+        def flush(upto: int) -> None:
+            while state["next"] < upto:
+                k = state["next"]
+                if k in errors:
+                    self.skips.append(Skip(str(todo[k].path), errors[k]))
+                    self.log(f"skipped: {todo[k].path}: {errors[k]}")
+                else:
+                    state["instances"] += self._write(todo[k], np.concatenate(feats.pop(k)))
+                feats.pop(k, None)
+                state["next"] = k + 1
+                el = max(time.perf_counter() - state["t0"], 1e-9)
+                task.update(advance=1, rate=f"{state['instances'] / el:.1f} instances/s")
+
+        with task:
+            for x, ii, _, errs in loader:
+                f = embed_batch(self.encoder, x, self.dev, self.dtype, cfg.tta)
+                for row, (i, e) in enumerate(zip(ii, errs, strict=True)):
+                    if e:
+                        errors.setdefault(i, e)
+                    feats.setdefault(i, []).append(f[row:row + 1])
+                flush(min(ii))  # items before the smallest index in this batch are complete
+            flush(len(todo))
+        return state["instances"], len(errors)
+
+    def _write(self, it: ExtractItem, f: np.ndarray) -> int:
+        st, d = self.resume.digest(it)
+        write_item(self.resume.h5(it), f, it.coords, {
+            **self.attrs, "source_path": portable_path(it.path, self.out), **extract_attrs(it),
+            "mpp": it.mpp or np.nan, "whole": it.whole, "source_sha256": d, "source_stat": st,
+            "item_key": item_key(it, self.identity, d)})
+        return len(f)
+
+    def _write_manifests(self, items: list[ExtractItem], stale: set[str]) -> None:
+        out = self.out
+        rows = [{"id": it.id, "path": portable_path(it.path, out), "h5": f"features/{it.id}.h5",
+                 "n_instances": len(it.coords), **it.meta}
+                for it in items if it.id not in stale and self.resume.done(it)]
         write_csv(out / "manifest.csv", rows)
-        write_csv(out / "skipped.csv", [{"path": portable_path(s.path, out), "reason": s.reason} for s in skips],
+        write_csv(out / "skipped.csv", [{"path": portable_path(s.path, out), "reason": s.reason} for s in self.skips],
                   ["path", "reason"])
-    el = time.perf_counter() - t0
-    return {"items": len(items), "extracted": len(todo) - len(errors), "reused": reused, "skipped": len(skips),
-            "instances": n_inst, "seconds": el, "instances_per_s": n_inst / max(el, 1e-9)}

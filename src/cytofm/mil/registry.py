@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from cytofm.mil.abmil import GatedABMIL
-from cytofm.mil.transmil import TransMIL
 from cytofm.utils.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,21 @@ class MILModel:
     reference: str
 
 
+# the builders import their module when called: the command line lists the names without importing torch
+def _abmil(d: int, c: int, hidden: int, attn_dim: int, dropout: float) -> nn.Module:
+    from cytofm.mil.abmil import GatedABMIL
+
+    return GatedABMIL(d, c, hidden, attn_dim, dropout)
+
+
+def _transmil(d: int, c: int, hidden: int, attn_dim: int, dropout: float) -> nn.Module:
+    from cytofm.mil.transmil import TransMIL
+
+    return TransMIL(d, c, hidden, dropout=dropout)
+
+
 MIL_MODELS: Registry[MILModel] = Registry("MIL model")
-MIL_MODELS.add("abmil", MILModel("abmil", lambda d, c, hidden, attn_dim, dropout: GatedABMIL(d, c, hidden, attn_dim, dropout),
-                                 True, "Ilse et al., ICML 2018"), "gated attention MIL (Ilse et al., ICML 2018)")
-MIL_MODELS.add("transmil", MILModel("transmil", lambda d, c, hidden, attn_dim, dropout: TransMIL(d, c, hidden, dropout=dropout),
-                                    False, "Shao et al., NeurIPS 2021"),
+MIL_MODELS.add("abmil", MILModel("abmil", _abmil, True, "Ilse et al., ICML 2018"),
+               "gated attention MIL (Ilse et al., ICML 2018)")
+MIL_MODELS.add("transmil", MILModel("transmil", _transmil, False, "Shao et al., NeurIPS 2021"),
                "transformer MIL with a pyramid position encoding (Shao et al., NeurIPS 2021)")

@@ -102,6 +102,7 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
     from cytofm.config.loader import build_config
     from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
+    from cytofm.features.config import ExtractConfig
     from cytofm.features.extract import run_extract
     from cytofm.models.zoo import EncoderError, create_encoder
 
@@ -127,8 +128,9 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
             continue
         store = out / "cache" / _data_key(task, data) / slug(spec)
         log(f"[{task.name}] extracting with {spec}")
-        run_extract(enc, source, task.mode, store, cfg.batch_size, label_column=task.label, workers=1,
-                    log=lambda m: None, progress=progress)
+        extract = ExtractConfig(input=str(source), mode=task.mode, out=str(store), batch_size=cfg.batch_size,
+                                label_column=task.label, workers=1)
+        run_extract(enc, extract, log=lambda m: None, progress=progress)
         stores[spec] = (store, enc.spec, enc.weights_hash)
     return stores, skipped
 

@@ -66,117 +66,169 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
              full: bool = False, budget_minutes: float | None = None) -> DemoResult:
     """``iterations``/``minutes`` None: sized by :mod:`cytofm.pipeline.demo_plan` to the budget on the
     machine it runs on (``full``: the whole sample and schedule, however long it takes)."""
-    from cytofm.config.loader import build_config, write_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import NothingUsable, run_prepare
-    from cytofm.data.pretraining_record import attach_record
-    from cytofm.eval.config import BenchmarkConfig
-    from cytofm.models.zoo import create_encoder
-    from cytofm.pipeline.benchmark import run_benchmark
-    from cytofm.pipeline.demo_plan import BUDGET_S, DemoPlan, measure, plan_demo, remeasure, replan_items
-    from cytofm.ssl.checkpoint import export_run
-    from cytofm.ssl.config import PretrainConfig
-    from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged
-    from cytofm.viz.heatmaps import vit_heatmaps
+    from cytofm.pipeline.demo_plan import BUDGET_S
     from cytofm.viz.report import build_report
 
-    t0 = time.perf_counter()
-    out = Path(out).resolve()  # subsets under OUT/plan are read back from the benchmark, which runs elsewhere
-
-    def say(m: str) -> None:
-        text = f"{m} (at {time.perf_counter() - t0:.0f} s)"
-        stage(text) if stage else log(f"== {text}")
-
-    root = demo_data_dir()
-    needed = [root / n / f for n in SETS for f in ("pretrain.csv", "LICENSE")] + [
-        root / "bccd" / "manifest.csv", root / "chula_rbc12" / "cells.csv"]
-    missing = [p for p in needed if not p.is_file()]
-    if missing:
-        raise DemoError(f"the demo sample is incomplete in this installation (missing {missing[0]})")
-    out.mkdir(parents=True, exist_ok=True)
-
-    say(f"1/{STAGES} prepare: foreground patches of the demo-pretraining fields (BCCD and chula_rbc12)")
-    pcfg = build_config(PrepareConfig, "prepare", "smear_fields", values={
-        "metadata": {"organ": "blood", "preparation": "smear"}, "output": {"qa_thumbnails": 4}})
-    try:
-        res = run_prepare([str(root / n / "pretrain.csv") for n in SETS], out / "prepared", pcfg,
-                          progress=progress, log=log)
-    except NothingUsable as e:
-        raise DemoError(str(e)) from None
-    log(f"{len(res.rows)} fields -> {res.n_patches} patches; QA thumbnails in {out / 'prepared' / 'qa'}")
-
-    budget = BUDGET_S if budget_minutes is None else 60 * budget_minutes
-    saved = DemoPlan.load(out / PLAN)
-    fresh_plan = saved is None or full or saved.budget_s > budget
-    if not fresh_plan:
-        plan = saved
-        log(f"the plan of the first run in {out} (delete {PLAN} to measure the machine again):")
-    else:
-        plan = plan_demo(measure(out / "prepared"), budget - (time.perf_counter() - t0), full)
-        plan.save(out / PLAN)  # an interrupted run resumes its pretraining with the same schedule
-    for line in plan.lines():
-        log(line)
-    iterations = plan.iterations if iterations is None else iterations
-    if minutes is None:  # a guard against a slower machine than measured: twice the planned time
-        minutes = max(0.5, 2 * plan.estimate["pretraining"] / 60) if not full else None
-
-    say(f"2/{STAGES} pretrain: iBOT, cpu preset, {iterations} iterations"
-        + (f" or {minutes:.1f} min" if minutes else "") + ", on those fields only")
-    run = out / "pretrain"
-    cfg = build_config(PretrainConfig, "pretrain", "cpu", [f"train.iterations={iterations}",
-                                                          f"train.max_minutes={minutes}" if minutes else
-                                                          "train.max_minutes=null", "train.save_every=50"])
-    t_pre = time.perf_counter()
-    try:
-        trainer = SSLTrainer(cfg, [str(out / "prepared")], run, None, log=log, progress=progress, command="cytofm demo")
-        trainer.run()
-    except TrainingDiverged as e:
-        raise DemoError(str(e)) from None
-    fresh, js, it = export_run(run, run / FRESH)
-    if fresh_plan and not full:
-        ran = it - trainer.start_iter
-        step_s = (time.perf_counter() - t_pre) / ran if ran > 0 else plan.machine.step_s
-        plan = replan_items(plan, remeasure(plan.machine, step_s), budget - (time.perf_counter() - t0),
-                            pretraining_s=step_s * max(ran, 0))
-        log("measured again after pretraining: " + " ".join(plan.lines()[:2]))
-        plan.save(out / PLAN)
-    attach_record(js, _pretraining_record(root, run / "pretraining_record.csv.gz"))
-    log(f"exported the fresh teacher (iteration {it}) to {fresh}, with its pretraining record")
-
-    say(f"3/{STAGES} benchmark: shipped cytofm, fresh, random init, handcrafted; red-cell morphology (probes) "
-        "and white-cell type (ABMIL, attention vs boxes)")
-    bcfg = build_config(BenchmarkConfig, "benchmark", "demo")
-    bcfg = bcfg.model_copy(update={"encoders": [*bcfg.encoders, f"cytofm:{fresh}"],
-                                   "tasks": _sized_tasks(bcfg.tasks, root, out / "plan", plan)})
-    bench = out / "benchmark"
-    bench.mkdir(exist_ok=True)
-    write_config(bcfg, bench / "config.yaml")
-    run_benchmark(bcfg, root, bench, progress, log=log)
-
-    say(f"4/{STAGES} ViT [CLS] attention maps of the shipped encoder on {plan.maps} annotated fields")
-    enc = create_encoder("cytofm")
-    enc.model.eval()
-    with open(root / "bccd" / "manifest.csv", newline="") as f:
-        images = [root / "bccd" / r["image"] for r in csv.DictReader(f)]
-    picks = [images[k] for k in np.linspace(0, len(images) - 1, plan.maps).round().astype(int)]
-    scores = vit_heatmaps(enc, [str(p) for p in picks], out / "heatmaps" / "vit_attention_cytofm",
-                          root / "bccd" / "annotations", "WBC", limit=plan.maps, log=log, progress=progress)
-    if scores:
-        from cytofm.viz.localization import summarise
-
-        s = summarise(scores)
-        log(f"[CLS] attention mass on the white cell {s['mass']:.3f} (its area share {s['chance_mass']:.3f}); "
-            f"peak on the white cell in {s['hit']:.0%} of {s['n']} fields")
-
-    say(f"5/{STAGES} UMAP of the embeddings (cells by morphology, fields by white-cell type)")
-    umaps(bench, out / "umap", log)
-    say(f"6/{STAGES} report")
+    demo = _Demo(Path(out).resolve(), demo_data_dir(), progress, log, stage, full,
+                 BUDGET_S if budget_minutes is None else 60 * budget_minutes)
+    demo.check_sample()
+    demo.say(f"1/{STAGES} prepare: foreground patches of the demo-pretraining fields (BCCD and chula_rbc12)")
+    demo.prepare()
+    demo.make_plan()
+    fresh = demo.pretrain(iterations, minutes)
+    demo.say(f"3/{STAGES} benchmark: shipped cytofm, fresh, random init, handcrafted; red-cell morphology "
+             "(probes) and white-cell type (ABMIL, attention vs boxes)")
+    bench = demo.benchmark(fresh)
+    demo.say(f"4/{STAGES} ViT [CLS] attention maps of the shipped encoder on {demo.plan.maps} annotated fields")
+    demo.attention_maps()
+    demo.say(f"5/{STAGES} UMAP of the embeddings (cells by morphology, fields by white-cell type)")
+    umaps(bench, demo.out / "umap", log)
+    demo.say(f"6/{STAGES} report")
     summary_md = bench / "summary.md"
     summary = [ln[2:] for ln in summary_md.read_text().splitlines() if ln.startswith("- ")] if summary_md.is_file() else []
-    report = build_report(out, title="cytofm demo: red-cell morphology and white-cell type on unseen blood smears")
-    took = time.perf_counter() - t0
-    log(f"the demo took {took / 60:.1f} min (estimated {plan.total_s / 60:.1f} min before it started)")
-    return DemoResult(out, summary, (bench / "results.md").read_text(), report, took)
+    report = build_report(demo.out, title="cytofm demo: red-cell morphology and white-cell type on unseen blood smears")
+    took = demo.elapsed()
+    log(f"the demo took {took / 60:.1f} min (estimated {demo.plan.total_s / 60:.1f} min before it started)")
+    return DemoResult(demo.out, summary, (bench / "results.md").read_text(), report, took)
+
+
+@dataclass
+class _Demo:
+    """The demo's stages over one output folder (subsets under OUT/plan are read back by the benchmark,
+    which runs elsewhere: the folder is absolute)."""
+
+    out: Path
+    root: Path  # the shipped sample
+    progress: object
+    log: Callable[[str], None]
+    stage: Callable[[str], None] | None
+    full: bool
+    budget: float  # seconds
+
+    def __post_init__(self):
+        self.t0 = time.perf_counter()
+        self.plan = None
+        self.fresh_plan = True
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def say(self, m: str) -> None:
+        text = f"{m} (at {self.elapsed():.0f} s)"
+        self.stage(text) if self.stage else self.log(f"== {text}")
+
+    def check_sample(self) -> None:
+        needed = [self.root / n / f for n in SETS for f in ("pretrain.csv", "LICENSE")] + [
+            self.root / "bccd" / "manifest.csv", self.root / "chula_rbc12" / "cells.csv"]
+        missing = [p for p in needed if not p.is_file()]
+        if missing:
+            raise DemoError(f"the demo sample is incomplete in this installation (missing {missing[0]})")
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def prepare(self) -> None:
+        from cytofm.config.loader import build_config
+        from cytofm.data.config import PrepareConfig
+        from cytofm.data.prepare import NothingUsable, run_prepare
+
+        pcfg = build_config(PrepareConfig, "prepare", "smear_fields", values={
+            "metadata": {"organ": "blood", "preparation": "smear"}, "output": {"qa_thumbnails": 4}})
+        try:
+            res = run_prepare([str(self.root / n / "pretrain.csv") for n in SETS], self.out / "prepared", pcfg,
+                              progress=self.progress, log=self.log)
+        except NothingUsable as e:
+            raise DemoError(str(e)) from None
+        self.log(f"{len(res.rows)} fields -> {res.n_patches} patches; QA thumbnails in {self.out / 'prepared' / 'qa'}")
+
+    def make_plan(self) -> None:
+        """The saved plan of an earlier run (unless it had a larger budget, or ``full``), else measure."""
+        from cytofm.pipeline.demo_plan import DemoPlan, measure, plan_demo
+
+        saved = DemoPlan.load(self.out / PLAN)
+        self.fresh_plan = saved is None or self.full or saved.budget_s > self.budget
+        if not self.fresh_plan:
+            self.plan = saved
+            self.log(f"the plan of the first run in {self.out} (delete {PLAN} to measure the machine again):")
+        else:
+            self.plan = plan_demo(measure(self.out / "prepared"), self.budget - self.elapsed(), self.full)
+            self.plan.save(self.out / PLAN)  # an interrupted run resumes its pretraining with the same schedule
+        for line in self.plan.lines():
+            self.log(line)
+
+    def pretrain(self, iterations: int | None, minutes: float | None) -> Path:
+        """Pretrain the fresh encoder and export it with its pretraining record; a fresh plan is measured
+        again against the pretraining as it ran."""
+        from cytofm.config.loader import build_config
+        from cytofm.data.pretraining_record import attach_record
+        from cytofm.ssl.checkpoint import export_run
+        from cytofm.ssl.config import PretrainConfig
+        from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged
+
+        plan = self.plan
+        iterations = plan.iterations if iterations is None else iterations
+        if minutes is None:  # a guard against a slower machine than measured: twice the planned time
+            minutes = max(0.5, 2 * plan.estimate["pretraining"] / 60) if not self.full else None
+        self.say(f"2/{STAGES} pretrain: iBOT, cpu preset, {iterations} iterations"
+                 + (f" or {minutes:.1f} min" if minutes else "") + ", on those fields only")
+        run = self.out / "pretrain"
+        cfg = build_config(PretrainConfig, "pretrain", "cpu", [
+            f"train.iterations={iterations}", f"train.max_minutes={minutes}" if minutes else "train.max_minutes=null",
+            "train.save_every=50"])
+        t_pre = time.perf_counter()
+        try:
+            trainer = SSLTrainer(cfg, [str(self.out / "prepared")], run, None, log=self.log, progress=self.progress,
+                                 command="cytofm demo")
+            trainer.run()
+        except TrainingDiverged as e:
+            raise DemoError(str(e)) from None
+        fresh, js, it = export_run(run, run / FRESH)
+        if self.fresh_plan and not self.full:
+            self._replan(it - trainer.start_iter, time.perf_counter() - t_pre)
+        attach_record(js, _pretraining_record(self.root, run / "pretraining_record.csv.gz"))
+        self.log(f"exported the fresh teacher (iteration {it}) to {fresh}, with its pretraining record")
+        return fresh
+
+    def _replan(self, ran: int, seconds: float) -> None:
+        from cytofm.pipeline.demo_plan import remeasure, replan_items
+
+        step_s = seconds / ran if ran > 0 else self.plan.machine.step_s
+        self.plan = replan_items(self.plan, remeasure(self.plan.machine, step_s), self.budget - self.elapsed(),
+                                 pretraining_s=step_s * max(ran, 0))
+        self.log("measured again after pretraining: " + " ".join(self.plan.lines()[:2]))
+        self.plan.save(self.out / PLAN)
+
+    def benchmark(self, fresh: Path) -> Path:
+        from cytofm.config.loader import build_config, write_config
+        from cytofm.eval.config import BenchmarkConfig
+        from cytofm.pipeline.benchmark import run_benchmark
+
+        bcfg = build_config(BenchmarkConfig, "benchmark", "demo")
+        bcfg = bcfg.model_copy(update={"encoders": [*bcfg.encoders, f"cytofm:{fresh}"],
+                                       "tasks": _sized_tasks(bcfg.tasks, self.root, self.out / "plan", self.plan)})
+        bench = self.out / "benchmark"
+        bench.mkdir(exist_ok=True)
+        write_config(bcfg, bench / "config.yaml")
+        run_benchmark(bcfg, self.root, bench, self.progress, log=self.log)
+        return bench
+
+    def attention_maps(self) -> None:
+        """[CLS] attention of the shipped encoder on fields spread over the BCCD manifest, scored on the boxes."""
+        from cytofm.models.zoo import create_encoder
+        from cytofm.viz.heatmaps import vit_heatmaps
+
+        maps, bccd = self.plan.maps, self.root / "bccd"
+        enc = create_encoder("cytofm")
+        enc.model.eval()
+        with open(bccd / "manifest.csv", newline="") as f:
+            images = [bccd / r["image"] for r in csv.DictReader(f)]
+        picks = [images[k] for k in np.linspace(0, len(images) - 1, maps).round().astype(int)]
+        scores = vit_heatmaps(enc, [str(p) for p in picks], self.out / "heatmaps" / "vit_attention_cytofm",
+                              bccd / "annotations", "WBC", limit=maps, log=self.log, progress=self.progress)
+        if scores:
+            from cytofm.viz.localization import summarise
+
+            s = summarise(scores)
+            self.log(f"[CLS] attention mass on the white cell {s['mass']:.3f} (its area share "
+                     f"{s['chance_mass']:.3f}); peak on the white cell in {s['hit']:.0%} of {s['n']} fields")
 
 
 def _sized_tasks(tasks, root: Path, plan_dir: Path, plan) -> list:
@@ -200,7 +252,6 @@ def _sized_tasks(tasks, root: Path, plan_dir: Path, plan) -> list:
             t = t.model_copy(update={"data": str(sub)})
         sized.append(t)
     return sized
-
 
 
 COLOR_BY = {"type": None, "wbc_type": {"neutrophil", "eosinophil", "lymphocyte", "monocyte"}}

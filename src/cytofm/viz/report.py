@@ -123,53 +123,24 @@ def curves_png(metrics_csv: Path) -> bytes | None:
     return buf.getvalue()
 
 
+STYLE = ("body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}"
+         "table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+         "text-align:left}"
+         "th{background:#f3f3f3}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}"
+         ".summary li{margin:6px 0;font-size:15px}figure{margin:0}figcaption{font-size:11px;color:#666}"
+         "pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}"
+         "h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px;overflow-wrap:anywhere}")
+"""The report's stylesheet (the screenshot test checks the rendered page against it)."""
+SKIP_FOLDERS = {"cache", "tensorboard", "prepared"}
+
+
 def build_report(run: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
     run = Path(run)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: not a folder")
     out = Path(out) if out else run / "report.html"
-    files = sorted(p for p in run.rglob("*") if p.is_file() and not {"cache", "tensorboard", "prepared"} & set(p.relative_to(run).parts[:-1]))
-    sections: list[str] = []
-
-    summaries = [p for p in files if p.name == "summary.md"]
-    if summaries:
-        sections.append("<h2>Summary: what the results say (paired 95% intervals, Holm-corrected)</h2>" + "".join(
-            (f"<h3>{html.escape(str(p.parent.relative_to(run)))}</h3>" if len(summaries) > 1 else "")
-            + _summary_html(p) for p in summaries))
-    tables = [p for p in files if p.name == "results.md"]
-    if tables:
-        body = "".join(f"<h3>{html.escape(str(p.parent.relative_to(run)) or '.')}</h3>{_md_table(p.read_text())}" for p in tables)
-        sections.append("<h2>Results (estimates and intervals as each table states)</h2>" + body)
-    for p in [p for p in files if p.name == "localization.csv"]:
-        with open(p, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows:
-            s = summarise(rows)
-            sections.append(f"<h2>Attention localisation: {html.escape(str(p.parent.relative_to(run)))}</h2>"
-                            f"<p>{len(rows)} items. Attention mass on the annotated object {s.get('mass', float('nan')):.3f} "
-                            f"(uniform attention: {s.get('chance_mass', float('nan')):.3f}); pointing game "
-                            f"{s.get('hit', float('nan')):.3f} (chance {s.get('chance_hit', float('nan')):.3f}).</p>")
-    for p in [p for p in files if p.name == "metrics.csv"]:
-        png = curves_png(p)
-        if png:
-            sections.append(f"<h2>Pretraining curves: {html.escape(str(p.parent.relative_to(run)))}</h2>"
-                            f"<img style='max-width:100%' alt='curves' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
-    pngs = [p for p in files if p.suffix.lower() == ".png" and "qa" not in p.relative_to(run).parts]
-    groups = [("Confusion matrices", [p for p in pngs if p.name.startswith("confusion")]),
-              ("Attention maps and MIL heatmaps", [p for p in pngs if "heatmap" in str(p.relative_to(run)) or "attention" in p.name
-                                                   or "gallery" in p.name]),
-              ("Embedding maps", [p for p in pngs if "umap" in str(p.relative_to(run)).lower() or "embedding" in p.name]),
-              ("Other figures", [])]
-    used = {p for _, g in groups for p in g}
-    groups[-1] = ("Other figures", [p for p in pngs if p not in used])
-    shown = 0
-    for name, g in groups:
-        if not g:
-            continue
-        take = g[: max(0, MAX_IMAGES - shown)]
-        shown += len(take)
-        more = f"<p>{len(g) - len(take)} more in the run folder.</p>" if len(take) < len(g) else ""
-        sections.append(f"<h2>{name}</h2><div class='grid'>" + "".join(_img(p, run) for p in take) + f"</div>{more}")
+    files = sorted(p for p in run.rglob("*") if p.is_file() and not SKIP_FOLDERS & set(p.relative_to(run).parts[:-1]))
+    sections = [*_text_sections(files, run), *_figure_sections(files, run)]
     htmls = [p for p in files if p.suffix == ".html" and p.resolve() != out.resolve()]
     for p in htmls[:6]:
         sections.append(f"<h2>Interactive: {html.escape(str(p.relative_to(run)))}</h2>"
@@ -185,14 +156,60 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str | No
 
     title = title or f"cytofm report: {run.resolve().name}"
     doc = ("<!doctype html><html><head><meta charset='utf-8'>"
-           f"<title>{html.escape(title)}</title><style>"
-           "body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}"
-           "table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-           "th{background:#f3f3f3}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}"
-           ".summary li{margin:6px 0;font-size:15px}figure{margin:0}figcaption{font-size:11px;color:#666}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}"
-           "h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px;overflow-wrap:anywhere}</style></head><body>"
+           f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
            f"<h1>{html.escape(title)}</h1><p>cytofm {__version__}, written {datetime.now():%Y-%m-%d %H:%M}, "
            f"from the run folder {html.escape(run.resolve().name)}/</p>"  # never this machine's absolute path
            + "".join(sections) + "</body></html>")
     out.write_text(doc)
     return out
+
+
+def _text_sections(files: list[Path], run: Path) -> list[str]:
+    """The summaries in words, the result tables, the localisation scores."""
+    sections = []
+    summaries = [p for p in files if p.name == "summary.md"]
+    if summaries:
+        sections.append("<h2>Summary: what the results say (paired 95% intervals, Holm-corrected)</h2>" + "".join(
+            (f"<h3>{html.escape(str(p.parent.relative_to(run)))}</h3>" if len(summaries) > 1 else "")
+            + _summary_html(p) for p in summaries))
+    tables = [p for p in files if p.name == "results.md"]
+    if tables:
+        body = "".join(f"<h3>{html.escape(str(p.parent.relative_to(run)) or '.')}</h3>{_md_table(p.read_text())}"
+                       for p in tables)
+        sections.append("<h2>Results (estimates and intervals as each table states)</h2>" + body)
+    for p in [p for p in files if p.name == "localization.csv"]:
+        with open(p, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            s = summarise(rows)
+            sections.append(f"<h2>Attention localisation: {html.escape(str(p.parent.relative_to(run)))}</h2>"
+                            f"<p>{len(rows)} items. Attention mass on the annotated object {s.get('mass', float('nan')):.3f} "
+                            f"(uniform attention: {s.get('chance_mass', float('nan')):.3f}); pointing game "
+                            f"{s.get('hit', float('nan')):.3f} (chance {s.get('chance_hit', float('nan')):.3f}).</p>")
+    return sections
+
+
+def _figure_sections(files: list[Path], run: Path) -> list[str]:
+    """Pretraining curves, then the PNG figures by kind (at most ``MAX_IMAGES`` in all)."""
+    sections = []
+    for p in [p for p in files if p.name == "metrics.csv"]:
+        png = curves_png(p)
+        if png:
+            sections.append(f"<h2>Pretraining curves: {html.escape(str(p.parent.relative_to(run)))}</h2>"
+                            f"<img style='max-width:100%' alt='curves' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    pngs = [p for p in files if p.suffix.lower() == ".png" and "qa" not in p.relative_to(run).parts]
+    groups = [("Confusion matrices", [p for p in pngs if p.name.startswith("confusion")]),
+              ("Attention maps and MIL heatmaps", [p for p in pngs if "heatmap" in str(p.relative_to(run)) or "attention" in p.name
+                                                   or "gallery" in p.name]),
+              ("Embedding maps", [p for p in pngs if "umap" in str(p.relative_to(run)).lower() or "embedding" in p.name])]
+    used = {p for _, g in groups for p in g}
+    groups.append(("Other figures", [p for p in pngs if p not in used]))
+    shown = 0
+    for name, g in groups:
+        if not g:
+            continue
+        take = g[: max(0, MAX_IMAGES - shown)]
+        shown += len(take)
+        more = f"<p>{len(g) - len(take)} more in the run folder.</p>" if len(take) < len(g) else ""
+        sections.append(f"<h2>{name}</h2><div class='grid'>" + "".join(_img(p, run) for p in take) + f"</div>{more}")
+    return sections

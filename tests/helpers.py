@@ -1,0 +1,127 @@
+"""Plain helpers the tests share (image builders, the shared-data lookup, tiny configs); fixtures live in
+the conftest.py files. Test modules import from here, never from one another or from a conftest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(os.environ.get("CYTOFM_SHARED_DATA",
+                                  Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+
+TINY = ["model.arch=vit_tiny_patch16_224", "head.out_dim=64", "head.hidden_dim=32", "head.bottleneck_dim=16",
+        "crops.global_size=32", "crops.local_size=16", "crops.n_local=2", "train.batch_size=4",
+        "data.num_workers=0", "head.freeze_last_layer_iters=1", "optim.warmup_iters=2",
+        "loss.warmup_teacher_temp_iters=2", "train.log_every=1", "model.drop_path=0.1",
+        "runtime.precision=fp32", "mask.ratio=[0.3]", "mask.ratio_var=[0.2]"]
+"""Overrides for a pretraining run small enough for a test: a ViT-Tiny on 32 px crops, fp32."""
+
+DINOV2 = ["method=dinov2", "head.separate=true", "loss.centering=sinkhorn_knopp", "loss.koleo_weight=0.1"]
+"""Overrides that make a pretraining run DINOv2 (separate heads, Sinkhorn-Knopp, KoLeo)."""
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or skip the test with a message saying what is missing."""
+    p = SHARED_DATA / name
+    if not (p / "manifest.csv").is_file():
+        pytest.skip(f"real data not found at {p} (set CYTOFM_SHARED_DATA to the shared/data folder)")
+    return p
+
+
+def smear(h: int = 240, w: int = 320, cells=((80, 60, 25), (200, 150, 30)), color=(120, 80, 160),
+          seed: int = 0):
+    """A synthetic smear field: slightly noisy off-white glass with stained disks.
+    Returns (rgb, truth mask)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), (222, 220, 214), np.float32) + rng.normal(0, 2.0, (h, w, 3))
+    yy, xx = np.mgrid[:h, :w]
+    truth = np.zeros((h, w), bool)
+    for cx, cy, r in cells:
+        d = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        truth |= d
+        img[d] = color
+    return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+def smear_folder(root: Path, n: int = 6) -> Path:
+    """``n`` small synthetic smear fields (64 px, two cells each) in ``root``: the pretraining tests' data."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rgb, _ = smear(h=64, w=64, cells=((20 + 4 * i, 30, 10), (44, 40, 8)), seed=i)
+        Image.fromarray(rgb).save(root / f"{i}.png")
+    return root
+
+
+def chromium_screenshot(html, png, width=1280, height=2400):
+    """``html`` rendered by headless Chromium into ``png``; returns it as an (height, width, 3) int RGB array
+    (skips the test where Chromium is not installed)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        pytest.skip("headless Chromium not installed (Debian: apt-get install chromium)")
+    with tempfile.TemporaryDirectory() as profile:  # a fresh profile; no background connections to fail on
+        subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--disable-quic",
+                        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", f"--user-data-dir={profile}", f"--window-size={width},{height}",
+                        f"--screenshot={png}", f"file://{html}"], check=True, capture_output=True,
+                       timeout=120)
+    return np.asarray(Image.open(png).convert("RGB")).astype(int)
+
+
+def assert_report_frame(rgb: np.ndarray) -> None:
+    """A screenshot of a report is laid out as cytofm.viz.report.STYLE says: the page white in the body's
+    24 px margins, the h1 in #222 at the content's top-left corner, and every h2 ruled by a 1 px #ddd line
+    exactly across the content (the window less the margins, at most 1200 px wide)."""
+    h, w, _ = rgb.shape
+    right = 24 + min(w - 48, 1200)  # the content's right edge: max-width 1200px
+    assert (rgb[:24] == 255).all() and (rgb[:, :24] == 255).all() and (rgb[:, right:] == 255).all()
+    dark_rows = np.nonzero((rgb[:, :, 0] < 128).any(axis=1))[0]
+    assert dark_rows.size, "no text on the page"
+    top = dark_rows[0]
+    assert 24 <= top < 24 + 16, top  # the h1's first glyph row, just under the top margin
+    band = rgb[top:top + 20]  # within the h1's first line (32 px bold)
+    assert np.nonzero((band[:, :, 0] < 128).any(axis=0))[0][0] in range(24, 30)  # starts at the left margin
+    assert band.min() == 0x22 and (band == 0x22).all(axis=-1).sum() > 50  # solid glyph stems in #222
+    rules = np.all(rgb[:, 24:right] == 0xDD, axis=(1, 2))
+    assert rules.any() and not np.all(rgb[:, [23, right]] == 0xDD,
+                                      axis=(1, 2)).any()  # #ddd, margin to margin
+
+
+def tiny_cfg(*extra):
+    """The TINY pretraining config with ``extra`` overrides on top."""
+    from cytofm.config.loader import build_config
+    from cytofm.ssl.config import PretrainConfig
+
+    return build_config(PretrainConfig, overrides=[*TINY, *extra])
+
+
+def run(cfg, data, out, **kw):
+    """A pretraining run of ``cfg`` on the images in ``data``, into ``out``; returns the finished trainer."""
+    from cytofm.ssl.trainer import SSLTrainer
+
+    t = SSLTrainer(cfg, [str(data)], out, log=lambda m: None, **kw)
+    t.run()
+    return t
+
+
+def prepare_cfg(*overrides):
+    """A PrepareConfig with one worker and no QA thumbnails, then ``overrides``."""
+    from cytofm.config.loader import build_config
+    from cytofm.data.config import PrepareConfig
+
+    return build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=-1", *overrides])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free just now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
