@@ -40,7 +40,7 @@ def pool() -> list[str]:
 def device_batches(b: PretrainingBatches, cfg: PretrainConfig) -> DeviceBatches:
     refs = [(t, r) for t, table in enumerate(b.tables) for r in range(len(table))]
     cache = build_cache(lambda i: b.sample_size(b.tables[refs[i][0]], b.tables[refs[i][0]].refs[refs[i][1]]),
-                        lambda i: b._image(b.tables[refs[i][0]], b.tables[refs[i][0]].refs[refs[i][1]]),
+                        lambda i: b.sample_image(b.tables[refs[i][0]], b.tables[refs[i][0]].refs[refs[i][1]]),
                         len(refs), cfg.data.cache_side or 2 * cfg.crops.global_size, log=print)
     return DeviceBatches(b.sample_plan, cache, {r: i for i, r in enumerate(refs)}, cfg, 16)
 

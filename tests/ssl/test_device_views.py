@@ -183,7 +183,8 @@ def test_batches_are_pure_and_masks_follow_the_config(images, tmp_path):
     b = PretrainingBatches(tables, cfg, 0, 16)
     refs = [(0, r) for r in range(len(tables[0]))]
     cache = build_cache(lambda i: b.sample_size(tables[0], tables[0].refs[i]),
-                        lambda i: b._image(tables[0], tables[0].refs[i]), len(refs), 128, log=lambda m: None)
+                        lambda i: b.sample_image(tables[0], tables[0].refs[i]), len(refs), 128,
+                        log=lambda m: None)
     d = DeviceBatches(b.sample_plan, cache, {r: i for i, r in enumerate(refs)}, cfg, 16)
     cpu = torch.device("cpu")
     v1, v2_ = d.views(d[3], cpu), d.views(d[3], cpu)

@@ -106,7 +106,8 @@ def _duration(s: float) -> str:
 
 
 def _seconds(value: str | None, fallback: float = 30.0) -> float:
-    """``CYTOFM_PROGRESS_SECONDS`` as a number; anything else is the default (a log line is not worth a crash)."""
+    """``CYTOFM_PROGRESS_SECONDS`` as a number; anything else is the default (a log line is not worth a
+    crash)."""
     try:
         return float(value) if value else fallback
     except ValueError:
@@ -122,7 +123,8 @@ class PlainProgress:
     def __init__(self, stream=None, interval: float | None = None):
         self.console = console
         self.stream = stream
-        self.interval = max(0.1, _seconds(os.environ.get("CYTOFM_PROGRESS_SECONDS")) if interval is None else interval)
+        self.interval = max(0.1, _seconds(os.environ.get("CYTOFM_PROGRESS_SECONDS"))
+                            if interval is None else interval)
         self.tasks: dict[int, dict] = {}
         self._next = 0
         self._lock = threading.Lock()
@@ -150,10 +152,12 @@ class PlainProgress:
             self._next += 1
             now = time.monotonic()
             nothing = total is not None and completed >= total  # e.g. every item already finished: no lines
-            self.tasks[k] = {"description": description, "total": total, "completed": completed, "start": completed,
-                             "t0": now, "last": now, "fields": dict(fields), "finished": nothing, "warm": None}
+            self.tasks[k] = {"description": description, "total": total, "completed": completed,
+                             "start": completed, "t0": now, "last": now, "fields": dict(fields),
+                             "finished": nothing, "warm": None}
             if not nothing:
-                self._write(f"{description}: started" + (f", {int(total - completed)} to do" if total else ""))
+                self._write(f"{description}: started"
+                            + (f", {int(total - completed)} to do" if total else ""))
             return k
 
     def update(self, task_id: int, *, advance: float | None = None, completed: float | None = None,
@@ -273,7 +277,8 @@ def plain(v):
     return v
 
 
-CONFIG_HELP = "YAML file of this command's settings (keys as the options, with _ for -); options and key=value win over it."
+CONFIG_HELP = ("YAML file of this command's settings (keys as the options, with _ for -); "
+               "options and key=value win over it.")
 PRINT_CONFIG_HELP = "Print the resolved settings as YAML (a valid --config file) and exit without running."
 
 
@@ -289,7 +294,8 @@ def resolve_settings(ctx: typer.Context, schema, config: Path | None, overrides:
         raise ConfigError(f"--config {config}: no such file")
     given = {}
     for name, v in ctx.params.items():
-        src = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")  # by name: typer may vendor its own click
+        # by name: typer may vendor its own click
+        src = getattr(ctx.get_parameter_source(name), "name", "DEFAULT")
         if name in schema.model_fields and src not in ("DEFAULT", "DEFAULT_MAP"):
             given[name] = plain(v)
     names = {k: "--" + k.replace("_", "-") for k in given}  # a refusal names the option the user typed
@@ -318,7 +324,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def user_errors(fn):
-    """Turn the errors a user can fix (``UserError``) into one red line and exit status 2, never a traceback."""
+    """Turn the errors a user can fix (``UserError``) into one red line and exit status 2, never a
+    traceback."""
     from cytofm.utils.errors import UserError
 
     @functools.wraps(fn)

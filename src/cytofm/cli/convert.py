@@ -12,12 +12,19 @@ from cytofm.cli.common import console, fail, user_errors
 
 @user_errors
 def convert(
-    source: Annotated[Path, typer.Argument(help="A cytofm feature store (with --to), or a TRIDENT/CLAM/STAMP feature folder (with --from).")],
-    out: Annotated[Path, typer.Option(help="Output folder: the tool's layout (--to) or a new cytofm store (--from).")],
-    to: Annotated[str | None, typer.Option("--to", help="Write the files this tool reads: trident, clam or stamp.")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Read this tool's layout into a cytofm store: trident, clam or stamp.")] = None,
-    mpp: Annotated[float | None, typer.Option(help="Level-0 um per pixel, for items that do not record it (STAMP needs micrometres).")] = None,
-    table: Annotated[Path | None, typer.Option(help="With --from: CLAM's dataset CSV (case_id, slide_id, label) or STAMP's slide table (PATIENT, FILENAME); default: the one in the folder.")] = None,
+    source: Annotated[Path, typer.Argument(help="A cytofm feature store (with --to), or a "
+                                                "TRIDENT/CLAM/STAMP feature folder (with --from).")],
+    out: Annotated[Path, typer.Option(help="Output folder: the tool's layout "
+                                           "(--to) or a new cytofm store (--from).")],
+    to: Annotated[str | None, typer.Option("--to", help="Write the files this tool "
+                                                        "reads: trident, clam or stamp.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Read this tool's layout into a "
+                                                             "cytofm store: trident, clam or stamp.")] = None,
+    mpp: Annotated[float | None, typer.Option(help="Level-0 um per pixel, for items that do "
+                                                   "not record it (STAMP needs micrometres).")] = None,
+    table: Annotated[Path | None, typer.Option(help="With --from: CLAM's dataset CSV (case_id, "
+                                                    "slide_id, label) or STAMP's slide table (PATIENT, "
+                                                    "FILENAME); default: the one in the folder.")] = None,
 ) -> None:
     """Convert feature files between cytofm and the tools pathology labs use.
 
@@ -31,7 +38,8 @@ def convert(
     from cytofm.features.formats.convert import export_store, import_folder
 
     if (to is None) == (from_ is None):
-        fail("give exactly one of --to TOOL (cytofm store -> tool) or --from TOOL (tool folder -> cytofm store)")
+        fail("give exactly one of --to TOOL (cytofm store -> tool) "
+             "or --from TOOL (tool folder -> cytofm store)")
     if mpp is not None and mpp <= 0:
         fail(f"--mpp must be positive, not {mpp}")
     if to is not None:

@@ -16,10 +16,14 @@ from cytofm.cli.common import console, fail, info, make_progress, out_console, u
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("cytofm-demo"),
-    minutes: Annotated[float | None, typer.Option(help="Wall-time limit of the pretraining stage (default: twice its planned time).")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Pretraining iterations (default: as many as fit the budget, at most 120).")] = None,
-    full: Annotated[bool, typer.Option("--full", help="The whole sample and the full 120-iteration schedule, however long this machine takes.")] = False,
-    budget_minutes: Annotated[float, typer.Option(help="The time the demo sizes itself to (measured on this machine first).")] = 9.0,
+    minutes: Annotated[float | None, typer.Option(help="Wall-time limit of the pretraining "
+                                                       "stage (default: twice its planned time).")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Pretraining iterations (default: as "
+                                                        "many as fit the budget, at most 120).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="The whole sample and the full 120-iteration "
+                                                      "schedule, however long this machine takes.")] = False,
+    budget_minutes: Annotated[float, typer.Option(help="The time the demo sizes itself to "
+                                                       "(measured on this machine first).")] = 9.0,
 ) -> None:
     """Run the whole pipeline on the shipped blood-smear sample (BCCD and Chula RBC-12 fields from the
     evaluation part of the shipped split; MIT licences, see demo_data/*/LICENSE) and write OUT/report.html.
@@ -44,4 +48,5 @@ def demo(
         out_console.print(f"- {line}", markup=False, soft_wrap=True)
     out_console.print("", markup=False)
     out_console.print(r.results_md, markup=False, soft_wrap=True)
-    console.print(f"[green]demo finished[/green] in {r.seconds:.0f} s; report: {r.report.resolve()}", soft_wrap=True)
+    console.print(f"[green]demo finished[/green] in {r.seconds:.0f} s; report: {r.report.resolve()}",
+                  soft_wrap=True)

@@ -41,7 +41,8 @@ def collect() -> list[tuple[str, str, bool]]:
             for i in range(torch.cuda.device_count()):
                 p = torch.cuda.get_device_properties(i)
                 bf = torch.cuda.is_bf16_supported()
-                rows.append((f"GPU {i}", f"{p.name}, {p.total_memory / 2**30:.0f} GiB, bf16 {'yes' if bf else 'no (fp16)'}", True))
+                rows.append((f"GPU {i}", f"{p.name}, {p.total_memory / 2**30:.0f} GiB, "
+                                         f"bf16 {'yes' if bf else 'no (fp16)'}", True))
         else:
             rows.append(("GPU", "none (CUDA not available): training and extraction run on the CPU", True))
         rows.append(("distributed", f"gloo {'yes' if torch.distributed.is_gloo_available() else 'no'}, "
@@ -61,9 +62,11 @@ def collect() -> list[tuple[str, str, bool]]:
     from cytofm.data.source import OPENSLIDE_ERROR, openslide
 
     if openslide is not None:
-        rows.append(("OpenSlide", f"library {openslide.__library_version__}, python {openslide.__version__}", True))
+        rows.append(("OpenSlide", f"library {openslide.__library_version__}, "
+                                  f"python {openslide.__version__}", True))
     else:
-        rows.append(("OpenSlide", f"not available ({OPENSLIDE_ERROR}); whole slides need: pip install 'cytofm[wsi]'", False))
+        rows.append(("OpenSlide", f"not available ({OPENSLIDE_ERROR}); "
+                                  "whole slides need: pip install 'cytofm[wsi]'", False))
     from cytofm.models.weights import search_paths
 
     for name, p in search_paths():

@@ -41,8 +41,8 @@ def _setup(features: Path, label: str, out: Path, group_column, split_column, fo
 
     check_writable_dir(out)
     try:
-        data, splits = prepare_eval(features, label, group_column, split_column, folds, tuple(seeds), list(exclude),
-                                    log=info, warn=warn)
+        data, splits = prepare_eval(features, label, group_column, split_column, folds, tuple(seeds),
+                                    list(exclude), log=info, warn=warn)
     except ProtocolError as e:
         fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
@@ -59,9 +59,11 @@ def _report(summaries: list[dict], out: Path, options: dict) -> None:
     write_csv(out / "results.csv", results_table(summaries))
     md = markdown_table(summaries)
     (out / "results.md").write_text(md)
-    (out / "config.yaml").write_text(f"# written by cytofm {__version__}\n" + yaml.safe_dump(options, sort_keys=False))
+    (out / "config.yaml").write_text(f"# written by cytofm {__version__}\n"
+                                     + yaml.safe_dump(options, sort_keys=False))
     out_console.print(md, markup=False)
-    console.print(f"[green]written[/green] {out}/results.csv, results.md, per-fold and per-item CSVs, confusion PNGs")
+    console.print(f"[green]written[/green] {out}/results.csv, results.md, per-fold and per-item CSVs, "
+                  "confusion PNGs")
 
 
 P, M = ProbeConfig, MilConfig
@@ -95,13 +97,15 @@ def probe(
     features: Annotated[Path | None, FEATURES] = None,
     label: Annotated[str | None, LABEL] = None,
     out: Annotated[Path | None, OUT] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated: linear, knn, fewshot.")] = ",".join(default(P, "methods")),
+    methods: Annotated[str, typer.Option(help="Comma-separated: "
+                                              "linear, knn, fewshot.")] = ",".join(default(P, "methods")),
     folds: Annotated[int, FOLDS] = default(P, "folds"),
     seeds: Annotated[str, SEEDS] = ",".join(map(str, default(P, "seeds"))),
     group_column: Annotated[str | None, GROUP] = default(P, "group_column"),
     split_column: Annotated[str | None, SPLIT] = default(P, "split_column"),
     knn_k: Annotated[int, typer.Option(help="Neighbours of the kNN probe.")] = default(P, "knn_k"),
-    shots: Annotated[int, typer.Option(help="Labelled examples per class for few-shot.")] = default(P, "shots"),
+    shots: Annotated[int, typer.Option(help="Labelled examples per "
+                                            "class for few-shot.")] = default(P, "shots"),
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
@@ -118,7 +122,8 @@ def probe(
     if bad:
         fail(f"unknown probe method(s) {', '.join(bad)}; valid: {', '.join(PROBE_METHODS)}")
     features, out = Path(cfg.features), Path(cfg.out)
-    data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds, cfg.exclude)
+    data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds,
+                          cfg.exclude)
     with make_progress() as progress:
         try:
             summaries = evaluate_probes(data, splits, out, cfg.methods, cfg.knn_k, cfg.shots, progress,
@@ -132,14 +137,16 @@ def probe(
 def mil(
     ctx: typer.Context,
     overrides: Annotated[list[str] | None, OVERRIDES] = None,
-    features: Annotated[Path | None, typer.Option(help="Feature store folder (tiles mode: one bag per item).", show_default=False)] = None,
+    features: Annotated[Path | None, typer.Option(help="Feature store folder (tiles mode: "
+                                                       "one bag per item).", show_default=False)] = None,
     label: Annotated[str | None, LABEL] = None,
     out: Annotated[Path | None, OUT] = None,
     folds: Annotated[int, FOLDS] = default(M, "folds"),
     seeds: Annotated[str, SEEDS] = ",".join(map(str, default(M, "seeds"))),
     group_column: Annotated[str | None, GROUP] = default(M, "group_column"),
     split_column: Annotated[str | None, SPLIT] = default(M, "split_column"),
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on an inner validation split).")] = default(M, "epochs"),
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping "
+                                             "on an inner validation split).")] = default(M, "epochs"),
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = default(M, "lr"),
     model: Annotated[MilModel, typer.Option(help=MIL_MODEL_HELP)] = default(M, "model"),
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
@@ -156,21 +163,31 @@ def mil(
     from cytofm.eval.evaluate_store import evaluate_mil
 
     features, out = Path(cfg.features), Path(cfg.out)
-    data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds, cfg.exclude)
+    data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds,
+                          cfg.exclude)
     with make_progress() as progress:
-        summary = evaluate_mil(data, splits, out, cfg.epochs, cfg.lr, progress, title=_title(features, cfg.label),
-                               model=cfg.model)
+        summary = evaluate_mil(data, splits, out, cfg.epochs, cfg.lr, progress,
+                               title=_title(features, cfg.label), model=cfg.model)
     _report([summary], out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
 
 
 @user_errors
 def benchmark(
-    config: Annotated[str, typer.Argument(help="Benchmark YAML (tasks and encoders) or a preset: shared_data, cytofm_paper, demo.")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides on top of CONFIG as key=value, e.g. batch_size=32 "
-                                                                "metric=macro_f1 'encoders=[cytofm, handcrafted]'.", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder: results.csv, results.md, summary.md, results.png, per-task evidence.", show_default=False)] = None,
-    encoders: Annotated[str | None, typer.Option(help="Comma-separated encoder specs replacing the config's list.")] = None,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on past an encoder that cannot be built or a task that cannot be evaluated; they are listed in results.md and summary.md (config: skip_missing).")] = False,
+    config: Annotated[str, typer.Argument(help="Benchmark YAML (tasks and encoders) or a "
+                                               "preset: shared_data, cytofm_paper, demo.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides on top of CONFIG as key=value, "
+                                                               "e.g. batch_size=32 metric=macro_f1 "
+                                                               "'encoders=[cytofm, handcrafted]'.",
+                                                          show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: results.csv, "
+                                                  "results.md, summary.md, results.png, "
+                                                  "per-task evidence.", show_default=False)] = None,
+    encoders: Annotated[str | None, typer.Option(help="Comma-separated encoder specs "
+                                                      "replacing the config's list.")] = None,
+    keep_going: Annotated[bool, typer.Option(
+        "--keep-going",
+        help="Go on past an encoder that cannot be built or a task that cannot be evaluated; "
+             "they are listed in results.md and summary.md (config: skip_missing).")] = False,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """Compare encoders on tasks: prepare, extract (cached under OUT/cache), evaluate every encoder on the
@@ -219,4 +236,5 @@ def benchmark(
     if summary.is_file():
         out_console.print(summary.read_text(), markup=False)
     out_console.print((out / "results.md").read_text(), markup=False)
-    console.print(f"[green]written[/green] {out}/results.csv, comparisons.csv, results.md, summary.md, results.png")
+    console.print(f"[green]written[/green] {out}/results.csv, comparisons.csv, results.md, "
+                  "summary.md, results.png")

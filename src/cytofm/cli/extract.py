@@ -33,22 +33,33 @@ C = ExtractConfig
 def extract(
     ctx: typer.Context,
     overrides: Annotated[list[str] | None, typer.Argument(help=OVERRIDES_HELP.replace(
-        "tiling.patch_size=128 foreground.min_fraction=0.2", "batch_size=32 pool=cls+mean"), show_default=False)] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="A folder (class sub-folders become 'label'), a manifest, or a `cytofm prepare` output.", show_default=False)] = None,
-    mode: Annotated[Mode | None, typer.Option(help="image: each image is one instance; tiles: every kept patch is one.", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Feature store folder: features/<id>.h5 + manifest.csv.", show_default=False)] = None,
-    encoder: Annotated[str, typer.Option(help="Encoder spec: cytofm[:path], cytofm-paper:<path>, ibot-imagenet:<path>, "
-                                              "uni:<path>, dinov2:<name|path>, dinobloom:<size>:<path>, phikon:<path>, "
-                                              "timm:<model>[:<path>], random:<arch>, handcrafted. Default: the "
-                                              "encoder shipped with cytofm.")] = default(C, "encoder"),
+        "tiling.patch_size=128 foreground.min_fraction=0.2", "batch_size=32 pool=cls+mean"),
+        show_default=False)] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="A folder (class sub-folders become "
+                                                               "'label'), a manifest, or a `cytofm prepare` "
+                                                               "output.", show_default=False)] = None,
+    mode: Annotated[Mode | None, typer.Option(help="image: each image is one instance; tiles: "
+                                                   "every kept patch is one.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Feature store folder: features/<id>.h5 "
+                                                  "+ manifest.csv.", show_default=False)] = None,
+    encoder: Annotated[str, typer.Option(help="Encoder spec: cytofm[:path], cytofm-paper:<path>, "
+                                              "ibot-imagenet:<path>, uni:<path>, dinov2:<name|path>, "
+                                              "dinobloom:<size>:<path>, phikon:<path>, "
+                                              "timm:<model>[:<path>], random:<arch>, handcrafted. Default: "
+                                              "the encoder shipped with cytofm.")] = default(C, "encoder"),
     batch_size: Annotated[int, typer.Option(help="Instances per forward pass.")] = default(C, "batch_size"),
-    tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: mean over the 8 flips/rotations.")] = default(C, "tta"),
+    tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: mean "
+                                                    "over the 8 flips/rotations.")] = default(C, "tta"),
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = default(C, "workers"),
-    label_column: Annotated[str | None, typer.Option(help="Manifest column copied into 'label'.")] = default(C, "label_column"),
-    device: Annotated[Device, typer.Option(help="Where the encoder runs (auto: cuda when available).")] = default(C, "device"),
-    precision: Annotated[Precision, typer.Option(help="auto: bf16 where supported.")] = default(C, "precision"),
-    pool: Annotated[Pool, typer.Option(help="ViT readout: cls ([CLS] token), mean (patch tokens), cls+mean, or last4 "
-                                            "([CLS] of the last 4 blocks + patch mean, DINO's linear-evaluation readout). "
+    label_column: Annotated[str | None, typer.Option(help="Manifest column copied "
+                                                          "into 'label'.")] = default(C, "label_column"),
+    device: Annotated[Device, typer.Option(help="Where the encoder runs "
+                                                "(auto: cuda when available).")] = default(C, "device"),
+    precision: Annotated[Precision, typer.Option(help="auto: bf16 "
+                                                      "where supported.")] = default(C, "precision"),
+    pool: Annotated[Pool, typer.Option(help="ViT readout: cls ([CLS] token), mean (patch tokens), "
+                                            "cls+mean, or last4 ([CLS] of the last 4 blocks + "
+                                            "patch mean, DINO's linear-evaluation readout). "
                                             "Recorded in the store's encoder spec.")] = default(C, "pool"),
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
@@ -61,7 +72,8 @@ def extract(
     Example: cytofm extract --input cells/ --mode image --out feats pool=cls+mean
     """
     cfg = resolve_settings(ctx, C, config, overrides, print_config,
-                           required={"input": "--input PATH", "mode": "--mode image|tiles", "out": "--out DIR"})
+                           required={"input": "--input PATH", "mode": "--mode image|tiles",
+                                     "out": "--out DIR"})
     from cytofm.utils.io import check_writable_dir
 
     check_writable_dir(cfg.out)
@@ -78,4 +90,5 @@ def extract(
     with torchrun_group(cfg.device), make_progress() as progress:
         r = run_extract(enc, cfg, progress=progress, log=info)
     console.print(f"[green]extracted[/green] {r['extracted']} item(s) ({r['instances']} instances, "
-                  f"{r['instances_per_s']:.1f}/s); {r['reused']} reused; {r['skipped']} skipped -> {cfg.out}/manifest.csv")
+                  f"{r['instances_per_s']:.1f}/s); {r['reused']} reused; {r['skipped']} skipped "
+                  f"-> {cfg.out}/manifest.csv")

@@ -97,14 +97,15 @@ def _version(value: bool):
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only; no progress."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail (debug messages)."),
     trust_weights: list[Path] | None = typer.Option(
         None, "--trust-weights", metavar="FILE",
-        help="Allow this weights file to load with Python's full unpickler, which can run code: only for files "
-             "from a source you trust (repeat for several). Without it, pickles that hold more than tensors are "
-             "refused; .safetensors never need it."),
+        help="Allow this weights file to load with Python's full unpickler, which can run code: only for "
+             "files from a source you trust (repeat for several). Without it, pickles that hold more than "
+             "tensors are refused; .safetensors never need it."),
 ):
     from cytofm.cli.common import setup_logging, warn
 

@@ -25,24 +25,35 @@ def prepare(
              "split, mpp...), or slide/image files; then optional key=value config overrides.",
         show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output dataset folder.")],
-    preset: Annotated[str, typer.Option(help="Config preset (default, cells, smear_fields, wsi) or a YAML file.")] = "default",
+    preset: Annotated[str, typer.Option(help="Config preset (default, cells, "
+                                             "smear_fields, wsi) or a YAML file.")] = "default",
     config: Annotated[Path | None, typer.Option(help="YAML config file applied after the preset.")] = None,
-    patch_size: Annotated[int | None, typer.Option(help="Patch side in pixels at the target resolution.")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Patch side in pixels at "
+                                                        "the target resolution.")] = None,
     stride: Annotated[int | None, typer.Option(help="Patch step (default: patch size).")] = None,
-    whole: Annotated[bool, typer.Option("--whole", help="Each image is one instance (single-cell crops).")] = False,
-    mpp: Annotated[float | None, typer.Option(help="Microns per pixel of plain images without an mpp column.")] = None,
+    whole: Annotated[bool, typer.Option("--whole", help="Each image is one instance "
+                                                        "(single-cell crops).")] = False,
+    mpp: Annotated[float | None, typer.Option(help="Microns per pixel of plain "
+                                                   "images without an mpp column.")] = None,
     target_mpp: Annotated[float | None, typer.Option(help="Resample to this resolution (um/px).")] = None,
-    magnification: Annotated[float | None, typer.Option(help="Resample to this magnification (mpp = 10 / mag).")] = None,
-    labels_from_folders: Annotated[bool, typer.Option("--labels-from-folders", help="Folder input: class sub-folders become the label column.")] = False,
+    magnification: Annotated[float | None, typer.Option(help="Resample to this magnification "
+                                                             "(mpp = 10 / mag).")] = None,
+    labels_from_folders: Annotated[bool, typer.Option(
+        "--labels-from-folders",
+        help="Folder input: class sub-folders become the label column.")] = False,
     label_column: Annotated[str | None, typer.Option(help="Manifest column copied into 'label'.")] = None,
-    organ: Annotated[str | None, typer.Option(help="Organ for sources lacking one (breast, cervix, thyroid, blood...).")] = None,
-    preparation: Annotated[str | None, typer.Option(help="Preparation (smear, LBC, FNA, cytospin...).")] = None,
+    organ: Annotated[str | None, typer.Option(help="Organ for sources lacking one "
+                                                   "(breast, cervix, thyroid, blood...).")] = None,
+    preparation: Annotated[str | None, typer.Option(help="Preparation (smear, "
+                                                         "LBC, FNA, cytospin...).")] = None,
     stain: Annotated[str | None, typer.Option(help="Stain (pap, giemsa, diff-quik, he...).")] = None,
-    materialize: Annotated[str | None, typer.Option(help="Also write patches: png, jpeg or webdataset.")] = None,
+    materialize: Annotated[str | None, typer.Option(help="Also write patches: "
+                                                         "png, jpeg or webdataset.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (0 = one per core).")] = None,
     qa: Annotated[int | None, typer.Option(help="Number of QA thumbnails (-1 = all).")] = None,
-    duplicates: Annotated[str | None, typer.Option(help="Manifest rows naming one file with different values: "
-                                                        "refuse (default), first (keep the first row) or drop.")] = None,
+    duplicates: Annotated[str | None, typer.Option(help="Manifest rows naming one file with "
+                                                        "different values: refuse (default), "
+                                                        "first (keep the first row) or drop.")] = None,
 ) -> None:
     """Find cell-bearing foreground and tile images, fields and whole slides into patch coordinates.
 

@@ -13,15 +13,28 @@ from cytofm.cli.common import command_line, console, fail, info, make_progress, 
 
 @user_errors
 def pretrain(
-    overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. train.iterations=2000.", show_default=False)] = None,
-    preset: Annotated[str, typer.Option(help="Pretraining preset (iBOT: cpu, shipped, vit_small, vit_base_paper, ibot_reference_vit_small, ibot_reference_vit_base; DINOv2: dinov2_vit_small, dinov2_vit_base, cpu_dinov2) or a YAML file.")] = "cpu",
-    data: Annotated[list[Path] | None, typer.Option(help="A prepared dataset, a folder or a manifest; repeat for several.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (resumes when it holds a checkpoint).")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides as key=value, "
+                                                               "e.g. train.iterations=2000.",
+                                                          show_default=False)] = None,
+    preset: Annotated[str, typer.Option(help="Pretraining preset (iBOT: cpu, shipped, vit_small, "
+                                             "vit_base_paper, ibot_reference_vit_small, "
+                                             "ibot_reference_vit_base; DINOv2: dinov2_vit_small, "
+                                             "dinov2_vit_base, cpu_dinov2) or a YAML file.")] = "cpu",
+    data: Annotated[list[Path] | None, typer.Option(help="A prepared dataset, a folder or "
+                                                         "a manifest; repeat for several.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (resumes when "
+                                                  "it holds a checkpoint).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config applied after the preset.")] = None,
-    init_from: Annotated[Path | None, typer.Option(help="Continue from released backbone weights (iBOT/CytoFM dict with 'teacher', DINOv2/timm state dict).")] = None,
-    force_config: Annotated[bool, typer.Option("--force-config", help="Resume a run although settings that shape the optimisation changed (the change is recorded in the checkpoint and config.until-N.yaml keeps the old settings).")] = False,
+    init_from: Annotated[Path | None, typer.Option(help="Continue from released backbone "
+                                                        "weights (iBOT/CytoFM dict with "
+                                                        "'teacher', DINOv2/timm state dict).")] = None,
+    force_config: Annotated[bool, typer.Option(
+        "--force-config",
+        help="Resume a run although settings that shape the optimisation changed (the change "
+             "is recorded in the checkpoint and config.until-N.yaml keeps the old settings).")] = False,
 ) -> None:
-    """iBOT or DINOv2 self-supervised pretraining of a timm ViT (CPU, one GPU, or `torchrun --nproc_per_node N`).
+    """iBOT or DINOv2 self-supervised pretraining of a timm ViT (CPU, one GPU, or
+    `torchrun --nproc_per_node N`).
 
     The method is the config's `method` (ibot, dinov2); the dinov2_* presets set it with DINOv2's settings.
 
@@ -60,17 +73,31 @@ def pretrain(
         fail(str(e))
     if last:
         console.print(f"[green]done[/green]: iteration {last['iteration']}, loss {last['loss']:.3f}; "
-                      f"checkpoint {out}/checkpoint.pt; export with: cytofm export {out} --out model.safetensors")
+                      f"checkpoint {out}/checkpoint.pt; "
+                      f"export with: cytofm export {out} --out model.safetensors")
 
 
 @user_errors
 def export(
-    run: Annotated[Path, typer.Argument(help="Pretraining run directory or its checkpoint.pt (with --hf-dir also an export FILE.safetensors, or 'shipped' for the encoder shipped in the package).")],
-    out: Annotated[Path | None, typer.Option(help="Output FILE.safetensors (FILE.json written beside it).")] = None,
+    run: Annotated[Path, typer.Argument(help="Pretraining run directory or its checkpoint.pt "
+                                             "(with --hf-dir also an export FILE.safetensors, or "
+                                             "'shipped' for the encoder shipped in the package).")],
+    out: Annotated[Path | None, typer.Option(help="Output FILE.safetensors "
+                                                  "(FILE.json written beside it).")] = None,
     half: Annotated[bool, typer.Option("--half", help="Store weights in float16 (half the size).")] = False,
-    hf_dir: Annotated[Path | None, typer.Option("--hf-dir", help="Also (or only) write the Hugging Face hub layout timm reads into this folder: config.json, model.safetensors, README.md.")] = None,
-    push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", metavar="ORG/REPO", help="Upload the --hf-dir folder to this hub repository (private; needs huggingface_hub and a login: pip install 'cytofm[hub]', hf auth login).")] = None,
-    pretraining_record: Annotated[Path | None, typer.Option("--pretraining-record", help="Record of the images the run was pretrained on (dataset,relpath,sha256,phash; scripts/build_pretraining_pool.py --record): copied beside --out and named in FILE.json, so evaluations can find images the encoder has seen.")] = None,
+    hf_dir: Annotated[Path | None, typer.Option(
+        "--hf-dir",
+        help="Also (or only) write the Hugging Face hub layout timm reads "
+             "into this folder: config.json, model.safetensors, README.md.")] = None,
+    push_to_hub: Annotated[str | None, typer.Option(
+        "--push-to-hub", metavar="ORG/REPO",
+        help="Upload the --hf-dir folder to this hub repository (private; needs "
+             "huggingface_hub and a login: pip install 'cytofm[hub]', hf auth login).")] = None,
+    pretraining_record: Annotated[Path | None, typer.Option(
+        "--pretraining-record",
+        help="Record of the images the run was pretrained on (dataset,relpath,sha256,phash; "
+             "scripts/build_pretraining_pool.py --record): copied beside --out and named in "
+             "FILE.json, so evaluations can find images the encoder has seen.")] = None,
 ) -> None:
     """Export the teacher backbone as timm-layout safetensors plus FILE.json (architecture, model_args),
     and/or as a hub folder (--hf-dir) that timm.create_model("local-dir:DIR", pretrained=True) loads.

@@ -47,8 +47,8 @@ def _summary(scores: list[dict], what: str, out: Path) -> None:
     s = summarise(scores)
     if s:
         console.print(f"{what} on {s['n']} annotated item(s): mass on object {s['mass']:.3f} "
-                      f"(uniform {s['chance_mass']:.3f}), pointing game {s['hit']:.3f} (chance {s['chance_hit']:.3f}); "
-                      f"per item: {out}/localization.csv")
+                      f"(uniform {s['chance_mass']:.3f}), pointing game {s['hit']:.3f} "
+                      f"(chance {s['chance_hit']:.3f}); per item: {out}/localization.csv")
 
 
 H, U = HeatmapConfig, UmapConfig
@@ -61,16 +61,28 @@ MapMethod = choices("MapMethod", get_args(U.model_fields["method"].annotation))
 @user_errors
 def heatmap(
     ctx: typer.Context,
-    inputs: Annotated[list[str] | None, typer.Argument(help="Images or folders of images (ViT attention maps); then optional key=value overrides.", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder for the figures and localization.csv.", show_default=False)] = None,
-    encoder: Annotated[str, typer.Option(help="Encoder spec for ViT attention maps (see `cytofm doctor`).")] = default(H, "encoder"),
-    mil: Annotated[Path | None, typer.Option(help="A `cytofm mil` run folder: paint its ABMIL attention on the sources.")] = None,
-    seed: Annotated[int, typer.Option(help="Which seed's out-of-fold attention of the MIL run to paint.")] = default(H, "seed"),
-    boxes: Annotated[Path | None, typer.Option(help="Folder of Pascal VOC XML files named like the images: score attention against them.")] = None,
-    box_class: Annotated[str, typer.Option(help="Object class of the boxes that count (BCCD: WBC).")] = default(H, "box_class"),
-    limit: Annotated[int, typer.Option(help="Draw figures for at most this many images (all annotated ones are scored).")] = default(H, "limit"),
-    tiles: Annotated[Tiles, typer.Option(help="auto: fields larger than twice the input size are tiled at native resolution; on; off (resize whole).")] = default(H, "tiles"),
-    device: Annotated[Device, typer.Option(help="Where the encoder runs (auto: cuda when available).")] = default(H, "device"),
+    inputs: Annotated[list[str] | None, typer.Argument(help="Images or folders of images (ViT attention "
+                                                            "maps); then optional key=value overrides.",
+                                                       show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder for the figures and localization.csv.",
+                                             show_default=False)] = None,
+    encoder: Annotated[str, typer.Option(help="Encoder spec for ViT attention "
+                                              "maps (see `cytofm doctor`).")] = default(H, "encoder"),
+    mil: Annotated[Path | None, typer.Option(help="A `cytofm mil` run folder: paint "
+                                                  "its ABMIL attention on the sources.")] = None,
+    seed: Annotated[int, typer.Option(help="Which seed's out-of-fold "
+                                           "attention of the MIL run to paint.")] = default(H, "seed"),
+    boxes: Annotated[Path | None, typer.Option(help="Folder of Pascal VOC XML files named like "
+                                                    "the images: score attention against them.")] = None,
+    box_class: Annotated[str, typer.Option(help="Object class of the boxes "
+                                                "that count (BCCD: WBC).")] = default(H, "box_class"),
+    limit: Annotated[int, typer.Option(help="Draw figures for at most this many "
+                                            "images (all annotated ones are scored).")] = default(H, "limit"),
+    tiles: Annotated[Tiles, typer.Option(help="auto: fields larger than twice the "
+                                              "input size are tiled at native "
+                                              "resolution; on; off (resize whole).")] = default(H, "tiles"),
+    device: Annotated[Device, typer.Option(help="Where the encoder runs "
+                                                "(auto: cuda when available).")] = default(H, "device"),
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
@@ -154,30 +166,40 @@ def _vit_heatmaps(cfg, out: Path, boxes: Path | None, log) -> None:
     warn_unmatched_boxes(boxes, images, cfg.box_class, log)
     with make_progress() as progress:
         scores = vit_heatmaps(enc, images, out, boxes, cfg.box_class, cfg.limit,
-                              None if cfg.tiles == "auto" else cfg.tiles == "on", dev, log=log, progress=progress)
+                              None if cfg.tiles == "auto" else cfg.tiles == "on", dev, log=log,
+                              progress=progress)
     _summary(scores, f"{cfg.encoder} [CLS] attention", out)
 
 
 @user_errors
 def umap(
     ctx: typer.Context,
-    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides as key=value, e.g. max_items=2000.", show_default=False)] = None,
-    features: Annotated[Path | None, typer.Option(help="Feature store folder (from `cytofm extract`).", show_default=False)] = None,
-    color_by: Annotated[str | None, typer.Option(help="Manifest column to colour by (label, organ, preparation, stain, dataset...).", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Output PNG (an interactive .html is written beside it).", show_default=False)] = None,
-    method: Annotated[MapMethod, typer.Option(help="auto: UMAP when umap-learn is installed, else t-SNE.")] = default(U, "method"),
-    max_items: Annotated[int, typer.Option(help="Subsample to at most this many items (at random, fixed seed).")] = default(U, "max_items"),
+    overrides: Annotated[list[str] | None, typer.Argument(help="Overrides as key=value, e.g. max_items=2000.",
+                                                          show_default=False)] = None,
+    features: Annotated[Path | None, typer.Option(help="Feature store folder (from `cytofm extract`).",
+                                                  show_default=False)] = None,
+    color_by: Annotated[str | None, typer.Option(help="Manifest column to colour by (label, "
+                                                      "organ, preparation, stain, dataset...).",
+                                                 show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Output PNG (an interactive .html is written beside it).",
+                                             show_default=False)] = None,
+    method: Annotated[MapMethod, typer.Option(help="auto: UMAP when umap-learn "
+                                                   "is installed, else t-SNE.")] = default(U, "method"),
+    max_items: Annotated[int, typer.Option(help="Subsample to at most this many "
+                                                "items (at random, fixed seed).")] = default(U, "max_items"),
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """2-D UMAP (or t-SNE/PCA) of a store's features (items mean-pooled) coloured by a manifest column."""
     cfg = resolve_settings(ctx, U, config, overrides, print_config,
-                           {"features": "--features DIR", "color_by": "--color-by COLUMN", "out": "--out FILE.png"})
+                           {"features": "--features DIR", "color_by": "--color-by COLUMN",
+                            "out": "--out FILE.png"})
     from cytofm.utils.io import check_writable_file
     from cytofm.viz.embedding import store_map
 
     check_writable_file(cfg.out)
-    png, html, used, n = store_map(Path(cfg.features), cfg.color_by, Path(cfg.out), cfg.method, cfg.max_items, log=info)
+    png, html, used, n = store_map(Path(cfg.features), cfg.color_by, Path(cfg.out), cfg.method,
+                                   cfg.max_items, log=info)
     console.print(f"[green]written[/green] {png} and {html} ({used}, {n} items)")
 
 

@@ -133,7 +133,8 @@ def load_preset(group: str, name: str) -> dict[str, Any]:
 
 def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str = "",
                             names: dict[str, str] | None = None) -> str:
-    """One line per problem; ``names`` maps a key to what the user typed (``batch_size`` -> ``--batch-size``)."""
+    """One line per problem; ``names`` maps a key to what the user typed
+    (``batch_size`` -> ``--batch-size``)."""
     known = _known_keys(schema)
     lines = []
     for e in err.errors():

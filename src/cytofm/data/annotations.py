@@ -21,7 +21,8 @@ def read_voc_boxes(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def coverage_of_boxes(coords: np.ndarray, size: int, boxes: list[np.ndarray], shape: tuple[int, int]) -> tuple[int, int]:
+def coverage_of_boxes(coords: np.ndarray, size: int, boxes: list[np.ndarray],
+                      shape: tuple[int, int]) -> tuple[int, int]:
     """(covered, total) pixel area of ``boxes`` that falls inside the patches at ``coords``."""
     cover = np.zeros(shape, bool)
     for x, y in coords:

@@ -54,8 +54,8 @@ def hash_image(path: str | os.PathLike) -> ImageHash:
 
 def phash_bits(hexes: list[str]) -> np.ndarray:
     """(N, 64) bool bit matrix of hex pHashes."""
-    return np.array([np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in hexes], dtype=bool).reshape(
-        len(hexes), 64)
+    return np.array([np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in hexes],
+                    dtype=bool).reshape(len(hexes), 64)
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:

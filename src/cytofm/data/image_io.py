@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Memory budget for decoding one image whole (RGB, 3 bytes a pixel; decoding peaks at about 3.3x this,
-# Pillow's 4-byte pixels, its byte copy and the array). Larger images are read in regions (``cytofm.data.large_image``);
-# whole slides always go through OpenSlide.
+# Pillow's 4-byte pixels, its byte copy and the array). Larger images are read in regions
+# (``cytofm.data.large_image``); whole slides always go through OpenSlide.
 IMAGE_BUDGET_MB = float(os.environ.get("CYTOFM_IMAGE_BUDGET_MB", "256"))
 BUDGET_PIXELS = int(IMAGE_BUDGET_MB * 1e6 / 3)
 # Pillow's guard stays on, at the budget: it raises above 2 x MAX_IMAGE_PIXELS, before decoding.
@@ -202,7 +202,8 @@ def _read_with_tifffile(path: Path, pil_reason: str) -> np.ndarray:
     except ImageTooLarge:
         raise
     except Exception as e:  # tifffile raises many types for broken files
-        raise ImageReadError(f"unreadable TIFF ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ImageReadError(
+            f"unreadable TIFF ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     rgb, _ = _to_rgb(np.asarray(arr))
     return rgb
 

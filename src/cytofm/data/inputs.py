@@ -151,7 +151,8 @@ def _from_manifest(path: Path, cfg: PrepareConfig, skips: list[Skip], notes: lis
             continue
         kind = _kind_of(p)
         if kind is None:
-            skips.append(Skip(str(p), f"unsupported format '{p.suffix or '(no extension)'}' (manifest line {i})"))
+            skips.append(Skip(str(p), f"unsupported format '{p.suffix or '(no extension)'}' "
+                                      f"(manifest line {i})"))
             continue
         meta: dict[str, str] = {}
         for col, val in row.items():
@@ -188,21 +189,25 @@ def _merge_duplicates(manifest: Path, items: list[SourceItem], how: str, skips: 
             keep.append(first)
             continue
         lines = ", ".join(str(g.line) for g in group)
-        cols = sorted({k for g in group[1:] for k in set(g.meta) | set(first.meta) if g.meta.get(k) != first.meta.get(k)})
+        cols = sorted({k for g in group[1:] for k in set(g.meta) | set(first.meta)
+                       if g.meta.get(k) != first.meta.get(k)})
         if not cols:
-            notes.append(f"{manifest}: lines {lines} list the same file {first.path} with the same values; kept once")
+            notes.append(f"{manifest}: lines {lines} list the same file {first.path} with the same values; "
+                         "kept once")
             keep.append(first)
             continue
         diff = "; ".join(f"{c}: " + " vs ".join(repr(g.meta.get(c, "")) for g in group) for c in cols)
         if how == "refuse":
-            raise InputError(f"{manifest}: lines {lines} list the same file {first.path} with different values "
-                             f"({diff}); fix the manifest, or pass metadata.duplicates=first (keep the first row) "
-                             "or metadata.duplicates=drop (leave the file out)")
+            raise InputError(f"{manifest}: lines {lines} list the same file {first.path} with different "
+                             f"values ({diff}); fix the manifest, or pass metadata.duplicates=first (keep "
+                             "the first row) or metadata.duplicates=drop (leave the file out)")
         if how == "first":
-            notes.append(f"{manifest}: lines {lines} disagree on {first.path} ({diff}); kept line {first.line}")
+            notes.append(f"{manifest}: lines {lines} disagree on {first.path} ({diff}); "
+                         f"kept line {first.line}")
             keep.append(first)
         else:
-            skips.append(Skip(str(first.path), f"manifest lines {lines} disagree ({diff}); left out (duplicates=drop)"))
+            skips.append(Skip(str(first.path),
+                              f"manifest lines {lines} disagree ({diff}); left out (duplicates=drop)"))
     return sorted(keep, key=lambda it: it.line)
 
 

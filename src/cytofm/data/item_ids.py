@@ -31,7 +31,8 @@ def _hashed(rel: str) -> str:
     return f"{safe_id(rel)}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
 
 
-def assign_ids(rels: list[tuple[str, str]], previous: dict[str, str] | None = None) -> tuple[list[str], list[dict]]:
+def assign_ids(rels: list[tuple[str, str]],
+               previous: dict[str, str] | None = None) -> tuple[list[str], list[dict]]:
     """Ids for ``(key, rel)`` pairs (key: absolute path; rel: the name the id is made from).
 
     Returns the ids in input order and one record per item whose name clashed with another's

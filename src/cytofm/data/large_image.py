@@ -81,14 +81,15 @@ class LargeImageSource:
     kind = "image"
     level = 0
 
-    def __init__(self, path: str | os.PathLike, mpp: float | None = None, size: tuple[int, int] | None = None):
+    def __init__(self, path: str | os.PathLike, mpp: float | None = None,
+                 size: tuple[int, int] | None = None):
         global _VIPS_USED
         self.path = Path(path)
         self.mpp = mpp
         what = f"image {size[0]}x{size[1]}" if size else "image"
         if pyvips is None:
-            raise ImageReadError(f"{what} is above the memory budget of {IMAGE_BUDGET_MB:g} MB for whole images and "
-                                 f"pyvips is not available to read it in regions ({VIPS_ERROR}); "
+            raise ImageReadError(f"{what} is above the memory budget of {IMAGE_BUDGET_MB:g} MB for whole "
+                                 f"images and pyvips is not available to read it in regions ({VIPS_ERROR}); "
                                  "install with: pip install pyvips pyvips-binary")
         _VIPS_USED = True
         try:
@@ -97,8 +98,8 @@ class LargeImageSource:
             if head.get_typeof("orientation") and head.get("orientation") in (5, 6, 7, 8):
                 self.width, self.height = head.height, head.width
         except pyvips.Error as e:
-            raise ImageReadError(f"{what} is above the memory budget of {IMAGE_BUDGET_MB:g} MB for whole images "
-                                 f"and libvips cannot read it in regions ({_one_line(e)})") from None
+            raise ImageReadError(f"{what} is above the memory budget of {IMAGE_BUDGET_MB:g} MB for whole "
+                                 f"images and libvips cannot read it in regions ({_one_line(e)})") from None
         self.conversion = "read in regions (libvips)"
         self._image = None
 
@@ -113,12 +114,14 @@ class LargeImageSource:
                 self.conversion += f"; {note}"
         return self._image
 
-    def read(self, x: int, y: int, size0: int | tuple[int, int], out: int | tuple[int, int] | None = None) -> np.ndarray:
+    def read(self, x: int, y: int, size0: int | tuple[int, int],
+             out: int | tuple[int, int] | None = None) -> np.ndarray:
         """Region at level-0 ``(x, y)``; parts outside the image are white (empty glass)."""
         sw, sh = (size0, size0) if isinstance(size0, int) else size0
         ow, oh = (sw, sh) if out is None else ((out, out) if isinstance(out, int) else out)
         if ow * oh > BUDGET_PIXELS:
-            raise ImageReadError(f"a region of {ow}x{oh} px is above the memory budget of {IMAGE_BUDGET_MB:g} MB")
+            raise ImageReadError(f"a region of {ow}x{oh} px is above the memory budget of "
+                                 f"{IMAGE_BUDGET_MB:g} MB")
         im = self._full()
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + sw, self.width), min(y + sh, self.height)

@@ -49,7 +49,8 @@ def point_crops(points: Path, label: str, size: int, out_dir: Path, split: dict[
                 with Image.open(src) as im:
                     arr = np.asarray(im.convert("RGB"))
             except OSError as e:
-                raise ValueError(f"{src}: cannot read the image of {len(cells)} annotated point(s) ({e})") from None
+                raise ValueError(f"{src}: cannot read the image of {len(cells)} annotated point(s) "
+                                 f"({e})") from None
             # edge pixels repeated into the margin (a black frame would be a feature of border cells)
             padded = np.pad(arr, ((half, size - half), (half, size - half), (0, 0)), mode="edge")
             for n, c in todo:

@@ -85,7 +85,8 @@ def _cached(h5_path: Path) -> dict:
 
 def _reusable_row(attrs: dict, chash: str, digest: str, rel: str) -> dict | None:
     """The earlier row when the same file content was prepared with the same config, else None."""
-    if attrs.get("config_hash") != chash or attrs.get("source_sha256") != digest or attrs.get("source_path") != rel:
+    if (attrs.get("config_hash") != chash or attrs.get("source_sha256") != digest
+            or attrs.get("source_path") != rel):
         return None
     try:
         return json.loads(attrs["row"])
@@ -102,15 +103,18 @@ def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, 
     except MemoryError:
         return Skip(str(item.path), "out of memory while reading (image too large for the machine)")
     except Exception as e:  # never let one bad file end the run
-        return Skip(str(item.path), f"unexpected error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return Skip(str(item.path),
+                    f"unexpected error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
-def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, want_qa: bool) -> dict | Skip:
+def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
+                    want_qa: bool) -> dict | Skip:
     h5_path = out / "coords" / f"{item.id}.h5"
     rel = portable_path(item.path, out)
     old = _cached(h5_path) if h5_path.exists() else {}
     try:
-        stat, digest = file_digest(item.path, (str(old.get("source_stat", "")), str(old.get("source_sha256", ""))))
+        stat, digest = file_digest(item.path, (str(old.get("source_stat", "")),
+                                               str(old.get("source_sha256", ""))))
     except OSError as e:
         return Skip(str(item.path), f"cannot read file ({e.strerror or e})")
     if cfg.output.resume and old:
@@ -132,8 +136,8 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
         if cfg.output.materialize in ("png", "jpeg"):
             _materialize_files(src, row, tiles.kept, tiles.patch_wh, cfg, out)
         # the coords file is written last: it marks the source as finished (QA and patches included)
-        _write_coords(h5_path, item, src, tiles, cfg, row, rel, {"config_hash": chash, "source_sha256": digest,
-                                                                  "source_stat": stat})
+        _write_coords(h5_path, item, src, tiles, cfg, row, rel,
+                      {"config_hash": chash, "source_sha256": digest, "source_stat": stat})
         return row
     finally:
         src.close()
@@ -168,7 +172,8 @@ def _tile(src, item: SourceItem, cfg: PrepareConfig) -> _Tiles | Skip:
     if min(w, h) < t.min_side:
         return Skip(str(item.path), f"image {w}x{h} is too small (a side below min_side={t.min_side} px)")
     if target is not None and src.mpp is None:
-        return Skip(str(item.path), f"resolution unknown: give --mpp or an 'mpp' column to resample to {target:g} um/px")
+        return Skip(str(item.path), "resolution unknown: give --mpp or an 'mpp' column to resample to "
+                                    f"{target:g} um/px")
     factor = (target / src.mpp) if target is not None else 1.0  # level-0 px per output px
     size0 = max(1, round(t.patch_size * factor))
     stride0 = max(1, round((t.stride or t.patch_size) * factor))
@@ -190,7 +195,8 @@ def _tile(src, item: SourceItem, cfg: PrepareConfig) -> _Tiles | Skip:
         return Skip(str(item.path), f"no foreground: {what} below min_fraction={fg.min_fraction:g} "
                                     f"(image foreground {image_fraction:.3f})")
     level = src.best_level(factor) if item.kind == "slide" and factor > 1 else 0
-    return _Tiles(target, size0, level, whole, coords, fracs, keep, patch_wh, thumb, scale, mask, image_fraction)
+    return _Tiles(target, size0, level, whole, coords, fracs, keep, patch_wh, thumb, scale, mask,
+                  image_fraction)
 
 
 def _manifest_row(item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, rel: str, digest: str) -> dict:
@@ -217,8 +223,8 @@ def _manifest_row(item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, rel:
     }
 
 
-def _write_coords(h5_path: Path, item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, row: dict, rel: str,
-                  provenance: dict) -> None:
+def _write_coords(h5_path: Path, item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, row: dict,
+                  rel: str, provenance: dict) -> None:
     """``coords/<id>.h5``: the kept patches, their foreground, the geometry (on the dataset and the file, as
     CLAM and TRIDENT read it) and what decides whether a re-run may reuse it."""
     side = max(src.width, src.height)
@@ -281,7 +287,8 @@ def run_prepare(inputs: list[str], out: str | os.PathLike, cfg: PrepareConfig, p
         return _prepare_locked(inputs, out, cfg, progress, log, command)
 
 
-def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, log, command: str) -> PrepareResult:
+def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, log,
+                    command: str) -> PrepareResult:
     collisions: list[dict] = []
     items, skips, notes = discover(inputs, cfg, ids_in_outputs(out / "coords", out), collisions)
     write_csv(out / "id_collisions.csv", [{**c, "path": portable_path(c["path"], out)} for c in collisions],
@@ -309,7 +316,8 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
         write_shards(out, rows, cfg, progress=progress)
     _write_summary(out, result, mp)
     if not rows:
-        raise NothingUsable(f"nothing usable: all {len(skips)} input file(s) were skipped (see {out / 'skipped.csv'})")
+        raise NothingUsable(f"nothing usable: all {len(skips)} input file(s) were skipped "
+                            f"(see {out / 'skipped.csv'})")
     return result
 
 
@@ -352,7 +360,8 @@ def _prepare_all(items: list, cfg: PrepareConfig, out: Path, chash: str, progres
             method = worker_start_method()
             ctx = multiprocessing.get_context(method) if method else None
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i for i, it in enumerate(items)}
+                futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i
+                        for i, it in enumerate(items)}
                 for fut in as_completed(futs):
                     _done(futs[fut], fut.result())
     return results, mp

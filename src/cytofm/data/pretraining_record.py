@@ -63,9 +63,11 @@ def attach_record(export_json: str | os.PathLike, record: str | os.PathLike) -> 
     for r in rows:
         counts[r["dataset"]] = counts.get(r["dataset"], 0) + 1
     splits = {d: {"file": f"cytofm/data/splits/{d}.csv", "part": "pretrain",
-                  "sha256": hashlib.sha256(split_file(d).read_bytes()).hexdigest()} for d in counts if d in DATASETS}
+                  "sha256": hashlib.sha256(split_file(d).read_bytes()).hexdigest()}
+              for d in counts if d in DATASETS}
     meta = json.loads(js.read_text())
     meta["pretraining_record"] = dest.name
-    meta["pretraining_data"] = {"images": len(rows), "datasets": dict(sorted(counts.items())), "splits": splits}
+    meta["pretraining_data"] = {"images": len(rows), "datasets": dict(sorted(counts.items())),
+                                "splits": splits}
     js.write_text(json.dumps(meta, indent=2))
     return meta

@@ -51,7 +51,8 @@ class ImageSource:
         self.height, self.width = array.shape[:2]
         self.mpp = mpp
 
-    def read(self, x: int, y: int, size0: int | tuple[int, int], out: int | tuple[int, int] | None = None) -> np.ndarray:
+    def read(self, x: int, y: int, size0: int | tuple[int, int],
+             out: int | tuple[int, int] | None = None) -> np.ndarray:
         """Region at level-0 ``(x, y)``; parts outside the image are white (empty glass)."""
         sw, sh = (size0, size0) if isinstance(size0, int) else size0
         region = np.full((sh, sw, 3), 255, dtype=np.uint8)
@@ -80,7 +81,8 @@ class SlideSource:
     def __init__(self, path: str | os.PathLike, mpp: float | None = None):
         self.path = Path(path)
         if openslide is None:
-            raise SourceError(f"OpenSlide is not available ({OPENSLIDE_ERROR}); install with: pip install 'cytofm[wsi]'")
+            raise SourceError(f"OpenSlide is not available ({OPENSLIDE_ERROR}); "
+                              "install with: pip install 'cytofm[wsi]'")
         try:
             self.slide = openslide.OpenSlide(str(self.path))
         except Exception as e:  # OpenSlideUnsupportedFormatError, OpenSlideError, OSError
@@ -91,7 +93,8 @@ class SlideSource:
         self.mpp = mpp if mpp is not None else slide_mpp(self.slide)
         self.level = 0
 
-    def read(self, x: int, y: int, size0: int | tuple[int, int], out: int | tuple[int, int] | None = None) -> np.ndarray:
+    def read(self, x: int, y: int, size0: int | tuple[int, int],
+             out: int | tuple[int, int] | None = None) -> np.ndarray:
         sw, sh = (size0, size0) if isinstance(size0, int) else size0
         ow, oh = (sw, sh) if out is None else ((out, out) if isinstance(out, int) else out)
         level = self.slide.get_best_level_for_downsample(max(sw / ow, 1.0) + 1e-6)
@@ -119,7 +122,8 @@ class SlideSource:
 def slide_mpp(slide) -> float | None:
     """Level-0 microns per pixel from slide properties (mpp, else objective power: mpp = 10 / power)."""
     props = slide.properties
-    for key in (getattr(openslide, "PROPERTY_NAME_MPP_X", "openslide.mpp-x"), "openslide.mpp-x", "aperio.MPP"):
+    for key in (getattr(openslide, "PROPERTY_NAME_MPP_X", "openslide.mpp-x"), "openslide.mpp-x",
+                "aperio.MPP"):
         try:
             v = float(props[key])
             if v > 0:

@@ -43,7 +43,8 @@ def part_manifest(manifest: Path, split: dict[str, str], part: str, out: Path) -
     unknown = [r[col] for r in rows if r[col] not in split]
     if unknown:
         raise ValueError(f"{manifest}: {len(unknown)} image(s) not in the split file (first: {unknown[0]})")
-    keep = [dict(r, **{col: str((manifest.parent / r[col]).resolve())}) for r in rows if split[r[col]] == part]
+    keep = [dict(r, **{col: str((manifest.parent / r[col]).resolve())})
+            for r in rows if split[r[col]] == part]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out, keep, header)
     return out, len(keep)

@@ -1,6 +1,6 @@
 """The benchmark's evaluation of feature stores (its schema: ``cytofm.eval.config``): every encoder of a task
-on the same items and the same splits. The pipeline that prepares, extracts and draws (``cytofm.pipeline.benchmark``) sits
-above this module; this one only evaluates stores.
+on the same items and the same splits. The pipeline that prepares, extracts and draws
+(``cytofm.pipeline.benchmark``) sits above this module; this one only evaluates stores.
 
 Every encoder of a task is evaluated on the same items with the same splits (defined
 on item ids, grouped by the task's group column and by near-duplicate images), so per-fold scores pair.
@@ -57,16 +57,18 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
     sets, group_col = _aligned_sets(task, stores, log)
     ref = next(iter(sets.values()))
     groups, groups_from, dup, hashes = _groups(task, ref, group_col, out / task.name, log)
-    if any(pretraining_record_for(resolved) for _, resolved, _ in stores.values()):  # only the guard reads them
+    # only the guard reads them
+    if any(pretraining_record_for(resolved) for _, resolved, _ in stores.values()):
         hashes = _source_hashes(next(iter(stores.values()))[0], ref.ids, hashes)
     try:
-        splits = make_splits(ref.y, task.folds, tuple(task.seeds), groups, ref.fixed, warn=lambda m: log(f"warning: {m}"),
-                             names=ref.classes)
+        splits = make_splits(ref.y, task.folds, tuple(task.seeds), groups, ref.fixed,
+                             warn=lambda m: log(f"warning: {m}"), names=ref.classes)
     except ProtocolError as e:
         if "near-duplicates" not in groups_from:
             raise
         raise ProtocolError(f"[{task.name}] {e} (groups joined with near-duplicate images, see "
-                            f"{task.name}/duplicates.csv; `group_duplicates: false` turns that off)") from None
+                            f"{task.name}/duplicates.csv; "
+                            "`group_duplicates: false` turns that off)") from None
     _check_counts(task, ref, log)
     tr = TaskRun(task, {}, len(ref.y), dup, groups_from, len({sp.fold for sp in splits}))
     for spec, d in sets.items():
@@ -88,8 +90,10 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
                 run.summaries = [evaluate_mil(d, splits, ev_out, task.epochs, progress=progress, title=title,
                                               model=task.model)]
             else:
-                run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress, title=title)
-            (ev_out / EVALUATED).write_text(json.dumps({"key": key, "methods": [m["method"] for m in run.summaries]}))
+                run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress,
+                                                title=title)
+            (ev_out / EVALUATED).write_text(json.dumps({"key": key,
+                                                        "methods": [m["method"] for m in run.summaries]}))
         tr.runs[spec] = run
     return tr
 
@@ -108,7 +112,8 @@ def _evaluation_key(task: TaskConfig, run: EncoderRun, splits, data) -> str:
     h = hashlib.sha256()
     for b in data.bags:
         h.update(np.ascontiguousarray(b).tobytes())
-    folds = [(sp.seed, sp.fold, ids_key(ids[i] for i in sp.test), ids_key(ids[i] for i in sp.train)) for sp in splits]
+    folds = [(sp.seed, sp.fold, ids_key(ids[i] for i in sp.test), ids_key(ids[i] for i in sp.train))
+             for sp in splits]
     return digest_of(__version__, task.model_dump(mode="json"), run.resolved, run.weights_hash, h.hexdigest(),
                      list(ids), data.y.tolist(), list(data.classes), folds)
 
@@ -136,12 +141,13 @@ def _aligned_sets(task: TaskConfig, stores, log) -> tuple[dict, str | None]:
         header = (store / "manifest.csv").read_text().splitlines()[0].split(",")
         label = task.label if task.label in header else "label"
         group = task.group_column or next((c for c in task.group_if_present if c in header), None)
-        sets[spec] = load_labelled_store(str(store), label, group, task.split_column, tuple(task.exclude), log=log)
+        sets[spec] = load_labelled_store(str(store), label, group, task.split_column, tuple(task.exclude),
+                                         log=log)
     common = set.intersection(*(set(d.ids) for d in sets.values()))
     for spec, d in sets.items():
         if len(d.ids) != len(common):
-            log(f"warning: [{task.name}] {spec} has {len(d.ids) - len(common)} item(s) the other encoders lack; "
-                "compared on the common items")
+            log(f"warning: [{task.name}] {spec} has {len(d.ids) - len(common)} item(s) the other encoders "
+                "lack; compared on the common items")
         sets[spec] = d.subset([i for i, x in enumerate(d.ids) if x in common])
     return sets, group
 

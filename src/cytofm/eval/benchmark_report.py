@@ -27,9 +27,9 @@ def result_rows(task_runs: list[TaskRun]) -> list[dict]:
     for tr in task_runs:
         for spec, run in tr.runs.items():
             for s in run.summaries:
-                row = {"task": tr.task.name, "data": display_path(tr.task.data), "encoder": display_name(spec),
-                       "weights_sha": run.weights_hash, "method": s["method"], "n_items": s["n_items"],
-                       "n_splits": s["n_splits"], "groups": tr.groups_from}
+                row = {"task": tr.task.name, "data": display_path(tr.task.data),
+                       "encoder": display_name(spec), "weights_sha": run.weights_hash, "method": s["method"],
+                       "n_items": s["n_items"], "n_splits": s["n_splits"], "groups": tr.groups_from}
                 for k in METRICS:
                     row[f"{k}_mean"] = round(s[k]["mean"], 4)
                     row[f"{k}_sd"] = round(s[k]["sd"], 4)
@@ -44,8 +44,10 @@ def result_rows(task_runs: list[TaskRun]) -> list[dict]:
                 row["pretraining_record"] = run.record
                 if run.loc:
                     loc = run.loc
-                    row.update({"attn_mass": round(loc["mass"], 4), "attn_mass_uniform": round(loc["chance_mass"], 4),
-                                "pointing": round(loc["hit"], 4), "pointing_chance": round(loc["chance_hit"], 4),
+                    row.update({"attn_mass": round(loc["mass"], 4),
+                                "attn_mass_uniform": round(loc["chance_mass"], 4),
+                                "pointing": round(loc["hit"], 4),
+                                "pointing_chance": round(loc["chance_hit"], 4),
                                 "n_localised": int(loc["n"])})
                 rows.append(row)
     return rows
@@ -56,8 +58,8 @@ def comparison_rows(task_runs: list[TaskRun], cfg: BenchmarkConfig) -> list[dict
     rows = []
     for tr in task_runs:
         present = list(tr.runs)
-        explicit = None if cfg.comparisons is None else [
-            c for c in cfg.comparisons if all(x.strip() in present for x in c.split(" vs "))]  # skipped: dropped
+        explicit = None if cfg.comparisons is None else [  # skipped: dropped
+            c for c in cfg.comparisons if all(x.strip() in present for x in c.split(" vs "))]
         pairs = claimed_pairs(present, cfg.baselines, explicit)
         for a, b in pairs:
             sa = {s["method"]: s for s in tr.runs[a].summaries}
@@ -65,11 +67,14 @@ def comparison_rows(task_runs: list[TaskRun], cfg: BenchmarkConfig) -> list[dict
             for method in [m for m in sa if m in sb]:
                 iv = paired_fold_difference(sa[method]["_folds"], sb[method]["_folds"], cfg.metric,
                                             sa[method]["test_train_ratio"])
-                rows.append({"task": tr.task.name, "method": method, "a": display_name(a), "b": display_name(b),
+                rows.append({"task": tr.task.name, "method": method,
+                             "a": display_name(a), "b": display_name(b),
                              "metric": cfg.metric, "mean_a": round(sa[method][cfg.metric]["mean"], 4),
                              "mean_b": round(sb[method][cfg.metric]["mean"], 4), "diff": round(iv.mean, 4),
-                             "diff_ci_low": round(max(iv.low, -1.0), 4), "diff_ci_high": round(min(iv.high, 1.0), 4),
-                             "diff_ci_low_unclipped": round(iv.low, 4), "diff_ci_high_unclipped": round(iv.high, 4),
+                             "diff_ci_low": round(max(iv.low, -1.0), 4),
+                             "diff_ci_high": round(min(iv.high, 1.0), 4),
+                             "diff_ci_low_unclipped": round(iv.low, 4),
+                             "diff_ci_high_unclipped": round(iv.high, 4),
                              "p": iv.p,
                              "n_folds": iv.n})
     adj = holm([r["p"] for r in rows])
@@ -85,8 +90,8 @@ def _seen_cell(r: dict) -> str:
     return "not recorded" if v == "" else (f"{SEEN_MARK} {100 * v:.0f}%" if v > 0 else "0%")
 
 
-def write_markdown(path: Path, task_runs: list[TaskRun], rows: list[dict], comps: list[dict], cfg: BenchmarkConfig,
-                   skipped: dict[str, str]) -> None:
+def write_markdown(path: Path, task_runs: list[TaskRun], rows: list[dict], comps: list[dict],
+                   cfg: BenchmarkConfig, skipped: dict[str, str]) -> None:
     m = cfg.metric
     md = [f"Estimates are means over folds x seeds; each 95% CI is for that mean ({CI_METHOD}). "
           "Paired differences use the same folds, seeds and items on both sides.\n",
@@ -99,9 +104,10 @@ def write_markdown(path: Path, task_runs: list[TaskRun], rows: list[dict], comps
                   f"{r['macro_f1_mean']:.3f} | {r['auroc_mean']:.3f} | {_seen_cell(r)} |")
     if any(_seen_cell(r).startswith(SEEN_MARK) for r in rows):
         md.append(f"\n{SEEN_MARK} The encoder saw these evaluation images (without labels) in pretraining "
-                  "(SHA-256 or pHash match with its pretraining record): the row measures what it learned about "
-                  "these images, not transfer to new ones.")
-    md += ["", *_comparison_md(comps, cfg), "", *_setup_md(task_runs, skipped), *_localisation_md(task_runs, rows)]
+                  "(SHA-256 or pHash match with its pretraining record): the row measures what it learned "
+                  "about these images, not transfer to new ones.")
+    md += ["", *_comparison_md(comps, cfg), "", *_setup_md(task_runs, skipped),
+           *_localisation_md(task_runs, rows)]
     path.write_text("\n".join(md) + "\n")
 
 
@@ -110,7 +116,8 @@ def _comparison_md(comps: list[dict], cfg: BenchmarkConfig) -> list[str]:
         return ["No comparisons (fewer than two encoders per task)."]
     md = [f"Comparisons ({cfg.metric.replace('_', ' ')}, A - B, paired per fold; {len(comps)} tests, "
           f"Holm-adjusted across the table, alpha {cfg.alpha}):", "",
-          "| task | method | A | B | A - B [95% CI] | p | Holm p | holds |", "|---|---|---|---|---|---|---|---|"]
+          "| task | method | A | B | A - B [95% CI] | p | Holm p | holds |",
+          "|---|---|---|---|---|---|---|---|"]
     for c in comps:
         md.append(f"| {c['task']} | {c['method']} | {c['a']} | {c['b']} | {c['diff']:+.3f} "
                   f"[{c['diff_ci_low']:+.3f}, {c['diff_ci_high']:+.3f}] | {c['p']:.3g} | {c['p_holm']:.3g} | "
@@ -125,23 +132,27 @@ def _comparison_md(comps: list[dict], cfg: BenchmarkConfig) -> list[str]:
         md.append("- No difference holds after the Holm correction.")
     rest = [c for c in comps if not c["holds"]]
     if rest:
-        md.append("- Not established (the interval includes 0 or the test does not survive Holm): " + "; ".join(
-            f"{c['a']} vs {c['b']} on {c['task']} ({c['method']}, {c['diff']:+.3f}, Holm p {c['p_holm']:.3g})"
-            for c in rest) + ".")
+        md.append("- Not established (the interval includes 0 or the test does not survive Holm): "
+                  + "; ".join(f"{c['a']} vs {c['b']} on {c['task']} ({c['method']}, {c['diff']:+.3f}, "
+                              f"Holm p {c['p_holm']:.3g})" for c in rest) + ".")
     return md
 
 
 def _setup_md(task_runs: list[TaskRun], skipped: dict[str, str]) -> list[str]:
-    md = ["Tasks (data paths as in the config; encoders as specified, local paths cut to their last component):", ""]
+    md = ["Tasks (data paths as in the config; encoders as specified, local paths cut to their last "
+          "component):", ""]
     for tr in task_runs:
         d = tr.duplicates
-        dup = (f"{d['pairs']} near-duplicate pair(s) over {d['items']} items ({d['cross_label']} with different "
-               f"labels){', grouped' if d['grouped'] else ', not grouped'}" if d else "duplicates not checked")
+        dup = (f"{d['pairs']} near-duplicate pair(s) over {d['items']} items ({d['cross_label']} with "
+               f"different labels){', grouped' if d['grouped'] else ', not grouped'}" if d
+               else "duplicates not checked")
         k = tr.folds_used or tr.task.folds
-        lowered = f" (lowered from {tr.task.folds}: a class has too few items or groups)" if k < tr.task.folds else ""
-        folds = f"{k} folds{lowered} x {len(tr.task.seeds)} seed(s)" if not tr.task.split_column else "fixed split"
-        md.append(f"- {tr.task.name}: `{display_path(tr.task.data)}`, label `{tr.task.label}`, {tr.n_items} items, "
-                  f"{tr.task.eval}, {folds}, groups: {tr.groups_from or 'none'}; {dup}.")
+        lowered = (f" (lowered from {tr.task.folds}: a class has too few items or groups)"
+                   if k < tr.task.folds else "")
+        folds = (f"{k} folds{lowered} x {len(tr.task.seeds)} seed(s)" if not tr.task.split_column
+                 else "fixed split")
+        md.append(f"- {tr.task.name}: `{display_path(tr.task.data)}`, label `{tr.task.label}`, "
+                  f"{tr.n_items} items, {tr.task.eval}, {folds}, groups: {tr.groups_from or 'none'}; {dup}.")
     for spec, why in skipped.items():
         md.append(f"- skipped {display_name(spec)}: {display_text(why.splitlines()[0]) if why else ''}")
     return md
@@ -151,8 +162,10 @@ def _localisation_md(task_runs: list[TaskRun], rows: list[dict]) -> list[str]:
     loc = [r for r in rows if "attn_mass" in r]
     if not loc:
         return []
-    md = ["", "MIL attention against the annotated objects (out-of-fold attention, mean over items and seeds):", "",
-          "| task | encoder | attention mass on object (uniform attention) | pointing game (chance) | items |",
+    md = ["", "MIL attention against the annotated objects (out-of-fold attention, mean over items and "
+              "seeds):", "",
+          "| task | encoder | attention mass on object (uniform attention) | "
+          "pointing game (chance) | items |",
           "|---|---|---|---|---|"]
     for r in loc:
         md.append(f"| {r['task']} | {r['encoder']} | {r['attn_mass']:.3f} ({r['attn_mass_uniform']:.3f}) | "

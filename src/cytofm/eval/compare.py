@@ -18,7 +18,8 @@ class PairingError(ValueError):
     """Two runs whose folds do not hold the same items cannot be compared fold by fold."""
 
 
-def claimed_pairs(encoders: list[str], baselines: list[str], explicit: list[str] | None = None) -> list[tuple[str, str]]:
+def claimed_pairs(encoders: list[str], baselines: list[str],
+                  explicit: list[str] | None = None) -> list[tuple[str, str]]:
     """(A, B) pairs to test, A - B.
 
     ``explicit`` entries read ``"A vs B"``. Otherwise: every encoder against the first one, and every
@@ -30,7 +31,8 @@ def claimed_pairs(encoders: list[str], baselines: list[str], explicit: list[str]
         for e in explicit:
             a, sep, b = e.partition(" vs ")
             if not sep or a.strip() not in encoders or b.strip() not in encoders:
-                raise ValueError(f"comparison '{e}': write 'A vs B' with A and B among the encoders {encoders}")
+                raise ValueError(f"comparison '{e}': write 'A vs B' "
+                                 f"with A and B among the encoders {encoders}")
             out.append((a.strip(), b.strip()))
         return out
     if not encoders:
@@ -48,7 +50,8 @@ def claimed_pairs(encoders: list[str], baselines: list[str], explicit: list[str]
     return out
 
 
-def paired_fold_difference(folds_a: list[dict], folds_b: list[dict], metric: str, test_train_ratio: float) -> Interval:
+def paired_fold_difference(folds_a: list[dict], folds_b: list[dict], metric: str,
+                           test_train_ratio: float) -> Interval:
     """Mean over folds of metric(A) - metric(B), matched on (seed, fold) with identical test ids."""
     b = {(r["seed"], r["fold"]): r for r in folds_b}
     if len(b) != len(folds_a):

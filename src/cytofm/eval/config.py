@@ -97,7 +97,8 @@ class BenchmarkConfig(Section):
     baselines: list[str] = ["random:*", "handcrafted"]
     """fnmatch patterns of the encoders every other encoder is compared with (besides the first encoder)."""
     comparisons: list[str] | None = None
-    """Explicit claims, ``"A vs B"``; replaces the default pairs (every encoder vs the first and vs each baseline)."""
+    """Explicit claims, ``"A vs B"``; replaces the default pairs (every encoder vs the first and vs each
+    baseline)."""
     metric: str = "balanced_accuracy"
     alpha: float = 0.05
     skip_missing: bool = False

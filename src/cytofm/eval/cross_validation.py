@@ -26,7 +26,8 @@ from cytofm.utils.progress import StageTask
 Method = Callable[[np.ndarray, np.ndarray, Split], tuple[np.ndarray, list | None]]
 
 CI_METHOD = "corrected resampled t over folds x seeds (Nadeau & Bengio 2003)"
-FIXED_CI_METHOD = "percentile bootstrap over the test items of the one fixed split (training repeated over seeds)"
+FIXED_CI_METHOD = ("percentile bootstrap over the test items of the one fixed split "
+                   "(training repeated over seeds)")
 ENSEMBLE = "metric of out-of-fold probabilities averaged over seeds, percentile bootstrap over items"
 
 
@@ -45,7 +46,8 @@ def ids_key(ids) -> str:
 
 def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method, out: Path, progress=None,
                title: str = "") -> dict:
-    """``title`` (which encoder on which task) heads the figures, so a figure read on its own says what it shows."""
+    """``title`` (which encoder on which task) heads the figures, so a figure read on its own says what it
+    shows."""
     n_c = len(data.classes)
     fold_rows, pred_rows = [], []
     oof: dict[int, np.ndarray] = {}
@@ -61,7 +63,8 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
             for i, p in zip(sp.test, proba, strict=True):
                 pred_rows.append({"method": name, "seed": sp.seed, "fold": sp.fold, "id": data.ids[i],
                                   "label": data.classes[data.y[i]], "pred": data.classes[int(p.argmax())],
-                                  **{f"p_{c}": round(float(v), 5) for c, v in zip(data.classes, p, strict=True)}})
+                                  **{f"p_{c}": round(float(v), 5)
+                                     for c, v in zip(data.classes, p, strict=True)}})
             task.update(advance=1)
     # the seed ensemble: items predicted out of fold in every seed, probabilities averaged over seeds
     stack = np.stack(list(oof.values()))
@@ -74,9 +77,9 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     # one fixed split (repeated over seeds): folds give no spread of test sets, so the interval is the item
     # bootstrap of that split's test items
     fixed = len({r["test_ids"] for r in fold_rows}) == 1
-    summary = {"method": name, "n_items": int(covered.sum()), "n_splits": len(splits), "classes": data.classes,
-               "ci95_method": FIXED_CI_METHOD if fixed else CI_METHOD, "ensemble_method": ENSEMBLE,
-               "test_train_ratio": ratio}
+    summary = {"method": name, "n_items": int(covered.sum()), "n_splits": len(splits),
+               "classes": data.classes, "ci95_method": FIXED_CI_METHOD if fixed else CI_METHOD,
+               "ensemble_method": ENSEMBLE, "test_train_ratio": ratio}
     for k in METRICS:
         vals = np.array([r[k] for r in fold_rows], dtype=float)
         iv = corrected_t_interval(vals, ratio)
@@ -89,7 +92,8 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"folds_{name}.csv", fold_rows)
     write_csv(out / f"predictions_{name}.csv", pred_rows)
-    (out / f"summary_{name}.json").write_text(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2))
+    (out / f"summary_{name}.json").write_text(
+        json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2))
     confusion_png(y_cov, mean_proba.argmax(1), data.classes, out / f"confusion_{name}.png",
                   f"{title}, {name}" if title else name)
     # out-of-fold predictions, kept in memory for paired comparisons between encoders on the same items
@@ -143,7 +147,8 @@ def results_table(summaries: list[dict]) -> list[dict]:
     rows = []
     for s in summaries:
         for k in METRICS:
-            rows.append({"method": s["method"], "metric": k, "mean": round(s[k]["mean"], 4), "sd": round(s[k]["sd"], 4),
+            rows.append({"method": s["method"], "metric": k,
+                         "mean": round(s[k]["mean"], 4), "sd": round(s[k]["sd"], 4),
                          "ci95_low": round(s[k]["ci95"][0], 4), "ci95_high": round(s[k]["ci95"][1], 4),
                          "ci95_low_unclipped": round(s[k].get("ci95_unclipped", s[k]["ci95"])[0], 4),
                          "ci95_high_unclipped": round(s[k].get("ci95_unclipped", s[k]["ci95"])[1], 4),

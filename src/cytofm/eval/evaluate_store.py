@@ -21,8 +21,8 @@ def prepare_eval(features: str | Path, label: str, group_column=None, split_colu
     return data, splits
 
 
-def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "knn"), knn_k: int = 20, shots: int = 5,
-                    progress=None, title: str = "") -> list[dict]:
+def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "knn"), knn_k: int = 20,
+                    shots: int = 5, progress=None, title: str = "") -> list[dict]:
     from cytofm.eval.probes import few_shot, knn_probe, linear_probe
 
     x, n_c = data.pooled(), len(data.classes)
@@ -40,7 +40,8 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
     # one BLAS thread: these problems are small (hundreds x hundreds), and threaded BLAS made every
     # logistic-regression fit 10-20x slower on this 2-core machine (measured)
     with threadpool_limits(1):
-        return [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out, progress, title)
+        return [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out,
+                           progress, title)
                 for m in methods]
 
 
@@ -60,9 +61,11 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
     attention: dict[int, dict[str, np.ndarray]] = {}
 
     def method(tr, te, sp):
-        itr, ival = inner_validation(data.y[tr], sp.seed, groups=data.groups[tr] if data.groups is not None else None)
+        itr, ival = inner_validation(data.y[tr], sp.seed,
+                                     groups=data.groups[tr] if data.groups is not None else None)
         cfg = MILTrainConfig(epochs=epochs, lr=lr, seed=sp.seed, model=model)
-        fitted = train_mil([bags[i] for i in tr[itr]], data.y[tr[itr]], [bags[i] for i in tr[ival]], data.y[tr[ival]], n_c, cfg)
+        fitted = train_mil([bags[i] for i in tr[itr]], data.y[tr[itr]], [bags[i] for i in tr[ival]],
+                           data.y[tr[ival]], n_c, cfg)
         proba, attn = predict(fitted, [bags[i] for i in te])
         for i, a in zip(te, attn, strict=True):
             attention.setdefault(sp.seed, {})[data.ids[i]] = a

@@ -72,7 +72,8 @@ def seed_fold_interval(scores, test_train_ratio: float, alpha: float = 0.05) -> 
     if s == 1:
         return corrected_t_interval(x[0], test_train_ratio, alpha)
     m = float(x.mean())
-    se = float(np.sqrt(x.mean(axis=1).var(ddof=1) / s + (1.0 / j + test_train_ratio) * x.mean(axis=0).var(ddof=1)))
+    se = float(np.sqrt(x.mean(axis=1).var(ddof=1) / s
+                       + (1.0 / j + test_train_ratio) * x.mean(axis=0).var(ddof=1)))
     q = float(stats.t.ppf(1 - alpha / 2, s - 1))
     p = (1.0 if m == 0 else 0.0) if se == 0 else float(2 * stats.t.sf(abs(m) / se, s - 1))
     return Interval(m, m - q * se, m + q * se, se, p, s)

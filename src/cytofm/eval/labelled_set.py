@@ -42,19 +42,20 @@ def _features(row: dict) -> np.ndarray:
     try:
         f, _, _ = read_item(h5)
     except (OSError, KeyError) as e:
-        raise InputError(f"{h5}: unreadable feature file of item '{row['id']}' ({str(e).split(';')[0]}); run the "
-                         "same `cytofm extract` again: it extracts unreadable items anew") from None
+        raise InputError(f"{h5}: unreadable feature file of item '{row['id']}' ({str(e).split(';')[0]}); "
+                         "run the same `cytofm extract` again: it extracts unreadable items anew") from None
     bad = ~np.isfinite(f)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
-        raise InputError(f"{h5}: item '{row['id']}' has non-finite features (NaN/inf) in {len(rows)} of its {len(f)} "
-                         f"instance(s) (first: {rows[0]}); delete the file and run `cytofm extract` again, or leave "
-                         "the item out")
+        raise InputError(f"{h5}: item '{row['id']}' has non-finite features (NaN/inf) in {len(rows)} "
+                         f"of its {len(f)} instance(s) (first: {rows[0]}); delete the file and run "
+                         "`cytofm extract` again, or leave the item out")
     return f
 
 
-def load_labelled_store(root: str, label: str, group_column: str | None = None, split_column: str | None = None,
-                        exclude: tuple[str, ...] = (), log=print) -> LabelledSet:
+def load_labelled_store(root: str, label: str, group_column: str | None = None,
+                        split_column: str | None = None, exclude: tuple[str, ...] = (),
+                        log=print) -> LabelledSet:
     try:
         rows = load_store(root)
     except FileNotFoundError as e:
@@ -65,7 +66,8 @@ def load_labelled_store(root: str, label: str, group_column: str | None = None, 
         if col and rows and col not in rows[0]:
             raise InputError(f"{root}/manifest.csv has no column '{col}'")
     # in id order, so stores of the same items give the same splits whatever their manifest order
-    keep = sorted((r for r in rows if r.get(label, "").strip() and r[label].strip() not in exclude), key=lambda r: r["id"])
+    keep = sorted((r for r in rows if r.get(label, "").strip() and r[label].strip() not in exclude),
+                  key=lambda r: r["id"])
     dropped = len(rows) - len(keep)
     if dropped:
         log(f"note: {dropped} item(s) without a usable '{label}' label are left out")
@@ -84,4 +86,5 @@ def load_labelled_store(root: str, label: str, group_column: str | None = None, 
     y = np.array([classes.index(r[label].strip()) for r in keep])
     groups = np.array([r[group_column] for r in keep]) if group_column else None
     fixed = np.array([r[split_column] for r in keep]) if split_column else None
-    return LabelledSet([r["id"] for r in keep], bags, y, classes, groups, fixed, dropped, [r.get("path", "") for r in keep])
+    return LabelledSet([r["id"] for r in keep], bags, y, classes, groups, fixed, dropped,
+                       [r.get("path", "") for r in keep])

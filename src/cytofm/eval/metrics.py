@@ -84,15 +84,19 @@ def bootstrap_ci(y: np.ndarray, proba: np.ndarray, n_classes: int, n_boot: int =
             continue
         for k, v in fast_metrics(y[idx], proba[idx], n_classes).items():
             samples[k].append(v)
-    return {k: (float(np.nanpercentile(v, 100 * alpha / 2)), float(np.nanpercentile(v, 100 * (1 - alpha / 2))))
+    return {k: (float(np.nanpercentile(v, 100 * alpha / 2)),
+                float(np.nanpercentile(v, 100 * (1 - alpha / 2))))
             for k, v in samples.items() if v}
 
 
-def paired_difference(y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, n_classes: int, metric: str = "balanced_accuracy",
-                      n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """Metric(A) - metric(B) on the same items, with a paired bootstrap 95% CI: "A beats B" when it excludes 0."""
+def paired_difference(y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, n_classes: int,
+                      metric: str = "balanced_accuracy", n_boot: int = 1000,
+                      seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Metric(A) - metric(B) on the same items, with a paired bootstrap 95% CI: "A beats B" when it
+    excludes 0."""
     rng = np.random.default_rng(seed)
-    diff = classification_metrics(y, proba_a, n_classes)[metric] - classification_metrics(y, proba_b, n_classes)[metric]
+    diff = (classification_metrics(y, proba_a, n_classes)[metric]
+            - classification_metrics(y, proba_b, n_classes)[metric])
     d = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(y), len(y))

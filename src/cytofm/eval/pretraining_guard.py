@@ -23,7 +23,8 @@ few bits; a different cell of a shared set moves 14 or more, docs/benchmarks/dup
 def pretraining_record_for(spec: str) -> Path | None:
     """The record file named under ``pretraining_record`` in the JSON beside a weights file of a resolved
     encoder spec (e.g. ``cytofm:/x/model.safetensors``); None when there is none."""
-    _, _, arg = spec.split("#pool=")[0].partition(":")  # another readout of the same weights saw the same images
+    # another readout of the same weights saw the same images
+    _, _, arg = spec.split("#pool=")[0].partition(":")
     for part in [arg, *arg.split(":")]:
         p = Path(part).expanduser() if part else None
         if p is None or not p.is_file():

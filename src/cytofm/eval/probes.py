@@ -43,7 +43,8 @@ def linear_probe(xtr, ytr, xte, n_classes: int, seed: int = 0, groups=None) -> n
 
 
 def knn_probe(xtr, ytr, xte, n_classes: int, k: int = 20) -> np.ndarray:
-    clf = make_pipeline(Normalizer(), KNeighborsClassifier(n_neighbors=min(k, len(ytr)), metric="cosine", weights="distance"))
+    clf = make_pipeline(Normalizer(), KNeighborsClassifier(n_neighbors=min(k, len(ytr)), metric="cosine",
+                                                           weights="distance"))
     clf.fit(xtr, ytr)
     p = clf.predict_proba(xte)
     out = np.zeros((len(xte), n_classes))
@@ -56,9 +57,11 @@ def few_shot(xtr, ytr, xte, n_classes: int, shots: int, draws: int = 10, seed: i
     rng = np.random.default_rng(seed)
     acc = np.zeros((len(xte), n_classes))
     for _ in range(draws):
-        idx = np.concatenate([rng.choice(np.flatnonzero(ytr == c), min(shots, int((ytr == c).sum())), replace=False)
+        idx = np.concatenate([rng.choice(np.flatnonzero(ytr == c), min(shots, int((ytr == c).sum())),
+                                         replace=False)
                               for c in np.unique(ytr)])
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, tol=TOL, C=1.0)).fit(xtr[idx], ytr[idx])
+        clf = make_pipeline(StandardScaler(),
+                            LogisticRegression(max_iter=MAX_ITER, tol=TOL, C=1.0)).fit(xtr[idx], ytr[idx])
         p = clf.predict_proba(xte)
         acc[:, clf.classes_] += p
     return acc / draws

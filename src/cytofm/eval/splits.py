@@ -23,10 +23,11 @@ class Split:
     test: np.ndarray
 
 
-SPLIT_VOCABULARY = {"train": "train", "training": "train", "val": "train", "valid": "train", "validation": "train",
-                    "test": "test", "testing": "test"}
-"""Values a split column may hold (case and surrounding spaces ignored); validation rows train (early stopping
-cuts its own validation set from the training side). Any other value is refused, never dropped silently."""
+SPLIT_VOCABULARY = {"train": "train", "training": "train", "val": "train", "valid": "train",
+                    "validation": "train", "test": "test", "testing": "test"}
+"""Values a split column may hold (case and surrounding spaces ignored); validation rows train (early
+stopping cuts its own validation set from the training side). Any other value is refused, never dropped
+silently."""
 
 
 def split_parts(values) -> np.ndarray:
@@ -36,13 +37,14 @@ def split_parts(values) -> np.ndarray:
     unknown = sorted({v for v in raw if v not in SPLIT_VOCABULARY})
     if unknown:
         counts = ", ".join(f"'{v}' ({raw.count(v)})" for v in unknown[:8])
-        raise ProtocolError(f"split column values not understood: {counts}; use train/training, test/testing or "
-                            "val/valid/validation (validation rows train)")
+        raise ProtocolError(f"split column values not understood: {counts}; use train/training, "
+                            "test/testing or val/valid/validation (validation rows train)")
     return np.array([SPLIT_VOCABULARY[v] for v in raw])
 
 
-def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2), groups: np.ndarray | None = None,
-                fixed: np.ndarray | None = None, warn=warnings.warn, names: list[str] | None = None) -> list[Split]:
+def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2),
+                groups: np.ndarray | None = None, fixed: np.ndarray | None = None, warn=warnings.warn,
+                names: list[str] | None = None) -> list[Split]:
     """Stratified (grouped when ``groups`` is given) k-fold for each seed, or one fixed split from a split
     column (:data:`SPLIT_VOCABULARY`), trained once per seed.
 
@@ -55,15 +57,16 @@ def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2
 
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise ProtocolError(f"only one class ({name(classes[0]) if len(classes) else 'none'}) among the labelled items")
+        raise ProtocolError(f"only one class ({name(classes[0]) if len(classes) else 'none'}) "
+                            "among the labelled items")
     if fixed is not None:
         part = split_parts(fixed)
         tr, te = np.flatnonzero(part == "train"), np.flatnonzero(part == "test")
         if len(tr) == 0 or len(te) == 0:
             raise ProtocolError(f"the split column needs both train and test rows (found {len(tr)} train, "
                                 f"{len(te)} test)")
-        warn(f"a fixed split ({len(tr)} train, {len(te)} test items): folds do not apply; training is repeated "
-             f"for each of the {len(seeds)} seed(s) on the same split")
+        warn(f"a fixed split ({len(tr)} train, {len(te)} test items): folds do not apply; training is "
+             f"repeated for each of the {len(seeds)} seed(s) on the same split")
         return [Split(s, 0, tr, te) for s in seeds]
     per_class = counts
     if groups is not None:
@@ -71,11 +74,13 @@ def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2
     k = int(min(folds, per_class.min()))
     if k < 2:
         rare = name(classes[per_class.argmin()])
-        raise ProtocolError(f"class '{rare}' has {per_class.min()} {'group' if groups is not None else 'item'}(s); "
+        raise ProtocolError(f"class '{rare}' has {per_class.min()} "
+                            f"{'group' if groups is not None else 'item'}(s); "
                             "cross-validation needs at least 2")
     if k < folds:
         rare = name(classes[per_class.argmin()])
-        warn(f"class '{rare}' has only {per_class.min()} {'groups' if groups is not None else 'items'}: using {k} folds instead of {folds}")
+        warn(f"class '{rare}' has only {per_class.min()} {'groups' if groups is not None else 'items'}: "
+             f"using {k} folds instead of {folds}")
     out = []
     for s in seeds:
         if groups is not None:
@@ -95,7 +100,8 @@ def inner_validation(y_train: np.ndarray, seed: int, frac: float = 0.2,
         k = max(2, int(round(1 / frac)))
         if len(np.unique(groups)) < k:
             return np.arange(len(y_train)), np.array([], dtype=int)
-        with warnings.catch_warnings():  # a class with fewer groups than k: sklearn warns, the cut stays grouped
+        # a class with fewer groups than k: sklearn warns, the cut stays grouped
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             train, val = next(cv.split(np.zeros(len(y_train)), y_train, groups))

@@ -42,8 +42,8 @@ def headline(rows: list[dict], comps: list[dict], reference: str, metric: str = 
             elif c["holds"]:
                 words.append(f"{ref} is WORSE than {other}: {iv} (Holm p {c['p_holm']:.2g}).")
             elif other.startswith("random:"):
-                words.append(f"{ref} does NOT beat random init here: {iv}, the interval includes 0 or the test "
-                             f"does not survive the correction (Holm p {c['p_holm']:.2g}).")
+                words.append(f"{ref} does NOT beat random init here: {iv}, the interval includes 0 or the "
+                             f"test does not survive the correction (Holm p {c['p_holm']:.2g}).")
             else:
                 words.append(f"No difference established between {ref} and {other}: {iv} "
                              f"(Holm p {c['p_holm']:.2g}).")

@@ -1,4 +1,5 @@
-"""Typed settings of the extraction stage, ``cytofm extract`` (``--config FILE``, ``key=value``; the options' defaults come from here)."""
+"""Typed settings of the extraction stage, ``cytofm extract`` (``--config FILE``, ``key=value``; the options'
+defaults come from here)."""
 
 from __future__ import annotations
 

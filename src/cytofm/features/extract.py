@@ -64,8 +64,10 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
         from cytofm.data.prepare import NothingUsable, run_prepare
 
         cfg = build_config(PrepareConfig, "prepare", "default", values={
-            "metadata": {"labels_from_folders": False, "label_column": label_column}, "output": {"qa_thumbnails": 0}})
-        log(f"{input} is not a prepared dataset: preparing it with the default preset into {out / 'prepared'}")
+            "metadata": {"labels_from_folders": False, "label_column": label_column},
+            "output": {"qa_thumbnails": 0}})
+        log(f"{input} is not a prepared dataset: preparing it with the default preset into "
+            f"{out / 'prepared'}")
         try:
             res = run_prepare([str(p)], out / "prepared", cfg, log=log)
         except NothingUsable as e:
@@ -76,11 +78,11 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
     if is_prepared_dir(p):
         for it in load_prepared(p):
             if mode == "tiles" and not it.whole:
-                items.append(ExtractItem(it.id, it.path, it.kind, False, it.coords(), it.size0, it.patch_size, it.mpp,
-                                         it.meta, it.digest))
+                items.append(ExtractItem(it.id, it.path, it.kind, False, it.coords(), it.size0, it.patch_size,
+                                         it.mpp, it.meta, it.digest))
             else:
-                items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None, None, it.mpp,
-                                         it.meta, it.digest))
+                items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None,
+                                         None, it.mpp, it.meta, it.digest))
         return items, skips
     cfg = PrepareConfig.model_validate({"metadata": {"label_column": label_column}})
     collisions: list[dict] = []
@@ -96,7 +98,8 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
             rel = it.path.relative_to(p)
             if len(rel.parts) > 1 and "label" not in meta:
                 meta["label"] = rel.parts[0]
-        items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None, None, None, meta))
+        items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None, None, None,
+                                 meta))
     return items, skips
 
 
@@ -131,7 +134,8 @@ class _Instances(torch.utils.data.Dataset):
             src = self._source(it)
             if it.whole:
                 w, h = src.width, src.height
-                s = min(1.0, WHOLE_MAX_SIDE / max(w, h)) if w * h > BUDGET_PIXELS else 1.0  # not held in memory
+                # not held in memory
+                s = min(1.0, WHOLE_MAX_SIDE / max(w, h)) if w * h > BUDGET_PIXELS else 1.0
                 rgb = src.read(0, 0, (w, h), (max(1, round(w * s)), max(1, round(h * s))))
             else:
                 x, y = it.coords[j]
@@ -172,7 +176,8 @@ def item_key(it: ExtractItem, identity: dict, digest: str) -> str:
     selection after re-preparing) gives another key, so a resume re-extracts exactly the changed items.
     """
     return digest_of(sorted(identity.items()), digest, it.kind, it.whole, it.size0, it.out_size,
-                     None if it.mpp is None else round(float(it.mpp), 9), np.asarray(it.coords, np.int64).tobytes())
+                     None if it.mpp is None else round(float(it.mpp), 9),
+                     np.asarray(it.coords, np.int64).tobytes())
 
 
 class _Resume:
@@ -188,7 +193,8 @@ class _Resume:
 
     def digest(self, it: ExtractItem, attrs: dict | None = None) -> tuple[str, str]:
         if it.id not in self.digests:
-            cached = (str(attrs.get("source_stat", "")), str(attrs.get("source_sha256", ""))) if attrs else None
+            cached = ((str(attrs.get("source_stat", "")), str(attrs.get("source_sha256", "")))
+                      if attrs else None)
             self.digests[it.id] = file_digest(it.path, cached)
         return self.digests[it.id]
 
@@ -274,7 +280,8 @@ class _Run:
         cfg, out = self.cfg, self.out
         if self.rank == 0:
             remove_stale_temporaries(out / "features")
-            claim_store(out, self.identity, {"encoder_spec": self.encoder.spec, "cytofm_version": __version__})
+            claim_store(out, self.identity,
+                        {"encoder_spec": self.encoder.spec, "cytofm_version": __version__})
         (out / "features").mkdir(parents=True, exist_ok=True)
         items, self.skips = collect_items(cfg.input, cfg.mode, out, cfg.label_column, self.log)
         if not items:
@@ -292,13 +299,15 @@ class _Run:
         if self.rank == 0:
             self._write_manifests(items, stale)
         el = time.perf_counter() - t0
-        return {"items": len(items), "extracted": len(todo) - n_failed, "reused": reused, "skipped": len(self.skips),
-                "instances": n_inst, "seconds": el, "instances_per_s": n_inst / max(el, 1e-9)}
+        return {"items": len(items), "extracted": len(todo) - n_failed, "reused": reused,
+                "skipped": len(self.skips), "instances": n_inst, "seconds": el,
+                "instances_per_s": n_inst / max(el, 1e-9)}
 
     def _ready_encoder(self) -> None:
         """The handcrafted baseline and CNNs run in fp32; ViTs in bf16 where the hardware has it."""
         enc, cfg, dev = self.encoder, self.cfg, self.dev
-        self.dtype = pick_dtype(cfg.precision, dev) if cfg.precision in ("auto", "bf16") and enc.is_vit else None
+        self.dtype = (pick_dtype(cfg.precision, dev) if cfg.precision in ("auto", "bf16") and enc.is_vit
+                      else None)
         if enc.is_vit:
             from cytofm.models.vit import set_fused_attn
 
@@ -317,7 +326,8 @@ class _Run:
         enc, cfg = self.encoder, self.cfg
         (self.out / "config.yaml").write_text(f"# written by cytofm {__version__}\n" + yaml.safe_dump({
             "encoder": enc.spec, "input": str(cfg.input), "mode": cfg.mode, "batch_size": cfg.batch_size,
-            "tta": cfg.tta, "workers": cfg.workers, "device": str(self.dev), "precision": str(self.dtype or "fp32"),
+            "tta": cfg.tta, "workers": cfg.workers, "device": str(self.dev),
+            "precision": str(self.dtype or "fp32"),
             "label_column": cfg.label_column, "weights_hash": enc.weights_hash, "embed_dim": enc.embed_dim,
             "input_size": enc.input_size}, sort_keys=False))
 
@@ -341,9 +351,9 @@ class _Run:
         """Embed ``todo`` in batches; an item is written as soon as its last instance is embedded. Returns
         the instances written and the items that failed."""
         cfg = self.cfg
-        loader = torch.utils.data.DataLoader(_Instances(todo, self.encoder), batch_size=cfg.batch_size,
-                                             shuffle=False, num_workers=cfg.workers, collate_fn=_collate,
-                                             multiprocessing_context=worker_start_method() if cfg.workers else None)
+        loader = torch.utils.data.DataLoader(
+            _Instances(todo, self.encoder), batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+            collate_fn=_collate, multiprocessing_context=worker_start_method() if cfg.workers else None)
         task = StageTask(progress, f"extract {self.encoder.name}", len(todo), rate="")
         feats: dict[int, list] = {}
         errors: dict[int, str] = {}
@@ -387,5 +397,6 @@ class _Run:
                  "n_instances": len(it.coords), **it.meta}
                 for it in items if it.id not in stale and self.resume.done(it)]
         write_csv(out / "manifest.csv", rows)
-        write_csv(out / "skipped.csv", [{"path": portable_path(s.path, out), "reason": s.reason} for s in self.skips],
+        write_csv(out / "skipped.csv",
+                  [{"path": portable_path(s.path, out), "reason": s.reason} for s in self.skips],
                   ["path", "reason"])

@@ -19,7 +19,8 @@ from cytofm.mil.standardise import StandardisedMIL
 
 
 class GatedABMIL(StandardisedMIL):
-    def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, attn_dim: int = 128, dropout: float = 0.25):
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, attn_dim: int = 128,
+                 dropout: float = 0.25):
         super().__init__(in_dim)
         self.project = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attn_v = nn.Linear(hidden, attn_dim)
@@ -34,7 +35,8 @@ class GatedABMIL(StandardisedMIL):
             mask: (B, N) bool, True for real instances (default: all real).
 
         Returns:
-            logits (B, C) and attention (B, N), which sums to 1 over each bag's real instances and is 0 on padding.
+            logits (B, C) and attention (B, N), which sums to 1 over each bag's real instances and is 0
+            on padding.
         """
         if x.dim() == 2:
             x = x.unsqueeze(0)

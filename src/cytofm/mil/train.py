@@ -29,7 +29,8 @@ def _epoch_batches(n: int, bs: int, rng: np.random.Generator):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, bags: list[torch.Tensor], batch_size: int = 16) -> tuple[np.ndarray, list[np.ndarray]]:
+def predict(model: nn.Module, bags: list[torch.Tensor],
+            batch_size: int = 16) -> tuple[np.ndarray, list[np.ndarray]]:
     """Class probabilities (N, C) and each bag's attention over its own instances."""
     model.eval()
     probs, attns = [], []
@@ -42,16 +43,18 @@ def predict(model: nn.Module, bags: list[torch.Tensor], batch_size: int = 16) ->
     return np.concatenate(probs), attns
 
 
-def train_mil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.Tensor] | None, y_val: np.ndarray | None,
-              n_classes: int, cfg: MILTrainConfig = MILTrainConfig()) -> nn.Module:
+def train_mil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.Tensor] | None,
+              y_val: np.ndarray | None, n_classes: int, cfg: MILTrainConfig = MILTrainConfig()) -> nn.Module:
     """Fit ``cfg.model`` on ``train``; keep the weights with the lowest validation loss (or the last, without
     ``val``)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = MIL_MODELS.get(cfg.model).build(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim, cfg.dropout)
+    model = MIL_MODELS.get(cfg.model).build(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim,
+                                            cfg.dropout)
     if cfg.standardise:
         inst = torch.cat(train).double()
-        model.set_standardisation(inst.mean(0).float(), inst.std(0).float() if len(inst) > 1 else torch.ones(inst.shape[1]))
+        model.set_standardisation(inst.mean(0).float(),
+                                  inst.std(0).float() if len(inst) > 1 else torch.ones(inst.shape[1]))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weight = class_weights(y_train, n_classes) if cfg.balanced else None
     yt = torch.as_tensor(y_train, dtype=torch.long)
@@ -67,8 +70,8 @@ def train_mil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.Te
             opt.step()
         if val is not None and len(val):
             p, _ = predict(model, val)
-            vl = F.nll_loss(torch.log(torch.as_tensor(p).clamp_min(1e-8)), torch.as_tensor(y_val, dtype=torch.long),
-                            weight=weight).item()
+            vl = F.nll_loss(torch.log(torch.as_tensor(p).clamp_min(1e-8)),
+                            torch.as_tensor(y_val, dtype=torch.long), weight=weight).item()
             if vl < best_loss - 1e-4:
                 best, best_loss, wait = copy.deepcopy(model.state_dict()), vl, 0
             else:

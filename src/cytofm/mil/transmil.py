@@ -43,14 +43,16 @@ class TransLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor,
+                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.norm(x)
         out, w = self.attn(h, h, h, need_weights=need_weights, average_attn_weights=True)
         return x + out, w
 
 
 class PPEG(nn.Module):
-    """Pyramid position encoding generator: identity + depth-wise 7x7, 5x5 and 3x3 convolutions of the grid."""
+    """Pyramid position encoding generator: identity + depth-wise 7x7, 5x5 and 3x3 convolutions of the
+    grid."""
 
     def __init__(self, dim: int):
         super().__init__()

@@ -46,7 +46,8 @@ class Encoder:
         image would cut the cell.
         """
         if rgb.shape[0] != self.input_size or rgb.shape[1] != self.input_size:
-            rgb = np.asarray(Image.fromarray(rgb).resize((self.input_size, self.input_size), Image.Resampling.BICUBIC))
+            rgb = np.asarray(Image.fromarray(rgb).resize((self.input_size, self.input_size),
+                                                         Image.Resampling.BICUBIC))
         x = torch.tensor(rgb).permute(2, 0, 1).float().div_(255.0)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)

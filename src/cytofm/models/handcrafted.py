@@ -19,7 +19,8 @@ def _glcm_stats(q: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     a = q[:, : h - dy, : w - dx].reshape(b, -1)
     c = q[:, dy:, dx:].reshape(b, -1)
     idx = a * LEVELS + c
-    glcm = torch.zeros(b, LEVELS * LEVELS, device=q.device).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float32))
+    glcm = torch.zeros(b, LEVELS * LEVELS, device=q.device).scatter_add_(
+        1, idx, torch.ones_like(idx, dtype=torch.float32))
     glcm = glcm / glcm.sum(1, keepdim=True)
     glcm = glcm.view(b, LEVELS, LEVELS)
     i = torch.arange(LEVELS, device=q.device, dtype=torch.float32).view(1, -1, 1)
@@ -43,7 +44,8 @@ class HandcraftedFeatures(nn.Module):
         x = x.float().clamp(0, 1)
         b = x.shape[0]
         flat = x.reshape(b, 3, -1)
-        q = torch.quantile(flat, torch.tensor([0.1, 0.5, 0.9], device=x.device), dim=2).permute(1, 0, 2).reshape(b, 9)
+        q = torch.quantile(flat, torch.tensor([0.1, 0.5, 0.9], device=x.device),
+                           dim=2).permute(1, 0, 2).reshape(b, 9)
         rgb = torch.cat([flat.mean(2), flat.std(2), q], 1)  # 15
         od = -torch.log10(flat * 255.0 / 256.0 + 1 / 256.0)
         od_s = torch.cat([od.mean(2), od.std(2)], 1)  # 6

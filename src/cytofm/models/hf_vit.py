@@ -84,8 +84,8 @@ def timm_to_hf_vit(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "norm.weight": "layernorm.weight",
         "norm.bias": "layernorm.bias",
     }
-    inv_layer = {"attn.proj": "attention.output.dense", "norm1": "layernorm_before", "norm2": "layernorm_after",
-                 "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    inv_layer = {"attn.proj": "attention.output.dense", "norm1": "layernorm_before",
+                 "norm2": "layernorm_after", "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
     out = {}
     for k, v in sd.items():
         if k in inv_simple:

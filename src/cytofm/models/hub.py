@@ -75,22 +75,25 @@ def hub_config(architecture: str, model_args: dict, cfg: dict, num_features: int
             "global_pool": global_pool, "model_args": dict(model_args), "pretrained_cfg": dict(cfg)}
 
 
-def model_card(name: str, config: dict, about: str = "", license: str = "apache-2.0", tags: tuple = ()) -> str:
+def model_card(name: str, config: dict, about: str = "", license: str = "apache-2.0",
+               tags: tuple = ()) -> str:
     """A model card with the hub's YAML metadata block, and how to load the encoder with timm and cytofm."""
     pc = config["pretrained_cfg"]
     tag_lines = "".join(f"- {t}\n" for t in ("image-feature-extraction", "timm", "cytofm", "cytology", *tags))
     return (
-        f"---\ntags:\n{tag_lines}library_name: timm\nlicense: {license}\npipeline_tag: image-feature-extraction\n---\n"
+        f"---\ntags:\n{tag_lines}library_name: timm\nlicense: {license}\n"
+        "pipeline_tag: image-feature-extraction\n---\n"
         f"# {name}\n\n{about.strip() + chr(10) + chr(10) if about.strip() else ''}"
-        f"A `{config['architecture']}` feature backbone ({config['num_features']}-d, [CLS] token after the final "
-        f"norm) exported by cytofm.\n\n"
+        f"A `{config['architecture']}` feature backbone ({config['num_features']}-d, [CLS] token after the "
+        f"final norm) exported by cytofm.\n\n"
         f"- input: RGB, {pc['input_size'][-1]} px, resized whole (crop_pct 1.0)\n"
         f"- normalisation: mean {pc['mean']}, std {pc['std']}\n\n"
         "## Use\n\n```python\nimport timm\n"
         "model = timm.create_model(\"local-dir:THIS_FOLDER\", pretrained=True)  # or \"hf-hub:ORG/REPO\"\n"
         "cfg = timm.data.resolve_data_config({}, model=model)\n"
         "transform = timm.data.create_transform(**cfg)\n```\n\n"
-        "```bash\ncytofm extract --encoder local-dir:THIS_FOLDER --input prepared/ --mode tiles --out feats/\n```\n"
+        "```bash\ncytofm extract --encoder local-dir:THIS_FOLDER --input prepared/ --mode tiles "
+        "--out feats/\n```\n"
     )
 
 
@@ -208,21 +211,24 @@ def fetch_repo(repo: str, cache_dir: str | None = None) -> Path:
     taken from the local Hugging Face cache if it was fetched before."""
     repo_id, _, revision = repo.partition("@")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise HubError(f"hf-hub:{repo}: give the repository as ORG/REPO (e.g. hf-hub:timm/vit_small_patch16_224.dino)")
-    how = (f"hf-hub:{repo}: not in the local Hugging Face cache, and downloads are off. Set {DOWNLOAD_ENV}=1 on a "
-           f"machine that is online to fetch it, or fetch it yourself (huggingface-cli download {repo_id} "
-           f"--local-dir DIR) and use local-dir:DIR")
+        raise HubError(f"hf-hub:{repo}: give the repository as ORG/REPO "
+                       "(e.g. hf-hub:timm/vit_small_patch16_224.dino)")
+    how = (f"hf-hub:{repo}: not in the local Hugging Face cache, and downloads are off. Set {DOWNLOAD_ENV}=1 "
+           f"on a machine that is online to fetch it, or fetch it yourself "
+           f"(huggingface-cli download {repo_id} --local-dir DIR) and use local-dir:DIR")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise HubError(f"hf-hub:{repo}: needs huggingface_hub (pip install 'cytofm[hub]')") from None
     patterns = [CONFIG, CARD, *WEIGHT_NAMES]
-    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None  # read now, not when huggingface_hub loaded
+    # read now, not when huggingface_hub loaded
+    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None
     try:
-        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns, cache_dir=cache_dir,
-                                   local_files_only=not allow_download())
+        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns,
+                                   cache_dir=cache_dir, local_files_only=not allow_download())
     except Exception as e:  # noqa: BLE001 - offline, missing repo, gated repo: one line each
         if not allow_download():
             raise HubError(how) from None
-        raise HubError(f"hf-hub:{repo}: download failed ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise HubError(f"hf-hub:{repo}: download failed "
+                       f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return Path(folder)

@@ -28,7 +28,8 @@ log = logging.getLogger("cytofm")
 
 TRUST_ENV = "CYTOFM_TRUST_WEIGHTS"
 SAFETENSORS = ".safetensors"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "checkpoint.pt", "checkpoint_teacher.pth", "checkpoint.pth")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "checkpoint.pt", "checkpoint_teacher.pth",
+                "checkpoint.pth")
 
 
 class UnsafeWeightsError(ValueError):
@@ -88,15 +89,17 @@ def torch_load(path: str | os.PathLike):
     if not _is_pickle_refusal(safe_error):
         raise ValueError(f"{p}: not a readable weights file ({_first_line(safe_error)})") from None
     raise UnsafeWeightsError(
-        f"{p}: refused to load: this pickle needs more than tensors to load ({_first_line(safe_error)}), and a "
-        f"pickle like that can run code on this machine. Convert it to .safetensors, or if you trust where it "
-        f"came from, allow this one file: cytofm --trust-weights {p} <command> ... (or {TRUST_ENV}={p})") from None
+        f"{p}: refused to load: this pickle needs more than tensors to load ({_first_line(safe_error)}), "
+        f"and a pickle like that can run code on this machine. Convert it to .safetensors, or if you trust "
+        f"where it came from, allow this one file: cytofm --trust-weights {p} <command> ... "
+        f"(or {TRUST_ENV}={p})") from None
 
 
 def _is_pickle_refusal(e: Exception) -> bool:
     import pickle
 
-    return isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e) or "Unsupported global" in str(e)
+    return (isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e)
+            or "Unsupported global" in str(e))
 
 
 def load_state(path: str | os.PathLike) -> dict:
@@ -124,9 +127,10 @@ def load_state(path: str | os.PathLike) -> dict:
 
 # --- released checkpoint layouts ------------------------------------------------------------------
 PREFIXES = ("module.", "backbone.", "encoder.", "model.")
-# training-only entries of the SSL layouts that no backbone has: iBOT's masked_embed, a DINO head's last layer.
-# Heads (``head.*``) are left to :func:`load_strictly`, which drops a classifier's keys and says so; DINOv2's
-# ``mask_token`` to the timm ViT adapter (its presence marks the DINOv2 layout for timm's conversion).
+# training-only entries of the SSL layouts that no backbone has: iBOT's masked_embed, a DINO head's last
+# layer. Heads (``head.*``) are left to :func:`load_strictly`, which drops a classifier's keys and says so;
+# DINOv2's ``mask_token`` to the timm ViT adapter (its presence marks the DINOv2 layout for timm's
+# conversion).
 NOT_BACKBONE = ("masked_embed", "last_layer")
 
 
@@ -253,7 +257,8 @@ def load_strictly(model: nn.Module, state: dict, source: str, adapt: Adapter | N
             shown = ", ".join(f"{k} {_shape(state[k])} vs {tuple(own[k].shape)}" for k in shape[:SHOWN])
             parts.append(f"shape mismatch for {len(shape)} key(s) (checkpoint vs model), e.g. [{shown}]")
         arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
-        raise EncoderError(f"{source} does not fit the architecture: " + "; ".join(parts) + f" (model: {arch})")
+        raise EncoderError(f"{source} does not fit the architecture: " + "; ".join(parts)
+                           + f" (model: {arch})")
     model.load_state_dict(state, strict=True)
     if dropped:
         log.info("%s: dropped %d classifier key(s) the model has no head for: %s", source, len(dropped),

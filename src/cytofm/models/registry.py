@@ -70,8 +70,8 @@ def find_weights(name: str, explicit: str | None) -> Path:
     entry = ENCODER_FAMILIES.get(family) if family in ENCODER_FAMILIES else None
     how = f" Get them from {entry.weights_from}." if entry and entry.weights_from else ""
     raise EncoderError(f"{name}: no weights given and none configured.{how} Then pass the path "
-                       f"(e.g. {entry.syntax if entry else name + ':/path'}), add '{name}: /path' to {weights_config()}, "
-                       f"or put the file at {d}/{name}.<ext>")
+                       f"(e.g. {entry.syntax if entry else name + ':/path'}), add '{name}: /path' to "
+                       f"{weights_config()}, or put the file at {d}/{name}.<ext>")
 
 
 def load_state(path: str | os.PathLike) -> dict:

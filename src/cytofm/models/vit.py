@@ -13,7 +13,8 @@ from cytofm.models.loading import adapt_timm_vit, load_strictly
 
 def set_fused_attn(model: nn.Module, enabled: bool) -> None:
     """Use (or not) the fused scaled-dot-product attention kernel in every attention block: fused on CUDA,
-    the explicit product where attention weights must be read (attention maps) or on CPUs where it is slower."""
+    the explicit product where attention weights must be read (attention maps) or on CPUs where it is
+    slower."""
     for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = enabled
@@ -21,7 +22,8 @@ def set_fused_attn(model: nn.Module, enabled: bool) -> None:
 
 def build_vit(arch: str, img_size: int, **kw) -> torch.nn.Module:
     """A timm ViT without classifier that accepts any input size."""
-    return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True, **kw)
+    return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True,
+                             **kw)
 
 
 def vit_encoder(name: str, spec: str, vit: torch.nn.Module, state: dict | None, source: str, img_size: int,
@@ -34,7 +36,8 @@ def vit_encoder(name: str, spec: str, vit: torch.nn.Module, state: dict | None, 
     vit.eval()
     model = ViTFeatures(vit, pool)
     dim = ViTFeatures.dim_for(vit.embed_dim, pool)
-    return Encoder(name, spec, model, dim, img_size, tuple(mean), tuple(std), state_hash(vit.state_dict()), info or {})
+    return Encoder(name, spec, model, dim, img_size, tuple(mean), tuple(std), state_hash(vit.state_dict()),
+                   info or {})
 
 
 def embed_dim_of(state: dict) -> int:

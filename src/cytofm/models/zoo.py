@@ -19,8 +19,8 @@ from cytofm.models.registry import ENCODER_FAMILIES, EncoderFamily, find_weights
 for _family in ("baselines", "timm_hub", "releases", "cytofm"):  # registration order = the listing's order
     importlib.import_module(f"cytofm.models.families.{_family}")
 
-__all__ = ["ENCODER_FAMILIES", "Encoder", "EncoderError", "EncoderFamily", "create_encoder", "find_weights", "load_state",
-           "usable_encoders"]
+__all__ = ["ENCODER_FAMILIES", "Encoder", "EncoderError", "EncoderFamily", "create_encoder", "find_weights",
+           "load_state", "usable_encoders"]
 
 
 def create_encoder(spec: str) -> Encoder:
@@ -50,7 +50,8 @@ def usable_encoders() -> list[tuple[str, str]]:
         if e.name == "timm":
             status = "usable with a local weights path"
         elif e.name in ("hf-hub", "local-dir"):
-            status = "usable" if e.name == "local-dir" or allow_download() else "local cache only (CYTOFM_ALLOW_DOWNLOAD=1 to fetch)"
+            status = ("usable" if e.name == "local-dir" or allow_download()
+                      else "local cache only (CYTOFM_ALLOW_DOWNLOAD=1 to fetch)")
         elif not e.weights_from:
             status = "usable"
         else:

@@ -23,7 +23,8 @@ def _data_key(task: TaskConfig, data: Path) -> str:
     encoder (e.g. Herlev 7-class and normal/abnormal; ABMIL and a probe on the same bags). Stores keep
     every manifest column, so each task reads its own label column."""
     key = f"{data.resolve()}|{task.mode}|{task.prepare_preset if task.mode == 'tiles' else ''}"
-    return f"{slug(data.parent.name + '_' + data.stem)}_{task.mode}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return (f"{slug(data.parent.name + '_' + data.stem)}_{task.mode}_"
+            f"{hashlib.sha1(key.encode()).hexdigest()[:8]}")
 
 
 def _resolve(base: Path, p: str) -> Path:
@@ -47,7 +48,8 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
         except ProtocolError as e:  # one task's data cannot be split as asked
             msg = str(e) if str(e).startswith(f"[{task.name}]") else f"[{task.name}] {e}"
             if not cfg.skip_missing:
-                raise ProtocolError(f"task {task.name} cannot be evaluated: {msg}; finished extractions are kept; "
+                raise ProtocolError(f"task {task.name} cannot be evaluated: {msg}; "
+                                    "finished extractions are kept; "
                                     "fix it, or give --keep-going to evaluate the other tasks") from None
             log(f"warning: task skipped: {msg}")
             skipped[f"task {task.name}"] = msg
@@ -90,8 +92,8 @@ def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Pat
     if split is not None:
         if not (data.suffix == ".csv" and data.is_file()):
             raise ValueError(f"[{task.name}] `split` needs a manifest CSV as data, not {data}")
-        m, n = part_manifest(data, split, task.part, out / "cache" / "parts" / f"{slug(data.parent.name)}_{tag}"
-                             / "manifest.csv")
+        m, n = part_manifest(data, split, task.part,
+                             out / "cache" / "parts" / f"{slug(data.parent.name)}_{tag}" / "manifest.csv")
         log(f"[{task.name}] {n} images of the {task.part} part of {task.split}")
         return m
     return data
@@ -109,7 +111,8 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
     data = _task_input(task, _resolve(base, task.data), base, out, log)
     source = data
     if task.mode == "tiles":
-        meta = {"label_column": task.label} if str(data).endswith(".csv") else {"labels_from_folders": data.is_dir()}
+        meta = ({"label_column": task.label} if str(data).endswith(".csv")
+                else {"labels_from_folders": data.is_dir()})
         pcfg = build_config(PrepareConfig, "prepare", task.prepare_preset, values={
             "metadata": meta, "output": {"qa_thumbnails": 0}})
         source = out / "cache" / _data_key(task, data) / "prepared"
@@ -121,8 +124,8 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
             enc = create_encoder(spec)
         except EncoderError as e:
             if not cfg.skip_missing:
-                raise EncoderError(f"encoder {spec} cannot be used: {e} (give --keep-going to run the others and "
-                                   "list it as skipped)") from None
+                raise EncoderError(f"encoder {spec} cannot be used: {e} "
+                                   "(give --keep-going to run the others and list it as skipped)") from None
             log(f"[{task.name}] skipped {spec}: {e}")
             skipped[spec] = str(e)
             continue
@@ -153,8 +156,8 @@ def _localisation(store: Path, ev_out: Path, boxes: Path, box_class: str, seeds,
             continue
         with np.load(f) as z:
             att = {i: z[i] for i in z.files}
-        scores = mil_heatmaps(store, att, ev_out / f"heatmaps_seed{seed}", boxes, box_class, limit=6 if k == 0 else 0,
-                              log=log)
+        scores = mil_heatmaps(store, att, ev_out / f"heatmaps_seed{seed}", boxes, box_class,
+                              limit=6 if k == 0 else 0, log=log)
         if scores:
             per_seed.append(summarise(scores))
     if not per_seed:

@@ -25,7 +25,8 @@ STAGES = 6
 FRESH = "demo_fresh.safetensors"
 """The fresh encoder's export: tables name it ``cytofm:demo_fresh.safetensors``."""
 PLAN = "plan.json"
-"""What the demo chose on this machine (and the measurements behind it); a re-run in the same folder reuses it."""
+"""What the demo chose on this machine (and the measurements behind it); a re-run in the same folder
+reuses it."""
 SETS = ("bccd", "chula_rbc12")
 
 
@@ -57,7 +58,8 @@ def _pretraining_record(root: Path, out: Path) -> Path:
         with open(root / name / "pretrain.csv", newline="") as f:
             for r in csv.DictReader(f):
                 h = hash_image(root / name / r["image"])
-                rows.append({"dataset": f"demo_{name}", "relpath": r["image"], "sha256": h.sha256, "phash": h.phash})
+                rows.append({"dataset": f"demo_{name}", "relpath": r["image"], "sha256": h.sha256,
+                             "phash": h.phash})
     return write_record(rows, out)
 
 
@@ -79,14 +81,17 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
     demo.say(f"3/{STAGES} benchmark: shipped cytofm, fresh, random init, handcrafted; red-cell morphology "
              "(probes) and white-cell type (ABMIL, attention vs boxes)")
     bench = demo.benchmark(fresh)
-    demo.say(f"4/{STAGES} ViT [CLS] attention maps of the shipped encoder on {demo.plan.maps} annotated fields")
+    demo.say(f"4/{STAGES} ViT [CLS] attention maps of the shipped encoder on {demo.plan.maps} "
+             "annotated fields")
     demo.attention_maps()
     demo.say(f"5/{STAGES} UMAP of the embeddings (cells by morphology, fields by white-cell type)")
     umaps(bench, demo.out / "umap", log)
     demo.say(f"6/{STAGES} report")
     summary_md = bench / "summary.md"
-    summary = [ln[2:] for ln in summary_md.read_text().splitlines() if ln.startswith("- ")] if summary_md.is_file() else []
-    report = build_report(demo.out, title="cytofm demo: red-cell morphology and white-cell type on unseen blood smears")
+    summary = ([ln[2:] for ln in summary_md.read_text().splitlines() if ln.startswith("- ")]
+               if summary_md.is_file() else [])
+    report = build_report(demo.out, title="cytofm demo: red-cell morphology and white-cell type "
+                                          "on unseen blood smears")
     took = demo.elapsed()
     log(f"the demo took {took / 60:.1f} min (estimated {demo.plan.total_s / 60:.1f} min before it started)")
     return DemoResult(demo.out, summary, (bench / "results.md").read_text(), report, took)
@@ -133,11 +138,12 @@ class _Demo:
         pcfg = build_config(PrepareConfig, "prepare", "smear_fields", values={
             "metadata": {"organ": "blood", "preparation": "smear"}, "output": {"qa_thumbnails": 4}})
         try:
-            res = run_prepare([str(self.root / n / "pretrain.csv") for n in SETS], self.out / "prepared", pcfg,
-                              progress=self.progress, log=self.log)
+            res = run_prepare([str(self.root / n / "pretrain.csv") for n in SETS], self.out / "prepared",
+                              pcfg, progress=self.progress, log=self.log)
         except NothingUsable as e:
             raise DemoError(str(e)) from None
-        self.log(f"{len(res.rows)} fields -> {res.n_patches} patches; QA thumbnails in {self.out / 'prepared' / 'qa'}")
+        self.log(f"{len(res.rows)} fields -> {res.n_patches} patches; "
+                 f"QA thumbnails in {self.out / 'prepared' / 'qa'}")
 
     def make_plan(self) -> None:
         """The saved plan of an earlier run (unless it had a larger budget, or ``full``), else measure."""
@@ -150,7 +156,8 @@ class _Demo:
             self.log(f"the plan of the first run in {self.out} (delete {PLAN} to measure the machine again):")
         else:
             self.plan = plan_demo(measure(self.out / "prepared"), self.budget - self.elapsed(), self.full)
-            self.plan.save(self.out / PLAN)  # an interrupted run resumes its pretraining with the same schedule
+            # an interrupted run resumes its pretraining with the same schedule
+            self.plan.save(self.out / PLAN)
         for line in self.plan.lines():
             self.log(line)
 
@@ -171,12 +178,13 @@ class _Demo:
                  + (f" or {minutes:.1f} min" if minutes else "") + ", on those fields only")
         run = self.out / "pretrain"
         cfg = build_config(PretrainConfig, "pretrain", "cpu", [
-            f"train.iterations={iterations}", f"train.max_minutes={minutes}" if minutes else "train.max_minutes=null",
+            f"train.iterations={iterations}",
+            f"train.max_minutes={minutes}" if minutes else "train.max_minutes=null",
             "train.save_every=50"])
         t_pre = time.perf_counter()
         try:
-            trainer = SSLTrainer(cfg, [str(self.out / "prepared")], run, None, log=self.log, progress=self.progress,
-                                 command="cytofm demo")
+            trainer = SSLTrainer(cfg, [str(self.out / "prepared")], run, None, log=self.log,
+                                 progress=self.progress, command="cytofm demo")
             trainer.run()
         except TrainingDiverged as e:
             raise DemoError(str(e)) from None
@@ -191,8 +199,8 @@ class _Demo:
         from cytofm.pipeline.demo_plan import remeasure, replan_items
 
         step_s = seconds / ran if ran > 0 else self.plan.machine.step_s
-        self.plan = replan_items(self.plan, remeasure(self.plan.machine, step_s), self.budget - self.elapsed(),
-                                 pretraining_s=step_s * max(ran, 0))
+        self.plan = replan_items(self.plan, remeasure(self.plan.machine, step_s),
+                                 self.budget - self.elapsed(), pretraining_s=step_s * max(ran, 0))
         self.log("measured again after pretraining: " + " ".join(self.plan.lines()[:2]))
         self.plan.save(self.out / PLAN)
 
@@ -203,7 +211,8 @@ class _Demo:
 
         bcfg = build_config(BenchmarkConfig, "benchmark", "demo")
         bcfg = bcfg.model_copy(update={"encoders": [*bcfg.encoders, f"cytofm:{fresh}"],
-                                       "tasks": _sized_tasks(bcfg.tasks, self.root, self.out / "plan", self.plan)})
+                                       "tasks": _sized_tasks(bcfg.tasks, self.root, self.out / "plan",
+                                                             self.plan)})
         bench = self.out / "benchmark"
         bench.mkdir(exist_ok=True)
         write_config(bcfg, bench / "config.yaml")
@@ -211,7 +220,8 @@ class _Demo:
         return bench
 
     def attention_maps(self) -> None:
-        """[CLS] attention of the shipped encoder on fields spread over the BCCD manifest, scored on the boxes."""
+        """[CLS] attention of the shipped encoder on fields spread over the BCCD manifest, scored on the
+        boxes."""
         from cytofm.models.zoo import create_encoder
         from cytofm.viz.heatmaps import vit_heatmaps
 

@@ -6,8 +6,8 @@ fixed demo that takes 6 minutes on one takes 30 on another. The cost model count
 measured units: seconds per ViT-S/16 forward image at 224 px (every extraction, attention map and ABMIL bag
 is that) and seconds per pretraining iteration of the ``cpu`` preset (measured on the demo's own
 prepared fields with the real trainer); the rest (decoding, probes, ABMIL, UMAP) is counted in seconds of
-the reference machine, scaled by a scikit-learn fit's time against the reference's. ``plan_demo`` never drops a
-task or an encoder: the headline stays the same comparison, on fewer items where it must.
+the reference machine, scaled by a scikit-learn fit's time against the reference's. ``plan_demo`` never
+drops a task or an encoder: the headline stays the same comparison, on fewer items where it must.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 BUDGET_S = 540.0
 """The demo's own work (the install not counted): 9 minutes, a minute's margin under the 10 promised."""
 REFERENCE_VIT_S = 1 / 89.0
-"""Seconds per ViT-S/16 224 px forward image (:func:`measure_vit`) on the reference machine (a 2-core bf16 CPU,
-where the full demo took 351 s: pretraining 87 s, cells 108 s, fields 119 s, the rest 37 s)."""
+"""Seconds per ViT-S/16 224 px forward image (:func:`measure_vit`) on the reference machine (a 2-core
+bf16 CPU, where the full demo took 351 s: pretraining 87 s, cells 108 s, fields 119 s, the rest 37 s)."""
 REFERENCE_CPU_S = 0.10
 """Seconds of :func:`measure_cpu` (a scikit-learn fit) on the reference machine."""
 PER_CELL = {"forwards": 2.5, "overhead_s": 0.040, "evaluation_s": 0.073}
@@ -36,7 +36,8 @@ PER_FIELD = {"forwards": 34 * 2.5, "overhead_s": 0.48, "evaluation_s": 0.94}
 """One BCCD field: its ~34 96 px patches through the encoders, and its share of ABMIL (5 folds x 4 encoders)
 with the attention scored and drawn."""
 FIXED_S = {"start-up and prepare": 10.0, "UMAP": 25.0, "report": 3.0}
-"""Stages that do not grow with the items, on the reference machine (scaled by the scikit-learn fit's time)."""
+"""Stages that do not grow with the items, on the reference machine (scaled by the scikit-learn fit's
+time)."""
 ATTENTION_MAPS_S = 8.0 / 6
 """One attention map of the shipped encoder on the reference machine (scaled by the forward's time)."""
 MIN_ITERATIONS, MAX_ITERATIONS = 30, 120
@@ -55,9 +56,9 @@ class Machine:
 
     def lines(self) -> list[str]:
         return [f"machine: {self.threads} thread(s), {self.precision}; ViT-S/16 at 224 px "
-                f"{1 / self.vit_s_per_image:.1f} images/s ({self.vit_s_per_image / REFERENCE_VIT_S:.1f}x the "
-                f"reference machine's time), one pretraining iteration {self.step_s:.2f} s, a scikit-learn fit "
-                f"{self.cpu_s / REFERENCE_CPU_S:.1f}x the reference's time"]
+                f"{1 / self.vit_s_per_image:.1f} images/s ({self.vit_s_per_image / REFERENCE_VIT_S:.1f}x "
+                f"the reference machine's time), one pretraining iteration {self.step_s:.2f} s, "
+                f"a scikit-learn fit {self.cpu_s / REFERENCE_CPU_S:.1f}x the reference's time"]
 
 
 @dataclass
@@ -102,12 +103,13 @@ class DemoPlan:
     def lines(self) -> list[str]:
         out = self.machine.lines()
         what = (f"plan: pretraining {self.iterations} iterations, red cells {self.cells} of {FULL_CELLS}, "
-                f"BCCD fields {self.fields} of {FULL_FIELDS}, attention maps {self.maps}; estimated {self.total_s / 60:.1f} min of a "
-                f"{self.budget_s / 60:.0f} min budget (" + ", ".join(f"{k} {v:.0f} s" for k, v in self.estimate.items()) + ")")
+                f"BCCD fields {self.fields} of {FULL_FIELDS}, attention maps {self.maps}; "
+                f"estimated {self.total_s / 60:.1f} min of a {self.budget_s / 60:.0f} min budget ("
+                + ", ".join(f"{k} {v:.0f} s" for k, v in self.estimate.items()) + ")")
         out.append(what)
         if self.reduced:
-            out.append("the full demo would not fit this machine's budget: same tasks and encoders on fewer items "
-                       "(wider intervals); `cytofm demo --full` runs all of it")
+            out.append("the full demo would not fit this machine's budget: same tasks and encoders on "
+                       "fewer items (wider intervals); `cytofm demo --full` runs all of it")
         return out + self.notes
 
 
@@ -135,11 +137,12 @@ def plan_demo(m: Machine, budget_s: float = BUDGET_S, full: bool = False) -> Dem
         rest = budget_s - sum(estimate(m, 0, cells, fields, maps).values())
         iterations = min(MAX_ITERATIONS, int(rest / max(m.step_s, 1e-6)))
         if iterations >= MIN_ITERATIONS + share * (MAX_ITERATIONS - MIN_ITERATIONS):
-            return DemoPlan(m, iterations, cells, fields, maps, estimate(m, iterations, cells, fields, maps), budget_s)
+            return DemoPlan(m, iterations, cells, fields, maps, estimate(m, iterations, cells, fields, maps),
+                            budget_s)
     plan = DemoPlan(m, MIN_ITERATIONS, MIN_CELLS, MIN_FIELDS, MIN_MAPS,
                     estimate(m, MIN_ITERATIONS, MIN_CELLS, MIN_FIELDS, MIN_MAPS), budget_s)
-    plan.notes.append(f"warning: even the smallest useful demo needs about {plan.total_s / 60:.0f} min on this "
-                      f"machine (budget {budget_s / 60:.0f} min); running it anyway")
+    plan.notes.append(f"warning: even the smallest useful demo needs about {plan.total_s / 60:.0f} min "
+                      f"on this machine (budget {budget_s / 60:.0f} min); running it anyway")
     return plan
 
 
@@ -169,7 +172,8 @@ def remeasure(m: Machine, step_s: float) -> Machine:
 
     from cytofm.utils.distributed import pick_dtype
 
-    return Machine(m.precision, measure_vit(pick_dtype("auto", torch.device("cpu"))), step_s, measure_cpu(), m.threads)
+    return Machine(m.precision, measure_vit(pick_dtype("auto", torch.device("cpu"))), step_s, measure_cpu(),
+                   m.threads)
 
 
 def measure_cpu() -> float:
@@ -244,7 +248,8 @@ def measure(prepared: Path) -> Machine:
 
     dtype = pick_dtype("auto", torch.device("cpu"))
     precision = "bf16 (the CPU has bf16 units)" if dtype is not None else "fp32 (no bf16 units on this CPU)"
-    return Machine(precision, measure_vit(dtype), measure_step(prepared), measure_cpu(), torch.get_num_threads())
+    return Machine(precision, measure_vit(dtype), measure_step(prepared), measure_cpu(),
+                   torch.get_num_threads())
 
 
 def stratified_subset(rows: list[dict], n: int, key: str, seed: int = 0) -> list[dict]:

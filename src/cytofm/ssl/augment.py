@@ -46,7 +46,8 @@ class MultiCrop:
         self.local_crop = v2.RandomResizedCrop(cfg.local_size, scale=tuple(cfg.local_scale),
                                                interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
         self.jitter = v2.ColorJitter(0.4 * s, 0.4 * s, 0.2 * s, min(0.1 * s, 0.5))
-        self.to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        self.to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                                     v2.Normalize(mean, std)])
 
     def _geometry(self, img: Image.Image, rng: random.Random) -> Image.Image:
         if rng.random() < 0.5:

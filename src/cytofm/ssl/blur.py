@@ -32,7 +32,8 @@ def _blur_basis(size: int, lo_max: int, dev: torch.device, dt: torch.dtype) -> t
             E = torch.zeros(size, size, dtype=torch.float64)
             for d in range(-lo - 1, lo + 2):
                 M = E if abs(d) == lo + 1 else B
-                M.index_put_((i, (i + d).clamp(0, size - 1)), torch.ones(size, dtype=torch.float64), accumulate=True)
+                M.index_put_((i, (i + d).clamp(0, size - 1)), torch.ones(size, dtype=torch.float64),
+                             accumulate=True)
             out[lo, 0] = B @ B @ B
             out[lo, 1] = E @ B @ B + B @ E @ B + B @ B @ E
             out[lo, 2] = E @ E @ B + E @ B @ E + B @ E @ E

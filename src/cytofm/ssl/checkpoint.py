@@ -20,7 +20,8 @@ CHECKPOINT = "checkpoint.pt"
 def rng_state() -> dict:
     """This process's RNG states in plain tensors and tuples (loadable with ``weights_only=True``)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    s = {"torch": torch.get_rng_state(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+    s = {"torch": torch.get_rng_state(),
+         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
          "python": random.getstate()}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state()  # this process's own device
@@ -101,7 +102,8 @@ def _run_teacher(run: str | Path) -> tuple[dict, str, dict, dict, int]:
     if "model_args" in ck:
         model_args = dict(ck["model_args"])
     else:  # checkpoints written before the backbone's arguments were recorded
-        model_args = timm_model_args(create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0), cfg.model.layerscale)
+        model_args = timm_model_args(create_vit(cfg.model, cfg.crops.global_size, drop_path=0.0),
+                                     cfg.model.layerscale)
     extra = {"source": "cytofm pretrain (iBOT teacher)", "iteration": ck["iteration"],
              "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                                 "input_size": [3, cfg.crops.global_size, cfg.crops.global_size]}}
@@ -143,5 +145,6 @@ def export_hub(source: str | Path, out: str | Path, half: bool = False, name: st
     pc = extra.get("pretrained_cfg", {})
     size = int(pc.get("input_size", [3, model_args.get("img_size", 224)])[-1])
     cfg = pretrained_cfg(pc.get("mean", (0.485, 0.456, 0.406)), pc.get("std", (0.229, 0.224, 0.225)), size)
-    about = f"{extra.get('source', 'cytofm')}, iteration {extra['iteration']}." if "iteration" in extra else ""
+    about = (f"{extra.get('source', 'cytofm')}, iteration {extra['iteration']}." if "iteration" in extra
+             else "")
     return write_hub_dir(state, arch, model_args, cfg, out, width, name=name, about=about, weights=weights)

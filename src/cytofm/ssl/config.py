@@ -38,9 +38,11 @@ class HeadConfig(Section):
     shared_teacher: bool = True
     """Teacher: one last layer for [CLS] and patch tokens (reference default: shared). A shared teacher
     layer follows the student's [CLS] layer by EMA; at the start it holds the student's patch layer, as
-    in the reference (its ``load_state_dict`` visits the shared layer under both names, the patch name last)."""
+    in the reference (its ``load_state_dict`` visits the shared layer under both names, the patch name
+    last)."""
     norm_last_layer: bool = True
-    """Freeze the weight-norm gain of the last layer at 1 (more stable; the reference turns it off for ViT-S)."""
+    """Freeze the weight-norm gain of the last layer at 1 (more stable; the reference turns it off for
+    ViT-S)."""
     fp32: bool | Literal["last_layer"] = True
     """Precision of the head under bf16/fp16 autocast: ``true`` all of it in fp32 (its logits need more
     precision than bf16 has), ``last_layer`` the MLP in bf16 and the normalisation and prototype layer in
@@ -155,7 +157,8 @@ class DataConfig(Section):
     views: Literal["auto", "device", "pil"] = "auto"
     """Where the multi-crop views are made: ``device`` decodes the pool once and makes every view of a batch
     with batched tensor operations on the training device; ``pil`` (the reference path) augments image by
-    image in loader processes. ``auto``: device on CUDA and on CPU (faster on both: benchmarks/view_throughput.py)."""
+    image in loader processes. ``auto``: device on CUDA and on CPU (faster on both:
+    benchmarks/view_throughput.py)."""
     cache_side: int | None = Field(None, ge=16)
     """Device views: samples larger than this are reduced to it once when decoded (aspect kept);
     ``null`` = twice the global crop size."""
@@ -185,8 +188,8 @@ class RuntimeConfig(Section):
 
 class PretrainConfig(Section):
     method: str = "ibot"
-    """Self-supervised objective, a name of ``cytofm.ssl.method_registry.METHODS``: iBOT, or DINOv2 (iBOT + KoLeo + Sinkhorn-Knopp
-    centring + separate heads; its settings come with the ``dinov2_*`` presets)."""
+    """Self-supervised objective, a name of ``cytofm.ssl.method_registry.METHODS``: iBOT, or DINOv2 (iBOT +
+    KoLeo + Sinkhorn-Knopp centring + separate heads; its settings come with the ``dinov2_*`` presets)."""
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
     crops: CropConfig = CropConfig()
@@ -209,7 +212,7 @@ class PretrainConfig(Section):
                 raise ValueError("head.separate: a DINOv2 setting; set method: dinov2 (or use a "
                                  "dinov2_* preset) to train with it")
         elif not self.head.separate and not (self.head.shared and self.head.shared_teacher):
-            raise ValueError("method dinov2 without head.separate uses one head for [CLS] and patch tokens (the "
-                             "reference's separate_head: false): set head.shared: true and head.shared_teacher: true, "
-                             "or head.separate: true")
+            raise ValueError("method dinov2 without head.separate uses one head for [CLS] and patch tokens "
+                             "(the reference's separate_head: false): set head.shared: true and "
+                             "head.shared_teacher: true, or head.separate: true")
         return self

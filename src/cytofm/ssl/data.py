@@ -47,7 +47,8 @@ def _tar_members(tars: list[Path]) -> tuple[list, list, list]:
     for i, t in enumerate(tars):
         try:
             with tarfile.open(t) as tf:
-                members = [m for m in tf.getmembers() if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS]
+                members = [m for m in tf.getmembers()
+                           if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS]
         except (tarfile.TarError, OSError) as e:
             raise InputError(f"{t}: not a readable tar shard ({e})") from None
         files.append((str(t), "tar", None))
@@ -121,7 +122,7 @@ class PretrainingBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.cfg.train.iterations
 
-    def _image(self, table: PatchTable, ref: np.ndarray) -> Image.Image:
+    def sample_image(self, table: PatchTable, ref: np.ndarray) -> Image.Image:
         fi, x, y = (int(v) for v in ref)
         key = (id(table), fi)
         src = self._cache.get(key)
@@ -163,7 +164,7 @@ class PretrainingBatches(torch.utils.data.Dataset):
                     return im.size
             except Exception:  # noqa: BLE001 - formats PIL cannot sniff are decoded below
                 pass
-        return self._image(table, ref).size
+        return self.sample_image(table, ref).size
 
     def sample_plan(self, iteration: int) -> list[tuple[int, int, int]]:
         """(table, row, seed) for each image of the batch."""
@@ -178,7 +179,7 @@ class PretrainingBatches(torch.utils.data.Dataset):
         views_per_image, masks = [], []
         g = self.cfg.crops.global_size // self.patch_size
         for t, r, seed in self.sample_plan(iteration):
-            img = self._image(self.tables[t], self.tables[t].refs[r])
+            img = self.sample_image(self.tables[t], self.tables[t].refs[r])
             rng = random.Random(seed)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)

@@ -2,20 +2,20 @@
 
 The PIL path (:mod:`cytofm.ssl.augment`) decodes, crops and jitters one image at a time in loader
 processes; at GPU speeds those processes, not the GPU, set the pace. Here every sample of the pool is
-decoded once into uint8 (:mod:`cytofm.ssl.pool_cache`, in memory or memory-mapped), and each batch's views are made
-with a handful of batched tensor operations on the device: one ``roi_align`` per view size for the random
-resized crops (it averages up to 2 x 2 samples per output pixel, so downscaling is antialiased),
-flips as reversed boxes and 90-degree rotations as transposes of the crops, HED stain jitter, RGB jitter
-and grayscale as one affine colour map per view, Gaussian blur, solarisation and normalisation, each with
-its own parameters per view. torchvision's transforms draw one parameter set per call, so per-view
-parameters for a whole batch in one call take the few lines written here. Block
-masks are drawn by the same reference loop as the PIL path (a sequential algorithm; about 0.1 ms a mask).
+decoded once into uint8 (:mod:`cytofm.ssl.pool_cache`, in memory or memory-mapped), and each batch's views
+are made with a handful of batched tensor operations on the device: one ``roi_align`` per view size for the
+random resized crops (it averages up to 2 x 2 samples per output pixel, so downscaling is antialiased),
+flips as reversed boxes and 90-degree rotations as transposes of the crops, HED stain jitter, RGB jitter and
+grayscale as one affine colour map per view, Gaussian blur, solarisation and normalisation, each with its
+own parameters per view. torchvision's transforms draw one parameter set per call, so per-view parameters
+for a whole batch in one call take the few lines written here. Block masks are drawn by the same reference
+loop as the PIL path (a sequential algorithm; about 0.1 ms a mask).
 
 Every random number comes from a generator seeded with (seed, iteration, rank): a batch is a pure
 function of them, on any device, so resume stays exact. On a GPU nothing here makes the host wait for the
 device (no ``nonzero``, ``item`` or blocking copy; ``tests/ssl/test_host_sync.py``): the host queues the
-next batch's views while the device still runs the previous step. ``tests/ssl/test_device_views.py`` shows that
-both pipelines draw views from the same distributions (crop scale and aspect, colour statistics, masks).
+next batch's views while the device still runs the previous step. ``tests/ssl/test_device_views.py`` shows
+that both pipelines draw views from the same distributions (crop scale and aspect, colour statistics, masks).
 """
 
 from __future__ import annotations
@@ -95,11 +95,12 @@ _YIQ_INV = torch.linalg.inv(_YIQ)  # on the host once (on a GPU its error check 
 
 def colour_maps(mu: torch.Tensor, apply: torch.Tensor, gray: torch.Tensor, u: torch.Tensor, strength: float,
                 order: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-view affine colour map ``y = A x + t`` for torchvision's ColorJitter(0.4s, 0.4s, 0.2s, min(0.1s, 0.5))
-    (brightness, contrast, saturation and hue composed in ``order``; hue as a rotation in YIQ space) followed
-    by grayscale where ``gray``. One 3x3 map per view costs one batched product instead of an HSV round trip;
-    it differs from torchvision only in clamping once at the end. ``mu`` (N, 3): each view's mean RGB (what
-    contrast blends towards); ``u`` (N, 4) uniforms."""
+    """Per-view affine colour map ``y = A x + t`` for torchvision's
+    ColorJitter(0.4s, 0.4s, 0.2s, min(0.1s, 0.5)) (brightness, contrast, saturation and hue composed in
+    ``order``; hue as a rotation in YIQ space) followed by grayscale where ``gray``. One 3x3 map per view
+    costs one batched product instead of an HSV round trip; it differs from torchvision only in clamping
+    once at the end. ``mu`` (N, 3): each view's mean RGB (what contrast blends towards); ``u`` (N, 4)
+    uniforms."""
     n, dev, dt = mu.shape[0], mu.device, mu.dtype
     g = _const(_GRAY, dev, dt)
     eye = torch.eye(3, device=dev, dtype=dt).expand(n, 3, 3)

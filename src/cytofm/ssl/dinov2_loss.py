@@ -31,8 +31,9 @@ from cytofm.ssl.sinkhorn_knopp import sinkhorn_knopp
 
 class DINOv2Loss(nn.Module):
     def __init__(self, out_dim: int, patch_out_dim: int, n_global: int = 2, student_temp: float = 0.1,
-                 centering: str = "sinkhorn_knopp", sinkhorn_iterations: int = 3, center_momentum: float = 0.9,
-                 lambda_cls: float = 1.0, lambda_patch: float = 1.0, koleo_weight: float = 0.1):
+                 centering: str = "sinkhorn_knopp", sinkhorn_iterations: int = 3,
+                 center_momentum: float = 0.9, lambda_cls: float = 1.0, lambda_patch: float = 1.0,
+                 koleo_weight: float = 0.1):
         super().__init__()
         if centering not in ("sinkhorn_knopp", "ema"):
             raise ValueError(f"centering must be 'sinkhorn_knopp' or 'ema', not {centering!r}")
@@ -66,12 +67,14 @@ class DINOv2Loss(nn.Module):
         sums = [teacher_cls.float().sum(0, keepdim=True), teacher_patch.float().sum(0, keepdim=True)]
         n_cls, n_patch = teacher_cls.shape[0], teacher_patch.shape[0]
         m = self.center_momentum
-        if not (dist.is_available() and dist.is_initialized()):  # counts known on the host: no wait for the device
+        # counts known on the host: no wait for the device
+        if not (dist.is_available() and dist.is_initialized()):
             self.center.mul_(m).add_(sums[0] / max(n_cls, 1), alpha=1 - m)
             if n_patch > 0:
                 self.center_patch.mul_(m).add_(sums[1] / n_patch, alpha=1 - m)
             return
-        # filled on the device (a tensor made from host numbers, or an element set from one, is a blocking copy)
+        # filled on the device (a tensor made from host numbers, or an element set from one, is a blocking
+        # copy)
         counts = sums[0].new_full((2,), float(n_cls))
         counts[1:].fill_(float(n_patch))
         for t in (*sums, counts):
@@ -81,8 +84,9 @@ class DINOv2Loss(nn.Module):
         self.center_patch.copy_(torch.where(counts[1] > 0, moved, self.center_patch))
 
     def forward(self, student_cls: list[torch.Tensor], student_patch: torch.Tensor, patch_image: torch.Tensor,
-                teacher_cls: list[torch.Tensor], teacher_patch: torch.Tensor, n_images: int, teacher_temp: float,
-                teacher_patch_temp: float, student_backbone_cls: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+                teacher_cls: list[torch.Tensor], teacher_patch: torch.Tensor, n_images: int,
+                teacher_temp: float, teacher_patch_temp: float,
+                student_backbone_cls: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Args:
             student_cls: one (B, K) tensor per view, the global views first.
             student_patch: (M, K) student patch-head logits at the masked tokens of the global views.

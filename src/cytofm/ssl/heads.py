@@ -72,7 +72,8 @@ class IBOTHead(nn.Module):
         self.fp32 = cfg.fp32
         self.mlp = _mlp(in_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.nlayers)
         self.last_layer = _prototypes(cfg.bottleneck_dim, cfg.out_dim, cfg.norm_last_layer)
-        self.last_layer_patch = None if shared else _prototypes(cfg.bottleneck_dim, cfg.out_dim, cfg.norm_last_layer)
+        self.last_layer_patch = (None if shared
+                                 else _prototypes(cfg.bottleneck_dim, cfg.out_dim, cfg.norm_last_layer))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The L2-normalised bottleneck (the MLP is shared by [CLS] and patch tokens)."""
@@ -82,7 +83,8 @@ class IBOTHead(nn.Module):
         return _prototype_logits(self.last_layer, z, self.fp32)
 
     def prototypes_patch(self, z: torch.Tensor) -> torch.Tensor:
-        return _prototype_logits(self.last_layer if self.last_layer_patch is None else self.last_layer_patch, z, self.fp32)
+        return _prototype_logits(self.last_layer if self.last_layer_patch is None else self.last_layer_patch,
+                                 z, self.fp32)
 
     def patch_logit_sum(self, z: torch.Tensor) -> torch.Tensor:
         """Sum of the patch logits of every row of ``z`` (..., d) as one (K,) fp32 vector: the prototype

@@ -62,25 +62,30 @@ class IBOTLoss(nn.Module):
             teacher_temp, teacher_patch_temp: current teacher temperatures.
 
         Returns:
-            ``loss``, ``loss_cls``, ``loss_patch`` and the teacher probabilities' mean entropy ``teacher_entropy``.
+            ``loss``, ``loss_cls``, ``loss_patch`` and the teacher probabilities' mean entropy
+            ``teacher_entropy``.
         """
         n_img = self.n_global * n_images
         flat_t = teacher_patch.reshape(n_img, -1, teacher_patch.shape[-1])
         img, tok = patch_index if student_patch.shape[0] > 0 else (None, None)
         at = flat_t[img, tok] if img is not None else flat_t[:0, 0]
-        return self.forward_masked(student_cls, student_patch, img, teacher_cls, at, flat_t.float().sum(dim=(0, 1)),
-                                   flat_t.shape[0] * flat_t.shape[1], n_images, teacher_temp, teacher_patch_temp)
+        return self.forward_masked(student_cls, student_patch, img, teacher_cls, at,
+                                   flat_t.float().sum(dim=(0, 1)), flat_t.shape[0] * flat_t.shape[1],
+                                   n_images, teacher_temp, teacher_patch_temp)
 
-    def forward_masked(self, student_cls: list[torch.Tensor], student_patch: torch.Tensor, patch_image: torch.Tensor,
-                       teacher_cls: list[torch.Tensor], teacher_patch: torch.Tensor, teacher_patch_sum: torch.Tensor,
+    def forward_masked(self, student_cls: list[torch.Tensor], student_patch: torch.Tensor,
+                       patch_image: torch.Tensor, teacher_cls: list[torch.Tensor],
+                       teacher_patch: torch.Tensor, teacher_patch_sum: torch.Tensor,
                        teacher_patch_count: int, n_images: int, teacher_temp: float,
                        teacher_patch_temp: float) -> dict[str, torch.Tensor]:
         """:meth:`forward` from the teacher's patch logits at the masked tokens only (M, K) plus their sum
         over every token (K,) and the number of tokens, which is all the patch centre reads."""
         st = self.student_temp
         sk = self.centering == "sinkhorn_knopp"
-        t_cls = (list(sinkhorn_knopp(torch.cat(teacher_cls), teacher_temp, self.sinkhorn_iterations).chunk(self.n_global))
-                 if sk else [F.softmax((t.float() - self.center) / teacher_temp, dim=-1) for t in teacher_cls])
+        t_cls = (list(sinkhorn_knopp(torch.cat(teacher_cls), teacher_temp,
+                                     self.sinkhorn_iterations).chunk(self.n_global))
+                 if sk else [F.softmax((t.float() - self.center) / teacher_temp, dim=-1)
+                             for t in teacher_cls])
         s_cls = [F.log_softmax(s.float() / st, dim=-1) for s in student_cls]
         loss_cls = cross_view_ce(s_cls, t_cls)
 
@@ -99,13 +104,15 @@ class IBOTLoss(nn.Module):
                 "teacher_entropy": entropy}
 
     @torch.no_grad()
-    def update_center(self, teacher_cls: torch.Tensor, teacher_patch_sum: torch.Tensor, teacher_patch_count: int) -> None:
+    def update_center(self, teacher_cls: torch.Tensor, teacher_patch_sum: torch.Tensor,
+                      teacher_patch_count: int) -> None:
         """EMA of the batch mean of teacher logits ([CLS]; patch: every token), over all processes."""
         cls_sum = teacher_cls.float().sum(dim=0, keepdim=True)
         patch_sum = teacher_patch_sum.float().reshape(1, 1, -1).clone()
         n_cls, n_patch = teacher_cls.shape[0], teacher_patch_count
         if dist.is_available() and dist.is_initialized():
-            # filled on the device (a tensor made from host numbers, or an element set from one, is a blocking copy)
+            # filled on the device (a tensor made from host numbers, or an element set from one, is a
+            # blocking copy)
             counts = cls_sum.new_full((2,), float(n_cls))
             counts[1:].fill_(float(n_patch))
             dist.all_reduce(cls_sum)

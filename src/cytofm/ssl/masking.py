@@ -23,7 +23,8 @@ from cytofm.ssl.config import MaskConfig
 def draw_ratio(cfg: MaskConfig, rng: random.Random) -> float:
     """One prediction ratio: U(mean - var, mean + var) for every pair (the reference draws them all), then
     one of them chosen uniformly."""
-    ratios = [rng.uniform(m - v, m + v) if v > 0 else m for m, v in zip(cfg.ratio, cfg.ratio_var, strict=True)]
+    ratios = [rng.uniform(m - v, m + v) if v > 0 else m
+              for m, v in zip(cfg.ratio, cfg.ratio_var, strict=True)]
     return rng.choice(ratios)
 
 

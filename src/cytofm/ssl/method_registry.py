@@ -20,5 +20,6 @@ def method_class(name: str) -> type:
     module, _, cls_name = METHODS.get(name).partition(":")
     cls = getattr(importlib.import_module(module), cls_name)
     if getattr(cls, "name", None) != name:
-        raise TypeError(f"{module}:{cls_name} is registered as SSL method '{name}' but names itself {cls.name!r}")
+        raise TypeError(f"{module}:{cls_name} is registered as SSL method '{name}' "
+                        f"but names itself {cls.name!r}")
     return cls

@@ -14,16 +14,17 @@ from cytofm.ssl.heads import IBOTHead, SeparateHeads
 class IBOTNet(nn.Module):
     def __init__(self, cfg: PretrainConfig, drop_path: float | None = None, teacher: bool = False):
         super().__init__()
-        self.backbone = MaskedViT(create_vit(cfg.model, cfg.crops.global_size, drop_path), cfg.model.mask_token_init)
+        self.backbone = MaskedViT(create_vit(cfg.model, cfg.crops.global_size, drop_path),
+                                  cfg.model.mask_token_init)
         if cfg.head.separate:
             self.head = SeparateHeads.from_config(self.backbone.embed_dim, cfg.head)
         else:
             self.head = IBOTHead(self.backbone.embed_dim, cfg.head,
                                  cfg.head.shared_teacher if teacher else cfg.head.shared)
 
-    def forward(self, global_crops: torch.Tensor, masks: torch.Tensor | None, local_crops: torch.Tensor | None,
-                all_patch_tokens: bool = False, with_backbone_cls: bool = False,
-                index: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, global_crops: torch.Tensor, masks: torch.Tensor | None,
+                local_crops: torch.Tensor | None, all_patch_tokens: bool = False,
+                with_backbone_cls: bool = False, index: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Args:
             global_crops: (G*B, 3, H, W), view-major.
             masks: (G*B, h, w) bool or None (teacher).
@@ -32,9 +33,9 @@ class IBOTNet(nn.Module):
             index: the (image, token) index of the masked tokens, if known (else found from ``masks``).
 
         Returns:
-            cls logits (G*B + L*B, K); patch logits ((G*B, N, K) for all tokens, else (M, K) at masked tokens);
-            the (image, token) index of the masked tokens; and with ``with_backbone_cls`` the backbone's
-            [CLS] of the global crops (G*B, D), before the head (KoLeo's input).
+            cls logits (G*B + L*B, K); patch logits ((G*B, N, K) for all tokens, else (M, K) at masked
+            tokens); the (image, token) index of the masked tokens; and with ``with_backbone_cls`` the
+            backbone's [CLS] of the global crops (G*B, D), before the head (KoLeo's input).
         """
         cls_g, patch_g = self.backbone(global_crops, masks)
         cls = [cls_g]
@@ -60,7 +61,8 @@ class IBOTNet(nn.Module):
         return (self.head(cls_g), self.head.prototypes_patch(z[img, tok]), self.head.patch_logit_sum(z),
                 patch_g.shape[0] * patch_g.shape[1])
 
-    def patch_logits(self, patch_tokens: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def patch_logits(self, patch_tokens: torch.Tensor,
+                     index: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Patch-head logits (M, K) at the (image, token) positions only."""
         img, tok = index
         if img.numel() == 0:  # keep the patch layer in the graph for DDP
@@ -76,7 +78,8 @@ def init_teacher_from_student(teacher: IBOTNet, student: IBOTNet) -> None:
             and getattr(student.head, "last_layer_patch", None) is not None):
         pre, patch = "head.last_layer.", "head.last_layer_patch."
         state = {k: v for k, v in state.items() if not k.startswith((pre, patch))}
-        state.update({pre + k[len(patch):]: v for k, v in student.state_dict().items() if k.startswith(patch)})
+        state.update({pre + k[len(patch):]: v for k, v in student.state_dict().items()
+                      if k.startswith(patch)})
     teacher.load_state_dict(state, strict=True)
 
 
@@ -84,8 +87,8 @@ def build_student_teacher(cfg: PretrainConfig) -> tuple[IBOTNet, IBOTNet]:
     student = IBOTNet(cfg)
     teacher = IBOTNet(cfg, drop_path=0.0, teacher=True)
     if cfg.head.shared and not cfg.head.shared_teacher:
-        raise ValueError("head.shared=true with head.shared_teacher=false: a teacher patch layer would have no "
-                         "student layer to follow")
+        raise ValueError("head.shared=true with head.shared_teacher=false: a teacher patch layer would have "
+                         "no student layer to follow")
     init_teacher_from_student(teacher, student)
     for p in teacher.parameters():
         p.requires_grad_(False)

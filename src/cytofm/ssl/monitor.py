@@ -16,7 +16,8 @@ from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD
 
 
-def load_labelled(path: str, label: str, size: int, max_items: int = 1000, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+def load_labelled(path: str, label: str, size: int, max_items: int = 1000,
+                  seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
     """Images (N, 3, size, size), normalised, and their labels; a seeded subsample above ``max_items``."""
     # (label, function returning the RGB image): a prepared dataset gives its first kept patch per source
     if is_prepared_dir(path):
@@ -24,9 +25,11 @@ def load_labelled(path: str, label: str, size: int, max_items: int = 1000, seed:
     else:
         from pathlib import Path
 
-        meta = {"label_column": label} if str(path).endswith(".csv") else {"labels_from_folders": Path(path).is_dir()}
+        meta = ({"label_column": label} if str(path).endswith(".csv")
+                else {"labels_from_folders": Path(path).is_dir()})
         found, _, _ = discover([str(path)], PrepareConfig.model_validate({"metadata": meta}))
-        items = [(it.meta.get("label", it.meta.get(label, "")), lambda p=it.path: np.asarray(Image.open(p).convert("RGB")))
+        items = [(it.meta.get("label", it.meta.get(label, "")),
+                  lambda p=it.path: np.asarray(Image.open(p).convert("RGB")))
                  for it in found]
     items = [it for it in items if it[0]]
     if len(items) < 10:
@@ -34,14 +37,16 @@ def load_labelled(path: str, label: str, size: int, max_items: int = 1000, seed:
     rng = np.random.default_rng(seed)
     if len(items) > max_items:
         items = [items[i] for i in sorted(rng.choice(len(items), max_items, replace=False))]
-    ims = [np.asarray(Image.fromarray(read()).resize((size, size), Image.Resampling.BICUBIC)) for _, read in items]
+    ims = [np.asarray(Image.fromarray(read()).resize((size, size), Image.Resampling.BICUBIC))
+           for _, read in items]
     x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255.0
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std, np.array([lab for lab, _ in items])
 
 
 @torch.no_grad()
-def embed(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype=None, batch: int = 128) -> np.ndarray:
+def embed(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype=None,
+          batch: int = 128) -> np.ndarray:
     backbone.eval()
     out = []
     for i in range(0, len(x), batch):
@@ -55,14 +60,16 @@ def embed(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, dtyp
     return np.concatenate(out)
 
 
-def knn_balanced_accuracy(feats: np.ndarray, labels: np.ndarray, k: int = 20, folds: int = 5, seed: int = 0) -> float:
+def knn_balanced_accuracy(feats: np.ndarray, labels: np.ndarray, k: int = 20, folds: int = 5,
+                          seed: int = 0) -> float:
     """Cosine kNN with distance-weighted votes, stratified k-fold, balanced accuracy."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
     _, counts = np.unique(labels, return_counts=True)
     folds = max(2, min(folds, int(counts.min())))
-    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels) - len(labels) // folds - 1), metric="cosine", weights="distance")
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels) - len(labels) // folds - 1), metric="cosine",
+                               weights="distance")
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     return float(cross_val_score(clf, feats, labels, cv=cv, scoring="balanced_accuracy").mean())
 

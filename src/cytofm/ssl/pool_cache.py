@@ -18,7 +18,8 @@ class CacheTooLarge(ValueError):
 
 @dataclass
 class ViewCache:
-    """Every sample of a pool as uint8 RGB, flat: sample ``i`` is ``data[offsets[i]:]`` of shape ``shapes[i]``."""
+    """Every sample of a pool as uint8 RGB, flat: sample ``i`` is ``data[offsets[i]:]`` of shape
+    ``shapes[i]``."""
 
     data: torch.Tensor  # (total,) uint8, in memory or over a np.memmap
     offsets: np.ndarray  # (S,) int64
@@ -84,7 +85,8 @@ def build_cache(size_of, image_of, n: int, max_side: int, spill_dir: str | os.Pa
         data = torch.from_numpy(arr)
     else:
         data = torch.empty(max(total, 1), dtype=torch.uint8)
-    log(f"view cache: {n} samples decoded once, {total / 2**20:.0f} MiB ({where}; budget {budget / 2**30:.1f} GiB)")
+    log(f"view cache: {n} samples decoded once, {total / 2**20:.0f} MiB "
+        f"({where}; budget {budget / 2**30:.1f} GiB)")
     offsets = np.zeros(n, np.int64)
     o = 0
     for i in range(n):

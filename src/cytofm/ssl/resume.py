@@ -13,9 +13,9 @@ from cytofm.ssl.config import PretrainConfig
 
 # Settings that may differ between a run and its resumption: where and how fast it runs, how often it
 # logs and saves. Every other key shapes the optimisation and must match the checkpoint.
-RESUME_MAY_CHANGE = ("runtime.", "data.num_workers", "data.cache_sources", "train.save_every", "train.log_every",
-                     "train.knn_every", "train.knn_data", "train.knn_label", "train.max_minutes", "train.stop_at",
-                     "data.cache_budget_gb")
+RESUME_MAY_CHANGE = ("runtime.", "data.num_workers", "data.cache_sources", "train.save_every",
+                     "train.log_every", "train.knn_every", "train.knn_data", "train.knn_label",
+                     "train.max_minutes", "train.stop_at", "data.cache_budget_gb")
 # head settings that do not change the checkpoint's tensors: they may change on resume with --force-config
 HEAD_RUNTIME = ("fp32", "freeze_last_layer_iters")
 
@@ -65,11 +65,12 @@ def check_resume(ck: dict, cfg: PretrainConfig, out: Path, force: bool, log=prin
     if changes and not force:
         lines = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changes.items())
         raise ValueError(f"{out / CHECKPOINT} was made with other settings ({lines}). Resume with the "
-                         "checkpoint's settings (see its config.yaml), use a new --out, or continue with the new "
-                         "settings on purpose with --force-config (recorded in the run)")
+                         "checkpoint's settings (see its config.yaml), use a new --out, or continue with the "
+                         "new settings on purpose with --force-config (recorded in the run)")
     history = list(ck.get("config_history", []))
     if changes:
-        history.append({"iteration": int(ck["iteration"]), "changed": {k: [a, b] for k, (a, b) in changes.items()}})
+        history.append({"iteration": int(ck["iteration"]),
+                        "changed": {k: [a, b] for k, (a, b) in changes.items()}})
         log(f"--force-config: continuing from iteration {ck['iteration']} with changed settings: "
             + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     return history, bool(changes)
@@ -90,7 +91,8 @@ def restore_rng(ck: dict, rank: int, world: int, log=print) -> None:
                 f"{world}: random streams (drop path) do not continue exactly")
 
 
-def write_run_config(out: Path, cfg: PretrainConfig, start_iter: int, forced: bool, command: str, log=print) -> None:
+def write_run_config(out: Path, cfg: PretrainConfig, start_iter: int, forced: bool, command: str,
+                     log=print) -> None:
     """``config.yaml`` says what the run uses: kept on a plain resume; after ``--force-config`` the old one
     is kept as ``config.until-<iteration>.yaml`` beside the new."""
     path = out / "config.yaml"

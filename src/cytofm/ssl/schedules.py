@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from cytofm.ssl.config import PretrainConfig
 
 
-def cosine_value(it: int, total: int, base: float, final: float, warmup: int = 0, warmup_start: float = 0.0) -> float:
+def cosine_value(it: int, total: int, base: float, final: float, warmup: int = 0,
+                 warmup_start: float = 0.0) -> float:
     """Value at iteration ``it`` of ``total``: linear ``warmup_start -> base`` over ``warmup`` iterations,
     then ``final + (base - final) * (1 + cos(pi * t / T)) / 2`` with ``t`` counted from the warm-up's end
     and ``T = total - warmup``. Past the end, ``final``.
@@ -50,7 +51,8 @@ class Schedules:
             "lr": cosine_value(it, T, self.lr_peak, o.min_lr, o.warmup_iters, 0.0),
             "wd": cosine_value(it, T, o.weight_decay, o.weight_decay_end),
             "momentum": cosine_value(it, T, o.momentum_teacher, o.momentum_teacher_end),
-            "teacher_temp": linear_warmup_constant(it, lo.warmup_teacher_temp, lo.teacher_temp, lo.warmup_teacher_temp_iters),
-            "teacher_patch_temp": linear_warmup_constant(it, lo.warmup_teacher_patch_temp, lo.teacher_patch_temp,
-                                                         lo.warmup_teacher_temp_iters),
+            "teacher_temp": linear_warmup_constant(it, lo.warmup_teacher_temp, lo.teacher_temp,
+                                                   lo.warmup_teacher_temp_iters),
+            "teacher_patch_temp": linear_warmup_constant(it, lo.warmup_teacher_patch_temp,
+                                                         lo.teacher_patch_temp, lo.warmup_teacher_temp_iters),
         }

@@ -51,8 +51,9 @@ class SSLTrainer:
     """Trains ``cfg.method`` on the pools in ``data`` into the run folder ``out``, resuming from its
     checkpoint when there is one (:mod:`cytofm.ssl.resume` decides whether it may)."""
 
-    def __init__(self, cfg: PretrainConfig, data: list[str], out: str | os.PathLike, init_from: str | None = None,
-                 log=print, progress=None, command: str = "", force_config: bool = False):
+    def __init__(self, cfg: PretrainConfig, data: list[str], out: str | os.PathLike,
+                 init_from: str | None = None, log=print, progress=None, command: str = "",
+                 force_config: bool = False):
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
         self.force_config = force_config
         self.config_history: list[dict] = []
@@ -69,7 +70,8 @@ class SSLTrainer:
         self.student, self.teacher = self.method.student, self.method.teacher
         if self.rank:  # every other rank its own drop-path stream (rank 0 keeps the single-process one)
             torch.manual_seed(cfg.train.seed + 1_000_003 * self.rank)
-        fused = cfg.runtime.fused_attn == "on" or (cfg.runtime.fused_attn == "auto" and self.device.type == "cuda")
+        cuda = self.device.type == "cuda"
+        fused = cfg.runtime.fused_attn == "on" or (cfg.runtime.fused_attn == "auto" and cuda)
         set_fused_attn(self.student, fused)
         set_fused_attn(self.teacher, fused)
         if cfg.runtime.compile:
@@ -109,7 +111,7 @@ class SSLTrainer:
             self.log(f"resumed from {ckpt_path} at iteration {self.start_iter}")
         self.model = self.student
         if self.distributed:
-            self.model = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.model = DDP(self.student, device_ids=[self.device.index] if cuda else None)
         if self.rank == 0:
             write_run_config(self.out, self.cfg, self.start_iter, self._forced, command, self.log)
 
@@ -204,8 +206,8 @@ class SSLTrainer:
             self._unchecked = []
             bad = (~torch.isfinite(torch.stack(losses))).nonzero().flatten().tolist()
             if bad:
-                raise TrainingDiverged(f"loss is {losses[bad[0]].item()} at iteration {its[bad[0]]}; stopped, last "
-                                       f"good checkpoint kept in {self.out / CHECKPOINT}")
+                raise TrainingDiverged(f"loss is {losses[bad[0]].item()} at iteration {its[bad[0]]}; "
+                                       f"stopped, last good checkpoint kept in {self.out / CHECKPOINT}")
         return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in (m or {}).items()}
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -235,8 +237,8 @@ class SSLTrainer:
         epochs = T * cfg.train.batch_size * self.world / max(n_samples, 1)
         no_bf16 = self.dtype is None and self.device.type == "cpu" and cfg.runtime.precision == "auto"
         self.log(f"{METHOD_NAMES.get(cfg.method, cfg.method)} {cfg.model.arch}: {T} iterations x "
-                 f"{cfg.train.batch_size} images x {self.world} process(es) = {epochs:.1f} epochs of {n_samples} "
-                 f"samples; lr peak {self.sched.lr_peak:.2e}; device {self.device}, precision "
+                 f"{cfg.train.batch_size} images x {self.world} process(es) = {epochs:.1f} epochs of "
+                 f"{n_samples} samples; lr peak {self.sched.lr_peak:.2e}; device {self.device}, precision "
                  f"{dtype_name(self.dtype)}" + (" (this CPU has no bf16 units)" if no_bf16 else ""))
 
     def _loader(self) -> torch.utils.data.DataLoader:
@@ -333,7 +335,7 @@ class SSLTrainer:
 
         def image_of(i):
             t, r = refs[i]
-            return b._image(self.tables[t], self.tables[t].refs[r])
+            return b.sample_image(self.tables[t], self.tables[t].refs[r])
 
         cache = build_cache(size_of, image_of, len(refs), side, spill_dir=self.out / "cache", budget=budget,
                             log=self.log if self.rank == 0 else (lambda m: None))
@@ -354,7 +356,8 @@ class SSLTrainer:
             m["knn_bacc"] = ""
             if monitor is not None:
                 m["knn_bacc"] = round(monitor(self.teacher.backbone), 4)
-                self.log(f"iteration {done}: kNN balanced accuracy {m['knn_bacc']:.3f} on {cfg.train.knn_data}")
+                self.log(f"iteration {done}: kNN balanced accuracy {m['knn_bacc']:.3f} "
+                         f"on {cfg.train.knn_data}")
         if done % cfg.train.log_every == 0:
             metrics.scalars(m, done)
         if self.rank != 0:
@@ -399,7 +402,8 @@ class SSLTrainer:
             return None
         from cytofm.ssl.monitor import KNNMonitor
 
-        mon = KNNMonitor(cfg.train.knn_data, cfg.train.knn_label, cfg.crops.global_size, self.device, self.dtype)
+        mon = KNNMonitor(cfg.train.knn_data, cfg.train.knn_label, cfg.crops.global_size, self.device,
+                         self.dtype)
         if self.start_iter == 0:
             self.log(f"kNN monitor: {len(mon.y)} labelled images; at initialisation balanced accuracy "
                      f"{mon(self.teacher.backbone):.3f}")

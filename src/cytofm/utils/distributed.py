@@ -19,7 +19,8 @@ def pick_device(want: str = "auto") -> torch.device:
     """``auto``: the GPU of this process's LOCAL_RANK when CUDA is present, else the CPU."""
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise DeviceError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+            raise DeviceError("device 'cuda' was asked for but no CUDA GPU is available; "
+                              "use --device cpu or auto")
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)

@@ -48,8 +48,8 @@ def check_writable_dir(path: str | os.PathLike, option: str = "--out") -> Path:
         os.close(fd)
         os.unlink(name)
     except OSError as e:
-        raise OutputError(f"{option} {p}: cannot write into {q} ({(e.strerror or str(e)).lower()}); choose another "
-                          "folder or make it writable") from None
+        raise OutputError(f"{option} {p}: cannot write into {q} ({(e.strerror or str(e)).lower()}); "
+                          "choose another folder or make it writable") from None
     return p
 
 

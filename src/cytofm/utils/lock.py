@@ -51,7 +51,8 @@ class FolderLock:
             os.close(fd)
             raise FolderLocked(
                 f"{self.path.parent}: another cytofm {holder.get('what', 'run')} is writing here "
-                f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}); "
+                f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                f"started {holder.get('started', '?')}); "
                 "wait for it to finish or choose another output folder") from None
         old = _read_holder(fd)
         if old.get("pid"):

@@ -18,7 +18,8 @@ class StageTask:
         self.progress, self.description, self.total = progress, description, total
         self.completed = completed
         self.ended = False
-        self.id = progress.add_task(description, total=total, completed=completed, **fields) if progress else None
+        self.id = (progress.add_task(description, total=total, completed=completed, **fields)
+                   if progress else None)
 
     def update(self, *, completed: float | None = None, advance: float | None = None, **fields) -> None:
         if completed is not None:
@@ -40,7 +41,8 @@ class StageTask:
         self.ended = True
         if self.finished:
             return
-        note = f"stopped at {int(self.completed)} of {int(self.total)}" if self.total else f"stopped at {int(self.completed)}"
+        note = (f"stopped at {int(self.completed)} of {int(self.total)}" if self.total
+                else f"stopped at {int(self.completed)}")
         if reason:
             note += f" ({reason})"
         end = getattr(self.progress, "end_task", None)

@@ -21,7 +21,8 @@ def embed_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.nda
     z = StandardScaler().fit_transform(x)
     z = np.nan_to_num(z)
     n_pc = min(50, z.shape[1], len(z) - 1)
-    z = PCA(n_pc, random_state=seed).fit_transform(z) if n_pc >= 2 else np.pad(z, ((0, 0), (0, 2 - z.shape[1])))
+    z = (PCA(n_pc, random_state=seed).fit_transform(z) if n_pc >= 2
+         else np.pad(z, ((0, 0), (0, 2 - z.shape[1]))))
     if method == "auto":
         try:
             import umap  # noqa: F401
@@ -53,7 +54,8 @@ def _palette(n: int) -> list[str]:
     return [matplotlib.colors.to_hex(cmap(i % cmap.N)) for i in range(n)]
 
 
-def scatter_png(xy: np.ndarray, labels: list[str], path: str | Path, title: str, method: str, color_by: str) -> Path:
+def scatter_png(xy: np.ndarray, labels: list[str], path: str | Path, title: str, method: str,
+                color_by: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,14 +71,16 @@ def scatter_png(xy: np.ndarray, labels: list[str], path: str | Path, title: str,
     ax.set_xlabel(f"{method.upper()} 1")
     ax.set_ylabel(f"{method.upper()} 2")
     ax.set_title(title, fontsize=10)
-    ax.legend(title=color_by, fontsize=8, title_fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.legend(title=color_by, fontsize=8, title_fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+              frameon=False)
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def scatter_html(xy: np.ndarray, labels: list[str], ids: list[str], path: str | Path, title: str, color_by: str) -> Path:
+def scatter_html(xy: np.ndarray, labels: list[str], ids: list[str], path: str | Path, title: str,
+                 color_by: str) -> Path:
     """A self-contained interactive scatter (inline SVG; hover a point for its id and label)."""
     classes = sorted(set(labels))
     colors = dict(zip(classes, _palette(len(classes)), strict=True))
@@ -87,28 +91,32 @@ def scatter_html(xy: np.ndarray, labels: list[str], ids: list[str], path: str | 
     dots = []
     for (u, v), lab, i in zip(p, labels, ids, strict=True):
         cx, cy = pad + u * (W - 2 * pad), pad + (1 - v) * (H - 2 * pad)
-        dots.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{colors[lab]}" class="c{classes.index(lab)}">'
+        dots.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{colors[lab]}" '
+                    f'class="c{classes.index(lab)}">'
                     f"<title>{html.escape(str(i))}: {html.escape(lab)}</title></circle>")
     legend = "".join(
         f'<label><input type="checkbox" checked onchange="document.querySelectorAll(\'.c{k}\').forEach('
         f"e=>e.style.display=this.checked?'':'none')\"><span style=\"color:{colors[c]}\">&#9679;</span> "
         f"{html.escape(c)} ({labels.count(c)})</label><br>" for k, c in enumerate(classes))
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           "<style>body{font-family:sans-serif;margin:16px} .wrap{display:flex;gap:16px} svg{border:1px solid #ccc}"
-           " circle{opacity:.8} circle:hover{r:6;opacity:1}</style></head><body>"
-           f"<h3>{html.escape(title)}</h3><div class='wrap'><svg width='{W}' height='{H}' viewBox='0 0 {W} {H}'>"
-           + "".join(dots) + f"</svg><div><b>{html.escape(color_by)}</b><br>{legend}</div></div></body></html>")
+           "<style>body{font-family:sans-serif;margin:16px} .wrap{display:flex;gap:16px} "
+           "svg{border:1px solid #ccc} circle{opacity:.8} circle:hover{r:6;opacity:1}</style></head><body>"
+           f"<h3>{html.escape(title)}</h3><div class='wrap'>"
+           f"<svg width='{W}' height='{H}' viewBox='0 0 {W} {H}'>"
+           + "".join(dots)
+           + f"</svg><div><b>{html.escape(color_by)}</b><br>{legend}</div></div></body></html>")
     path = Path(path)
     path.write_text(doc)
     return path
 
 
-def store_map(features: str | Path, color_by: str, out: str | Path, method: str = "auto", max_items: int = 5000,
-              keep: set[str] | None = None, log=print) -> tuple[Path, Path, str, int]:
+def store_map(features: str | Path, color_by: str, out: str | Path, method: str = "auto",
+              max_items: int = 5000, keep: set[str] | None = None, log=print) -> tuple[Path, Path, str, int]:
     """A 2-D map of a feature store's items (mean of their instance features) coloured by a manifest
     column: ``out`` (PNG) and the interactive HTML beside it; returns both paths, the method, the item count.
 
-    ``keep`` limits the map to items whose ``color_by`` value is in it; unreadable items are skipped and logged.
+    ``keep`` limits the map to items whose ``color_by`` value is in it; unreadable items are skipped and
+    logged.
     """
     from cytofm.data.inputs import InputError
     from cytofm.features.store import load_store, read_item
@@ -139,7 +147,8 @@ def store_map(features: str | Path, color_by: str, out: str | Path, method: str 
         labels.append(str(r.get(color_by) or "(none)"))
         ids.append(r["id"])
     if len(dims) > 1:
-        raise InputError(f"{features}: items have features of different sizes {sorted(dims)} (mixed encoders in one store?)")
+        raise InputError(f"{features}: items have features of different sizes {sorted(dims)} "
+                         "(mixed encoders in one store?)")
     try:
         xy, used = embed_2d(np.stack(xs) if xs else np.zeros((0, 1)), method)
     except ValueError as e:

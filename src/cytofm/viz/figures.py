@@ -22,7 +22,8 @@ def paint_patches(shape: tuple[int, int], coords, size: int, values, smooth: boo
     h, w = shape
     acc = np.zeros((h, w), np.float64)
     cnt = np.zeros((h, w), np.float64)
-    for (x, y), v in zip(np.asarray(coords, dtype=np.int64), np.asarray(values, dtype=np.float64), strict=True):
+    for (x, y), v in zip(np.asarray(coords, dtype=np.int64), np.asarray(values, dtype=np.float64),
+                         strict=True):
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + size, w), min(y + size, h)
         if x1 <= x0 or y1 <= y0:
             continue
@@ -127,14 +128,16 @@ def heads_png(rgb: np.ndarray, heads: np.ndarray, path: str | Path, title: str) 
     return path
 
 
-def gallery_png(rgb: np.ndarray, coords, size: int, weights, path: str | Path, title: str, k: int = 6) -> Path:
+def gallery_png(rgb: np.ndarray, coords, size: int, weights, path: str | Path, title: str,
+                k: int = 6) -> Path:
     """The ``k`` most and least attended patches with their attention weights."""
     plt = _plt()
     w = np.asarray(weights, dtype=np.float64)
     order = np.argsort(-w)
     k = max(1, min(k, len(w) // 2 if len(w) > 1 else 1))
     picks = [("top", order[:k]), ("bottom", order[::-1][:k])]
-    fig, axes = plt.subplots(2, k, figsize=(1.5 * k + 0.6, 3.6), dpi=110, squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(2, k, figsize=(1.5 * k + 0.6, 3.6), dpi=110, squeeze=False,
+                             constrained_layout=True)
     c = np.asarray(coords, dtype=np.int64)
     for r, (name, idx) in enumerate(picks):
         for j in range(k):

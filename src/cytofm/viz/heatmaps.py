@@ -85,7 +85,8 @@ def mil_heatmaps(features: str | Path, attention: dict[str, np.ndarray], out: st
             log(f"skipped {i}: cannot read {row['path']}: {e}")
             continue
         if boxes is not None and size0:
-            r = {"id": i, **patch_scores(a, coords, size0, boxes_mask(boxes, (h0, w0))), "n_boxes": len(boxes)}
+            r = {"id": i, **patch_scores(a, coords, size0, boxes_mask(boxes, (h0, w0))),
+                 "n_boxes": len(boxes)}
             if boxes:
                 scores.append(r)
         if i in draw and size0:
@@ -96,10 +97,13 @@ def mil_heatmaps(features: str | Path, attention: dict[str, np.ndarray], out: st
             sub = "attention (patch weight, overlaps averaged)"
             if boxes:
                 r = scores[-1]
-                sub = f"attention mass on box {r['mass']:.2f} (uniform {r['chance_mass']:.2f}), top patch {'on' if r['hit'] else 'off'} box"
-            overlay_png(rgb, heat, out / f"{_safe(i)}_heatmap.png", f"{title}: {i}{label}", "attention weight",
-                        [np.asarray(b) * scale for b in boxes] if boxes else None, sub)
-            gallery_png(rgb, c, s, a, out / f"{_safe(i)}_gallery.png", f"most / least attended patches: {i}{label}")
+                sub = (f"attention mass on box {r['mass']:.2f} (uniform {r['chance_mass']:.2f}), "
+                       f"top patch {'on' if r['hit'] else 'off'} box")
+            overlay_png(rgb, heat, out / f"{_safe(i)}_heatmap.png", f"{title}: {i}{label}",
+                        "attention weight", [np.asarray(b) * scale for b in boxes] if boxes else None,
+                        sub)
+            gallery_png(rgb, c, s, a, out / f"{_safe(i)}_gallery.png",
+                        f"most / least attended patches: {i}{label}")
     if scores:
         from cytofm.utils.io import write_csv
 
@@ -108,7 +112,8 @@ def mil_heatmaps(features: str | Path, attention: dict[str, np.ndarray], out: st
 
 
 def vit_heatmaps(encoder, images: list[str | Path], out: str | Path, boxes_dir=None, box_class: str = "WBC",
-                 limit: int = 12, tiles: bool | None = None, device="cpu", log=print, progress=None) -> list[dict]:
+                 limit: int = 12, tiles: bool | None = None, device="cpu", log=print,
+                 progress=None) -> list[dict]:
     """[CLS] attention maps of ``images``: an overlay of the head mean, the per-head maps, and scores."""
     from cytofm.data.image_io import read_rgb
     from cytofm.viz.figures import heads_png, overlay_png
@@ -132,14 +137,17 @@ def vit_heatmaps(encoder, images: list[str | Path], out: str | Path, boxes_dir=N
                 heads, mean = attention_map(encoder, rgb, device, tiles)
                 sub = "[CLS] attention, mean of heads"
                 if boxes:
-                    r = {"id": Path(p).stem, **map_scores(mean, boxes_mask(boxes, mean.shape)), "n_boxes": len(boxes)}
+                    r = {"id": Path(p).stem, **map_scores(mean, boxes_mask(boxes, mean.shape)),
+                         "n_boxes": len(boxes)}
                     scores.append(r)
-                    sub = f"mass on box {r['mass']:.2f} (area {r['chance_mass']:.2f}), peak {'on' if r['hit'] else 'off'} box"
+                    sub = (f"mass on box {r['mass']:.2f} (area {r['chance_mass']:.2f}), "
+                           f"peak {'on' if r['hit'] else 'off'} box")
                 if k in draw:
                     name = _safe(Path(p).stem)
                     overlay_png(rgb, mean, out / f"{name}_attention.png", f"{who}: {Path(p).name}",
                                 "[CLS] attention (each tile / image sums to 1)", boxes or None, sub)
-                    heads_png(rgb, heads, out / f"{name}_attention_heads.png", f"{who}: last-layer heads, {Path(p).name}")
+                    heads_png(rgb, heads, out / f"{name}_attention_heads.png",
+                              f"{who}: last-layer heads, {Path(p).name}")
             task.update(advance=1)
     if scores:
         from cytofm.utils.io import write_csv

@@ -18,8 +18,8 @@ from cytofm.viz.localization import summarise
 MAX_IMAGES = 80
 CURVES = [("loss", ["loss", "loss_cls", "loss_patch", "loss_koleo"]), ("learning rate", ["lr"]),
           ("teacher temperatures", ["teacher_temp", "teacher_patch_temp"]),
-          ("collapse watch: teacher [CLS] entropy / log K", ["entropy_ratio"]), ("teacher momentum", ["momentum"]),
-          ("kNN balanced accuracy", ["knn_bacc"])]
+          ("collapse watch: teacher [CLS] entropy / log K", ["entropy_ratio"]),
+          ("teacher momentum", ["momentum"]), ("kNN balanced accuracy", ["knn_bacc"])]
 
 
 EMBED_MAX_PX = 800
@@ -37,7 +37,8 @@ def _embedded(path: Path) -> tuple[str, str]:
     with Image.open(path) as im:
         im = im.convert("RGB")
         if im.width > EMBED_MAX_PX:
-            im = im.resize((EMBED_MAX_PX, round(im.height * EMBED_MAX_PX / im.width)), Image.Resampling.LANCZOS)
+            im = im.resize((EMBED_MAX_PX, round(im.height * EMBED_MAX_PX / im.width)),
+                           Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=80, optimize=True)
     if buf.tell() >= len(data):
@@ -48,7 +49,8 @@ def _embedded(path: Path) -> tuple[str, str]:
 def _img(path: Path, root: Path, width: str = "100%") -> str:
     rel = html.escape(str(path.relative_to(root)))
     mime, b64 = _embedded(path)
-    return (f"<figure><img loading='lazy' style='max-width:{width}' alt='{rel}' src='data:{mime};base64,{b64}'>"
+    return (f"<figure><img loading='lazy' style='max-width:{width}' alt='{rel}' "
+            f"src='data:{mime};base64,{b64}'>"
             f"<figcaption>{rel}</figcaption></figure>")
 
 
@@ -65,7 +67,8 @@ def _md_table(md: str) -> str:
     def flush():
         if len(block) >= 2:
             cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in block]
-            head, body = cells[0], [r for r in cells[1:] if not all(re.fullmatch(r":?-+:?", c or "-") for c in r)]
+            head, body = cells[0], [r for r in cells[1:]
+                                    if not all(re.fullmatch(r":?-+:?", c or "-") for c in r)]
             th = "".join(f"<th>{html.escape(c)}</th>" for c in head)
             trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
             parts.append(f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>")
@@ -124,9 +127,10 @@ def curves_png(metrics_csv: Path) -> bytes | None:
 
 
 STYLE = ("body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}"
-         "table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-         "text-align:left}"
-         "th{background:#f3f3f3}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}"
+         "table{border-collapse:collapse;font-size:13px;margin:8px 0}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+         "th{background:#f3f3f3}"
+         ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}"
          ".summary li{margin:6px 0;font-size:15px}figure{margin:0}figcaption{font-size:11px;color:#666}"
          "pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}"
          "h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px;overflow-wrap:anywhere}")
@@ -139,16 +143,19 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str | No
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: not a folder")
     out = Path(out) if out else run / "report.html"
-    files = sorted(p for p in run.rglob("*") if p.is_file() and not SKIP_FOLDERS & set(p.relative_to(run).parts[:-1]))
+    files = sorted(p for p in run.rglob("*")
+                   if p.is_file() and not SKIP_FOLDERS & set(p.relative_to(run).parts[:-1]))
     sections = [*_text_sections(files, run), *_figure_sections(files, run)]
     htmls = [p for p in files if p.suffix == ".html" and p.resolve() != out.resolve()]
     for p in htmls[:6]:
         sections.append(f"<h2>Interactive: {html.escape(str(p.relative_to(run)))}</h2>"
-                        f"<iframe style='width:100%;height:560px;border:0' srcdoc=\"{html.escape(p.read_text())}\"></iframe>")
+                        "<iframe style='width:100%;height:560px;border:0' "
+                        f"srcdoc=\"{html.escape(p.read_text())}\"></iframe>")
     configs = [p for p in files if p.name == "config.yaml"]
     if configs:
         sections.append("<h2>Resolved configurations</h2>" + "".join(
-            f"<details><summary>{html.escape(str(p.relative_to(run)))}</summary><pre>{html.escape(p.read_text())}</pre></details>"
+            f"<details><summary>{html.escape(str(p.relative_to(run)))}</summary>"
+            f"<pre>{html.escape(p.read_text())}</pre></details>"
             for p in configs))
     if not sections:
         raise FileNotFoundError(f"{run}: nothing to report (no results, metrics, figures or configs found)")
@@ -169,13 +176,14 @@ def _text_sections(files: list[Path], run: Path) -> list[str]:
     sections = []
     summaries = [p for p in files if p.name == "summary.md"]
     if summaries:
-        sections.append("<h2>Summary: what the results say (paired 95% intervals, Holm-corrected)</h2>" + "".join(
-            (f"<h3>{html.escape(str(p.parent.relative_to(run)))}</h3>" if len(summaries) > 1 else "")
-            + _summary_html(p) for p in summaries))
+        sections.append(
+            "<h2>Summary: what the results say (paired 95% intervals, Holm-corrected)</h2>" + "".join(
+                (f"<h3>{html.escape(str(p.parent.relative_to(run)))}</h3>" if len(summaries) > 1 else "")
+                + _summary_html(p) for p in summaries))
     tables = [p for p in files if p.name == "results.md"]
     if tables:
-        body = "".join(f"<h3>{html.escape(str(p.parent.relative_to(run)) or '.')}</h3>{_md_table(p.read_text())}"
-                       for p in tables)
+        body = "".join(f"<h3>{html.escape(str(p.parent.relative_to(run)) or '.')}</h3>"
+                       f"{_md_table(p.read_text())}" for p in tables)
         sections.append("<h2>Results (estimates and intervals as each table states)</h2>" + body)
     for p in [p for p in files if p.name == "localization.csv"]:
         with open(p, newline="") as f:
@@ -183,9 +191,11 @@ def _text_sections(files: list[Path], run: Path) -> list[str]:
         if rows:
             s = summarise(rows)
             sections.append(f"<h2>Attention localisation: {html.escape(str(p.parent.relative_to(run)))}</h2>"
-                            f"<p>{len(rows)} items. Attention mass on the annotated object {s.get('mass', float('nan')):.3f} "
+                            f"<p>{len(rows)} items. Attention mass on the annotated object "
+                            f"{s.get('mass', float('nan')):.3f} "
                             f"(uniform attention: {s.get('chance_mass', float('nan')):.3f}); pointing game "
-                            f"{s.get('hit', float('nan')):.3f} (chance {s.get('chance_hit', float('nan')):.3f}).</p>")
+                            f"{s.get('hit', float('nan')):.3f} "
+                            f"(chance {s.get('chance_hit', float('nan')):.3f}).</p>")
     return sections
 
 
@@ -196,12 +206,14 @@ def _figure_sections(files: list[Path], run: Path) -> list[str]:
         png = curves_png(p)
         if png:
             sections.append(f"<h2>Pretraining curves: {html.escape(str(p.parent.relative_to(run)))}</h2>"
-                            f"<img style='max-width:100%' alt='curves' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+                            "<img style='max-width:100%' alt='curves' "
+                            f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     pngs = [p for p in files if p.suffix.lower() == ".png" and "qa" not in p.relative_to(run).parts]
     groups = [("Confusion matrices", [p for p in pngs if p.name.startswith("confusion")]),
-              ("Attention maps and MIL heatmaps", [p for p in pngs if "heatmap" in str(p.relative_to(run)) or "attention" in p.name
-                                                   or "gallery" in p.name]),
-              ("Embedding maps", [p for p in pngs if "umap" in str(p.relative_to(run)).lower() or "embedding" in p.name])]
+              ("Attention maps and MIL heatmaps", [p for p in pngs if "heatmap" in str(p.relative_to(run))
+                                                   or "attention" in p.name or "gallery" in p.name]),
+              ("Embedding maps", [p for p in pngs if "umap" in str(p.relative_to(run)).lower()
+                                  or "embedding" in p.name])]
     used = {p for _, g in groups for p in g}
     groups.append(("Other figures", [p for p in pngs if p not in used]))
     shown = 0
@@ -211,5 +223,6 @@ def _figure_sections(files: list[Path], run: Path) -> list[str]:
         take = g[: max(0, MAX_IMAGES - shown)]
         shown += len(take)
         more = f"<p>{len(g) - len(take)} more in the run folder.</p>" if len(take) < len(g) else ""
-        sections.append(f"<h2>{name}</h2><div class='grid'>" + "".join(_img(p, run) for p in take) + f"</div>{more}")
+        sections.append(f"<h2>{name}</h2><div class='grid'>" + "".join(_img(p, run) for p in take)
+                        + f"</div>{more}")
     return sections

@@ -36,9 +36,11 @@ def write(slides: list[Slide], out: Path) -> Path:
     rows = []
     for s in slides:
         g = s.geometry
-        clam = {"patch_size": g["patch_size_level0"], "patch_level": 0, "custom_downsample": g["custom_downsample"],
+        clam = {"patch_size": g["patch_size_level0"], "patch_level": 0,
+                "custom_downsample": g["custom_downsample"],
                 "target_patch_size": g["patch_size"], "downsample": [1.0, 1.0], "name": s.id,
-                **{k: g[k] for k in ("patch_size_level0", "level0_magnification", "target_magnification", "overlap")}}
+                **{k: g[k] for k in ("patch_size_level0", "level0_magnification", "target_magnification",
+                                     "overlap")}}
         write_h5(out / "h5_files" / f"{s.id}.h5",
                  {"features": s.features.astype(np.float32), "coords": s.coords.astype(np.int64)},
                  extra_attrs(s), {"coords": clam})
@@ -60,7 +62,8 @@ def _table(root: Path, table: Path | None) -> dict[str, dict]:
         except OSError as e:
             raise InputError(f"{c}: cannot read ({e})") from None
         if rows and "slide_id" in rows[0]:
-            return {Path(r["slide_id"]).stem if Path(r["slide_id"]).suffix else r["slide_id"]: r for r in rows}
+            return {Path(r["slide_id"]).stem if Path(r["slide_id"]).suffix else r["slide_id"]: r
+                    for r in rows}
         if table:
             raise InputError(f"{c}: no slide_id column (CLAM's dataset CSV has case_id, slide_id, label)")
     return {}
@@ -73,7 +76,8 @@ def _geometry(c: dict, mpp: float | None, coords: np.ndarray, h5: Path) -> dict:
     elif "patch_size" in c:
         ds = c.get("downsample", [1.0, 1.0])
         if level and ds is None:
-            raise InputError(f"{h5}: patch_level {level} without a 'downsample' attribute: level-0 size unknown")
+            raise InputError(f"{h5}: patch_level {level} without a 'downsample' attribute: "
+                             "level-0 size unknown")
         size0 = int(round(float(c["patch_size"]) * float(np.ravel(ds)[0])))
     else:
         raise InputError(f"{h5}: coords has no patch_size attribute (not a CLAM patch file)")

@@ -17,7 +17,8 @@ def _check(tool: str) -> str:
     return t
 
 
-def export_store(store: str | os.PathLike, tool: str, out: str | os.PathLike, mpp: float | None = None) -> Path:
+def export_store(store: str | os.PathLike, tool: str, out: str | os.PathLike,
+                 mpp: float | None = None) -> Path:
     """Write the files ``tool`` reads for every item of a cytofm store; returns the folder to point it at."""
     tool = _check(tool)
     slides = read_store(store)

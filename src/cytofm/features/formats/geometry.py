@@ -14,8 +14,8 @@ import numpy as np
 
 # attributes written on ``coords`` (TRIDENT: patch_size, patch_size_level0, level0_magnification,
 # target_magnification, overlap; CLAM: patch_size, patch_level, custom_downsample)
-COORDS_ATTRS = ("patch_size", "patch_size_level0", "patch_level", "level0_magnification", "target_magnification",
-                "custom_downsample", "overlap")
+COORDS_ATTRS = ("patch_size", "patch_size_level0", "patch_level", "level0_magnification",
+                "target_magnification", "custom_downsample", "overlap")
 
 
 def magnification(mpp: float | None) -> float:

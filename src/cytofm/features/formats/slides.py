@@ -135,7 +135,8 @@ def merge_table_row(s: Slide, row: dict | None, skip: tuple = ()) -> None:
 
 
 def extra_attrs(s: Slide) -> dict:
-    """cytofm attributes carried along in an exported file (other tools ignore attributes they do not know)."""
+    """cytofm attributes carried along in an exported file (other tools ignore attributes they do not
+    know)."""
     return {**{k: v for k, v in s.attrs.items() if k not in COORDS_ATTRS}, META_ATTR: meta_json(s)}
 
 

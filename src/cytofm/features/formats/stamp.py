@@ -42,8 +42,8 @@ def write(slides: list[Slide], out: Path, mpp: float | None = None) -> Path:
     for s in slides:
         m = mpp or s.mpp
         if m is None:
-            raise InputError(f"{s.id}: resolution unknown, and STAMP stores coordinates in micrometres: give --mpp "
-                             "(um per level-0 pixel), or prepare with --mpp / an 'mpp' column")
+            raise InputError(f"{s.id}: resolution unknown, and STAMP stores coordinates in micrometres: "
+                             "give --mpp (um per level-0 pixel), or prepare with --mpp / an 'mpp' column")
         g = s.geometry
         attrs = {**extra_attrs(s), "mpp": m, "stamp_version": f"cytofm {__version__}",
                  "extractor": str(s.attrs.get("encoder_spec", encoder)), "unit": "um",
@@ -66,7 +66,8 @@ def _tables(folder: Path, slide_table: Path | None) -> dict[str, dict]:
         return {}
     rows = read_csv(st)
     if rows and not {"PATIENT", "FILENAME"} <= set(rows[0]):
-        raise InputError(f"{st}: a STAMP slide table needs PATIENT and FILENAME columns (has {', '.join(rows[0])})")
+        raise InputError(f"{st}: a STAMP slide table needs PATIENT and FILENAME columns "
+                         f"(has {', '.join(rows[0])})")
     clini_path = st.parent / CLINI_TABLE
     clini = {r["PATIENT"]: r for r in read_csv(clini_path)} if clini_path.is_file() else {}
     return {Path(r["FILENAME"]).stem: {**clini.get(r["PATIENT"], {}), "PATIENT": r["PATIENT"]} for r in rows}
@@ -78,7 +79,8 @@ def feature_folder(root: Path) -> Path:
     found = sorted({p.parent for p in root.rglob("*.h5")})
     if len(found) == 1:
         return found[0]
-    raise InputError(f"{root}: {'no' if not found else 'several folders of'} STAMP feature files (<slide>.h5 with feats)")
+    raise InputError(f"{root}: {'no' if not found else 'several folders of'} STAMP feature files "
+                     "(<slide>.h5 with feats)")
 
 
 def read(root: Path, mpp: float | None = None, table: Path | None = None) -> list[Slide]:
@@ -92,10 +94,12 @@ def read(root: Path, mpp: float | None = None, table: Path | None = None) -> lis
         except (OSError, KeyError) as e:
             raise InputError(f"{h5}: not a STAMP feature file ({e})") from None
         if attrs.get("feat_type", "tile") != "tile":
-            raise InputError(f"{h5}: feat_type is '{attrs['feat_type']}'; only tile features make a cytofm store")
+            raise InputError(f"{h5}: feat_type is '{attrs['feat_type']}'; "
+                             "only tile features make a cytofm store")
         tile_um = attrs.get("tile_size_um", attrs.get("tile_size") if attrs.get("unit") == "um" else None)
         if not tile_um:
-            raise InputError(f"{h5}: no tile_size_um attribute (older STAMP files: re-extract with stamp preprocess)")
+            raise InputError(f"{h5}: no tile_size_um attribute "
+                             "(older STAMP files: re-extract with stamp preprocess)")
         tile_px = int(attrs.get("tile_size_px") or 0)
         level0 = resolve_mpp(attrs, mpp)
         if level0 is None:  # without the slide's own resolution, level 0 is taken to be the tile resolution
@@ -106,8 +110,8 @@ def read(root: Path, mpp: float | None = None, table: Path | None = None) -> lis
         size0 = int(round(float(tile_um) / level0))
         attrs["mpp"] = level0
         attrs.setdefault("encoder", attrs.get("extractor", ""))
-        s = Slide(h5.stem, feats.astype(np.float32), coords, geometry(level0, size0, tile_px or size0, coords),
-                  attrs, meta_from(attrs))
+        s = Slide(h5.stem, feats.astype(np.float32), coords,
+                  geometry(level0, size0, tile_px or size0, coords), attrs, meta_from(attrs))
         merge_table_row(s, rows.get(h5.stem))
         slides.append(s)
     if not slides:

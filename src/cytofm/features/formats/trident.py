@@ -40,14 +40,17 @@ def write(slides: list[Slide], out: Path) -> Path:
     encoder = str(slides[0].attrs.get("encoder", "cytofm")) if slides else "cytofm"
     d = out / folder_name(encoder)
     for s in slides:
-        write_h5(d / f"{s.id}.h5", {"features": s.features.astype(np.float32), "coords": s.coords.astype(np.int64)},
+        write_h5(d / f"{s.id}.h5",
+                 {"features": s.features.astype(np.float32), "coords": s.coords.astype(np.int64)},
                  extra_attrs(s), {
                      "coords": {**s.geometry, "name": s.id, "savetodir": str(out)},
                      "features": {"name": s.id, "savetodir": str(d), "encoder": encoder}})
     # TRIDENT's slide list (--custom_list_of_wsis: wsi, mpp), with each slide's patient beside it
     write_csv(out / SLIDE_LIST, [{"wsi": Path(str(s.attrs.get("source_path") or s.id)).name,
-                                  "mpp": _number_or_blank(s.attrs.get("mpp")), "slide_id": s.id, "specimen": patient_of(s),
-                                  **{k: v for k, v in s.meta.items() if k not in ("wsi", "mpp", "slide_id", "specimen")}}
+                                  "mpp": _number_or_blank(s.attrs.get("mpp")), "slide_id": s.id,
+                                  "specimen": patient_of(s),
+                                  **{k: v for k, v in s.meta.items()
+                                     if k not in ("wsi", "mpp", "slide_id", "specimen")}}
                                  for s in slides])
     return d
 
@@ -68,7 +71,8 @@ def feature_folder(root: Path) -> Path:
         return found[0]
     if not found:
         raise InputError(f"{root}: no TRIDENT feature files (<slide>.h5 in a features_<encoder> folder)")
-    raise InputError(f"{root}: several TRIDENT feature folders ({', '.join(str(p) for p in found)}); pass one")
+    raise InputError(f"{root}: several TRIDENT feature folders ({', '.join(str(p) for p in found)}); "
+                     "pass one")
 
 
 def read(root: Path, mpp: float | None = None) -> list[Slide]:
@@ -83,8 +87,8 @@ def read(root: Path, mpp: float | None = None) -> list[Slide]:
             raise InputError(f"{h5}: not a TRIDENT feature file ({e})") from None
         if "patch_size_level0" in c:
             size0 = int(c["patch_size_level0"])
-        elif int(c.get("patch_level", 0)) == 0 and "patch_size" in c:  # CLAM-style coords (patch_size at level 0)
-            size0 = int(c["patch_size"])
+        elif int(c.get("patch_level", 0)) == 0 and "patch_size" in c:
+            size0 = int(c["patch_size"])  # CLAM-style coords (patch_size at level 0)
         else:
             raise InputError(f"{h5}: coords has neither patch_size_level0 nor patch_size at patch_level 0")
         level0_mpp = resolve_mpp(attrs, mpp, c.get("level0_magnification"))
@@ -96,5 +100,6 @@ def read(root: Path, mpp: float | None = None) -> list[Slide]:
         geo = geometry(level0_mpp, size0, size, coords)
         if "overlap" in c:  # TRIDENT records it; the grid only suggests it
             geo["overlap"] = int(c["overlap"])
-        slides.append(Slide(h5.stem, feats.astype(np.float32), coords.astype(np.int64), geo, attrs, meta_from(attrs)))
+        slides.append(Slide(h5.stem, feats.astype(np.float32), coords.astype(np.int64), geo, attrs,
+                            meta_from(attrs)))
     return slides

@@ -11,7 +11,8 @@ from cytofm.models.registry import register
 from cytofm.models.vit import vit_encoder
 
 
-@register("random", "random:<timm arch>[:<seed>]", "the architecture at a seeded random init (the baseline to beat)")
+@register("random", "random:<timm arch>[:<seed>]",
+          "the architecture at a seeded random init (the baseline to beat)")
 def _random(arg: str) -> Encoder:
     parts = arg.split(":") if arg else []
     arch = parts[0] if parts else "vit_small_patch16_224"
@@ -23,13 +24,15 @@ def _random(arg: str) -> Encoder:
         raise EncoderError(f"random: unknown timm architecture '{arch}' ({e})") from None
     size = int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     if is_timm_vit(m):
-        return vit_encoder("random", f"random:{arch}:{seed}", m, None, "", size, info={"seed": seed, "arch": arch})
+        return vit_encoder("random", f"random:{arch}:{seed}", m, None, "", size,
+                           info={"seed": seed, "arch": arch})
     m.eval()
-    return Encoder("random", f"random:{arch}:{seed}", m, m.num_features, size, weights_hash=state_hash(m.state_dict()),
-                   info={"seed": seed, "arch": arch}, is_vit=False)
+    return Encoder("random", f"random:{arch}:{seed}", m, m.num_features, size,
+                   weights_hash=state_hash(m.state_dict()), info={"seed": seed, "arch": arch}, is_vit=False)
 
 
-@register("handcrafted", "handcrafted", "colour, stain density, intensity and texture statistics (not learned)")
+@register("handcrafted", "handcrafted",
+          "colour, stain density, intensity and texture statistics (not learned)")
 def _handcrafted(arg: str) -> Encoder:
     from cytofm.models.handcrafted import HandcraftedFeatures
 

@@ -12,7 +12,8 @@ from cytofm.models.registry import load_state, register
 from cytofm.models.vit import vit_encoder
 
 
-@register("cytofm", "cytofm[:<export.safetensors | run dir | hub folder>]", "an encoder pretrained with cytofm (default: the one shipped)")
+@register("cytofm", "cytofm[:<export.safetensors | run dir | hub folder>]",
+          "an encoder pretrained with cytofm (default: the one shipped)")
 def _cytofm(arg: str) -> Encoder:
     import json
 
@@ -29,15 +30,16 @@ def _cytofm(arg: str) -> Encoder:
         return _cytofm_run(p)
     meta_path = p.with_suffix(".json")
     if not meta_path.is_file():
-        raise EncoderError(f"cytofm: {meta_path} is missing (written by `cytofm export` beside the .safetensors)")
+        raise EncoderError(f"cytofm: {meta_path} is missing "
+                           "(written by `cytofm export` beside the .safetensors)")
     meta = json.loads(meta_path.read_text())
     args = dict(meta["model_args"])
     size = int(args.get("img_size", 224))
     vit = timm.create_model(meta["architecture"], pretrained=False, **args)
     pc = meta.get("pretrained_cfg", {})
     state = {k: v.float() for k, v in load_state(p).items()}
-    return vit_encoder("cytofm", f"cytofm:{p}", vit, state, str(p), size, tuple(pc.get("mean", IMAGENET_MEAN)),
-                   tuple(pc.get("std", IMAGENET_STD)))
+    return vit_encoder("cytofm", f"cytofm:{p}", vit, state, str(p), size,
+                       tuple(pc.get("mean", IMAGENET_MEAN)), tuple(pc.get("std", IMAGENET_STD)))
 
 
 def _cytofm_run(p: Path) -> Encoder:
@@ -47,7 +49,8 @@ def _cytofm_run(p: Path) -> Encoder:
         raise EncoderError(f"cytofm: {p} holds no checkpoint.pt (is it a pretraining run folder?)")
     ck = load_state(ck_path)
     if "teacher_backbone" not in ck:
-        raise EncoderError(f"cytofm: {ck_path} is not a cytofm pretraining checkpoint (no 'teacher_backbone')")
+        raise EncoderError(f"cytofm: {ck_path} is not a cytofm pretraining checkpoint "
+                           "(no 'teacher_backbone')")
     if "model_args" in ck and "arch" in ck:
         arch, args = ck["arch"], dict(ck["model_args"])
     else:  # checkpoints written before model_args were recorded
@@ -58,8 +61,8 @@ def _cytofm_run(p: Path) -> Encoder:
             if cfg["model"].get("layerscale") is not None:
                 args["init_values"] = cfg["model"]["layerscale"]
         except (TypeError, KeyError) as e:
-            raise EncoderError(f"cytofm: {ck_path} records neither model_args nor a usable config ({e} missing); "
-                               "cannot tell which architecture it holds") from None
+            raise EncoderError(f"cytofm: {ck_path} records neither model_args nor a usable config "
+                               f"({e} missing); cannot tell which architecture it holds") from None
     try:
         vit = timm.create_model(arch, pretrained=False, **args)
     except (RuntimeError, TypeError) as e:

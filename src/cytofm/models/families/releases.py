@@ -1,4 +1,5 @@
-"""Released encoders loaded from their own checkpoints: CytoFM (paper), iBOT, UNI, DINOv2, DinoBloom, Phikon."""
+"""Released encoders loaded from their own checkpoints: CytoFM (paper), iBOT, UNI, DINOv2, DinoBloom,
+Phikon."""
 
 from __future__ import annotations
 
@@ -16,17 +17,20 @@ def _release_vit(name: str, arg: str, arch_by_dim: dict[int, str], img: int = 22
     state = backbone_state_from_release(load_state(path))
     dim = embed_dim_of(state)
     if dim not in arch_by_dim:
-        raise EncoderError(f"{name}: {path} holds a ViT of width {dim}; expected one of {sorted(arch_by_dim)}")
+        raise EncoderError(f"{name}: {path} holds a ViT of width {dim}; "
+                           f"expected one of {sorted(arch_by_dim)}")
     return vit_encoder(name, f"{name}:{path}", build_vit(arch_by_dim[dim], img, **kw), state, str(path), img)
 
 
-@register("cytofm-paper", "cytofm-paper:<path>", "the released CytoFM ViT-B/16 (iBOT checkpoint dict, teacher)",
+@register("cytofm-paper", "cytofm-paper:<path>",
+          "the released CytoFM ViT-B/16 (iBOT checkpoint dict, teacher)",
           "the CytoFM authors' release (Ivezic et al., CVPR Workshops 2025)")
 def _cytofm_paper(arg: str) -> Encoder:
     return _release_vit("cytofm-paper", arg, {768: "vit_base_patch16_224"})
 
 
-@register("ibot-imagenet", "ibot-imagenet:<path>", "official iBOT ImageNet ViT-S/16 or ViT-B/16 (checkpoint dict, teacher)",
+@register("ibot-imagenet", "ibot-imagenet:<path>",
+          "official iBOT ImageNet ViT-S/16 or ViT-B/16 (checkpoint dict, teacher)",
           "github.com/bytedance/ibot (Apache-2.0)")
 def _ibot(arg: str) -> Encoder:
     return _release_vit("ibot-imagenet", arg, {384: "vit_small_patch16_224", 768: "vit_base_patch16_224",
@@ -38,23 +42,26 @@ def _ibot(arg: str) -> Encoder:
 def _uni(arg: str) -> Encoder:
     path = find_weights("uni", arg or None)
     state = load_state(path)
-    return vit_encoder("uni", f"uni:{path}", build_vit("vit_large_patch16_224", 224, init_values=1e-5), state, str(path), 224)
+    return vit_encoder("uni", f"uni:{path}", build_vit("vit_large_patch16_224", 224, init_values=1e-5), state,
+                       str(path), 224)
 
 
 DINOV2 = {"vits14": "vit_small_patch14_dinov2", "vitb14": "vit_base_patch14_dinov2",
           "vitl14": "vit_large_patch14_dinov2", "vitg14": "vit_giant_patch14_dinov2"}
-DINOV2_BY_DIM = {384: "vit_small_patch14_dinov2", 768: "vit_base_patch14_dinov2", 1024: "vit_large_patch14_dinov2",
-                 1536: "vit_giant_patch14_dinov2"}
+DINOV2_BY_DIM = {384: "vit_small_patch14_dinov2", 768: "vit_base_patch14_dinov2",
+                 1024: "vit_large_patch14_dinov2", 1536: "vit_giant_patch14_dinov2"}
 
 
-@register("dinov2", "dinov2:<vits14|vitb14|vitl14|vitg14|path>", "DINOv2 (Oquab et al. 2023), natural images, 224 px",
+@register("dinov2", "dinov2:<vits14|vitb14|vitl14|vitg14|path>",
+          "DINOv2 (Oquab et al. 2023), natural images, 224 px",
           "github.com/facebookresearch/dinov2 (Apache-2.0)")
 def _dinov2(arg: str) -> Encoder:
     if arg in DINOV2:
         if not allow_download():
             path = find_weights(f"dinov2-{arg}", None)
         else:
-            m = timm.create_model(DINOV2[arg] + ".lvd142m", pretrained=True, num_classes=0, img_size=224, dynamic_img_size=True)
+            m = timm.create_model(DINOV2[arg] + ".lvd142m", pretrained=True, num_classes=0, img_size=224,
+                                  dynamic_img_size=True)
             return vit_encoder("dinov2", f"dinov2:{arg}", m, None, arg, 224)
     else:
         path = find_weights("dinov2", arg or None)
@@ -66,19 +73,23 @@ def _dinov2(arg: str) -> Encoder:
     return vit_encoder("dinov2", f"dinov2:{path}", build_vit(arch, 224), state, str(path), 224)
 
 
-@register("dinobloom", "dinobloom:<s|b|l|g>:<path>", "DinoBloom (Koch et al. 2024): DINOv2 tuned on blood-cell images",
+@register("dinobloom", "dinobloom:<s|b|l|g>:<path>",
+          "DinoBloom (Koch et al. 2024): DINOv2 tuned on blood-cell images",
           "github.com/marrlab/DinoBloom (weights on Zenodo/Hugging Face; Apache-2.0)")
 def _dinobloom(arg: str) -> Encoder:
     size, _, path = arg.partition(":")
-    arch = {"s": DINOV2["vits14"], "b": DINOV2["vitb14"], "l": DINOV2["vitl14"], "g": DINOV2["vitg14"]}.get(size)
+    arch = {"s": DINOV2["vits14"], "b": DINOV2["vitb14"], "l": DINOV2["vitl14"],
+            "g": DINOV2["vitg14"]}.get(size)
     if arch is None:
-        raise EncoderError("dinobloom: give the size, one of s, b, l, g (e.g. dinobloom:s:/path/DinoBloom-S.pth)")
+        raise EncoderError("dinobloom: give the size, one of s, b, l, g "
+                           "(e.g. dinobloom:s:/path/DinoBloom-S.pth)")
     p = find_weights(f"dinobloom-{size}", path or None)
     state = backbone_state_from_release(load_state(p))
     return vit_encoder("dinobloom", f"dinobloom:{size}:{p}", build_vit(arch, 224), state, str(p), 224)
 
 
-@register("phikon", "phikon:<path>", "Phikon (Filiot et al. 2023): iBOT ViT-B/16 on TCGA histology (Hugging Face layout)",
+@register("phikon", "phikon:<path>",
+          "Phikon (Filiot et al. 2023): iBOT ViT-B/16 on TCGA histology (Hugging Face layout)",
           "huggingface.co/owkin/phikon (Owkin non-commercial licence)")
 def _phikon(arg: str) -> Encoder:
     from cytofm.models.hf_vit import HF_VIT_HEADS, adapt_hf_vit, is_hf_vit

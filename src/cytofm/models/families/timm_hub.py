@@ -22,12 +22,14 @@ def _timm(arg: str) -> Encoder:
         return ENCODER_FAMILIES.get(source).factory(where)
     model, _, path = arg.partition(":")
     if not model:
-        raise EncoderError("timm: give a model name, e.g. timm:vit_small_patch16_224.augreg_in21k:/path/weights.safetensors")
+        raise EncoderError("timm: give a model name, "
+                           "e.g. timm:vit_small_patch16_224.augreg_in21k:/path/weights.safetensors")
     if path and Path(path).expanduser().is_dir():
         return hub_encoder("timm", f"timm:{arg}", read_hub(path), expect=model)
     if not path and not allow_download():
-        raise EncoderError(f"timm:{model}: give a local weights path (timm:{model}:/path), or set CYTOFM_ALLOW_DOWNLOAD=1 "
-                           "on a machine that is online to fetch it from the Hugging Face hub")
+        raise EncoderError(f"timm:{model}: give a local weights path (timm:{model}:/path), or set "
+                           "CYTOFM_ALLOW_DOWNLOAD=1 on a machine that is online to fetch it from the "
+                           "Hugging Face hub")
     try:
         m = timm.create_model(model, pretrained=not path, num_classes=0)
     except RuntimeError as e:
@@ -46,7 +48,8 @@ def _timm(arg: str) -> Encoder:
     if state is not None:
         load_strictly(m, state, path)
     m.eval()
-    return Encoder("timm", f"timm:{arg}", m, m.num_features, size, mean, std, state_hash(m.state_dict()), is_vit=False)
+    return Encoder("timm", f"timm:{arg}", m, m.num_features, size, mean, std, state_hash(m.state_dict()),
+                   is_vit=False)
 
 
 def recorded_cfg(weights: Path) -> dict:
@@ -87,14 +90,16 @@ def hub_encoder(name: str, spec: str, hm, expect: str | None = None) -> Encoder:
     info = {"architecture": hm.architecture, "weights": hm.source}
     if is_timm_vit(m):
         pool = "mean" if hm.config.get("global_pool") == "avg" else "cls"
-        return vit_encoder(name, spec, m, state, hm.source, hm.input_size, hm.mean, hm.std, pool=pool, info=info)
+        return vit_encoder(name, spec, m, state, hm.source, hm.input_size, hm.mean, hm.std, pool=pool,
+                           info=info)
     load_strictly(m, state, hm.source)
     m.eval()
-    return Encoder(name, spec, m, m.num_features, hm.input_size, hm.mean, hm.std, state_hash(m.state_dict()), info,
-                   is_vit=False)
+    return Encoder(name, spec, m, m.num_features, hm.input_size, hm.mean, hm.std, state_hash(m.state_dict()),
+                   info, is_vit=False)
 
 
-@register("local-dir", "local-dir:<dir>", "a folder in the Hugging Face hub layout (config.json + model.safetensors)")
+@register("local-dir", "local-dir:<dir>",
+          "a folder in the Hugging Face hub layout (config.json + model.safetensors)")
 def _local_dir(arg: str) -> Encoder:
     if not arg:
         raise EncoderError("local-dir: give the folder, e.g. local-dir:/models/my_encoder")
@@ -104,7 +109,8 @@ def _local_dir(arg: str) -> Encoder:
     return hub_encoder("local-dir", f"local-dir:{p}", read_hub(str(p)))
 
 
-@register("hf-hub", "hf-hub:<org/repo>", "a timm model repository on the Hugging Face hub (fetched only when allowed)",
+@register("hf-hub", "hf-hub:<org/repo>",
+          "a timm model repository on the Hugging Face hub (fetched only when allowed)",
           "the repository's page on huggingface.co (licence per model; some are gated)")
 def _hf_hub(arg: str) -> Encoder:
     from cytofm.models.hub import fetch_repo

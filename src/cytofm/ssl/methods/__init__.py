@@ -1,4 +1,5 @@
-"""Pretraining methods behind one interface (:class:`~cytofm.ssl.methods.base.SSLMethod`): ``ibot``, ``dinov2``.
+"""Pretraining methods behind one interface (:class:`~cytofm.ssl.methods.base.SSLMethod`): ``ibot``,
+``dinov2``.
 
 A new method is one module here, a subclass of ``SSLMethod`` whose ``name`` is its registered name, and one
 line in :mod:`cytofm.ssl.method_registry` (its name, ``module:Class`` and a description), which

@@ -34,8 +34,9 @@ class DINOv2Method(SSLMethod):
     def losses(self, student, views: Views, sched, autocast):
         B = views.n_images
         with autocast:
-            s_cls, s_patch, (img, tok), s_backbone_cls = student(views.global_crops, views.masks, views.local_crops,
-                                                                 with_backbone_cls=True, index=views.mask_index())
+            s_cls, s_patch, (img, tok), s_backbone_cls = student(
+                views.global_crops, views.masks, views.local_crops, with_backbone_cls=True,
+                index=views.mask_index())
             with torch.no_grad():
                 t_cls_tokens, t_patch_tokens = self.teacher.backbone(views.global_crops)
                 t_cls = self.teacher.head(t_cls_tokens)

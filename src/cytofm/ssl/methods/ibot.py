@@ -43,8 +43,9 @@ class IBOTMethod(SSLMethod):
                                                       with_backbone_cls=self.koleo is not None, index=index)
         n_views = 2 + (views.local_crops.shape[0] // views.n_images if views.local_crops is not None else 0)
         out = self.criterion.forward_masked(list(s_cls.float().chunk(n_views)), s_patch.float(), index[0],
-                                            list(t_cls.float().chunk(2)), t_patch.float(), t_patch_sum, n_tokens,
-                                            views.n_images, sched["teacher_temp"], sched["teacher_patch_temp"])
+                                            list(t_cls.float().chunk(2)), t_patch.float(), t_patch_sum,
+                                            n_tokens, views.n_images, sched["teacher_temp"],
+                                            sched["teacher_patch_temp"])
         if self.koleo is not None:
             koleo = sum(self.koleo(c) for c in backbone_cls[0].chunk(2))
             out["loss"] = out["loss"] + self.koleo_weight * koleo
