@@ -150,6 +150,11 @@ def mil(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = default(M, "lr"),
     model: Annotated[MilModel, typer.Option(help=MIL_MODEL_HELP)] = default(M, "model"),
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
+    refit: Annotated[bool, typer.Option("--refit", help="Also train one model on every labelled item "
+                                                        "(`cytofm predict --use refit`).")] = False,
+    target_sensitivity: Annotated[float, typer.Option(
+        help="Two-class tasks: the operating point in model.json keeps this sensitivity out of fold.")]
+        = default(M, "target_sensitivity"),
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
@@ -167,8 +172,26 @@ def mil(
                           cfg.exclude)
     with make_progress() as progress:
         summary = evaluate_mil(data, splits, out, cfg.epochs, cfg.lr, progress,
-                               title=_title(features, cfg.label), model=cfg.model)
+                               title=_title(features, cfg.label), model=cfg.model, save_models=True)
     _report([summary], out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
+    _save_model(cfg, features, out, data, summary)
+
+
+def _save_model(cfg, features: Path, out: Path, data, summary: dict) -> None:
+    """``model.json`` beside the fold x seed models, and the refit model when asked."""
+    from cytofm.eval.evaluate_store import refit_mil
+    from cytofm.eval.saved_model import mil_record, write_model_json
+    from cytofm.mil.config import MILTrainConfig
+    from cytofm.mil.saved import architecture
+
+    refit = refit_mil(data, out, cfg.epochs, cfg.lr, cfg.model) if cfg.refit else None
+    arch = architecture(MILTrainConfig(model=cfg.model), data.bags[0].shape[1], len(data.classes))
+    settings = {"epochs": cfg.epochs, "lr": cfg.lr, "label": cfg.label, "group_column": cfg.group_column,
+                "exclude": list(cfg.exclude)}
+    path = write_model_json(out, mil_record(features, data, summary, arch, settings, cfg.target_sensitivity,
+                                            refit))
+    console.print(f"[green]saved[/green] {len(summary['_members'])} model(s)"
+                  + (" and the refit model" if refit else "") + f": {path} (apply with `cytofm predict`)")
 
 
 @user_errors

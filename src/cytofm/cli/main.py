@@ -19,6 +19,7 @@ COMMANDS = {
     "convert": "cytofm.cli.convert:convert",
     "probe": "cytofm.cli.evaluate:probe",
     "mil": "cytofm.cli.evaluate:mil",
+    "predict": "cytofm.cli.predict:predict",
     "benchmark": "cytofm.cli.evaluate:benchmark",
     "heatmap": "cytofm.cli.visual:heatmap",
     "umap": "cytofm.cli.visual:umap",

@@ -49,6 +49,10 @@ class MilConfig(EvalConfig):
     lr: float = Field(2e-4, gt=0)
     model: MilModelName = "abmil"
     """A name of ``cytofm.mil.registry.MIL_MODELS``."""
+    refit: bool = False
+    """Also train one model on every labelled item (``cytofm predict --use refit``)."""
+    target_sensitivity: float = Field(0.95, gt=0, le=1)
+    """Two-class tasks: the operating point recorded in ``model.json`` keeps this sensitivity out of fold."""
 
 
 class TaskConfig(Section):

@@ -46,17 +46,20 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
 
 
 def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: float = 2e-4, progress=None,
-                 title: str = "", model: str = "abmil") -> dict:
+                 title: str = "", model: str = "abmil", save_models: bool = False) -> dict:
     """``model`` (a name of ``cytofm.mil.registry``) over the splits; its name is the method's name in the
-    tables and files (``folds_abmil.csv``, ``attention_<seed>.npz`` as before)."""
+    tables and files (``folds_abmil.csv``, ``attention_<seed>.npz``). ``save_models``: every fold x seed
+    model is written to ``out/models/`` (listed in ``summary["_members"]``) for ``cytofm predict``."""
     import torch
 
     from cytofm.eval.splits import inner_validation
     from cytofm.mil.config import MILTrainConfig
     from cytofm.mil.registry import MIL_MODELS
+    from cytofm.mil.saved import save_weights
     from cytofm.mil.train import predict, train_mil
 
     bags = [torch.from_numpy(b) for b in data.bags]
+    members: list[dict] = []
     n_c = len(data.classes)
     attention: dict[int, dict[str, np.ndarray]] = {}
 
@@ -66,6 +69,10 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
         cfg = MILTrainConfig(epochs=epochs, lr=lr, seed=sp.seed, model=model)
         fitted = train_mil([bags[i] for i in tr[itr]], data.y[tr[itr]], [bags[i] for i in tr[ival]],
                            data.y[tr[ival]], n_c, cfg)
+        if save_models:
+            name = f"models/{model}_seed{sp.seed}_fold{sp.fold}.safetensors"
+            save_weights(fitted, out / name)
+            members.append({"file": name, "seed": int(sp.seed), "fold": int(sp.fold)})
         proba, attn = predict(fitted, [bags[i] for i in te])
         for i, a in zip(te, attn, strict=True):
             attention.setdefault(sp.seed, {})[data.ids[i]] = a
@@ -75,4 +82,24 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
     summary = run_method(model, data, splits, method, out, progress, title)
     for seed, d in attention.items():
         np.savez_compressed(out / f"attention_{seed}.npz", **d)
+    summary["_members"] = members
     return summary
+
+
+def refit_mil(data: LabelledSet, out: Path, epochs: int, lr: float, model: str, seed: int = 0) -> dict:
+    """One model on every labelled item, with the settings of the cross-validation (early stopping on an
+    inner validation part, as in every fold)."""
+    import torch
+
+    from cytofm.eval.splits import inner_validation
+    from cytofm.mil.config import MILTrainConfig
+    from cytofm.mil.saved import save_weights
+    from cytofm.mil.train import train_mil
+
+    bags = [torch.from_numpy(b) for b in data.bags]
+    itr, ival = inner_validation(data.y, seed, groups=data.groups)
+    fitted = train_mil([bags[i] for i in itr], data.y[itr], [bags[i] for i in ival], data.y[ival],
+                       len(data.classes), MILTrainConfig(epochs=epochs, lr=lr, seed=seed, model=model))
+    name = f"models/{model}_refit.safetensors"
+    save_weights(fitted, out / name)
+    return {"file": name, "seed": seed, "n_items": len(data.y)}

@@ -280,8 +280,10 @@ class _Run:
         cfg, out = self.cfg, self.out
         if self.rank == 0:
             remove_stale_temporaries(out / "features")
-            claim_store(out, self.identity,
-                        {"encoder_spec": self.encoder.spec, "cytofm_version": __version__})
+            e = self.encoder
+            claim_store(out, self.identity, {"encoder_spec": e.spec, "cytofm_version": __version__,
+                                             "mean": list(e.mean), "std": list(e.std),
+                                             "readout": getattr(e.model, "pool", "")})
         (out / "features").mkdir(parents=True, exist_ok=True)
         items, self.skips = collect_items(cfg.input, cfg.mode, out, cfg.label_column, self.log)
         if not items:

@@ -1,0 +1,238 @@
+"""``cytofm predict``: a model trained once (a `cytofm mil` folder) applied to new cases.
+
+The input is prepared and embedded with the settings and the encoder the model records (or, given a
+feature store, the store is checked to hold that encoder's features: another encoder, weights, readout or
+mode is refused with the difference named, never mixed). The cross-validation models are applied as an
+ensemble (mean probability and its spread over the members), or the refit model. An item whose source the
+model was trained on, whose specimen it was trained on, or that the encoder saw in pretraining is flagged,
+and left out of the metrics unless asked: a number on seen cases measures memory, not transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cytofm.eval.saved_model import ModelFolderError, read_model_json
+from cytofm.features.store import IDENTITY_KEYS, STORE_FILE, item_attrs, load_store, read_item, store_identity
+from cytofm.utils.io import write_csv
+
+USES = ("ensemble", "refit")
+
+
+@dataclass
+class PredictResult:
+    out: Path
+    n_items: int
+    n_flagged: int
+    metrics: dict | None  # with labels: on the items not flagged (or all, ``include_seen``)
+    lines: list[str]
+
+
+def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", include_seen: bool = False,
+                heatmaps: int = 12, progress=None, log=print) -> PredictResult | None:
+    """Predict every item of ``input`` into ``out``. Under torchrun the extraction is shared across the
+    processes as ``extract`` shares it; rank 0 applies the model (None elsewhere)."""
+    import torch.distributed as dist
+
+    model_dir, input, out = Path(model_dir), Path(input), Path(out)
+    rec = read_model_json(model_dir)
+    members = _members(rec, use)
+    out.mkdir(parents=True, exist_ok=True)
+    store = input if (input / STORE_FILE).is_file() else _embed(rec, input, out, progress, log)
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return None
+    check_store(rec, store)
+    rows = load_store(store)
+    if not rows:
+        raise ModelFolderError(f"{store}: no item to predict")
+    probs, attention = _apply(model_dir, rec, members, rows)
+    table = _prediction_rows(rec, rows, probs, store)
+    write_csv(out / "predictions.csv", table)
+    write_csv(out / "specimens.csv", specimen_rows(table, rec["classes"]))
+    _write_attention(out / "attention.h5", rows, attention)
+    metrics, lines = _summary(rec, table, include_seen, out, len(members))
+    if heatmaps:
+        from cytofm.viz.heatmaps import mil_heatmaps
+
+        mil_heatmaps(store, {r["id"]: a for r, a in zip(rows, attention, strict=True)}, out / "heatmaps",
+                     limit=heatmaps, title="ABMIL attention (predicted)", log=log)
+    flagged = sum(1 for r in table if r["excluded"])
+    return PredictResult(out, len(table), flagged, metrics, lines)
+
+
+def _members(rec: dict, use: str) -> list[dict]:
+    if use not in USES:
+        raise ModelFolderError(f"--use must be one of {', '.join(USES)}, not '{use}'")
+    if use == "refit":
+        if not rec.get("refit"):
+            raise ModelFolderError("this model folder has no refit model (train it with "
+                                   "`cytofm mil --refit`)")
+        return [rec["refit"]]
+    return rec["members"]
+
+
+def check_store(rec: dict, store: Path) -> None:
+    """Refuse a store whose features another encoder (weights, readout, mode, input size) produced."""
+    want = {k: rec["features"]["store"].get(k) for k in IDENTITY_KEYS}
+    have = store_identity(store)
+    if have is None:
+        raise ModelFolderError(f"{store}: no {STORE_FILE}; extract the features with this cytofm version")
+    diff = [f"{k}: {have.get(k)!r} in the store, {want[k]!r} in the model" for k in IDENTITY_KEYS
+            if str(have.get(k)) != str(want[k])]
+    if diff:
+        raise ModelFolderError(f"{store} holds features the model was not trained on ({'; '.join(diff)}); "
+                               "give the images instead, and predict extracts them with the model's encoder")
+
+
+def _embed(rec: dict, input: Path, out: Path, progress, log) -> Path:
+    """Prepare (tiles mode) and extract ``input`` with the recorded settings and encoder into ``out``."""
+    from cytofm.config.loader import build_config
+    from cytofm.data.config import PrepareConfig
+    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepared import is_prepared_dir
+    from cytofm.features.config import ExtractConfig
+    from cytofm.features.extract import run_extract
+    from cytofm.models.zoo import create_encoder
+
+    feats = rec["features"]
+    ident = feats["store"]
+    enc = create_encoder(ident["encoder_spec"])
+    if enc.weights_hash != ident["weights_hash"]:
+        raise ModelFolderError(f"encoder {ident['encoder_spec']} here has weights {enc.weights_hash}, the "
+                               f"model was trained on features of weights {ident['weights_hash']}: point the "
+                               "spec to the same weights file")
+    source = input
+    if ident["mode"] == "tiles" and not is_prepared_dir(input):
+        pcfg = build_config(PrepareConfig, values=feats.get("prepare") or {})
+        source = run_prepare([str(input)], out / "prepared", pcfg, progress=progress, log=log).out
+    extract = feats.get("extract") or {}
+    cfg = ExtractConfig(input=str(source), mode=ident["mode"], out=str(out / "features"),
+                        tta=bool(ident["tta"]), batch_size=int(extract.get("batch_size", 64)),
+                        workers=int(extract.get("workers", 1)))
+    run_extract(enc, cfg, progress=progress, log=log)
+    return out / "features"
+
+
+def _apply(model_dir: Path, rec: dict, members: list[dict], rows: list[dict]):
+    import torch
+
+    from cytofm.mil.saved import ensemble_predict, load_model
+
+    models = [load_model(model_dir / m["file"], rec["architecture"]) for m in members]
+    bags = []
+    for r in rows:
+        f, _, _ = read_item(r["h5"])
+        if f.shape[1] != rec["feature_dim"]:
+            raise ModelFolderError(f"{r['h5']}: features of size {f.shape[1]}, the model takes "
+                                   f"{rec['feature_dim']}")
+        bags.append(torch.from_numpy(f.astype(np.float32)))
+    return ensemble_predict(models, bags)
+
+
+def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray, store: Path) -> list[dict]:
+    classes, label = rec["classes"], rec["training"].get("label")
+    mean, sd = probs.mean(0), probs.std(0)
+    flags = leakage_flags(rec, rows)
+    op = rec.get("operating_point")
+    table = []
+    for k, r in enumerate(rows):
+        row = {"id": r["id"], "path": r.get("path", ""),
+               "specimen": r.get(rec["training"].get("group_column") or "specimen", r.get("specimen", ""))}
+        row.update({f"p_{c}": round(float(v), 5) for c, v in zip(classes, mean[k], strict=True)})
+        row.update({f"sd_{c}": round(float(v), 5) for c, v in zip(classes, sd[k], strict=True)})
+        row["pred"] = classes[int(mean[k].argmax())]
+        if op:
+            row["pred_at_threshold"] = op["positive_class"] if mean[k][1] >= op["threshold"] else classes[0]
+        truth = r.get(label, "").strip() if label else ""
+        row["label"], row["correct"] = truth, (truth == row["pred"]) if truth else ""
+        row.update(flags[k])
+        row["excluded"] = any(flags[k].values())
+        table.append(row)
+    return table
+
+
+def leakage_flags(rec: dict, rows: list[dict]) -> list[dict]:
+    """Per item: its source among the model's training items (by content), its specimen among the training
+    specimens, its source in the encoder's pretraining record."""
+    from cytofm.data.hashing import hash_image
+    from cytofm.eval.pretraining_guard import pretraining_record_for, seen_in_pretraining
+
+    trained = rec["trained_on"]
+    hashes = {i["source_sha256"] for i in trained["items"] if i["source_sha256"]}
+    specimens, group = set(trained["specimens"]), rec["training"].get("group_column")
+    record_path = pretraining_record_for(rec["features"]["store"].get("encoder_spec", ""))
+    seen = np.zeros(len(rows), bool)
+    if record_path is not None:
+        from cytofm.data.pretraining_record import read_record
+
+        paths = [r.get("path", "") for r in rows]
+        ok = [k for k, p in enumerate(paths) if p and Path(p).is_file()]
+        if ok:
+            seen[ok] = seen_in_pretraining([hash_image(paths[k]) for k in ok], read_record(record_path))
+    flags = []
+    for k, r in enumerate(rows):
+        sha = str((item_attrs(r["h5"]) or {}).get("source_sha256", ""))
+        flags.append({"trained_on": bool(sha and sha in hashes),
+                      "specimen_trained_on": bool(group and r.get(group) and r[group] in specimens),
+                      "seen_in_pretraining": bool(seen[k])})
+    return flags
+
+
+def specimen_rows(table: list[dict], classes: list[str]) -> list[dict]:
+    """A specimen's items pooled: the mean of their probabilities, and how many there are."""
+    groups: dict[str, list[dict]] = {}
+    for r in table:
+        if r["specimen"]:
+            groups.setdefault(str(r["specimen"]), []).append(r)
+    out = []
+    for s, items in groups.items():
+        p = np.array([[r[f"p_{c}"] for c in classes] for r in items]).mean(0)
+        out.append({"specimen": s, "n_items": len(items), **{f"p_{c}": round(float(v), 5)
+                                                              for c, v in zip(classes, p, strict=True)},
+                    "pred": classes[int(p.argmax())]})
+    return out
+
+
+def _write_attention(path: Path, rows: list[dict], attention: list[np.ndarray]) -> None:
+    """Each item's attention over its instances (the members' mean), with their coordinates."""
+    import h5py
+
+    from cytofm.utils.io import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for r, a in zip(rows, attention, strict=True):
+            g = f.create_group(r["id"])
+            g.create_dataset("attention", data=np.asarray(a, np.float32))
+            g.create_dataset("coords", data=read_item(r["h5"])[1])
+
+
+def _summary(rec: dict, table: list[dict], include_seen: bool, out: Path, n_models: int) -> tuple:
+    import json
+
+    from cytofm.eval.metrics import bootstrap_ci, classification_metrics
+
+    classes = rec["classes"]
+    flagged = sum(1 for r in table if r["excluded"])
+    lines = [f"{len(table)} item(s) predicted with {n_models} model(s); {flagged} flagged as seen "
+             f"(trained on, same specimen, or in the encoder's pretraining)"
+             + ("" if not flagged else
+                (", included in the metrics" if include_seen else ", left out of the metrics"))]
+    scored = [r for r in table if r["label"] in classes and (include_seen or not r["excluded"])]
+    metrics = None
+    if scored:
+        y = np.array([classes.index(r["label"]) for r in scored])
+        p = np.array([[r[f"p_{c}"] for c in classes] for r in scored])
+        metrics = {k: {"value": v, "ci95": list(bootstrap_ci(y, p, len(classes)).get(k, (np.nan, np.nan)))}
+                   for k, v in classification_metrics(y, p, len(classes)).items()}
+        ba = metrics.get("balanced_accuracy")
+        if ba:
+            lines.append(f"balanced accuracy {ba['value']:.3f} [{ba['ci95'][0]:.3f}, {ba['ci95'][1]:.3f}] on "
+                         f"{len(scored)} labelled item(s) (95% item bootstrap)")
+    (out / "summary.json").write_text(json.dumps({"n_items": len(table), "n_flagged": flagged,
+                                                  "include_seen": include_seen, "metrics": metrics,
+                                                  "operating_point": rec.get("operating_point")}, indent=2))
+    (out / "summary.md").write_text("# Predictions\n\n" + "".join(f"- {ln}\n" for ln in lines))
+    return metrics, lines

@@ -1,0 +1,217 @@
+"""Train once, apply to new cases: `cytofm mil` saves its models, `cytofm predict` applies them to bags it has
+never seen with the known answer, refuses features of another encoder, and flags what the model was
+trained on."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cytofm.cli.main import app
+from cytofm.eval.operating_point import threshold_for_sensitivity
+from cytofm.eval.saved_model import ModelFolderError, read_model_json
+from cytofm.features.store import claim_store, write_item
+from cytofm.mil.config import MILTrainConfig
+from cytofm.mil.saved import architecture, load_model, save_weights
+from cytofm.mil.train import predict, train_mil
+from cytofm.pipeline.predict import run_predict
+from cytofm.utils.io import write_csv
+
+D = 16
+IDENTITY = {"encoder": "handcrafted", "weights_hash": "h1", "embed_dim": D, "input_size": 64, "mode": "tiles",
+            "tta": False}
+
+
+def _bags(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Bags of 8-19 noise instances; a positive bag holds one instance shifted along the first 4 axes."""
+    rng = np.random.default_rng(seed)
+    bags, y = [], np.arange(n) % 2
+    for k in range(n):
+        x = rng.normal(0, 1, (int(rng.integers(8, 20)), D)).astype(np.float32)
+        if y[k]:
+            x[int(rng.integers(len(x))), :4] += 3.0
+        bags.append(x)
+    return bags, y
+
+
+def _store(root, bags, y, prefix: str, identity=IDENTITY, specimens=None):
+    (root / "features").mkdir(parents=True)
+    claim_store(root, identity, {"encoder_spec": identity["encoder"]})
+    rows = []
+    for k, (b, lab) in enumerate(zip(bags, y, strict=True)):
+        i = f"{prefix}{k:03d}"
+        write_item(root / "features" / f"{i}.h5", b, np.zeros((len(b), 2), np.int64),
+                   {**identity, "source_sha256": f"sha-{i}"})
+        rows.append({"id": i, "path": "", "h5": f"features/{i}.h5", "n_instances": len(b),
+                     "label": ["benign",
+                               "malignant"][lab], "specimen": specimens[k] if specimens else f"s{i}"})
+    write_csv(root / "manifest.csv", rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    bags, y = _bags(90, 0)
+    store = _store(root / "train_store", bags, y, "t")
+    r = CliRunner().invoke(app, ["mil", "--features", str(store), "--label", "label", "--out",
+                                 str(root / "run"),
+                                 "--folds", "3", "--seeds", "0", "--epochs", "15", "--refit", "lr=0.001"])
+    assert r.exit_code == 0, r.output
+    return root, store
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_mil_saves_every_fold_model_and_a_self_contained_record(trained):
+    root, _ = trained
+    rec = read_model_json(root / "run")
+    files = [m["file"] for m in rec["members"]]
+    assert files == [f"models/abmil_seed0_fold{f}.safetensors" for f in range(3)]
+    assert rec["refit"]["file"] == "models/abmil_refit.safetensors"
+    assert rec["classes"] == ["benign", "malignant"] and rec["feature_dim"] == D
+    assert rec["features"]["store"]["weights_hash"] == "h1"
+    items = rec["trained_on"]["items"]
+    assert len(items) == 90 and items[0]["source_sha256"] == "sha-t000"
+    # the operating point is the one the out-of-fold predictions give (one seed: its predictions are the mean)
+    oof = _rows(root / "run" / "predictions_abmil.csv")
+    op = threshold_for_sensitivity(np.array([r["label"] == "malignant" for r in oof]),
+                                   np.array([float(r["p_malignant"]) for r in oof]), 0.95)
+    assert rec["operating_point"]["threshold"] == pytest.approx(op["threshold"], abs=1e-5)
+    assert rec["operating_point"]["sensitivity"] >= 0.95
+
+
+def test_predict_on_new_bags_gives_the_known_answer(trained, tmp_path):
+    root, _ = trained
+    bags, y = _bags(40, 1)  # another seed: bags no model has seen
+    new = _store(tmp_path / "new", bags, y, "n", specimens=[f"p{k // 4}" for k in range(40)])
+    r = run_predict(root / "run", new, tmp_path / "out", heatmaps=0, log=lambda m: None)
+    rows = _rows(tmp_path / "out" / "predictions.csv")
+    assert r.n_items == 40 and r.n_flagged == 0
+    assert np.mean([row["correct"] == "True" for row in rows]) >= 0.9
+    assert {"p_benign", "p_malignant", "sd_benign", "sd_malignant", "pred",
+            "pred_at_threshold"} <= set(rows[0])
+    assert float(rows[0]["p_benign"]) + float(rows[0]["p_malignant"]) == pytest.approx(1, abs=1e-4)
+    specimens = _rows(tmp_path / "out" / "specimens.csv")
+    assert len(specimens) == 10 and all(s["n_items"] == "4" for s in specimens)
+    p0 = np.mean([float(row["p_malignant"]) for row in rows[:4]])
+    assert float(specimens[0]["p_malignant"]) == pytest.approx(p0, abs=1e-4)
+    assert r.metrics["balanced_accuracy"]["value"] >= 0.9
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_items"] == 40 and summary["operating_point"]["positive_class"] == "malignant"
+
+
+def test_the_training_items_are_flagged_and_left_out(trained, tmp_path):
+    root, store = trained
+    r = run_predict(root / "run", store, tmp_path / "out", heatmaps=0, log=lambda m: None)
+    rows = _rows(tmp_path / "out" / "predictions.csv")
+    assert r.n_flagged == 90
+    assert all(row["trained_on"] == "True" and row["excluded"] == "True" for row in rows)
+    assert r.metrics is None and "left out of the metrics" in r.lines[0]
+    again = run_predict(root / "run", store, tmp_path / "all", include_seen=True, heatmaps=0,
+                        log=lambda m: None)
+    assert again.metrics is not None and "included in the metrics" in again.lines[0]
+
+
+def test_features_of_another_encoder_are_refused(trained, tmp_path):
+    root, _ = trained
+    bags, y = _bags(6, 2)
+    other = _store(tmp_path / "other", bags, y, "o", identity={**IDENTITY, "weights_hash": "h2"})
+    with pytest.raises(ModelFolderError, match="weights_hash: 'h2' in the store, 'h1' in the model"):
+        run_predict(root / "run", other, tmp_path / "out", heatmaps=0, log=lambda m: None)
+
+
+def test_the_refit_model_and_a_missing_file(trained, tmp_path):
+    root, _ = trained
+    bags, y = _bags(20, 3)
+    new = _store(tmp_path / "new", bags, y, "n")
+    r = run_predict(root / "run", new, tmp_path / "out", use="refit", heatmaps=0, log=lambda m: None)
+    rows = _rows(tmp_path / "out" / "predictions.csv")
+    assert r.metrics["balanced_accuracy"]["value"] >= 0.8
+    assert all(float(row["sd_benign"]) == 0 for row in rows)  # one model: no spread
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    rec = json.loads((root / "run" / "model.json").read_text())
+    (broken / "model.json").write_text(json.dumps(rec))
+    with pytest.raises(ModelFolderError, match="4 model file.s. missing, e.g. models/abmil_seed0_fold0"):
+        read_model_json(broken)
+    (broken / "model.json").write_text(json.dumps({**rec, "format": 99, "cytofm_version": "9.9"}))
+    with pytest.raises(ModelFolderError, match="format 99 .written by cytofm 9.9."):
+        read_model_json(broken)
+
+
+@pytest.mark.parametrize("model", ["abmil", "transmil"])
+def test_save_then_load_gives_the_same_probabilities(model, tmp_path):
+    bags, y = _bags(30, 4)
+    t = [torch.from_numpy(b) for b in bags]
+    cfg = MILTrainConfig(epochs=2, model=model, hidden=32, attn_dim=8)
+    fitted = train_mil(t, y, None, None, 2, cfg)
+    save_weights(fitted, tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors", architecture(cfg, D, 2))
+    (p1, a1), (p2, a2) = predict(fitted, t), predict(loaded, t)
+    assert np.array_equal(p1, p2) and all(np.array_equal(x, z) for x, z in zip(a1, a2, strict=True))
+    with pytest.raises(ValueError, match="does not fit a"):
+        load_model(tmp_path / "m.safetensors", architecture(cfg, D + 1, 2))
+
+
+def _fields(root, n: int, seed: int):
+    """Fields of two kinds a colour feature tells apart: purple cells (benign) or red ones (malignant)."""
+    from PIL import Image
+
+    from tests.helpers import smear
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n):
+        kind = ["benign", "malignant"][k % 2]
+        cells = [(int(rng.integers(40, 440)), int(rng.integers(40, 440)), int(rng.integers(20, 35)))
+                 for _ in range(6)]
+        rgb, _ = smear(480, 480, cells, (120, 80, 160) if kind == "benign" else (190, 70, 70),
+                       seed=seed * 100 + k)
+        root.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(root / f"{seed}_{k}.png")
+        rows.append({"path": f"{seed}_{k}.png", "label": kind})
+    write_csv(root / "manifest.csv", rows)
+    return root / "manifest.csv"
+
+
+def test_predict_prepares_and_extracts_new_images_with_the_recorded_settings(tmp_path):
+    runner = CliRunner()
+    train = _fields(tmp_path / "train", 16, 0)
+    r = runner.invoke(app, ["extract", "--input", str(train), "--mode", "tiles", "--encoder", "handcrafted",
+                            "--out", str(tmp_path / "store"), "workers=0"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["mil", "--features", str(tmp_path / "store"), "--label", "label", "--out",
+                            str(tmp_path / "run"), "--folds", "2", "--seeds", "0", "--epochs", "20",
+                            "lr=0.003"])
+    assert r.exit_code == 0, r.output
+    rec = read_model_json(tmp_path / "run")
+    assert rec["features"]["prepare"]["tiling"]["patch_size"] == 224
+    new = _fields(tmp_path / "new", 8, 1)
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "run"), "--input", str(new), "--out",
+                            str(tmp_path / "pred"), "--heatmaps", "2"])
+    assert r.exit_code == 0, r.output
+    rows = _rows(tmp_path / "pred" / "predictions.csv")
+    assert len(rows) == 8 and all(row["correct"] == "True" for row in rows)
+    assert (tmp_path / "pred" / "prepared" / "manifest.csv").is_file()
+    assert len(list((tmp_path / "pred" / "heatmaps").glob("*.png"))) >= 2
+    import h5py
+
+    with h5py.File(tmp_path / "pred" / "attention.h5") as f:
+        a = f[rows[0]["id"]]["attention"][:]
+        assert a.sum() == pytest.approx(1, abs=1e-5) and len(a) == len(f[rows[0]["id"]]["coords"][:])
+    feats = tmp_path / "pred" / "features" / "features"
+    stamps = {p.name: p.stat().st_mtime_ns for p in feats.glob("*.h5")}
+    again = runner.invoke(app, ["predict", "--model", str(tmp_path / "run"), "--input", str(new), "--out",
+                                str(tmp_path / "pred"), "--heatmaps", "0"])
+    assert again.exit_code == 0, again.output
+    assert {p.name: p.stat().st_mtime_ns for p in feats.glob("*.h5")} == stamps
+    assert _rows(tmp_path / "pred" / "predictions.csv") == rows  # finished items reused, the same answer
