@@ -215,3 +215,66 @@ def test_predict_prepares_and_extracts_new_images_with_the_recorded_settings(tmp
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in feats.glob("*.h5")} == stamps
     assert _rows(tmp_path / "pred" / "predictions.csv") == rows  # finished items reused, the same answer
+
+
+@pytest.mark.parametrize("method", ["linear", "knn"])
+def test_a_loaded_probe_gives_the_fitted_probabilities(method, tmp_path):
+    from cytofm.eval.probes import knn_probe, linear_probe
+    from cytofm.eval.saved_probe import load_probe, probe_proba, save_probe
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(0, 1, (60, 8)), np.arange(60) % 3
+    x[:, 0] += y
+    fitted: list = []
+    fit = linear_probe if method == "linear" else knn_probe
+    p = fit(x[:40], y[:40], x[40:], 3, fitted=fitted)
+    save_probe(method, fitted[0], tmp_path / "p.safetensors")
+    assert np.array_equal(probe_proba(load_probe(method, tmp_path / "p.safetensors"), x[40:], 3), p)
+
+
+def test_probe_runs_are_applied_to_new_items(tmp_path):
+    bags, y = _bags(60, 6)
+    for b, lab in zip(bags, y, strict=True):  # a signal the mean-pooled features carry (cosine too)
+        b[:, 4] += 2.0 * (2 * lab - 1)
+    store = _store(tmp_path / "train", bags, y, "t")
+    r = CliRunner().invoke(app, ["probe", "--features", str(store), "--label", "label", "--out",
+                                 str(tmp_path / "run"), "--folds", "3", "--seeds", "0", "--refit"])
+    assert r.exit_code == 0, r.output
+    rec = read_model_json(tmp_path / "run")
+    assert rec["kind"] == "probe" and rec["default_method"] == "linear" and set(rec["methods"]) == {"linear", "knn"}
+    new_bags, new_y = _bags(30, 7)
+    for b, lab in zip(new_bags, new_y, strict=True):
+        b[:, 4] += 2.0 * (2 * lab - 1)
+    new = _store(tmp_path / "new", new_bags, new_y, "n")
+    for method, use in (("linear", "ensemble"), ("knn", "ensemble"), ("linear", "refit")):
+        res = run_predict(tmp_path / "run", new, tmp_path / f"out_{method}_{use}", use=use, method=method,
+                          heatmaps=0, log=lambda m: None)
+        assert res.metrics["balanced_accuracy"]["value"] >= 0.85, (method, use)
+        assert not (tmp_path / f"out_{method}_{use}" / "attention.h5").exists()  # a probe has no attention
+    with pytest.raises(ModelFolderError, match="saved linear, knn, not 'fewshot'"):
+        run_predict(tmp_path / "run", new, tmp_path / "x", method="fewshot", heatmaps=0, log=lambda m: None)
+
+
+def test_an_image_in_the_encoders_pretraining_record_is_flagged(trained, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cytofm.data.hashing import hash_image
+    from cytofm.data.pretraining_record import write_record
+    from cytofm.eval import pretraining_guard
+
+    root, _ = trained
+    bags, y = _bags(4, 8)
+    new = _store(tmp_path / "new", bags, y, "n")
+    rows = list(csv.DictReader(open(new / "manifest.csv")))
+    rng = np.random.default_rng(0)
+    for r in rows:  # each item's source image; the first two were in the encoder's pretraining pool
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{r['id']}.png")
+        r["path"] = str(tmp_path / f"{r['id']}.png")
+    write_csv(new / "manifest.csv", rows)
+    seen = [hash_image(tmp_path / f"{r['id']}.png") for r in rows[:2]]
+    record = write_record([{"dataset": "x", "relpath": f"{k}.png", "sha256": h.sha256, "phash": h.phash}
+                           for k, h in enumerate(seen)], tmp_path / "record.csv.gz")
+    monkeypatch.setattr(pretraining_guard, "pretraining_record_for", lambda spec: record)
+    r = run_predict(root / "run", new, tmp_path / "out", heatmaps=0, log=lambda m: None)
+    flags = [row["seen_in_pretraining"] for row in _rows(tmp_path / "out" / "predictions.csv")]
+    assert flags == ["True", "True", "False", "False"] and r.n_flagged == 2

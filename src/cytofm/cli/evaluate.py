@@ -107,6 +107,11 @@ def probe(
     shots: Annotated[int, typer.Option(help="Labelled examples per "
                                             "class for few-shot.")] = default(P, "shots"),
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
+    refit: Annotated[bool, typer.Option("--refit", help="Also fit each saved probe on every labelled item "
+                                                        "(`cytofm predict --use refit`).")] = False,
+    target_sensitivity: Annotated[float, typer.Option(
+        help="Two-class tasks: the operating point in model.json keeps this sensitivity out of fold.")]
+        = default(P, "target_sensitivity"),
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
@@ -127,10 +132,28 @@ def probe(
     with make_progress() as progress:
         try:
             summaries = evaluate_probes(data, splits, out, cfg.methods, cfg.knn_k, cfg.shots, progress,
-                                        title=_title(features, cfg.label))
+                                        title=_title(features, cfg.label), save_models=True)
         except ValueError as e:
             fail(str(e))
     _report(summaries, out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
+    _save_probes(cfg, features, out, data, summaries)
+
+
+def _save_probes(cfg, features: Path, out: Path, data, summaries: list[dict]) -> None:
+    from cytofm.eval.evaluate_store import refit_probe
+    from cytofm.eval.saved_model import probe_record, write_model_json
+
+    saved = [s["method"] for s in summaries if s.get("_members")]
+    if not saved:
+        return  # few-shot alone: nothing to apply later
+    refits = {m: refit_probe(data, out, m, cfg.knn_k) for m in saved} if cfg.refit else {}
+    settings = {"label": cfg.label, "group_column": cfg.group_column, "exclude": list(cfg.exclude),
+                "knn_k": cfg.knn_k}
+    path = write_model_json(out, probe_record(features, data, summaries, settings, cfg.target_sensitivity,
+                                              refits))
+    console.print(f"[green]saved[/green] the {', '.join(saved)} probes of every fold x seed"
+                  + (" and refit on every item" if refits else "")
+                  + f": {path} (apply with `cytofm predict`)")
 
 
 @user_errors

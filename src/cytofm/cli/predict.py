@@ -15,7 +15,8 @@ Use = choices("Use", USES)
 
 @user_errors
 def predict(
-    model: Annotated[Path, typer.Option("--model", help="A `cytofm mil` run folder (model.json and models/).",
+    model: Annotated[Path, typer.Option("--model", help="A `cytofm mil` or `cytofm probe` run folder "
+                                                        "(model.json and models/).",
                                         show_default=False)],
     input: Annotated[Path, typer.Option("--input", help="Images, a folder, a manifest, a prepared folder, or "
                                                         "a feature store of the model's encoder.",
@@ -30,11 +31,13 @@ def predict(
                                "way).")] = False,
     heatmaps: Annotated[int, typer.Option(help="Attention heatmaps for at most this many items "
                                                "(0: none).")] = 12,
+    method: Annotated[str | None, typer.Option(help="A probe run: which saved probe to apply (linear, knn; "
+                                                    "default: the run's first).", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="Where the encoder runs when the input is extracted "
                                              "(auto, cpu, cuda).")] = "auto",
 ) -> None:
-    """Apply a trained MIL model to new cases: prepare and extract with the model's settings and encoder,
-    then predictions with the ensemble's spread, specimen totals, leakage flags and heatmaps.
+    """Apply a trained MIL model or probe to new cases: prepare and extract with the model's settings and
+    encoder, then predictions with the ensemble's spread, specimen totals, leakage flags and heatmaps.
 
     Example: cytofm predict --model runs/mil --input new_fields/ --out predictions
     """
@@ -49,7 +52,7 @@ def predict(
         fail(f"--input {input}: no such file or folder")
     with torchrun_group(device), make_progress() as progress:
         r = run_predict(model, input, out, getattr(use, "value", use), include_seen, heatmaps,
-                        progress=progress, log=info)
+                        progress=progress, log=info, method=method)
     if r is None:  # another process of a torchrun: its share is extracted, rank 0 applies the model
         return
     for line in r.lines:

@@ -42,6 +42,10 @@ class ProbeConfig(EvalConfig):
     methods: CommaList = ["linear", "knn"]
     knn_k: int = Field(20, ge=1)
     shots: int = Field(5, ge=1)
+    refit: bool = False
+    """Also fit each saved probe (linear, kNN) on every labelled item (``cytofm predict --use refit``)."""
+    target_sensitivity: float = Field(0.95, gt=0, le=1)
+    """Two-class tasks: the operating point recorded in ``model.json`` keeps this sensitivity out of fold."""
 
 
 class MilConfig(EvalConfig):

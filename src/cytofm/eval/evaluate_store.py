@@ -22,16 +22,37 @@ def prepare_eval(features: str | Path, label: str, group_column=None, split_colu
 
 
 def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "knn"), knn_k: int = 20,
-                    shots: int = 5, progress=None, title: str = "") -> list[dict]:
+                    shots: int = 5, progress=None, title: str = "", save_models: bool = False) -> list[dict]:
+    """Each probe over the splits; ``save_models``: every fold x seed linear and kNN probe is written to
+    ``out/models/`` (listed in each summary's ``_members``) for ``cytofm predict``."""
     from cytofm.eval.probes import few_shot, knn_probe, linear_probe
+    from cytofm.eval.saved_probe import SAVED, save_probe
 
     x, n_c = data.pooled(), len(data.classes)
     g = data.groups
+    members: dict[str, list[dict]] = {m: [] for m in SAVED}
+
+    def keep(method: str, sp, fitted: list) -> None:
+        if save_models:
+            name = f"models/{method}_seed{sp.seed}_fold{sp.fold}.safetensors"
+            save_probe(method, fitted[0], out / name)
+            members[method].append({"file": name, "seed": int(sp.seed), "fold": int(sp.fold)})
+
+    def linear(tr, te, sp):
+        fitted: list = []
+        p = linear_probe(x[tr], data.y[tr], x[te], n_c, sp.seed, g[tr] if g is not None else None, fitted)
+        keep("linear", sp, fitted)
+        return p, None
+
+    def knn(tr, te, sp):
+        fitted: list = []
+        p = knn_probe(x[tr], data.y[tr], x[te], n_c, knn_k, fitted)
+        keep("knn", sp, fitted)
+        return p, None
 
     table = {
-        "linear": lambda tr, te, sp: (linear_probe(x[tr], data.y[tr], x[te], n_c, sp.seed,
-                                                   g[tr] if g is not None else None), None),
-        "knn": lambda tr, te, sp: (knn_probe(x[tr], data.y[tr], x[te], n_c, knn_k), None),
+        "linear": linear,
+        "knn": knn,
         "fewshot": lambda tr, te, sp: (few_shot(x[tr], data.y[tr], x[te], n_c, shots, seed=sp.seed), None),
     }
     bad = [m for m in methods if m not in table]
@@ -40,9 +61,12 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
     # one BLAS thread: these problems are small (hundreds x hundreds), and threaded BLAS made every
     # logistic-regression fit 10-20x slower on this 2-core machine (measured)
     with threadpool_limits(1):
-        return [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out,
-                           progress, title)
-                for m in methods]
+        summaries = [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out,
+                                progress, title)
+                     for m in methods]
+    for s in summaries:
+        s["_members"] = members.get(s["method"], [])
+    return summaries
 
 
 def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: float = 2e-4, progress=None,
@@ -84,6 +108,21 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
         np.savez_compressed(out / f"attention_{seed}.npz", **d)
     summary["_members"] = members
     return summary
+
+
+def refit_probe(data: LabelledSet, out: Path, method: str, knn_k: int = 20, seed: int = 0) -> dict:
+    """One probe on every labelled item, chosen as in every fold (linear: C by the same inner CV)."""
+    from cytofm.eval.probes import knn_probe, linear_probe
+    from cytofm.eval.saved_probe import save_probe
+
+    x, fitted = data.pooled(), []
+    if method == "linear":
+        linear_probe(x, data.y, x[:1], len(data.classes), seed, data.groups, fitted)
+    else:
+        knn_probe(x, data.y, x[:1], len(data.classes), knn_k, fitted)
+    name = f"models/{method}_refit.safetensors"
+    save_probe(method, fitted[0], out / name)
+    return {"file": name, "seed": seed, "n_items": len(data.y)}
 
 
 def refit_mil(data: LabelledSet, out: Path, epochs: int, lr: float, model: str, seed: int = 0) -> dict:

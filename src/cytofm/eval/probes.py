@@ -18,9 +18,11 @@ cells (separable: the solver runs to its limit and the probe overfits), so the g
 TOL, MAX_ITER = 1e-3, 500
 
 
-def linear_probe(xtr, ytr, xte, n_classes: int, seed: int = 0, groups=None) -> np.ndarray:
+def linear_probe(xtr, ytr, xte, n_classes: int, seed: int = 0, groups=None,
+                 fitted: list | None = None) -> np.ndarray:
     """Logistic regression on standardised features; C chosen by a 3-fold inner CV on the training fold
-    (grouped by ``groups`` when given, so the choice of C is not made on near-copies of training items)."""
+    (grouped by ``groups`` when given, so the choice of C is not made on near-copies of training items).
+    ``fitted``: the fitted pipeline is appended to it (to be saved)."""
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, tol=TOL))
     classes, counts = np.unique(ytr, return_counts=True)
     if groups is not None:
@@ -36,16 +38,20 @@ def linear_probe(xtr, ytr, xte, n_classes: int, seed: int = 0, groups=None) -> n
         warnings.simplefilter("ignore", ConvergenceWarning)
         pipe.fit(xtr, ytr, **fit_kw)
     est = pipe.best_estimator_ if hasattr(pipe, "best_estimator_") else pipe
+    if fitted is not None:
+        fitted.append({"est": est})
     p = est.predict_proba(xte)
     out = np.zeros((len(xte), n_classes))
     out[:, est.classes_] = p
     return out
 
 
-def knn_probe(xtr, ytr, xte, n_classes: int, k: int = 20) -> np.ndarray:
+def knn_probe(xtr, ytr, xte, n_classes: int, k: int = 20, fitted: list | None = None) -> np.ndarray:
     clf = make_pipeline(Normalizer(), KNeighborsClassifier(n_neighbors=min(k, len(ytr)), metric="cosine",
                                                            weights="distance"))
     clf.fit(xtr, ytr)
+    if fitted is not None:
+        fitted.append({"est": clf, "train": np.asarray(xtr, np.float64), "labels": np.asarray(ytr, np.int64)})
     p = clf.predict_proba(xte)
     out = np.zeros((len(xte), n_classes))
     out[:, clf.classes_] = p

@@ -88,11 +88,35 @@ def read_model_json(run: Path) -> dict:
         raise ModelFolderError(f"{path}: model folder format {rec.get('format')} (written by cytofm "
                                f"{rec.get('cytofm_version', '?')}); this cytofm {__version__} reads "
                                f"format {FORMAT}")
-    missing = [m["file"] for m in rec.get("members", []) + ([rec["refit"]] if rec.get("refit") else [])
-               if not (Path(run) / m["file"]).is_file()]
+    groups = [rec, *rec.get("methods", {}).values()]
+    files = dict.fromkeys(m["file"] for g in groups
+                          for m in g.get("members", []) + ([g["refit"]] if g.get("refit") else []))
+    missing = [f for f in files if not (Path(run) / f).is_file()]
     if missing:
         raise ModelFolderError(f"{run}: {len(missing)} model file(s) missing, e.g. {missing[0]}")
     return rec
+
+
+def _cv(summary: dict) -> dict:
+    from cytofm.eval.metrics import METRICS
+
+    return {k: {"mean": summary[k]["mean"], "ci95": summary[k]["ci95"]} for k in METRICS if k in summary}
+
+
+def _operating_point(classes: list[str], summary: dict, target: float) -> dict | None:
+    """Two-class tasks: the threshold on the second class's out-of-fold probability (seed ensemble)."""
+    from cytofm.eval.operating_point import threshold_for_sensitivity
+
+    if len(classes) != 2:
+        return None
+    oof = summary["_oof"]
+    return {"positive_class": classes[1], **threshold_for_sensitivity(oof["y"] == 1, oof["proba"][:, 1],
+                                                                      target)}
+
+
+def _common(store: Path, data, settings: dict, dim: int) -> dict:
+    return {"classes": list(data.classes), "training": settings, "feature_dim": int(dim),
+            "features": features_record(store), "trained_on": training_items(store, data.ids, data.groups)}
 
 
 def mil_record(store: Path, data, summary: dict, arch: dict, settings: dict, target: float,
@@ -100,17 +124,31 @@ def mil_record(store: Path, data, summary: dict, arch: dict, settings: dict, tar
     """``model.json``'s content for a cross-validated MIL run (``summary`` from ``evaluate_mil`` with its
     members saved); two-class tasks get the operating point for ``target`` sensitivity, positive class the
     second in order."""
-    from cytofm.eval.metrics import METRICS
-    from cytofm.eval.operating_point import threshold_for_sensitivity
+    return {"kind": "mil", **_common(store, data, settings, arch["in_dim"]), "architecture": arch,
+            "members": summary["_members"], "refit": refit, "cross_validation": _cv(summary),
+            "operating_point": _operating_point(data.classes, summary, target)}
 
-    rec = {"kind": "mil", "classes": list(data.classes), "architecture": arch, "training": settings,
-           "feature_dim": arch["in_dim"], "features": features_record(store), "members": summary["_members"],
-           "refit": refit, "trained_on": training_items(store, data.ids, data.groups),
-           "cross_validation": {k: {"mean": summary[k]["mean"], "ci95": summary[k]["ci95"]}
-                                for k in METRICS if k in summary},
-           "operating_point": None}
-    if len(data.classes) == 2:
-        oof = summary["_oof"]
-        op = threshold_for_sensitivity(oof["y"] == 1, oof["proba"][:, 1], target)
-        rec["operating_point"] = {"positive_class": data.classes[1], **op}
-    return rec
+
+def probe_record(store: Path, data, summaries: list[dict], settings: dict, target: float,
+                 refits: dict[str, dict]) -> dict:
+    """``model.json`` for a probe run: each saved probe method with its members, metrics and operating
+    point; the first is the one ``cytofm predict`` applies unless told another (``--method``)."""
+    methods = {s["method"]: {"members": s["_members"], "refit": refits.get(s["method"]),
+                             "cross_validation": _cv(s), "operating_point": _operating_point(data.classes,
+                                                                                             s, target)}
+               for s in summaries if s.get("_members")}
+    first = next(iter(methods))
+    return {"kind": "probe", **_common(store, data, settings, data.bags[0].shape[1]), "methods": methods,
+            "default_method": first, **{k: methods[first][k] for k in ("members", "refit",
+                                                                       "operating_point")}}
+
+
+def select_method(rec: dict, method: str | None) -> dict:
+    """The record as ``cytofm predict`` applies it: for a probe run, the members, refit model and operating
+    point of ``method`` (default: the run's first)."""
+    if rec["kind"] != "probe" or not method or method == rec["default_method"]:
+        return rec
+    if method not in rec["methods"]:
+        raise ModelFolderError(f"this probe run saved {', '.join(rec['methods'])}, not '{method}'")
+    return {**rec, **{k: rec["methods"][method][k] for k in ("members", "refit", "operating_point")},
+            "default_method": method}

@@ -10,12 +10,13 @@ and left out of the metrics unless asked: a number on seen cases measures memory
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cytofm.eval.saved_model import ModelFolderError, read_model_json
+from cytofm.eval.saved_model import ModelFolderError, read_model_json, select_method
 from cytofm.features.store import IDENTITY_KEYS, STORE_FILE, item_attrs, load_store, read_item, store_identity
 from cytofm.utils.io import write_csv
 
@@ -29,21 +30,25 @@ class PredictResult:
     n_flagged: int
     metrics: dict | None  # with labels: on the items not flagged (or all, ``include_seen``)
     lines: list[str]
+    seconds: dict[str, float]  # prepare, extract, apply (with the tables), heatmaps
 
 
 def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", include_seen: bool = False,
-                heatmaps: int = 12, progress=None, log=print) -> PredictResult | None:
+                heatmaps: int = 12, progress=None, log=print,
+                method: str | None = None) -> PredictResult | None:
     """Predict every item of ``input`` into ``out``. Under torchrun the extraction is shared across the
     processes as ``extract`` shares it; rank 0 applies the model (None elsewhere)."""
     import torch.distributed as dist
 
     model_dir, input, out = Path(model_dir), Path(input), Path(out)
-    rec = read_model_json(model_dir)
+    rec = select_method(read_model_json(model_dir), method)
     members = _members(rec, use)
     out.mkdir(parents=True, exist_ok=True)
-    store = input if (input / STORE_FILE).is_file() else _embed(rec, input, out, progress, log)
+    seconds = {"prepare": 0.0, "extract": 0.0}
+    store = input if (input / STORE_FILE).is_file() else _embed(rec, input, out, progress, log, seconds)
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return None
+    t0 = time.perf_counter()
     check_store(rec, store)
     rows = load_store(store)
     if not rows:
@@ -52,15 +57,19 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     table = _prediction_rows(rec, rows, probs, store)
     write_csv(out / "predictions.csv", table)
     write_csv(out / "specimens.csv", specimen_rows(table, rec["classes"]))
-    _write_attention(out / "attention.h5", rows, attention)
+    if attention is not None:
+        _write_attention(out / "attention.h5", rows, attention)
     metrics, lines = _summary(rec, table, include_seen, out, len(members))
-    if heatmaps:
+    seconds["apply"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if heatmaps and attention is not None:
         from cytofm.viz.heatmaps import mil_heatmaps
 
         mil_heatmaps(store, {r["id"]: a for r, a in zip(rows, attention, strict=True)}, out / "heatmaps",
                      limit=heatmaps, title="ABMIL attention (predicted)", log=log)
+    seconds["heatmaps"] = time.perf_counter() - t0
     flagged = sum(1 for r in table if r["excluded"])
-    return PredictResult(out, len(table), flagged, metrics, lines)
+    return PredictResult(out, len(table), flagged, metrics, lines, seconds)
 
 
 def _members(rec: dict, use: str) -> list[dict]:
@@ -87,7 +96,7 @@ def check_store(rec: dict, store: Path) -> None:
                                "give the images instead, and predict extracts them with the model's encoder")
 
 
-def _embed(rec: dict, input: Path, out: Path, progress, log) -> Path:
+def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict) -> Path:
     """Prepare (tiles mode) and extract ``input`` with the recorded settings and encoder into ``out``."""
     from cytofm.config.loader import build_config
     from cytofm.data.config import PrepareConfig
@@ -104,24 +113,27 @@ def _embed(rec: dict, input: Path, out: Path, progress, log) -> Path:
         raise ModelFolderError(f"encoder {ident['encoder_spec']} here has weights {enc.weights_hash}, the "
                                f"model was trained on features of weights {ident['weights_hash']}: point the "
                                "spec to the same weights file")
-    source = input
+    source, t0 = input, time.perf_counter()
     if ident["mode"] == "tiles" and not is_prepared_dir(input):
         pcfg = build_config(PrepareConfig, values=feats.get("prepare") or {})
         source = run_prepare([str(input)], out / "prepared", pcfg, progress=progress, log=log).out
+    seconds["prepare"], t0 = time.perf_counter() - t0, time.perf_counter()
     extract = feats.get("extract") or {}
     cfg = ExtractConfig(input=str(source), mode=ident["mode"], out=str(out / "features"),
                         tta=bool(ident["tta"]), batch_size=int(extract.get("batch_size", 64)),
                         workers=int(extract.get("workers", 1)))
     run_extract(enc, cfg, progress=progress, log=log)
+    seconds["extract"] = time.perf_counter() - t0
     return out / "features"
 
 
 def _apply(model_dir: Path, rec: dict, members: list[dict], rows: list[dict]):
+    """Each member's probabilities (M, N, C), and for MIL models the members' mean attention per item
+    (None for probes, which read an item's mean-pooled features)."""
     import torch
 
     from cytofm.mil.saved import ensemble_predict, load_model
 
-    models = [load_model(model_dir / m["file"], rec["architecture"]) for m in members]
     bags = []
     for r in rows:
         f, _, _ = read_item(r["h5"])
@@ -129,6 +141,14 @@ def _apply(model_dir: Path, rec: dict, members: list[dict], rows: list[dict]):
             raise ModelFolderError(f"{r['h5']}: features of size {f.shape[1]}, the model takes "
                                    f"{rec['feature_dim']}")
         bags.append(torch.from_numpy(f.astype(np.float32)))
+    if rec["kind"] == "probe":
+        from cytofm.eval.saved_probe import load_probe, probe_proba
+
+        x = np.stack([b.numpy().mean(0) for b in bags])
+        method = rec["default_method"]
+        return np.stack([probe_proba(load_probe(method, model_dir / m["file"]), x, len(rec["classes"]))
+                         for m in members]), None
+    models = [load_model(model_dir / m["file"], rec["architecture"]) for m in members]
     return ensemble_predict(models, bags)
 
 
