@@ -241,7 +241,8 @@ def test_probe_runs_are_applied_to_new_items(tmp_path):
                                  str(tmp_path / "run"), "--folds", "3", "--seeds", "0", "--refit"])
     assert r.exit_code == 0, r.output
     rec = read_model_json(tmp_path / "run")
-    assert rec["kind"] == "probe" and rec["default_method"] == "linear" and set(rec["methods"]) == {"linear", "knn"}
+    assert rec["kind"] == "probe" and rec["default_method"] == "linear"
+    assert set(rec["methods"]) == {"linear", "knn"}
     new_bags, new_y = _bags(30, 7)
     for b, lab in zip(new_bags, new_y, strict=True):
         b[:, 4] += 2.0 * (2 * lab - 1)
