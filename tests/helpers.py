@@ -125,3 +125,74 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+QUPATH_OBJECT_TYPES = {"annotation", "detection", "cell", "tile", "tmaCore"}
+
+
+def qupath_geojson_problems(path) -> list[str]:
+    """What in a written GeoJSON file QuPath would not import as written, by QuPath's rules and checked
+    independently of cytofm's writer: strict JSON (no NaN), a FeatureCollection of Features each with a UUID
+    ``id``, a Polygon/MultiPolygon of closed rings of [x, y] numbers, ``properties.objectType`` one of
+    QuPath's, ``classification`` an object {name, color: [r, g, b]}, ``measurements`` an object of finite
+    numbers, and ``nucleusGeometry`` only on cells, beside ``geometry`` (never in properties)."""
+    import json
+    import math
+    import uuid
+
+    def bad_constant(c):
+        raise ValueError(f"{c} is not JSON")
+
+    def number(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def ring_problems(ring, where) -> list[str]:
+        if not isinstance(ring, list) or len(ring) < 4:
+            return [f"{where}: a ring needs at least 4 positions"]
+        if any(not isinstance(p, list) or len(p) != 2 or not all(map(number, p)) for p in ring):
+            return [f"{where}: a position is not [x, y] numbers"]
+        return [] if ring[0] == ring[-1] else [f"{where}: ring not closed"]
+
+    def geometry_problems(g, where) -> list[str]:
+        if not isinstance(g, dict) or g.get("type") not in ("Polygon", "MultiPolygon"):
+            return [f"{where}: not a Polygon or MultiPolygon"]
+        polys = [g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]
+        return [p for poly in polys for ring in poly for p in ring_problems(ring, where)]
+
+    try:
+        doc = json.loads(open(path, encoding="utf-8").read(), parse_constant=bad_constant)
+    except ValueError as e:
+        return [f"not strict JSON: {e}"]
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(
+            doc.get("features"), list):
+        return ["not a FeatureCollection with a features list"]
+    out: list[str] = []
+    for k, f in enumerate(doc["features"]):
+        where = f"feature {k}"
+        if f.get("type") != "Feature":
+            out.append(f"{where}: type is not Feature")
+        try:
+            uuid.UUID(str(f.get("id")))
+        except ValueError:
+            out.append(f"{where}: id {f.get('id')!r} is not a UUID")
+        out += geometry_problems(f.get("geometry"), where)
+        props = f.get("properties")
+        if not isinstance(props, dict) or props.get("objectType") not in QUPATH_OBJECT_TYPES:
+            out.append(f"{where}: properties.objectType missing or unknown")
+            continue
+        c = props.get("classification")
+        if c is not None and not (isinstance(c, dict) and isinstance(c.get("name"), str) and c["name"]
+                                  and isinstance(c.get("color"), list) and len(c["color"]) == 3
+                                  and all(isinstance(v, int) and 0 <= v <= 255 for v in c["color"])):
+            out.append(f"{where}: classification is not {{name, color: [r, g, b]}}")
+        m = props.get("measurements")
+        if m is not None and not (isinstance(m, dict) and all(isinstance(n, str) and number(v)
+                                                              for n, v in m.items())):
+            out.append(f"{where}: measurements is not an object of finite numbers")
+        if "nucleusGeometry" in props:
+            out.append(f"{where}: nucleusGeometry inside properties")
+        if "nucleusGeometry" in f:
+            if props["objectType"] != "cell":
+                out.append(f"{where}: nucleusGeometry on a {props['objectType']}")
+            out += geometry_problems(f["nucleusGeometry"], f"{where} nucleus")
+    return out

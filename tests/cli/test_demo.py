@@ -47,6 +47,10 @@ def test_demo_end_to_end_and_report_screenshot(tmp_path):
                 and {c["a"], c["b"]} == {"cytofm", "random:vit_small_patch16_224"})
     assert not full or float(head["diff_ci_high"]) - float(head["diff_ci_low"]) < 0.2  # about +-0.05 to +-0.1
     assert list((out / "heatmaps" / "vit_attention_cytofm").glob("*_attention.png"))
+    # train once, apply: the saved white-cell model predicts the 20 held-out fields, with heatmaps
+    predicted = list(csv.DictReader(open(out / "predict" / "predictions.csv")))
+    assert len(predicted) == 20 and all(p["excluded"] == "False" for p in predicted)
+    assert list((out / "predict" / "heatmaps").glob("*.png"))
     assert len(list((out / "umap").glob("umap_*.png"))) == 8  # cells and fields, four encoders
     report = out / "report.html"
     text = report.read_text()

@@ -1,6 +1,8 @@
 """The demo sizes itself to the machine: the estimate by hand, full on a fast machine, fewer items (never
 fewer tasks or encoders) on a slow one, the minimum with a warning where even that does not fit."""
 
+import csv
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,12 @@ def test_estimate_by_hand():
 
 
 def test_reference_machine_estimate_matches_its_measured_demo():
-    """On the reference machine the full demo took 351 s."""
+    """On the reference machine the full demo took 351 s before it applied a saved model to new fields."""
     m = Machine("bf16", dp.REFERENCE_VIT_S, 0.72, dp.REFERENCE_CPU_S, 2)
-    assert sum(estimate(m, 120, 763, 50).values()) == pytest.approx(351, rel=0.05)
+    e = estimate(m, 120, 763, 50)
+    assert sum(e.values()) - e["predict (new fields)"] == pytest.approx(351, rel=0.05)
+    assert e["predict (new fields)"] == pytest.approx(20 / 50 * e["BCCD fields"])  # 20 held-out fields
+    assert dp.held_out_fields(20) == 8 and dp.held_out_fields(50) == 20 and dp.held_out_fields(1) == 5
 
 
 def test_fast_machine_runs_everything():
@@ -79,7 +84,12 @@ def test_sized_tasks_point_at_absolute_subsets_whatever_the_current_folder(tmp_p
     for p in (cells.data, cells.points, fields.data):
         assert Path(p).is_absolute() and Path(p).is_file(), p
     with open(fields.data) as f:
-        assert sum(1 for _ in f) - 1 <= plan.fields
+        kept = list(csv.DictReader(f))
+    with open(demo_data_dir() / "bccd" / "manifest.csv") as f:
+        every = list(csv.DictReader(f))
+    # the planned number of fields, each type kept in proportion but with at least five (five folds)
+    assert len(kept) == len(dp.stratified_subset(every, plan.fields, "wbc_type")) <= plan.fields + 4
+    assert min(Counter(r["wbc_type"] for r in kept).values()) >= 5
 
 
 def test_replan_after_pretraining_grows_or_shrinks_the_items_to_the_time_left():

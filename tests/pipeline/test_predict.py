@@ -208,6 +208,16 @@ def test_predict_prepares_and_extracts_new_images_with_the_recorded_settings(tmp
     with h5py.File(tmp_path / "pred" / "attention.h5") as f:
         a = f[rows[0]["id"]]["attention"][:]
         assert a.sum() == pytest.approx(1, abs=1e-5) and len(a) == len(f[rows[0]["id"]]["coords"][:])
+    from cytofm.data.geojson import read_annotations
+
+    from tests.helpers import qupath_geojson_problems
+
+    qp = tmp_path / "pred" / "geojson" / f"{rows[0]['id']}.geojson"
+    assert qupath_geojson_problems(qp) == []
+    objects = read_annotations(qp, log=lambda m: None)  # each patch a tile, the prediction an annotation
+    tiles = [g for g in objects if g.object_type == "tile"]
+    rest = [(g.classification, g.object_type) for g in objects if g not in tiles]
+    assert len(tiles) == len(a) and rest == [(rows[0]["pred"], "annotation")]
     feats = tmp_path / "pred" / "features" / "features"
     stamps = {p.name: p.stat().st_mtime_ns for p in feats.glob("*.h5")}
     again = runner.invoke(app, ["predict", "--model", str(tmp_path / "run"), "--input", str(new), "--out",

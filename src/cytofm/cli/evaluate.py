@@ -202,17 +202,9 @@ def mil(
 
 def _save_model(cfg, features: Path, out: Path, data, summary: dict) -> None:
     """``model.json`` beside the fold x seed models, and the refit model when asked."""
-    from cytofm.eval.evaluate_store import refit_mil
-    from cytofm.eval.saved_model import mil_record, write_model_json
-    from cytofm.mil.config import MILTrainConfig
-    from cytofm.mil.saved import architecture
+    from cytofm.eval.saved_model import save_mil_run
 
-    refit = refit_mil(data, out, cfg.epochs, cfg.lr, cfg.model) if cfg.refit else None
-    arch = architecture(MILTrainConfig(model=cfg.model), data.bags[0].shape[1], len(data.classes))
-    settings = {"epochs": cfg.epochs, "lr": cfg.lr, "label": cfg.label, "group_column": cfg.group_column,
-                "exclude": list(cfg.exclude)}
-    path = write_model_json(out, mil_record(features, data, summary, arch, settings, cfg.target_sensitivity,
-                                            refit))
+    path, refit = save_mil_run(features, out, data, summary, cfg)
     console.print(f"[green]saved[/green] {len(summary['_members'])} model(s)"
                   + (" and the refit model" if refit else "") + f": {path} (apply with `cytofm predict`)")
 

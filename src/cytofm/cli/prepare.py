@@ -54,11 +54,19 @@ def prepare(
     duplicates: Annotated[str | None, typer.Option(help="Manifest rows naming one file with "
                                                         "different values: refuse (default), "
                                                         "first (keep the first row) or drop.")] = None,
+    roi: Annotated[Path | None, typer.Option(help="Regions drawn in QuPath: a GeoJSON file (one source) or a "
+                                                  "folder of <stem>.geojson files; only patches centred in "
+                                                  "an annotation are kept, and with a folder sources "
+                                                  "without a file are skipped.", show_default=False)] = None,
+    geojson: Annotated[bool, typer.Option("--geojson", help="Also write OUT/geojson/<id>.geojson: the kept "
+                                                            "patches as QuPath tiles (foreground fraction) "
+                                                            "to review in QuPath.")] = False,
 ) -> None:
     """Find cell-bearing foreground and tile images, fields and whole slides into patch coordinates.
 
     Writes OUT/manifest.csv (one row per source with its metadata), OUT/coords/<id>.h5 (level-0 patch
-    coordinates), OUT/skipped.csv (unusable files and why), QA thumbnails in OUT/qa and OUT/config.yaml.
+    coordinates), OUT/skipped.csv (unusable files and why), QA thumbnails in OUT/qa and OUT/config.yaml;
+    with --geojson also OUT/geojson/<id>.geojson for QuPath (File > Import objects).
     Unreadable files are skipped and recorded; the exit status is non-zero only when nothing is usable.
 
     Examples:
@@ -68,6 +76,8 @@ def prepare(
         cytofm prepare manifest.csv --out prepared --target-mpp 0.5 tiling.patch_size=256
 
         cytofm prepare slides/*.svs --out prepared --preset wsi
+
+        cytofm prepare slides/ --out prepared --roi qupath_export/ --geojson
     """
     from cytofm.config.loader import build_config
     from cytofm.data.config import PrepareConfig
@@ -95,6 +105,8 @@ def prepare(
     put("metadata", "preparation", preparation)
     put("metadata", "stain", stain)
     put("metadata", "duplicates", duplicates)
+    put("tiling", "roi", str(roi) if roi is not None else None)
+    put("output", "geojson", geojson)
     put("output", "materialize", materialize)
     put("output", "workers", workers)
     put("output", "qa_thumbnails", qa)

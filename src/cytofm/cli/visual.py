@@ -72,10 +72,13 @@ def heatmap(
                                                   "its ABMIL attention on the sources.")] = None,
     seed: Annotated[int, typer.Option(help="Which seed's out-of-fold "
                                            "attention of the MIL run to paint.")] = default(H, "seed"),
-    boxes: Annotated[Path | None, typer.Option(help="Folder of Pascal VOC XML files named like "
-                                                    "the images: score attention against them.")] = None,
-    box_class: Annotated[str, typer.Option(help="Object class of the boxes "
-                                                "that count (BCCD: WBC).")] = default(H, "box_class"),
+    boxes: Annotated[Path | None, typer.Option(help="Folder of annotations named like the images: "
+                                                    "Pascal VOC <stem>.xml boxes and/or QuPath "
+                                                    "<stem>.geojson regions; score attention "
+                                                    "against them.")] = None,
+    box_class: Annotated[str, typer.Option(help="Object class that counts: the VOC object name "
+                                                "or the QuPath classification "
+                                                "(BCCD: WBC).")] = default(H, "box_class"),
     limit: Annotated[int, typer.Option(help="Draw figures for at most this many "
                                             "images (all annotated ones are scored).")] = default(H, "limit"),
     tiles: Annotated[Tiles, typer.Option(help="auto: fields larger than twice the "
@@ -86,7 +89,9 @@ def heatmap(
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
-    """ViT [CLS] attention maps of images, or ABMIL attention heatmaps of a MIL run, scored against boxes.
+    """ViT [CLS] attention maps of images, or ABMIL attention heatmaps of a MIL run, scored against boxes
+    or QuPath regions; each map is also written as <name>.geojson (a tile per patch with its attention) to
+    import over the image in QuPath.
 
     Examples:
 
@@ -114,7 +119,7 @@ def heatmap(
         info(m)
     boxes = Path(cfg.boxes) if cfg.boxes else None
     if boxes is not None and not boxes.is_dir():
-        fail(f"--boxes {boxes}: not a folder of VOC XML files")
+        fail(f"--boxes {boxes}: not a folder of VOC XML or QuPath GeoJSON files")
     if cfg.mil is not None:
         _mil_heatmaps(cfg, out, boxes, log)
     else:

@@ -44,6 +44,12 @@ class TilingConfig(Section):
     """Images smaller than one patch become one whole instance instead of being skipped."""
     min_side: int = Field(16, ge=1)
     """Images with a side below this are refused as unusable."""
+    roi: str | None = None
+    """Regions of interest drawn in QuPath: a GeoJSON file (one input source) or a folder of
+    ``<stem>.geojson`` / ``<stem>.json`` files (QuPath's export, File > Export objects as GeoJSON). Only
+    patches whose centre lies inside one of its annotations (objectType ``annotation``; detections,
+    cells and tiles do not outline regions) are kept. With a folder, a source without its file is
+    skipped (in ``skipped.csv``): outlined regions mean only those are wanted."""
 
 
 class ResolutionConfig(Section):
@@ -94,6 +100,9 @@ class OutputConfig(Section):
     """Worker processes; 0 = one per CPU core (at most 8)."""
     resume: bool = True
     """Reuse sources already prepared with the same config (and unchanged files)."""
+    geojson: bool = False
+    """Also write ``geojson/<id>.geojson``: each kept patch as a QuPath tile (level-0 pixels) with its
+    foreground fraction, to review the tiling in QuPath (File > Import objects)."""
 
 
 class PrepareConfig(Section):

@@ -7,6 +7,7 @@ Output layout (``OUT``):
                        attributes as CLAM/TRIDENT read them (patch_size, patch_level, ...)
     skipped.csv        path, reason: every file that could not be used, and why
     qa/<id>.jpg        QA thumbnails (kept patches outlined)
+    geojson/<id>.geojson  with ``output.geojson``: the kept patches as QuPath tiles (foreground fraction)
     patches/, shards/  optional materialised patches (image files or webdataset tar shards)
     config.yaml        the fully resolved config
 """
@@ -27,8 +28,16 @@ from PIL import Image
 
 from cytofm import __version__
 from cytofm.config.loader import config_hash, write_config
+from cytofm.data.annotations import points_inside
 from cytofm.data.config import PrepareConfig
 from cytofm.data.foreground import box_fractions, find_foreground
+from cytofm.data.geojson import (
+    GeoJSONError,
+    geojson_for,
+    read_annotations,
+    tile_feature,
+    write_feature_collection,
+)
 from cytofm.data.image_io import ImageReadError
 from cytofm.data.inputs import InputError, Skip, SourceItem, discover
 from cytofm.data.item_ids import ids_in_outputs
@@ -83,10 +92,61 @@ def _cached(h5_path: Path) -> dict:
         return {}
 
 
-def _reusable_row(attrs: dict, chash: str, digest: str, rel: str) -> dict | None:
-    """The earlier row when the same file content was prepared with the same config, else None."""
+@dataclass
+class Roi:
+    """A source's regions of interest (``tiling.roi``): the union of a GeoJSON file's annotations."""
+
+    geometry: object  # shapely, level-0 pixels
+    path: Path
+    digest: str  # of the file: a changed outline re-tiles the source on resume
+
+
+def read_roi(path: Path, log=print) -> Roi | str:
+    """The annotation regions of a QuPath GeoJSON file as one :class:`Roi`, or why there are none."""
+    import shapely
+
+    try:
+        regions = [a.geometry for a in read_annotations(path, log) if a.object_type == "annotation"]
+    except GeoJSONError as e:
+        return str(e)
+    if not regions:
+        return f"ROI file {path} has no annotation with an area (objectType annotation, a polygon)"
+    return Roi(shapely.union_all(regions), path, file_digest(path)[1])
+
+
+def _match_rois(items: list[SourceItem], roi: str | None, skips: list[Skip], log) -> tuple[list, dict]:
+    """Each source's :class:`Roi`: one file for a single source, or ``<stem>.geojson`` in a folder, where a
+    source without its file (or with an unusable one) is skipped: outlined regions mean only those."""
+    if not roi:
+        return items, {}
+    folder = Path(roi)
+    if not folder.exists():
+        raise InputError(f"--roi {roi}: no such file or folder")
+    if not folder.is_dir():
+        if len(items) > 1:
+            raise InputError(f"--roi {roi}: one GeoJSON file outlines one source, but {len(items)} were "
+                             "found; give a folder of <stem>.geojson files (one per source)")
+        r = read_roi(folder, log)
+        if isinstance(r, str):
+            raise InputError(f"--roi: {r}")
+        return items, {it.id: r for it in items}
+    kept, rois = [], {}
+    for it in items:
+        f = geojson_for(folder, it.path)
+        r = read_roi(f, log) if f is not None else (f"no ROI file {Path(it.path).stem}.geojson in {folder} "
+                                                    "(with an ROI folder, sources without one are left out)")
+        if isinstance(r, str):
+            skips.append(Skip(str(it.path), r))
+        else:
+            kept.append(it)
+            rois[it.id] = r
+    return kept, rois
+
+
+def _reusable_row(attrs: dict, chash: str, digest: str, rel: str, roi: Roi | None) -> dict | None:
+    """The earlier row when the same file content was prepared with the same config (and ROI), else None."""
     if (attrs.get("config_hash") != chash or attrs.get("source_sha256") != digest
-            or attrs.get("source_path") != rel):
+            or attrs.get("source_path") != rel or attrs.get("roi_sha256", "") != (roi.digest if roi else "")):
         return None
     try:
         return json.loads(attrs["row"])
@@ -94,10 +154,12 @@ def _reusable_row(attrs: dict, chash: str, digest: str, rel: str) -> dict | None
         return None
 
 
-def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, want_qa: bool) -> dict | Skip:
-    """Find foreground, tile and write ``coords/<id>.h5`` for one source (runs in a worker)."""
+def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, want_qa: bool,
+                   roi: Roi | None = None) -> dict | Skip:
+    """Find foreground, tile and write ``coords/<id>.h5`` for one source (runs in a worker); with ``roi``
+    only patches centred inside it are kept."""
     try:
-        return _prepare_source(item, cfg, out, chash, want_qa)
+        return _prepare_source(item, cfg, out, chash, want_qa, roi)
     except ImageReadError as e:
         return Skip(str(item.path), str(e))
     except MemoryError:
@@ -108,7 +170,7 @@ def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, 
 
 
 def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
-                    want_qa: bool) -> dict | Skip:
+                    want_qa: bool, roi: Roi | None) -> dict | Skip:
     h5_path = out / "coords" / f"{item.id}.h5"
     rel = portable_path(item.path, out)
     old = _cached(h5_path) if h5_path.exists() else {}
@@ -118,13 +180,13 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
     except OSError as e:
         return Skip(str(item.path), f"cannot read file ({e.strerror or e})")
     if cfg.output.resume and old:
-        row = _reusable_row(old, chash, digest, rel)
+        row = _reusable_row(old, chash, digest, rel, roi)
         if row is not None:
             row["_reused"] = True
             return row
     src = open_source(item.path, item.kind, _source_mpp(item, cfg))
     try:
-        tiles = _tile(src, item, cfg)
+        tiles = _tile(src, item, cfg, roi)
         if isinstance(tiles, Skip):
             return tiles
         row = _manifest_row(item, src, tiles, cfg, rel, digest)
@@ -133,11 +195,15 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
             (out / "qa").mkdir(exist_ok=True)
             with atomic_path(out / "qa" / f"{item.id}.jpg") as tmp:
                 im.save(tmp, format="JPEG", quality=85)
+        if cfg.output.geojson:
+            _write_geojson(out / "geojson" / f"{item.id}.geojson", tiles)
         if cfg.output.materialize in ("png", "jpeg"):
             _materialize_files(src, row, tiles.kept, tiles.patch_wh, cfg, out)
         # the coords file is written last: it marks the source as finished (QA and patches included)
         _write_coords(h5_path, item, src, tiles, cfg, row, rel,
-                      {"config_hash": chash, "source_sha256": digest, "source_stat": stat})
+                      {"config_hash": chash, "source_sha256": digest, "source_stat": stat,
+                       "roi_sha256": roi.digest if roi else "",
+                       "roi_path": portable_path(roi.path, out) if roi else ""})
         return row
     finally:
         src.close()
@@ -165,8 +231,9 @@ class _Tiles:
         return self.coords[self.keep]
 
 
-def _tile(src, item: SourceItem, cfg: PrepareConfig) -> _Tiles | Skip:
-    """Foreground and the patch grid of one source, or why it is skipped."""
+def _tile(src, item: SourceItem, cfg: PrepareConfig, roi: Roi | None = None) -> _Tiles | Skip:
+    """Foreground and the patch grid of one source (only patches centred in ``roi`` when given), or why it
+    is skipped."""
     t, fg, target = cfg.tiling, cfg.foreground, cfg.resolution.target
     w, h = src.width, src.height
     if min(w, h) < t.min_side:
@@ -194,6 +261,12 @@ def _tile(src, item: SourceItem, cfg: PrepareConfig) -> _Tiles | Skip:
         what = "the image" if whole else f"all {len(coords)} patches"
         return Skip(str(item.path), f"no foreground: {what} below min_fraction={fg.min_fraction:g} "
                                     f"(image foreground {image_fraction:.3f})")
+    if roi is not None:
+        inside = points_inside(roi.geometry, coords[:, 0] + patch_wh[0] / 2, coords[:, 1] + patch_wh[1] / 2)
+        if not (keep & inside).any():
+            return Skip(str(item.path), f"no foreground patch has its centre inside the ROI "
+                                        f"({roi.path.name}): all {int(keep.sum())} lie outside")
+        keep &= inside
     level = src.best_level(factor) if item.kind == "slide" and factor > 1 else 0
     return _Tiles(target, size0, level, whole, coords, fracs, keep, patch_wh, thumb, scale, mask,
                   image_fraction)
@@ -253,6 +326,13 @@ def _write_coords(h5_path: Path, item: SourceItem, src, tiles: _Tiles, cfg: Prep
             f.attrs["row"] = json.dumps(row)
 
 
+def _write_geojson(path: Path, tiles: _Tiles) -> None:
+    """The kept patches as QuPath tiles with their foreground fraction, to review the tiling in QuPath."""
+    w, h = tiles.patch_wh
+    write_feature_collection(path, [tile_feature(int(x), int(y), w, h, {"Foreground fraction": float(f)})
+                                    for (x, y), f in zip(tiles.kept, tiles.fracs[tiles.keep], strict=True)])
+
+
 def _materialize_files(src, row: dict, kept: np.ndarray, size0, cfg: PrepareConfig, out: Path) -> None:
     ext = "png" if cfg.output.materialize == "png" else "jpg"
     d = out / "patches" / row["id"]
@@ -295,11 +375,12 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
               ["path", "id", "shared_name"])
     for n in notes:
         log(f"note: {n}")
+    items, rois = _match_rois(items, cfg.tiling.roi, skips, log)
     for s in skips:
         log(f"skipped: {s.path}: {s.reason}")
     write_config(cfg, out / "config.yaml", command)
     t0 = time.perf_counter()
-    results, mp = _prepare_all(items, cfg, out, config_hash(cfg), progress, log)
+    results, mp = _prepare_all(items, cfg, out, config_hash(cfg), progress, log, rois)
     rows = [r for r in results if isinstance(r, dict)]
     skips += [r for r in results if isinstance(r, Skip)]
     reused = sum(1 for r in rows if r.pop("_reused", False))
@@ -331,9 +412,11 @@ def _write_summary(out: Path, result: PrepareResult, mp: float) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def _prepare_all(items: list, cfg: PrepareConfig, out: Path, chash: str, progress, log) -> tuple[list, float]:
+def _prepare_all(items: list, cfg: PrepareConfig, out: Path, chash: str, progress, log,
+                 rois: dict | None = None) -> tuple[list, float]:
     """Every source prepared, in worker processes when there are several; results in input order, and
-    the megapixels read."""
+    the megapixels read. ``rois``: each source's :class:`Roi` by id."""
+    rois = rois or {}
     qa_idx = _qa_selection(len(items), cfg.output.qa_thumbnails)
     workers = cfg.output.workers or min(os.cpu_count() or 1, 8)
     workers = max(1, min(workers, len(items) or 1))
@@ -355,12 +438,12 @@ def _prepare_all(items: list, cfg: PrepareConfig, out: Path, chash: str, progres
     with task:
         if workers == 1:
             for i, it in enumerate(items):
-                _done(i, prepare_source(it, cfg, out, chash, i in qa_idx))
+                _done(i, prepare_source(it, cfg, out, chash, i in qa_idx, rois.get(it.id)))
         else:
             method = worker_start_method()
             ctx = multiprocessing.get_context(method) if method else None
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx): i
+                futs = {pool.submit(prepare_source, it, cfg, out, chash, i in qa_idx, rois.get(it.id)): i
                         for i, it in enumerate(items)}
                 for fut in as_completed(futs):
                     _done(futs[fut], fut.result())

@@ -152,3 +152,18 @@ def select_method(rec: dict, method: str | None) -> dict:
         raise ModelFolderError(f"this probe run saved {', '.join(rec['methods'])}, not '{method}'")
     return {**rec, **{k: rec["methods"][method][k] for k in ("members", "refit", "operating_point")},
             "default_method": method}
+
+
+def save_mil_run(store: Path, out: Path, data, summary: dict, cfg) -> tuple[Path, dict | None]:
+    """``model.json`` of a ``cytofm mil`` run (``cfg``: its ``MilConfig``) beside the fold x seed models it
+    saved, and the refit model when ``cfg.refit``."""
+    from cytofm.eval.evaluate_store import refit_mil
+    from cytofm.mil.config import MILTrainConfig
+    from cytofm.mil.saved import architecture
+
+    refit = refit_mil(data, out, cfg.epochs, cfg.lr, cfg.model) if cfg.refit else None
+    arch = architecture(MILTrainConfig(model=cfg.model), data.bags[0].shape[1], len(data.classes))
+    settings = {"epochs": cfg.epochs, "lr": cfg.lr, "label": cfg.label, "group_column": cfg.group_column,
+                "exclude": list(cfg.exclude)}
+    return write_model_json(out, mil_record(store, data, summary, arch, settings, cfg.target_sensitivity,
+                                            refit)), refit

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = 6
+STAGES = 7
 FRESH = "demo_fresh.safetensors"
 """The fresh encoder's export: tables name it ``cytofm:demo_fresh.safetensors``."""
 PLAN = "plan.json"
@@ -68,7 +68,7 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
              full: bool = False, budget_minutes: float | None = None) -> DemoResult:
     """``iterations``/``minutes`` None: sized by :mod:`cytofm.pipeline.demo_plan` to the budget on the
     machine it runs on (``full``: the whole sample and schedule, however long it takes)."""
-    from cytofm.pipeline.demo_plan import BUDGET_S
+    from cytofm.pipeline.demo_plan import BUDGET_S, held_out_fields
     from cytofm.viz.report import build_report
 
     demo = _Demo(Path(out).resolve(), demo_data_dir(), progress, log, stage, full,
@@ -81,15 +81,19 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
     demo.say(f"3/{STAGES} benchmark: shipped cytofm, fresh, random init, handcrafted; red-cell morphology "
              "(probes) and white-cell type (ABMIL, attention vs boxes)")
     bench = demo.benchmark(fresh)
-    demo.say(f"4/{STAGES} ViT [CLS] attention maps of the shipped encoder on {demo.plan.maps} "
+    demo.say(f"4/{STAGES} train once, apply: the white-cell model (shipped encoder, ABMIL) saved, then "
+             f"applied with `predict` to {held_out_fields(demo.plan.fields)} BCCD fields it was not "
+             "trained on")
+    predicted = demo.apply_model(bench)
+    demo.say(f"5/{STAGES} ViT [CLS] attention maps of the shipped encoder on {demo.plan.maps} "
              "annotated fields")
     demo.attention_maps()
-    demo.say(f"5/{STAGES} UMAP of the embeddings (cells by morphology, fields by white-cell type)")
+    demo.say(f"6/{STAGES} UMAP of the embeddings (cells by morphology, fields by white-cell type)")
     umaps(bench, demo.out / "umap", log)
-    demo.say(f"6/{STAGES} report")
+    demo.say(f"7/{STAGES} report")
     summary_md = bench / "summary.md"
     summary = ([ln[2:] for ln in summary_md.read_text().splitlines() if ln.startswith("- ")]
-               if summary_md.is_file() else [])
+               if summary_md.is_file() else []) + predicted
     report = build_report(demo.out, title="cytofm demo: red-cell morphology and white-cell type "
                                           "on unseen blood smears")
     took = demo.elapsed()
@@ -218,6 +222,51 @@ class _Demo:
         write_config(bcfg, bench / "config.yaml")
         run_benchmark(bcfg, self.root, bench, self.progress, log=self.log)
         return bench
+
+    def apply_model(self, bench: Path) -> list[str]:
+        """The white-cell model as a lab keeps it: ABMIL on the shipped encoder's bags of the task's fields,
+        saved with ``model.json``; then ``predict`` on the BCCD fields of the sample that no model was
+        trained on (the demo-pretraining fields: unseen by the shipped encoder, unlabelled)."""
+        from cytofm.eval.config import MilConfig
+        from cytofm.eval.evaluate_store import evaluate_mil, prepare_eval
+        from cytofm.eval.saved_model import read_model_json, save_mil_run
+        from cytofm.pipeline.demo_plan import held_out_fields
+        from cytofm.pipeline.predict import run_predict
+        from cytofm.utils.io import write_csv
+
+        stores = [m.parent for m in sorted((bench / "cache").glob("*/cytofm/manifest.csv"))
+                  if "wbc_type" in m.read_text().split("\n", 1)[0]]
+        if not stores:
+            self.log("no white-cell store of the shipped encoder in the benchmark cache: nothing to apply")
+            return []
+        cfg = MilConfig(features=str(stores[0]), label="wbc_type", folds=5, seeds=[0], epochs=40)
+        run = self.out / "white_cell_model"
+        if (run / "model.json").is_file():  # a re-run: the model of the first run
+            n_models = len(read_model_json(run)["members"])
+            self.log(f"the white-cell model of the first run in {run}, reused")
+        else:
+            data, splits = prepare_eval(stores[0], cfg.label, folds=cfg.folds, seeds=cfg.seeds, log=self.log,
+                                        warn=self.log)
+            summary = evaluate_mil(data, splits, run, cfg.epochs, cfg.lr, model=cfg.model, save_models=True)
+            save_mil_run(stores[0], run, data, summary, cfg)
+            n_models = len(summary["_members"])
+        with open(self.root / "bccd" / "pretrain.csv", newline="") as f:
+            fields = list(csv.DictReader(f))[: held_out_fields(self.plan.fields)]
+        new = self.out / "plan" / "bccd" / "new_fields.csv"
+        write_csv(new, [{"image": str(self.root / "bccd" / r["image"])} for r in fields], ["image"])
+        res = run_predict(run, new, self.out / "predict",
+                          heatmaps=6, progress=self.progress, log=self.log)
+        counts: dict[str, int] = {}
+        with open(self.out / "predict" / "predictions.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                counts[r["pred"]] = counts.get(r["pred"], 0) + 1
+        found = ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
+        applied = res.seconds["apply"] + res.seconds["heatmaps"]
+        line = (f"predict: the saved white-cell model ({n_models} fold models) on {res.n_items} new fields: "
+                f"{found}; apply and heatmaps took {applied:.1f} s, the extraction "
+                f"{res.seconds['extract']:.1f} s")
+        self.log(line)
+        return [line]
 
     def attention_maps(self) -> None:
         """[CLS] attention of the shipped encoder on fields spread over the BCCD manifest, scored on the

@@ -59,6 +59,7 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     write_csv(out / "specimens.csv", specimen_rows(table, rec["classes"]))
     if attention is not None:
         _write_attention(out / "attention.h5", rows, attention)
+        _write_geojson(out / "geojson", rows, attention, table, rec["classes"])
     metrics, lines = _summary(rec, table, include_seen, out, len(members))
     seconds["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -188,10 +189,10 @@ def leakage_flags(rec: dict, rows: list[dict]) -> list[dict]:
     if record_path is not None:
         from cytofm.data.pretraining_record import read_record
 
-        paths = [r.get("path", "") for r in rows]
-        ok = [k for k, p in enumerate(paths) if p and Path(p).is_file()]
-        if ok:
-            seen[ok] = seen_in_pretraining([hash_image(paths[k]) for k in ok], read_record(record_path))
+        hashes = {k: h for k, r in enumerate(rows) if (h := _image_hash(r.get("path", ""),
+                                                                        hash_image)) is not None}
+        if hashes:
+            seen[list(hashes)] = seen_in_pretraining(list(hashes.values()), read_record(record_path))
     flags = []
     for k, r in enumerate(rows):
         sha = str((item_attrs(r["h5"]) or {}).get("source_sha256", ""))
@@ -199,6 +200,21 @@ def leakage_flags(rec: dict, rows: list[dict]) -> list[dict]:
                       "specimen_trained_on": bool(group and r.get(group) and r[group] in specimens),
                       "seen_in_pretraining": bool(seen[k])})
     return flags
+
+
+def _image_hash(path: str, hash_image):
+    """The hashes the pretraining guard compares (content and pHash) of an image source, or None: a whole
+    slide is not an image of a pretraining pool (pools hold fields and patches), and an image above the
+    memory budget is not decoded whole just to hash it."""
+    from cytofm.data.image_io import ImageReadError
+    from cytofm.data.source import is_slide_file
+
+    if not path or not Path(path).is_file() or is_slide_file(path):
+        return None
+    try:
+        return hash_image(path)
+    except (ImageReadError, OSError):
+        return None
 
 
 def specimen_rows(table: list[dict], classes: list[str]) -> list[dict]:
@@ -227,6 +243,21 @@ def _write_attention(path: Path, rows: list[dict], attention: list[np.ndarray]) 
             g = f.create_group(r["id"])
             g.create_dataset("attention", data=np.asarray(a, np.float32))
             g.create_dataset("coords", data=read_item(r["h5"])[1])
+
+
+def _write_geojson(folder: Path, rows: list[dict], attention: list[np.ndarray], table: list[dict],
+                   classes: list[str]) -> None:
+    """``<id>.geojson`` per item for review in QuPath: each instance a tile with its attention, and the
+    item's prediction as an annotation with every class's probability."""
+    from cytofm.viz.heatmaps import attention_geojson
+
+    for r, a, t in zip(rows, attention, table, strict=True):
+        coords = read_item(r["h5"])[1]
+        attrs = item_attrs(r["h5"]) or {}
+        size0 = int(attrs.get("patch_size_level0") or attrs.get("patch_size") or 0)
+        if size0 and len(coords):
+            attention_geojson(coords, size0, a, folder / f"{r['id']}.geojson",
+                              prediction=(t["pred"], {c: t[f"p_{c}"] for c in classes}))
 
 
 def _summary(rec: dict, table: list[dict], include_seen: bool, out: Path, n_models: int) -> tuple:

@@ -3,12 +3,18 @@
 
 Both are computed for patch-level MIL attention (each patch's weight spread evenly over its pixels) and for
 pixel maps. Each score comes with its chance level, the same score for uniform attention over the same
-patches, because a large object gets a high mass from any map.
+patches, because a large object gets a high mass from any map. The object is a union of VOC boxes or of
+QuPath polygons: boxes through a pixel mask as always, polygons by their own area (patch-polygon
+intersections, point in polygon), since a level-0 mask of a whole slide would not fit in memory.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from cytofm.data.annotations import is_box, points_inside, region_union, regions_mask
 
 
 def boxes_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
@@ -18,6 +24,44 @@ def boxes_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
         x0, y0, x1, y1 = (int(round(float(v))) for v in b)
         m[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
     return m
+
+
+@dataclass(frozen=True)
+class RegionTarget:
+    """Annotated polygons (one shapely geometry, level-0 pixels) over an image of ``shape`` (H, W)."""
+
+    region: object
+    shape: tuple[int, int]
+
+
+def localisation_target(regions, shape: tuple[int, int]) -> np.ndarray | RegionTarget:
+    """What :func:`patch_scores` scores against: the boxes' mask when every region is a box (the VOC
+    scores as they always were), else the regions as one geometry."""
+    if all(is_box(r) for r in regions):
+        return boxes_mask(regions, shape)
+    return RegionTarget(region_union(regions), tuple(shape))
+
+
+def pixel_target(regions, shape: tuple[int, int]) -> np.ndarray:
+    """The regions as a pixel mask for :func:`map_scores` (polygons by pixel centre)."""
+    return regions_mask(regions, shape)
+
+
+def _region_fraction(target: RegionTarget, coords: np.ndarray, size: int) -> np.ndarray:
+    """Share of each patch's area (clipped to the image) inside the polygons, by exact intersection."""
+    import shapely
+
+    h, w = target.shape
+    c = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    x0, y0 = np.maximum(c[:, 0], 0), np.maximum(c[:, 1], 0)
+    x1, y1 = np.minimum(c[:, 0] + size, w), np.minimum(c[:, 1] + size, h)
+    ok = (x1 > x0) & (y1 > y0)
+    out = np.zeros(len(c))
+    if ok.any() and not target.region.is_empty:
+        boxes = shapely.box(x0[ok], y0[ok], x1[ok], y1[ok])
+        inside = shapely.area(shapely.intersection(boxes, target.region))
+        out[ok] = inside / ((x1 - x0) * (y1 - y0))[ok]
+    return out
 
 
 def _inside_fraction(mask: np.ndarray, coords: np.ndarray, size: int) -> np.ndarray:
@@ -35,7 +79,8 @@ def _inside_fraction(mask: np.ndarray, coords: np.ndarray, size: int) -> np.ndar
 
 
 def patch_scores(weights, coords, size: int, mask: np.ndarray) -> dict:
-    """Localisation of patch attention ``weights`` (summing to 1) at ``coords`` against ``mask``.
+    """Localisation of patch attention ``weights`` (summing to 1) at ``coords`` against ``mask`` (a boolean
+    (H, W) mask or a :class:`RegionTarget`; see :func:`localisation_target`).
 
     ``mass``: sum of weights x the share of each patch on the object; ``hit``: the top patch's centre lies
     on the object; ``chance_mass`` / ``chance_hit``: the same for equal weights (the expected hit of a
@@ -45,11 +90,15 @@ def patch_scores(weights, coords, size: int, mask: np.ndarray) -> dict:
     if w.sum() <= 0:
         raise ValueError("attention weights sum to zero")
     w = w / w.sum()
-    frac = _inside_fraction(mask, coords, size)
     c = np.asarray(coords, dtype=np.int64)
     cy = np.clip(c[:, 1] + size // 2, 0, mask.shape[0] - 1)
     cx = np.clip(c[:, 0] + size // 2, 0, mask.shape[1] - 1)
-    centre_in = mask[cy, cx]
+    if isinstance(mask, RegionTarget):  # the centre pixel's centre, as a mask would sample it
+        frac = _region_fraction(mask, coords, size)
+        centre_in = points_inside(mask.region, cx + 0.5, cy + 0.5)
+    else:
+        frac = _inside_fraction(mask, coords, size)
+        centre_in = mask[cy, cx]
     return {"mass": float((w * frac).sum()), "hit": bool(centre_in[int(np.argmax(w))]),
             "chance_mass": float(frac.mean()), "chance_hit": float(centre_in.mean())}
 
