@@ -12,8 +12,8 @@ pyramidal TIFF slide of ``--slide-side`` px at 0.5 um/px (JPEG tiles, written by
 in memory, read through OpenSlide; 1 heatmap; ``--slide-side 0`` or no OpenSlide: skipped). The slide is
 tiled at native resolution, as the model's prepare settings (no resolution target) say.
 
-Per input: the stage times `run_predict` reports, the GeoJSON share of the heatmaps (timed around
-``attention_geojson``), the extract rate in instances/s (so ratios compare across machines), the ratio
+Per input: the stage times `run_predict` reports, the GeoJSON share of the apply stage (every item's
+``geojson/<id>.geojson``, timed around ``attention_geojson``), the extract rate in instances/s (so ratios compare across machines), the ratio
 (apply + heatmaps) / extract, and the peak resident memory of this process in each stage (sampled every
 20 ms; prepare's worker processes are not counted).
 """
@@ -177,7 +177,7 @@ def predict(model: Path, source: Path, out: Path, heatmaps: int, st: Stages) -> 
     ba = (r.metrics or {}).get("balanced_accuracy", {}).get("value")
     return {"items": r.n_items, "instances": sum(int(x["n_instances"]) for x in rows), "sec": r.seconds,
             "geojson": st.geojson, "peak": dict(st.peak), "ba": ba,
-            "n_geojson": len(list((out / "heatmaps").glob("*.geojson"))),
+            "n_geojson": len(list((out / "geojson").glob("*.geojson"))),
             "warnings": [n for n in notes if "warn" in n.lower() or "skipped" in n.lower()]}
 
 
@@ -204,7 +204,7 @@ def main() -> None:
     st = Stages()
     st.wrap(prep_mod, "run_prepare", "prepare")
     st.wrap(ext_mod, "run_extract", "extract", after="apply")
-    st.wrap(heat_mod, "mil_heatmaps", "heatmaps")
+    st.wrap(heat_mod, "attention_preview_png", "heatmaps")
     has_geojson = st.wrap(heat_mod, "attention_geojson", None, timed=True)
 
     root = a.keep or Path(tempfile.mkdtemp(prefix="predict_bench_"))
@@ -274,7 +274,7 @@ def report(results: list, has_geojson: bool) -> None:
 
             print(f"  note: {display_text(w)[:200]}")
     print(f"(a+h)/e = (apply + heatmaps) / extract, target <= {TARGET:.0%}; apply = store check, model, "
-          "leakage flags (source hashes), tables, attention.h5; (geojson) is part of heatmaps"
+          "leakage flags (source hashes), tables, attention.h5, every item's GeoJSON (the (geojson) column)"
           + ("" if has_geojson else " (this tree writes none)"))
 
 

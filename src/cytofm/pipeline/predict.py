@@ -64,10 +64,7 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     seconds["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if heatmaps and attention is not None:
-        from cytofm.viz.heatmaps import mil_heatmaps
-
-        mil_heatmaps(store, {r["id"]: a for r, a in zip(rows, attention, strict=True)}, out / "heatmaps",
-                     limit=heatmaps, title="ABMIL attention (predicted)", log=log)
+        _previews(rows, attention, out / "heatmaps", heatmaps, log)
     seconds["heatmaps"] = time.perf_counter() - t0
     flagged = sum(1 for r in table if r["excluded"])
     return PredictResult(out, len(table), flagged, metrics, lines, seconds)
@@ -243,6 +240,20 @@ def _write_attention(path: Path, rows: list[dict], attention: list[np.ndarray]) 
             g = f.create_group(r["id"])
             g.create_dataset("attention", data=np.asarray(a, np.float32))
             g.create_dataset("coords", data=read_item(r["h5"])[1])
+
+
+def _previews(rows: list[dict], attention: list[np.ndarray], folder: Path, limit: int, log) -> None:
+    """Attention over the sources of ``limit`` items spread over the input (the GeoJSON has every item)."""
+    from cytofm.viz.heatmaps import attention_preview_png
+
+    picks = sorted(set(np.linspace(0, len(rows) - 1, min(limit, len(rows))).round().astype(int).tolist()))
+    for k in picks:
+        r = rows[k]
+        attrs = item_attrs(r["h5"]) or {}
+        size0 = int(attrs.get("patch_size_level0") or attrs.get("patch_size") or 0)
+        if r.get("path"):
+            attention_preview_png(r["path"], read_item(r["h5"])[1], size0, attention[k],
+                                  folder / f"{r['id']}_attention.png", log=log)
 
 
 def _write_geojson(folder: Path, rows: list[dict], attention: list[np.ndarray], table: list[dict],

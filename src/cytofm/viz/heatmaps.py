@@ -100,6 +100,27 @@ def _thumbnail(path: str, max_side: int, item: str, log):
     return rgb, scale, shape0
 
 
+def attention_preview_png(source: str, coords, size0: int, attention, path: str | Path,
+                          max_side: int = 768, log=print) -> Path | None:
+    """An item's attention over a thumbnail of its source, as a plain PNG (no figure, title or colour bar):
+    what ``cytofm predict`` draws for new items, where a matplotlib figure per item would cost more than
+    extracting the item. None (logged) when the source cannot be read."""
+    from PIL import Image
+
+    from cytofm.viz.figures import compose_overlay, paint_patches
+
+    view = _thumbnail(source, max_side, Path(path).stem, log)
+    if view is None or not size0:
+        return None
+    rgb, scale, _ = view
+    c = np.round(np.asarray(coords) * scale).astype(np.int64)
+    heat = paint_patches(rgb.shape[:2], c, max(1, int(round(size0 * scale))), np.asarray(attention, float))
+    out = (np.clip(compose_overlay(rgb, heat), 0, 1) * 255).round().astype(np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(out).save(path, compress_level=1)
+    return Path(path)
+
+
 def _draw_mil(rgb, scale: float, coords, size0: int, a: np.ndarray, boxes, r: dict | None, title: str,
               name: str, stem: Path, smooth: bool) -> None:
     """One item's heatmap (the boxes or regions outlined, its scores in the subtitle) and gallery."""
