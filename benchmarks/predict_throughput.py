@@ -13,9 +13,9 @@ in memory, read through OpenSlide; 1 heatmap; ``--slide-side 0`` or no OpenSlide
 tiled at native resolution, as the model's prepare settings (no resolution target) say.
 
 Per input: the stage times `run_predict` reports, the GeoJSON share of the apply stage (every item's
-``geojson/<id>.geojson``, timed around ``attention_geojson``), the extract rate in instances/s (so ratios compare across machines), the ratio
-(apply + heatmaps) / extract, and the peak resident memory of this process in each stage (sampled every
-20 ms; prepare's worker processes are not counted).
+``geojson/<id>.geojson``, timed around ``attention_geojson``), the extract rate in instances/s (so ratios
+compare across machines), the ratio (apply + heatmaps) / extract, and the peak resident memory of this
+process in each stage (sampled every 20 ms; prepare's worker processes are not counted).
 """
 
 from __future__ import annotations

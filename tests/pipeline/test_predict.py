@@ -289,3 +289,27 @@ def test_an_image_in_the_encoders_pretraining_record_is_flagged(trained, tmp_pat
     r = run_predict(root / "run", new, tmp_path / "out", heatmaps=0, log=lambda m: None)
     flags = [row["seen_in_pretraining"] for row in _rows(tmp_path / "out" / "predictions.csv")]
     assert flags == ["True", "True", "False", "False"] and r.n_flagged == 2
+
+
+def test_the_training_store_is_flagged_when_the_encoder_has_a_pretraining_record(trained, tmp_path,
+                                                                                  monkeypatch):
+    """Both checks at once: the pretraining guard's hashes must not replace the training items' hashes."""
+    from cytofm.data.pretraining_record import write_record
+    from cytofm.eval import pretraining_guard
+
+    root, store = trained
+    record = write_record([{"dataset": "x", "relpath": "a.png", "sha256": "0" * 64, "phash": "0" * 16}],
+                          tmp_path / "record.csv.gz")
+    monkeypatch.setattr(pretraining_guard, "pretraining_record_for", lambda spec: record)
+    r = run_predict(root / "run", store, tmp_path / "out", heatmaps=0, log=lambda m: None)
+    assert r.n_flagged == 90
+
+
+def test_a_store_of_another_readout_is_refused(trained, tmp_path):
+    root, _ = trained
+    bags, y = _bags(4, 9)
+    other = _store(tmp_path / "other", bags, y, "o")
+    meta = json.loads((other / "store.json").read_text())
+    (other / "store.json").write_text(json.dumps({**meta, "encoder_spec": "handcrafted#pool=mean"}))
+    with pytest.raises(ModelFolderError, match="readout: 'mean' in the store, 'cls' in the model"):
+        run_predict(root / "run", other, tmp_path / "out", heatmaps=0, log=lambda m: None)

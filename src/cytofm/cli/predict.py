@@ -52,7 +52,7 @@ def predict(
         fail(f"--input {input}: no such file or folder")
     with torchrun_group(device), make_progress() as progress:
         r = run_predict(model, input, out, getattr(use, "value", use), include_seen, heatmaps,
-                        progress=progress, log=info, method=method)
+                        progress=progress, log=info, method=method, device=device)
     if r is None:  # another process of a torchrun: its share is extracted, rank 0 applies the model
         return
     for line in r.lines:

@@ -51,7 +51,7 @@ def knn_probe(xtr, ytr, xte, n_classes: int, k: int = 20, fitted: list | None = 
                                                            weights="distance"))
     clf.fit(xtr, ytr)
     if fitted is not None:
-        fitted.append({"est": clf, "train": np.asarray(xtr, np.float64), "labels": np.asarray(ytr, np.int64)})
+        fitted.append({"est": clf, "train": np.asarray(xtr), "labels": np.asarray(ytr, np.int64)})
     p = clf.predict_proba(xte)
     out = np.zeros((len(xte), n_classes))
     out[:, clf.classes_] = p

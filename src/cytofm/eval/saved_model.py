@@ -39,9 +39,9 @@ def features_record(store: Path) -> dict:
     p = store / STORE_FILE
     extract = _yaml(store / "config.yaml")
     # a prepared input, or the folder extract prepared itself from plain images
-    prepared = [d for d in (Path(str(extract.get("input", ""))), store / "prepared")
-                if str(d) not in ("",
-                                  ".") and (d / "manifest.csv").is_file() and (d / "config.yaml").is_file()]
+    given = Path(str(extract.get("input", "")))  # as typed: relative to where extract ran, often the store's
+    candidates = ((given, store.parent / given) if str(given) not in ("", ".") else ()) + (store / "prepared",)
+    prepared = [d for d in candidates if (d / "manifest.csv").is_file() and (d / "config.yaml").is_file()]
     prepare = _yaml(prepared[0] / "config.yaml") if prepared else {}
     return {"store": json.loads(p.read_text()) if p.is_file() else _identity_from_items(store),
             "extract": extract,
@@ -110,8 +110,13 @@ def _operating_point(classes: list[str], summary: dict, target: float) -> dict |
     if len(classes) != 2:
         return None
     oof = summary["_oof"]
-    return {"positive_class": classes[1], **threshold_for_sensitivity(oof["y"] == 1, oof["proba"][:, 1],
-                                                                      target)}
+    try:
+        op = threshold_for_sensitivity(oof["y"] == 1, oof["proba"][:, 1], target)
+    except ValueError as e:  # e.g. a fixed split whose test part holds one class
+        return {"positive_class": classes[1], "threshold": None, "note": str(e)}
+    return {"positive_class": classes[1], **op,
+            "note": "chosen on the out-of-fold probabilities (mean over seeds); applied to the ensemble mean "
+                    "or the refit model, whose sensitivity at it is not guaranteed"}
 
 
 def _common(store: Path, data, settings: dict, dim: int) -> dict:

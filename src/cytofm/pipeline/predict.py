@@ -10,6 +10,7 @@ and left out of the metrics unless asked: a number on seen cases measures memory
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ class PredictResult:
 
 def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", include_seen: bool = False,
                 heatmaps: int = 12, progress=None, log=print,
-                method: str | None = None) -> PredictResult | None:
+                method: str | None = None, device: str = "auto") -> PredictResult | None:
     """Predict every item of ``input`` into ``out``. Under torchrun the extraction is shared across the
     processes as ``extract`` shares it; rank 0 applies the model (None elsewhere)."""
     import torch.distributed as dist
@@ -45,7 +46,8 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     members = _members(rec, use)
     out.mkdir(parents=True, exist_ok=True)
     seconds = {"prepare": 0.0, "extract": 0.0}
-    store = input if (input / STORE_FILE).is_file() else _embed(rec, input, out, progress, log, seconds)
+    store = input if (input / STORE_FILE).is_file() else _embed(rec, input, out, progress, log, seconds,
+                                                                device)
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return None
     t0 = time.perf_counter()
@@ -63,7 +65,7 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     metrics, lines = _summary(rec, table, include_seen, out, len(members))
     seconds["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if heatmaps and attention is not None:
+    if heatmaps > 0 and attention is not None:
         _previews(rows, attention, out / "heatmaps", heatmaps, log)
     seconds["heatmaps"] = time.perf_counter() - t0
     flagged = sum(1 for r in table if r["excluded"])
@@ -89,13 +91,23 @@ def check_store(rec: dict, store: Path) -> None:
         raise ModelFolderError(f"{store}: no {STORE_FILE}; extract the features with this cytofm version")
     diff = [f"{k}: {have.get(k)!r} in the store, {want[k]!r} in the model" for k in IDENTITY_KEYS
             if str(have.get(k)) != str(want[k])]
+    spec_here = json.loads((store / STORE_FILE).read_text()).get("encoder_spec", "")
+    spec_model = rec["features"]["store"].get("encoder_spec", "")
+    if _readout(spec_here) != _readout(spec_model):  # cls and mean readouts have the same size
+        diff.append(f"readout: {_readout(spec_here)!r} in the store, {_readout(spec_model)!r} in the model")
     if diff:
         raise ModelFolderError(f"{store} holds features the model was not trained on ({'; '.join(diff)}); "
                                "give the images instead, and predict extracts them with the model's encoder")
 
 
-def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict) -> Path:
+def _readout(spec: str) -> str:
+    return spec.partition("#pool=")[2] or "cls"
+
+
+def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict, device: str = "auto") -> Path:
     """Prepare (tiles mode) and extract ``input`` with the recorded settings and encoder into ``out``."""
+    import torch.distributed as dist
+
     from cytofm.config.loader import build_config
     from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
@@ -106,6 +118,9 @@ def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict) -> P
 
     feats = rec["features"]
     ident = feats["store"]
+    if not ident.get("encoder_spec"):
+        raise ModelFolderError("the model records no encoder (its features came from a store without "
+                               "store.json): give a feature store of the same encoder as --input")
     enc = create_encoder(ident["encoder_spec"])
     if enc.weights_hash != ident["weights_hash"]:
         raise ModelFolderError(f"encoder {ident['encoder_spec']} here has weights {enc.weights_hash}, the "
@@ -113,13 +128,22 @@ def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict) -> P
                                "spec to the same weights file")
     source, t0 = input, time.perf_counter()
     if ident["mode"] == "tiles" and not is_prepared_dir(input):
-        pcfg = build_config(PrepareConfig, values=feats.get("prepare") or {})
-        source = run_prepare([str(input)], out / "prepared", pcfg, progress=progress, log=log).out
+        if not feats.get("prepare"):
+            raise ModelFolderError("the model records no prepare settings (the prepared folder its features "
+                                   "came from was not found when it was saved): prepare the input with them "
+                                   "and give the prepared folder as --input")
+        pcfg = build_config(PrepareConfig, values=feats["prepare"])
+        distributed = dist.is_available() and dist.is_initialized()
+        if not distributed or dist.get_rank() == 0:  # one process prepares, the others wait for it
+            run_prepare([str(input)], out / "prepared", pcfg, progress=progress, log=log)
+        if distributed:
+            dist.barrier()
+        source = out / "prepared"
     seconds["prepare"], t0 = time.perf_counter() - t0, time.perf_counter()
     extract = feats.get("extract") or {}
     cfg = ExtractConfig(input=str(source), mode=ident["mode"], out=str(out / "features"),
                         tta=bool(ident["tta"]), batch_size=int(extract.get("batch_size", 64)),
-                        workers=int(extract.get("workers", 1)))
+                        workers=int(extract.get("workers", 1)), device=device)
     run_extract(enc, cfg, progress=progress, log=log)
     seconds["extract"] = time.perf_counter() - t0
     return out / "features"
@@ -135,6 +159,8 @@ def _apply(model_dir: Path, rec: dict, members: list[dict], rows: list[dict]):
     bags = []
     for r in rows:
         f, _, _ = read_item(r["h5"])
+        if len(f) == 0:
+            raise ModelFolderError(f"{r['h5']}: item {r['id']} has no instance to predict from")
         if f.shape[1] != rec["feature_dim"]:
             raise ModelFolderError(f"{r['h5']}: features of size {f.shape[1]}, the model takes "
                                    f"{rec['feature_dim']}")
@@ -162,7 +188,7 @@ def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray, store: Path
         row.update({f"p_{c}": round(float(v), 5) for c, v in zip(classes, mean[k], strict=True)})
         row.update({f"sd_{c}": round(float(v), 5) for c, v in zip(classes, sd[k], strict=True)})
         row["pred"] = classes[int(mean[k].argmax())]
-        if op:
+        if op and op.get("threshold") is not None:
             row["pred_at_threshold"] = op["positive_class"] if mean[k][1] >= op["threshold"] else classes[0]
         truth = r.get(label, "").strip() if label else ""
         row["label"], row["correct"] = truth, (truth == row["pred"]) if truth else ""
@@ -186,10 +212,10 @@ def leakage_flags(rec: dict, rows: list[dict]) -> list[dict]:
     if record_path is not None:
         from cytofm.data.pretraining_record import read_record
 
-        hashes = {k: h for k, r in enumerate(rows) if (h := _image_hash(r.get("path", ""),
+        images = {k: h for k, r in enumerate(rows) if (h := _image_hash(r.get("path", ""),
                                                                         hash_image)) is not None}
-        if hashes:
-            seen[list(hashes)] = seen_in_pretraining(list(hashes.values()), read_record(record_path))
+        if images:
+            seen[list(images)] = seen_in_pretraining(list(images.values()), read_record(record_path))
     flags = []
     for k, r in enumerate(rows):
         sha = str((item_attrs(r["h5"]) or {}).get("source_sha256", ""))
@@ -282,6 +308,10 @@ def _summary(rec: dict, table: list[dict], include_seen: bool, out: Path, n_mode
              f"(trained on, same specimen, or in the encoder's pretraining)"
              + ("" if not flagged else
                 (", included in the metrics" if include_seen else ", left out of the metrics"))]
+    group = rec["training"].get("group_column")
+    if group and not any(r["specimen"] for r in table):
+        lines.append(f"specimen leakage not checked: the input has no '{group}' column (the model's "
+                     "training specimens are in model.json)")
     scored = [r for r in table if r["label"] in classes and (include_seen or not r["excluded"])]
     metrics = None
     if scored:
