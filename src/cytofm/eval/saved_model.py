@@ -40,7 +40,8 @@ def features_record(store: Path) -> dict:
     extract = _yaml(store / "config.yaml")
     # a prepared input, or the folder extract prepared itself from plain images
     given = Path(str(extract.get("input", "")))  # as typed: relative to where extract ran, often the store's
-    candidates = ((given, store.parent / given) if str(given) not in ("", ".") else ()) + (store / "prepared",)
+    candidates = (given, store.parent / given) if str(given) not in ("", ".") else ()
+    candidates += (store / "prepared",)
     prepared = [d for d in candidates if (d / "manifest.csv").is_file() and (d / "config.yaml").is_file()]
     prepare = _yaml(prepared[0] / "config.yaml") if prepared else {}
     return {"store": json.loads(p.read_text()) if p.is_file() else _identity_from_items(store),
