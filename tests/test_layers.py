@@ -21,19 +21,23 @@ def _module(path: Path, pkg: Path = PKG) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_names(tree: ast.AST, relative: bool = False):
+    """(node, names it imports): a module and each ``module.name`` of a from-import; relative from-imports
+    only with ``relative`` (their names are then as written, without the package)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and (relative or node.level == 0):
+            yield node, [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            yield node, [a.name for a in node.names]
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the cytofm modules it imports (anywhere in the file)."""
     modules = {_module(p): p for p in PKG.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                continue
+        for _, targets in imported_names(ast.parse(path.read_text())):
             for t in targets:
                 if t in modules and t != name:
                     deps.add(t)
@@ -216,13 +220,7 @@ def cross_test_imports(tests: Path = PKG.parents[1] / "tests") -> list[str]:
     shared helpers live in tests/helpers.py, shared fixtures in conftest.py files (used by name)."""
     bad = []
     for path in sorted(tests.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
+        for node, names in imported_names(ast.parse(path.read_text()), relative=True):
             for name in names:
                 last = name.split(".")[-1]
                 if last == "conftest" or last.startswith("test_"):

@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from cytofm.cli.common import choices, console, fail, info, make_progress, user_errors
+from cytofm.eval.config import PREDICT_USES
+from cytofm.features.config import DEVICES
 
-USES = ("ensemble", "refit")
-Use = choices("Use", USES)
+Use = choices("Use", PREDICT_USES)
+Device = choices("Device", DEVICES)
 
 
 @user_errors
@@ -33,7 +35,7 @@ def predict(
                                                "(0: none).")] = 12,
     method: Annotated[str | None, typer.Option(help="A probe run: which saved probe to apply (linear, knn; "
                                                     "default: the run's first).", show_default=False)] = None,
-    device: Annotated[str, typer.Option(help="Where the encoder runs when the input is extracted "
+    device: Annotated[Device, typer.Option(help="Where the encoder runs when the input is extracted "
                                              "(auto, cpu, cuda).")] = "auto",
 ) -> None:
     """Apply a trained MIL model or probe to new cases: prepare and extract with the model's settings and
@@ -50,6 +52,7 @@ def predict(
         fail(f"--model {model}: not a folder")
     if not input.exists():
         fail(f"--input {input}: no such file or folder")
+    device = getattr(device, "value", device)
     with torchrun_group(device), make_progress() as progress:
         r = run_predict(model, input, out, getattr(use, "value", use), include_seen, heatmaps,
                         progress=progress, log=info, method=method, device=device)

@@ -24,6 +24,8 @@ def _comma_list(v):
 CommaList = Annotated[list[str], BeforeValidator(_comma_list)]
 IntList = Annotated[list[int], BeforeValidator(_comma_list)]
 PROBE_METHODS = ("linear", "knn", "fewshot")
+PREDICT_USES = ("ensemble", "refit")
+"""What ``cytofm predict --use`` applies: the cross-validation models, or the one refit on every item."""
 MilModelName = Annotated[str, AfterValidator(MIL_MODELS.validate)]
 
 

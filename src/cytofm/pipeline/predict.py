@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cytofm.eval.config import PREDICT_USES
 from cytofm.eval.saved_model import ModelFolderError, read_model_json, select_method
 from cytofm.features.store import IDENTITY_KEYS, STORE_FILE, item_attrs, load_store, read_item, store_identity
 from cytofm.utils.io import write_csv
-
-USES = ("ensemble", "refit")
 
 
 @dataclass
@@ -56,7 +55,7 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     if not rows:
         raise ModelFolderError(f"{store}: no item to predict")
     probs, attention = _apply(model_dir, rec, members, rows)
-    table = _prediction_rows(rec, rows, probs, store)
+    table = _prediction_rows(rec, rows, probs)
     write_csv(out / "predictions.csv", table)
     write_csv(out / "specimens.csv", specimen_rows(table, rec["classes"]))
     if attention is not None:
@@ -73,8 +72,8 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
 
 
 def _members(rec: dict, use: str) -> list[dict]:
-    if use not in USES:
-        raise ModelFolderError(f"--use must be one of {', '.join(USES)}, not '{use}'")
+    if use not in PREDICT_USES:
+        raise ModelFolderError(f"--use must be one of {', '.join(PREDICT_USES)}, not '{use}'")
     if use == "refit":
         if not rec.get("refit"):
             raise ModelFolderError("this model folder has no refit model (train it with "
@@ -176,7 +175,7 @@ def _apply(model_dir: Path, rec: dict, members: list[dict], rows: list[dict]):
     return ensemble_predict(models, bags)
 
 
-def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray, store: Path) -> list[dict]:
+def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray) -> list[dict]:
     classes, label = rec["classes"], rec["training"].get("label")
     mean, sd = probs.mean(0), probs.std(0)
     flags = leakage_flags(rec, rows)
