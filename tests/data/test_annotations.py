@@ -65,3 +65,20 @@ def test_coverage_counts_polygon_pixels_like_box_pixels():
     b = [5, 0, 15, 10]
     assert coverage_of_boxes(coords, 10, [box(*b)], (20, 20)) == coverage_of_boxes(coords, 10, [b], (20, 20))
     assert coverage_of_boxes(np.array([[0, 0]]), 10, [box(5, 0, 15, 10)], (20, 20)) == (50, 100)
+
+
+def test_figures_outline_a_polygon_as_annotated_not_its_bounding_box():
+    """A triangle is drawn as its three corners (closed by the figure), a box as its four, holes and the
+    parts of a multipolygon each as their own ring, all times the figure's scale."""
+    import shapely
+
+    from cytofm.data.annotations import region_outlines
+
+    tri = shapely.Polygon([(0, 0), (10, 0), (0, 20)])
+    (ring,) = region_outlines(tri, 0.5)
+    assert ring.tolist() == [[0, 0], [5, 0], [0, 10], [0, 0]]
+    (box,) = region_outlines(np.array([2, 4, 6, 8]), 2.0)
+    assert box.tolist() == [[4, 8], [12, 8], [12, 16], [4, 16]]
+    holed = shapely.Polygon([(0, 0), (9, 0), (9, 9), (0, 9)], [[(3, 3), (6, 3), (6, 6), (3, 6)]])
+    assert len(region_outlines(holed)) == 2
+    assert len(region_outlines(shapely.MultiPolygon([tri, shapely.box(20, 20, 30, 30)]))) == 2

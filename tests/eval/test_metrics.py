@@ -57,3 +57,42 @@ def test_fast_metrics_equal_scikit_learn_on_random_cases():
                 (trial, k, want, got)
         checked += 1
     assert checked == 60
+
+
+def test_weighted_metrics_equal_the_metrics_of_the_resample_they_stand_for():
+    """Row b of item counts w is the data with item i repeated w[b, i] times: every metric equals
+    classification_metrics of that expanded resample (binary, multi-class, a class absent in some rows,
+    ties)."""
+    import warnings
+
+    from cytofm.eval.metrics import classification_metrics, weighted_metrics
+
+    rng = np.random.default_rng(1)
+    for trial in range(30):
+        c, n = int(rng.integers(2, 6)), int(rng.integers(6, 40))
+        y = rng.integers(0, c, n)
+        p = rng.dirichlet(np.ones(c), n)
+        if trial % 2:
+            p = np.round(p, 1) + 1e-9
+        w = rng.integers(0, 3, (5, n))
+        got = weighted_metrics(y, p, c, w)
+        for b in range(5):
+            idx = np.repeat(np.arange(n), w[b])
+            if len(np.unique(y[idx])) < 2:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                want = classification_metrics(y[idx], p[idx], c)
+            for k in want:
+                assert abs(want[k] - got[k][b]) < 1e-9, (trial, b, k, want[k], got[k][b])
+
+
+def test_the_bootstrap_interval_of_a_perfect_and_a_constant_classifier():
+    """Every resample of perfectly separated items scores 1 (interval [1, 1]); a constant score has AUROC
+    0.5 in every resample."""
+    from cytofm.eval.metrics import bootstrap_ci
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    perfect = np.array([[0.9, 0.1]] * 3 + [[0.2, 0.8]] * 3)
+    assert bootstrap_ci(y, perfect, 2, n_boot=100)["auroc"] == (1.0, 1.0)
+    assert bootstrap_ci(y, np.full((6, 2), 0.5), 2, n_boot=100)["auroc"] == (0.5, 0.5)

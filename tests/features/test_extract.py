@@ -49,6 +49,10 @@ def test_image_mode_store_schema_labels_and_identical_inputs(cells, tmp_path, en
     assert f.shape == (1, 192) and f.dtype == np.float32 and c.tolist() == [[0, 0]]
     assert attrs["encoder"] == "random" and attrs["weights_hash"] == encoder.weights_hash
     assert attrs["cytofm_version"] and attrs["mode"] == "image"
+    # the pHash the leakage checks compare, from the pixels extraction decoded (no second decode later)
+    from cytofm.data.hashing import hash_image
+
+    assert attrs["source_phash"] == hash_image(cells / "normal" / "c0.png").phash
     # identical inputs, identical features
     assert np.array_equal(feats["normal__c0"][0], feats["normal__dup"][0])
     assert not np.array_equal(feats["normal__c0"][0], feats["normal__c1"][0])

@@ -39,14 +39,23 @@ def _bags(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     return bags, y
 
 
-def _store(root, bags, y, prefix: str, identity=IDENTITY, specimens=None):
+def _random_phash(name: str) -> str:
+    """64 bits that differ from any other item's in about 32 (none is a near copy of another)."""
+    import hashlib
+
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def _store(root, bags, y, prefix: str, identity=IDENTITY, specimens=None, hashes=None):
+    """A feature store of ``bags``; ``hashes``: per item the (SHA-256, pHash) extraction would store."""
     (root / "features").mkdir(parents=True)
     claim_store(root, identity, {"encoder_spec": identity["encoder"]})
     rows = []
     for k, (b, lab) in enumerate(zip(bags, y, strict=True)):
         i = f"{prefix}{k:03d}"
         write_item(root / "features" / f"{i}.h5", b, np.zeros((len(b), 2), np.int64),
-                   {**identity, "source_sha256": f"sha-{i}"})
+                   {**identity, "source_sha256": hashes[k][0] if hashes else f"sha-{i}",
+                    "source_phash": hashes[k][1] if hashes else _random_phash(i)})
         rows.append({"id": i, "path": "", "h5": f"features/{i}.h5", "n_instances": len(b),
                      "label": ["benign",
                                "malignant"][lab], "specimen": specimens[k] if specimens else f"s{i}"})
@@ -107,6 +116,32 @@ def test_predict_on_new_bags_gives_the_known_answer(trained, tmp_path):
     assert r.metrics["balanced_accuracy"]["value"] >= 0.9
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["n_items"] == 40 and summary["operating_point"]["positive_class"] == "malignant"
+
+
+def test_the_thresholded_decision_follows_the_recorded_positive_class(trained, tmp_path):
+    """A model folder whose operating point screens for benign at p(benign) >= 0.3: an item is called
+    benign exactly when its p_benign reaches 0.3, whatever the argmax says."""
+    import shutil
+
+    root, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    rec = json.loads((run / "model.json").read_text())
+    rec["operating_point"] = {**rec["operating_point"], "positive_class": "benign", "threshold": 0.3}
+    (run / "model.json").write_text(json.dumps(rec))
+    bags, y = _bags(40, 11)
+    run_predict(run, _store(tmp_path / "new", bags, y, "n"), tmp_path / "out", heatmaps=0, log=lambda m: None)
+    rows = _rows(tmp_path / "out" / "predictions.csv")
+    want = ["benign" if float(r["p_benign"]) >= 0.3 else "malignant" for r in rows]
+    assert [r["pred_at_threshold"] for r in rows] == want and len(set(want)) == 2
+
+
+def test_an_unknown_positive_class_is_refused_before_training(trained, tmp_path):
+    _, store = trained
+    r = CliRunner().invoke(app, ["mil", "--features", str(store), "--label", "label", "--out",
+                                 str(tmp_path / "run"), "--positive-class", "atypical"])
+    assert r.exit_code == 2 and "not a class of this task (benign, malignant)" in r.output
+    assert not list((tmp_path / "run").glob("models/*"))
 
 
 def test_the_training_items_are_flagged_and_left_out(trained, tmp_path):
@@ -225,6 +260,16 @@ def test_predict_prepares_and_extracts_new_images_with_the_recorded_settings(tmp
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in feats.glob("*.h5")} == stamps
     assert _rows(tmp_path / "pred" / "predictions.csv") == rows  # finished items reused, the same answer
+    # a prepared folder as input: used when tiled as recorded, refused when tiled otherwise
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "run"), "--input", str(tmp_path / "pred" /
+                            "prepared"), "--out", str(tmp_path / "pred2"), "--heatmaps", "0"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["prepare", str(new), "--out", str(tmp_path / "other"),
+                            "tiling.patch_size=112"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "run"), "--input", str(tmp_path / "other"),
+                            "--out", str(tmp_path / "pred3"), "--heatmaps", "0"])
+    assert r.exit_code != 0 and "tiling.patch_size: 112 there, 224 in the model" in " ".join(r.output.split())
 
 
 @pytest.mark.parametrize("method", ["linear", "knn"])
@@ -267,28 +312,38 @@ def test_probe_runs_are_applied_to_new_items(tmp_path):
 
 
 def test_an_image_in_the_encoders_pretraining_record_is_flagged(trained, tmp_path, monkeypatch):
-    from PIL import Image
-
-    from cytofm.data.hashing import hash_image
+    """Items 0 and 1 were in the pool: 0 by its bytes, 1 as a re-encoded copy (another SHA-256, a pHash 2
+    bits away); 2 is neither, and 3 has no pHash in its store (checked by its bytes only, and said)."""
     from cytofm.data.pretraining_record import write_record
     from cytofm.eval import pretraining_guard
 
     root, _ = trained
     bags, y = _bags(4, 8)
-    new = _store(tmp_path / "new", bags, y, "n")
-    rows = list(csv.DictReader(open(new / "manifest.csv")))
-    rng = np.random.default_rng(0)
-    for r in rows:  # each item's source image; the first two were in the encoder's pretraining pool
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{r['id']}.png")
-        r["path"] = str(tmp_path / f"{r['id']}.png")
-    write_csv(new / "manifest.csv", rows)
-    seen = [hash_image(tmp_path / f"{r['id']}.png") for r in rows[:2]]
-    record = write_record([{"dataset": "x", "relpath": f"{k}.png", "sha256": h.sha256, "phash": h.phash}
-                           for k, h in enumerate(seen)], tmp_path / "record.csv.gz")
+    hashes = [("a" * 64, "f0f0f0f0f0f0f0f0"), ("b" * 64, "0f0f0f0f0f0f0f03"), ("c" * 64, "ff00ff00ff00ff00"),
+              ("d" * 64, "")]
+    new = _store(tmp_path / "new", bags, y, "n", hashes=hashes)
+    pool = [{"dataset": "x", "relpath": "0.png", "sha256": "a" * 64, "phash": "123456789abcdef0"},
+            {"dataset": "x", "relpath": "1.png", "sha256": "e" * 64, "phash": "0f0f0f0f0f0f0f0f"}]
+    record = write_record(pool, tmp_path / "record.csv.gz")
     monkeypatch.setattr(pretraining_guard, "pretraining_record_for", lambda spec: record)
     r = run_predict(root / "run", new, tmp_path / "out", heatmaps=0, log=lambda m: None)
-    flags = [row["seen_in_pretraining"] for row in _rows(tmp_path / "out" / "predictions.csv")]
-    assert flags == ["True", "True", "False", "False"] and r.n_flagged == 2
+    rows = _rows(tmp_path / "out" / "predictions.csv")
+    assert [row["seen_in_pretraining"] for row in rows] == ["True", "True", "False", "False"]
+    assert r.n_flagged == 2 and [row["checked_by"] for row in rows][2:] == ["bytes+phash", "bytes"]
+    assert any("1 item(s) checked for leakage by their bytes only" in ln for ln in r.lines)
+
+
+def test_a_re_encoded_copy_of_a_training_item_is_flagged(trained, tmp_path):
+    """Another file (SHA-256) of a training image whose pHash is within SEEN_BITS counts as trained on."""
+    root, _ = trained
+    rec = read_model_json(root / "run")
+    t0, t1 = rec["trained_on"]["items"][:2]
+    near = f"{int(t0['source_phash'], 16) ^ 0b1001:016x}"  # 2 bits from item 0
+    far = f"{int(t1['source_phash'], 16) ^ 0xFFFF:016x}"  # 16 bits from item 1
+    bags, y = _bags(2, 10)
+    new = _store(tmp_path / "new", bags, y, "n", hashes=[("x" * 64, near), ("y" * 64, far)])
+    run_predict(root / "run", new, tmp_path / "out", heatmaps=0, log=lambda m: None)
+    assert [row["trained_on"] for row in _rows(tmp_path / "out" / "predictions.csv")] == ["True", "False"]
 
 
 def test_the_training_store_is_flagged_when_the_encoder_has_a_pretraining_record(trained, tmp_path,
@@ -313,3 +368,21 @@ def test_a_store_of_another_readout_is_refused(trained, tmp_path):
     (other / "store.json").write_text(json.dumps({**meta, "encoder_spec": "handcrafted#pool=mean"}))
     with pytest.raises(ModelFolderError, match="readout: 'mean' in the store, 'cls' in the model"):
         run_predict(root / "run", other, tmp_path / "out", heatmaps=0, log=lambda m: None)
+
+
+def test_a_fixed_splits_test_part_is_not_trained_on_by_the_ensemble_but_by_the_refit_model(tmp_path):
+    bags, y = _bags(40, 12)
+    store = _store(tmp_path / "store", bags, y, "f")
+    rows = _rows(store / "manifest.csv")
+    for k, r in enumerate(rows):
+        r["split"] = "test" if k >= 30 else "train"
+    write_csv(store / "manifest.csv", rows)
+    r = CliRunner().invoke(app, ["mil", "--features", str(store), "--label", "label", "--out",
+                                 str(tmp_path / "run"),
+                                 "--split-column", "split", "--seeds", "0", "--epochs", "5", "--refit"])
+    assert r.exit_code == 0, r.output
+    held = [i["id"] for i in read_model_json(tmp_path / "run")["trained_on"]["items"] if not i["in_ensemble"]]
+    assert held == [f"f{k:03d}" for k in range(30, 40)]
+    for use, want in (("ensemble", ["False"] * 10), ("refit", ["True"] * 10)):
+        run_predict(tmp_path / "run", store, tmp_path / use, use=use, heatmaps=0, log=lambda m: None)
+        assert [row["trained_on"] for row in _rows(tmp_path / use / "predictions.csv")][30:] == want, use

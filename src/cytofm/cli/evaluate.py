@@ -33,17 +33,20 @@ GROUP = typer.Option(help="Column grouping items of one specimen/patient (kept o
 SPLIT = typer.Option(help="Column with fixed train/test values instead of cross-validation.")
 
 
-def _setup(features: Path, label: str, out: Path, group_column, split_column, folds: int, seeds: list[int],
-           exclude: list[str]):
+def _setup(cfg, features: Path, out: Path):
+    """The labelled items and their splits; a positive class that is not one of the task's is refused
+    before anything is trained."""
     from cytofm.eval.evaluate_store import prepare_eval
+    from cytofm.eval.saved_model import positive_index
     from cytofm.eval.splits import ProtocolError
     from cytofm.utils.io import check_writable_dir
 
     check_writable_dir(out)
     try:
-        data, splits = prepare_eval(features, label, group_column, split_column, folds, tuple(seeds),
-                                    list(exclude), log=info, warn=warn)
-    except ProtocolError as e:
+        data, splits = prepare_eval(features, cfg.label, cfg.group_column, cfg.split_column, cfg.folds,
+                                    tuple(cfg.seeds), list(cfg.exclude), log=info, warn=warn)
+        positive_index(list(data.classes), cfg.positive_class)
+    except (ProtocolError, ValueError) as e:
         fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
     return data, splits
@@ -112,6 +115,9 @@ def probe(
     target_sensitivity: Annotated[float, typer.Option(
         help="Two-class tasks: the operating point in model.json keeps this sensitivity out of fold.")]
         = default(P, "target_sensitivity"),
+    positive_class: Annotated[str | None, typer.Option(
+        help="Two-class tasks: the class the operating point screens for (default: the second in sorted "
+             "order).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
@@ -127,8 +133,7 @@ def probe(
     if bad:
         fail(f"unknown probe method(s) {', '.join(bad)}; valid: {', '.join(PROBE_METHODS)}")
     features, out = Path(cfg.features), Path(cfg.out)
-    data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds,
-                          cfg.exclude)
+    data, splits = _setup(cfg, features, out)
     with make_progress() as progress:
         try:
             summaries = evaluate_probes(data, splits, out, cfg.methods, cfg.knn_k, cfg.shots, progress,
@@ -150,7 +155,7 @@ def _save_probes(cfg, features: Path, out: Path, data, summaries: list[dict]) ->
     settings = {"label": cfg.label, "group_column": cfg.group_column, "exclude": list(cfg.exclude),
                 "knn_k": cfg.knn_k}
     path = write_model_json(out, probe_record(features, data, summaries, settings, cfg.target_sensitivity,
-                                              refits))
+                                              refits, cfg.positive_class))
     console.print(f"[green]saved[/green] the {', '.join(saved)} probes of every fold x seed"
                   + (" and refit on every item" if refits else "")
                   + f": {path} (apply with `cytofm predict`)")
@@ -178,6 +183,9 @@ def mil(
     target_sensitivity: Annotated[float, typer.Option(
         help="Two-class tasks: the operating point in model.json keeps this sensitivity out of fold.")]
         = default(M, "target_sensitivity"),
+    positive_class: Annotated[str | None, typer.Option(
+        help="Two-class tasks: the class the operating point screens for (default: the second in sorted "
+             "order).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
@@ -191,8 +199,7 @@ def mil(
     from cytofm.eval.evaluate_store import evaluate_mil
 
     features, out = Path(cfg.features), Path(cfg.out)
-    data, splits = _setup(features, cfg.label, out, cfg.group_column, cfg.split_column, cfg.folds, cfg.seeds,
-                          cfg.exclude)
+    data, splits = _setup(cfg, features, out)
     with make_progress() as progress:
         summary = evaluate_mil(data, splits, out, cfg.epochs, cfg.lr, progress,
                                title=_title(features, cfg.label), model=cfg.model, save_models=True)

@@ -83,9 +83,18 @@ def is_box(region) -> bool:
     return not hasattr(region, "geom_type")
 
 
-def region_bounds(region) -> np.ndarray:
-    """[xmin, ymin, xmax, ymax] of a box or a geometry (what a figure outlines)."""
-    return np.asarray(region if is_box(region) else region.bounds, dtype=np.float64)
+def region_outlines(region, scale: float = 1.0) -> list[np.ndarray]:
+    """The closed rings a figure draws for a region, as (K, 2) x, y arrays times ``scale``: a box's four
+    corners, a polygon's exterior and holes (each part of a multi-part geometry), so that a QuPath
+    polygon is drawn as annotated, not as its bounding box."""
+    if is_box(region):
+        x0, y0, x1, y1 = (float(v) for v in region)
+        return [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) * scale]
+    if hasattr(region, "geoms"):  # a multi-part geometry or a collection
+        return [ring for part in region.geoms for ring in region_outlines(part, scale)]
+    if region.geom_type != "Polygon":
+        return []
+    return [np.asarray(r.coords)[:, :2] * scale for r in (region.exterior, *region.interiors)]
 
 
 def region_union(regions):

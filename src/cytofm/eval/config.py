@@ -38,6 +38,8 @@ class EvalConfig(Section):
     group_column: str | None = None
     split_column: str | None = None
     exclude: CommaList = []
+    positive_class: str | None = None
+    """Two-class tasks: the class the operating point screens for (default: the second in sorted order)."""
 
 
 class ProbeConfig(EvalConfig):

@@ -66,7 +66,17 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
                      for m in methods]
     for s in summaries:
         s["_members"] = members.get(s["method"], [])
+        s["_trained"] = trained_by_some_split(splits, len(data.y))
     return summaries
+
+
+def trained_by_some_split(splits, n: int) -> np.ndarray:
+    """(n,) bool: the items some fold x seed model was trained on (k-fold: all of them; a fixed split: its
+    train part), which are the items an ensemble of those models has seen."""
+    seen = np.zeros(n, bool)
+    for sp in splits:
+        seen[sp.train] = True
+    return seen
 
 
 def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: float = 2e-4, progress=None,
@@ -107,6 +117,7 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
     for seed, d in attention.items():
         np.savez_compressed(out / f"attention_{seed}.npz", **d)
     summary["_members"] = members
+    summary["_trained"] = trained_by_some_split(splits, len(data.y))
     return summary
 
 

@@ -38,14 +38,17 @@ def pretraining_record_for(spec: str) -> Path | None:
 
 
 def seen_in_pretraining(hashes: list[ImageHash], record: list[dict], bits: int = SEEN_BITS) -> np.ndarray:
-    """(N,) bool: the same file bytes (SHA-256) or a pHash within ``bits`` of a recorded image."""
+    """(N,) bool: the same file bytes (SHA-256) or a pHash within ``bits`` of a recorded image (a hash
+    without a pHash, '', is compared by its bytes only)."""
     if not hashes or not record:
         return np.zeros(len(hashes), bool)
     shas = {r["sha256"] for r in record}
     seen = np.array([h.sha256 in shas for h in hashes])
-    a, b = phash_bits([h.phash for h in hashes]), phash_bits([r["phash"] for r in record])
-    for s in range(0, len(a), 512):
-        seen[s:s + 512] |= (hamming(a[s:s + 512], b) <= bits).any(1)
+    with_ph = np.array([k for k, h in enumerate(hashes) if h.phash], np.int64)
+    if len(with_ph):
+        a, b = phash_bits([hashes[k].phash for k in with_ph]), phash_bits([r["phash"] for r in record])
+        for s in range(0, len(a), 512):
+            seen[with_ph[s:s + 512]] |= (hamming(a[s:s + 512], b) <= bits).any(1)
     return seen
 
 

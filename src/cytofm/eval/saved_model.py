@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from cytofm import __version__
@@ -59,14 +60,20 @@ def _identity_from_items(store: Path) -> dict:
     return {}
 
 
-def training_items(store: Path, ids: list[str], specimens) -> dict:
-    """The items a model was trained on, by id and content hash of their source, and their specimens."""
+def training_items(store: Path, ids: list[str], specimens, ensemble: np.ndarray | None = None) -> dict:
+    """The items a model was trained on, by id and content hashes of their source (SHA-256 and pHash), and
+    their specimens. ``ensemble`` (bool per item): the items the fold x seed models were trained on (a fixed
+    split's test part is not); the refit model was trained on every item."""
     rows = {r["id"]: r for r in load_store(store, check=False)}
+    groups = None if specimens is None else [str(g) for g in specimens]
     items = []
-    for i in ids:
+    for k, i in enumerate(ids):
         a = item_attrs(rows[i]["h5"]) or {}
-        items.append({"id": i, "source_sha256": str(a.get("source_sha256", ""))})
-    return {"items": items, "specimens": sorted({str(s) for s in specimens}) if specimens is not None else []}
+        items.append({"id": i, "source_sha256": str(a.get("source_sha256", "")),
+                      "source_phash": str(a.get("source_phash", "")),
+                      "specimen": groups[k] if groups else "",
+                      "in_ensemble": bool(ensemble[k]) if ensemble is not None else True})
+    return {"items": items, "specimens": sorted(set(groups)) if groups else []}
 
 
 def write_model_json(out: Path, record: dict) -> Path:
@@ -104,47 +111,59 @@ def _cv(summary: dict) -> dict:
     return {k: {"mean": summary[k]["mean"], "ci95": summary[k]["ci95"]} for k in METRICS if k in summary}
 
 
-def _operating_point(classes: list[str], summary: dict, target: float) -> dict | None:
-    """Two-class tasks: the threshold on the second class's out-of-fold probability (seed ensemble)."""
+def positive_index(classes: list[str], positive: str | None) -> int:
+    """The index of the class a two-class operating point screens for: ``positive``, or the second."""
+    if positive is None:
+        return 1
+    if positive not in classes:
+        raise ValueError(f"--positive-class '{positive}' is not a class of this task ({', '.join(classes)})")
+    return classes.index(positive)
+
+
+def operating_point_record(classes: list[str], summary: dict, target: float,
+                           positive: str | None) -> dict | None:
+    """Two-class tasks: the threshold on the positive class's out-of-fold probability (seed ensemble)."""
     from cytofm.eval.operating_point import threshold_for_sensitivity
 
     if len(classes) != 2:
         return None
-    oof = summary["_oof"]
+    oof, k = summary["_oof"], positive_index(classes, positive)
     try:
-        op = threshold_for_sensitivity(oof["y"] == 1, oof["proba"][:, 1], target)
+        op = threshold_for_sensitivity(oof["y"] == k, oof["proba"][:, k], target)
     except ValueError as e:  # e.g. a fixed split whose test part holds one class
-        return {"positive_class": classes[1], "threshold": None, "note": str(e)}
-    return {"positive_class": classes[1], **op,
+        return {"positive_class": classes[k], "threshold": None, "note": str(e)}
+    return {"positive_class": classes[k], **op,
             "note": "chosen on the out-of-fold probabilities (mean over seeds); applied to the ensemble mean "
                     "or the refit model, whose sensitivity at it is not guaranteed"}
 
 
-def _common(store: Path, data, settings: dict, dim: int) -> dict:
+def _common(store: Path, data, settings: dict, dim: int, summary: dict) -> dict:
     return {"classes": list(data.classes), "training": settings, "feature_dim": int(dim),
-            "features": features_record(store), "trained_on": training_items(store, data.ids, data.groups)}
+            "features": features_record(store),
+            "trained_on": training_items(store, data.ids, data.groups, summary.get("_trained"))}
 
 
 def mil_record(store: Path, data, summary: dict, arch: dict, settings: dict, target: float,
-               refit: dict | None) -> dict:
+               refit: dict | None, positive: str | None = None) -> dict:
     """``model.json``'s content for a cross-validated MIL run (``summary`` from ``evaluate_mil`` with its
-    members saved); two-class tasks get the operating point for ``target`` sensitivity, positive class the
-    second in order."""
-    return {"kind": "mil", **_common(store, data, settings, arch["in_dim"]), "architecture": arch,
+    members saved); two-class tasks get the operating point for ``target`` sensitivity of ``positive``
+    (default: the second class in order)."""
+    return {"kind": "mil", **_common(store, data, settings, arch["in_dim"], summary), "architecture": arch,
             "members": summary["_members"], "refit": refit, "cross_validation": _cv(summary),
-            "operating_point": _operating_point(data.classes, summary, target)}
+            "operating_point": operating_point_record(data.classes, summary, target, positive)}
 
 
 def probe_record(store: Path, data, summaries: list[dict], settings: dict, target: float,
-                 refits: dict[str, dict]) -> dict:
+                 refits: dict[str, dict], positive: str | None = None) -> dict:
     """``model.json`` for a probe run: each saved probe method with its members, metrics and operating
     point; the first is the one ``cytofm predict`` applies unless told another (``--method``)."""
     methods = {s["method"]: {"members": s["_members"], "refit": refits.get(s["method"]),
-                             "cross_validation": _cv(s), "operating_point": _operating_point(data.classes,
-                                                                                             s, target)}
+                             "cross_validation": _cv(s),
+                             "operating_point": operating_point_record(data.classes, s, target, positive)}
                for s in summaries if s.get("_members")}
     first = next(iter(methods))
-    return {"kind": "probe", **_common(store, data, settings, data.bags[0].shape[1]), "methods": methods,
+    return {"kind": "probe", **_common(store, data, settings, data.bags[0].shape[1], summaries[0]),
+            "methods": methods,
             "default_method": first, **{k: methods[first][k] for k in ("members", "refit",
                                                                        "operating_point")}}
 
@@ -172,4 +191,4 @@ def save_mil_run(store: Path, out: Path, data, summary: dict, cfg) -> tuple[Path
     settings = {"epochs": cfg.epochs, "lr": cfg.lr, "label": cfg.label, "group_column": cfg.group_column,
                 "exclude": list(cfg.exclude)}
     return write_model_json(out, mil_record(store, data, summary, arch, settings, cfg.target_sensitivity,
-                                            refit)), refit
+                                            refit, getattr(cfg, "positive_class", None))), refit

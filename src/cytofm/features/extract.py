@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from cytofm import __version__
 from cytofm.data.config import PrepareConfig
+from cytofm.data.hashing import hash_rgb
 from cytofm.data.image_io import BUDGET_PIXELS, ImageReadError
 from cytofm.data.inputs import InputError, Skip, discover
 from cytofm.data.item_ids import ids_in_outputs
@@ -140,13 +141,21 @@ class _Instances(torch.utils.data.Dataset):
             else:
                 x, y = it.coords[j]
                 rgb = src.read(int(x), int(y), it.size0, it.out_size)
-            return self.encoder.preprocess(rgb), i, j, ""
+            return self.encoder.preprocess(rgb), i, j, "", _phash(src) if j == 0 else ""
         except ImageReadError as e:
-            return torch.zeros(3, self.encoder.input_size, self.encoder.input_size), i, j, str(e)
+            return torch.zeros(3, self.encoder.input_size, self.encoder.input_size), i, j, str(e), ""
+
+
+def _phash(src) -> str:
+    """The pHash of an image held whole, from the pixels already decoded (slides: ''), stored so that a
+    later leakage check (``predict``, the pretraining guard) need not decode the source again."""
+    array = getattr(src, "array", None)
+    return hash_rgb(array)[0] if array is not None else ""
 
 
 def _collate(b):
-    return torch.stack([x[0] for x in b]), [x[1] for x in b], [x[2] for x in b], [x[3] for x in b]
+    return (torch.stack([x[0] for x in b]), [x[1] for x in b], [x[2] for x in b], [x[3] for x in b],
+            [x[4] for x in b])
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -275,6 +284,7 @@ class _Run:
         self.resume = _Resume(self.out, self.identity)
         self.skips: list[Skip] = []
         self.dtype = None
+        self.phash: dict[str, str] = {}
 
     def extract(self, progress) -> dict:
         cfg, out = self.cfg, self.out
@@ -375,11 +385,13 @@ class _Run:
                 task.update(advance=1, rate=f"{state['instances'] / el:.1f} instances/s")
 
         with task:
-            for x, ii, _, errs in loader:
+            for x, ii, _, errs, hashes in loader:
                 f = embed_batch(self.encoder, x, self.dev, self.dtype, cfg.tta)
-                for row, (i, e) in enumerate(zip(ii, errs, strict=True)):
+                for row, (i, e, ph) in enumerate(zip(ii, errs, hashes, strict=True)):
                     if e:
                         errors.setdefault(i, e)
+                    if ph:
+                        self.phash[todo[i].id] = ph
                     feats.setdefault(i, []).append(f[row:row + 1])
                 flush(min(ii))  # items before the smallest index in this batch are complete
             flush(len(todo))
@@ -390,7 +402,7 @@ class _Run:
         write_item(self.resume.h5(it), f, it.coords, {
             **self.attrs, "source_path": portable_path(it.path, self.out), **extract_attrs(it),
             "mpp": it.mpp or np.nan, "whole": it.whole, "source_sha256": d, "source_stat": st,
-            "item_key": item_key(it, self.identity, d)})
+            "source_phash": self.phash.pop(it.id, ""), "item_key": item_key(it, self.identity, d)})
         return len(f)
 
     def _write_manifests(self, items: list[ExtractItem], stale: set[str]) -> None:

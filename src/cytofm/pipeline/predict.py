@@ -55,7 +55,7 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     if not rows:
         raise ModelFolderError(f"{store}: no item to predict")
     probs, attention = _apply(model_dir, rec, members, rows)
-    table = _prediction_rows(rec, rows, probs)
+    table = _prediction_rows(rec, rows, probs, use)
     write_csv(out / "predictions.csv", table)
     write_csv(out / "specimens.csv", specimen_rows(table, rec["classes"]))
     if attention is not None:
@@ -126,6 +126,8 @@ def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict, devi
                                f"model was trained on features of weights {ident['weights_hash']}: point the "
                                "spec to the same weights file")
     source, t0 = input, time.perf_counter()
+    if ident["mode"] == "tiles" and is_prepared_dir(input) and feats.get("prepare"):
+        check_prepared(feats["prepare"], input)
     if ident["mode"] == "tiles" and not is_prepared_dir(input):
         if not feats.get("prepare"):
             raise ModelFolderError("the model records no prepare settings (the prepared folder its features "
@@ -146,6 +148,35 @@ def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict, devi
     run_extract(enc, cfg, progress=progress, log=log)
     seconds["extract"] = time.perf_counter() - t0
     return out / "features"
+
+
+def _differences(want: dict, got: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(want) | set(got)):
+        a, b = want.get(k), got.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {b!r} there, {a!r} in the model")
+    return out
+
+
+def check_prepared(recorded: dict, folder: Path) -> None:
+    """A prepared folder given as input must have been tiled as the model's features were (patch size,
+    resolution, foreground): other patches would be silently other instances. Refused with the settings
+    that differ named."""
+    import yaml
+
+    try:
+        here = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ModelFolderError(f"{folder}/config.yaml: cannot read the prepare settings ({e})") from None
+    diff = _differences(recorded, {k: here.get(k) for k in recorded})
+    if diff:
+        raise ModelFolderError(f"{folder}: prepared with other settings than the model's features: "
+                               + "; ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
+                               + "; give the unprepared images (predict prepares them as recorded) or "
+                                 "re-prepare with the model's settings")
 
 
 def _apply(model_dir: Path, rec: dict, members: list[dict], rows: list[dict]):
@@ -175,10 +206,10 @@ def _apply(model_dir: Path, rec: dict, members: list[dict], rows: list[dict]):
     return ensemble_predict(models, bags)
 
 
-def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray) -> list[dict]:
+def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray, use: str) -> list[dict]:
     classes, label = rec["classes"], rec["training"].get("label")
     mean, sd = probs.mean(0), probs.std(0)
-    flags = leakage_flags(rec, rows)
+    flags = leakage_flags(rec, rows, use)
     op = rec.get("operating_point")
     table = []
     for k, r in enumerate(rows):
@@ -188,55 +219,65 @@ def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray) -> list[dic
         row.update({f"sd_{c}": round(float(v), 5) for c, v in zip(classes, sd[k], strict=True)})
         row["pred"] = classes[int(mean[k].argmax())]
         if op and op.get("threshold") is not None:
-            row["pred_at_threshold"] = op["positive_class"] if mean[k][1] >= op["threshold"] else classes[0]
+            pos = classes.index(op["positive_class"])
+            row["pred_at_threshold"] = classes[pos] if mean[k][pos] >= op["threshold"] else classes[1 - pos]
         truth = r.get(label, "").strip() if label else ""
         row["label"], row["correct"] = truth, (truth == row["pred"]) if truth else ""
+        checked = flags[k].pop("checked_by")
         row.update(flags[k])
         row["excluded"] = any(flags[k].values())
+        row["checked_by"] = checked
         table.append(row)
     return table
 
 
-def leakage_flags(rec: dict, rows: list[dict]) -> list[dict]:
-    """Per item: its source among the model's training items (by content), its specimen among the training
-    specimens, its source in the encoder's pretraining record."""
-    from cytofm.data.hashing import hash_image
-    from cytofm.eval.pretraining_guard import pretraining_record_for, seen_in_pretraining
+def trained_items(rec: dict, use: str) -> list[dict]:
+    """The training items of what is applied: the refit model saw every labelled item, the ensemble the
+    items some fold x seed model was trained on (a fixed split's test part is not among them)."""
+    items = rec["trained_on"]["items"]
+    return items if use == "refit" else [i for i in items if i.get("in_ensemble", True)]
 
-    trained = rec["trained_on"]
-    hashes = {i["source_sha256"] for i in trained["items"] if i["source_sha256"]}
-    specimens, group = set(trained["specimens"]), rec["training"].get("group_column")
-    record_path = pretraining_record_for(rec["features"]["store"].get("encoder_spec", ""))
+
+def leakage_flags(rec: dict, rows: list[dict], use: str = "ensemble") -> list[dict]:
+    """Per item: its source among the model's training items (the same bytes, or a pHash within
+    ``SEEN_BITS`` of one: a re-encoded copy), its specimen among the training specimens, its source in the
+    encoder's pretraining record. The hashes come from the store, where extraction wrote them."""
+    from cytofm.data.hashing import hamming, phash_bits
+    from cytofm.eval.pretraining_guard import SEEN_BITS, pretraining_record_for, seen_in_pretraining
+
+    items = trained_items(rec, use)
+    shas = {i["source_sha256"] for i in items if i["source_sha256"]}
+    trained_ph = [i["source_phash"] for i in items if i.get("source_phash")]
+    specimens, group = {i["specimen"] for i in items if i["specimen"]}, rec["training"].get("group_column")
+    hashes = [_image_hash(r) for r in rows]
+    near = np.zeros(len(rows), bool)
+    with_ph = [k for k, h in enumerate(hashes) if h is not None and h.phash]
+    if trained_ph and with_ph:
+        d = hamming(phash_bits([hashes[k].phash for k in with_ph]), phash_bits(trained_ph))
+        near[with_ph] = (d <= SEEN_BITS).any(1)
     seen = np.zeros(len(rows), bool)
-    if record_path is not None:
+    record_path = pretraining_record_for(rec["features"]["store"].get("encoder_spec", ""))
+    known = [k for k, h in enumerate(hashes) if h is not None]
+    if record_path is not None and known:
         from cytofm.data.pretraining_record import read_record
 
-        images = {k: h for k, r in enumerate(rows) if (h := _image_hash(r.get("path", ""),
-                                                                        hash_image)) is not None}
-        if images:
-            seen[list(images)] = seen_in_pretraining(list(images.values()), read_record(record_path))
-    flags = []
-    for k, r in enumerate(rows):
-        sha = str((item_attrs(r["h5"]) or {}).get("source_sha256", ""))
-        flags.append({"trained_on": bool(sha and sha in hashes),
-                      "specimen_trained_on": bool(group and r.get(group) and r[group] in specimens),
-                      "seen_in_pretraining": bool(seen[k])})
-    return flags
+        seen[known] = seen_in_pretraining([hashes[k] for k in known], read_record(record_path))
+    return [{"trained_on": bool(h is not None and h.sha256 in shas) or bool(near[k]),
+             "specimen_trained_on": bool(group and r.get(group) and r[group] in specimens),
+             "seen_in_pretraining": bool(seen[k]),
+             "checked_by": "bytes" if h is None or not h.phash else "bytes+phash"}
+            for k, (r, h) in enumerate(zip(rows, hashes, strict=True))]
 
 
-def _image_hash(path: str, hash_image):
-    """The hashes the pretraining guard compares (content and pHash) of an image source, or None: a whole
-    slide is not an image of a pretraining pool (pools hold fields and patches), and an image above the
-    memory budget is not decoded whole just to hash it."""
-    from cytofm.data.image_io import ImageReadError
-    from cytofm.data.source import is_slide_file
+def _image_hash(row: dict):
+    """The content hash and pHash the extraction stored for an item's source, or None without a SHA-256.
+    The pHash is '' for a whole slide (pools hold fields and patches) and for a store written before
+    extraction stored it; such items are checked by their bytes alone."""
+    from cytofm.data.hashing import ImageHash
 
-    if not path or not Path(path).is_file() or is_slide_file(path):
-        return None
-    try:
-        return hash_image(path)
-    except (ImageReadError, OSError):
-        return None
+    a = item_attrs(row["h5"]) or {}
+    sha = str(a.get("source_sha256", ""))
+    return ImageHash(sha, str(a.get("source_phash", "")), np.zeros(0, np.float32)) if sha else None
 
 
 def specimen_rows(table: list[dict], classes: list[str]) -> list[dict]:
@@ -311,6 +352,10 @@ def _summary(rec: dict, table: list[dict], include_seen: bool, out: Path, n_mode
     if group and not any(r["specimen"] for r in table):
         lines.append(f"specimen leakage not checked: the input has no '{group}' column (the model's "
                      "training specimens are in model.json)")
+    by_bytes = sum(1 for r in table if r["checked_by"] == "bytes")
+    if by_bytes:
+        lines.append(f"{by_bytes} item(s) checked for leakage by their bytes only, not for re-encoded copies "
+                     "(no pHash in the store: a whole slide, or features extracted by an earlier cytofm)")
     scored = [r for r in table if r["label"] in classes and (include_seen or not r["excluded"])]
     metrics = None
     if scored:

@@ -38,12 +38,11 @@ def paint_patches(shape: tuple[int, int], coords, size: int, values, smooth: boo
     return out
 
 
-def _draw_boxes(ax, boxes, color="lime"):
-    from matplotlib.patches import Rectangle
+def _draw_outlines(ax, rings, color="lime"):
+    from matplotlib.patches import Polygon
 
-    for b in boxes or []:
-        x0, y0, x1, y1 = (float(v) for v in b)
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.5))
+    for ring in rings or []:
+        ax.add_patch(Polygon(ring, closed=True, fill=False, edgecolor=color, linewidth=1.5))
 
 
 HEAT_ALPHA = 0.6
@@ -70,9 +69,10 @@ def compose_overlay(rgb: np.ndarray, heat: np.ndarray, cmap: str = "inferno") ->
 
 
 def overlay_png(rgb: np.ndarray, heat: np.ndarray, path: str | Path, title: str, cbar_label: str,
-                boxes=None, subtitle: str = "") -> Path:
+                outlines=None, subtitle: str = "") -> Path:
     """Image and heat map side by side; the overlay has a colour bar (and, where patches were not kept, a
-    legend for their grey); annotated boxes outlined on both."""
+    legend for their grey); the annotated regions (closed rings in pixels, ``region_outlines``) outlined
+    on both."""
     import matplotlib
     from matplotlib.patches import Patch
 
@@ -82,7 +82,7 @@ def overlay_png(rgb: np.ndarray, heat: np.ndarray, path: str | Path, title: str,
     fig_h = max(2.8, fig_w / 2 * h / max(w, 1) + 0.9)
     fig, axes = plt.subplots(1, 2, figsize=(fig_w, fig_h), dpi=110, constrained_layout=True)
     axes[0].imshow(rgb)
-    axes[0].set_title("image" + (" (green: annotated object)" if boxes else ""), fontsize=9)
+    axes[0].set_title("image" + (" (green: annotated object)" if outlines else ""), fontsize=9)
     axes[1].imshow(compose_overlay(rgb, heat))
     finite = np.isfinite(heat)
     lo, hi = (float(np.nanmin(heat)), float(np.nanmax(heat))) if finite.any() else (0.0, 1.0)
@@ -93,7 +93,7 @@ def overlay_png(rgb: np.ndarray, heat: np.ndarray, path: str | Path, title: str,
                        loc="lower right", fontsize=7, framealpha=0.8)
     axes[1].set_title(subtitle or "attention", fontsize=9)
     for ax in axes:
-        _draw_boxes(ax, boxes)
+        _draw_outlines(ax, outlines)
         ax.set_xticks([])
         ax.set_yticks([])
     cb = fig.colorbar(sm, ax=axes[1], fraction=0.046, pad=0.02)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.annotations import find_regions, is_box, region_bounds
+from cytofm.data.annotations import find_regions, is_box, region_outlines
 from cytofm.data.geojson import annotation_feature, tile_feature, write_feature_collection
 from cytofm.data.inputs import InputError
 from cytofm.utils.display import display_name
@@ -134,7 +134,7 @@ def _draw_mil(rgb, scale: float, coords, size0: int, a: np.ndarray, boxes, r: di
         what = _what(boxes)
         sub = (f"attention mass on {what} {r['mass']:.2f} (uniform {r['chance_mass']:.2f}), "
                f"top patch {'on' if r['hit'] else 'off'} {what}")
-    outline = [region_bounds(b) * scale for b in boxes] if boxes else None
+    outline = [ring for b in boxes for ring in region_outlines(b, scale)] if boxes else None
     overlay_png(rgb, heat, stem.with_name(f"{stem.name}_heatmap.png"), f"{title}: {name}", "attention weight",
                 outline, sub)
     gallery_png(rgb, c, s, a, stem.with_name(f"{stem.name}_gallery.png"),
@@ -254,7 +254,7 @@ def vit_heatmaps(encoder, images: list[str | Path], out: str | Path, boxes_dir=N
                     name = _safe(Path(p).stem)
                     overlay_png(rgb, mean, out / f"{name}_attention.png", f"{who}: {Path(p).name}",
                                 "[CLS] attention (each tile / image sums to 1)",
-                                [region_bounds(b) for b in boxes] if boxes else None, sub)
+                                [ring for b in boxes for ring in region_outlines(b)] if boxes else None, sub)
                     heads_png(rgb, heads, out / f"{name}_attention_heads.png",
                               f"{who}: last-layer heads, {Path(p).name}")
                     _vit_geojson(encoder, mean, tiles, out / f"{name}.geojson")
