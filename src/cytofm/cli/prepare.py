@@ -61,12 +61,19 @@ def prepare(
     geojson: Annotated[bool, typer.Option("--geojson", help="Also write OUT/geojson/<id>.geojson: the kept "
                                                             "patches as QuPath tiles (foreground fraction) "
                                                             "to review in QuPath.")] = False,
+    cells: Annotated[bool, typer.Option(
+        "--cells", help="Also find and measure every cell (needs um/px): OUT/cells/<id>.h5 and "
+                        "OUT/cells.csv; presets smear_cells, pap_cells carry typical sizes.")] = False,
+    cell_detector: Annotated[str | None, typer.Option(
+        help="Cell detector: watershed (default, needs nothing), otsu (baseline), or cellpose, instanseg, "
+             "stardist with their package and weights installed here.", show_default=False)] = None,
 ) -> None:
     """Find cell-bearing foreground and tile images, fields and whole slides into patch coordinates.
 
     Writes OUT/manifest.csv (one row per source with its metadata), OUT/coords/<id>.h5 (level-0 patch
     coordinates), OUT/skipped.csv (unusable files and why), QA thumbnails in OUT/qa and OUT/config.yaml;
-    with --geojson also OUT/geojson/<id>.geojson for QuPath (File > Import objects).
+    with --geojson also OUT/geojson/<id>.geojson for QuPath (File > Import objects); with --cells
+    OUT/cells/<id>.h5 and OUT/cells.csv (centre, box, outlines, morphometrics of every cell).
     Unreadable files are skipped and recorded; the exit status is non-zero only when nothing is usable.
 
     Examples:
@@ -107,6 +114,8 @@ def prepare(
     put("metadata", "duplicates", duplicates)
     put("tiling", "roi", str(roi) if roi is not None else None)
     put("output", "geojson", geojson)
+    put("cells", "enabled", cells or None)
+    put("cells", "detector", cell_detector)
     put("output", "materialize", materialize)
     put("output", "workers", workers)
     put("output", "qa_thumbnails", qa)

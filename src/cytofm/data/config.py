@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from cytofm.config.loader import Section
+from cytofm.data.cells.registry import CELL_DETECTORS
 
 
 class ForegroundConfig(Section):
@@ -105,9 +106,61 @@ class OutputConfig(Section):
     foreground fraction, to review the tiling in QuPath (File > Import objects)."""
 
 
+class CellsConfig(Section):
+    """Cell detection (``prepare --cells``, presets ``smear_cells`` and ``pap_cells``). Sizes are in
+    micrometres, so detection needs each source's um/px (a slide's own, ``resolution.mpp`` or an ``mpp``
+    column)."""
+
+    enabled: bool = False
+    detector: Annotated[str, AfterValidator(CELL_DETECTORS.validate)] = "watershed"
+    """A name of ``cytofm.data.cells.registry.CELL_DETECTORS``."""
+    weights: str | None = None
+    """A learned detector's weights file or folder (else looked for under ``$CYTOFM_CELL_WEIGHTS``)."""
+    stain: Literal["giemsa", "pap", "estimate"] = "giemsa"
+    """Stain vectors for the nucleus and the other channel: Romanowsky/Giemsa, Papanicolaou, or estimated
+    per image (Macenko) where fixed vectors do not fit."""
+    min_diameter_um: float = Field(4.0, gt=0)
+    """Objects smaller than a disk of this diameter are debris (platelets, dust), not cells."""
+    typical_diameter_um: float = Field(7.5, gt=0)
+    """The commonest cell's diameter: sets how far apart two touching cells' centres must be to split."""
+    max_diameter_um: float = Field(25.0, gt=0)
+    """Larger pieces are flagged as clumps; also the overlap between regions of a large image."""
+    clump_cells: float = Field(12.0, gt=1)
+    """A connected object over this many typical cells is kept whole as one clump, not split."""
+    min_solidity: float = Field(0.75, ge=0, le=1)
+    """Pieces less convex than this after splitting are flagged as clumps (irregular overlaps)."""
+    od_threshold: float | None = Field(0.15, ge=0)
+    """Summed optical density (R + G + B) above the image's own glass that counts as a cell. A fixed value
+    rather than Otsu's: on a field where glass is scarce, or cells have dark nuclei in pale cytoplasm,
+    Otsu splits nuclei from cytoplasm. ``null``: Otsu on the image, floored at ``od_min``."""
+    od_min: float = Field(0.12, ge=0)
+    """Floor of the Otsu threshold (``od_threshold: null``): blank glass stays blank."""
+    min_background: float = Field(60.0, ge=0, le=255)
+    """Lowest brightness accepted as the glass: camera fields are often darker or tinted (chula_rbc12's
+    glass is (110, 131, 148)), and a field is never one cell here, so lower than ``foreground``'s 200."""
+    nucleus_od_min: float = Field(0.25, ge=0)
+    """Floor of the nuclear-stain threshold: a cell without a nucleus (a red cell) gets none."""
+    min_nucleus_um2: float = Field(3.0, ge=0)
+    work_mpp: float = Field(0.25, gt=0)
+    """Detection runs at this resolution (or the source's, if coarser): cells are several micrometres,
+    and finer pixels cost time without changing the objects."""
+    region_px: int = Field(2048, ge=256)
+    """Large images are detected region by region of this side (working pixels), with overlap."""
+    contour_tolerance_px: float = Field(0.75, ge=0)
+    """Contours are simplified (Douglas-Peucker) to within this many working pixels."""
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.min_diameter_um <= self.typical_diameter_um <= self.max_diameter_um:
+            raise ValueError("cell diameters must satisfy min_diameter_um <= typical_diameter_um <= "
+                             "max_diameter_um")
+        return self
+
+
 class PrepareConfig(Section):
     tiling: TilingConfig = TilingConfig()
     foreground: ForegroundConfig = ForegroundConfig()
     resolution: ResolutionConfig = ResolutionConfig()
     metadata: MetadataConfig = MetadataConfig()
     output: OutputConfig = OutputConfig()
+    cells: CellsConfig = CellsConfig()

@@ -29,6 +29,9 @@ from PIL import Image
 from cytofm import __version__
 from cytofm.config.loader import config_hash, write_config
 from cytofm.data.annotations import points_inside
+from cytofm.data.cells.detect import NoResolution, detect_source
+from cytofm.data.cells.plugins import DetectorUnavailable
+from cytofm.data.cells.store import cell_rows, read_cells, write_cells
 from cytofm.data.config import PrepareConfig
 from cytofm.data.foreground import box_fractions, find_foreground
 from cytofm.data.geojson import (
@@ -69,6 +72,25 @@ class PrepareResult:
     @property
     def n_patches(self) -> int:
         return sum(int(r["n_patches"]) for r in self.rows)
+
+
+def _detect_cells(src, item: SourceItem, cfg: PrepareConfig, out: Path) -> int:
+    """``cells/<id>.h5`` of a source (written before its coords file, which marks it finished)."""
+    mpp = src.mpp if src.mpp else _source_mpp(item, cfg)
+    cells = detect_source(src, mpp, cfg.cells)
+    write_cells(out / "cells" / f"{item.id}.h5", cells, {"detector": cfg.cells.detector, "mpp": float(mpp)})
+    return len(cells)
+
+
+def write_cells_csv(out: Path, rows: list[dict]) -> int:
+    """``cells.csv``: every prepared source's cells, one row each (reused sources included)."""
+    table = []
+    for r in rows:
+        h5 = out / "cells" / f"{r['id']}.h5"
+        if h5.is_file():
+            table += cell_rows(r["id"], read_cells(h5))
+    write_csv(out / "cells.csv", table, None if table else ["item", "cell", "x", "y"])
+    return len(table)
 
 
 def _source_mpp(item: SourceItem, cfg: PrepareConfig) -> float | None:
@@ -160,7 +182,7 @@ def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, 
     only patches centred inside it are kept."""
     try:
         return _prepare_source(item, cfg, out, chash, want_qa, roi)
-    except ImageReadError as e:
+    except (ImageReadError, NoResolution, DetectorUnavailable) as e:
         return Skip(str(item.path), str(e))
     except MemoryError:
         return Skip(str(item.path), "out of memory while reading (image too large for the machine)")
@@ -199,6 +221,8 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
             _write_geojson(out / "geojson" / f"{item.id}.geojson", tiles)
         if cfg.output.materialize in ("png", "jpeg"):
             _materialize_files(src, row, tiles.kept, tiles.patch_wh, cfg, out)
+        if cfg.cells.enabled:
+            row["n_cells"] = _detect_cells(src, item, cfg, out)
         # the coords file is written last: it marks the source as finished (QA and patches included)
         _write_coords(h5_path, item, src, tiles, cfg, row, rel,
                       {"config_hash": chash, "source_sha256": digest, "source_stat": stat,
@@ -386,6 +410,10 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
     reused = sum(1 for r in rows if r.pop("_reused", False))
     write_csv(out / "skipped.csv", [{"path": portable_path(s.path, out), "reason": s.reason} for s in skips],
               ["path", "reason"])
+    if cfg.cells.enabled:
+        n_cells = write_cells_csv(out, rows)
+        notes.append(f"{n_cells} cell(s) found in {len(rows)} source(s) ({cfg.cells.detector}): cells.csv, "
+                     "cells/<id>.h5")
     if rows:
         extra = [k for r in rows for k in r if k not in MANIFEST_COLUMNS]
         cols = MANIFEST_COLUMNS + list(dict.fromkeys(extra))

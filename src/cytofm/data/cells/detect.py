@@ -1,0 +1,56 @@
+"""Detection on a whole source, field or slide: the image is read region by region at the working
+resolution with an overlap of one largest cell, and a cell is kept by the one region whose core (the region
+without its overlap) holds its centre, so a cell on a region border is counted once and seen whole."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cytofm.data.cells.registry import CELL_DETECTORS
+from cytofm.data.cells.table import CellTable
+from cytofm.data.config import CellsConfig
+from cytofm.utils.errors import UserError
+
+
+class NoResolution(UserError, ValueError):
+    """Cell sizes are in micrometres: a source without um/px cannot be detected."""
+
+
+def working_scale(mpp: float, cfg: CellsConfig) -> tuple[float, float]:
+    """(scale, working mpp): level-0 pixels are reduced to ``work_mpp`` where they are finer, never
+    enlarged."""
+    scale = min(1.0, mpp / cfg.work_mpp)
+    return scale, mpp / scale
+
+
+def regions(width: int, height: int, core: int) -> list[tuple[int, int, int, int]]:
+    """Cores (x, y, w, h) in level-0 pixels tiling the image edge to edge."""
+    nx, ny = max(1, math.ceil(width / core)), max(1, math.ceil(height / core))
+    return [(i * core, j * core, min(core, width - i * core), min(core, height - j * core))
+            for j in range(ny) for i in range(nx)]
+
+
+def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTable:
+    """Every cell of an open source (``ImageSource`` or ``SlideSource``: ``read(x, y, size0, out)``) in
+    level-0 pixels. Memory: one region of ``region_px`` + overlap working pixels at a time."""
+    if mpp is None or not mpp > 0:
+        raise NoResolution("cell detection needs the resolution in um/px (sizes are in micrometres): give "
+                           "resolution.mpp=... or an mpp column in the manifest")
+    detect = CELL_DETECTORS.get(cfg.detector)
+    scale, wmpp = working_scale(mpp, cfg)
+    core = max(1, int(cfg.region_px / scale))
+    margin = int(math.ceil(cfg.max_diameter_um / mpp))
+    found = []
+    for x, y, w, h in regions(src.width, src.height, core):
+        x0, y0 = max(0, x - margin), max(0, y - margin)
+        x1, y1 = min(src.width, x + w + margin), min(src.height, y + h + margin)
+        out = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+        rgb = src.read(x0, y0, (x1 - x0, y1 - y0), out if scale < 1 else None)
+        cells = detect(np.ascontiguousarray(rgb[..., :3]), wmpp, cfg, out[0] / (x1 - x0)).shifted(x0, y0)
+        if len(cells):
+            cx, cy = cells.centre[:, 0], cells.centre[:, 1]
+            found.append(cells.select((cx >= x - 0.5) & (cx < x + w - 0.5) & (cy >= y - 0.5)
+                                      & (cy < y + h - 0.5)))
+    return CellTable.concat(found)
