@@ -386,3 +386,44 @@ def test_a_fixed_splits_test_part_is_not_trained_on_by_the_ensemble_but_by_the_r
     for use, want in (("ensemble", ["False"] * 10), ("refit", ["True"] * 10)):
         run_predict(tmp_path / "run", store, tmp_path / use, use=use, heatmaps=0, log=lambda m: None)
         assert [row["trained_on"] for row in _rows(tmp_path / use / "predictions.csv")][30:] == want, use
+
+
+def test_a_model_reading_cells_prepares_detects_and_measures_new_fields(tmp_path):
+    """Fields of large cells (malignant) or small ones (benign), read as bags of their cells' measurements:
+    predict detects the cells of new fields with the recorded cell settings and calls each field."""
+    from PIL import Image
+
+    from tests.helpers import smear
+
+    def fields(root, n, seed):
+        rng = np.random.default_rng(seed)
+        root.mkdir(parents=True)
+        rows = []
+        for k in range(n):
+            kind = ["benign", "malignant"][k % 2]
+            r = 9 if kind == "benign" else 16
+            jitter = rng.integers(-4, 5, (6, 2))
+            cells = [(40 + 70 * (j % 3) + int(jitter[j, 0]), 40 + 70 * (j // 3) + int(jitter[j, 1]), r)
+                     for j in range(6)]
+            Image.fromarray(smear(180, 240, cells, seed=seed * 100 + k)[0]).save(root / f"{seed}_{k}.png")
+            rows.append({"path": f"{seed}_{k}.png", "label": kind, "mpp": 0.25})
+        write_csv(root / "manifest.csv", rows)
+        return root / "manifest.csv"
+
+    runner = CliRunner()
+    sizes = ["cells.typical_diameter_um=6", "cells.min_diameter_um=2", "cells.max_diameter_um=12"]
+    r = runner.invoke(app, ["prepare", str(fields(tmp_path / "train", 16, 0)), "--out",
+                            str(tmp_path / "prep"), "--preset", "smear_cells", "--cells", *sizes])
+    assert r.exit_code == 0, r.output
+    for args in (["extract", "--input", str(tmp_path / "prep"), "--mode", "cells", "--encoder",
+                  "morphometrics", "--out", str(tmp_path / "store")],
+                 ["mil", "--features", str(tmp_path / "store"), "--label", "label", "--out",
+                  str(tmp_path / "run"), "--folds", "2", "--seeds", "0", "--epochs", "30", "lr=0.003"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    assert read_model_json(tmp_path / "run")["features"]["prepare"]["cells"]["typical_diameter_um"] == 6
+    res = run_predict(tmp_path / "run", fields(tmp_path / "new", 6, 1), tmp_path / "pred", heatmaps=0,
+                      log=lambda m: None)
+    rows = _rows(tmp_path / "pred" / "predictions.csv")
+    assert len(rows) == 6 and all(row["correct"] == "True" for row in rows) and res.n_flagged == 0
+    assert (tmp_path / "pred" / "prepared" / "cells.csv").is_file()

@@ -39,7 +39,9 @@ def extract(
                                                                "'label'), a manifest, or a `cytofm prepare` "
                                                                "output.", show_default=False)] = None,
     mode: Annotated[Mode | None, typer.Option(help="image: each image is one instance; tiles: "
-                                                   "every kept patch is one.", show_default=False)] = None,
+                                                   "every kept patch is one; cells: every cell of a "
+                                                   "folder prepared with --cells is one.",
+                                              show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(help="Feature store folder: features/<id>.h5 "
                                                   "+ manifest.csv.", show_default=False)] = None,
     encoder: Annotated[str, typer.Option(help="Encoder spec: cytofm[:path], cytofm-paper:<path>, "
@@ -72,7 +74,7 @@ def extract(
     Example: cytofm extract --input cells/ --mode image --out feats pool=cls+mean
     """
     cfg = resolve_settings(ctx, C, config, overrides, print_config,
-                           required={"input": "--input PATH", "mode": "--mode image|tiles",
+                           required={"input": "--input PATH", "mode": "--mode image|tiles|cells",
                                      "out": "--out DIR"})
     from cytofm.utils.io import check_writable_dir
 

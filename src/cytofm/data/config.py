@@ -125,22 +125,30 @@ class CellsConfig(Section):
     """The commonest cell's diameter: sets how far apart two touching cells' centres must be to split."""
     max_diameter_um: float = Field(25.0, gt=0)
     """Larger pieces are flagged as clumps; also the overlap between regions of a large image."""
-    clump_cells: float = Field(12.0, gt=1)
+    clump_cells: float = Field(50.0, gt=1)
     """A connected object over this many typical cells is kept whole as one clump, not split."""
     min_solidity: float = Field(0.75, ge=0, le=1)
     """Pieces less convex than this after splitting are flagged as clumps (irregular overlaps)."""
     od_threshold: float | None = Field(0.15, ge=0)
-    """Summed optical density (R + G + B) above the image's own glass that counts as a cell. A fixed value
-    rather than Otsu's: on a field where glass is scarce, or cells have dark nuclei in pale cytoplasm,
-    Otsu splits nuclei from cytoplasm. ``null``: Otsu on the image, floored at ``od_min``."""
-    od_min: float = Field(0.12, ge=0)
-    """Floor of the Otsu threshold (``od_threshold: null``): blank glass stays blank."""
+    """Summed optical density (R + G + B) above the image's own glass that counts as a cell, at most: Otsu's
+    threshold of the image is used where lower (pale fields). Not Otsu's alone: where glass is scarce, or
+    cells have dark nuclei in pale cytoplasm, it splits nuclei from cytoplasm. ``null``: Otsu's alone."""
+    od_min: float = Field(0.08, ge=0)
+    """Floor of Otsu's threshold: blank glass stays blank."""
     min_background: float = Field(60.0, ge=0, le=255)
     """Lowest brightness accepted as the glass: camera fields are often darker or tinted (chula_rbc12's
     glass is (110, 131, 148)), and a field is never one cell here, so lower than ``foreground``'s 200."""
     nucleus_od_min: float = Field(0.25, ge=0)
     """Floor of the nuclear-stain threshold: a cell without a nucleus (a red cell) gets none."""
     min_nucleus_um2: float = Field(3.0, ge=0)
+    nucleus_join_um: float = Field(1.5, ge=0)
+    """Nuclear fragments closer than twice this are one nucleus (the lobes of a neutrophil's)."""
+    nucleus_reach_um: float = Field(2.0, ge=0)
+    """No other cell is seeded this close to a nucleus: that is its own cytoplasm (a white cell's reaches
+    3-4 um past its nucleus; a squamous cell's 15 um or more)."""
+    cytoplasm_fraction: float = Field(0.5, gt=0, le=1)
+    """Around a nucleus, pixels above this fraction of the stain threshold are its cell's (pale
+    cytoplasm); elsewhere the full threshold applies."""
     work_mpp: float = Field(0.25, gt=0)
     """Detection runs at this resolution (or the source's, if coarser): cells are several micrometres,
     and finer pixels cost time without changing the objects."""

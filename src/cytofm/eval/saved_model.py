@@ -19,6 +19,8 @@ from cytofm.utils.errors import UserError
 from cytofm.utils.io import atomic_path
 
 MODEL_FILE = "model.json"
+PREPARE_RECORDED = ("tiling", "foreground", "resolution", "cells")
+"""The prepare settings a model's features depend on (what the instances are), recorded and reapplied."""
 FORMAT = 1
 """Bumped when ``model.json`` changes meaning; a folder of another format is refused with both numbers."""
 
@@ -47,7 +49,7 @@ def features_record(store: Path) -> dict:
     prepare = _yaml(prepared[0] / "config.yaml") if prepared else {}
     return {"store": json.loads(p.read_text()) if p.is_file() else _identity_from_items(store),
             "extract": extract,
-            "prepare": {k: prepare[k] for k in ("tiling", "foreground", "resolution") if k in prepare}}
+            "prepare": {k: prepare[k] for k in PREPARE_RECORDED if k in prepare}}
 
 
 def _identity_from_items(store: Path) -> dict:

@@ -10,7 +10,7 @@ from pydantic import Field
 from cytofm.config.loader import Section
 from cytofm.models.readouts import POOLS
 
-MODES = ("image", "tiles")
+MODES = ("image", "tiles", "cells")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -28,3 +28,6 @@ class ExtractConfig(Section):
     device: Literal[DEVICES] = "auto"
     precision: Literal[PRECISIONS] = "auto"
     pool: Literal[POOLS] = "cls"
+    cell_crop_um: float | None = Field(None, gt=0)
+    """``--mode cells``: side of the crop centred on each cell, in micrometres (default: twice the typical
+    cell diameter the folder was prepared with), so every cell is seen at one physical scale."""

@@ -22,7 +22,7 @@ from cytofm.data.item_ids import ids_in_outputs
 from cytofm.data.large_image import worker_start_method
 from cytofm.data.prepared import is_prepared_dir, load_prepared
 from cytofm.data.source import open_source
-from cytofm.features.config import ExtractConfig
+from cytofm.features.config import MODES, ExtractConfig
 from cytofm.features.formats.geometry import extract_attrs
 from cytofm.features.store import claim_store, item_attrs, write_item
 from cytofm.models.encoder import Encoder
@@ -48,17 +48,22 @@ class ExtractItem:
     mpp: float | None
     meta: dict = field(default_factory=dict)
     prepared_digest: str = ""  # the source's content hash when it was prepared ("" for raw inputs)
+    cells: Path | None = None  # mode cells: the source's cells/<id>.h5
+    typical_um: float | None = None  # mode cells: the typical cell diameter it was prepared with
 
 
 def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: str | None = None,
-                  log=print) -> tuple[list[ExtractItem], list[Skip]]:
-    """Instances to embed: kept patches of a prepared dataset (``tiles``) or whole images (``image``).
+                  log=print, cell_crop_um: float | None = None) -> tuple[list[ExtractItem], list[Skip]]:
+    """Instances to embed: kept patches of a prepared dataset (``tiles``), its detected cells (``cells``)
+    or whole images (``image``).
 
     A plain folder or manifest in ``tiles`` mode is prepared first (default preset) into ``OUT/prepared``.
     """
     p = Path(input)
     if not p.exists():
         raise InputError(f"{input}: no such file or folder")
+    if mode == "cells":
+        return cell_items(p, cell_crop_um)
     skips: list[Skip] = []
     if not is_prepared_dir(p) and mode == "tiles":
         from cytofm.config.loader import build_config
@@ -102,6 +107,45 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
         items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None, None, None,
                                  meta))
     return items, skips
+
+
+def cell_items(folder: Path, crop_um: float | None) -> tuple[list[ExtractItem], list[Skip]]:
+    """One instance per detected cell of a folder prepared with ``--cells``: a square of ``crop_um``
+    micrometres (default twice the typical diameter it was prepared with) centred on the cell, at the
+    resolution the cells were detected with. A source without cells is said in ``skipped.csv``."""
+    import yaml
+
+    from cytofm.data.cells.store import read_cells
+
+    if not is_prepared_dir(folder) or not (folder / "cells").is_dir():
+        raise InputError(f"{folder}: --mode cells needs a folder prepared with `cytofm prepare --cells` "
+                         "(cells/<id>.h5)")
+    settings = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    typical = float((settings.get("cells") or {}).get("typical_diameter_um", 7.5))
+    crop_um = crop_um or 2 * typical
+    items, skips = [], []
+    for it in load_prepared(folder):
+        h5 = folder / "cells" / f"{it.id}.h5"
+        if not h5.is_file():
+            skips.append(Skip(str(it.path), f"no {h5.name} in {folder / 'cells'}: prepared without --cells"))
+            continue
+        cells = read_cells(h5)
+        if not len(cells):
+            skips.append(Skip(str(it.path), "no cell found in it (cells.csv has none)"))
+            continue
+        mpp = float(_h5_attr(h5, "mpp") or it.mpp or 0)
+        size0 = max(8, int(round(crop_um / mpp)))
+        coords = np.round(cells.centre - size0 / 2).astype(np.int64)
+        items.append(ExtractItem(it.id, it.path, it.kind, False, coords, size0, None, mpp,
+                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical))
+    return items, skips
+
+
+def _h5_attr(path: Path, key: str):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f.attrs.get(key)
 
 
 class _Instances(torch.utils.data.Dataset):
@@ -241,8 +285,8 @@ def run_extract(encoder: Encoder, cfg: ExtractConfig, progress=None, log=print) 
     """
     if cfg.input is None or cfg.out is None:
         raise InputError("extract needs an input and an output folder (--input PATH, --out DIR)")
-    if cfg.mode not in ("image", "tiles"):
-        raise InputError(f"--mode must be 'image' or 'tiles', not '{cfg.mode}'")
+    if cfg.mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, not '{cfg.mode}'")
     if cfg.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, not {cfg.batch_size}")
     if cfg.workers < 0:
@@ -295,7 +339,8 @@ class _Run:
                                              "mean": list(e.mean), "std": list(e.std),
                                              "readout": getattr(e.model, "pool", "")})
         (out / "features").mkdir(parents=True, exist_ok=True)
-        items, self.skips = collect_items(cfg.input, cfg.mode, out, cfg.label_column, self.log)
+        items, self.skips = collect_items(cfg.input, cfg.mode, out, cfg.label_column, self.log,
+                                          cfg.cell_crop_um)
         if not items:
             raise InputError(f"{cfg.input}: nothing to extract")
         self._ready_encoder()
@@ -305,7 +350,8 @@ class _Run:
         todo, stale = self._todo(mine)
         reused = len(mine) - len(todo) - len(stale)
         t0 = time.perf_counter()
-        n_inst, n_failed = self._embed(todo, progress)
+        n_inst, n_failed = (self._measure(todo) if self.encoder.name == "morphometrics"
+                            else self._embed(todo, progress))
         if self.distributed:
             dist.barrier()
         if self.rank == 0:
@@ -340,7 +386,8 @@ class _Run:
             "encoder": enc.spec, "input": str(cfg.input), "mode": cfg.mode, "batch_size": cfg.batch_size,
             "tta": cfg.tta, "workers": cfg.workers, "device": str(self.dev),
             "precision": str(self.dtype or "fp32"),
-            "label_column": cfg.label_column, "weights_hash": enc.weights_hash, "embed_dim": enc.embed_dim,
+            "label_column": cfg.label_column, "cell_crop_um": cfg.cell_crop_um,
+            "weights_hash": enc.weights_hash, "embed_dim": enc.embed_dim,
             "input_size": enc.input_size}, sort_keys=False))
 
     def _todo(self, mine: list[ExtractItem]) -> tuple[list[ExtractItem], set[str]]:
@@ -396,6 +443,18 @@ class _Run:
                 flush(min(ii))  # items before the smallest index in this batch are complete
             flush(len(todo))
         return state["instances"], len(errors)
+
+    def _measure(self, todo: list[ExtractItem]) -> tuple[int, int]:
+        """``--encoder morphometrics``: each cell's measurements as its features (no pixel is read)."""
+        from cytofm.data.cells.morphometrics import morphometric_features
+        from cytofm.data.cells.store import read_cells
+
+        if self.cfg.mode != "cells":
+            raise InputError("--encoder morphometrics reads the cells' measurements: use --mode cells")
+        n = 0
+        for it in todo:
+            n += self._write(it, morphometric_features(read_cells(it.cells), it.typical_um or 7.5))
+        return n, 0
 
     def _write(self, it: ExtractItem, f: np.ndarray) -> int:
         st, d = self.resume.digest(it)

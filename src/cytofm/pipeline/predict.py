@@ -126,9 +126,10 @@ def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict, devi
                                f"model was trained on features of weights {ident['weights_hash']}: point the "
                                "spec to the same weights file")
     source, t0 = input, time.perf_counter()
-    if ident["mode"] == "tiles" and is_prepared_dir(input) and feats.get("prepare"):
+    prepared_modes = ("tiles", "cells")
+    if ident["mode"] in prepared_modes and is_prepared_dir(input) and feats.get("prepare"):
         check_prepared(feats["prepare"], input)
-    if ident["mode"] == "tiles" and not is_prepared_dir(input):
+    if ident["mode"] in prepared_modes and not is_prepared_dir(input):
         if not feats.get("prepare"):
             raise ModelFolderError("the model records no prepare settings (the prepared folder its features "
                                    "came from was not found when it was saved): prepare the input with them "
@@ -144,7 +145,8 @@ def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict, devi
     extract = feats.get("extract") or {}
     cfg = ExtractConfig(input=str(source), mode=ident["mode"], out=str(out / "features"),
                         tta=bool(ident["tta"]), batch_size=int(extract.get("batch_size", 64)),
-                        workers=int(extract.get("workers", 1)), device=device)
+                        workers=int(extract.get("workers", 1)), device=device,
+                        cell_crop_um=extract.get("cell_crop_um"))
     run_extract(enc, cfg, progress=progress, log=log)
     seconds["extract"] = time.perf_counter() - t0
     return out / "features"

@@ -193,3 +193,4 @@ def test_prepare_cells_writes_each_sources_cells_and_one_table(tmp_path):
     skipped = list(csv.DictReader(open(tmp_path / "nompp" / "skipped.csv")))
     why = {Path(s["path"]).name: s["reason"] for s in skipped}
     assert "resolution.mpp" in why["field.png"] and "no foreground" in why["blank.png"]
+

@@ -58,3 +58,23 @@ def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp
                       else np.zeros((0, 2), np.float32))
         flags[k] = p.label in clump
     return CellTable(centre, bbox, contours, nuclei, cols, flags)
+
+
+FEATURES = ("log_area", "log_perimeter", "circularity", "eccentricity", "log_nucleus_area",
+            "nucleus_to_cell", "od_nuclear", "od_other")
+"""The morphometric feature set (``--encoder morphometrics``), one column per measurement."""
+
+
+def morphometric_features(cells: CellTable, typical_diameter_um: float) -> np.ndarray:
+    """(N, 8) features of cells, on scales that need no statistics of a data set (so a model trained on
+    one extraction applies to another unchanged): sizes as the log of their ratio to the preparation's
+    typical cell (0 for a typical cell; a doubling is +0.69 whatever the cell type), shape ratios and
+    optical densities as measured (they lie in [0, 1] and [0, ~1.5])."""
+    m = cells.measures
+    area0 = np.pi * (typical_diameter_um / 2) ** 2
+    return np.stack([
+        np.log(np.maximum(m["area_um2"], 1e-3) / area0),
+        np.log(np.maximum(m["perimeter_um"], 1e-3) / (np.pi * typical_diameter_um)),
+        m["circularity"], m["eccentricity"],
+        np.log1p(m["nucleus_area_um2"] / area0),
+        m["nucleus_to_cell"], m["od_nuclear"], m["od_other"]], 1).astype(np.float32)

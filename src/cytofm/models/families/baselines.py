@@ -39,3 +39,14 @@ def _handcrafted(arg: str) -> Encoder:
     m = HandcraftedFeatures().eval()
     return Encoder("handcrafted", "handcrafted", m, m.embed_dim, 112, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
                    "handcrafted-v1", is_vit=False)
+
+
+@register("morphometrics", "morphometrics",
+          "the cell measurements of `prepare --cells` as features (`extract --mode cells`; no pixels read)")
+def _morphometrics(arg: str) -> Encoder:
+    import torch.nn as nn
+
+    from cytofm.data.cells.morphometrics import FEATURES
+
+    return Encoder("morphometrics", "morphometrics", nn.Identity(), len(FEATURES), 0, (0.0, 0.0, 0.0),
+                   (1.0, 1.0, 1.0), "morphometrics-v1", is_vit=False)
