@@ -3,6 +3,7 @@
 same run, with the detection rate against ``prepare``'s tiling rate.
 
 Usage: python benchmarks/cell_detection.py [--limit N] [--part eval|pretrain] [--data ../shared/data]
+                                          [--slide-side 40000]
 
 - BCCD white cells (Giemsa-like fields, VOC boxes of class WBC): recall with the detection's centre inside
   the box, and recall at IoU >= 0.5 between the detection's box and the annotated one.
@@ -14,6 +15,9 @@ Usage: python benchmarks/cell_detection.py [--limit N] [--part eval|pretrain] [-
 Resolutions: BCCD 0.074 um/px (its median red-cell box, 102 px, taken as a 7.5 um red cell); chula 0.19
 um/px (the 20 um scale bar some of its fields carry is 105 px long, e.g. images/169.jpg);
 Herlev crops (40 px, scale not recorded) taken as 60 um wide (a squamous cell and its surround).
+``--slide-side N``: also a synthetic N x N pyramidal TIFF at 0.25 um/px (the predict benchmark's slide: JPEG
+tiles of stained disks, written by libvips), prepared with and without ``--cells`` in this process, with the
+peak resident memory of each and the detection rate (the memory bound is the one ``prepare`` keeps).
 Targets (issue on cells): BCCD white-cell recall >= 0.98; chula red-cell recall >= 0.95, F1 >= 0.85 and
 >= the baseline's + 0.10.
 """
@@ -154,11 +158,43 @@ def tiling_rate(root: Path, limit: int) -> float:
     return len(files) * 640 * 480 / 1e6 / el
 
 
+def slide_memory(side: int) -> None:
+    """Prepare a synthetic slide of ``side`` px without and with cell detection: seconds and peak RSS."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from predict_throughput import Stages, slide
+
+    from cytofm.config.loader import build_config
+    from cytofm.data.config import PrepareConfig
+    from cytofm.data.prepare import run_prepare
+
+    st = Stages()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "slide.tif"
+        t0 = time.perf_counter()
+        slide(path, side, mpp=0.25)
+        print(f"slide {side} x {side} px at 0.25 um/px: {path.stat().st_size / 2**20:.0f} MB, "
+              f"written in {time.perf_counter() - t0:.0f} s")
+        for name, cells in (("tiling", False), ("tiling + cells", True)):
+            cfg = build_config(PrepareConfig, "prepare", "smear_cells", values={
+                "cells": {"enabled": cells}, "output": {"workers": 1, "qa_thumbnails": 0}})
+            st.reset()
+            st.enter(name)
+            t0 = time.perf_counter()
+            res = run_prepare([str(path)], Path(tmp) / name.replace(" ", ""), cfg, log=lambda m: None)
+            el = time.perf_counter() - t0
+            n = res.rows[0].get("n_cells", "") if res.rows else ""
+            print(f"  {name:<16} {el:7.1f} s  {side * side / 1e6 / el:6.2f} MP/s  peak RSS "
+                  f"{st.peak.get(name, float('nan')):6.0f} MB" + (f"  {n} cells" if cells else ""))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=10_000, help="at most this many images per data set")
     ap.add_argument("--part", default="eval", choices=("eval", "pretrain"),
                     help="the split's part scored: the detector's settings were chosen on 'pretrain'")
+    ap.add_argument("--slide-side", type=int, default=0, help="also a synthetic slide of this side (px)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     a = ap.parse_args()
     global PART
@@ -188,6 +224,8 @@ def main() -> int:
               f"largest centred {h['centred']:.3f}")
     rate = tiling_rate(data / "bccd", min(a.limit, 60))
     print(f"prepare's tiling of the same BCCD fields: {rate:.2f} MP/s")
+    if a.slide_side:
+        slide_memory(a.slide_side)
     return 0
 
 

@@ -31,7 +31,7 @@ from cytofm.config.loader import config_hash, write_config
 from cytofm.data.annotations import points_inside
 from cytofm.data.cells.detect import NoResolution, detect_source
 from cytofm.data.cells.plugins import DetectorUnavailable
-from cytofm.data.cells.store import cell_rows, read_cells, write_cells
+from cytofm.data.cells.store import cell_features, cell_rows, read_cells, write_cells
 from cytofm.data.config import PrepareConfig
 from cytofm.data.foreground import box_fractions, find_foreground
 from cytofm.data.geojson import (
@@ -46,7 +46,7 @@ from cytofm.data.inputs import InputError, Skip, SourceItem, discover
 from cytofm.data.item_ids import ids_in_outputs
 from cytofm.data.large_image import worker_start_method
 from cytofm.data.prepared import MANIFEST_COLUMNS  # the format is defined where it is read
-from cytofm.data.qa import qa_thumbnail
+from cytofm.data.qa import draw_cells, qa_thumbnail
 from cytofm.data.source import open_source
 from cytofm.data.tiling import grid_coords
 from cytofm.utils.hashing import file_digest
@@ -74,12 +74,12 @@ class PrepareResult:
         return sum(int(r["n_patches"]) for r in self.rows)
 
 
-def _detect_cells(src, item: SourceItem, cfg: PrepareConfig, out: Path) -> int:
+def _detect_cells(src, item: SourceItem, cfg: PrepareConfig, out: Path):
     """``cells/<id>.h5`` of a source (written before its coords file, which marks it finished)."""
     mpp = src.mpp if src.mpp else _source_mpp(item, cfg)
     cells = detect_source(src, mpp, cfg.cells)
     write_cells(out / "cells" / f"{item.id}.h5", cells, {"detector": cfg.cells.detector, "mpp": float(mpp)})
-    return len(cells)
+    return cells
 
 
 def write_cells_csv(out: Path, rows: list[dict]) -> int:
@@ -212,17 +212,20 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
         if isinstance(tiles, Skip):
             return tiles
         row = _manifest_row(item, src, tiles, cfg, rel, digest)
+        cells = _detect_cells(src, item, cfg, out) if cfg.cells.enabled else None
+        if cells is not None:
+            row["n_cells"] = len(cells)
         if want_qa:
             im = qa_thumbnail(tiles.thumb, tiles.scale, tiles.coords, tiles.patch_wh, tiles.keep, tiles.mask)
+            if cells is not None:
+                draw_cells(im, cells, tiles.scale)
             (out / "qa").mkdir(exist_ok=True)
             with atomic_path(out / "qa" / f"{item.id}.jpg") as tmp:
                 im.save(tmp, format="JPEG", quality=85)
         if cfg.output.geojson:
-            _write_geojson(out / "geojson" / f"{item.id}.geojson", tiles)
+            _write_geojson(out / "geojson" / f"{item.id}.geojson", tiles, cells)
         if cfg.output.materialize in ("png", "jpeg"):
             _materialize_files(src, row, tiles.kept, tiles.patch_wh, cfg, out)
-        if cfg.cells.enabled:
-            row["n_cells"] = _detect_cells(src, item, cfg, out)
         # the coords file is written last: it marks the source as finished (QA and patches included)
         _write_coords(h5_path, item, src, tiles, cfg, row, rel,
                       {"config_hash": chash, "source_sha256": digest, "source_stat": stat,
@@ -350,11 +353,13 @@ def _write_coords(h5_path: Path, item: SourceItem, src, tiles: _Tiles, cfg: Prep
             f.attrs["row"] = json.dumps(row)
 
 
-def _write_geojson(path: Path, tiles: _Tiles) -> None:
-    """The kept patches as QuPath tiles with their foreground fraction, to review the tiling in QuPath."""
+def _write_geojson(path: Path, tiles: _Tiles, cells=None) -> None:
+    """The kept patches as QuPath tiles with their foreground fraction, to review the tiling in QuPath, and
+    the detected cells as QuPath cells (outline, nucleus, measurements)."""
     w, h = tiles.patch_wh
-    write_feature_collection(path, [tile_feature(int(x), int(y), w, h, {"Foreground fraction": float(f)})
-                                    for (x, y), f in zip(tiles.kept, tiles.fracs[tiles.keep], strict=True)])
+    features = [tile_feature(int(x), int(y), w, h, {"Foreground fraction": float(f)})
+                for (x, y), f in zip(tiles.kept, tiles.fracs[tiles.keep], strict=True)]
+    write_feature_collection(path, features + (cell_features(cells) if cells is not None else []))
 
 
 def _materialize_files(src, row: dict, kept: np.ndarray, size0, cfg: PrepareConfig, out: Path) -> None:

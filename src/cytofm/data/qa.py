@@ -22,3 +22,17 @@ def qa_thumbnail(thumb: np.ndarray, scale: float, coords: np.ndarray, size0: int
         else:
             draw.rectangle(box, outline=(220, 0, 0, 160), width=1)
     return im
+
+
+def draw_cells(im: Image.Image, cells, scale: float) -> Image.Image:
+    """Detected cells over a QA thumbnail (level-0 coordinates times ``scale``): outlines in cyan (clumps
+    in orange), nuclei in magenta."""
+    draw = ImageDraw.Draw(im, "RGBA")
+    width = max(1, round(max(im.size) / 600))
+    for contour, nucleus, clump in zip(cells.contour, cells.nucleus, cells.clump, strict=True):
+        for ring, colour in ((contour, (255, 140, 0, 255) if clump else (0, 220, 255, 255)),
+                             (nucleus, (255, 0, 200, 255))):
+            if len(ring) >= 2:
+                pts = [tuple(p) for p in (np.asarray(ring) * scale).tolist()]
+                draw.line(pts + [pts[0]], fill=colour, width=width)
+    return im

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from cytofm.data.inputs import InputError
 from cytofm.utils.io import write_csv
 
 PATH_COLUMNS = ("path", "image", "file", "filename")
@@ -22,14 +23,14 @@ def load_split_map(spec: str, base: Path) -> dict[str, str]:
     with open(p, newline="") as f:
         rows = list(csv.DictReader(f))
     if rows and not {"image", "part"} <= set(rows[0]):
-        raise ValueError(f"{p}: a split file needs the columns image, part")
+        raise InputError(f"{p}: a split file needs the columns image, part")
     return {r["image"]: r["part"] for r in rows}
 
 
 def path_column(header: list[str], where: Path) -> str:
     col = next((c for c in PATH_COLUMNS if c in header), None)
     if col is None:
-        raise ValueError(f"{where}: no image path column (one of {', '.join(PATH_COLUMNS)})")
+        raise InputError(f"{where}: no image path column (one of {', '.join(PATH_COLUMNS)})")
     return col
 
 
@@ -42,7 +43,7 @@ def part_manifest(manifest: Path, split: dict[str, str], part: str, out: Path) -
     col = path_column(header, manifest)
     unknown = [r[col] for r in rows if r[col] not in split]
     if unknown:
-        raise ValueError(f"{manifest}: {len(unknown)} image(s) not in the split file (first: {unknown[0]})")
+        raise InputError(f"{manifest}: {len(unknown)} image(s) not in the split file (first: {unknown[0]})")
     keep = [dict(r, **{col: str((manifest.parent / r[col]).resolve())})
             for r in rows if split[r[col]] == part]
     out.parent.mkdir(parents=True, exist_ok=True)

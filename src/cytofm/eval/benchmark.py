@@ -160,7 +160,7 @@ def _groups(task: TaskConfig, ref, group_col: str | None, out: Path, log):
     base_groups, groups_from = ref.groups, group_col or ""
     paths = ref.paths or []
     if not paths or not all(p and Path(p).is_file() for p in paths):
-        log(f"warning: [{task.name}] source images not found: no duplicate check, no pretraining check")
+        log(f"warning: [{task.name}] source images not found: no near-duplicate check")
         return base_groups, groups_from, {}, None
     hashes = [hash_image(p) for p in paths]
     pairs = near_duplicate_pairs(hashes)
@@ -183,14 +183,13 @@ def _groups(task: TaskConfig, ref, group_col: str | None, out: Path, log):
 
 def _source_hashes(store: Path, ids: list[str], hashes):
     """Hashes for the pretraining guard: of the field each cell crop was cut from where the store records it
-    (``source_image``), else the items' own. None stays None (no check possible)."""
+    (``source_image``), else the items' own. None stays None (no check possible) unless the sources are
+    there (detected cells as items have no image of their own)."""
     import csv
 
     from cytofm.data.hashing import hash_image
     from cytofm.data.point_crops import SOURCE_COLUMN
 
-    if hashes is None:
-        return None
     with open(store / "manifest.csv", newline="") as f:
         rows = {r["id"]: r.get(SOURCE_COLUMN, "") for r in csv.DictReader(f)}
     sources = [rows.get(i, "") for i in ids]

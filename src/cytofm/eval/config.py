@@ -68,9 +68,14 @@ class TaskConfig(Section):
     data: str
     """A folder, manifest or prepared dataset (relative paths are relative to the benchmark YAML)."""
     label: str
-    mode: Literal["image", "tiles"] = "image"
+    mode: Literal["image", "tiles", "cells"] = "image"
+    """``cells``: the data's fields prepared with cell detection (``prepare_preset`` e.g. ``smear_cells``,
+    ``mpp``); MIL reads each field as the bag of its cells, and with ``points`` every detected cell matched
+    to a labelled point is an item of its own."""
     prepare_preset: str = "default"
-    """Preset used to tile plain images in ``tiles`` mode."""
+    """Preset used to prepare plain images in ``tiles`` and ``cells`` mode."""
+    mpp: float | None = Field(None, gt=0)
+    """Micrometres per pixel of the task's images (cell detection needs it)."""
     eval: Literal["probe", "mil"] = "probe"
     methods: list[str] = ["linear", "knn"]
     folds: int = Field(5, ge=2)
@@ -111,6 +116,9 @@ class BenchmarkConfig(Section):
     comparisons: list[str] | None = None
     """Explicit claims, ``"A vs B"``; replaces the default pairs (every encoder vs the first and vs each
     baseline)."""
+    combine: list[str] = []
+    """Feature sets side by side, ``"A+B"`` (two of ``encoders``, e.g. ``cytofm+morphometrics``): the two
+    stores' features of the same instances concatenated, evaluated as one more encoder."""
     metric: str = "balanced_accuracy"
     alpha: float = 0.05
     skip_missing: bool = False

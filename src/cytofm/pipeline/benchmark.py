@@ -9,6 +9,7 @@ and ABMIL attention is scored against the task's boxes. The CLI and the demo cal
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Pat
 
     split = load_split_map(task.split, base) if task.split else None
     tag = f"{task.part}" if split is not None else "all"
-    if task.points:
+    if task.points and task.mode != "cells":
         d = out / "cache" / "cells" / f"{slug(task.name)}_{tag}_{task.crop_size}px"
         m, n = point_crops(_resolve(base, task.points), task.label, task.crop_size, d, split, task.part,
                            tuple(task.exclude))
@@ -110,16 +111,22 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
 
     data = _task_input(task, _resolve(base, task.data), base, out, log)
     source = data
-    if task.mode == "tiles":
-        meta = ({"label_column": task.label} if str(data).endswith(".csv")
+    if task.mode in ("tiles", "cells"):
+        meta = ({"label_column": task.label} if str(data).endswith(".csv") and not task.points
                 else {"labels_from_folders": data.is_dir()})
-        pcfg = build_config(PrepareConfig, "prepare", task.prepare_preset, values={
-            "metadata": meta, "output": {"qa_thumbnails": 0}})
+        values = {"metadata": meta, "output": {"qa_thumbnails": 0}}
+        if task.mode == "cells":
+            values |= {"cells": {"enabled": True}, "resolution": {"mpp": task.mpp}}
+        pcfg = build_config(PrepareConfig, "prepare", task.prepare_preset, values=values)
         source = out / "cache" / _data_key(task, data) / "prepared"
         log(f"[{task.name}] preparing {data}")
         run_prepare([str(data)], source, pcfg, log=lambda m: None)
     stores, skipped = {}, {}
     for spec in cfg.encoders:
+        if spec == "morphometrics" and task.mode != "cells":
+            log(f"[{task.name}] morphometrics not read: it measures detected cells (mode cells), the task is "
+                f"in mode {task.mode}")
+            continue
         try:
             enc = create_encoder(spec)
         except EncoderError as e:
@@ -135,7 +142,39 @@ def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, 
                                 label_column=task.label, workers=1)
         run_extract(enc, extract, log=lambda m: None, progress=progress)
         stores[spec] = (store, enc.spec, enc.weights_hash)
+    stores |= _combined(cfg, stores, out / "cache" / _data_key(task, data), log)
+    if task.mode == "cells" and task.points:
+        stores = {k: _cell_items(task, v, source, base, log) for k, v in stores.items()}
     return stores, skipped
+
+
+def _combined(cfg: BenchmarkConfig, stores: dict, cache: Path, log) -> dict:
+    """``A+B`` stores of the combinations asked for whose parts were extracted; the pretraining guard
+    reads the first part's record (its images are what the combination saw)."""
+    from cytofm.features.derived import combine_stores
+
+    out = {}
+    for combo in cfg.combine:
+        a, _, b = combo.partition("+")
+        if a in stores and b in stores:
+            combine_stores(stores[a][0], stores[b][0], cache / slug(combo))
+            out[combo] = (cache / slug(combo), stores[a][1], f"{stores[a][2]}+{stores[b][2]}")
+        else:
+            log(f"combination {combo} skipped: {a if a not in stores else b} was not extracted")
+    return out
+
+
+def _cell_items(task: TaskConfig, entry: tuple, prepared: Path, base: Path, log) -> tuple:
+    """A field-level cells store made a store of the detected cells matched to the task's points."""
+    from cytofm.features.derived import cells_as_items
+
+    store, resolved, whash = entry
+    dst = store.parent / f"{store.name}_cells_matched"
+    n = cells_as_items(store, prepared, _resolve(base, task.points), task.label, dst, tuple(task.exclude))
+    log(f"[{task.name}] {n['matched']} of {n['labelled']} labelled cells matched a detected cell within "
+        f"{n['tolerance_px']:.1f} px ({n['labelled'] - n['matched']} unmatched, counted as not found)")
+    (dst / "matching.json").write_text(json.dumps(n, indent=2))
+    return dst, resolved, whash
 
 
 def _localisation(store: Path, ev_out: Path, boxes: Path, box_class: str, seeds, log) -> dict | None:

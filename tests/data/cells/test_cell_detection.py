@@ -178,8 +178,18 @@ def test_prepare_cells_writes_each_sources_cells_and_one_table(tmp_path):
     Image.fromarray(smear(240, 320, [], seed=2)[0]).save(src / "blank.png")
     args = ["prepare", str(src), "--out", str(tmp_path / "out"), "--preset", "smear_cells", "--cells",
             "cells.typical_diameter_um=8", "cells.min_diameter_um=3", "cells.max_diameter_um=20"]
-    r = CliRunner().invoke(app, args + ["resolution.mpp=0.25"])
+    r = CliRunner().invoke(app, args + ["resolution.mpp=0.25", "--geojson", "--qa", "-1"])
     assert r.exit_code == 0, r.output
+    # seen as well as counted: QuPath cells with their nuclei and measurements, outlines on the QA image
+    from cytofm.data.geojson import read_annotations
+
+    from tests.helpers import qupath_geojson_problems
+
+    gj = tmp_path / "out" / "geojson" / "field.geojson"
+    assert qupath_geojson_problems(gj) == []
+    objects = [o for o in read_annotations(gj, log=lambda m: None) if o.object_type == "cell"]
+    assert len(objects) == len(APART) and all(o.measurements["area_um2"] > 0 for o in objects)
+    assert (tmp_path / "out" / "qa" / "field.jpg").is_file()
     cells = read_cells(tmp_path / "out" / "cells" / "field.h5")
     direct = detect_watershed(smear(240, 320, APART, seed=1)[0], MPP, CFG)
     assert np.allclose(np.sort(cells.centre, 0), np.sort(direct.centre, 0), atol=1e-4)
@@ -194,3 +204,22 @@ def test_prepare_cells_writes_each_sources_cells_and_one_table(tmp_path):
     why = {Path(s["path"]).name: s["reason"] for s in skipped}
     assert "resolution.mpp" in why["field.png"] and "no foreground" in why["blank.png"]
 
+
+
+def test_qa_thumbnails_draw_each_cell_and_nucleus_outline_where_it_is():
+    """On a grey thumbnail at half scale: cyan on a cell's outline, magenta on its nucleus', orange for a
+    clump, nothing elsewhere."""
+    from PIL import Image
+
+    from cytofm.data.cells.table import CellTable
+    from cytofm.data.qa import draw_cells
+
+    t = CellTable.empty()
+    ring = np.array([[20, 20], [60, 20], [60, 60], [20, 60]], np.float32)
+    t = CellTable(np.array([[40, 40], [120, 40]], np.float32), np.zeros((2, 4), np.float32),
+                  [ring, ring + [80, 0]], [ring / 2 + 20, np.zeros((0, 2), np.float32)],
+                  {k: np.zeros(2, np.float32) for k in t.measures}, np.array([False, True]))
+    im = np.asarray(draw_cells(Image.new("RGB", (100, 50), (128, 128, 128)), t, 0.5)).astype(int)
+    assert im[10, 20].tolist() == [0, 220, 255] and im[10, 60].tolist() == [255, 140, 0]  # top edges
+    assert im[15, 20].tolist() == [255, 0, 200]  # the nucleus' top edge: y 30 * 0.5
+    assert im[20, 20].tolist() == [128, 128, 128] and (im[40:, :] == 128).all()

@@ -4,22 +4,39 @@ the nucleus inside each cell, and the mean amount of each stain, with the outlin
 from __future__ import annotations
 
 import numpy as np
-from skimage.measure import approximate_polygon, find_contours, regionprops
+from skimage.measure import find_contours, regionprops
 
 from cytofm.data.cells.table import MEASUREMENTS, CellTable
 
 
-def outline(mask: np.ndarray, tolerance: float) -> np.ndarray:
-    """(K, 2) x, y outline of the largest part of a binary crop (pixel centres; corners at +-0.5),
-    simplified to within ``tolerance`` pixels."""
+def outline(mask: np.ndarray) -> np.ndarray:
+    """(K, 2) x, y outline of the largest part of a binary crop (pixel centres; corners at +-0.5)."""
     padded = np.pad(mask.astype(np.float32), 1)
     rings = find_contours(padded, 0.5)
     if not rings:
         return np.zeros((0, 2), np.float32)
     ring = max(rings, key=len) - 1.0  # undo the pad
-    if tolerance > 0:
-        ring = approximate_polygon(ring, tolerance)
     return ring[:, ::-1].astype(np.float32)  # (row, col) -> (x, y)
+
+
+def simplify(rings: list[np.ndarray], tolerance: float) -> list[np.ndarray]:
+    """Every outline simplified (Douglas-Peucker) to within ``tolerance`` in one vectorised shapely call
+    (a loop of scikit-image's ``approximate_polygon`` took a seventh of the detection time)."""
+    import shapely
+
+    idx = [k for k, r in enumerate(rings) if len(r) >= 2]
+    if tolerance <= 0 or not idx:
+        return rings
+    sel = [rings[k] for k in idx]
+    lines = shapely.linestrings(np.concatenate(sel),
+                                indices=np.repeat(np.arange(len(sel)), [len(r) for r in sel]))
+    simple = shapely.simplify(lines, tolerance)
+    coords, which = shapely.get_coordinates(simple, return_index=True)
+    out = list(rings)
+    for k, part in zip(idx, np.split(coords.astype(np.float32), np.flatnonzero(np.diff(which)) + 1),
+                       strict=True):
+        out[k] = part
+    return out
 
 
 def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp: float, clump: set[int],
@@ -52,11 +69,13 @@ def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp
         cols["nucleus_area_um2"][k] = nuc_area * mpp * mpp
         cols["nucleus_to_cell"][k] = nuc_area / area
         cols["od_nuclear"][k], cols["od_other"][k] = inside.mean(0) if len(inside) else (0.0, 0.0)
-        offset = np.array([c0, r0], np.float32) + 0.5
-        contours.append((outline(cell, tolerance) + offset) / scale - 0.5)
-        nuclei.append((outline(nuc, tolerance) + offset) / scale - 0.5 if nuc_area
-                      else np.zeros((0, 2), np.float32))
+        offset = np.array([c0, r0], np.float32)
+        contours.append(outline(cell) + offset)
+        nuclei.append(outline(nuc) + offset if nuc_area else np.zeros((0, 2), np.float32))
         flags[k] = p.label in clump
+    # simplified at the working scale, then in level-0 pixels (a pixel's centre at its integer coordinate)
+    contours, nuclei = ([(r + 0.5) / scale - 0.5 for r in simplify(rings, tolerance)]
+                        for rings in (contours, nuclei))
     return CellTable(centre, bbox, contours, nuclei, cols, flags)
 
 

@@ -38,8 +38,9 @@ def deconvolution_matrix(nuclear, other) -> np.ndarray:
 
 def stain_concentrations(od: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """(H, W, 2) amount of the nuclear stain and of the counterstain per pixel (OD units, clipped at 0)."""
-    conc = od.reshape(-1, 3) @ np.linalg.inv(matrix)
-    return np.clip(conc[:, :2], 0, None).reshape(*od.shape[:2], 2).astype(np.float32)
+    unmix = np.linalg.inv(matrix)[:, :2].astype(np.float32)  # the third (residual) channel is not kept
+    conc = np.asarray(od, np.float32).reshape(-1, 3) @ unmix
+    return np.maximum(conc, 0, out=conc).reshape(*od.shape[:2], 2)
 
 
 def estimate_vectors(od: np.ndarray, beta: float = 0.15, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -55,3 +55,25 @@ def cell_rows(item_id: str, cells: CellTable) -> list[dict]:
         row.update({m: round(float(cells.measures[m][k]), 4) for m in MEASUREMENTS})
         rows.append(row)
     return rows
+
+
+CLUMP_CLASS = ("Clump", (255, 200, 0))
+
+
+def cell_features(cells: CellTable) -> list[dict]:
+    """The cells as QuPath ``cell`` objects: the outline as geometry, the nucleus as ``nucleusGeometry``,
+    the morphometrics as measurements, clumps classified ``Clump``. Outlines too short to be polygons (a
+    cell of a few pixels) are left out."""
+    import shapely
+
+    from cytofm.data.geojson import cell_feature
+
+    out = []
+    for k in range(len(cells)):
+        if len(cells.contour[k]) < 3:
+            continue
+        nucleus = shapely.Polygon(cells.nucleus[k]) if len(cells.nucleus[k]) >= 3 else None
+        out.append(cell_feature(shapely.Polygon(cells.contour[k]), nucleus,
+                                CLUMP_CLASS if cells.clump[k] else None,
+                                {m: float(cells.measures[m][k]) for m in MEASUREMENTS}))
+    return out

@@ -44,8 +44,8 @@ def stained_mask(rgb: np.ndarray, cfg: CellsConfig, mpp: float) -> tuple[np.ndar
     return mask, od
 
 
-def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float,
-                nuclei: np.ndarray | None = None) -> tuple[np.ndarray, set[int]]:
+def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float, nuclei: np.ndarray | None = None,
+                to_nucleus: np.ndarray | None = None) -> tuple[np.ndarray, set[int]]:
     """Label image of cells and the labels kept whole as clumps. ``nuclei`` (labels): each nucleus seeds
     one cell, so a lobed nucleus or a cell larger than the typical one is not cut at its distance peaks;
     the distance peaks seed the cells without a nucleus (red cells)."""
@@ -69,7 +69,9 @@ def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float,
     markers = np.zeros(mask.shape, np.int32)
     nxt = 1
     if nuclei is not None and nuclei.any():
-        near = ndi.distance_transform_edt(nuclei == 0) < cfg.nucleus_reach_um / mpp  # its cytoplasm's peaks
+        if to_nucleus is None:
+            to_nucleus = ndi.distance_transform_edt(nuclei == 0)
+        near = to_nucleus < cfg.nucleus_reach_um / mpp  # its cytoplasm's peaks
         peaks = peaks[~near[tuple(peaks.T)]] if len(peaks) else peaks
         inside = (nuclei > 0) & split
         markers[inside] = nuclei[inside]
@@ -150,11 +152,13 @@ def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float
         return CellTable.empty()
     conc = stain_concentrations(od, stain_matrix(cfg.stain, od if cfg.stain == "estimate" else None))
     nuclei = nucleus_seeds(conc, mask, cfg, mpp)
+    to_nucleus = None
     if nuclei.any():  # the pale cytoplasm of nucleated cells (white cells, squamous cells) belongs to them
+        to_nucleus = ndi.distance_transform_edt(nuclei == 0)
         pale = od.sum(-1) > cfg.cytoplasm_fraction * (cfg.od_threshold or cfg.od_min)
-        mask |= pale & (ndi.distance_transform_edt(nuclei == 0) < 0.5 * cfg.max_diameter_um / mpp)
+        mask |= pale & (to_nucleus < 0.5 * cfg.max_diameter_um / mpp)
         mask = remove_small_holes(mask, max_size=int(disk_area_px(cfg.typical_diameter_um, mpp)))
-    labels, clumps = split_cells(mask, cfg, mpp, nuclei)
+    labels, clumps = split_cells(mask, cfg, mpp, nuclei, to_nucleus)
     nucleus = nuclear_mask(conc, labels > 0, cfg, mpp)
     return measure_cells(labels, nucleus, conc, mpp, clumps, scale, cfg.contour_tolerance_px)
 
