@@ -223,3 +223,49 @@ def test_qa_thumbnails_draw_each_cell_and_nucleus_outline_where_it_is():
     assert im[10, 20].tolist() == [0, 220, 255] and im[10, 60].tolist() == [255, 140, 0]  # top edges
     assert im[15, 20].tolist() == [255, 0, 200]  # the nucleus' top edge: y 30 * 0.5
     assert im[20, 20].tolist() == [128, 128, 128] and (im[40:, :] == 128).all()
+
+
+def test_a_plugin_failing_on_one_image_skips_that_image_and_the_run_goes_on(tmp_path, monkeypatch):
+    import csv
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cytofm.config.loader import build_config
+    from cytofm.data.config import PrepareConfig
+    from cytofm.data.prepare import run_prepare
+
+    class Model:
+        def __init__(self, pretrained_model):
+            pass
+
+        def eval(self, image, diameter):
+            if image.shape[0] == 240:  # the larger field: the model fails on it
+                raise RuntimeError("CUDA out of memory")
+            return np.zeros(image.shape[:2], np.int32), None, None
+
+    fake = types.ModuleType("cellpose")
+    fake.models = types.SimpleNamespace(CellposeModel=Model)
+    monkeypatch.setitem(sys.modules, "cellpose", fake)
+    (tmp_path / "w" / "cellpose").mkdir(parents=True)
+    (tmp_path / "w" / "cellpose" / "m.pth").write_bytes(b"x")
+    monkeypatch.setenv("CYTOFM_CELL_WEIGHTS", str(tmp_path / "w"))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(smear(240, 320, APART, seed=1)[0]).save(tmp_path / "in" / "bad.png")
+    Image.fromarray(smear(200, 200, [(60, 60, 30)], seed=2)[0]).save(tmp_path / "in" / "good.png")
+    cfg = build_config(PrepareConfig, "prepare", "smear_cells", values={
+        "cells": {"detector": "cellpose"}, "resolution": {"mpp": MPP}, "output": {"workers": 1}})
+    res = run_prepare([str(tmp_path / "in")], tmp_path / "out", cfg, log=lambda m: None)
+    skipped = list(csv.DictReader(open(tmp_path / "out" / "skipped.csv")))
+    assert [Path(s["path"]).name for s in skipped] == ["bad.png"]
+    assert "CUDA out of memory" in skipped[0]["reason"]
+    assert [r["id"] for r in res.rows] == ["good"] and res.rows[0]["n_cells"] == 0
+
+
+def test_an_object_too_thin_for_a_distance_peak_is_still_one_cell():
+    """A 3 px wide, 80 px long stained bar has no distance peak above the seed threshold: it is seeded at
+    one pixel and comes out whole (not dropped, not split)."""
+    rgb, _ = smear(120, 160, [], seed=7)
+    rgb[60:63, 40:120] = (120, 80, 160)
+    t = detect_watershed(rgb, MPP, CFG)
+    assert len(t) == 1 and t.measures["area_um2"][0] == pytest.approx(3 * 80 * MPP * MPP, rel=0.1)

@@ -80,10 +80,11 @@ def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float, nuclei: np.ndarr
     nxt += len(peaks)
     # components with no seed (too flat for a peak) stay one cell
     unseeded = np.setdiff1d(np.unique(comps[split]), np.unique(comps[markers > 0]))
-    for c in unseeded:
-        rr, cc = np.nonzero(comps == c)
-        markers[rr[len(rr) // 2], cc[len(cc) // 2]] = nxt
-        nxt += 1
+    if len(unseeded):  # one marker at each such component's first pixel (it is the component's only one)
+        ids, first = np.unique(comps.ravel(), return_index=True)
+        at = first[np.searchsorted(ids, unseeded)]
+        markers.ravel()[at] = np.arange(nxt, nxt + len(at))
+        nxt += len(at)
     labels = watershed(-smooth, markers, mask=split)
     clumps: set[int] = set()
     for c in whole:
@@ -113,9 +114,8 @@ def _irregular(labels: np.ndarray, cfg: CellsConfig, mpp: float) -> set[int]:
 
 def nuclear_mask(conc: np.ndarray, cells: np.ndarray, cfg: CellsConfig, mpp: float) -> np.ndarray:
     """Nuclear stain above Otsu's threshold over the cells' pixels (floored at ``nucleus_od_min`` and at
-    twice their median) and above
-    the counterstain there (a dark red cell holds much counterstain and some of the nuclear channel, a
-    nucleus the reverse), specks below ``min_nucleus_um2`` dropped."""
+    twice their median) and above the counterstain there (a dark red cell holds much counterstain and some
+    of the nuclear channel, a nucleus the reverse), specks below ``min_nucleus_um2`` dropped."""
     nuc = conc[..., 0]
     inside = nuc[cells]
     if not inside.size:
