@@ -136,4 +136,8 @@ def test_pretraining_guard_checks_the_field_a_crop_was_cut_from(field, tmp_path)
     assert seen_in_pretraining(guard, record).tolist() == [True, True, False]
     # what the crops alone would say
     assert seen_in_pretraining(crops, record).tolist() == [False, False, False]
-    assert _source_hashes(store, ids, None) is None
+    # items with no image of their own (detected cells) are checked by their fields too
+    assert seen_in_pretraining(_source_hashes(store, ids, None), record).tolist() == [True, True, False]
+    write_csv(store / "manifest.csv",
+              [dict(r, id=i, source_image="") for i, r in zip(ids, rows, strict=True)])
+    assert _source_hashes(store, ids, None) is None  # no source and no hash: no check possible
