@@ -118,6 +118,9 @@ def probe(
     positive_class: Annotated[str | None, typer.Option(
         help="Two-class tasks: the class the operating point screens for (default: the second in sorted "
              "order).", show_default=False)] = None,
+    cell_points: Annotated[Path | None, typer.Option(
+        help="Classify cells: a table of labelled cells (image, x, y, label column) matched to the detected "
+             "cells of a --mode cells store.", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
@@ -133,6 +136,8 @@ def probe(
     if bad:
         fail(f"unknown probe method(s) {', '.join(bad)}; valid: {', '.join(PROBE_METHODS)}")
     features, out = Path(cfg.features), Path(cfg.out)
+    if cfg.cell_points:
+        features = _cells_store(features, Path(cfg.cell_points), cfg, out)
     data, splits = _setup(cfg, features, out)
     with make_progress() as progress:
         try:
@@ -142,6 +147,38 @@ def probe(
             fail(str(e))
     _report(summaries, out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
     _save_probes(cfg, features, out, data, summaries)
+
+
+def _cells_store(features: Path, points: Path, cfg, out: Path) -> Path:
+    """``OUT/cells``: the store's detected cells matched to the labelled points, each an item grouped by
+    its field (unless another group column is given); the points no cell matched are counted."""
+    import json
+
+    from cytofm.features.derived import cells_as_items
+    from cytofm.features.store import prepared_folder, store_identity
+
+    ident = store_identity(features) or {}
+    if ident.get("mode") != "cells":
+        fail(f"{features}: --cell-points needs a store extracted with --mode cells, not "
+             f"{ident.get('mode') or 'an unrecorded mode'}")
+    prepared = prepared_folder(features)
+    if prepared is None or not (prepared / "cells").is_dir():
+        fail(f"{features}: the prepared folder it was extracted from (with its cells/) is not found")
+    if not points.is_file():
+        fail(f"{points}: no such table of labelled cells")
+    header = points.read_text().splitlines()[0].split(",") if points.stat().st_size else []
+    missing = [c for c in ("image", "x", "y", cfg.label) if c not in header]
+    if missing:
+        fail(f"{points}: no column {', '.join(missing)} (it needs image, x, y and {cfg.label})")
+    n = cells_as_items(features, prepared, points, cfg.label, out / "cells", tuple(cfg.exclude))
+    (out / "cells" / "matching.json").write_text(json.dumps(n, indent=2))
+    info(f"{n['matched']} of {n['labelled']} labelled cells matched a detected cell within "
+         f"{n['tolerance_px']:.1f} px ({n['labelled'] - n['matched']} unmatched, left out)")
+    if not n["items"]:
+        fail(f"{points}: no labelled cell matched a detected cell of {features} (are the image paths "
+             "relative to the table's folder, and x, y in level-0 pixels?)")
+    cfg.group_column = cfg.group_column or "field"
+    return out / "cells"
 
 
 def _save_probes(cfg, features: Path, out: Path, data, summaries: list[dict]) -> None:

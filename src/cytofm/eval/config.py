@@ -50,6 +50,10 @@ class ProbeConfig(EvalConfig):
     """Also fit each saved probe (linear, kNN) on every labelled item (``cytofm predict --use refit``)."""
     target_sensitivity: float = Field(0.95, gt=0, le=1)
     """Two-class tasks: the operating point recorded in ``model.json`` keeps this sensitivity out of fold."""
+    cell_points: str | None = None
+    """A table of labelled cells (``image``, ``x``, ``y`` in level-0 pixels, the label column) for a store
+    extracted with ``--mode cells``: each detected cell matched to a point becomes an item (its field the
+    group), so the probe classifies cells and ``cytofm predict`` counts them by class."""
 
 
 class MilConfig(EvalConfig):

@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from cytofm import __version__
-from cytofm.features.store import STORE_FILE, identity_of, item_attrs, load_store
+from cytofm.features.store import STORE_FILE, identity_of, item_attrs, load_store, prepared_folder
 from cytofm.utils.errors import UserError
 from cytofm.utils.io import atomic_path
 
@@ -41,12 +41,8 @@ def features_record(store: Path) -> dict:
     extract settings, and the prepare settings when the store was extracted from a prepared folder."""
     p = store / STORE_FILE
     extract = _yaml(store / "config.yaml")
-    # a prepared input, or the folder extract prepared itself from plain images
-    given = Path(str(extract.get("input", "")))  # as typed: relative to where extract ran, often the store's
-    candidates = (given, store.parent / given) if str(given) not in ("", ".") else ()
-    candidates += (store / "prepared",)
-    prepared = [d for d in candidates if (d / "manifest.csv").is_file() and (d / "config.yaml").is_file()]
-    prepare = _yaml(prepared[0] / "config.yaml") if prepared else {}
+    prepared = prepared_folder(store)
+    prepare = _yaml(prepared / "config.yaml") if prepared else {}
     return {"store": json.loads(p.read_text()) if p.is_file() else _identity_from_items(store),
             "extract": extract,
             "prepare": {k: prepare[k] for k in PREPARE_RECORDED if k in prepare}}

@@ -76,6 +76,24 @@ def match_points(centres: np.ndarray, points: np.ndarray, tol: float) -> list[tu
     return [(int(i), int(j)) for i, j in zip(r, c, strict=True) if d[i, j] <= tol]
 
 
+CELL_UNIT = "cell"
+"""``store.json``'s ``unit`` for a store whose items are single cells: a model trained on it classifies
+each cell, and ``cytofm predict`` applies it to every cell of a new field or slide and counts them."""
+
+
+def _record_origin(store: Path, prepared: Path, out: Path) -> None:
+    """The source store's extract settings with the prepared folder as its input, so that a model trained
+    on the cells records how to prepare and embed new cases."""
+    import yaml
+
+    try:
+        extract = yaml.safe_load((store / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        extract = {}
+    (out / "config.yaml").write_text(yaml.safe_dump({**extract, "input": str(Path(prepared).resolve())},
+                                                     sort_keys=False))
+
+
 def cells_as_items(store: Path, prepared: Path, points_table: Path, label: str, out: Path,
                    exclude: tuple[str, ...] = ()) -> dict:
     """Each detected cell matched to a labelled point (within half the median cell radius, one to one) as
@@ -93,7 +111,8 @@ def cells_as_items(store: Path, prepared: Path, points_table: Path, label: str, 
                             if len(c)] or [np.zeros(0)])
     tol = 0.5 * float(np.median(radii)) if len(radii) else 0.0
     identity = _identity(store)
-    claim_store(out, identity, {"encoder_spec": identity.get("encoder_spec", "")})
+    claim_store(out, identity, {"encoder_spec": identity.get("encoder_spec", ""), "unit": CELL_UNIT})
+    _record_origin(store, prepared, out)
     (out / "features").mkdir(parents=True, exist_ok=True)
     rows, n_points, n_matched = [], 0, 0
     for i, r in fields.items():

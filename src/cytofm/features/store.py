@@ -95,6 +95,24 @@ def claim_store(root: str | os.PathLike, identity: dict, extra: dict | None = No
             tmp.write_text(json.dumps({**want, **(extra or {})}, indent=2))
 
 
+def prepared_folder(store: str | os.PathLike) -> Path | None:
+    """The prepared folder a store's features were extracted from (``config.yaml``'s input as typed,
+    relative to where extract ran or to the store's folder, or the one extract prepared itself into)."""
+    import yaml
+
+    store = Path(store)
+    try:
+        extract = yaml.safe_load((store / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        extract = {}
+    given = Path(str(extract.get("input", "")))
+    candidates = (given, store.parent / given) if str(given) not in ("", ".") else ()
+    for d in (*candidates, store / "prepared"):
+        if (d / "manifest.csv").is_file() and (d / "config.yaml").is_file():
+            return d
+    return None
+
+
 def store_identity(root: str | os.PathLike) -> dict | None:
     p = Path(root) / STORE_FILE
     if not p.is_file():

@@ -20,6 +20,14 @@ import numpy as np
 from cytofm.eval.config import PREDICT_USES
 from cytofm.eval.saved_model import ModelFolderError, read_model_json, select_method
 from cytofm.features.store import IDENTITY_KEYS, STORE_FILE, item_attrs, load_store, read_item, store_identity
+from cytofm.pipeline.cell_counts import (
+    cell_rows,
+    classify_cells,
+    count_lines,
+    count_rows,
+    reads_single_cells,
+    write_cell_geojson,
+)
 from cytofm.utils.io import write_csv
 
 
@@ -54,14 +62,20 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     rows = load_store(store)
     if not rows:
         raise ModelFolderError(f"{store}: no item to predict")
-    probs, attention = _apply(model_dir, rec, members, rows)
-    table = _prediction_rows(rec, rows, probs, use)
+    if reads_single_cells(rec):
+        table, attention, counts = _apply_cells(model_dir, rec, members, rows, use, store, input, out)
+    else:
+        probs, attention = _apply(model_dir, rec, members, rows)
+        table, counts = _prediction_rows(rec, rows, probs, use), None
     write_csv(out / "predictions.csv", table)
     write_csv(out / "specimens.csv", specimen_rows(table, rec["classes"]))
     if attention is not None:
         _write_attention(out / "attention.h5", rows, attention)
         _write_geojson(out / "geojson", rows, attention, table, rec["classes"])
     metrics, lines = _summary(rec, table, include_seen, out, len(members))
+    if counts is not None:
+        lines += count_lines(counts, rec["classes"])
+        (out / "summary.md").write_text("# Predictions\n\n" + "".join(f"- {ln}\n" for ln in lines))
     seconds["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if heatmaps > 0 and attention is not None:
@@ -208,10 +222,38 @@ def _apply(model_dir: Path, rec: dict, members: list[dict], rows: list[dict]):
     return ensemble_predict(models, bags)
 
 
-def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray, use: str) -> list[dict]:
+def _apply_cells(model_dir: Path, rec: dict, members: list[dict], rows: list[dict], use: str, store: Path,
+                 input: Path, out: Path) -> tuple:
+    """A cell classifier applied to every cell of the input: one prediction row per cell (flagged as its
+    field is), counts by class per field in ``cell_counts.csv``, the classified cells as QuPath GeoJSON."""
+    from cytofm.data.prepared import is_prepared_dir
+    from cytofm.features.store import prepared_folder
+
+    cells = cell_rows(store, rows)
+    if not cells:
+        raise ModelFolderError(f"{store}: no cell to classify")
+    probs = classify_cells(model_dir, rec, members, cells)
+    flags = leakage_flags(rec, rows, use)
+    label = rec["training"].get("label")
+    single = all(c["id"] == rows[c["item"]]["id"] for c in cells)  # a store of single cells: their labels
+    pseudo = [{**{k: v for k, v in rows[c["item"]].items() if single or k != label}, "id": c["id"]}
+              for c in cells]
+    table = _prediction_rows(rec, pseudo, probs, use, [dict(flags[c["item"]]) for c in cells])
+    for t, c in zip(table, cells, strict=True):
+        t.update({"field": c["field"], "x": c["x"], "y": c["y"]})
+    counts = count_rows(table, rec["classes"])
+    write_csv(out / "cell_counts.csv", counts)
+    prepared = (out / "prepared" if (out / "prepared" / "cells").is_dir()
+                else input if is_prepared_dir(input) else prepared_folder(store))
+    write_cell_geojson(out / "geojson", prepared, rows, table, rec["classes"])
+    return table, None, counts
+
+
+def _prediction_rows(rec: dict, rows: list[dict], probs: np.ndarray, use: str,
+                     flags: list[dict] | None = None) -> list[dict]:
     classes, label = rec["classes"], rec["training"].get("label")
     mean, sd = probs.mean(0), probs.std(0)
-    flags = leakage_flags(rec, rows, use)
+    flags = leakage_flags(rec, rows, use) if flags is None else flags
     op = rec.get("operating_point")
     table = []
     for k, r in enumerate(rows):

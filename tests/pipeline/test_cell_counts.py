@@ -1,0 +1,94 @@
+"""A cell classifier trained on labelled cells (``probe --cell-points``) and applied by ``predict`` to new
+fields: every detected cell classified, each field counted by class, the cells in QuPath with their class."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from cytofm.cli.main import app
+
+from tests.helpers import qupath_geojson_problems, smear
+
+SIZES = ["resolution.mpp=0.25", "cells.typical_diameter_um=6", "cells.min_diameter_um=2",
+         "cells.max_diameter_um=12"]
+
+
+def _fields(root, n_large: list[int], seed: int) -> list[tuple[str, int, int, str]]:
+    """Fields of six cells on a 3 x 2 grid: ``n_large[k]`` large ones (8 um, 'large'), the others small
+    (4.5 um); returns every cell as (image, x, y, kind)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    points = []
+    for k, big in enumerate(n_large):
+        jitter = rng.integers(-4, 5, (6, 2))
+        cells = [(40 + 70 * (j % 3) + int(jitter[j, 0]), 40 + 70 * (j // 3) + int(jitter[j, 1]),
+                  16 if j < big else 9) for j in range(6)]
+        name = f"{seed}_{k}.png"
+        Image.fromarray(smear(180, 240, cells, seed=seed * 100 + k)[0]).save(root / name)
+        points += [(f"{root.name}/{name}", x, y, "large" if r == 16 else "small") for x, y, r in cells]
+    return points
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_cell_classifier_counts_the_cells_of_new_fields_by_class(tmp_path):
+    points = _fields(tmp_path / "train", [1, 2, 3, 4, 5, 3], 0)
+    with open(tmp_path / "points.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "x", "y", "kind"])
+        w.writerows(points[:-1] + [("train/0_0.png", 5, 5, "small")])  # one on empty glass: unmatched
+    runner = CliRunner()
+    for args in (["prepare", str(tmp_path / "train"), "--out", str(tmp_path / "prep"), "--preset",
+                  "smear_cells", "--cells", *SIZES],
+                 ["extract", "--input", str(tmp_path / "prep"), "--mode", "cells", "--encoder",
+                  "morphometrics", "--out", str(tmp_path / "store")],
+                 ["probe", "--features", str(tmp_path / "store"), "--label", "kind", "--cell-points",
+                  str(tmp_path / "points.csv"), "--out", str(tmp_path / "probe"), "--folds", "2", "--seeds",
+                  "0", "--methods", "linear"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    assert "35 of 36 labelled cells matched" in r.output
+    assert json.loads((tmp_path / "probe" / "cells" / "matching.json").read_text())["matched"] == 35
+    rec = json.loads((tmp_path / "probe" / "model.json").read_text())
+    assert rec["features"]["store"]["unit"] == "cell" and rec["training"]["group_column"] == "field"
+    assert rec["features"]["prepare"]["cells"]["typical_diameter_um"] == 6
+    _fields(tmp_path / "new", [0, 2, 6], 1)
+    r = runner.invoke(app, ["predict", "--model", str(tmp_path / "probe"), "--input", str(tmp_path / "new"),
+                            "--out", str(tmp_path / "pred")])
+    assert r.exit_code == 0, r.output
+    counts = {c["field"]: (int(c["n_cells"]), int(c["n_large"]), int(c["n_small"]))
+              for c in _rows(tmp_path / "pred" / "cell_counts.csv")}
+    assert counts == {"1_0": (6, 0, 6), "1_1": (6, 2, 4), "1_2": (6, 6, 0)}
+    cells = _rows(tmp_path / "pred" / "predictions.csv")
+    assert len(cells) == 18 and {c["field"] for c in cells} == set(counts)
+    assert all(c["label"] == "" for c in cells)  # a field's own label is no cell's
+    summary = (tmp_path / "pred" / "summary.md").read_text()
+    assert "18 cell(s) in 3 field(s)/slide(s) classified: large 8, small 10" in summary
+    assert "1_1: 6 cells, large 2, small 4" in summary
+    qp = tmp_path / "pred" / "geojson" / "1_1.geojson"
+    assert qupath_geojson_problems(qp) == []
+    objects = json.loads(qp.read_text())["features"]
+    names = sorted(o["properties"]["classification"]["name"] for o in objects)
+    assert names == ["large"] * 2 + ["small"] * 4
+    assert all(o["properties"]["objectType"] == "cell" and "p_large" in o["properties"]["measurements"]
+               for o in objects)
+
+
+def test_cell_points_need_a_store_of_cells_and_the_columns(tmp_path):
+    from cytofm.features.store import claim_store
+
+    claim_store(tmp_path / "tiles", {"encoder": "x", "weights_hash": "x", "embed_dim": 2, "input_size": 0,
+                                     "mode": "tiles", "tta": False})
+    (tmp_path / "points.csv").write_text("image,x,y\n")
+    r = CliRunner().invoke(app, ["probe", "--features", str(tmp_path / "tiles"), "--label", "kind",
+                                 "--cell-points", str(tmp_path / "points.csv"), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "needs a store extracted with --mode cells, not tiles" in r.output
