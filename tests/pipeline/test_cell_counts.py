@@ -61,7 +61,10 @@ def test_a_cell_classifier_counts_the_cells_of_new_fields_by_class(tmp_path):
     rec = json.loads((tmp_path / "probe" / "model.json").read_text())
     assert rec["features"]["store"]["unit"] == "cell" and rec["training"]["group_column"] == "field"
     assert rec["features"]["prepare"]["cells"]["typical_diameter_um"] == 6
+    from PIL import Image
+
     _fields(tmp_path / "new", [0, 2, 6], 1)
+    Image.fromarray(smear(180, 240, [], seed=7)[0]).save(tmp_path / "new" / "blank.png")  # glass only
     r = runner.invoke(app, ["predict", "--model", str(tmp_path / "probe"), "--input", str(tmp_path / "new"),
                             "--out", str(tmp_path / "pred")])
     assert r.exit_code == 0, r.output
@@ -74,6 +77,8 @@ def test_a_cell_classifier_counts_the_cells_of_new_fields_by_class(tmp_path):
     summary = (tmp_path / "pred" / "summary.md").read_text()
     assert "18 cell(s) in 3 field(s)/slide(s) classified: large 8, small 10" in summary
     assert "1_1: 6 cells, large 2, small 4" in summary
+    assert "1 source(s) left out at prepare and not predicted (e.g. ../../new/blank.png: no foreground" \
+        in summary
     qp = tmp_path / "pred" / "geojson" / "1_1.geojson"
     assert qupath_geojson_problems(qp) == []
     objects = json.loads(qp.read_text())["features"]
@@ -92,3 +97,15 @@ def test_cell_points_need_a_store_of_cells_and_the_columns(tmp_path):
     r = CliRunner().invoke(app, ["probe", "--features", str(tmp_path / "tiles"), "--label", "kind",
                                  "--cell-points", str(tmp_path / "points.csv"), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "needs a store extracted with --mode cells, not tiles" in r.output
+
+
+def test_fields_without_cells_are_counted_as_zero():
+    from cytofm.pipeline.cell_counts import count_rows
+
+    table = [{"field": "a", "pred": "x", "excluded": False}, {"field": "a", "pred": "y", "excluded": True},
+             {"field": "a", "pred": "x", "excluded": False}]
+    rows = count_rows(table, ["x", "y"], empty=["b"])
+    assert rows == [{"field": "a", "n_cells": 3, "n_x": 2, "n_y": 1, "share_x": 0.6667, "share_y": 0.3333,
+                     "excluded": True},
+                    {"field": "b", "n_cells": 0, "n_x": 0, "n_y": 0, "share_x": "", "share_y": "",
+                     "excluded": False}]

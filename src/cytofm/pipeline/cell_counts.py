@@ -54,19 +54,32 @@ def classify_cells(model_dir: Path, rec: dict, members: list[dict], cells: list[
                                  len(rec["classes"])) for m in members])
 
 
-def count_rows(table: list[dict], classes: list[str]) -> list[dict]:
+def count_rows(table: list[dict], classes: list[str], empty: list[str] = ()) -> list[dict]:
     """Per field or slide: its cells, their count and share by predicted class, and whether the field is
-    flagged as seen (any of its cells is: they share the field's source)."""
+    flagged as seen (any of its cells is: they share the field's source). ``empty``: fields in which no
+    cell was found, counted as zero (a share of nothing is left blank)."""
     fields: dict[str, list[dict]] = {}
     for r in table:
         fields.setdefault(r["field"], []).append(r)
+    for name in empty:
+        fields.setdefault(name, [])
     out = []
     for name, cells in fields.items():
         n = {c: sum(1 for r in cells if r["pred"] == c) for c in classes}
         out.append({"field": name, "n_cells": len(cells), **{f"n_{c}": n[c] for c in classes},
-                    **{f"share_{c}": round(n[c] / len(cells), 4) for c in classes},
+                    **{f"share_{c}": round(n[c] / len(cells), 4) if cells else "" for c in classes},
                     "excluded": any(r["excluded"] for r in cells)})
     return out
+
+
+def empty_fields(prepared: Path | None, rows: list[dict]) -> list[str]:
+    """The prepared fields and slides in which no cell was found (extraction skipped them)."""
+    from cytofm.data.prepared import load_prepared
+
+    if prepared is None:
+        return []
+    have = {r["id"] for r in rows}
+    return [it.id for it in load_prepared(prepared) if it.meta.get("n_cells") == "0" and it.id not in have]
 
 
 def count_lines(counts: list[dict], classes: list[str], limit: int = 10) -> list[str]:

@@ -25,6 +25,7 @@ from cytofm.pipeline.cell_counts import (
     classify_cells,
     count_lines,
     count_rows,
+    empty_fields,
     reads_single_cells,
     write_cell_geojson,
 )
@@ -73,8 +74,9 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
         _write_attention(out / "attention.h5", rows, attention)
         _write_geojson(out / "geojson", rows, attention, table, rec["classes"])
     metrics, lines = _summary(rec, table, include_seen, out, len(members))
-    if counts is not None:
-        lines += count_lines(counts, rec["classes"])
+    extra = (count_lines(counts, rec["classes"]) if counts is not None else []) + _skipped_lines(out)
+    if extra:
+        lines += extra
         (out / "summary.md").write_text("# Predictions\n\n" + "".join(f"- {ln}\n" for ln in lines))
     seconds["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -83,6 +85,22 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     seconds["heatmaps"] = time.perf_counter() - t0
     flagged = sum(1 for r in table if r["excluded"])
     return PredictResult(out, len(table), flagged, metrics, lines, seconds)
+
+
+def _skipped_lines(out: Path) -> list[str]:
+    """The sources prepare or extract left out (blank glass, no cell found, an unreadable file), which
+    have no prediction: how many, and where the reasons are."""
+    from cytofm.utils.io import read_csv
+
+    lines = []
+    for stage in ("prepared", "features"):
+        p = out / stage / "skipped.csv"
+        rows = read_csv(p) if p.is_file() else []
+        if rows:
+            name = "prepare" if stage == "prepared" else "extract"
+            lines.append(f"{len(rows)} source(s) left out at {name} and not predicted (e.g. "
+                         f"{rows[0]['path']}: {rows[0]['reason']}); all in {p}")
+    return lines
 
 
 def _members(rec: dict, use: str) -> list[dict]:
@@ -241,10 +259,10 @@ def _apply_cells(model_dir: Path, rec: dict, members: list[dict], rows: list[dic
     table = _prediction_rows(rec, pseudo, probs, use, [dict(flags[c["item"]]) for c in cells])
     for t, c in zip(table, cells, strict=True):
         t.update({"field": c["field"], "x": c["x"], "y": c["y"]})
-    counts = count_rows(table, rec["classes"])
-    write_csv(out / "cell_counts.csv", counts)
     prepared = (out / "prepared" if (out / "prepared" / "cells").is_dir()
                 else input if is_prepared_dir(input) else prepared_folder(store))
+    counts = count_rows(table, rec["classes"], [] if single else empty_fields(prepared, rows))
+    write_csv(out / "cell_counts.csv", counts)
     write_cell_geojson(out / "geojson", prepared, rows, table, rec["classes"])
     return table, None, counts
 
