@@ -30,6 +30,12 @@ class ForegroundConfig(Section):
     """The mask is computed on a copy no larger than this (whole slides: a thumbnail)."""
     min_fraction: float = Field(0.05, ge=0, le=1)
     """Patches (and whole images) with less foreground than this are dropped."""
+    focus: bool = True
+    """Score every patch's focus (``cytofm.data.focus``: 1 for a step edge at pixel sharpness, falling with
+    blur, unchanged by the amount of stain; 0 and marked blank without stain structure), read as the
+    patch is embedded; stored in ``coords/<id>.h5`` (``focus``, ``focus_blank``) and the manifest."""
+    min_focus: float | None = Field(None, ge=0)
+    """Drop patches whose focus is below this (``null``: keep every one; needs ``focus``)."""
 
 
 class TilingConfig(Section):

@@ -209,6 +209,8 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
     src = open_source(item.path, item.kind, _source_mpp(item, cfg))
     try:
         tiles = _tile(src, item, cfg, roi)
+        if not isinstance(tiles, Skip):
+            tiles = _score_focus(src, item, tiles, cfg)
         if isinstance(tiles, Skip):
             return tiles
         row = _manifest_row(item, src, tiles, cfg, rel, digest)
@@ -216,7 +218,8 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
         if cells is not None:
             row["n_cells"] = len(cells)
         if want_qa:
-            im = qa_thumbnail(tiles.thumb, tiles.scale, tiles.coords, tiles.patch_wh, tiles.keep, tiles.mask)
+            im = qa_thumbnail(tiles.thumb, tiles.scale, tiles.coords, tiles.patch_wh, tiles.keep, tiles.mask,
+                              tiles.focus, cfg.foreground.min_focus)
             if cells is not None:
                 draw_cells(im, cells, tiles.scale)
             (out / "qa").mkdir(exist_ok=True)
@@ -252,6 +255,8 @@ class _Tiles:
     scale: float
     mask: np.ndarray
     image_fraction: float
+    focus: np.ndarray | None = None  # (N,) focus of every candidate (NaN where not scored), or None
+    blank: np.ndarray | None = None  # (N,) bool: no stain structure to score
 
     @property
     def kept(self) -> np.ndarray:
@@ -299,6 +304,30 @@ def _tile(src, item: SourceItem, cfg: PrepareConfig, roi: Roi | None = None) -> 
                   image_fraction)
 
 
+def _score_focus(src, item: SourceItem, tiles: _Tiles, cfg: PrepareConfig) -> _Tiles | Skip:
+    """Every kept patch's focus, read as it is embedded (``patch_size`` px at the target resolution); a
+    whole image at its own resolution. With ``min_focus``, patches below it are dropped."""
+    from dataclasses import replace
+
+    from cytofm.data.focus import patch_focus
+
+    fg = cfg.foreground
+    if not fg.focus:
+        return tiles
+    out = None if tiles.whole or tiles.target is None else cfg.tiling.patch_size
+    focus, blank = np.full(len(tiles.coords), np.nan, np.float32), np.zeros(len(tiles.coords), bool)
+    idx = np.flatnonzero(tiles.keep)
+    focus[idx], blank[idx] = patch_focus(src, tiles.coords[idx], tiles.patch_wh, out, tiles.thumb)
+    keep = tiles.keep
+    if fg.min_focus is not None:
+        keep = keep & (np.nan_to_num(focus, nan=0.0) >= fg.min_focus)
+        if not keep.any():
+            return Skip(str(item.path), f"no patch in focus: all {len(idx)} foreground patches below "
+                                        f"min_focus={fg.min_focus:g} (median focus "
+                                        f"{float(np.median(focus[idx])):.2f})")
+    return replace(tiles, keep=keep, focus=focus, blank=blank)
+
+
 def _manifest_row(item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, rel: str, digest: str) -> dict:
     whole, target = tiles.whole, tiles.target
     return {
@@ -317,6 +346,7 @@ def _manifest_row(item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, rel:
         "n_patches": int(tiles.keep.sum()),
         "n_candidates": int(len(tiles.coords)),
         "foreground_fraction": round(tiles.image_fraction, 4),
+        "focus_median": "" if tiles.focus is None else round(float(np.median(tiles.focus[tiles.keep])), 4),
         "conversion": src.conversion,
         "source_sha256": digest,
         **item.meta,
@@ -345,6 +375,9 @@ def _write_coords(h5_path: Path, item: SourceItem, src, tiles: _Tiles, cfg: Prep
         with h5py.File(tmp, "w") as f:
             d = f.create_dataset("coords", data=tiles.kept.astype(np.int64))
             f.create_dataset("foreground", data=tiles.fracs[tiles.keep])
+            if tiles.focus is not None:
+                f.create_dataset("focus", data=tiles.focus[tiles.keep])
+                f.create_dataset("focus_blank", data=tiles.blank[tiles.keep])
             for k, v in attrs.items():
                 d.attrs[k] = v
                 f.attrs[k] = v

@@ -15,7 +15,7 @@ from cytofm.utils.io import read_csv, resolve_path
 
 MANIFEST_COLUMNS = [
     "id", "path", "coords", "kind", "width", "height", "mpp", "target_mpp", "patch_size", "patch_size_level0",
-    "patch_level", "whole", "n_patches", "n_candidates", "foreground_fraction", "conversion",
+    "patch_level", "whole", "n_patches", "n_candidates", "foreground_fraction", "focus_median", "conversion",
 ]
 """The columns ``cytofm prepare`` writes first in a prepared set's manifest; any others are metadata."""
 

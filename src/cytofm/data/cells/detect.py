@@ -32,6 +32,19 @@ def regions(width: int, height: int, core: int) -> list[tuple[int, int, int, int
             for j in range(ny) for i in range(nx)]
 
 
+def cell_focus(cells: CellTable, rgb: np.ndarray, scale: float, pad_px: int = 4) -> None:
+    """Each cell's focus (its box at the working resolution, ``pad_px`` wider so that the whole edge is
+    in it), written into its measurements; the glass brightness from the region."""
+    from cytofm.data.focus import box_focus, focus_maps
+    from cytofm.data.foreground import background_intensity
+
+    if not len(cells):
+        return
+    b = np.round(cells.bbox * scale).astype(np.int64) + np.array([-pad_px, -pad_px, pad_px, pad_px])
+    score, _ = box_focus(focus_maps(rgb, background_intensity(rgb)), b)
+    cells.measures["focus"] = score
+
+
 def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTable:
     """Every cell of an open source (``ImageSource`` or ``SlideSource``: ``read(x, y, size0, out)``) in
     level-0 pixels. Memory: one region of ``region_px`` + overlap working pixels at a time."""
@@ -48,7 +61,10 @@ def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTab
         x1, y1 = min(src.width, x + w + margin), min(src.height, y + h + margin)
         out = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
         rgb = src.read(x0, y0, (x1 - x0, y1 - y0), out if scale < 1 else None)
-        cells = detect(np.ascontiguousarray(rgb[..., :3]), wmpp, cfg, out[0] / (x1 - x0)).shifted(x0, y0)
+        rgb = np.ascontiguousarray(rgb[..., :3])
+        cells = detect(rgb, wmpp, cfg, out[0] / (x1 - x0))
+        cell_focus(cells, rgb, out[0] / (x1 - x0))
+        cells = cells.shifted(x0, y0)
         if len(cells):
             cx, cy = cells.centre[:, 0], cells.centre[:, 1]
             found.append(cells.select((cx >= x - 0.5) & (cx < x + w - 0.5) & (cy >= y - 0.5)

@@ -40,7 +40,9 @@ def write_cells(path: Path, cells: CellTable, attrs: dict) -> None:
 def read_cells(path: Path) -> CellTable:
     with h5py.File(path, "r") as f:
         return CellTable(f["centre"][:], f["bbox"][:], _unragged(f, "contour"), _unragged(f, "nucleus"),
-                         {m: f[f"measures/{m}"][:] for m in MEASUREMENTS}, f["clump"][:].astype(bool))
+                         {m: f[f"measures/{m}"][:] if f"measures/{m}" in f else
+                          np.full(len(f["centre"]), np.nan, np.float32) for m in MEASUREMENTS},
+                         f["clump"][:].astype(bool))
 
 
 def cell_rows(item_id: str, cells: CellTable) -> list[dict]:

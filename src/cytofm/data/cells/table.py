@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MEASUREMENTS = ("area_um2", "perimeter_um", "circularity", "eccentricity", "nucleus_area_um2",
-                "nucleus_to_cell", "od_nuclear", "od_other")
-"""Per-cell morphometrics, in this order wherever they are written (h5, cells.csv, GeoJSON, features)."""
+                "nucleus_to_cell", "od_nuclear", "od_other", "focus")
+"""Per-cell measurements, in this order wherever they are written (h5, cells.csv, GeoJSON): the
+morphometrics, then the cell's focus (``cytofm.data.focus`` over its box at the working resolution; not a
+morphometric feature: a quality measure, NaN in files written before it existed)."""
 
 
 @dataclass
