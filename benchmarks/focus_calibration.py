@@ -2,12 +2,13 @@
 shipped split), beside the usual score (variance of the Laplacian of the grey image) in the same run, and
 what scoring costs ``prepare``.
 
-Usage: python benchmarks/focus_calibration.py [--limit N] [--data ../shared/data]
+Usage: python benchmarks/focus_calibration.py [--limit N] [--slide-side 40000] [--data ../shared/data]
 
 - Per 224 px patch, blurs of 0, 0.5, 1, 1.5, 2, 3, 4 px: Spearman's rho of score against blur (target
   <= -0.95 in every patch), and the AUROC telling sharp patches from patches blurred by 1, 2 and 3 px
   (target >= 0.95 from 2 px), also when the blurred patches carry 1.6x the stain of the sharp ones (their
-  optical density scaled: darker) or 0.6x (paler).
+  optical density scaled: darker) or 0.6x (paler), and with the sensor noise put back after the blur (a
+  real defocus blurs the optics, not the camera's noise).
 - ``prepare`` of the same fields with and without focus scoring (default settings, one process): MP/s.
 """
 
@@ -37,6 +38,24 @@ def blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
 def restain(rgb: np.ndarray, bg: np.ndarray, k: float) -> np.ndarray:
     od = -np.log10((rgb.astype(np.float32) + 1) / (bg + 1))
     return ((bg + 1) * 10 ** (-k * od) - 1).round().clip(0, 255).astype(np.uint8)
+
+
+def with_noise(blurred: np.ndarray, sharp: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A blurred field with the sensor noise put back: a real defocus blurs the optics, not the camera's
+    noise, which a blur of the recorded image removes. The noise's size is the sharp field's on its glass
+    (the brightest tenth of pixels, against a 1 px smoothing of itself)."""
+    from scipy import ndimage
+
+    x = sharp.astype(np.float32)
+    lum = x.mean(2)
+    glass = lum >= np.percentile(lum, 90)
+    resid = x - np.stack([ndimage.gaussian_filter(x[..., c], 1.0) for c in range(3)], -1)
+    # white noise minus its 1 px smoothing keeps 1 - 2 g(0) + sum g^2 = 1 - 1/(2 pi) + 1/(4 pi) of its
+    # variance
+    sd = float(resid[glass].std()) / np.sqrt(1 - 1 / (2 * np.pi) + 1 / (4 * np.pi))
+    rng = np.random.default_rng(seed)
+    noisy = blurred.astype(np.float32) + rng.normal(0, sd, blurred.shape)
+    return noisy.round().clip(0, 255).astype(np.uint8)
 
 
 def laplacian_variance(rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -72,6 +91,9 @@ def score_set(root: Path, files: list[str]) -> dict:
                 for s in (1, 2, 3):
                     im = blur(rgb, s) if k == 1.0 else restain(blur(rgb, s), bg, k)
                     out[name]["blurred"].setdefault((k, s), []).extend(f(im).tolist())
+            for s in (1, 2, 3):
+                out[name]["blurred"].setdefault(("noise", s), []).extend(
+                    f(with_noise(blur(rgb, s), rgb)).tolist())
     return out
 
 
@@ -85,7 +107,7 @@ def prepare_rate(root: Path, files: list[str], focus: bool) -> float:
     from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
 
-    cfg = PrepareConfig.model_validate({"foreground": {"focus": focus},
+    cfg = PrepareConfig.model_validate({"foreground": {"focus": "images" if focus else "none"},
                                         "output": {"workers": 1, "qa_thumbnails": 0}})
     paths = [str(root / f) for f in files]
     with tempfile.TemporaryDirectory() as out:
@@ -97,9 +119,34 @@ def prepare_rate(root: Path, files: list[str], focus: bool) -> float:
     return sum(np.prod(Image.open(p).size) for p in paths) / 1e6 / el
 
 
+def slide_rates(side: int) -> None:
+    """``prepare`` of a synthetic ``side`` x ``side`` slide (the predict benchmark's) without and with focus
+    scoring: on a slide every kept patch is read once more for its score."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from predict_throughput import slide
+
+    from cytofm.data.config import PrepareConfig
+    from cytofm.data.prepare import run_prepare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "slide.tif"
+        slide(path, side, mpp=0.25)
+        rates = {}
+        for focus in (False, True):
+            cfg = PrepareConfig.model_validate({"foreground": {"focus": "all" if focus else "none"},
+                                                "output": {"workers": 1, "qa_thumbnails": 0}})
+            t0 = time.perf_counter()
+            res = run_prepare([str(path)], Path(tmp) / f"out{focus}", cfg, log=lambda m: None)
+            rates[focus] = side * side / 1e6 / (time.perf_counter() - t0)
+        n = res.rows[0]["n_patches"]
+        print(f"slide {side} x {side} ({n} patches kept): prepare {rates[False]:.1f} MP/s without focus, "
+              f"{rates[True]:.1f} with ({rates[True] / rates[False]:.3f}x)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=40, help="fields per data set")
+    ap.add_argument("--slide-side", type=int, default=0, help="also a synthetic slide of this side (px)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     a = ap.parse_args()
     data = Path(a.data)
@@ -118,11 +165,19 @@ def main() -> int:
             cells = "  ".join(f"s={s} {'x' + str(k) if k != 1.0 else '':>4} "
                               f"{auroc(r['sharp'][k], r['blurred'][(k, s)]):.3f}"
                               for k in STAINS for s in ((1, 2, 3) if k == 1.0 else (2,)))
+            cells += "  noise put back: " + "  ".join(
+                f"s={s} {auroc(r['sharp'][1.0], r['blurred'][('noise', s)]):.3f}" for s in (1, 2, 3))
+            q = {k: np.percentile(v, [5, 50, 95]).round(3).tolist()
+                 for k, v in (("sharp", r["sharp"][1.0]), ("2 px", r["blurred"][(1.0, 2)]))}
+            print(f"{ds:<12} {name:<10} score 5/50/95th percentiles: sharp {q['sharp']}, "
+                  f"blurred 2 px {q['2 px']}")
             print(f"{ds:<12} {name:<10} {len(rho)} patches on {len(files)} fields: Spearman max "
                   f"{rho.max():+.3f} median {np.median(rho):+.3f}, share <= -0.95 "
                   f"{np.mean(rho <= -0.95):.3f}; AUROC {cells}")
         off, on = prepare_rate(data / ds, files, False), prepare_rate(data / ds, files, True)
         print(f"{ds:<12} prepare {off:.2f} MP/s without focus, {on:.2f} with ({on / off:.2f}x)")
+    if a.slide_side:
+        slide_rates(a.slide_side)
     return 0
 
 

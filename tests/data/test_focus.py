@@ -28,15 +28,17 @@ def _edge(blur: float, stain: float = 1.0, n: int = 128) -> np.ndarray:
 
 @pytest.mark.parametrize("blur", [2.0, 3.0, 4.0])
 def test_a_blurred_step_edge_scores_as_the_definition_says(blur):
-    """E(s) of a step edge blurred by b is proportional to 1/sqrt(s^2 + b^2), so the score is
-    (sqrt((16 + b^2) / (1 + b^2)) - 1) / 3: 0.333 at b = 2, 0.194 at b = 3, 0.124 at b = 4."""
-    want = (np.sqrt((16 + blur**2) / (1 + blur**2)) - 1) / 3
-    assert focus_score(_edge(blur), BG)[0] == pytest.approx(want, abs=0.015)
+    """E(s) of a step edge blurred by b is proportional to 1/sqrt(s^2 + b^2), so with scales 0.6 and 4 px
+    the score is (sqrt((16 + b^2) / (0.36 + b^2)) - 1) / (4 / 0.6 - 1): 0.2015 at b = 2, 0.1119 at b = 3,
+    0.0703 at b = 4."""
+    want = {2.0: 0.2015, 3.0: 0.1119, 4.0: 0.0703}[blur]
+    assert want == pytest.approx((np.sqrt((16 + blur**2) / (0.36 + blur**2)) - 1) / (4 / 0.6 - 1), abs=1e-4)
+    assert focus_score(_edge(blur), BG)[0] == pytest.approx(want, abs=0.01)
 
 
 def test_a_sharp_edge_scores_near_one_and_the_score_falls_with_blur():
     scores = [focus_score(_edge(b), BG)[0] for b in (0, 0.5, 1, 1.5, 2, 3, 4, 6)]
-    assert scores[0] > 0.8 and all(a > b for a, b in zip(scores, scores[1:], strict=False))
+    assert scores[0] > 0.7 and all(a > b for a, b in zip(scores, scores[1:], strict=False))
 
 
 def test_the_amount_of_stain_does_not_change_the_score():

@@ -5,9 +5,10 @@ energy of the optical-density image at a fine scale to that at a coarse one,
 
     focus = (E(s_fine) / E(s_coarse) - 1) / (s_coarse / s_fine - 1),   E(s) = mean |grad (G_s * OD)|^2
 
-For a step edge E(s) is proportional to 1/s, so a perfectly sharp edge scores 1 and an edge blurred by a
-Gaussian of width b scores (sqrt((s_c^2 + b^2) / (s_f^2 + b^2)) - 1) / (s_c/s_f - 1), which falls
-monotonically with b towards 0. Optical density is linear in the amount of stain (Beer-Lambert), and more
+For a step edge E(s) is proportional to 1/s, so an edge blurred by a Gaussian of width b scores
+(sqrt((s_c^2 + b^2) / (s_f^2 + b^2)) - 1) / (s_c/s_f - 1): 1 for a perfect edge in the continuum (0.73 on
+pixels), 0.20 at b = 2 px, falling monotonically towards 0 (s_f = 0.6 px, s_c = 4 px: the finest scale the
+pixels carry, which tells a 1 px blur from none on oversampled fields). Optical density is linear in the amount of stain (Beer-Lambert), and more
 stain (or more cells) scales both energies alike, so the ratio is unchanged by it; the variance of a
 Laplacian or Tenengrad energy, the usual scores, grow with it. No library scores focus this way (skimage
 and OpenCV give the raw energies), hence this module; the filters are scipy's.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FINE_PX = 1.0
+FINE_PX = 0.6
 COARSE_PX = 4.0
 BLANK_OD = 0.05
 

@@ -312,7 +312,11 @@ def _score_focus(src, item: SourceItem, tiles: _Tiles, cfg: PrepareConfig) -> _T
     from cytofm.data.focus import patch_focus
 
     fg = cfg.foreground
-    if not fg.focus:
+    if fg.focus == "none" or (fg.focus == "images" and getattr(src, "array", None) is None):
+        if fg.min_focus is not None:
+            return Skip(str(item.path), f"min_focus={fg.min_focus:g} needs focus scores, and "
+                                        f"foreground.focus={fg.focus} does not score this source's patches "
+                                        "(a slide or an image read in regions): set foreground.focus=all")
         return tiles
     out = None if tiles.whole or tiles.target is None else cfg.tiling.patch_size
     focus, blank = np.full(len(tiles.coords), np.nan, np.float32), np.zeros(len(tiles.coords), bool)
