@@ -1,0 +1,128 @@
+"""Z-stacks (several focal planes of one field or slide) read plane by plane, region by region.
+
+Cytology preparations are thick, so scanners record several focal planes; the readers pathology tools use
+read one. OME-TIFF z-stacks are read through tifffile: the OME metadata give the planes, their order and
+spacing (``PhysicalSizeZ``) and the pixel size; only the tiles a region touches are decoded (tifffile's
+``TiffPage.decode`` on the segments read from the file), so memory holds a region, never a plane.
+``best_plane`` picks the sharpest plane of a region by ``cytofm.data.focus``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cytofm.data.inputs import InputError
+
+
+class ZStackError(InputError):
+    """A z-stack that cannot be read as one: planes of different sizes, a plane missing, no z axis."""
+
+
+@dataclass(frozen=True)
+class ZStackInfo:
+    n_planes: int
+    z_spacing_um: float | None
+    width: int
+    height: int
+    mpp: float | None
+
+
+class OmeZStack:
+    """An OME-TIFF z-stack (axes ZYXS or ZYX with RGB samples): ``read(z, x, y, w, h)`` gives RGB uint8."""
+
+    def __init__(self, path: str | os.PathLike):
+        import tifffile
+
+        self.path = Path(path)
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+        except Exception as e:  # TiffFileError, OSError, ValueError from a broken header
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ZStackError(f"{self.path}: not a readable TIFF ({why})") from None
+        if not self._tif.series:
+            self._tif.close()
+            raise ZStackError(f"{self.path}: not a readable TIFF (no image in it)")
+        self._pages, self.info = self._planes()
+
+    def _planes(self):
+        import tifffile
+
+        series = self._tif.series[0]
+        axes = series.axes
+        if "Z" not in axes:
+            raise ZStackError(f"{self.path}: no z axis (axes {axes}): a single plane, read it as an image")
+        n = series.shape[axes.index("Z")]
+        pages = [p.aspage() for p in series.pages if p is not None]  # frames share the key page's tags
+        if len(pages) != n:
+            raise ZStackError(f"{self.path}: the metadata give {n} planes but the file holds {len(pages)} "
+                              "(a plane is missing)")
+        sizes = {(p.imagewidth, p.imagelength) for p in pages}
+        if len(sizes) > 1:
+            raise ZStackError(f"{self.path}: planes of different sizes {sorted(sizes)}")
+        spacing = mpp = None
+        if self._tif.is_ome:
+            meta = tifffile.xml2dict(self._tif.ome_metadata).get("OME", {}).get("Image", {})
+            pixels = (meta[0] if isinstance(meta, list) else meta).get("Pixels", {})
+            spacing = pixels.get("PhysicalSizeZ")
+            mpp = pixels.get("PhysicalSizeX")
+        (w, h), = sizes
+        return pages, ZStackInfo(n, float(spacing) if spacing else None, int(w), int(h),
+                                 float(mpp) if mpp else None)
+
+    def read(self, z: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Plane ``z``'s region (level-0 top-left ``x, y``, ``w`` x ``h``; outside the plane is white)."""
+        if not 0 <= z < self.info.n_planes:
+            raise ZStackError(f"{self.path}: no plane {z}; the planes are 0 to {self.info.n_planes - 1}")
+        page = self._pages[z]
+        out = np.full((h, w, 3), 255, np.uint8)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + w, self.info.width), min(y + h, self.info.height)
+        if x1 <= x0 or y1 <= y0:
+            return out
+        if not page.is_tiled:  # strips: the page is decoded whole (small planes only)
+            a = _rgb(page.asarray())
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = a[y0:y1, x0:x1]
+            return out
+        th, tw = page.tilelength, page.tilewidth
+        across = -(-page.imagewidth // tw)
+        fh = self._tif.filehandle
+        for ty in range(y0 // th, (y1 - 1) // th + 1):
+            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+                k = ty * across + tx
+                fh.seek(page.dataoffsets[k])
+                seg, _, _ = page.decode(fh.read(page.databytecounts[k]), k, jpegtables=page.jpegtables)
+                tile = _rgb(np.asarray(seg).reshape(th, tw, -1))
+                gx0, gy0 = tx * tw, ty * th
+                sx0, sy0 = max(x0, gx0), max(y0, gy0)
+                sx1, sy1 = min(x1, gx0 + tw), min(y1, gy0 + th)
+                out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = tile[sy0 - gy0:sy1 - gy0, sx0 - gx0:sx1 - gx0]
+        return out
+
+    def close(self) -> None:
+        self._tif.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 2:
+        a = a[..., None]
+    return np.repeat(a, 3, axis=2)[..., :3] if a.shape[2] == 1 else a[..., :3].astype(np.uint8)
+
+
+def best_plane(stack: OmeZStack, x: int, y: int, w: int, h: int) -> tuple[int, np.ndarray]:
+    """The sharpest plane of a region by ``cytofm.data.focus`` (the first of equals), and every plane's
+    score; one region of one plane in memory at a time."""
+    from cytofm.data.focus import focus_score
+
+    scores = np.array([focus_score(stack.read(z, x, y, w, h))[0] for z in range(stack.info.n_planes)])
+    return int(np.argmax(scores)), scores

@@ -1,0 +1,75 @@
+"""OME-TIFF z-stacks written by tifffile in the test from a real field (a synthetic smear without the
+shared data), defocus growing with the distance from a planted sharp plane: planes, spacing, regions that
+cross tiles and borders, the sharpest plane found, and the refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from cytofm.data.zstack import OmeZStack, ZStackError, best_plane
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _field() -> np.ndarray:
+    from PIL import Image
+
+    from cytofm.data.split_files import part_of
+
+    root = DATA / "chula_rbc12"
+    if root.is_dir():
+        return np.asarray(Image.open(root / part_of("chula_rbc12", "eval")[0]).convert("RGB"))[:256, :320]
+    from tests.helpers import smear
+
+    return smear(256, 320, [(60, 60, 25), (200, 150, 30), (250, 60, 20)], seed=5)[0]
+
+
+def _stack(path: Path, sharp: int, n: int = 5, tile: tuple[int, int] | None = (64, 64)) -> np.ndarray:
+    f = _field().astype(np.float32)
+    planes = np.stack([f if z == sharp else np.stack([ndimage.gaussian_filter(f[..., c], 1.5 * abs(z - sharp))
+                                                      for c in range(3)], -1) for z in range(n)])
+    planes = planes.round().clip(0, 255).astype(np.uint8)
+    tifffile.imwrite(path, planes, ome=True, photometric="rgb", tile=tile,
+                     metadata={"axes": "ZYXS", "PhysicalSizeZ": 1.5, "PhysicalSizeX": 0.19,
+                               "PhysicalSizeY": 0.19})
+    return planes
+
+
+@pytest.mark.parametrize("tile", [(64, 64), None])
+def test_planes_and_regions_read_as_written(tmp_path, tile):
+    planes = _stack(tmp_path / "z.ome.tif", sharp=3, tile=tile)
+    with OmeZStack(tmp_path / "z.ome.tif") as s:
+        assert (s.info.n_planes, s.info.z_spacing_um, s.info.width, s.info.height, s.info.mpp) == \
+            (5, 1.5, 320, 256, 0.19)
+        for z in range(5):
+            assert np.array_equal(s.read(z, 50, 30, 100, 90), planes[z, 30:120, 50:150])  # across tiles
+        edge = s.read(1, 300, 240, 40, 30)  # past the right and bottom borders: white glass
+        assert np.array_equal(edge[:16, :20], planes[1, 240:, 300:]) and (edge[16:] == 255).all()
+
+
+def test_the_planted_sharp_plane_is_the_best(tmp_path):
+    for sharp in (0, 2, 4):
+        _stack(tmp_path / f"z{sharp}.ome.tif", sharp=sharp)
+        with OmeZStack(tmp_path / f"z{sharp}.ome.tif") as s:
+            z, scores = best_plane(s, 0, 0, 320, 256)
+        assert z == sharp and list(np.argsort(-scores))[0] == sharp
+        assert all(scores[k] > scores[k + 1] for k in range(sharp, 4))  # falls away from the sharp plane
+        assert all(scores[k] < scores[k + 1] for k in range(sharp))
+
+
+def test_refusals_name_the_file_and_the_planes(tmp_path):
+    _stack(tmp_path / "z.ome.tif", sharp=1, n=3)
+    with OmeZStack(tmp_path / "z.ome.tif") as s, pytest.raises(ZStackError, match="no plane 3; the planes "
+                                                                                  "are 0 to 2"):
+        s.read(3, 0, 0, 10, 10)
+    tifffile.imwrite(tmp_path / "flat.tif", _field(), photometric="rgb")
+    with pytest.raises(ZStackError, match="flat.tif: no z axis"):
+        OmeZStack(tmp_path / "flat.tif")
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(ZStackError, match="broken.tif: not a readable TIFF"):
+        OmeZStack(tmp_path / "broken.tif")
