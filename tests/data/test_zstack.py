@@ -70,6 +70,10 @@ def test_refusals_name_the_file_and_the_planes(tmp_path):
     tifffile.imwrite(tmp_path / "flat.tif", _field(), photometric="rgb")
     with pytest.raises(ZStackError, match="flat.tif: no z axis"):
         OmeZStack(tmp_path / "flat.tif")
+    deep = np.zeros((3, 32, 32), np.uint16)
+    tifffile.imwrite(tmp_path / "deep.ome.tif", deep, ome=True, metadata={"axes": "ZYX"})
+    with pytest.raises(ZStackError, match="deep.ome.tif: planes of uint16 samples"):
+        OmeZStack(tmp_path / "deep.ome.tif")
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ZStackError, match="broken.tif: not a readable TIFF"):
         OmeZStack(tmp_path / "broken.tif")

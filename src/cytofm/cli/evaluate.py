@@ -152,6 +152,7 @@ def probe(
 def _cells_store(features: Path, points: Path, cfg, out: Path) -> Path:
     """``OUT/cells``: the store's detected cells matched to the labelled points, each an item grouped by
     its field (unless another group column is given); the points no cell matched are counted."""
+    import csv
     import json
 
     from cytofm.features.derived import cells_as_items
@@ -166,7 +167,8 @@ def _cells_store(features: Path, points: Path, cfg, out: Path) -> Path:
         fail(f"{features}: the prepared folder it was extracted from (with its cells/) is not found")
     if not points.is_file():
         fail(f"{points}: no such table of labelled cells")
-    header = points.read_text().splitlines()[0].split(",") if points.stat().st_size else []
+    with open(points, newline="") as f:
+        header = next(csv.reader(f), [])
     missing = [c for c in ("image", "x", "y", cfg.label) if c not in header]
     if missing:
         fail(f"{points}: no column {', '.join(missing)} (it needs image, x, y and {cfg.label})")

@@ -8,8 +8,9 @@ energy of the optical-density image at a fine scale to that at a coarse one,
 For a step edge E(s) is proportional to 1/s, so an edge blurred by a Gaussian of width b scores
 (sqrt((s_c^2 + b^2) / (s_f^2 + b^2)) - 1) / (s_c/s_f - 1): 1 for a perfect edge in the continuum (0.73 on
 pixels), 0.20 at b = 2 px, falling monotonically towards 0 (s_f = 0.6 px, s_c = 4 px: the finest scale the
-pixels carry, which tells a 1 px blur from none on oversampled fields). Optical density is linear in the amount of stain (Beer-Lambert), and more
-stain (or more cells) scales both energies alike, so the ratio is unchanged by it; the variance of a
+pixels carry, which tells a 1 px blur from none on oversampled fields). Optical density is linear in the
+amount of stain (Beer-Lambert), and more stain (or more cells) scales both energies alike, so the ratio is
+unchanged by it; the variance of a
 Laplacian or Tenengrad energy, the usual scores, grow with it. No library scores focus this way (skimage
 and OpenCV give the raw energies), hence this module; the filters are scipy's.
 

@@ -60,6 +60,9 @@ class OmeZStack:
         if len(pages) != n:
             raise ZStackError(f"{self.path}: the metadata give {n} planes but the file holds {len(pages)} "
                               "(a plane is missing)")
+        if pages[0].dtype != np.uint8:
+            raise ZStackError(f"{self.path}: planes of {pages[0].dtype} samples; 8-bit RGB or grey z-stacks "
+                              "are read")
         sizes = {(p.imagewidth, p.imagelength) for p in pages}
         if len(sizes) > 1:
             raise ZStackError(f"{self.path}: planes of different sizes {sorted(sizes)}")
@@ -116,7 +119,7 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim == 2:
         a = a[..., None]
-    return np.repeat(a, 3, axis=2)[..., :3] if a.shape[2] == 1 else a[..., :3].astype(np.uint8)
+    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
 
 
 def best_plane(stack: OmeZStack, x: int, y: int, w: int, h: int) -> tuple[int, np.ndarray]:

@@ -14,7 +14,14 @@ import numpy as np
 import yaml
 
 from cytofm import __version__
-from cytofm.features.store import STORE_FILE, identity_of, item_attrs, load_store, prepared_folder
+from cytofm.features.store import (
+    STORE_FILE,
+    extract_settings,
+    identity_of,
+    item_attrs,
+    load_store,
+    prepared_folder,
+)
 from cytofm.utils.errors import UserError
 from cytofm.utils.io import atomic_path
 
@@ -40,7 +47,7 @@ def features_record(store: Path) -> dict:
     """What produced a store's features: store.json (encoder identity, spec, readout, normalisation), the
     extract settings, and the prepare settings when the store was extracted from a prepared folder."""
     p = store / STORE_FILE
-    extract = _yaml(store / "config.yaml")
+    extract = extract_settings(store)
     prepared = prepared_folder(store)
     prepare = _yaml(prepared / "config.yaml") if prepared else {}
     return {"store": json.loads(p.read_text()) if p.is_file() else _identity_from_items(store),

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.features.store import STORE_FILE, claim_store, item_attrs, load_store, read_item, write_item
+from cytofm.features.store import (
+    STORE_FILE,
+    claim_store,
+    extract_settings,
+    item_attrs,
+    load_store,
+    read_item,
+    write_item,
+)
 from cytofm.utils.io import write_csv
 
 
@@ -86,12 +94,8 @@ def _record_origin(store: Path, prepared: Path, out: Path) -> None:
     on the cells records how to prepare and embed new cases."""
     import yaml
 
-    try:
-        extract = yaml.safe_load((store / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        extract = {}
-    (out / "config.yaml").write_text(yaml.safe_dump({**extract, "input": str(Path(prepared).resolve())},
-                                                     sort_keys=False))
+    settings = {**extract_settings(store), "input": str(Path(prepared).resolve())}
+    (out / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def cells_as_items(store: Path, prepared: Path, points_table: Path, label: str, out: Path,

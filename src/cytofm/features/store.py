@@ -95,17 +95,21 @@ def claim_store(root: str | os.PathLike, identity: dict, extra: dict | None = No
             tmp.write_text(json.dumps({**want, **(extra or {})}, indent=2))
 
 
+def extract_settings(store: str | os.PathLike) -> dict:
+    """The settings extract recorded in a store's ``config.yaml`` ({} where there are none or unreadable)."""
+    import yaml
+
+    try:
+        return yaml.safe_load((Path(store) / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
 def prepared_folder(store: str | os.PathLike) -> Path | None:
     """The prepared folder a store's features were extracted from (``config.yaml``'s input as typed,
     relative to where extract ran or to the store's folder, or the one extract prepared itself into)."""
-    import yaml
-
     store = Path(store)
-    try:
-        extract = yaml.safe_load((store / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        extract = {}
-    given = Path(str(extract.get("input", "")))
+    given = Path(str(extract_settings(store).get("input", "")))
     candidates = (given, store.parent / given) if str(given) not in ("", ".") else ()
     for d in (*candidates, store / "prepared"):
         if (d / "manifest.csv").is_file() and (d / "config.yaml").is_file():

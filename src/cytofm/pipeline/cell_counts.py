@@ -19,27 +19,28 @@ def reads_single_cells(rec: dict) -> bool:
     return rec["features"]["store"].get("unit") == CELL_UNIT and rec["kind"] == "probe"
 
 
-def _store_unit(store: Path) -> str:
+def holds_single_cells(store: Path) -> bool:
+    """Whether a store's items are single cells (from ``--cell-points``), not fields holding cells."""
     import json
 
     try:
-        return str(json.loads((store / STORE_FILE).read_text()).get("unit", ""))
+        return json.loads((store / STORE_FILE).read_text()).get("unit") == CELL_UNIT
     except (OSError, ValueError):
-        return ""
+        return False
 
 
 def cell_rows(store: Path, rows: list[dict]) -> list[dict]:
     """One row per cell: the cell's features and centre, and the field (or slide) it belongs to. A store of
     fields holds a field's cells as its instances; a store of single cells (from ``--cell-points``) one
     cell per item, its field in the ``field`` column and its label in the item's."""
-    single = _store_unit(store) == CELL_UNIT
+    single = holds_single_cells(store)
     out = []
     for k, r in enumerate(rows):
         f, coords, attrs = read_item(r["h5"])
         half = float(attrs.get("patch_size_level0") or attrs.get("patch_size") or 0) / 2
         for j in range(len(f)):
             out.append({"item": k, "field": str(r.get("field") or r["id"]) if single else r["id"],
-                        "id": r["id"] if single else f"{r['id']}_c{j}", "index": j,
+                        "id": r["id"] if single else f"{r['id']}_c{j}",
                         "x": round(float(coords[j, 0]) + half, 1), "y": round(float(coords[j, 1]) + half, 1),
                         "features": f[j]})
     return out

@@ -26,6 +26,7 @@ from cytofm.pipeline.cell_counts import (
     count_lines,
     count_rows,
     empty_fields,
+    holds_single_cells,
     reads_single_cells,
     write_cell_geojson,
 )
@@ -73,11 +74,8 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     if attention is not None:
         _write_attention(out / "attention.h5", rows, attention)
         _write_geojson(out / "geojson", rows, attention, table, rec["classes"])
-    metrics, lines = _summary(rec, table, include_seen, out, len(members))
     extra = (count_lines(counts, rec["classes"]) if counts is not None else []) + _skipped_lines(out)
-    if extra:
-        lines += extra
-        (out / "summary.md").write_text("# Predictions\n\n" + "".join(f"- {ln}\n" for ln in lines))
+    metrics, lines = _summary(rec, table, include_seen, out, len(members), extra)
     seconds["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if heatmaps > 0 and attention is not None:
@@ -253,7 +251,7 @@ def _apply_cells(model_dir: Path, rec: dict, members: list[dict], rows: list[dic
     probs = classify_cells(model_dir, rec, members, cells)
     flags = leakage_flags(rec, rows, use)
     label = rec["training"].get("label")
-    single = all(c["id"] == rows[c["item"]]["id"] for c in cells)  # a store of single cells: their labels
+    single = holds_single_cells(store)  # then the items' labels are the cells' own
     pseudo = [{**{k: v for k, v in rows[c["item"]].items() if single or k != label}, "id": c["id"]}
               for c in cells]
     table = _prediction_rows(rec, pseudo, probs, use, [dict(flags[c["item"]]) for c in cells])
@@ -399,7 +397,8 @@ def _write_geojson(folder: Path, rows: list[dict], attention: list[np.ndarray], 
                               prediction=(t["pred"], {c: t[f"p_{c}"] for c in classes}))
 
 
-def _summary(rec: dict, table: list[dict], include_seen: bool, out: Path, n_models: int) -> tuple:
+def _summary(rec: dict, table: list[dict], include_seen: bool, out: Path, n_models: int,
+             extra: list[str] = ()) -> tuple:
     import json
 
     from cytofm.eval.metrics import bootstrap_ci, classification_metrics
@@ -432,5 +431,6 @@ def _summary(rec: dict, table: list[dict], include_seen: bool, out: Path, n_mode
     (out / "summary.json").write_text(json.dumps({"n_items": len(table), "n_flagged": flagged,
                                                   "include_seen": include_seen, "metrics": metrics,
                                                   "operating_point": rec.get("operating_point")}, indent=2))
+    lines += list(extra)
     (out / "summary.md").write_text("# Predictions\n\n" + "".join(f"- {ln}\n" for ln in lines))
     return metrics, lines
