@@ -196,3 +196,43 @@ def qupath_geojson_problems(path) -> list[str]:
                 out.append(f"{where}: nucleusGeometry on a {props['objectType']}")
             out += geometry_problems(f["nucleusGeometry"], f"{where} nucleus")
     return out
+
+
+def eval_field(h: int = 256, w: int = 320) -> np.ndarray:
+    """A real blood-smear field of the evaluation part (chula_rbc12), cropped; a synthetic smear without
+    the shared data."""
+    from cytofm.data.split_files import part_of
+
+    root = SHARED_DATA / "chula_rbc12"
+    if root.is_dir():
+        return np.asarray(Image.open(root / part_of("chula_rbc12", "eval")[0]).convert("RGB"))[:h, :w]
+    return smear(h, w, [(60, 60, 25), (200, 150, 30), (250, 60, 20)], seed=5)[0]
+
+
+def defocus_stack(field: np.ndarray, sharp, n: int = 5, step: float = 1.5) -> np.ndarray:
+    """(n, H, W, 3) planes of ``field`` defocused by ``step`` px of Gaussian blur per plane away from the
+    sharp one. ``sharp``: a plane, or ``(left, right)``: sharp at ``left`` on the left 40 % of the field, at
+    ``right`` on the right 40 %, the two blended across the middle (a field tilted through focus)."""
+    from scipy import ndimage
+
+    f = field.astype(np.float32)
+
+    def blur(s):
+        return f if s == 0 else np.stack([ndimage.gaussian_filter(f[..., c], s) for c in range(3)], -1)
+
+    left, right = (sharp, sharp) if np.isscalar(sharp) else sharp
+    w = f.shape[1]
+    t = np.clip((np.arange(w) - 0.4 * w) / (0.2 * w), 0, 1)[None, :, None]
+    planes = [blur(step * abs(z - left)) * (1 - t) + blur(step * abs(z - right)) * t for z in range(n)]
+    return np.stack(planes).round().clip(0, 255).astype(np.uint8)
+
+
+def write_ome_zstack(path: Path, planes: np.ndarray, tile=(64, 64), compression=None, mpp: float = 0.19,
+                     z_um: float = 1.5) -> Path:
+    """``planes`` as an OME-TIFF z-stack written by tifffile (axes ZYXS, tiled unless ``tile`` is None)."""
+    import tifffile
+
+    tifffile.imwrite(path, planes, ome=True, photometric="rgb", tile=tile, compression=compression,
+                     metadata={"axes": "ZYXS", "PhysicalSizeZ": z_um, "PhysicalSizeX": mpp,
+                               "PhysicalSizeY": mpp})
+    return path

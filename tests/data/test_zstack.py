@@ -9,34 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from scipy import ndimage
 
 from cytofm.data.zstack import OmeZStack, ZStackError, best_plane
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.helpers import defocus_stack, eval_field, write_ome_zstack
 
 
 def _field() -> np.ndarray:
-    from PIL import Image
-
-    from cytofm.data.split_files import part_of
-
-    root = DATA / "chula_rbc12"
-    if root.is_dir():
-        return np.asarray(Image.open(root / part_of("chula_rbc12", "eval")[0]).convert("RGB"))[:256, :320]
-    from tests.helpers import smear
-
-    return smear(256, 320, [(60, 60, 25), (200, 150, 30), (250, 60, 20)], seed=5)[0]
+    return eval_field()
 
 
 def _stack(path: Path, sharp: int, n: int = 5, tile: tuple[int, int] | None = (64, 64)) -> np.ndarray:
-    f = _field().astype(np.float32)
-    planes = np.stack([f if z == sharp else np.stack([ndimage.gaussian_filter(f[..., c], 1.5 * abs(z - sharp))
-                                                      for c in range(3)], -1) for z in range(n)])
-    planes = planes.round().clip(0, 255).astype(np.uint8)
-    tifffile.imwrite(path, planes, ome=True, photometric="rgb", tile=tile,
-                     metadata={"axes": "ZYXS", "PhysicalSizeZ": 1.5, "PhysicalSizeX": 0.19,
-                               "PhysicalSizeY": 0.19})
+    planes = defocus_stack(_field(), sharp, n)
+    write_ome_zstack(path, planes, tile=tile)
     return planes
 
 

@@ -67,6 +67,10 @@ def prepare(
     cell_detector: Annotated[str | None, typer.Option(
         help="Cell detector: watershed (default, needs nothing), otsu (baseline), or cellpose, instanseg, "
              "stardist with their package and weights installed here.", show_default=False)] = None,
+    z: Annotated[str | None, typer.Option(
+        "--z", help="Z-stacks (several focal planes): best (default: each patch's sharpest plane, "
+                    "recorded), edf (planes fused by local focus), all (each plane its own patch) or a "
+                    "plane number. Single-plane sources are unchanged.", show_default=False)] = None,
 ) -> None:
     """Find cell-bearing foreground and tile images, fields and whole slides into patch coordinates.
 
@@ -85,6 +89,8 @@ def prepare(
         cytofm prepare slides/*.svs --out prepared --preset wsi
 
         cytofm prepare slides/ --out prepared --roi qupath_export/ --geojson
+
+        cytofm prepare zstacks/ --out prepared --z edf
     """
     from cytofm.config.loader import build_config
     from cytofm.data.config import PrepareConfig
@@ -119,6 +125,7 @@ def prepare(
     put("output", "materialize", materialize)
     put("output", "workers", workers)
     put("output", "qa_thumbnails", qa)
+    put("zstack", "z", z)
     cfg = build_config(PrepareConfig, "prepare", preset, overrides, file=config, values=values)
     check_writable_dir(out)
     with make_progress() as progress:

@@ -35,7 +35,7 @@ class InputError(UserError, ValueError):
 class SourceItem:
     path: Path
     id: str  # the relative name until discover() turns it into the id
-    kind: str  # "image" | "slide"
+    kind: str  # "image" | "slide" | "zstack"
     meta: dict[str, str] = field(default_factory=dict)
     line: int = 0  # manifest line, for messages
 
@@ -47,9 +47,13 @@ class Skip:
 
 
 def _kind_of(path: Path) -> str | None:
+    from cytofm.data.zstack import is_zstack_file
+
     suffix = path.suffix.lower()
     if suffix in SLIDE_EXTENSIONS:
         return "slide"
+    if is_zstack_file(path):
+        return "zstack"
     if suffix in IMAGE_EXTENSIONS:
         return "slide" if is_slide_file(path) else "image"
     return None

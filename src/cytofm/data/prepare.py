@@ -3,7 +3,8 @@
 Output layout (``OUT``):
     manifest.csv       one row per usable source: id, path, coords (h5, relative), size, mpp, patch
                        geometry, counts, conversion, and every label/metadata column of the input
-    coords/<id>.h5     ``coords`` (N, 2) level-0 top-left (x, y), ``foreground`` (N,) fractions;
+    coords/<id>.h5     ``coords`` (N, 2) level-0 top-left (x, y), ``foreground`` (N,) fractions, ``focus``
+                       and ``focus_blank`` when scored, ``z`` (N,) the plane of each patch of a z-stack;
                        attributes as CLAM/TRIDENT read them (patch_size, patch_level, ...)
     skipped.csv        path, reason: every file that could not be used, and why
     qa/<id>.jpg        QA thumbnails (kept patches outlined)
@@ -206,7 +207,7 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
         if row is not None:
             row["_reused"] = True
             return row
-    src = open_source(item.path, item.kind, _source_mpp(item, cfg))
+    src = open_source(item.path, item.kind, _source_mpp(item, cfg), cfg.zstack.z, cfg.zstack.select)
     try:
         tiles = _tile(src, item, cfg, roi)
         if not isinstance(tiles, Skip):
@@ -228,7 +229,7 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
         if cfg.output.geojson:
             _write_geojson(out / "geojson" / f"{item.id}.geojson", tiles, cells)
         if cfg.output.materialize in ("png", "jpeg"):
-            _materialize_files(src, row, tiles.kept, tiles.patch_wh, cfg, out)
+            _materialize_files(src, row, tiles, cfg, out)
         # the coords file is written last: it marks the source as finished (QA and patches included)
         _write_coords(h5_path, item, src, tiles, cfg, row, rel,
                       {"config_hash": chash, "source_sha256": digest, "source_stat": stat,
@@ -257,10 +258,17 @@ class _Tiles:
     image_fraction: float
     focus: np.ndarray | None = None  # (N,) focus of every candidate (NaN where not scored), or None
     blank: np.ndarray | None = None  # (N,) bool: no stain structure to score
+    planes: np.ndarray | None = None  # (N,) z-stacks: the plane each candidate is read from
 
     @property
     def kept(self) -> np.ndarray:
         return self.coords[self.keep]
+
+    @property
+    def kept_planes(self) -> list:
+        if self.planes is None:
+            return [None] * int(self.keep.sum())
+        return [int(z) for z in self.planes[self.keep]]
 
 
 def _tile(src, item: SourceItem, cfg: PrepareConfig, roi: Roi | None = None) -> _Tiles | Skip:
@@ -312,16 +320,23 @@ def _score_focus(src, item: SourceItem, tiles: _Tiles, cfg: PrepareConfig) -> _T
     from cytofm.data.focus import patch_focus
 
     fg = cfg.foreground
-    if fg.focus == "none" or (fg.focus == "images" and getattr(src, "array", None) is None):
+    zstack = getattr(src, "kind", "") == "zstack"  # planes are chosen by focus: always scored
+    if not zstack and (fg.focus == "none" or (fg.focus == "images" and getattr(src, "array", None) is None)):
         if fg.min_focus is not None:
             return Skip(str(item.path), f"min_focus={fg.min_focus:g} needs focus scores, and "
                                         f"foreground.focus={fg.focus} does not score this source's patches "
                                         "(a slide or an image read in regions): set foreground.focus=all")
         return tiles
     out = None if tiles.whole or tiles.target is None else cfg.tiling.patch_size
-    focus, blank = np.full(len(tiles.coords), np.nan, np.float32), np.zeros(len(tiles.coords), bool)
-    idx = np.flatnonzero(tiles.keep)
-    focus[idx], blank[idx] = patch_focus(src, tiles.coords[idx], tiles.patch_wh, out, tiles.thumb)
+    if zstack:
+        tiles = _plane_focus(src, tiles, out)
+        idx = np.flatnonzero(tiles.keep)
+        focus = tiles.focus
+    else:
+        focus, blank = np.full(len(tiles.coords), np.nan, np.float32), np.zeros(len(tiles.coords), bool)
+        idx = np.flatnonzero(tiles.keep)
+        focus[idx], blank[idx] = patch_focus(src, tiles.coords[idx], tiles.patch_wh, out, tiles.thumb)
+        tiles = replace(tiles, focus=focus, blank=blank)
     keep = tiles.keep
     if fg.min_focus is not None:
         keep = keep & (np.nan_to_num(focus, nan=0.0) >= fg.min_focus)
@@ -329,7 +344,45 @@ def _score_focus(src, item: SourceItem, tiles: _Tiles, cfg: PrepareConfig) -> _T
             return Skip(str(item.path), f"no patch in focus: all {len(idx)} foreground patches below "
                                         f"min_focus={fg.min_focus:g} (median focus "
                                         f"{float(np.median(focus[idx])):.2f})")
-    return replace(tiles, keep=keep, focus=focus, blank=blank)
+    return replace(tiles, keep=keep)
+
+
+def _plane_focus(src, tiles: _Tiles, out: int | None) -> _Tiles:
+    """A z-stack's patches with their plane and focus: ``best`` each patch's sharpest plane (by the stored
+    bytes, or every plane scored: ``zstack.select``), ``all`` each patch once per plane, a plane number or
+    ``edf`` scored as read."""
+    from dataclasses import replace
+
+    from cytofm.data.focus import patch_focus
+
+    n, n_planes, policy = len(tiles.coords), src.n_planes, src.policy
+    idx = np.flatnonzero(tiles.keep)
+    if policy == "edf" or isinstance(policy, int):
+        focus, blank = np.full(n, np.nan, np.float32), np.zeros(n, bool)
+        focus[idx], blank[idx] = patch_focus(src, tiles.coords[idx], tiles.patch_wh, out, tiles.thumb)
+        planes = None if policy == "edf" else np.full(n, policy, np.int64)
+        return replace(tiles, focus=focus, blank=blank, planes=planes)
+    if policy == "best" and src.select == "bytes":  # the plane chosen from the file's index; it alone read
+        z = np.zeros(n, np.int64)
+        z[idx] = src.stored_bytes(tiles.coords[idx], tiles.patch_wh).argmax(0)
+        focus, blank = np.full(n, np.nan, np.float32), np.zeros(n, bool)
+        for k in np.unique(z[idx]):
+            at = idx[z[idx] == k]
+            focus[at], blank[at] = patch_focus(src.plane(int(k)), tiles.coords[at], tiles.patch_wh, out,
+                                               tiles.thumb)
+        return replace(tiles, focus=focus, blank=blank, planes=z)
+    scores, blank = np.full((n_planes, n), np.nan, np.float32), np.zeros((n_planes, n), bool)
+    for z in range(n_planes):
+        scores[z, idx], blank[z, idx] = patch_focus(src.plane(z), tiles.coords[idx], tiles.patch_wh, out,
+                                                    tiles.thumb)
+    if policy == "best":
+        z = np.nan_to_num(scores, nan=-1.0).argmax(0)
+        at = (z, np.arange(n))
+        return replace(tiles, focus=scores[at], blank=blank[at], planes=z.astype(np.int64))
+    rep = lambda a: np.repeat(a, n_planes, axis=0)  # noqa: E731  every patch once per plane, in plane order
+    return replace(tiles, coords=rep(tiles.coords), fracs=rep(tiles.fracs), keep=rep(tiles.keep),
+                   focus=scores.T.reshape(-1), blank=blank.T.reshape(-1),
+                   planes=np.tile(np.arange(n_planes, dtype=np.int64), n))
 
 
 def _manifest_row(item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, rel: str, digest: str) -> dict:
@@ -351,6 +404,8 @@ def _manifest_row(item: SourceItem, src, tiles: _Tiles, cfg: PrepareConfig, rel:
         "n_candidates": int(len(tiles.coords)),
         "foreground_fraction": round(tiles.image_fraction, 4),
         "focus_median": "" if tiles.focus is None else round(float(np.median(tiles.focus[tiles.keep])), 4),
+        "n_planes": getattr(src, "n_planes", ""),
+        "z": str(src.policy) if item.kind == "zstack" else "",
         "conversion": src.conversion,
         "source_sha256": digest,
         **item.meta,
@@ -371,6 +426,9 @@ def _write_coords(h5_path: Path, item: SourceItem, src, tiles: _Tiles, cfg: Prep
         "mpp": src.mpp if src.mpp is not None else np.nan,
         "target_mpp": tiles.target if tiles.target is not None else np.nan,
         "whole": tiles.whole,
+        "n_planes": getattr(src, "n_planes", 1),
+        "z_spacing_um": getattr(src, "z_spacing_um", None) or np.nan,
+        "z_policy": str(src.policy) if item.kind == "zstack" else "",
         "name": item.id,
         "source_path": rel,
         "cytofm_version": __version__,
@@ -382,6 +440,8 @@ def _write_coords(h5_path: Path, item: SourceItem, src, tiles: _Tiles, cfg: Prep
             if tiles.focus is not None:
                 f.create_dataset("focus", data=tiles.focus[tiles.keep])
                 f.create_dataset("focus_blank", data=tiles.blank[tiles.keep])
+            if tiles.planes is not None:
+                f.create_dataset("z", data=tiles.planes[tiles.keep])
             for k, v in attrs.items():
                 d.attrs[k] = v
                 f.attrs[k] = v
@@ -399,14 +459,16 @@ def _write_geojson(path: Path, tiles: _Tiles, cells=None) -> None:
     write_feature_collection(path, features + (cell_features(cells) if cells is not None else []))
 
 
-def _materialize_files(src, row: dict, kept: np.ndarray, size0, cfg: PrepareConfig, out: Path) -> None:
+def _materialize_files(src, row: dict, tiles: _Tiles, cfg: PrepareConfig, out: Path) -> None:
     ext = "png" if cfg.output.materialize == "png" else "jpg"
     d = out / "patches" / row["id"]
     d.mkdir(parents=True, exist_ok=True)
     out_size = None if row["whole"] else cfg.tiling.patch_size
-    for x, y in kept:
-        arr = src.read(int(x), int(y), size0, out_size)
-        with atomic_path(d / f"{x}_{y}.{ext}") as tmp:
+    for (x, y), z in zip(tiles.kept, tiles.kept_planes, strict=True):
+        arr = src.read(int(x), int(y), tiles.patch_wh, out_size) if z is None else \
+            src.read(int(x), int(y), tiles.patch_wh, out_size, z=z)
+        name = f"{x}_{y}" if z is None else f"{x}_{y}_z{z}"
+        with atomic_path(d / f"{name}.{ext}") as tmp:
             Image.fromarray(arr).save(tmp, format="PNG" if ext == "png" else "JPEG", quality=95)
 
 

@@ -15,7 +15,8 @@ from cytofm.utils.io import read_csv, resolve_path
 
 MANIFEST_COLUMNS = [
     "id", "path", "coords", "kind", "width", "height", "mpp", "target_mpp", "patch_size", "patch_size_level0",
-    "patch_level", "whole", "n_patches", "n_candidates", "foreground_fraction", "focus_median", "conversion",
+    "patch_level", "whole", "n_patches", "n_candidates", "foreground_fraction", "focus_median",
+    "n_planes", "z", "conversion",
 ]
 """The columns ``cytofm prepare`` writes first in a prepared set's manifest; any others are metadata."""
 
@@ -32,13 +33,19 @@ class PreparedItem:
     mpp: float | None
     meta: dict[str, str]
     digest: str = ""  # sha256 of the source when it was prepared
+    z: str = ""  # z-stacks: the plane policy it was prepared with (best, edf, all, a plane)
 
     def coords(self) -> np.ndarray:
         with h5py.File(self.coords_path, "r") as f:
             return f["coords"][:]
 
+    def planes(self) -> np.ndarray | None:
+        """The plane each patch of a z-stack is read from (best, all, a plane), else None."""
+        with h5py.File(self.coords_path, "r") as f:
+            return f["z"][:] if "z" in f else None
+
     def open(self):
-        return open_source(self.path, self.kind, self.mpp)
+        return open_source(self.path, self.kind, self.mpp, self.z or None)
 
     def patches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``((x, y), rgb)`` for each kept patch, resampled to the target resolution."""
@@ -47,8 +54,12 @@ class PreparedItem:
             if self.whole:
                 yield np.zeros(2, np.int64), src.read(0, 0, (src.width, src.height))
                 return
-            for xy in self.coords():
-                yield xy, src.read(int(xy[0]), int(xy[1]), self.size0, self.patch_size)
+            planes = self.planes()
+            for k, xy in enumerate(self.coords()):
+                if planes is None:
+                    yield xy, src.read(int(xy[0]), int(xy[1]), self.size0, self.patch_size)
+                else:
+                    yield xy, src.read(int(xy[0]), int(xy[1]), self.size0, self.patch_size, z=int(planes[k]))
         finally:
             src.close()
 
@@ -69,6 +80,6 @@ def load_prepared(root: str | os.PathLike) -> list[PreparedItem]:
             patch_size=None if whole or not r.get("patch_size") else int(r["patch_size"]),
             size0=None if whole or not r.get("patch_size_level0") else int(r["patch_size_level0"]),
             coords_path=root / r["coords"], mpp=float(r["mpp"]) if r.get("mpp") else None, meta=meta,
-            digest=r.get("source_sha256", ""),
+            digest=r.get("source_sha256", ""), z=r.get("z", "") or "",
         ))
     return items

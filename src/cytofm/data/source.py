@@ -154,10 +154,16 @@ def is_slide_file(path: str | os.PathLike) -> bool:
     return False
 
 
-def open_source(path: str | os.PathLike, kind: str, mpp: float | None = None):
-    """A slide through OpenSlide; an image in memory, or in regions when it is above the memory budget."""
+def open_source(path: str | os.PathLike, kind: str, mpp: float | None = None, z: str | int | None = None,
+                select: str = "auto"):
+    """A slide through OpenSlide; a z-stack under the plane policy ``z`` (default best, the sharpest plane
+    found by ``select``); an image in memory, or in regions when it is above the memory budget."""
     if kind == "slide":
         return SlideSource(path, mpp)
+    if kind == "zstack":
+        from cytofm.data.zstack_source import ZStackSource
+
+        return ZStackSource(path, mpp, z, select)
     try:
         return ImageSource(path, mpp)
     except ImageTooLarge as e:

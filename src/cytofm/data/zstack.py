@@ -4,7 +4,8 @@ Cytology preparations are thick, so scanners record several focal planes; the re
 read one. OME-TIFF z-stacks are read through tifffile: the OME metadata give the planes, their order and
 spacing (``PhysicalSizeZ``) and the pixel size; only the tiles a region touches are decoded (tifffile's
 ``TiffPage.decode`` on the segments read from the file), so memory holds a region, never a plane.
-``best_plane`` picks the sharpest plane of a region by ``cytofm.data.focus``.
+``best_plane`` picks the sharpest plane of a region by ``cytofm.data.focus``; ``ZStackSource``
+(``cytofm.data.zstack_source``) reads a stack as any other source under a plane policy.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.inputs import InputError
+from cytofm.data.source import SourceError
+
+ZSTACK_SUFFIXES = (".tif", ".tiff")
 
 
-class ZStackError(InputError):
+class ZStackError(SourceError):
     """A z-stack that cannot be read as one: planes of different sizes, a plane missing, no z axis."""
 
 
@@ -46,7 +49,11 @@ class OmeZStack:
         if not self._tif.series:
             self._tif.close()
             raise ZStackError(f"{self.path}: not a readable TIFF (no image in it)")
-        self._pages, self.info = self._planes()
+        try:
+            self._pages, self.info = self._planes()
+        except ZStackError:
+            self._tif.close()
+            raise
 
     def _planes(self):
         import tifffile
@@ -54,7 +61,7 @@ class OmeZStack:
         series = self._tif.series[0]
         axes = series.axes
         if "Z" not in axes:
-            raise ZStackError(f"{self.path}: no z axis (axes {axes}): a single plane, read it as an image")
+            self._no_z_axis(axes)
         n = series.shape[axes.index("Z")]
         pages = [p.aspage() for p in series.pages if p is not None]  # frames share the key page's tags
         if len(pages) != n:
@@ -105,6 +112,44 @@ class OmeZStack:
                 out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = tile[sy0 - gy0:sy1 - gy0, sx0 - gx0:sx1 - gx0]
         return out
 
+    def _no_z_axis(self, axes: str):
+        """Why a file has no z series: OME metadata that promise planes tifffile could not stack (of
+        different sizes, or fewer than promised), or a single plane."""
+        import tifffile
+
+        n = 0
+        if self._tif.is_ome:
+            meta = tifffile.xml2dict(self._tif.ome_metadata).get("OME", {}).get("Image", {})
+            n = int((meta[0] if isinstance(meta, list) else meta).get("Pixels", {}).get("SizeZ", 0) or 0)
+        if n > 1:
+            sizes = sorted({(p.imagewidth, p.imagelength) for p in self._tif.pages[:n]})
+            why = f"planes of different sizes {sizes}" if len(sizes) > 1 else \
+                f"the metadata give {n} planes but they cannot be read as one stack"
+            raise ZStackError(f"{self.path}: {why}")
+        raise ZStackError(f"{self.path}: no z axis (axes {axes}): a single plane, read it as an image")
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the planes are stored compressed in tiles (what :meth:`stored_bytes` needs)."""
+        page = self._pages[0]
+        return bool(page.is_tiled) and int(page.compression) != 1
+
+    def stored_bytes(self, z: int, x: int, y: int, w: int, h: int) -> float:
+        """Compressed bytes of plane ``z`` under a region, each tile's share by the area the region covers:
+        a defocused plane compresses smaller (less fine detail). From the file's index: nothing decoded."""
+        page = self._pages[z]
+        th, tw = page.tilelength, page.tilewidth
+        across = -(-page.imagewidth // tw)
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + w, self.info.width), min(y + h, self.info.height)
+        total = 0.0
+        for ty in range(y0 // th, max(y1 - 1, y0) // th + 1):
+            for tx in range(x0 // tw, max(x1 - 1, x0) // tw + 1):
+                cover = ((min(x1, (tx + 1) * tw) - max(x0, tx * tw))
+                         * (min(y1, (ty + 1) * th) - max(y0, ty * th)))
+                total += page.databytecounts[ty * across + tx] * max(cover, 0) / (tw * th)
+        return total
+
     def close(self) -> None:
         self._tif.close()
 
@@ -129,3 +174,22 @@ def best_plane(stack: OmeZStack, x: int, y: int, w: int, h: int) -> tuple[int, n
 
     scores = np.array([focus_score(stack.read(z, x, y, w, h))[0] for z in range(stack.info.n_planes)])
     return int(np.argmax(scores)), scores
+
+
+def is_zstack_file(path: str | os.PathLike) -> bool:
+    """Whether a file is a TIFF whose first series has a z axis of more than one plane (read from its
+    header and OME metadata; nothing decoded)."""
+    if Path(path).suffix.lower() not in ZSTACK_SUFFIXES:
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return "Z" in series.axes and series.shape[series.axes.index("Z")] > 1
+    except Exception:  # not a TIFF, or damaged: left to the single-plane readers, which say why
+        return False
+
+
+def open_zstack(path: str | os.PathLike) -> OmeZStack:
+    return OmeZStack(path)

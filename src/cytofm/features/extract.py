@@ -50,6 +50,8 @@ class ExtractItem:
     prepared_digest: str = ""  # the source's content hash when it was prepared ("" for raw inputs)
     cells: Path | None = None  # mode cells: the source's cells/<id>.h5
     typical_um: float | None = None  # mode cells: the typical cell diameter it was prepared with
+    planes: np.ndarray | None = None  # z-stacks: the plane of each instance (None: the policy's)
+    z: str = ""  # z-stacks: the plane policy it was prepared with
 
 
 def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: str | None = None,
@@ -85,10 +87,10 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
         for it in load_prepared(p):
             if mode == "tiles" and not it.whole:
                 items.append(ExtractItem(it.id, it.path, it.kind, False, it.coords(), it.size0, it.patch_size,
-                                         it.mpp, it.meta, it.digest))
+                                         it.mpp, it.meta, it.digest, planes=it.planes(), z=it.z))
             else:
                 items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None,
-                                         None, it.mpp, it.meta, it.digest))
+                                         None, it.mpp, it.meta, it.digest, z=it.z))
         return items, skips
     cfg = PrepareConfig.model_validate({"metadata": {"label_column": label_column}})
     collisions: list[dict] = []
@@ -137,7 +139,7 @@ def cell_items(folder: Path, crop_um: float | None) -> tuple[list[ExtractItem], 
         size0 = max(8, int(round(crop_um / mpp)))
         coords = np.round(cells.centre - size0 / 2).astype(np.int64)
         items.append(ExtractItem(it.id, it.path, it.kind, False, coords, size0, None, mpp,
-                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical))
+                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical, z=it.z))
     return items, skips
 
 
@@ -162,7 +164,7 @@ class _Instances(torch.utils.data.Dataset):
     def _source(self, it: ExtractItem):
         src = self.cache.get(it.id)
         if src is None:
-            src = open_source(it.path, it.kind, it.mpp)
+            src = open_source(it.path, it.kind, it.mpp, it.z or None)
             self.cache[it.id] = src
             # at most `cache` sources open, and at most one whole-image budget of decoded pixels held
             while len(self.cache) > self.cache_size or (len(self.cache) > 1 and self._held() > BUDGET_PIXELS):
@@ -184,7 +186,10 @@ class _Instances(torch.utils.data.Dataset):
                 rgb = src.read(0, 0, (w, h), (max(1, round(w * s)), max(1, round(h * s))))
             else:
                 x, y = it.coords[j]
-                rgb = src.read(int(x), int(y), it.size0, it.out_size)
+                if it.planes is None:
+                    rgb = src.read(int(x), int(y), it.size0, it.out_size)
+                else:
+                    rgb = src.read(int(x), int(y), it.size0, it.out_size, z=int(it.planes[j]))
             return self.encoder.preprocess(rgb), i, j, "", _phash(src) if j == 0 else ""
         except ImageReadError as e:
             return torch.zeros(3, self.encoder.input_size, self.encoder.input_size), i, j, str(e), ""
@@ -230,7 +235,9 @@ def item_key(it: ExtractItem, identity: dict, digest: str) -> str:
     """
     return digest_of(sorted(identity.items()), digest, it.kind, it.whole, it.size0, it.out_size,
                      None if it.mpp is None else round(float(it.mpp), 9),
-                     np.asarray(it.coords, np.int64).tobytes())
+                     np.asarray(it.coords, np.int64).tobytes(),
+                     *(() if it.planes is None and not it.z else
+                       (it.z, b"" if it.planes is None else np.asarray(it.planes, np.int64).tobytes())))
 
 
 class _Resume:
@@ -458,7 +465,7 @@ class _Run:
 
     def _write(self, it: ExtractItem, f: np.ndarray) -> int:
         st, d = self.resume.digest(it)
-        write_item(self.resume.h5(it), f, it.coords, {
+        write_item(self.resume.h5(it), f, it.coords, planes=it.planes, attrs={
             **self.attrs, "source_path": portable_path(it.path, self.out), **extract_attrs(it),
             "mpp": it.mpp or np.nan, "whole": it.whole, "source_sha256": d, "source_stat": st,
             "source_phash": self.phash.pop(it.id, ""), "item_key": item_key(it, self.identity, d)})

@@ -33,11 +33,15 @@ class StoreError(InputError):
     """A feature store that cannot be used as asked (another encoder's, or a mix of encoders)."""
 
 
-def write_item(path: str | os.PathLike, features: np.ndarray, coords: np.ndarray, attrs: dict) -> None:
+def write_item(path: str | os.PathLike, features: np.ndarray, coords: np.ndarray, attrs: dict,
+               planes: np.ndarray | None = None) -> None:
+    """One item's features and coordinates (and, for a z-stack, ``z``: the plane each came from)."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("features", data=features.astype(np.float32))
             c = f.create_dataset("coords", data=coords.astype(np.int64))
+            if planes is not None:
+                f.create_dataset("z", data=np.asarray(planes, np.int64))
             for k, v in attrs.items():
                 f.attrs[k] = v if v is not None else ""
                 if k in COORDS_ATTRS:
