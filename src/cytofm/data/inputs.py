@@ -99,7 +99,7 @@ def _from_folder(root: Path, cfg: PrepareConfig, skips: list[Skip], notes: list[
     for p in _walk(root, skips, notes):
         if p.name.startswith("."):
             continue
-        if p.suffix.lower() == ".mrxs" or p.suffix.lower() in IMAGE_EXTENSIONS | SLIDE_EXTENSIONS:
+        if p.suffix.lower() in {".mrxs", ".czi"} | IMAGE_EXTENSIONS | SLIDE_EXTENSIONS:
             rel = p.relative_to(root)
             meta = {}
             if cfg.metadata.labels_from_folders:

@@ -177,9 +177,14 @@ def best_plane(stack: OmeZStack, x: int, y: int, w: int, h: int) -> tuple[int, n
 
 
 def is_zstack_file(path: str | os.PathLike) -> bool:
-    """Whether a file is a TIFF whose first series has a z axis of more than one plane (read from its
-    header and OME metadata; nothing decoded)."""
-    if Path(path).suffix.lower() not in ZSTACK_SUFFIXES:
+    """Whether a file is read as a z-stack: a CZI (any number of planes), or a TIFF whose first series has
+    a z axis of more than one plane (read from its header and OME metadata; nothing decoded)."""
+    from cytofm.data.czi import CZI_SUFFIXES
+
+    suffix = Path(path).suffix.lower()
+    if suffix in CZI_SUFFIXES:
+        return True
+    if suffix not in ZSTACK_SUFFIXES:
         return False
     import tifffile
 
@@ -191,5 +196,8 @@ def is_zstack_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def open_zstack(path: str | os.PathLike) -> OmeZStack:
-    return OmeZStack(path)
+def open_zstack(path: str | os.PathLike):
+    """The reader of a z-stack file by its format: CZI through pylibCZIrw, TIFF through tifffile."""
+    from cytofm.data.czi import CZI_SUFFIXES, CziZStack
+
+    return CziZStack(path) if Path(path).suffix.lower() in CZI_SUFFIXES else OmeZStack(path)
