@@ -19,15 +19,25 @@ def _field() -> np.ndarray:
     return eval_field()
 
 
-def _stack(path: Path, sharp: int, n: int = 5, tile: tuple[int, int] | None = (64, 64)) -> np.ndarray:
+def _stack(path: Path, sharp: int, n: int = 5, tile: tuple[int, int] | None = (64, 64),
+           compression=None) -> np.ndarray:
     planes = defocus_stack(_field(), sharp, n)
-    write_ome_zstack(path, planes, tile=tile)
+    write_ome_zstack(path, planes, tile=tile, compression=compression)
+    if compression == "jpeg":  # lossy: what the file holds is what tifffile decodes whole
+        planes = tifffile.imread(path)
     return planes
 
 
-@pytest.mark.parametrize("tile", [(64, 64), None])
-def test_planes_and_regions_read_as_written(tmp_path, tile):
-    planes = _stack(tmp_path / "z.ome.tif", sharp=3, tile=tile)
+def _jpeg() -> str:
+    pytest.importorskip("imagecodecs", reason="JPEG tiles need imagecodecs (the [zstack] extra)")
+    return "jpeg"
+
+
+@pytest.mark.parametrize("tile, compression", [((64, 64), None), (None, None), ((64, 64), "zlib"),
+                                               ((64, 64), "jpeg")])
+def test_planes_and_regions_read_as_written(tmp_path, tile, compression):
+    compression = _jpeg() if compression == "jpeg" else compression
+    planes = _stack(tmp_path / "z.ome.tif", sharp=3, tile=tile, compression=compression)
     with OmeZStack(tmp_path / "z.ome.tif") as s:
         assert (s.info.n_planes, s.info.z_spacing_um, s.info.width, s.info.height, s.info.mpp) == \
             (5, 1.5, 320, 256, 0.19)

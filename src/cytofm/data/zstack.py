@@ -103,8 +103,9 @@ class OmeZStack:
         for ty in range(y0 // th, (y1 - 1) // th + 1):
             for tx in range(x0 // tw, (x1 - 1) // tw + 1):
                 k = ty * across + tx
+                decode = page.decode  # first: building the decoder may move the file position
                 fh.seek(page.dataoffsets[k])
-                seg, _, _ = page.decode(fh.read(page.databytecounts[k]), k, jpegtables=page.jpegtables)
+                seg, _, _ = decode(fh.read(page.databytecounts[k]), k, jpegtables=page.jpegtables)
                 tile = _rgb(np.asarray(seg).reshape(th, tw, -1))
                 gx0, gy0 = tx * tw, ty * th
                 sx0, sy0 = max(x0, gx0), max(y0, gy0)
