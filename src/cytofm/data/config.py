@@ -190,7 +190,8 @@ class ZStackConfig(Section):
     select: Literal["auto", "bytes", "focus"] = "auto"
     """How ``best`` finds the sharpest plane: ``focus`` scores every plane (exact; decodes every plane, about
     5x the time of one for five), ``bytes`` takes the plane whose compressed tiles are largest (nothing
-    decoded but the chosen plane), ``auto`` bytes for compressed tiles, focus otherwise."""
+    decoded but the chosen plane; sound for lossy tiles, JPEG and its kin), ``auto`` bytes for lossy
+    tiles, focus otherwise."""
 
 
 class PrepareConfig(Section):

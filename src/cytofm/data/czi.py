@@ -30,7 +30,7 @@ def _pyczi():
 class CziZStack:
     """A CZI's planes (scene 0, channel 0: a brightfield RGB image): ``read(z, x, y, w, h)`` gives RGB."""
 
-    compressed = False  # the choice of the sharpest plane reads pixels (no tile index to read sizes from)
+    compressed = lossy = False  # the sharpest plane is chosen from pixels (no tile index to read sizes from)
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)

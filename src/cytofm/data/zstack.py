@@ -135,6 +135,14 @@ class OmeZStack:
         page = self._pages[0]
         return bool(page.is_tiled) and int(page.compression) != 1
 
+    @property
+    def lossy(self) -> bool:
+        """Whether the tiles are compressed lossily (JPEG, JPEG 2000, JPEG XL/XR, WebP: what scanners write).
+        Only then do tile sizes follow the detail: lossless codecs spend most bytes on the sensor noise,
+        which every plane has alike (``benchmarks/zstack.py``, select)."""
+        name = getattr(self._pages[0].compression, "name", "")
+        return self.compressed and any(k in name for k in ("JPEG", "JP2000", "WEBP"))
+
     def stored_bytes(self, z: int, x: int, y: int, w: int, h: int) -> float:
         """Compressed bytes of plane ``z`` under a region, each tile's share by the area the region covers:
         a defocused plane compresses smaller (less fine detail). From the file's index: nothing decoded."""
