@@ -55,10 +55,10 @@ def cell_images(data: Path, n_fields: int, step: float, crop: int = 80, seed: in
     """Each cell's four images (CONDITIONS), its type, its field, and whether best found the sharp plane."""
     from PIL import Image
 
-    from cytofm.data.edf import MARGIN_PX, fuse
     from cytofm.data.focus import focus_score
     from cytofm.data.foreground import background_intensity
     from cytofm.data.source import ImageSource
+    from cytofm.data.zstack.edf import MARGIN_PX, fuse
 
     rows = _chula(data)
     fields = sorted({r["image"] for r in rows})
@@ -154,7 +154,7 @@ def select(data: Path, n_fields: int, step: float) -> None:
     from PIL import Image
 
     from cytofm.data.split_files import part_of
-    from cytofm.data.zstack_source import ZStackSource
+    from cytofm.data.zstack.source import ZStackSource
 
     files = part_of("chula_rbc12", "eval")[:n_fields]
     codecs = [("zlib", None)] + ([("jpeg", q) for q in (75, 90, 95)] if _has_jpeg() else [])

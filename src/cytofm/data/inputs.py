@@ -47,7 +47,7 @@ class Skip:
 
 
 def _kind_of(path: Path) -> str | None:
-    from cytofm.data.zstack import is_zstack_file
+    from cytofm.data.zstack.stack import is_zstack_file
 
     suffix = path.suffix.lower()
     if suffix in SLIDE_EXTENSIONS:

@@ -161,7 +161,7 @@ def open_source(path: str | os.PathLike, kind: str, mpp: float | None = None, z:
     if kind == "slide":
         return SlideSource(path, mpp)
     if kind == "zstack":
-        from cytofm.data.zstack_source import ZStackSource
+        from cytofm.data.zstack.source import ZStackSource
 
         return ZStackSource(path, mpp, z, select)
     try:

@@ -1,10 +1,10 @@
 """A z-stack read as any other source, under a plane policy (``prepare --z``).
 
 ``best``: each region from its sharpest plane (prepare records the plane of every patch, and later reads
-take that plane); ``edf``: the planes fused by local focus
-(``cytofm.data.edf``); a plane number: that plane; ``all``: every plane its own instance (prepare writes
-each patch once per plane with its plane; a read without a plane takes the best). Regions, never planes,
-are held in memory, so a stack costs the memory of one plane's regions.
+take that plane); ``edf``: the planes fused by local focus (``cytofm.data.zstack.edf``); a plane number:
+that plane; ``all``: every plane its own instance (prepare writes each patch once per plane with its
+plane; a read without a plane takes the best). Regions, never planes, are held in memory, so a stack
+costs the memory of one plane's regions.
 
 The sharpest plane is found one of two ways (``select``). ``focus`` decodes the region in every plane and
 takes the highest focus score (``cytofm.data.focus``): exact, and for five planes about five times the
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cytofm.data.source import _resize
-from cytofm.data.zstack import ZStackError, open_zstack
+from cytofm.data.zstack.stack import ZStackError, open_zstack
 
 POLICIES = ("best", "edf", "all")
 SELECTS = ("auto", "bytes", "focus")
@@ -81,7 +81,7 @@ class ZStackSource:
         if z is not None:
             region = self.stack.read(int(z), int(x), int(y), sw, sh)
         elif self.policy == "edf":
-            from cytofm.data.edf import fused_region
+            from cytofm.data.zstack.edf import fused_region
 
             region = fused_region(self.stack.read, self.n_planes, int(x), int(y), sw, sh)
         else:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from cytofm.data.edf import MARGIN_PX, fuse
 from cytofm.data.focus import focus_score
 from cytofm.data.prepare import run_prepare
 from cytofm.data.prepared import load_prepared
-from cytofm.data.zstack import ZStackError, is_zstack_file
-from cytofm.data.zstack_source import ZStackSource, parse_policy
+from cytofm.data.zstack.edf import MARGIN_PX, fuse
+from cytofm.data.zstack.source import ZStackSource, parse_policy
+from cytofm.data.zstack.stack import ZStackError, is_zstack_file
 
 from tests.helpers import defocus_stack, eval_field, prepare_cfg, write_ome_zstack
 

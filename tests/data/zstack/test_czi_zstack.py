@@ -9,8 +9,8 @@ import pytest
 
 from cytofm.data.prepare import run_prepare
 from cytofm.data.prepared import load_prepared
-from cytofm.data.zstack import ZStackError, is_zstack_file, open_zstack
-from cytofm.data.zstack_source import ZStackSource
+from cytofm.data.zstack.source import ZStackSource
+from cytofm.data.zstack.stack import ZStackError, is_zstack_file, open_zstack
 
 from tests.helpers import defocus_stack, eval_field, prepare_cfg
 

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.zstack import ZStackError, ZStackInfo
-
-CZI_SUFFIXES = (".czi",)
+from cytofm.data.zstack.stack import ZStackError, ZStackInfo
 
 
 def _pyczi():

@@ -1,37 +1,19 @@
-"""Z-stacks (several focal planes of one field or slide) read plane by plane, region by region.
+"""OME-TIFF z-stacks read plane by plane through tifffile, region by region.
 
-Cytology preparations are thick, so scanners record several focal planes; the readers pathology tools use
-read one. OME-TIFF z-stacks are read through tifffile: the OME metadata give the planes, their order and
-spacing (``PhysicalSizeZ``) and the pixel size; only the tiles a region touches are decoded (tifffile's
-``TiffPage.decode`` on the segments read from the file), so memory holds a region, never a plane.
-``best_plane`` picks the sharpest plane of a region by ``cytofm.data.focus``; ``ZStackSource``
-(``cytofm.data.zstack_source``) reads a stack as any other source under a plane policy.
+The OME metadata give the planes, their order and spacing (``PhysicalSizeZ``) and the pixel size; only the
+tiles a region touches are decoded (tifffile's ``TiffPage.decode`` on the segments read from the file), and
+the compressed size of each tile is in the file's index (:meth:`OmeZStack.stored_bytes`), which is how
+``best`` finds the sharpest plane without decoding the others.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.source import SourceError
-
-ZSTACK_SUFFIXES = (".tif", ".tiff")
-
-
-class ZStackError(SourceError):
-    """A z-stack that cannot be read as one: planes of different sizes, a plane missing, no z axis."""
-
-
-@dataclass(frozen=True)
-class ZStackInfo:
-    n_planes: int
-    z_spacing_um: float | None
-    width: int
-    height: int
-    mpp: float | None
+from cytofm.data.zstack.stack import ZStackError, ZStackInfo
 
 
 class OmeZStack:
@@ -174,39 +156,3 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     if a.ndim == 2:
         a = a[..., None]
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
-
-
-def best_plane(stack: OmeZStack, x: int, y: int, w: int, h: int) -> tuple[int, np.ndarray]:
-    """The sharpest plane of a region by ``cytofm.data.focus`` (the first of equals), and every plane's
-    score; one region of one plane in memory at a time."""
-    from cytofm.data.focus import focus_score
-
-    scores = np.array([focus_score(stack.read(z, x, y, w, h))[0] for z in range(stack.info.n_planes)])
-    return int(np.argmax(scores)), scores
-
-
-def is_zstack_file(path: str | os.PathLike) -> bool:
-    """Whether a file is read as a z-stack: a CZI (any number of planes), or a TIFF whose first series has
-    a z axis of more than one plane (read from its header and OME metadata; nothing decoded)."""
-    from cytofm.data.czi import CZI_SUFFIXES
-
-    suffix = Path(path).suffix.lower()
-    if suffix in CZI_SUFFIXES:
-        return True
-    if suffix not in ZSTACK_SUFFIXES:
-        return False
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return "Z" in series.axes and series.shape[series.axes.index("Z")] > 1
-    except Exception:  # not a TIFF, or damaged: left to the single-plane readers, which say why
-        return False
-
-
-def open_zstack(path: str | os.PathLike):
-    """The reader of a z-stack file by its format: CZI through pylibCZIrw, TIFF through tifffile."""
-    from cytofm.data.czi import CZI_SUFFIXES, CziZStack
-
-    return CziZStack(path) if Path(path).suffix.lower() in CZI_SUFFIXES else OmeZStack(path)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from cytofm.data.zstack import OmeZStack, ZStackError, best_plane
+from cytofm.data.zstack.ome import OmeZStack
+from cytofm.data.zstack.source import ZStackSource
+from cytofm.data.zstack.stack import ZStackError
 
 from tests.helpers import defocus_stack, eval_field, write_ome_zstack
 
@@ -50,8 +52,8 @@ def test_planes_and_regions_read_as_written(tmp_path, tile, compression):
 def test_the_planted_sharp_plane_is_the_best(tmp_path):
     for sharp in (0, 2, 4):
         _stack(tmp_path / f"z{sharp}.ome.tif", sharp=sharp)
-        with OmeZStack(tmp_path / f"z{sharp}.ome.tif") as s:
-            z, scores = best_plane(s, 0, 0, 320, 256)
+        with ZStackSource(tmp_path / f"z{sharp}.ome.tif", select="focus") as s:
+            z, scores = s.best(0, 0, 320, 256)
         assert z == sharp and list(np.argsort(-scores))[0] == sharp
         assert all(scores[k] > scores[k + 1] for k in range(sharp, 4))  # falls away from the sharp plane
         assert all(scores[k] < scores[k + 1] for k in range(sharp))
