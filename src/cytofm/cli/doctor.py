@@ -53,7 +53,8 @@ def collect() -> list[tuple[str, str, bool]]:
 
     # versions from the installed distributions: importing umap (numba) alone takes seconds
     for dist, extra in (("timm", None), ("torchvision", None), ("h5py", None), ("scikit-learn", None),
-                        ("umap-learn", "viz"), ("tensorboard", None)):
+                        ("umap-learn", "viz"), ("imagecodecs", "zstack"), ("pylibCZIrw", "zstack"),
+                        ("tensorboard", None)):
         try:
             rows.append((dist, version(dist), True))
         except PackageNotFoundError:

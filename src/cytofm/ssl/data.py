@@ -33,7 +33,7 @@ class PatchTable:
     """The samples of one --data source: a table of files and, per sample, (file, x, y)."""
 
     name: str
-    files: list[tuple[str, str, float | None]]  # path, kind, mpp
+    files: list[tuple]  # path, kind, mpp, and for a z-stack the plane policy or the plane (else None)
     geometry: list[tuple[int | None, int | None]]  # per file: level-0 size, output size (None = whole image)
     refs: np.ndarray  # (S, 3) int64: file index, x, y
 
@@ -51,7 +51,7 @@ def _tar_members(tars: list[Path]) -> tuple[list, list, list]:
                            if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS]
         except (tarfile.TarError, OSError) as e:
             raise InputError(f"{t}: not a readable tar shard ({e})") from None
-        files.append((str(t), "tar", None))
+        files.append((str(t), "tar", None, None))
         geometry.append((None, None))
         refs += [(i, m.offset_data, m.size) for m in members]
     return files, geometry, refs
@@ -73,15 +73,18 @@ def load_table(path: str | Path) -> PatchTable:
             raise InputError(f"{path}: the tar shards hold no images")
         return PatchTable(p.name, files, geometry, np.asarray(refs, dtype=np.int64))
     if is_prepared_dir(p):
-        for i, it in enumerate(load_prepared(p)):
-            files.append((str(it.path), it.kind, it.mpp))
-            geometry.append((it.size0, it.patch_size))
-            c = it.coords()
-            refs.append(np.concatenate([np.full((len(c), 1), i), c], axis=1))
+        for it in load_prepared(p):
+            c, planes = it.coords(), it.planes()
+            # a z-stack's patches read from their recorded planes: one file entry per plane
+            for z in [None] if planes is None else sorted(set(planes.tolist())):
+                rows = slice(None) if z is None else planes == z
+                files.append((str(it.path), it.kind, it.mpp, (it.z or None) if z is None else str(z)))
+                geometry.append((it.size0, it.patch_size))
+                refs.append(np.concatenate([np.full((len(c[rows]), 1), len(files) - 1), c[rows]], axis=1))
     else:
         items, _, _ = discover([str(p)], PrepareConfig())
         for i, it in enumerate(items):
-            files.append((str(it.path), it.kind, None))
+            files.append((str(it.path), it.kind, None, None))
             geometry.append((None, None))
             refs.append(np.array([[i, 0, 0]]))
     if not refs:
@@ -131,8 +134,8 @@ class PretrainingBatches(torch.utils.data.Dataset):
                 src = self._cache[key] = _TarFile(table.files[fi][0])
             return Image.open(io.BytesIO(src.read(x, y))).convert("RGB")
         if src is None:
-            path, kind, mpp = table.files[fi]
-            src = open_source(path, kind, mpp)
+            path, kind, mpp, z = table.files[fi]
+            src = open_source(path, kind, mpp, z)
             self._cache[key] = src
             while len(self._cache) > max(self.cfg.data.cache_sources, 1):
                 self._cache.popitem(last=False)[1].close()
@@ -148,7 +151,7 @@ class PretrainingBatches(torch.utils.data.Dataset):
     def sample_size(self, table: PatchTable, ref: np.ndarray) -> tuple[int, int]:
         """(width, height) of a sample as :meth:`_image` returns it, read from headers where possible."""
         fi, x, y = (int(v) for v in ref)
-        path, kind, _ = table.files[fi]
+        path, kind = table.files[fi][:2]
         size0, out = table.geometry[fi]
         if kind == "tar":
             with open(path, "rb") as fh:
