@@ -138,9 +138,18 @@ def cell_items(folder: Path, crop_um: float | None) -> tuple[list[ExtractItem], 
         mpp = float(_h5_attr(h5, "mpp") or it.mpp or 0)
         size0 = max(8, int(round(crop_um / mpp)))
         coords = np.round(cells.centre - size0 / 2).astype(np.int64)
+        coords, planes = _cell_planes(it, coords, cells.plane)
         items.append(ExtractItem(it.id, it.path, it.kind, False, coords, size0, None, mpp,
-                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical, z=it.z))
+                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical, planes, it.z))
     return items, skips
+
+
+def _cell_planes(it, coords: np.ndarray, planes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A z-stack's cells read from their sharpest plane, or under ``all`` once per plane (in plane order)."""
+    if it.z != "all":
+        return coords, planes
+    n = int(_h5_attr(it.coords_path, "n_planes") or 1)
+    return np.repeat(coords, n, axis=0), np.tile(np.arange(n, dtype=np.int64), len(coords))
 
 
 def _h5_attr(path: Path, key: str):

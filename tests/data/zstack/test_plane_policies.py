@@ -120,3 +120,28 @@ def test_bad_planes_and_single_plane_files(tilted, tmp_path):
                       log=lambda m: 0)
     assert (res.rows[0]["kind"], res.rows[0]["n_planes"], res.rows[0]["z"]) == ("image", "", "")
     assert load_prepared(tmp_path / "of")[0].planes() is None
+
+
+def test_cells_get_their_sharpest_plane(tilted, tmp_path):
+    from cytofm.data.cells.store import read_cells
+    from cytofm.features.extract import cell_items
+
+    d, _ = tilted
+    for policy in ("best", "all", "3"):
+        out = tmp_path / policy
+        cfg = prepare_cfg("cells.enabled=true", "cells.typical_diameter_um=8", f"zstack.z={policy}")
+        run_prepare([str(d / "in")], out, cfg, log=lambda m: 0)
+        cells = read_cells(out / "cells" / "tilted.ome.h5")
+        x = cells.centre[:, 0]
+        left, right = x < 0.35 * W, x > 0.65 * W
+        assert left.sum() >= 2 and right.sum() >= 2, len(cells)
+        (item,), _ = cell_items(out, None)
+        if policy == "3":
+            assert (cells.plane == 3).all() and (item.planes == 3).all()
+            continue
+        assert (cells.plane[left] == 0).all() and (cells.plane[right] == 4).all()
+        assert "z" in (out / "cells.csv").read_text().splitlines()[0].split(",")
+        if policy == "best":
+            assert np.array_equal(item.planes, cells.plane) and len(item.coords) == len(cells)
+        else:  # every cell once per plane
+            assert len(item.coords) == 5 * len(cells) and list(item.planes[:5]) == [0, 1, 2, 3, 4]

@@ -45,9 +45,33 @@ def cell_focus(cells: CellTable, rgb: np.ndarray, scale: float, pad_px: int = 4)
     cells.measures["focus"] = score
 
 
+def cell_planes(cells: CellTable, src, box: tuple[int, int, int, int], out, scale: float,
+                pad_px: int = 4) -> None:
+    """Z-stacks read under ``best`` or ``all``: each cell's sharpest plane (its box scored in every plane of
+    the region, at the working resolution) and its focus there; a plane number: that plane."""
+    from cytofm.data.focus import box_focus, focus_maps
+    from cytofm.data.foreground import background_intensity
+
+    policy = getattr(src, "policy", "edf")
+    if isinstance(policy, int):
+        cells.plane = np.full(len(cells), policy, np.int64)
+    if policy not in ("best", "all") or not len(cells):
+        return
+    x0, y0, x1, y1 = box
+    b = np.round(cells.bbox * scale).astype(np.int64) + np.array([-pad_px, -pad_px, pad_px, pad_px])
+    scores = []
+    for z in range(src.n_planes):
+        rgb = src.read(x0, y0, (x1 - x0, y1 - y0), out if scale < 1 else None, z=z)
+        scores.append(box_focus(focus_maps(rgb, background_intensity(rgb)), b)[0])
+    scores = np.stack(scores)
+    cells.plane, cells.measures["focus"] = scores.argmax(0).astype(np.int64), scores.max(0)
+
+
 def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTable:
     """Every cell of an open source (``ImageSource`` or ``SlideSource``: ``read(x, y, size0, out)``) in
-    level-0 pixels. Memory: one region of ``region_px`` + overlap working pixels at a time."""
+    level-0 pixels. Memory: one region of ``region_px`` + overlap working pixels at a time. A z-stack is
+    detected in each region's best plane (or as its policy reads it), and every cell gets its own plane
+    (:func:`cell_planes`)."""
     if mpp is None or not mpp > 0:
         raise NoResolution("cell detection needs the resolution in um/px (sizes are in micrometres): give "
                            "resolution.mpp=... or an mpp column in the manifest")
@@ -64,6 +88,8 @@ def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTab
         rgb = np.ascontiguousarray(rgb[..., :3])
         cells = detect(rgb, wmpp, cfg, out[0] / (x1 - x0))
         cell_focus(cells, rgb, out[0] / (x1 - x0))
+        if getattr(src, "kind", "") == "zstack":
+            cell_planes(cells, src, (x0, y0, x1, y1), out, out[0] / (x1 - x0))
         cells = cells.shifted(x0, y0)
         if len(cells):
             cx, cy = cells.centre[:, 0], cells.centre[:, 1]

@@ -30,6 +30,8 @@ def write_cells(path: Path, cells: CellTable, attrs: dict) -> None:
         f.create_dataset("centre", data=cells.centre.astype(np.float32))
         f.create_dataset("bbox", data=cells.bbox.astype(np.float32))
         f.create_dataset("clump", data=cells.clump.astype(bool))
+        if cells.plane is not None:
+            f.create_dataset("z", data=cells.plane.astype(np.int64))
         for m in MEASUREMENTS:
             f.create_dataset(f"measures/{m}", data=cells.measures[m].astype(np.float32))
         _ragged(f, "contour", cells.contour)
@@ -42,7 +44,7 @@ def read_cells(path: Path) -> CellTable:
         return CellTable(f["centre"][:], f["bbox"][:], _unragged(f, "contour"), _unragged(f, "nucleus"),
                          {m: f[f"measures/{m}"][:] if f"measures/{m}" in f else
                           np.full(len(f["centre"]), np.nan, np.float32) for m in MEASUREMENTS},
-                         f["clump"][:].astype(bool))
+                         f["clump"][:].astype(bool), plane=f["z"][:] if "z" in f else None)
 
 
 def cell_rows(item_id: str, cells: CellTable) -> list[dict]:
@@ -55,6 +57,8 @@ def cell_rows(item_id: str, cells: CellTable) -> list[dict]:
                   for n, v in zip(("x0", "y0", "x1", "y1"), cells.bbox[k], strict=True)},
                "clump": bool(cells.clump[k])}
         row.update({m: round(float(cells.measures[m][k]), 4) for m in MEASUREMENTS})
+        if cells.plane is not None:
+            row["z"] = int(cells.plane[k])
         rows.append(row)
     return rows
 

@@ -23,6 +23,7 @@ class CellTable:
     measures: dict[str, np.ndarray]  # MEASUREMENTS -> (N,) float32
     clump: np.ndarray  # (N,) bool: a clump kept whole (too large or irregular to split)
     notes: list[str] = field(default_factory=list)
+    plane: np.ndarray | None = None  # (N,) int64: z-stacks, the plane each cell is sharpest in
 
     def __len__(self) -> int:
         return len(self.centre)
@@ -36,17 +37,19 @@ class CellTable:
         idx = np.flatnonzero(keep)
         return CellTable(self.centre[idx], self.bbox[idx], [self.contour[i] for i in idx],
                          [self.nucleus[i] for i in idx], {k: v[idx] for k, v in self.measures.items()},
-                         self.clump[idx], list(self.notes))
+                         self.clump[idx], list(self.notes), None if self.plane is None else self.plane[idx])
 
     def shifted(self, dx: float, dy: float) -> CellTable:
         d2, d4 = np.array([dx, dy], np.float32), np.array([dx, dy, dx, dy], np.float32)
         return CellTable(self.centre + d2, self.bbox + d4, [c + d2 for c in self.contour],
-                         [n + d2 for n in self.nucleus], dict(self.measures), self.clump, list(self.notes))
+                         [n + d2 for n in self.nucleus], dict(self.measures), self.clump, list(self.notes),
+                         self.plane)
 
     @staticmethod
     def concat(tables: list[CellTable]) -> CellTable:
         tables = [t for t in tables if len(t)] or [CellTable.empty()]
+        planes = None if any(t.plane is None for t in tables) else np.concatenate([t.plane for t in tables])
         return CellTable(np.concatenate([t.centre for t in tables]), np.concatenate([t.bbox for t in tables]),
                          [c for t in tables for c in t.contour], [n for t in tables for n in t.nucleus],
                          {m: np.concatenate([t.measures[m] for t in tables]) for m in MEASUREMENTS},
-                         np.concatenate([t.clump for t in tables]))
+                         np.concatenate([t.clump for t in tables]), plane=planes)
