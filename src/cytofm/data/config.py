@@ -178,7 +178,7 @@ def _plane_policy(v):
     v = str(v).strip().lower()
     if v in ("best", "edf", "all") or (v.isdigit()):
         return v
-    raise ValueError(f"'{v}': give best, edf, all or a plane number (0 is the first plane)")
+    raise ValueError("give best, edf, all or a plane number (0 is the first plane)")
 
 
 class ZStackConfig(Section):
