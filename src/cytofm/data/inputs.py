@@ -24,7 +24,8 @@ COLUMN_ALIASES = {
     "split": ("split", "fold_split"),
     "mpp": ("mpp", "mpp_x", "microns_per_pixel"),
 }
-RESERVED = {"id", "path", "coords", "kind", "width", "height", "n_patches", "n_candidates", "whole"}
+RESERVED = {"id", "path", "coords", "kind", "width", "height", "n_patches", "n_candidates", "whole", "z",
+            "n_planes"}
 
 
 class InputError(UserError, ValueError):

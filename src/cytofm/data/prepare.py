@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from cytofm import __version__
-from cytofm.config.loader import config_hash, write_config
+from cytofm.config.loader import config_dict, config_hash, write_config
 from cytofm.data.annotations import points_inside
 from cytofm.data.cells.detect import NoResolution, detect_source
 from cytofm.data.cells.plugins import DetectorUnavailable
@@ -166,6 +166,13 @@ def _match_rois(items: list[SourceItem], roi: str | None, skips: list[Skip], log
     return kept, rois
 
 
+def prepare_hash(cfg: PrepareConfig, kind: str = "") -> str:
+    """What decides whether an earlier result of a source may be reused: the config, with the plane policy
+    only for z-stacks (so that a new ``--z`` leaves single-plane sources prepared as they were)."""
+    data = {k: v for k, v in config_dict(cfg).items() if k != "zstack"}
+    return config_hash({**data, "zstack": config_dict(cfg.zstack)} if kind == "zstack" else data)
+
+
 def _reusable_row(attrs: dict, chash: str, digest: str, rel: str, roi: Roi | None) -> dict | None:
     """The earlier row when the same file content was prepared with the same config (and ROI), else None."""
     if (attrs.get("config_hash") != chash or attrs.get("source_sha256") != digest
@@ -196,6 +203,7 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
                     want_qa: bool, roi: Roi | None) -> dict | Skip:
     h5_path = out / "coords" / f"{item.id}.h5"
     rel = portable_path(item.path, out)
+    chash = prepare_hash(cfg, item.kind) if item.kind == "zstack" else chash
     old = _cached(h5_path) if h5_path.exists() else {}
     try:
         stat, digest = file_digest(item.path, (str(old.get("source_stat", "")),
@@ -508,7 +516,7 @@ def _prepare_locked(inputs: list[str], out: Path, cfg: PrepareConfig, progress, 
         log(f"skipped: {s.path}: {s.reason}")
     write_config(cfg, out / "config.yaml", command)
     t0 = time.perf_counter()
-    results, mp = _prepare_all(items, cfg, out, config_hash(cfg), progress, log, rois)
+    results, mp = _prepare_all(items, cfg, out, prepare_hash(cfg), progress, log, rois)
     rows = [r for r in results if isinstance(r, dict)]
     skips += [r for r in results if isinstance(r, Skip)]
     reused = sum(1 for r in rows if r.pop("_reused", False))

@@ -26,16 +26,18 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def shard_key(item_id: str, x: int, y: int) -> str:
-    """The sample key of patch (x, y) of an item: no dots, so webdataset keeps it whole."""
-    return f"{item_id.replace('%', '%25').replace('.', '%2E')}__{int(x)}_{int(y)}"
+def shard_key(item_id: str, x: int, y: int, z: int | None = None) -> str:
+    """The sample key of patch (x, y) of an item (of plane ``z`` of a z-stack): no dots, so webdataset
+    keeps it whole."""
+    plane = "" if z is None else f"_z{int(z)}"
+    return f"{item_id.replace('%', '%25').replace('.', '%2E')}__{int(x)}_{int(y)}{plane}"
 
 
 def parse_shard_key(key: str) -> tuple[str, int, int]:
-    """Inverse of :func:`shard_key`."""
+    """Inverse of :func:`shard_key` (the item and the patch's x, y; a plane suffix is dropped)."""
     enc, _, xy = key.rpartition("__")
     x, _, y = xy.partition("_")
-    return enc.replace("%2E", ".").replace("%25", "%"), int(x), int(y)
+    return enc.replace("%2E", ".").replace("%25", "%"), int(x), int(y.partition("_z")[0])
 
 
 def write_shards(out: Path, rows: list[dict], cfg: PrepareConfig, progress=None) -> list[Path]:
@@ -68,15 +70,18 @@ def write_shards(out: Path, rows: list[dict], cfg: PrepareConfig, progress=None)
 
     with task:
         for it in items:
-            for xy, arr in it.patches():
+            planes = it.planes()
+            for k, (xy, arr) in enumerate(it.patches()):
                 if tar is None or n_in_shard >= cfg.output.shard_size:
                     _close()
                     _open()
-                key = shard_key(it.id, xy[0], xy[1])
+                z = None if planes is None else int(planes[k])
+                key = shard_key(it.id, xy[0], xy[1], z)
                 buf = io.BytesIO()
                 Image.fromarray(arr).save(buf, format="PNG")
                 _add(tar, f"{key}.png", buf.getvalue())
-                meta = {"id": it.id, "x": int(xy[0]), "y": int(xy[1]), **it.meta}
+                meta = {"id": it.id, "x": int(xy[0]), "y": int(xy[1]), **({} if z is None else {"z": z}),
+                        **it.meta}
                 _add(tar, f"{key}.json", json.dumps(meta).encode())
                 n_in_shard += 1
                 task.update(advance=1)

@@ -88,9 +88,11 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
             if mode == "tiles" and not it.whole:
                 items.append(ExtractItem(it.id, it.path, it.kind, False, it.coords(), it.size0, it.patch_size,
                                          it.mpp, it.meta, it.digest, planes=it.planes(), z=it.z))
-            else:
-                items.append(ExtractItem(it.id, it.path, it.kind, True, np.zeros((1, 2), np.int64), None,
-                                         None, it.mpp, it.meta, it.digest, z=it.z))
+            else:  # a z-stack's whole image once per recorded plane (all: every plane)
+                planes = it.planes() if it.whole else None
+                coords = np.zeros((1 if planes is None else len(planes), 2), np.int64)
+                items.append(ExtractItem(it.id, it.path, it.kind, True, coords, None, None, it.mpp, it.meta,
+                                         it.digest, planes=planes, z=it.z))
         return items, skips
     cfg = PrepareConfig.model_validate({"metadata": {"label_column": label_column}})
     collisions: list[dict] = []
@@ -138,18 +140,11 @@ def cell_items(folder: Path, crop_um: float | None) -> tuple[list[ExtractItem], 
         mpp = float(_h5_attr(h5, "mpp") or it.mpp or 0)
         size0 = max(8, int(round(crop_um / mpp)))
         coords = np.round(cells.centre - size0 / 2).astype(np.int64)
-        coords, planes = _cell_planes(it, coords, cells.plane)
+        # a z-stack's cells each from its sharpest plane (under all too: instance k is cell k everywhere)
         items.append(ExtractItem(it.id, it.path, it.kind, False, coords, size0, None, mpp,
-                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical, planes, it.z))
+                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical, cells.plane,
+                                 it.z))
     return items, skips
-
-
-def _cell_planes(it, coords: np.ndarray, planes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """A z-stack's cells read from their sharpest plane, or under ``all`` once per plane (in plane order)."""
-    if it.z != "all":
-        return coords, planes
-    n = int(_h5_attr(it.coords_path, "n_planes") or 1)
-    return np.repeat(coords, n, axis=0), np.tile(np.arange(n, dtype=np.int64), len(coords))
 
 
 def _h5_attr(path: Path, key: str):
@@ -192,7 +187,9 @@ class _Instances(torch.utils.data.Dataset):
                 w, h = src.width, src.height
                 # not held in memory
                 s = min(1.0, WHOLE_MAX_SIDE / max(w, h)) if w * h > BUDGET_PIXELS else 1.0
-                rgb = src.read(0, 0, (w, h), (max(1, round(w * s)), max(1, round(h * s))))
+                size = (max(1, round(w * s)), max(1, round(h * s)))
+                rgb = src.read(0, 0, (w, h), size) if it.planes is None else \
+                    src.read(0, 0, (w, h), size, z=int(it.planes[j]))
             else:
                 x, y = it.coords[j]
                 if it.planes is None:

@@ -88,9 +88,11 @@ def _what(boxes) -> str:
 def _thumbnail(path: str, max_side: int, item: str, log):
     """(thumbnail, its scale, level-0 (H, W)) of a source, or None (logged) when it cannot be read."""
     from cytofm.data.source import is_slide_file, open_source
+    from cytofm.data.zstack.stack import is_zstack_file
 
     try:
-        src = open_source(path, "slide" if is_slide_file(path) else "image")
+        kind = "zstack" if is_zstack_file(path) else "slide" if is_slide_file(path) else "image"
+        src = open_source(path, kind)
         rgb, scale = src.thumbnail(max_side)
         shape0 = (src.height, src.width)
         src.close()

@@ -66,6 +66,14 @@ def test_refusals(tmp_path):
         open_zstack(_write(tmp_path / "gap.czi", planes, zs=[0, 1, 3]))
     with pytest.raises(ZStackError, match="planes of different sizes"):
         open_zstack(_write(tmp_path / "unequal.czi", planes, crop_plane=2))
+    gap = np.full((64, 64, 3), 100, np.uint8)  # a tile scan with a hole: glass, not black
+    with pyczi.create_czi(str(tmp_path / "holes.czi"), exist_ok=True) as out:
+        for z in range(2):
+            for x in (0, 128):
+                out.write(gap, plane={"Z": z, "C": 0, "T": 0}, location=(x, 0))
+    with open_zstack(tmp_path / "holes.czi") as s:
+        region = s.read(1, 32, 0, 128, 64)
+    assert (region[:, :32] == 100).all() and (region[:, 32:96] == 255).all() and (region[:, 96:] == 100).all()
     (tmp_path / "broken.czi").write_bytes(b"ZISRAWFILE" + b"\0" * 100)
     with pytest.raises(ZStackError, match="broken.czi: not a readable CZI"):
         open_zstack(tmp_path / "broken.czi")

@@ -67,6 +67,10 @@ def test_refusals_name_the_file_and_the_planes(tmp_path):
     tifffile.imwrite(tmp_path / "flat.tif", _field(), photometric="rgb")
     with pytest.raises(ZStackError, match="flat.tif: no z axis"):
         OmeZStack(tmp_path / "flat.tif")
+    channels = np.zeros((3, 2, 32, 32), np.uint8)  # fluorescence-like: two channels per plane
+    tifffile.imwrite(tmp_path / "zc.ome.tif", channels, ome=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(ZStackError, match="zc.ome.tif: axes ZCYX with 2 along C"):
+        OmeZStack(tmp_path / "zc.ome.tif")
     deep = np.zeros((3, 32, 32), np.uint16)
     tifffile.imwrite(tmp_path / "deep.ome.tif", deep, ome=True, metadata={"axes": "ZYX"})
     with pytest.raises(ZStackError, match="deep.ome.tif: planes of uint16 samples"):

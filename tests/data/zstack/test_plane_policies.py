@@ -141,7 +141,29 @@ def test_cells_get_their_sharpest_plane(tilted, tmp_path):
             continue
         assert (cells.plane[left] == 0).all() and (cells.plane[right] == 4).all()
         assert "z" in (out / "cells.csv").read_text().splitlines()[0].split(",")
-        if policy == "best":
-            assert np.array_equal(item.planes, cells.plane) and len(item.coords) == len(cells)
-        else:  # every cell once per plane
-            assert len(item.coords) == 5 * len(cells) and list(item.planes[:5]) == [0, 1, 2, 3, 4]
+        # each crop from the cell's own plane (under all too: instance k stays cell k for counts, GeoJSON)
+        assert np.array_equal(item.planes, cells.plane) and len(item.coords) == len(cells)
+
+
+def test_planes_in_shards_whole_images_and_a_user_column_named_z(tilted, tmp_path):
+    import tarfile
+
+    from cytofm.features.extract import collect_items
+
+    d, planes = tilted
+    cfg = prepare_cfg("tiling.patch_size=64", "zstack.z=all", "output.materialize=webdataset")
+    run_prepare([str(d / "in")], tmp_path / "sh", cfg, log=lambda m: 0)
+    (it,) = load_prepared(tmp_path / "sh")
+    names = [m.name for t in sorted((tmp_path / "sh" / "shards").glob("*.tar"))
+             for m in tarfile.open(t).getmembers() if m.name.endswith(".png")]
+    assert len(names) == len(set(names)) == len(it.coords())  # one member per plane of every patch
+    run_prepare([str(d / "in")], tmp_path / "wh", prepare_cfg("tiling.mode=whole", "zstack.z=all"),
+                log=lambda m: 0)
+    (item,), _ = collect_items(tmp_path / "wh", "tiles", tmp_path / "x")
+    assert item.whole and list(item.planes) == [0, 1, 2, 3, 4] and len(item.coords) == 5
+    (tmp_path / "m.csv").write_text(f"path,z,n_planes\n{d / 'in' / 'tilted.ome.tif'},7,9\n")
+    res = run_prepare([str(tmp_path / "m.csv")], tmp_path / "mz", prepare_cfg("tiling.patch_size=64"),
+                      log=lambda m: 0)
+    row = res.rows[0]
+    assert (row["z"], row["n_planes"], row["src_z"], row["src_n_planes"]) == ("best", 5, "7", "9")
+    assert load_prepared(tmp_path / "mz")[0].z == "best"

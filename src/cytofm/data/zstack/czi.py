@@ -44,6 +44,10 @@ class CziZStack:
         except ZStackError:
             self._r.close()
             raise
+        except Exception as e:  # metadata libCZI or we cannot parse
+            self._r.close()
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ZStackError(f"{self.path}: cannot read its planes ({why})") from None
 
     def _planes(self) -> ZStackInfo:
         box, rect = self._r.total_bounding_box, self._r.total_bounding_rectangle
@@ -83,7 +87,7 @@ class CziZStack:
             return out
         try:
             a = self._r.read(roi=(self._x0 + x0, self._y0 + y0, x1 - x0, y1 - y0),
-                             plane={"Z": self._z0 + z, "C": 0, "T": 0})
+                             plane={"Z": self._z0 + z, "C": 0, "T": 0}, background_pixel=(1.0, 1.0, 1.0))
         except Exception as e:
             raise ZStackError(f"{self.path}: cannot read plane {z} at ({x}, {y}): {e}") from None
         a = np.asarray(a)

@@ -36,6 +36,10 @@ class OmeZStack:
         except ZStackError:
             self._tif.close()
             raise
+        except Exception as e:  # OME-XML or tags tifffile cannot parse
+            self._tif.close()
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ZStackError(f"{self.path}: cannot read its planes ({why})") from None
 
     def _planes(self):
         import tifffile
@@ -45,6 +49,11 @@ class OmeZStack:
         if "Z" not in axes:
             self._no_z_axis(axes)
         n = series.shape[axes.index("Z")]
+        other = {a: k for a, k in zip(axes, series.shape, strict=True) if a not in "ZYXS" and k > 1}
+        if other:
+            extra = ", ".join(f"{k} along {a}" for a, k in other.items())
+            raise ZStackError(f"{self.path}: axes {axes} with {extra}: z-stacks of one RGB or grey image per "
+                              "plane are read (one channel, one time point)")
         pages = [p.aspage() for p in series.pages if p is not None]  # frames share the key page's tags
         if len(pages) != n:
             raise ZStackError(f"{self.path}: the metadata give {n} planes but the file holds {len(pages)} "
@@ -81,7 +90,7 @@ class OmeZStack:
             return out
         th, tw = page.tilelength, page.tilewidth
         across = -(-page.imagewidth // tw)
-        fh = self._tif.filehandle
+        fh = page.parent.filehandle  # the file this plane is in (an OME set may span files)
         for ty in range(y0 // th, (y1 - 1) // th + 1):
             for tx in range(x0 // tw, (x1 - 1) // tw + 1):
                 k = ty * across + tx
@@ -128,12 +137,16 @@ class OmeZStack:
     def stored_bytes(self, z: int, x: int, y: int, w: int, h: int) -> float:
         """Compressed bytes of plane ``z`` under a region, each tile's share by the area the region covers:
         a defocused plane compresses smaller (less fine detail). From the file's index: nothing decoded."""
+        if not 0 <= z < self.info.n_planes:
+            raise ZStackError(f"{self.path}: no plane {z}; the planes are 0 to {self.info.n_planes - 1}")
         page = self._pages[z]
         th, tw = page.tilelength, page.tilewidth
         across = -(-page.imagewidth // tw)
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + w, self.info.width), min(y + h, self.info.height)
         total = 0.0
+        if x1 <= x0 or y1 <= y0:
+            return total
         for ty in range(y0 // th, max(y1 - 1, y0) // th + 1):
             for tx in range(x0 // tw, max(x1 - 1, x0) // tw + 1):
                 cover = ((min(x1, (tx + 1) * tw) - max(x0, tx * tw))

@@ -66,7 +66,11 @@ class ZStackSource:
         if select not in SELECTS:
             self.stack.close()
             raise ZStackError(f"zstack.select={select}: give one of {', '.join(SELECTS)}")
-        self.select = ("bytes" if self.stack.lossy else "focus") if select == "auto" else select
+        try:
+            lossy = self.stack.lossy
+        except Exception:  # a compression code tifffile does not name: pixels decide
+            lossy = False
+        self.select = ("bytes" if lossy else "focus") if select == "auto" else select
         if self.select == "bytes" and not self.stack.compressed:
             self.stack.close()
             raise ZStackError(f"{self.path}: zstack.select=bytes needs compressed tiles; these planes are "
