@@ -221,3 +221,11 @@ def _header_size(path: str | os.PathLike) -> tuple[int, int]:
             return im.size
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def resize_rgb(arr: np.ndarray, out: int | tuple[int, int]) -> np.ndarray:
+    """An RGB array resampled to ``out`` (a side, or width and height); unchanged when already that size."""
+    ow, oh = (out, out) if isinstance(out, int) else out
+    if arr.shape[1] == ow and arr.shape[0] == oh:
+        return arr
+    return np.asarray(Image.fromarray(arr).resize((ow, oh), Image.Resampling.BILINEAR, reducing_gap=2.0))

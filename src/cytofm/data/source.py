@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cytofm.data.image_io import ImageReadError, ImageTooLarge, read_rgb
+from cytofm.data.image_io import ImageReadError, ImageTooLarge, read_rgb, resize_rgb
 
 try:  # optional: the [wsi] extra
     import openslide
@@ -28,11 +28,7 @@ class SourceError(ImageReadError):
     """A slide or image could not be opened or read."""
 
 
-def _resize(arr: np.ndarray, out: int | tuple[int, int]) -> np.ndarray:
-    ow, oh = (out, out) if isinstance(out, int) else out
-    if arr.shape[1] == ow and arr.shape[0] == oh:
-        return arr
-    return np.asarray(Image.fromarray(arr).resize((ow, oh), Image.Resampling.BILINEAR, reducing_gap=2.0))
+_resize = resize_rgb
 
 
 class ImageSource:

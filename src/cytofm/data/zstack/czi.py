@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.zstack.stack import ZStackError, ZStackInfo
+from cytofm.data.zstack.base import ZStackError, ZStackInfo
 
 
 def _pyczi():

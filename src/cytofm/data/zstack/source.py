@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.source import _resize
-from cytofm.data.zstack.stack import ZStackError, open_zstack
+from cytofm.data.image_io import resize_rgb as _resize
+from cytofm.data.zstack.base import ZStackError
+from cytofm.data.zstack.stack import open_zstack
 
 POLICIES = ("best", "edf", "all")
 SELECTS = ("auto", "bytes", "focus")

@@ -10,26 +10,11 @@ other source under a plane policy (``prepare --z``); ``edf`` fuses the planes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from cytofm.data.source import SourceError
+from cytofm.data.zstack.base import CZI_SUFFIXES, TIFF_SUFFIXES, ZStackError, ZStackInfo
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-CZI_SUFFIXES = (".czi",)
-
-
-class ZStackError(SourceError):
-    """A z-stack that cannot be read as one: planes of different sizes, a plane missing, no z axis."""
-
-
-@dataclass(frozen=True)
-class ZStackInfo:
-    n_planes: int
-    z_spacing_um: float | None
-    width: int
-    height: int
-    mpp: float | None
+__all__ = ["ZStackError", "ZStackInfo", "is_zstack_file", "open_zstack"]
 
 
 def is_zstack_file(path: str | os.PathLike) -> bool:
