@@ -22,3 +22,16 @@ class ZStackInfo:
     width: int
     height: int
     mpp: float | None
+
+
+class Closing:
+    """``with reader:`` closes it (every reader and ``ZStackSource`` has ``close()``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

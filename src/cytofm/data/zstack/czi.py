@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.zstack.base import ZStackError, ZStackInfo
+from cytofm.data.zstack.base import Closing, ZStackError, ZStackInfo
 
 
 def _pyczi():
@@ -25,7 +25,7 @@ def _pyczi():
     return czi
 
 
-class CziZStack:
+class CziZStack(Closing):
     """A CZI's planes (scene 0, channel 0: a brightfield RGB image): ``read(z, x, y, w, h)`` gives RGB."""
 
     compressed = lossy = False  # the sharpest plane is chosen from pixels (no tile index to read sizes from)
@@ -97,12 +97,6 @@ class CziZStack:
 
     def close(self) -> None:
         self._r.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _extent(rects: set) -> tuple[int, int, int, int]:

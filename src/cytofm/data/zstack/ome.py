@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.zstack.base import ZStackError, ZStackInfo
+from cytofm.data.zstack.base import Closing, ZStackError, ZStackInfo
 
 
-class OmeZStack:
+class OmeZStack(Closing):
     """An OME-TIFF z-stack (axes ZYXS or ZYX with RGB samples): ``read(z, x, y, w, h)`` gives RGB uint8."""
 
     def __init__(self, path: str | os.PathLike):
@@ -156,12 +156,6 @@ class OmeZStack:
 
     def close(self) -> None:
         self._tif.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cytofm.data.image_io import resize_rgb as _resize
-from cytofm.data.zstack.base import ZStackError
+from cytofm.data.zstack.base import Closing, ZStackError
 from cytofm.data.zstack.stack import open_zstack
 
 POLICIES = ("best", "edf", "all")
@@ -46,7 +46,7 @@ def parse_policy(z: str | int | None, n_planes: int | None = None, path: str = "
     return k
 
 
-class ZStackSource:
+class ZStackSource(Closing):
     kind = "zstack"
     level = 0
     conversion = ""
@@ -122,12 +122,6 @@ class ZStackSource:
 
     def close(self) -> None:
         self.stack.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class _Plane:
