@@ -229,3 +229,10 @@ def resize_rgb(arr: np.ndarray, out: int | tuple[int, int]) -> np.ndarray:
     if arr.shape[1] == ow and arr.shape[0] == oh:
         return arr
     return np.asarray(Image.fromarray(arr).resize((ow, oh), Image.Resampling.BILINEAR, reducing_gap=2.0))
+
+
+def single_plane(path, z: int | None) -> None:
+    """Every source's ``read`` takes a plane ``z`` (recorded for z-stacks); a single-plane source has only
+    plane 0 (None: no plane asked)."""
+    if z not in (None, 0):
+        raise ImageReadError(f"{path}: a single plane; no plane {z}")

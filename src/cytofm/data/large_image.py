@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.image_io import BUDGET_PIXELS, IMAGE_BUDGET_MB, ImageReadError
+from cytofm.data.image_io import BUDGET_PIXELS, IMAGE_BUDGET_MB, ImageReadError, single_plane
+from cytofm.utils.errors import one_line
 
 try:
     import pyvips
@@ -40,8 +41,7 @@ def worker_start_method() -> str | None:
     return "forkserver" if _VIPS_USED else None
 
 
-def _one_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+_one_line = one_line
 
 
 def _rgb_uint8(im):
@@ -115,8 +115,9 @@ class LargeImageSource:
         return self._image
 
     def read(self, x: int, y: int, size0: int | tuple[int, int],
-             out: int | tuple[int, int] | None = None) -> np.ndarray:
+             out: int | tuple[int, int] | None = None, z: int | None = None) -> np.ndarray:
         """Region at level-0 ``(x, y)``; parts outside the image are white (empty glass)."""
+        single_plane(self.path, z)
         sw, sh = (size0, size0) if isinstance(size0, int) else size0
         ow, oh = (sw, sh) if out is None else ((out, out) if isinstance(out, int) else out)
         if ow * oh > BUDGET_PIXELS:

@@ -325,8 +325,6 @@ def _score_focus(src, item: SourceItem, tiles: _Tiles, cfg: PrepareConfig) -> _T
     whole image at its own resolution. With ``min_focus``, patches below it are dropped."""
     from dataclasses import replace
 
-    from cytofm.data.focus import patch_focus
-
     fg = cfg.foreground
     zstack = getattr(src, "kind", "") == "zstack"  # planes are chosen by focus: always scored
     if not zstack and (fg.focus == "none" or (fg.focus == "images" and getattr(src, "array", None) is None)):
@@ -338,14 +336,10 @@ def _score_focus(src, item: SourceItem, tiles: _Tiles, cfg: PrepareConfig) -> _T
     out = None if tiles.whole or tiles.target is None else cfg.tiling.patch_size
     if zstack:
         tiles = _plane_focus(src, tiles, out)
-        idx = np.flatnonzero(tiles.keep)
-        focus = tiles.focus
     else:
-        focus, blank = np.full(len(tiles.coords), np.nan, np.float32), np.zeros(len(tiles.coords), bool)
-        idx = np.flatnonzero(tiles.keep)
-        focus[idx], blank[idx] = patch_focus(src, tiles.coords[idx], tiles.patch_wh, out, tiles.thumb)
+        focus, blank = _scored(src, tiles, np.flatnonzero(tiles.keep), out)
         tiles = replace(tiles, focus=focus, blank=blank)
-    keep = tiles.keep
+    idx, focus, keep = np.flatnonzero(tiles.keep), tiles.focus, tiles.keep
     if fg.min_focus is not None:
         keep = keep & (np.nan_to_num(focus, nan=0.0) >= fg.min_focus)
         if not keep.any():
@@ -355,19 +349,27 @@ def _score_focus(src, item: SourceItem, tiles: _Tiles, cfg: PrepareConfig) -> _T
     return replace(tiles, keep=keep)
 
 
+def _scored(src, tiles: _Tiles, at: np.ndarray, out: int | None, into=None) -> tuple[np.ndarray, np.ndarray]:
+    """Focus and blank flags of the candidates ``at`` read from ``src``, into ``into`` (focus, blank) or
+    fresh arrays (NaN and False elsewhere)."""
+    from cytofm.data.focus import patch_focus
+
+    n = len(tiles.coords)
+    focus, blank = into if into is not None else (np.full(n, np.nan, np.float32), np.zeros(n, bool))
+    focus[at], blank[at] = patch_focus(src, tiles.coords[at], tiles.patch_wh, out, tiles.thumb)
+    return focus, blank
+
+
 def _plane_focus(src, tiles: _Tiles, out: int | None) -> _Tiles:
     """A z-stack's patches with their plane and focus: ``best`` each patch's sharpest plane (by the stored
     bytes, or every plane scored: ``zstack.select``), ``all`` each patch once per plane, a plane number or
     ``edf`` scored as read."""
     from dataclasses import replace
 
-    from cytofm.data.focus import patch_focus
-
     n, n_planes, policy = len(tiles.coords), src.n_planes, src.policy
     idx = np.flatnonzero(tiles.keep)
     if policy == "edf" or isinstance(policy, int):
-        focus, blank = np.full(n, np.nan, np.float32), np.zeros(n, bool)
-        focus[idx], blank[idx] = patch_focus(src, tiles.coords[idx], tiles.patch_wh, out, tiles.thumb)
+        focus, blank = _scored(src, tiles, idx, out)
         planes = None if policy == "edf" else np.full(n, policy, np.int64)
         return replace(tiles, focus=focus, blank=blank, planes=planes)
     if policy == "best" and src.select == "bytes":  # the plane chosen from the file's index; it alone read
@@ -375,14 +377,10 @@ def _plane_focus(src, tiles: _Tiles, out: int | None) -> _Tiles:
         z[idx] = src.stored_bytes(tiles.coords[idx], tiles.patch_wh).argmax(0)
         focus, blank = np.full(n, np.nan, np.float32), np.zeros(n, bool)
         for k in np.unique(z[idx]):
-            at = idx[z[idx] == k]
-            focus[at], blank[at] = patch_focus(src.plane(int(k)), tiles.coords[at], tiles.patch_wh, out,
-                                               tiles.thumb)
+            _scored(src.plane(int(k)), tiles, idx[z[idx] == k], out, (focus, blank))
         return replace(tiles, focus=focus, blank=blank, planes=z)
-    scores, blank = np.full((n_planes, n), np.nan, np.float32), np.zeros((n_planes, n), bool)
-    for z in range(n_planes):
-        scores[z, idx], blank[z, idx] = patch_focus(src.plane(z), tiles.coords[idx], tiles.patch_wh, out,
-                                                    tiles.thumb)
+    per_plane = [_scored(src.plane(z), tiles, idx, out) for z in range(n_planes)]
+    scores, blank = np.stack([f for f, _ in per_plane]), np.stack([b for _, b in per_plane])
     if policy == "best":
         z = np.nan_to_num(scores, nan=-1.0).argmax(0)
         at = (z, np.arange(n))
@@ -473,8 +471,7 @@ def _materialize_files(src, row: dict, tiles: _Tiles, cfg: PrepareConfig, out: P
     d.mkdir(parents=True, exist_ok=True)
     out_size = None if row["whole"] else cfg.tiling.patch_size
     for (x, y), z in zip(tiles.kept, tiles.kept_planes, strict=True):
-        arr = src.read(int(x), int(y), tiles.patch_wh, out_size) if z is None else \
-            src.read(int(x), int(y), tiles.patch_wh, out_size, z=z)
+        arr = src.read(int(x), int(y), tiles.patch_wh, out_size, z=z)
         name = f"{x}_{y}" if z is None else f"{x}_{y}_z{z}"
         with atomic_path(d / f"{name}.{ext}") as tmp:
             Image.fromarray(arr).save(tmp, format="PNG" if ext == "png" else "JPEG", quality=95)

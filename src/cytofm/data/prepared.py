@@ -54,18 +54,13 @@ class PreparedItem:
             planes = self.planes()
             if self.whole:
                 for z in [None] if planes is None else planes.tolist():
-                    yield np.zeros(2, np.int64), src.read(0, 0, (src.width, src.height), **_plane(z))
+                    yield np.zeros(2, np.int64), src.read(0, 0, (src.width, src.height), z=z)
                 return
             for k, xy in enumerate(self.coords()):
                 z = None if planes is None else int(planes[k])
-                yield xy, src.read(int(xy[0]), int(xy[1]), self.size0, self.patch_size, **_plane(z))
+                yield xy, src.read(int(xy[0]), int(xy[1]), self.size0, self.patch_size, z=z)
         finally:
             src.close()
-
-
-def _plane(z: int | None) -> dict:
-    """The keyword a recorded plane is read with (single-plane sources take none)."""
-    return {} if z is None else {"z": int(z)}
 
 
 def is_prepared_dir(path: str | os.PathLike) -> bool:

@@ -1,8 +1,8 @@
 """One reader interface for camera images and whole-slide images.
 
-Both expose level-0 size, resolution and ``read(x, y, size0, out)``: a square region of ``size0``
-level-0 pixels resampled to ``out`` pixels, so tiling, extraction and pretraining never care which
-kind of file a patch came from.
+Both expose level-0 size, resolution and ``read(x, y, size0, out, z=None)``: a square region of ``size0``
+level-0 pixels (of plane ``z``: z-stacks, ``cytofm.data.zstack``) resampled to ``out`` pixels, so tiling,
+extraction and pretraining never care which kind of file a patch came from.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cytofm.data.image_io import ImageReadError, ImageTooLarge, read_rgb, resize_rgb
+from cytofm.data.image_io import ImageReadError, ImageTooLarge, read_rgb, resize_rgb, single_plane
 
 try:  # optional: the [wsi] extra
     import openslide
@@ -48,8 +48,9 @@ class ImageSource:
         self.mpp = mpp
 
     def read(self, x: int, y: int, size0: int | tuple[int, int],
-             out: int | tuple[int, int] | None = None) -> np.ndarray:
+             out: int | tuple[int, int] | None = None, z: int | None = None) -> np.ndarray:
         """Region at level-0 ``(x, y)``; parts outside the image are white (empty glass)."""
+        single_plane(self.path, z)
         sw, sh = (size0, size0) if isinstance(size0, int) else size0
         region = np.full((sh, sw, 3), 255, dtype=np.uint8)
         x0, y0 = max(x, 0), max(y, 0)
@@ -90,7 +91,8 @@ class SlideSource:
         self.level = 0
 
     def read(self, x: int, y: int, size0: int | tuple[int, int],
-             out: int | tuple[int, int] | None = None) -> np.ndarray:
+             out: int | tuple[int, int] | None = None, z: int | None = None) -> np.ndarray:
+        single_plane(self.path, z)
         sw, sh = (size0, size0) if isinstance(size0, int) else size0
         ow, oh = (sw, sh) if out is None else ((out, out) if isinstance(out, int) else out)
         level = self.slide.get_best_level_for_downsample(max(sw / ow, 1.0) + 1e-6)

@@ -181,6 +181,7 @@ class _Instances(torch.utils.data.Dataset):
     def __getitem__(self, k: int):
         i, j = self.index[k]
         it = self.items[i]
+        z = None if it.planes is None else int(it.planes[j])  # a z-stack instance's recorded plane
         try:
             src = self._source(it)
             if it.whole:
@@ -188,14 +189,10 @@ class _Instances(torch.utils.data.Dataset):
                 # not held in memory
                 s = min(1.0, WHOLE_MAX_SIDE / max(w, h)) if w * h > BUDGET_PIXELS else 1.0
                 size = (max(1, round(w * s)), max(1, round(h * s)))
-                rgb = src.read(0, 0, (w, h), size) if it.planes is None else \
-                    src.read(0, 0, (w, h), size, z=int(it.planes[j]))
+                rgb = src.read(0, 0, (w, h), size, z=z)
             else:
                 x, y = it.coords[j]
-                if it.planes is None:
-                    rgb = src.read(int(x), int(y), it.size0, it.out_size)
-                else:
-                    rgb = src.read(int(x), int(y), it.size0, it.out_size, z=int(it.planes[j]))
+                rgb = src.read(int(x), int(y), it.size0, it.out_size, z=z)
             return self.encoder.preprocess(rgb), i, j, "", _phash(src) if j == 0 else ""
         except ImageReadError as e:
             return torch.zeros(3, self.encoder.input_size, self.encoder.input_size), i, j, str(e), ""

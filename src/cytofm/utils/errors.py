@@ -5,3 +5,9 @@ lowest layer lets the command line catch them all without importing the stages t
 
 class UserError(Exception):
     """An error whose message names what is wrong and how to fix it."""
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for a one-line reason."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -157,6 +157,10 @@ def test_planes_in_shards_whole_images_and_a_user_column_named_z(tilted, tmp_pat
     names = [m.name for t in sorted((tmp_path / "sh" / "shards").glob("*.tar"))
              for m in tarfile.open(t).getmembers() if m.name.endswith(".png")]
     assert len(names) == len(set(names)) == len(it.coords())  # one member per plane of every patch
+    from cytofm.data.shards import parse_shard_key, shard_key
+
+    assert parse_shard_key(shard_key("a.b", 3, 4, 2)) == parse_shard_key(shard_key("a.b", 3, 4)) == \
+        ("a.b", 3, 4)
     run_prepare([str(d / "in")], tmp_path / "wh", prepare_cfg("tiling.mode=whole", "zstack.z=all"),
                 log=lambda m: 0)
     (item,), _ = collect_items(tmp_path / "wh", "tiles", tmp_path / "x")
@@ -167,3 +171,18 @@ def test_planes_in_shards_whole_images_and_a_user_column_named_z(tilted, tmp_pat
     row = res.rows[0]
     assert (row["z"], row["n_planes"], row["src_z"], row["src_n_planes"]) == ("best", 5, "7", "9")
     assert load_prepared(tmp_path / "mz")[0].z == "best"
+
+
+def test_a_read_under_best_is_the_sharp_planes_region_and_single_planes_refuse_others(tilted):
+    from cytofm.data.image_io import ImageReadError
+    from cytofm.data.source import ImageSource
+
+    d, planes = tilted
+    with ZStackSource(d / "in" / "tilted.ome.tif", select="focus") as s:
+        assert np.array_equal(s.read(0, 0, 64), planes[0, :64, :64])
+        assert np.array_equal(s.read(W - 64, 0, 64), planes[4, :64, W - 64:])
+        assert np.array_equal(s.read(0, 0, 64, z=3), planes[3, :64, :64])
+    flat = ImageSource("flat.png", array=planes[0])
+    assert np.array_equal(flat.read(0, 0, 32, z=0), flat.read(0, 0, 32))
+    with pytest.raises(ImageReadError, match="flat.png: a single plane; no plane 2"):
+        flat.read(0, 0, 32, z=2)

@@ -48,14 +48,11 @@ def cell_focus(cells: CellTable, rgb: np.ndarray, scale: float, pad_px: int = 4)
 def cell_planes(cells: CellTable, src, box: tuple[int, int, int, int], out, scale: float,
                 pad_px: int = 4) -> None:
     """Z-stacks read under ``best`` or ``all``: each cell's sharpest plane (its box scored in every plane of
-    the region, at the working resolution) and its focus there; a plane number: that plane."""
+    the region, at the working resolution) and its focus there."""
     from cytofm.data.focus import box_focus, focus_maps
     from cytofm.data.foreground import background_intensity
 
-    policy = getattr(src, "policy", "edf")
-    if isinstance(policy, int):
-        cells.plane = np.full(len(cells), policy, np.int64)
-    if policy not in ("best", "all") or not len(cells):
+    if not len(cells):
         return
     x0, y0, x1, y1 = box
     b = np.round(cells.bbox * scale).astype(np.int64) + np.array([-pad_px, -pad_px, pad_px, pad_px])
@@ -87,9 +84,13 @@ def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTab
         rgb = src.read(x0, y0, (x1 - x0, y1 - y0), out if scale < 1 else None)
         rgb = np.ascontiguousarray(rgb[..., :3])
         cells = detect(rgb, wmpp, cfg, out[0] / (x1 - x0))
-        cell_focus(cells, rgb, out[0] / (x1 - x0))
-        if getattr(src, "kind", "") == "zstack":
+        policy = getattr(src, "policy", None)  # z-stacks: the plane policy
+        if policy in ("best", "all"):  # every plane scored per cell
             cell_planes(cells, src, (x0, y0, x1, y1), out, out[0] / (x1 - x0))
+        else:
+            cell_focus(cells, rgb, out[0] / (x1 - x0))
+            if isinstance(policy, int):
+                cells.plane = np.full(len(cells), policy, np.int64)
         cells = cells.shifted(x0, y0)
         if len(cells):
             cx, cy = cells.centre[:, 0], cells.centre[:, 1]

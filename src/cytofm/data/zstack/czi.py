@@ -13,19 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.zstack.base import Closing, ZStackError, ZStackInfo
+from cytofm.data.zstack.base import ZStackError, ZStackInfo, ZStackReader
+from cytofm.utils.errors import one_line
 
 
 def _pyczi():
     try:
         from pylibCZIrw import czi
     except Exception as e:  # ImportError, or a missing shared library
-        raise ZStackError(f"reading CZI needs pylibCZIrw ({str(e).splitlines()[0] if str(e) else e}); "
+        raise ZStackError(f"reading CZI needs pylibCZIrw ({one_line(e)}); "
                           "install with: pip install 'cytofm[zstack]'") from None
     return czi
 
 
-class CziZStack(Closing):
+class CziZStack(ZStackReader):
     """A CZI's planes (scene 0, channel 0: a brightfield RGB image): ``read(z, x, y, w, h)`` gives RGB."""
 
     compressed = lossy = False  # the sharpest plane is chosen from pixels (no tile index to read sizes from)
@@ -37,8 +38,7 @@ class CziZStack(Closing):
         except ZStackError:
             raise
         except Exception as e:  # libCZI: not a CZI, truncated, unreadable
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ZStackError(f"{self.path}: not a readable CZI ({why})") from None
+            raise ZStackError(f"{self.path}: not a readable CZI ({one_line(e)})") from None
         try:
             self.info = self._planes()
         except ZStackError:
@@ -46,8 +46,7 @@ class CziZStack(Closing):
             raise
         except Exception as e:  # metadata libCZI or we cannot parse
             self._r.close()
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ZStackError(f"{self.path}: cannot read its planes ({why})") from None
+            raise ZStackError(f"{self.path}: cannot read its planes ({one_line(e)})") from None
 
     def _planes(self) -> ZStackInfo:
         box, rect = self._r.total_bounding_box, self._r.total_bounding_rectangle
@@ -78,11 +77,7 @@ class CziZStack(Closing):
 
     def read(self, z: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Plane ``z``'s region (``x, y`` from the image's top-left; outside it is white glass)."""
-        if not 0 <= z < self.info.n_planes:
-            raise ZStackError(f"{self.path}: no plane {z}; the planes are 0 to {self.info.n_planes - 1}")
-        out = np.full((h, w, 3), 255, np.uint8)
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + w, self.info.width), min(y + h, self.info.height)
+        out, (x0, y0, x1, y1) = self.canvas(z, x, y, w, h)
         if x1 <= x0 or y1 <= y0:
             return out
         try:

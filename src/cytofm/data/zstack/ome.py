@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.zstack.base import Closing, ZStackError, ZStackInfo
+from cytofm.data.zstack.base import ZStackError, ZStackInfo, ZStackReader
+from cytofm.utils.errors import one_line
 
 
-class OmeZStack(Closing):
+class OmeZStack(ZStackReader):
     """An OME-TIFF z-stack (axes ZYXS or ZYX with RGB samples): ``read(z, x, y, w, h)`` gives RGB uint8."""
 
     def __init__(self, path: str | os.PathLike):
@@ -26,8 +27,7 @@ class OmeZStack(Closing):
         try:
             self._tif = tifffile.TiffFile(self.path)
         except Exception as e:  # TiffFileError, OSError, ValueError from a broken header
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ZStackError(f"{self.path}: not a readable TIFF ({why})") from None
+            raise ZStackError(f"{self.path}: not a readable TIFF ({one_line(e)})") from None
         if not self._tif.series:
             self._tif.close()
             raise ZStackError(f"{self.path}: not a readable TIFF (no image in it)")
@@ -38,12 +38,18 @@ class OmeZStack(Closing):
             raise
         except Exception as e:  # OME-XML or tags tifffile cannot parse
             self._tif.close()
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ZStackError(f"{self.path}: cannot read its planes ({why})") from None
+            raise ZStackError(f"{self.path}: cannot read its planes ({one_line(e)})") from None
 
-    def _planes(self):
+    def _ome_pixels(self) -> dict:
+        """The OME ``Pixels`` element of the first image ({} for a TIFF without OME metadata)."""
         import tifffile
 
+        if not self._tif.is_ome:
+            return {}
+        meta = tifffile.xml2dict(self._tif.ome_metadata).get("OME", {}).get("Image", {})
+        return (meta[0] if isinstance(meta, list) else meta).get("Pixels", {})
+
+    def _planes(self):
         series = self._tif.series[0]
         axes = series.axes
         if "Z" not in axes:
@@ -64,24 +70,16 @@ class OmeZStack(Closing):
         sizes = {(p.imagewidth, p.imagelength) for p in pages}
         if len(sizes) > 1:
             raise ZStackError(f"{self.path}: planes of different sizes {sorted(sizes)}")
-        spacing = mpp = None
-        if self._tif.is_ome:
-            meta = tifffile.xml2dict(self._tif.ome_metadata).get("OME", {}).get("Image", {})
-            pixels = (meta[0] if isinstance(meta, list) else meta).get("Pixels", {})
-            spacing = pixels.get("PhysicalSizeZ")
-            mpp = pixels.get("PhysicalSizeX")
+        pixels = self._ome_pixels()
+        spacing, mpp = pixels.get("PhysicalSizeZ"), pixels.get("PhysicalSizeX")
         (w, h), = sizes
         return pages, ZStackInfo(n, float(spacing) if spacing else None, int(w), int(h),
                                  float(mpp) if mpp else None)
 
     def read(self, z: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Plane ``z``'s region (level-0 top-left ``x, y``, ``w`` x ``h``; outside the plane is white)."""
-        if not 0 <= z < self.info.n_planes:
-            raise ZStackError(f"{self.path}: no plane {z}; the planes are 0 to {self.info.n_planes - 1}")
+        out, (x0, y0, x1, y1) = self.canvas(z, x, y, w, h)
         page = self._pages[z]
-        out = np.full((h, w, 3), 255, np.uint8)
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + w, self.info.width), min(y + h, self.info.height)
         if x1 <= x0 or y1 <= y0:
             return out
         if not page.is_tiled:  # strips: the page is decoded whole (small planes only)
@@ -89,30 +87,19 @@ class OmeZStack(Closing):
             out[y0 - y:y1 - y, x0 - x:x1 - x] = a[y0:y1, x0:x1]
             return out
         th, tw = page.tilelength, page.tilewidth
-        across = -(-page.imagewidth // tw)
         fh = page.parent.filehandle  # the file this plane is in (an OME set may span files)
-        for ty in range(y0 // th, (y1 - 1) // th + 1):
-            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
-                k = ty * across + tx
-                decode = page.decode  # first: building the decoder may move the file position
-                fh.seek(page.dataoffsets[k])
-                seg, _, _ = decode(fh.read(page.databytecounts[k]), k, jpegtables=page.jpegtables)
-                tile = _rgb(np.asarray(seg).reshape(th, tw, -1))
-                gx0, gy0 = tx * tw, ty * th
-                sx0, sy0 = max(x0, gx0), max(y0, gy0)
-                sx1, sy1 = min(x1, gx0 + tw), min(y1, gy0 + th)
-                out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = tile[sy0 - gy0:sy1 - gy0, sx0 - gx0:sx1 - gx0]
+        decode = page.decode  # before any seek: building the decoder may move the file position
+        for k, (sx0, sy0, sx1, sy1), (gx0, gy0) in _tiles_under(page, x0, y0, x1, y1):
+            fh.seek(page.dataoffsets[k])
+            seg, _, _ = decode(fh.read(page.databytecounts[k]), k, jpegtables=page.jpegtables)
+            tile = _rgb(np.asarray(seg).reshape(th, tw, -1))
+            out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = tile[sy0 - gy0:sy1 - gy0, sx0 - gx0:sx1 - gx0]
         return out
 
     def _no_z_axis(self, axes: str):
         """Why a file has no z series: OME metadata that promise planes tifffile could not stack (of
         different sizes, or fewer than promised), or a single plane."""
-        import tifffile
-
-        n = 0
-        if self._tif.is_ome:
-            meta = tifffile.xml2dict(self._tif.ome_metadata).get("OME", {}).get("Image", {})
-            n = int((meta[0] if isinstance(meta, list) else meta).get("Pixels", {}).get("SizeZ", 0) or 0)
+        n = int(self._ome_pixels().get("SizeZ", 0) or 0)
         if n > 1:
             sizes = sorted({(p.imagewidth, p.imagelength) for p in self._tif.pages[:n]})
             why = f"planes of different sizes {sizes}" if len(sizes) > 1 else \
@@ -137,25 +124,28 @@ class OmeZStack(Closing):
     def stored_bytes(self, z: int, x: int, y: int, w: int, h: int) -> float:
         """Compressed bytes of plane ``z`` under a region, each tile's share by the area the region covers:
         a defocused plane compresses smaller (less fine detail). From the file's index: nothing decoded."""
-        if not 0 <= z < self.info.n_planes:
-            raise ZStackError(f"{self.path}: no plane {z}; the planes are 0 to {self.info.n_planes - 1}")
+        _, (x0, y0, x1, y1) = self.canvas(z, x, y, w, h)
         page = self._pages[z]
-        th, tw = page.tilelength, page.tilewidth
-        across = -(-page.imagewidth // tw)
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + w, self.info.width), min(y + h, self.info.height)
-        total = 0.0
         if x1 <= x0 or y1 <= y0:
-            return total
-        for ty in range(y0 // th, max(y1 - 1, y0) // th + 1):
-            for tx in range(x0 // tw, max(x1 - 1, x0) // tw + 1):
-                cover = ((min(x1, (tx + 1) * tw) - max(x0, tx * tw))
-                         * (min(y1, (ty + 1) * th) - max(y0, ty * th)))
-                total += page.databytecounts[ty * across + tx] * max(cover, 0) / (tw * th)
-        return total
+            return 0.0
+        return sum(page.databytecounts[k] * (sx1 - sx0) * (sy1 - sy0)
+                   for k, (sx0, sy0, sx1, sy1), _ in _tiles_under(page, x0, y0, x1, y1)) / (
+            page.tilewidth * page.tilelength)
 
     def close(self) -> None:
         self._tif.close()
+
+
+def _tiles_under(page, x0: int, y0: int, x1: int, y1: int):
+    """Each tile of a tiled page under the level-0 box (non-empty, inside the page): its index, the part of
+    the box it covers ``(sx0, sy0, sx1, sy1)`` and its top-left ``(gx0, gy0)``."""
+    th, tw = page.tilelength, page.tilewidth
+    across = -(-page.imagewidth // tw)
+    for ty in range(y0 // th, (y1 - 1) // th + 1):
+        for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+            gx0, gy0 = tx * tw, ty * th
+            yield (ty * across + tx, (max(x0, gx0), max(y0, gy0), min(x1, gx0 + tw), min(y1, gy0 + th)),
+                   (gx0, gy0))
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:

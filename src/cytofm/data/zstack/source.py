@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cytofm.data.image_io import resize_rgb as _resize
-from cytofm.data.zstack.base import Closing, ZStackError
+from cytofm.data.zstack.base import Closing, ZStackError, no_plane
 from cytofm.data.zstack.stack import open_zstack
 
 POLICIES = ("best", "edf", "all")
@@ -41,8 +41,7 @@ def parse_policy(z: str | int | None, n_planes: int | None = None, path: str = "
     except (TypeError, ValueError):
         raise ZStackError(f"--z {z}: give best, edf, all or a plane number") from None
     if k < 0 or (n_planes is not None and k >= n_planes):
-        there = f"the planes are 0 to {n_planes - 1}" if n_planes else "planes are numbered from 0"
-        raise ZStackError(f"{path + ': ' if path else ''}no plane {k}; {there}")
+        raise no_plane(path or "--z", k, n_planes)
     return k
 
 
@@ -56,26 +55,25 @@ class ZStackSource(Closing):
         self.path = Path(path)
         self.stack = open_zstack(self.path)
         info = self.stack.info
-        try:
-            self.policy = parse_policy(z, info.n_planes, str(self.path))
-        except ZStackError:
-            self.stack.close()
-            raise
         self.width, self.height, self.n_planes = info.width, info.height, info.n_planes
         self.z_spacing_um = info.z_spacing_um
         self.mpp = mpp if mpp else info.mpp
-        if select not in SELECTS:
-            self.stack.close()
-            raise ZStackError(f"zstack.select={select}: give one of {', '.join(SELECTS)}")
         try:
-            lossy = self.stack.lossy
-        except Exception:  # a compression code tifffile does not name: pixels decide
-            lossy = False
-        self.select = ("bytes" if lossy else "focus") if select == "auto" else select
-        if self.select == "bytes" and not self.stack.compressed:
+            self.policy = parse_policy(z, info.n_planes, str(self.path))
+            self.select = self._select(select)
+        except ZStackError:
             self.stack.close()
+            raise
+
+    def _select(self, select: str) -> str:
+        if select not in SELECTS:
+            raise ZStackError(f"zstack.select={select}: give one of {', '.join(SELECTS)}")
+        if select == "auto":
+            return "bytes" if self.stack.lossy else "focus"
+        if select == "bytes" and not self.stack.compressed:
             raise ZStackError(f"{self.path}: zstack.select=bytes needs compressed tiles; these planes are "
                               "stored uncompressed or in strips (use focus or auto)")
+        return select
 
     def read(self, x: int, y: int, size0: int | tuple[int, int], out: int | tuple[int, int] | None = None,
              z: int | None = None) -> np.ndarray:
@@ -90,20 +88,26 @@ class ZStackSource(Closing):
 
             region = fused_region(self.stack.read, self.n_planes, int(x), int(y), sw, sh)
         else:
-            region = self.stack.read(self.best(int(x), int(y), sw, sh, out)[0], int(x), int(y), sw, sh)
+            return self._best(int(x), int(y), sw, sh, out)[2]
         return _resize(region, out) if out is not None else region
 
     def best(self, x: int, y: int, sw: int, sh: int, out=None) -> tuple[int, np.ndarray]:
         """The sharpest plane of a region by ``select`` (focus: scored as embedded, resampled to ``out``),
         and every plane's score (focus scores, or stored bytes)."""
+        return self._best(x, y, sw, sh, out)[:2]
+
+    def _best(self, x: int, y: int, sw: int, sh: int, out) -> tuple[int, np.ndarray, np.ndarray]:
+        """:meth:`best` and the chosen plane's region as read (each plane decoded once)."""
         from cytofm.data.focus import focus_score
 
         if self.select == "bytes":
             scores = np.array([self.stack.stored_bytes(z, x, y, sw, sh) for z in range(self.n_planes)])
-        else:
-            scores = np.array([focus_score(self.plane(z).read(x, y, (sw, sh), out))[0]
-                               for z in range(self.n_planes)])
-        return int(np.argmax(scores)), scores
+            z = int(np.argmax(scores))
+            return z, scores, self.read(x, y, (sw, sh), out, z=z)
+        regions = [self.read(x, y, (sw, sh), out, z=z) for z in range(self.n_planes)]
+        scores = np.array([focus_score(r)[0] for r in regions])
+        z = int(np.argmax(scores))
+        return z, scores, regions[z]
 
     def stored_bytes(self, coords: np.ndarray, size0: tuple[int, int]) -> np.ndarray:
         """(planes, N) compressed bytes under each region (level-0 top-left ``coords``, ``size0``)."""
