@@ -22,7 +22,6 @@ from cytofm.config.loader import build_config
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.data import PretrainingBatches, load_table
 from cytofm.ssl.device_views import DeviceBatches
-from cytofm.ssl.pool_cache import build_cache
 
 DATA = Path(os.environ.get("CYTOFM_SHARED_DATA",
                            Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
@@ -37,20 +36,12 @@ def pool() -> list[str]:
     return [str(s) for s in srcs]
 
 
-def device_batches(b: PretrainingBatches, cfg: PretrainConfig) -> DeviceBatches:
-    refs = [(t, r) for t, table in enumerate(b.tables) for r in range(len(table))]
-    cache = build_cache(lambda i: b.sample_size(b.tables[refs[i][0]], b.tables[refs[i][0]].refs[refs[i][1]]),
-                        lambda i: b.sample_image(b.tables[refs[i][0]], b.tables[refs[i][0]].refs[refs[i][1]]),
-                        len(refs), cfg.data.cache_side or 2 * cfg.crops.global_size, log=print)
-    return DeviceBatches(b.sample_plan, cache, {r: i for i, r in enumerate(refs)}, cfg, 16)
-
-
 def views_per_second(preset: str, batch: int, n: int, sources: list[str]) -> tuple[float, float]:
     cfg = build_config(PretrainConfig, "pretrain", preset,
                        [f"train.batch_size={batch}", "train.iterations=1000"])
     b = PretrainingBatches([load_table(s) for s in sources], cfg, 0, 16)
     t = time.perf_counter()
-    d = device_batches(b, cfg)
+    d = DeviceBatches.of(b)
     print(f"  cache built in {time.perf_counter() - t:.1f} s (once per run)")
     cpu = torch.device("cpu")
     b[0], d.views(d[0], cpu)  # warm-up

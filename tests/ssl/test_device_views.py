@@ -181,11 +181,7 @@ def test_batches_are_pure_and_masks_follow_the_config(images, tmp_path):
     cfg = tiny_cfg("mask.ratio=[0.3]", "mask.ratio_var=[0.0]", "crops.global_size=64")
     tables = [load_table(images)]
     b = PretrainingBatches(tables, cfg, 0, 16)
-    refs = [(0, r) for r in range(len(tables[0]))]
-    cache = build_cache(lambda i: b.sample_size(tables[0], tables[0].refs[i]),
-                        lambda i: b.sample_image(tables[0], tables[0].refs[i]), len(refs), 128,
-                        log=lambda m: None)
-    d = DeviceBatches(b.sample_plan, cache, {r: i for i, r in enumerate(refs)}, cfg, 16)
+    d = DeviceBatches.of(b, log=lambda m: None)
     cpu = torch.device("cpu")
     v1, v2_ = d.views(d[3], cpu), d.views(d[3], cpu)
     assert all(torch.equal(x, y) for x, y in zip(v1["crops"], v2_["crops"], strict=True))

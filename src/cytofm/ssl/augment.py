@@ -36,7 +36,8 @@ def hed_jitter(img: Image.Image, sigma: float, rng: random.Random) -> Image.Imag
 
 
 class MultiCrop:
-    """``__call__(PIL image) -> [global_1, global_2, local_1, ..., local_N]`` normalised tensors."""
+    """``__call__(PIL image or its planes) -> [global_1, global_2, local_1, ..., local_N]`` normalised
+    tensors."""
 
     def __init__(self, cfg: CropConfig, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         self.cfg = cfg
@@ -74,14 +75,21 @@ class MultiCrop:
             img = ImageOps.solarize(img, 128)
         return img
 
-    def __call__(self, img: Image.Image, rng: random.Random) -> list[torch.Tensor]:
+    def __call__(self, img: Image.Image | list[Image.Image], rng: random.Random) -> list[torch.Tensor]:
+        """Views of one image, or of a region's focal planes (equal sizes): each view then made from a
+        plane drawn uniformly, so the views of a sample disagree in focus as they do in colour."""
         c = self.cfg
+        planes = img if isinstance(img, list) else [img]
+
+        def plane() -> Image.Image:  # no draw for one plane: single-plane batches as before
+            return planes[rng.randrange(len(planes))] if len(planes) > 1 else planes[0]
+
         views = []
         for i in range(2):
-            v = self._geometry(self.global_crop(img), rng)
+            v = self._geometry(self.global_crop(plane()), rng)
             v = self._colour(v, c.blur[i], c.solarize if i == 1 else 0.0, rng)
             views.append(self.to_tensor(v))
         for _ in range(c.n_local):
-            v = self._geometry(self.local_crop(img), rng)
+            v = self._geometry(self.local_crop(plane()), rng)
             views.append(self.to_tensor(self._colour(v, c.blur[2], 0.0, rng)))
         return views

@@ -170,6 +170,10 @@ class DataConfig(Section):
     num_workers: int = Field(1, ge=0)
     cache_sources: int = Field(16, ge=0)
     """Open images/slides kept per worker (slides are expensive to open)."""
+    plane_views: bool = True
+    """Z-stacks prepared with ``--z all``: one sample per region, each of its views made from a plane drawn
+    at random (focus as an augmentation: a cell is the same cell in every plane); ``false``: every plane
+    its own sample."""
 
 
 class RuntimeConfig(Section):

@@ -11,7 +11,7 @@ import io
 import random
 import tarfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,14 @@ class PatchTable:
     files: list[tuple]  # path, kind, mpp, and for a z-stack the plane policy or the plane (else None)
     geometry: list[tuple[int | None, int | None]]  # per file: level-0 size, output size (None = whole image)
     refs: np.ndarray  # (S, 3) int64: file index, x, y
+    planes_of: dict[int, list[int]] = field(default_factory=dict)
+    """Z-stacks under ``--z all`` with plane views: a sample's file index -> the file indices of its
+    region's planes (itself first); each view is made from one of them."""
+
+    def group(self, ref) -> list[tuple[int, int, int]]:
+        """The refs a sample's views are made from: its planes, or the sample alone."""
+        fi, x, y = (int(v) for v in ref)
+        return [(f, x, y) for f in self.planes_of.get(fi, [fi])]
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -57,9 +65,10 @@ def _tar_members(tars: list[Path]) -> tuple[list, list, list]:
     return files, geometry, refs
 
 
-def load_table(path: str | Path) -> PatchTable:
+def load_table(path: str | Path, plane_views: bool = False) -> PatchTable:
     """A prepared dataset (every kept patch; its webdataset shards when materialised), a folder or tar
-    shards, or a manifest / file (every image whole)."""
+    shards, or a manifest / file (every image whole). ``plane_views``: the planes of a region of a z-stack
+    prepared with ``--z all`` are one sample (``PatchTable.planes_of``), else each plane is its own."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file or folder")
@@ -72,15 +81,10 @@ def load_table(path: str | Path) -> PatchTable:
         if not refs:
             raise InputError(f"{path}: the tar shards hold no images")
         return PatchTable(p.name, files, geometry, np.asarray(refs, dtype=np.int64))
+    planes_of: dict[int, list[int]] = {}
     if is_prepared_dir(p):
         for it in load_prepared(p):
-            c, planes = it.coords(), it.planes()
-            # a z-stack's patches read from their recorded planes: one file entry per plane
-            for z in [None] if planes is None else sorted(set(planes.tolist())):
-                rows = slice(None) if z is None else planes == z
-                files.append((str(it.path), it.kind, it.mpp, (it.z or None) if z is None else str(z)))
-                geometry.append((it.size0, it.patch_size))
-                refs.append(np.concatenate([np.full((len(c[rows]), 1), len(files) - 1), c[rows]], axis=1))
+            _prepared_item(it, files, geometry, refs, planes_of if plane_views else None)
     else:
         items, _, _ = discover([str(p)], PrepareConfig())
         for i, it in enumerate(items):
@@ -89,7 +93,33 @@ def load_table(path: str | Path) -> PatchTable:
             refs.append(np.array([[i, 0, 0]]))
     if not refs:
         raise InputError(f"{path}: no images or patches found")
-    return PatchTable(p.name, files, geometry, np.concatenate(refs).astype(np.int64))
+    return PatchTable(p.name, files, geometry, np.concatenate(refs).astype(np.int64), planes_of)
+
+
+def _prepared_item(it, files: list, geometry: list, refs: list, planes_of: dict | None) -> None:
+    """A prepared item's entries: a z-stack's patches read from their recorded planes, one file entry per
+    plane; under ``all`` with ``planes_of`` given, the planes of a region are one sample (its refs on the
+    first plane) whose other planes are listed in ``planes_of``."""
+    c, planes = it.coords(), it.planes()
+    zs = [None] if planes is None else sorted(set(planes.tolist()))
+    group = planes_of is not None and it.z == "all" and len(zs) > 1 and _same_regions(c, planes, zs)
+    first = len(files)
+    for z in zs:
+        rows = slice(None) if z is None else planes == z
+        files.append((str(it.path), it.kind, it.mpp, (it.z or None) if z is None else str(z)))
+        geometry.append((it.size0, it.patch_size))
+        if group and z != zs[0]:
+            planes_of[first].append(len(files) - 1)
+            continue
+        refs.append(np.concatenate([np.full((len(c[rows]), 1), len(files) - 1), c[rows]], axis=1))
+        if group:
+            planes_of[first] = [first]
+
+
+def _same_regions(coords: np.ndarray, planes: np.ndarray, zs: list) -> bool:
+    """Whether every plane holds the same patches in the same order (as ``--z all`` writes them)."""
+    first = coords[planes == zs[0]]
+    return all(np.array_equal(coords[planes == z], first) for z in zs[1:])
 
 
 class _TarFile:
@@ -182,7 +212,8 @@ class PretrainingBatches(torch.utils.data.Dataset):
         views_per_image, masks = [], []
         g = self.cfg.crops.global_size // self.patch_size
         for t, r, seed in self.sample_plan(iteration):
-            img = self.sample_image(self.tables[t], self.tables[t].refs[r])
+            table = self.tables[t]
+            img = [self.sample_image(table, ref) for ref in table.group(table.refs[r])]
             rng = random.Random(seed)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)

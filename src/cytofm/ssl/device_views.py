@@ -32,7 +32,7 @@ from cytofm.ssl import augment
 from cytofm.ssl.blur import gaussian_blur
 from cytofm.ssl.config import CropConfig, PretrainConfig
 from cytofm.ssl.masking import make_mask, masked_positions
-from cytofm.ssl.pool_cache import ViewCache
+from cytofm.ssl.pool_cache import ViewCache, build_cache
 
 HED_FROM_RGB = torch.from_numpy(augment.HED_FROM_RGB).float()  # the PIL path's stain vectors, one source
 RGB_FROM_HED = torch.from_numpy(augment.RGB_FROM_HED).float()
@@ -233,12 +233,19 @@ class DeviceMultiCrop:
         self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _views(self, src: torch.Tensor, sizes: torch.Tensor, n: int, out: int, scale, blur_p: float,
-               solarize_p: float, g: torch.Generator, order: list[int]) -> torch.Tensor:
-        """``n`` views of every image, view-major: (n*B, 3, out, out)."""
+               solarize_p: float, g: torch.Generator, order: list[int],
+               planes: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``n`` views of every sample, view-major: (n*B, 3, out, out). ``planes``: (first row, count) of each
+        sample's planes in ``src``; each view is made from one drawn uniformly."""
         c, dev = self.cfg, src.device
-        B = sizes.shape[0]
-        boxes = sample_boxes(sizes.repeat(n, 1), tuple(scale), g)
-        bidx = torch.arange(B, device=dev).repeat(n).unsqueeze(1).to(boxes.dtype)
+        if planes is None:
+            pick = torch.arange(sizes.shape[0], device=dev).repeat(n)
+        else:
+            first, count = (p.repeat(n) for p in planes)
+            u = torch.rand(first.shape[0], generator=g, device=dev)
+            pick = first + (u * count).long().clamp_(max=count - 1)
+        boxes = sample_boxes(sizes[pick], tuple(scale), g)
+        bidx = pick.unsqueeze(1).to(boxes.dtype)
         N = boxes.shape[0]
         u = torch.rand(N, 16, generator=g, device=dev)
         v = crop_flip_rotate(src, bidx, boxes, out, u[:, 0:3], c.rotate90)
@@ -257,21 +264,30 @@ class DeviceMultiCrop:
         mean, std = self._norm[dev]
         return v.sub_(mean).div_(std)
 
-    def __call__(self, images: torch.Tensor, sizes: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+    def __call__(self, images: torch.Tensor, sizes: torch.Tensor, g: torch.Generator,
+                 counts: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``counts``: the number of planes of each sample, whose images follow each other in ``images``
+        (z-stacks with plane views); ``None``: one image per sample."""
         c = self.cfg
         x = images.float()
         x = x / 255.0 if x is images else x.div_(255.0)  # never the caller's tensor in place
         sizes = sizes.to(x.device, non_blocking=True)  # from page-locked memory when the loader pins it
-        B = x.shape[0]
+        B = x.shape[0] if counts is None else len(counts)
+        planes = None
+        if counts is not None:
+            count = counts.to(x.device, non_blocking=True)
+            planes = (torch.cumsum(count, 0) - count, count)
         # the order of the colour operations (one per call, as torchvision's) drawn on the host from the
         # same seed: drawn on the device it would have to be read back
         rng = random.Random(f"colour-order/{g.initial_seed()}")  # its own stream (the masks use the seed)
         orders = [rng.sample(range(4), 4) for _ in range(3)]
-        g1 = self._views(x, sizes, 1, c.global_size, c.global_scale, c.blur[0], 0.0, g, orders[0])
-        g2 = self._views(x, sizes, 1, c.global_size, c.global_scale, c.blur[1], c.solarize, g, orders[1])
+        gs, gsc = c.global_size, c.global_scale
+        g1 = self._views(x, sizes, 1, gs, gsc, c.blur[0], 0.0, g, orders[0], planes)
+        g2 = self._views(x, sizes, 1, gs, gsc, c.blur[1], c.solarize, g, orders[1], planes)
         views = [g1, g2]
         if c.n_local:
-            loc = self._views(x, sizes, c.n_local, c.local_size, c.local_scale, c.blur[2], 0.0, g, orders[2])
+            loc = self._views(x, sizes, c.n_local, c.local_size, c.local_scale, c.blur[2], 0.0, g, orders[2],
+                              planes)
             views += list(loc.split(B))
         return views
 
@@ -288,13 +304,33 @@ class DeviceBatches(torch.utils.data.Dataset):
         self.multicrop = DeviceMultiCrop(cfg.crops)
         self.views_in_loader = views_in_loader
 
+    @classmethod
+    def of(cls, b, spill_dir=None, budget: int | None = None, log=print,
+           views_in_loader: bool = False) -> DeviceBatches:
+        """The device batches of a :class:`~cytofm.ssl.data.PretrainingBatches`: its pool decoded once, one
+        cache row per sample, or per plane of a sample with plane views."""
+        cfg = b.cfg
+        refs, row_of = [], {}
+        for t, table in enumerate(b.tables):
+            for r in range(len(table)):
+                group = table.group(table.refs[r])
+                row_of[(t, r)] = (len(refs), len(group))
+                refs += [(t, ref) for ref in group]
+        cache = build_cache(lambda i: b.sample_size(b.tables[refs[i][0]], refs[i][1]),
+                            lambda i: b.sample_image(b.tables[refs[i][0]], refs[i][1]), len(refs),
+                            cfg.data.cache_side or 2 * cfg.crops.global_size, spill_dir=spill_dir,
+                            budget=budget, log=log)
+        return cls(b.sample_plan, cache, row_of, cfg, b.patch_size, views_in_loader=views_in_loader)
+
     def __len__(self) -> int:
         return self.cfg.train.iterations
 
     def __getitem__(self, iteration: int) -> dict:
         plan = self.plan(iteration)
-        idx = [self.row_of[(t, r)] for t, r, _ in plan]
-        images, sizes = self.cache.batch(idx)
+        rows = [self.row_of[(t, r)] for t, r, _ in plan]  # (first cache row, planes) per sample
+        images, sizes = self.cache.batch([i + j for i, n in rows for j in range(n)])
+        # a batch with no z-stack sample carries no plane counts: its views drawn exactly as before
+        counts = torch.tensor([n for _, n in rows]) if any(n > 1 for _, n in rows) else None
         grid = self.cfg.crops.global_size // self.patch_size
         masks = []
         for _, _, seed in plan:
@@ -302,7 +338,7 @@ class DeviceBatches(torch.utils.data.Dataset):
             masks.append(np.stack([make_mask(self.cfg.mask, grid, grid, rng) for _ in range(2)]))
         m = torch.from_numpy(np.stack(masks, axis=1))
         raw = {"images": images, "sizes": sizes, "masks": m, "mask_index": masked_positions(m),
-               "iteration": iteration, "seed": int(plan[0][2])}
+               "iteration": iteration, "seed": int(plan[0][2]), "counts": counts}
         if self.views_in_loader:
             if torch.utils.data.get_worker_info() is not None:
                 torch.set_num_threads(1)  # a loader process: one core, the step keeps the rest
@@ -312,6 +348,7 @@ class DeviceBatches(torch.utils.data.Dataset):
     def views(self, raw: dict, device: torch.device) -> dict:
         g = torch.Generator(device=device)
         g.manual_seed(raw["seed"] % (2**63 - 1))
-        crops = self.multicrop(raw["images"].to(device, non_blocking=True), raw["sizes"], g)
+        images = raw["images"].to(device, non_blocking=True)
+        crops = self.multicrop(images, raw["sizes"], g, raw.get("counts"))
         return {"crops": crops, "masks": raw["masks"], "mask_index": raw.get("mask_index"),
                 "iteration": raw["iteration"]}

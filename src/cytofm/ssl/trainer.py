@@ -77,7 +77,7 @@ class SSLTrainer:
         if cfg.runtime.compile:
             for net in (self.student, self.teacher):
                 net.backbone.compile()  # in place: the module, its parameters and state-dict keys stay
-        self.tables = [load_table(d) for d in data]
+        self.tables = [load_table(d, cfg.data.plane_views) for d in data]
         self.batches = PretrainingBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
         self.views = "device" if cfg.data.views == "auto" else cfg.data.views
         g = cfg.crops.global_size
@@ -321,27 +321,12 @@ class SSLTrainer:
     def _device_batches(self):
         """Decode the pool once (said how big first; memory-mapped in RUN/cache when over budget)."""
         from cytofm.ssl.device_views import DeviceBatches
-        from cytofm.ssl.pool_cache import build_cache
 
         cfg = self.cfg
-        refs = [(t, r) for t, table in enumerate(self.tables) for r in range(len(table))]
-        side = cfg.data.cache_side or 2 * cfg.crops.global_size
         budget = None if cfg.data.cache_budget_gb is None else int(cfg.data.cache_budget_gb * 2**30)
-        b = self.batches
-
-        def size_of(i):
-            t, r = refs[i]
-            return b.sample_size(self.tables[t], self.tables[t].refs[r])
-
-        def image_of(i):
-            t, r = refs[i]
-            return b.sample_image(self.tables[t], self.tables[t].refs[r])
-
-        cache = build_cache(size_of, image_of, len(refs), side, spill_dir=self.out / "cache", budget=budget,
-                            log=self.log if self.rank == 0 else (lambda m: None))
-        return DeviceBatches(b.sample_plan, cache, {ref: i for i, ref in enumerate(refs)}, cfg,
-                             self.student.backbone.patch_size,
-                             views_in_loader=self.device.type == "cpu" and cfg.data.num_workers > 0)
+        return DeviceBatches.of(self.batches, spill_dir=self.out / "cache", budget=budget,
+                                log=self.log if self.rank == 0 else (lambda m: None),
+                                views_in_loader=self.device.type == "cpu" and cfg.data.num_workers > 0)
 
     def _log_step(self, m: dict, done: int, t0: float, metrics: MetricsLog, monitor, task) -> dict:
         """A log line: the metrics as floats (checked finite), metrics.csv, TensorBoard, progress, collapse

@@ -3,7 +3,8 @@
 ``best``: each region from its sharpest plane (prepare records the plane of every patch, and later reads
 take that plane); ``edf``: the planes fused by local focus (``cytofm.data.zstack.edf``); a plane number:
 that plane; ``all``: every plane its own instance (prepare writes each patch once per plane with its
-plane; a read without a plane takes the best). Regions, never planes, are held in memory, so a stack
+plane; a read without a plane takes the best; pretraining makes a region's planes one sample, each view
+from one of them: ``data.plane_views``). Regions, never planes, are held in memory, so a stack
 costs the memory of one plane's regions.
 
 The sharpest plane is found one of two ways (``select``). ``focus`` decodes the region in every plane and
