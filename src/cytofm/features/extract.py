@@ -114,44 +114,29 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
 
 
 def cell_items(folder: Path, crop_um: float | None) -> tuple[list[ExtractItem], list[Skip]]:
-    """One instance per detected cell of a folder prepared with ``--cells``: a square of ``crop_um``
-    micrometres (default twice the typical diameter it was prepared with) centred on the cell, at the
-    resolution the cells were detected with. A source without cells is said in ``skipped.csv``."""
-    import yaml
-
-    from cytofm.data.cells.store import read_cells
+    """One instance per detected cell of a folder prepared with ``--cells``: its square
+    (``cytofm.data.cells.crops``). A source without cells is said in ``skipped.csv``."""
+    from cytofm.data.cells.crops import cell_squares, folder_crop_um
 
     if not is_prepared_dir(folder) or not (folder / "cells").is_dir():
         raise InputError(f"{folder}: --mode cells needs a folder prepared with `cytofm prepare --cells` "
                          "(cells/<id>.h5)")
-    settings = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-    typical = float((settings.get("cells") or {}).get("typical_diameter_um", 7.5))
-    crop_um = crop_um or 2 * typical
+    crop_um, typical = folder_crop_um(folder, crop_um)
     items, skips = [], []
     for it in load_prepared(folder):
         h5 = folder / "cells" / f"{it.id}.h5"
         if not h5.is_file():
             skips.append(Skip(str(it.path), f"no {h5.name} in {folder / 'cells'}: prepared without --cells"))
             continue
-        cells = read_cells(h5)
-        if not len(cells):
+        sq = cell_squares(h5, it.mpp, crop_um)
+        if sq is None:
             skips.append(Skip(str(it.path), "no cell found in it (cells.csv has none)"))
             continue
-        mpp = float(_h5_attr(h5, "mpp") or it.mpp or 0)
-        size0 = max(8, int(round(crop_um / mpp)))
-        coords = np.round(cells.centre - size0 / 2).astype(np.int64)
         # a z-stack's cells each from its sharpest plane (under all too: instance k is cell k everywhere)
-        items.append(ExtractItem(it.id, it.path, it.kind, False, coords, size0, None, mpp,
-                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical, cells.plane,
+        items.append(ExtractItem(it.id, it.path, it.kind, False, sq.coords, sq.size0, None, sq.mpp,
+                                 {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical, sq.plane,
                                  it.z))
     return items, skips
-
-
-def _h5_attr(path: Path, key: str):
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return f.attrs.get(key)
 
 
 class _Instances(torch.utils.data.Dataset):

@@ -170,6 +170,13 @@ class DataConfig(Section):
     num_workers: int = Field(1, ge=0)
     cache_sources: int = Field(16, ge=0)
     """Open images/slides kept per worker (slides are expensive to open)."""
+    cells: list[bool] | None = None
+    """Per --data source, in order (as ``weights``): a folder prepared with ``--cells`` gives one sample per
+    detected cell, the square ``extract --mode cells`` reads (``cytofm.data.cells.crops``), instead of its
+    patches. ``null``: patches everywhere."""
+    cell_crop_um: float | None = Field(None, gt=0)
+    """Side of a cell's square in micrometres; ``null`` = twice the typical diameter the folder was
+    prepared with (as ``extract --mode cells``)."""
     plane_views: bool = True
     """Z-stacks prepared with ``--z all``: one sample per region, each of its views made from a plane drawn
     at random (focus as an augmentation: a cell is the same cell in every plane); ``false``: every plane

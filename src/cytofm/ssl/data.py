@@ -65,13 +65,17 @@ def _tar_members(tars: list[Path]) -> tuple[list, list, list]:
     return files, geometry, refs
 
 
-def load_table(path: str | Path, plane_views: bool = False) -> PatchTable:
+def load_table(path: str | Path, plane_views: bool = False, cells: bool = False,
+               cell_crop_um: float | None = None) -> PatchTable:
     """A prepared dataset (every kept patch; its webdataset shards when materialised), a folder or tar
     shards, or a manifest / file (every image whole). ``plane_views``: the planes of a region of a z-stack
-    prepared with ``--z all`` are one sample (``PatchTable.planes_of``), else each plane is its own."""
+    prepared with ``--z all`` are one sample (``PatchTable.planes_of``), else each plane is its own.
+    ``cells``: a folder prepared with ``--cells`` gives one sample per detected cell (its square)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file or folder")
+    if cells:
+        return _cell_table(p, cell_crop_um)
     files, geometry, refs = [], [], []
     tars = sorted(p.glob("*.tar")) if p.is_dir() else ([p] if p.suffix == ".tar" else [])
     if is_prepared_dir(p) and (p / "shards").is_dir():
@@ -114,6 +118,31 @@ def _prepared_item(it, files: list, geometry: list, refs: list, planes_of: dict 
         refs.append(np.concatenate([np.full((len(c[rows]), 1), len(files) - 1), c[rows]], axis=1))
         if group:
             planes_of[first] = [first]
+
+
+def _cell_table(p: Path, crop_um: float | None) -> PatchTable:
+    """One sample per detected cell of a folder prepared with ``--cells``, each read from its plane."""
+    from cytofm.data.cells.crops import cell_squares, folder_crop_um
+
+    if not is_prepared_dir(p) or not (p / "cells").is_dir():
+        raise InputError(f"{p}: data.cells is on for it, but it is not a folder prepared with "
+                         "`cytofm prepare --cells` (cells/<id>.h5)")
+    crop_um, _ = folder_crop_um(p, crop_um)
+    files, geometry, refs = [], [], []
+    for it in load_prepared(p):
+        h5 = p / "cells" / f"{it.id}.h5"
+        sq = cell_squares(h5, it.mpp, crop_um) if h5.is_file() else None
+        if sq is None:  # prepare said why in skipped.csv / cells.csv
+            continue
+        for z in [None] if sq.plane is None else sorted(set(sq.plane.tolist())):
+            rows = slice(None) if z is None else sq.plane == z
+            files.append((str(it.path), it.kind, it.mpp, (it.z or None) if z is None else str(z)))
+            geometry.append((sq.size0, None))
+            c = sq.coords[rows]
+            refs.append(np.concatenate([np.full((len(c), 1), len(files) - 1), c], axis=1))
+    if not refs:
+        raise InputError(f"{p}: data.cells is on for it, but its cells/ holds no detected cell")
+    return PatchTable(f"{p.name} (cells)", files, geometry, np.concatenate(refs).astype(np.int64))
 
 
 def _same_regions(coords: np.ndarray, planes: np.ndarray, zs: list) -> bool:

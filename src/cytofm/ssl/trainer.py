@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cytofm.config.loader import config_dict
+from cytofm.data.inputs import InputError
 from cytofm.models.loading import adapt_timm_vit, backbone_state_from_release, load_strictly
 from cytofm.models.vit import set_fused_attn
 from cytofm.ssl.checkpoint import (
@@ -45,6 +46,15 @@ class TrainingDiverged(RuntimeError):
 
 
 METHOD_NAMES = {"ibot": "iBOT", "dinov2": "DINOv2"}  # as the first log line writes them
+
+
+def load_tables(data: list[str], cfg: PretrainConfig) -> list:
+    """The --data sources as sample tables, cells or patches as ``data.cells`` says for each."""
+    cells = cfg.data.cells or [False] * len(data)
+    if len(cells) != len(data):
+        raise InputError(f"data.cells has {len(cells)} values for {len(data)} --data sources")
+    return [load_table(d, cfg.data.plane_views, c, cfg.data.cell_crop_um)
+            for d, c in zip(data, cells, strict=True)]
 
 
 class SSLTrainer:
@@ -77,7 +87,7 @@ class SSLTrainer:
         if cfg.runtime.compile:
             for net in (self.student, self.teacher):
                 net.backbone.compile()  # in place: the module, its parameters and state-dict keys stay
-        self.tables = [load_table(d, cfg.data.plane_views) for d in data]
+        self.tables = load_tables(data, cfg)
         self.batches = PretrainingBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
         self.views = "device" if cfg.data.views == "auto" else cfg.data.views
         g = cfg.crops.global_size
