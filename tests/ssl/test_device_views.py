@@ -221,6 +221,20 @@ def test_cache_says_its_size_and_spills_to_a_memory_map(tmp_path):
     assert np.array_equal(batch[1].permute(1, 2, 0).numpy(), ref)
 
 
+def test_threads_decode_the_same_cache_as_one():
+    rs = np.random.default_rng(3)
+    imgs = [Image.fromarray(rs.integers(0, 255, (int(rs.integers(20, 90)), int(rs.integers(20, 90)), 3),
+                                        dtype=np.uint8)) for _ in range(40)]
+    size = [im.size for im in imgs]
+    size[7] = size[7][::-1]  # a header that names the other orientation
+    one = build_cache(lambda i: size[i], lambda i: imgs[i], 40, 64, log=lambda m: None)
+    four = build_cache(lambda i: size[i], lambda i: imgs[i], 40, 64, log=lambda m: None, workers=4)
+    assert np.array_equal(one.shapes, four.shapes)
+    for i in range(40):
+        a, b = one.batch([i])[0], four.batch([i])[0]
+        assert torch.equal(a, b), i
+
+
 def test_padding_repeats_edges():
     imgs = [Image.fromarray(np.full((10, 20, 3), 200, np.uint8)),
             Image.fromarray(np.full((30, 30, 3), 50, np.uint8))]

@@ -7,6 +7,7 @@ resumed run sees exactly the batches an uninterrupted one would, whatever the nu
 
 from __future__ import annotations
 
+import copy
 import io
 import random
 import tarfile
@@ -183,6 +184,16 @@ class PretrainingBatches(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return self.cfg.train.iterations
+
+    def fork(self) -> PretrainingBatches:
+        """The same batches with their own open sources (one per thread that reads samples)."""
+        other = copy.copy(self)
+        other._cache = OrderedDict()
+        return other
+
+    def close(self) -> None:
+        while self._cache:
+            self._cache.popitem()[1].close()
 
     def sample_image(self, table: PatchTable, ref: np.ndarray) -> Image.Image:
         fi, x, y = (int(v) for v in ref)

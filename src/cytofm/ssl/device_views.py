@@ -21,7 +21,9 @@ that both pipelines draw views from the same distributions (crop scale and aspec
 from __future__ import annotations
 
 import math
+import os
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -292,6 +294,15 @@ class DeviceMultiCrop:
         return views
 
 
+def decode_workers() -> int:
+    """Threads that decode the pool: the cores this process may use, at most 16."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(16, n))
+
+
 class DeviceBatches(torch.utils.data.Dataset):
     """``dataset[iteration]``: the uint8 images of that iteration's batch and its masks (cheap, in a
     loader process); :meth:`views` then makes the crops on the device. When the training device is the
@@ -316,10 +327,21 @@ class DeviceBatches(torch.utils.data.Dataset):
                 group = table.group(table.refs[r])
                 row_of[(t, r)] = (len(refs), len(group))
                 refs += [(t, ref) for ref in group]
-        cache = build_cache(lambda i: b.sample_size(b.tables[refs[i][0]], refs[i][1]),
-                            lambda i: b.sample_image(b.tables[refs[i][0]], refs[i][1]), len(refs),
-                            cfg.data.cache_side or 2 * cfg.crops.global_size, spill_dir=spill_dir,
-                            budget=budget, log=log)
+        local, forks = threading.local(), []
+
+        def image_of(i: int):  # each decoding thread its own open sources
+            if not hasattr(local, "b"):
+                local.b = b.fork()
+                forks.append(local.b)
+            return local.b.sample_image(b.tables[refs[i][0]], refs[i][1])
+
+        try:
+            cache = build_cache(lambda i: b.sample_size(b.tables[refs[i][0]], refs[i][1]), image_of,
+                                len(refs), cfg.data.cache_side or 2 * cfg.crops.global_size,
+                                spill_dir=spill_dir, budget=budget, log=log, workers=decode_workers())
+        finally:
+            for f in forks:
+                f.close()
         return cls(b.sample_plan, cache, row_of, cfg, b.patch_size, views_in_loader=views_in_loader)
 
     def __len__(self) -> int:

@@ -4,6 +4,7 @@ what the device views crop from. Its size is said before anything is decoded."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +62,12 @@ def memory_budget() -> int:
 
 
 def build_cache(size_of, image_of, n: int, max_side: int, spill_dir: str | os.PathLike | None = None,
-                budget: int | None = None, log=print) -> ViewCache:
+                budget: int | None = None, log=print, workers: int = 1) -> ViewCache:
     """Decode ``n`` samples once: ``size_of(i)`` gives sample ``i``'s (width, height) without decoding it,
     ``image_of(i)`` the PIL image. Samples larger than ``max_side`` are reduced (aspect kept); the rest stay
     at their own size. The size of the cache is said before anything is decoded; over ``budget`` bytes it
-    becomes a memory map in ``spill_dir`` (refused without one)."""
+    becomes a memory map in ``spill_dir`` (refused without one). ``workers`` > 1: samples decoded by that
+    many threads (decoders release the GIL; ``image_of`` must then be safe to call from several threads)."""
     budget = memory_budget() if budget is None else budget
     sizes = np.zeros((n, 2), np.int64)
     for i in range(n):
@@ -87,9 +89,11 @@ def build_cache(size_of, image_of, n: int, max_side: int, spill_dir: str | os.Pa
         data = torch.empty(max(total, 1), dtype=torch.uint8)
     log(f"view cache: {n} samples decoded once, {total / 2**20:.0f} MiB "
         f"({where}; budget {budget / 2**30:.1f} GiB)")
+    # each sample's slot from its header size, so samples decode in any order (in parallel)
     offsets = np.zeros(n, np.int64)
-    o = 0
-    for i in range(n):
+    offsets[1:] = np.cumsum(3 * sizes[:, 0] * sizes[:, 1])[:-1]
+
+    def decode(i: int) -> None:
         h, w = (int(v) for v in sizes[i])
         im = image_of(i)
         w2, h2 = fit_side(*im.size, max_side)
@@ -99,9 +103,15 @@ def build_cache(size_of, image_of, n: int, max_side: int, spill_dir: str | os.Pa
         if im.size != (w, h):
             im = im.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=2.0)
         a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        o = int(offsets[i])
         data[o:o + 3 * h * w] = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).reshape(-1)
-        offsets[i] = o
-        o += 3 * h * w
+
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(decode, range(n)))
+    else:
+        for i in range(n):
+            decode(i)
     if spill:
         arr.flush()
     return ViewCache(data, offsets, sizes)
