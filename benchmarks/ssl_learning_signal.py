@@ -18,7 +18,7 @@ one scale: BCCD and chula_rbc12 fields, Herlev, CRIC; weights 0.2/0.2/0.3/0.3) a
 the cells ``prepare --cells`` finds in the BCCD and chula_rbc12 pretraining fields as samples beside them,
 each cell the square ``extract --mode cells`` reads; the cells take a quarter of the batches, the others
 keep their proportions). Probes (``--probes``): ``herlev`` (Herlev 7-class) and ``chula`` (chula_rbc12 red
-cells, 12 types, 80 px crops around the annotated cells, a seeded 3000 of the part).
+cells, 12 types, 80 px crops around the annotated cells, a seeded 1500 of the part).
 
 Features are the teacher backbone's [CLS] token at the run's global crop size (ImageNet normalisation,
 L2-normalised); the probe is a standardised logistic regression, 5-fold stratified CV repeated with 3 fold
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -67,7 +68,7 @@ def fold_scores(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-PROBES = {"herlev": ("Herlev 7-class", "label7", 100_000), "chula": ("chula_rbc12 red cells", "type", 3000)}
+PROBES = {"herlev": ("Herlev 7-class", "label7", 100_000), "chula": ("chula_rbc12 red cells", "type", 1500)}
 """probe name -> (title, label column, most items probed: a seeded subsample above it)."""
 CHULA_MPP, BCCD_MPP = 0.19, 0.074  # um/px of the shared sets (as presets/benchmark/cells.yaml)
 
@@ -192,10 +193,13 @@ def pool_sources(pool: str, shared: Path, work: Path) -> tuple[list[str], list[s
     quiet = ["output.qa_thumbnails=0"]
 
     def prepared(ds: str, name: str, preset: str, extra: list[str] = ()) -> str:
-        if not (work / name).exists():
+        if not (work / name).exists():  # prepared aside and renamed, so a cut-short prepare is redone
             m = write_part_manifest(shared / ds, ds, "pretrain", work / f"{ds}_pretrain.csv")
             cfg = build_config(PrepareConfig, "prepare", preset, [*quiet, *extra])
-            run_prepare([str(m)], work / name, cfg, log=lambda s: None)
+            partial = work / f"{name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            run_prepare([str(m)], partial, cfg, log=lambda s: None)
+            partial.rename(work / name)
         return str(work / name)
 
     herlev = str(write_part_manifest(shared / "herlev", "herlev", "pretrain", work / "herlev_pretrain.csv"))
