@@ -91,6 +91,9 @@ def split_parts(out: Path, limit: float, datasets: list[str]) -> None:
         size += n
     for ds in datasets:
         shutil.rmtree(out / ds, ignore_errors=True)
+    for i in range(1, k + 1):  # each part names itself, so a pool merged from parts can be checked whole
+        (out / f"part-{i}" / ".parts").mkdir(exist_ok=True)
+        (out / f"part-{i}" / ".parts" / f"{i}-of-{k}").touch()
     print(f"{len(files)} files in {k} part(s) of at most {limit / 2**20:.1f} MiB: {out}/part-1 ... part-{k}")
 
 

@@ -28,6 +28,14 @@ mkdir -p "$OUT/small" "$POOL"
 for p in "${PARTS:-.pool}"/part-*; do [ -d "$p" ] && cp -r "$p"/. "$POOL"/ && echo "pool: $p copied into $POOL"; done
 du -sh "$POOL" 2>/dev/null
 [ -n "${STAGE_ONLY:-}" ] && exit 0
+if ls "$POOL"/.parts/*-of-* >/dev/null 2>&1; then  # a pool merged from parts: every part there?
+  HAVE=$(ls "$POOL"/.parts | wc -l); WANT=$(ls "$POOL"/.parts | head -1 | sed 's/.*-of-//')
+  if [ "$HAVE" != "$WANT" ]; then
+    echo "pool $POOL: $HAVE of $WANT parts ($(ls "$POOL"/.parts | tr '\n' ' ')); a part was not staged, or the" \
+      "machine was handed back between calls (its /tmp is gone): stage every part again" >&2
+    exit 3
+  fi
+fi
 S=$OUT/small
 if [ -z "${NO_WHL:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

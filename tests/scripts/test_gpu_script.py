@@ -26,7 +26,9 @@ def test_gpu_call_on_the_cpu_with_20_iterations(tmp_path):
     subprocess.run([py, "scripts/build_pretraining_pool.py", str(SHARED_DATA), str(tmp_path / "parts"),
                     "--limit", "6", "--quality", "chula_rbc12=90", "--split-mib", "0.25"],
                    cwd=ROOT, check=True)
-    assert len(list((tmp_path / "parts").glob("part-*"))) >= 2
+    parts = sorted((tmp_path / "parts").glob("part-*"))
+    assert len(parts) >= 2
+    assert [len(list((p / ".parts").glob(f"*-of-{len(parts)}"))) for p in parts] == [1] * len(parts)
     env = {**os.environ, "OUT": str(tmp_path / "out"), "RUN": str(tmp_path / "run"),
            "PARTS": str(tmp_path / "parts"),
            "PYTHON": py, "CYTOFM": f"{py} -m cytofm", "ITERS": "20", "BS": "4", "WORKERS": "1",
