@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-MPP = {"bccd": 0.074, "chula_rbc12": 0.19}
+from cytofm.data.split_files import SMEAR_MPP as MPP
+
 HERLEV_WIDTH_UM = 60.0
 PART = "eval"
 

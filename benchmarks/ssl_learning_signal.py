@@ -70,7 +70,6 @@ def fold_scores(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 PROBES = {"herlev": ("Herlev 7-class", "label7", 100_000), "chula": ("chula_rbc12 red cells", "type", 1500)}
 """probe name -> (title, label column, most items probed: a seeded subsample above it)."""
-CHULA_MPP, BCCD_MPP = 0.19, 0.074  # um/px of the shared sets (as presets/benchmark/cells.yaml)
 
 
 def eval_manifest(shared: Path, out_dir: Path, part: str = "eval", probe: str = "herlev") -> Path:
@@ -188,7 +187,7 @@ def pool_sources(pool: str, shared: Path, work: Path) -> tuple[list[str], list[s
     from cytofm.config.loader import build_config
     from cytofm.data.config import PrepareConfig
     from cytofm.data.prepare import run_prepare
-    from cytofm.data.split_files import write_part_manifest
+    from cytofm.data.split_files import SMEAR_MPP, write_part_manifest
 
     quiet = ["output.qa_thumbnails=0"]
 
@@ -210,8 +209,8 @@ def pool_sources(pool: str, shared: Path, work: Path) -> tuple[list[str], list[s
     today = [bccd, chula, herlev, cric]
     if pool == "today":
         return today, ["data.weights=[0.2,0.2,0.3,0.3]"]
-    cells = [prepared("bccd", "bccd_cells", "smear_cells", [f"resolution.mpp={BCCD_MPP}"]),
-             prepared("chula_rbc12", "chula_rbc12_cells", "smear_cells", [f"resolution.mpp={CHULA_MPP}"])]
+    cells = [prepared(ds, f"{ds}_cells", "smear_cells", [f"resolution.mpp={mpp}"])
+             for ds, mpp in SMEAR_MPP.items()]
     return today + cells, ["data.weights=[0.15,0.15,0.225,0.225,0.125,0.125]",
                            "data.cells=[false,false,false,false,true,true]"]
 

@@ -10,8 +10,9 @@ set D as JPEG quality Q (to fit a pool into a transfer limit; images with a side
 JPEG blocks would be a large part of the cell); without it the source bytes are copied. ``--record`` writes
 the pretraining record (SHA-256 and perceptual hash of every ORIGINAL image, as an evaluation sees it).
 ``--split-mib N`` then moves the pool into ``POOL/part-1/<dataset>/...``, ``part-2``, ... of at most N MiB
-each: a GPU call carries the working tree in at most 64 MiB, so a pool that does not fit beside the
-repository travels one part per call (scripts/gpu_shipped_encoder.sh merges them there).
+each (files at the pool's top, such as a record written there, go with part 1): a GPU call carries the
+working tree in at most 64 MiB, so a pool that does not fit beside the repository travels one part per
+call (scripts/gpu_shipped_encoder.sh merges them there and exports with the record it finds).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def split_parts(out: Path, limit: float, datasets: list[str]) -> None:
         size += n
     for ds in datasets:
         shutil.rmtree(out / ds, ignore_errors=True)
+    for f in [f for f in out.iterdir() if f.is_file()]:  # the record, if written into the pool
+        f.rename(out / "part-1" / f.name)
     for i in range(1, k + 1):  # each part names itself, so a pool merged from parts can be checked whole
         (out / f"part-{i}" / ".parts").mkdir(exist_ok=True)
         (out / f"part-{i}" / ".parts" / f"{i}-of-{k}").touch()

@@ -48,12 +48,15 @@ $PYTHON -c "import torch, timm, torchvision, cytofm; print('torch', torch.__vers
 'torchvision', torchvision.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" \
   2>&1 | tee "$S/versions.txt"
 RUN=${RUN:-/tmp/run}
+export RECORD=${RECORD:-$POOL/pretraining.csv.gz}  # carried in part 1 (build_pretraining_pool.py --record)
+[ -f "$RECORD" ] || echo "no pretraining record at $RECORD: the exports will not name their images" >&2
+REC=(); [ -f "$RECORD" ] && REC=(--pretraining-record "$RECORD")
 W=$RUN/cytofm_vit_small_patch16.safetensors
 ship() {  # $1: a .safetensors export -> OUT/weights.part-* (each renamed into place: never half written)
   mkdir -p /tmp/parts && rm -f /tmp/parts/*
   split -b 15000000 "$1" /tmp/parts/weights.part- || return 1
   for f in /tmp/parts/weights.part-*; do cp "$f" "$OUT/.$(basename "$f")" && mv "$OUT/.$(basename "$f")" "$OUT/$(basename "$f")"; done
-  mkdir -p /tmp/progress && cp "${1%.safetensors}.json" /tmp/progress/ 2>/dev/null
+  mkdir -p /tmp/progress && cp "${1%.safetensors}".json "${1%.safetensors}".pretraining.csv.gz /tmp/progress/ 2>/dev/null
   cp "$RUN/main/metrics.csv" "$S/train.log" /tmp/progress/ 2>/dev/null
   tar czf "$OUT/.progress.tar.gz" -C /tmp progress && mv "$OUT/.progress.tar.gz" "$OUT/progress.tar.gz"
 }
@@ -65,7 +68,7 @@ exporter() {  # while training: the newest checkpoint exported every EVERY secon
     local m; m=$(stat -c %Y "$ck")
     [ "$m" = "$last" ] && continue
     last=$m
-    $CYTOFM export "$RUN/main" --out /tmp/partial.safetensors --half > /tmp/partial.log 2>&1 \
+    $CYTOFM export "$RUN/main" --out /tmp/partial.safetensors --half "${REC[@]}" > /tmp/partial.log 2>&1 \
       && ship /tmp/partial.safetensors && echo "[exporter $(( $(date +%s) - T0 ))s] $(tail -1 /tmp/partial.log)"
   done
 }
@@ -75,7 +78,7 @@ kill "$EXPORTER" 2>/dev/null; wait "$EXPORTER" 2>/dev/null
 if [ -f "$W" ]; then
   ship "$W"
   sha256sum "$W" > "$S/weights.sha256"
-  cp "${W%.safetensors}.json" "$S/"
+  cp "${W%.safetensors}".json "${W%.safetensors}".pretraining.csv.gz "$S/" 2>/dev/null
 fi
 [ -d "$RUN/main" ] && mkdir -p "$S/main" && cp "$RUN/main"/*.csv "$RUN/main"/*.yaml "$RUN/main"/*.log "$S/main/" 2>/dev/null
 [ -n "${SKIP_MEASURE:-}" ] && TOTAL=0  # the measurements need a GPU (SKIP_MEASURE=1: a CPU test of the script)

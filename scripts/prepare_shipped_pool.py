@@ -25,8 +25,8 @@ from pathlib import Path
 from cytofm.config.loader import build_config
 from cytofm.data.config import PrepareConfig
 from cytofm.data.prepare import run_prepare
+from cytofm.data.split_files import SMEAR_MPP as BLOOD
 
-BLOOD = {"bccd": 0.074, "chula_rbc12": 0.19}  # um/px of the shared sets (presets/benchmark/cells.yaml)
 SCALES = {"224": [], "112": ["tiling.patch_size=112"],
           "half": ["resolution.mpp=1", "resolution.target_mpp=2"]}
 # fields 0.6 (BCCD 0.2, chula 0.4; per scale 0.4/0.4/0.2), single Pap cells 0.4 (Herlev 0.2, CRIC 0.2)

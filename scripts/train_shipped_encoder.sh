@@ -11,7 +11,8 @@
 # Batch 256 (BS; the learning rate scales with it): 856 images/s on an H200 against 702 at 128
 # (docs/benchmarks/pretraining_gpu.md), so 2.6x the samples take about 7 minutes of steps.
 # A checkpoint every ~2 minutes (SAVE_EVERY iterations, default from RATE, the images/s expected),
-# which scripts/gpu_shipped_encoder.sh exports as it comes.
+# which scripts/gpu_shipped_encoder.sh exports as it comes. RECORD: the pool's pretraining record
+# (build_pretraining_pool.py --record), attached to the export where the file exists.
 set -uo pipefail
 POOL=$1; RUN=$2; BUDGET=${3:-540}; shift 3 || shift $#
 EXTRA=("$@")
@@ -36,5 +37,6 @@ $CY pretrain --preset shipped "${POOL_ARGS[@]}" --out "$RUN/main" "data.num_work
   "train.iterations=$ITERS" "optim.warmup_iters=$WARM" "loss.warmup_teacher_temp_iters=$WARM" \
   "train.save_every=$SAVE" "train.max_minutes=$MINUTES" "${EXTRA[@]}"
 log "export"
-$CY export "$RUN/main" --out "$RUN/cytofm_vit_small_patch16.safetensors" --half || exit 1
+REC=(); [ -f "${RECORD:-}" ] && REC=(--pretraining-record "$RECORD")  # the pool's record, beside the weights
+$CY export "$RUN/main" --out "$RUN/cytofm_vit_small_patch16.safetensors" --half "${REC[@]}" || exit 1
 log "done"

@@ -16,6 +16,9 @@ from pathlib import Path
 
 DATASETS = ("bccd", "herlev", "chula_rbc12", "cric")
 PARTS = ("pretrain", "eval")
+SMEAR_MPP = {"bccd": 0.074, "chula_rbc12": 0.19}
+"""um/px of the blood-smear sets, which record none: chula_rbc12's 20 um scale bar is 105 px; BCCD's median
+red-cell box, 102 px, taken as a 7.5 um red cell (presets/benchmark/cells.yaml writes the same)."""
 
 
 def split_file(dataset: str) -> Path:
