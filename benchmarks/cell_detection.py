@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.split_files import SMEAR_MPP as MPP
+from cytofm.data.provenance.split_files import SMEAR_MPP as MPP
 
 HERLEV_WIDTH_UM = 60.0
 PART = "eval"
@@ -59,7 +59,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _detect(path: Path, mpp: float, cfg, detector: str):
     from cytofm.data.cells.detect import detect_source
-    from cytofm.data.source import open_source
+    from cytofm.data.sources.source import open_source
 
     src = open_source(path, "image", mpp)
     try:
@@ -69,7 +69,7 @@ def _detect(path: Path, mpp: float, cfg, detector: str):
 
 
 def bccd(root: Path, limit: int, cfg, detector: str) -> dict:
-    from cytofm.data.split_files import part_of
+    from cytofm.data.provenance.split_files import part_of
 
     n = inside = iou = 0
     pixels, t0 = 0, time.perf_counter()
@@ -103,7 +103,7 @@ def matches(found: np.ndarray, labelled: np.ndarray, tol: float) -> int:
 
 
 def chula(root: Path, limit: int, cfg, detector: str) -> dict:
-    from cytofm.data.split_files import part_of
+    from cytofm.data.provenance.split_files import part_of
 
     points: dict[str, list] = {}
     with open(root / "cells.csv", newline="") as f:
@@ -128,7 +128,7 @@ def chula(root: Path, limit: int, cfg, detector: str) -> dict:
 def herlev(root: Path, limit: int, cfg, detector: str) -> dict:
     from PIL import Image
 
-    from cytofm.data.split_files import part_of
+    from cytofm.data.provenance.split_files import part_of
 
     ok = one = n = 0
     for rel in part_of("herlev", PART)[:limit]:
@@ -146,9 +146,9 @@ def tiling_rate(root: Path, limit: int) -> float:
     """``prepare``'s tiling of the same BCCD fields (default settings, one process), megapixels/s."""
     import tempfile
 
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
-    from cytofm.data.split_files import part_of
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
+    from cytofm.data.provenance.split_files import part_of
 
     files = [str(root / rel) for rel in part_of("bccd", "eval")[:limit]]
     cfg = PrepareConfig.model_validate({"output": {"workers": 1, "qa_thumbnails": 0}})
@@ -167,8 +167,8 @@ def slide_memory(side: int) -> None:
     from predict_throughput import Stages, slide
 
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
 
     st = Stages()
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,7 +205,7 @@ def main() -> int:
         print(f"shared data not found under {data}: nothing to score (give --data)")
         return 0
     from cytofm.config.loader import load_preset
-    from cytofm.data.config import PrepareConfig
+    from cytofm.data.prepare.config import PrepareConfig
 
     smear = PrepareConfig.model_validate(load_preset("prepare", "smear_cells")).cells
     pap = PrepareConfig.model_validate(load_preset("prepare", "pap_cells")).cells

@@ -70,8 +70,8 @@ def score_set(root: Path, files: list[str]) -> dict:
     from PIL import Image
     from scipy.stats import spearmanr
 
-    from cytofm.data.focus import box_focus, focus_maps
-    from cytofm.data.foreground import background_intensity
+    from cytofm.data.prepare.focus import box_focus, focus_maps
+    from cytofm.data.prepare.foreground import background_intensity
 
     out = {name: {"rho": [], "sharp": {k: [] for k in STAINS}, "blurred": {}}
            for name in ("cytofm", "laplacian")}
@@ -104,8 +104,8 @@ def auroc(sharp: list, blurred: list) -> float:
 
 
 def prepare_rate(root: Path, files: list[str], focus: bool) -> float:
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
 
     cfg = PrepareConfig.model_validate({"foreground": {"focus": "images" if focus else "none"},
                                         "output": {"workers": 1, "qa_thumbnails": 0}})
@@ -125,8 +125,8 @@ def slide_rates(side: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from predict_throughput import slide
 
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "slide.tif"
@@ -153,7 +153,7 @@ def main() -> int:
     if not (data / "bccd").is_dir():
         print(f"shared data not found under {data}: nothing to score (give --data)")
         return 0
-    from cytofm.data.split_files import part_of
+    from cytofm.data.provenance.split_files import part_of
 
     print("evaluation parts; AUROC of sharp patches against patches blurred by s px "
           "(x1.6 / x0.6: the blurred ones with that much more or less stain)")

@@ -192,10 +192,10 @@ def main() -> None:
 
     import torch
 
-    import cytofm.data.prepare as prep_mod
+    import cytofm.data.prepare.run as prep_mod
     import cytofm.features.extract as ext_mod
     import cytofm.viz.heatmaps as heat_mod
-    from cytofm.data.source import OPENSLIDE_ERROR
+    from cytofm.data.sources.source import OPENSLIDE_ERROR
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {os.cpu_count()} CPUs ({cores} usable), torch {torch.__version__} with "

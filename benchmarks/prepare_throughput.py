@@ -16,8 +16,8 @@ from pathlib import Path
 from PIL import Image
 
 from cytofm.config.loader import build_config
-from cytofm.data.config import PrepareConfig
-from cytofm.data.prepare import run_prepare
+from cytofm.data.prepare.config import PrepareConfig
+from cytofm.data.prepare.run import run_prepare
 
 
 def main() -> None:

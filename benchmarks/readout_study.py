@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from cytofm.config.loader import build_config
-from cytofm.data.split_files import load_split
+from cytofm.data.provenance.split_files import load_split
 from cytofm.eval.config import BenchmarkConfig
 from cytofm.pipeline.benchmark import run_benchmark
 from cytofm.utils.io import write_csv

@@ -43,9 +43,9 @@ HALF = ["resolution.mpp=0.5", "resolution.target_mpp=1.0"]  # nominal values: on
 def prepare_pool(shared: Path, work: Path) -> dict[str, str]:
     """Every pool source, prepared once from the pretraining parts (manifests with absolute paths)."""
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
-    from cytofm.data.split_files import write_part_manifest
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
+    from cytofm.data.provenance.split_files import write_part_manifest
 
     q = ["output.qa_thumbnails=0"]
     m = {ds: write_part_manifest(shared / ds, ds, "pretrain", work / f"{ds}_pretrain.csv")

@@ -76,11 +76,11 @@ def eval_manifest(shared: Path, out_dir: Path, part: str = "eval", probe: str = 
     """The cells of one probe in one part of the split: ``eval`` (no run has seen them) or ``pretrain``
     (every run here trains on their fields or on them: a check that a run learns what it is shown, and the
     part a pool is chosen on, never a transfer number)."""
-    from cytofm.data.split_files import load_split, write_part_manifest
+    from cytofm.data.provenance.split_files import load_split, write_part_manifest
 
     if probe == "herlev":
         return write_part_manifest(shared / "herlev", "herlev", part, out_dir / f"herlev_{part}.csv")
-    from cytofm.data.point_crops import point_crops
+    from cytofm.data.annotations.point_crops import point_crops
 
     m, _ = point_crops(shared / "chula_rbc12" / "cells.csv", "type", 80, out_dir / f"chula_cells_{part}",
                        load_split("chula_rbc12"), part)
@@ -185,9 +185,9 @@ def pool_sources(pool: str, shared: Path, work: Path) -> tuple[list[str], list[s
     """The --data sources of a pool (prepared once in ``work``, from the pretraining parts only) and the
     config overrides that go with it (cells, weights)."""
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
-    from cytofm.data.split_files import SMEAR_MPP, write_part_manifest
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
+    from cytofm.data.provenance.split_files import SMEAR_MPP, write_part_manifest
 
     quiet = ["output.qa_thumbnails=0"]
 

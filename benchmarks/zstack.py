@@ -40,7 +40,7 @@ CONDITIONS = ("original", "middle plane", "best", "edf")
 
 
 def _chula(data: Path):
-    from cytofm.data.split_files import load_split
+    from cytofm.data.provenance.split_files import load_split
 
     split = load_split("chula_rbc12")
     with open(data / "chula_rbc12" / "cells.csv", newline="") as f:
@@ -57,10 +57,10 @@ def cell_images(data: Path, n_fields: int, step: float, crop: int = 80, seed: in
     """Each cell's four images (CONDITIONS), its type, its field, and whether best found the sharp plane."""
     from PIL import Image
 
-    from cytofm.data.focus import focus_score
-    from cytofm.data.foreground import background_intensity
-    from cytofm.data.source import ImageSource
-    from cytofm.data.zstack.edf import MARGIN_PX, fuse
+    from cytofm.data.prepare.focus import focus_score
+    from cytofm.data.prepare.foreground import background_intensity
+    from cytofm.data.sources.source import ImageSource
+    from cytofm.data.sources.zstack.edf import MARGIN_PX, fuse
 
     rows = _chula(data)
     fields = sorted({r["image"] for r in rows})
@@ -163,8 +163,8 @@ def select(data: Path, n_fields: int, step: float) -> None:
     import tifffile
     from PIL import Image
 
-    from cytofm.data.split_files import part_of
-    from cytofm.data.zstack.source import ZStackSource
+    from cytofm.data.provenance.split_files import part_of
+    from cytofm.data.sources.zstack.source import ZStackSource
 
     files = part_of("chula_rbc12", "eval")[:n_fields]
     codecs = [("zlib", None)] + ([("jpeg", q) for q in (75, 90, 95)] if _has_jpeg() else [])
@@ -212,7 +212,7 @@ def write_slide(path: Path, side: int, data: Path, step: float) -> str:
     import tifffile
     from PIL import Image
 
-    from cytofm.data.split_files import part_of
+    from cytofm.data.provenance.split_files import part_of
 
     t, b, m = 256, 512, side // 20
     fields = [np.asarray(Image.open(data / "chula_rbc12" / f).convert("RGB"))[:b, :b]
@@ -247,8 +247,8 @@ def write_slide(path: Path, side: int, data: Path, step: float) -> str:
 def _warm_up(tmp: Path, data: Path) -> None:
     """One small stack prepared first, so that imports and first calls weigh on no timed run."""
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
 
     write_slide(tmp / "warm.ome.tif", 1024, data, 1.5)
     cfg = build_config(PrepareConfig, "prepare", "default",
@@ -260,8 +260,8 @@ def slide(data: Path, side: int, step: float, all_policies: bool) -> None:
     from predict_throughput import Stages
 
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
 
     runs = [("one plane (--z 2)", "2", "auto"), ("best", "best", "auto")]
     if all_policies:

@@ -2,7 +2,7 @@
 
     python scripts/build_demo_sample.py [../shared/data]
 
-Every image comes from the EVALUATION part of the shipped split (cytofm.data.split_files), so the shipped
+Every image comes from the EVALUATION part of the shipped split (cytofm.data.provenance.split_files), so the shipped
 encoder has seen none of them. Inside the sample, a demo-pretraining part (BCCD and chula_rbc12 fields the
 demo's fresh encoder pretrains on, `pretrain.csv`) is kept apart from what is evaluated: BCCD fields with one
 white cell (`manifest.csv`, field-level ABMIL with boxes) and the red cells annotated on other chula_rbc12
@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cytofm.data.split_files import load_split
+from cytofm.data.provenance.split_files import load_split
 from cytofm.utils.io import write_csv
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "cytofm" / "demo_data"

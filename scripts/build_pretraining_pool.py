@@ -3,7 +3,7 @@
     python scripts/build_pretraining_pool.py ../shared/data POOL [--quality chula_rbc12=90] \
         [--record POOL/pretraining.csv.gz] [--split-mib 11]
 
-Only images the shipped split files (``cytofm.data.split_files``) put in the ``pretrain`` part are taken:
+Only images the shipped split files (``cytofm.data.provenance.split_files``) put in the ``pretrain`` part are taken:
 the evaluation parts never reach a pretraining run. ``POOL/<dataset>/<relpath>`` keeps each image's path
 relative to its data set, so a pool is checked against the split by name. ``--quality D=Q`` re-encodes data
 set D as JPEG quality Q (to fit a pool into a transfer limit; images with a side <= 64 px become PNG, where
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from cytofm.data.hashing import hash_image
-from cytofm.data.pretraining_record import write_record
-from cytofm.data.split_files import DATASETS, part_of
+from cytofm.data.provenance.hashing import hash_image
+from cytofm.data.provenance.pretraining_record import write_record
+from cytofm.data.provenance.split_files import DATASETS, part_of
 
 
 def main() -> None:

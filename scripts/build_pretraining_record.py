@@ -15,8 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-from cytofm.data.hashing import hash_image
-from cytofm.data.pretraining_record import write_record
+from cytofm.data.provenance.hashing import hash_image
+from cytofm.data.provenance.pretraining_record import write_record
 
 EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 

@@ -1,4 +1,4 @@
-"""Near-duplicate report of image sets (the rule and thresholds of ``cytofm.data.duplicates``).
+"""Near-duplicate report of image sets (the rule and thresholds of ``cytofm.data.provenance.duplicates``).
 
     python scripts/duplicate_report.py ../shared/data/bccd ../shared/data/herlev ../shared/data/cric \
         --out docs/benchmarks/duplicates.md
@@ -15,8 +15,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from cytofm.data.duplicates import CANDIDATE_BITS, PHASH_BITS, THUMB_MAD, merge_groups, near_duplicate_pairs
-from cytofm.data.hashing import hash_image
+from cytofm.data.provenance.duplicates import (
+    CANDIDATE_BITS,
+    PHASH_BITS,
+    THUMB_MAD,
+    merge_groups,
+    near_duplicate_pairs,
+)
+from cytofm.data.provenance.hashing import hash_image
 
 
 def report(folder: Path, label: str | None) -> tuple[str, list[str]]:
@@ -52,7 +58,7 @@ def main() -> None:
         print(line)
     cmd = shlex.join(["python", "scripts/duplicate_report.py", *sys.argv[1:]])
     md = ["# Near-duplicate images", "", "Produced by (from the repository root):", "", "```bash", cmd, "```", "",
-          "The rule, and how its thresholds were chosen on these sets, is `cytofm.data.duplicates` (the one "
+          "The rule, and how its thresholds were chosen on these sets, is `cytofm.data.provenance.duplicates` (the one "
           "`cytofm benchmark` applies: pairs in `OUT/<task>/duplicates.csv`, kept on one side of every split unless "
           "`group_duplicates: false`). Pairs found by pHash alone within the first threshold include look-alike "
           "cells that are not the same cell (e.g. Herlev pairs with different labels); grouping them costs the "

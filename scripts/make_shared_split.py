@@ -2,7 +2,7 @@
 
     python scripts/make_shared_split.py [../shared/data]
 
-Near-duplicate images (perceptual hash rule of cytofm.data.duplicates) form groups that stay on one side;
+Near-duplicate images (perceptual hash rule of cytofm.data.provenance.duplicates) form groups that stay on one side;
 within each label 40% of the groups go to evaluation. Re-running with the same data gives the same files.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.duplicates import merge_groups, near_duplicate_pairs
-from cytofm.data.hashing import hash_image
+from cytofm.data.provenance.duplicates import merge_groups, near_duplicate_pairs
+from cytofm.data.provenance.hashing import hash_image
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "cytofm" / "data" / "splits"
 EVAL_SHARE = 0.4

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from cytofm.config.loader import build_config
-from cytofm.data.config import PrepareConfig
-from cytofm.data.prepare import run_prepare
-from cytofm.data.split_files import SMEAR_MPP as BLOOD
+from cytofm.data.prepare.config import PrepareConfig
+from cytofm.data.prepare.run import run_prepare
+from cytofm.data.provenance.split_files import SMEAR_MPP as BLOOD
 
 SCALES = {"224": [], "112": ["tiling.patch_size=112"],
           "half": ["resolution.mpp=1", "resolution.target_mpp=2"]}

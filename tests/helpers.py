@@ -115,7 +115,7 @@ def run(cfg, data, out, **kw):
 def prepare_cfg(*overrides):
     """A PrepareConfig with one worker and no QA thumbnails, then ``overrides``."""
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
+    from cytofm.data.prepare.config import PrepareConfig
 
     return build_config(PrepareConfig, overrides=["output.workers=1", "output.qa_thumbnails=-1", *overrides])
 
@@ -201,7 +201,7 @@ def qupath_geojson_problems(path) -> list[str]:
 def eval_field(h: int = 256, w: int = 320) -> np.ndarray:
     """A real blood-smear field of the evaluation part (chula_rbc12), cropped; a synthetic smear without
     the shared data."""
-    from cytofm.data.split_files import part_of
+    from cytofm.data.provenance.split_files import part_of
 
     root = SHARED_DATA / "chula_rbc12"
     if root.is_dir():

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from cytofm.config.loader import ConfigError, build_config, list_presets, parse_overrides, write_config
-from cytofm.data.config import PrepareConfig
+from cytofm.data.prepare.config import PrepareConfig
 
 
 def test_parse_overrides_nested_and_typed():

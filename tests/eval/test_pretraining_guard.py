@@ -5,8 +5,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from cytofm.data.hashing import hash_image
-from cytofm.data.pretraining_record import write_record
+from cytofm.data.provenance.hashing import hash_image
+from cytofm.data.provenance.pretraining_record import write_record
 from cytofm.eval.pretraining_guard import check_encoder, pretraining_record_for
 
 from tests.helpers import shared_data
@@ -41,7 +41,7 @@ def test_record_found_through_the_weights_json_and_items_marked(tmp_path):
 
 def test_shipped_encoder_saw_the_pretraining_part_and_not_the_evaluation_part():
     """The spec as the zoo resolves `cytofm` (the shipped weights' path), on Herlev cells of both parts."""
-    from cytofm.data.split_files import part_of
+    from cytofm.data.provenance.split_files import part_of
     from cytofm.models.shipped import shipped_weights
 
     herlev = shared_data("herlev")

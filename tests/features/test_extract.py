@@ -50,7 +50,7 @@ def test_image_mode_store_schema_labels_and_identical_inputs(cells, tmp_path, en
     assert attrs["encoder"] == "random" and attrs["weights_hash"] == encoder.weights_hash
     assert attrs["cytofm_version"] and attrs["mode"] == "image"
     # the pHash the leakage checks compare, from the pixels extraction decoded (no second decode later)
-    from cytofm.data.hashing import hash_image
+    from cytofm.data.provenance.hashing import hash_image
 
     assert attrs["source_phash"] == hash_image(cells / "normal" / "c0.png").phash
     # identical inputs, identical features

@@ -34,8 +34,8 @@ from typer.testing import CliRunner
 
 from cytofm.cli.main import app
 from cytofm.config.loader import build_config
-from cytofm.data.config import PrepareConfig
-from cytofm.data.prepare import run_prepare
+from cytofm.data.prepare.config import PrepareConfig
+from cytofm.data.prepare.run import run_prepare
 from cytofm.features.config import ExtractConfig
 from cytofm.features.extract import run_extract
 from cytofm.features.formats.convert import export_store, import_folder

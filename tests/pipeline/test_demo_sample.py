@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cytofm.config.loader import build_config
-from cytofm.data.split_files import load_split
+from cytofm.data.provenance.split_files import load_split
 from cytofm.eval.config import BenchmarkConfig
 from cytofm.pipeline.demo import demo_data_dir
 

@@ -243,7 +243,7 @@ def test_predict_prepares_and_extracts_new_images_with_the_recorded_settings(tmp
     with h5py.File(tmp_path / "pred" / "attention.h5") as f:
         a = f[rows[0]["id"]]["attention"][:]
         assert a.sum() == pytest.approx(1, abs=1e-5) and len(a) == len(f[rows[0]["id"]]["coords"][:])
-    from cytofm.data.geojson import read_annotations
+    from cytofm.data.annotations.geojson import read_annotations
 
     from tests.helpers import qupath_geojson_problems
 
@@ -314,7 +314,7 @@ def test_probe_runs_are_applied_to_new_items(tmp_path):
 def test_an_image_in_the_encoders_pretraining_record_is_flagged(trained, tmp_path, monkeypatch):
     """Items 0 and 1 were in the pool: 0 by its bytes, 1 as a re-encoded copy (another SHA-256, a pHash 2
     bits away); 2 is neither, and 3 has no pHash in its store (checked by its bytes only, and said)."""
-    from cytofm.data.pretraining_record import write_record
+    from cytofm.data.provenance.pretraining_record import write_record
     from cytofm.eval import pretraining_guard
 
     root, _ = trained
@@ -349,7 +349,7 @@ def test_a_re_encoded_copy_of_a_training_item_is_flagged(trained, tmp_path):
 def test_the_training_store_is_flagged_when_the_encoder_has_a_pretraining_record(trained, tmp_path,
                                                                                   monkeypatch):
     """Both checks at once: the pretraining guard's hashes must not replace the training items' hashes."""
-    from cytofm.data.pretraining_record import write_record
+    from cytofm.data.provenance.pretraining_record import write_record
     from cytofm.eval import pretraining_guard
 
     root, store = trained

@@ -1,5 +1,7 @@
-"""What a benchmark task evaluates on: cells cut around annotated points (cytofm.data.point_crops), one part
-of a fixed split (cytofm.data.split_parts), and how the pipeline and the pretraining guard use them."""
+"""What a benchmark task evaluates on: cells cut around annotated points
+(cytofm.data.annotations.point_crops), one part
+of a fixed split (cytofm.data.provenance.split_parts), and how the pipeline and the pretraining guard use
+them."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cytofm.data.point_crops import point_crops
-from cytofm.data.split_parts import load_split_map, part_manifest
+from cytofm.data.annotations.point_crops import point_crops
+from cytofm.data.provenance.split_parts import load_split_map, part_manifest
 from cytofm.eval.config import TaskConfig
 from cytofm.pipeline.benchmark import _task_input
 
@@ -112,7 +114,7 @@ def test_task_input_writes_the_eval_part_manifest(field, tmp_path):
 
 def test_pretraining_guard_checks_the_field_a_crop_was_cut_from(field, tmp_path):
     """An encoder pretrained on a field has seen its cells, although no crop's bytes were in its pool."""
-    from cytofm.data.hashing import hash_image
+    from cytofm.data.provenance.hashing import hash_image
     from cytofm.eval.benchmark import _source_hashes
     from cytofm.eval.pretraining_guard import seen_in_pretraining
     from cytofm.utils.io import write_csv

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cytofm.data.inputs import InputError
-from cytofm.data.prepare import run_prepare
+from cytofm.data.prepare.run import run_prepare
 from cytofm.ssl.data import PretrainingBatches, load_table
+from cytofm.utils.errors import InputError
 
 from tests.helpers import prepare_cfg, smear, tiny_cfg
 
@@ -21,7 +21,7 @@ CELLS = ("cells.enabled=true", "resolution.mpp=0.25", "cells.typical_diameter_um
 @pytest.fixture()
 def prepared(tmp_path):
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
+    from cytofm.data.prepare.config import PrepareConfig
 
     (tmp_path / "in").mkdir()
     field = smear(240, 320, APART, seed=1)[0]

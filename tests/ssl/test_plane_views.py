@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cytofm.data.prepare import run_prepare
+from cytofm.data.prepare.run import run_prepare
 from cytofm.ssl.augment import MultiCrop
 from cytofm.ssl.config import CropConfig
 from cytofm.ssl.data import PretrainingBatches, load_table

@@ -171,8 +171,8 @@ def test_bf16_steps_match_fp32(images, tmp_path):
 
 def test_reads_webdataset_shards_and_weights_sources(tmp_path):
     from cytofm.config.loader import build_config as bc
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
     from cytofm.ssl.data import PretrainingBatches, load_table
 
     src = tmp_path / "fields"

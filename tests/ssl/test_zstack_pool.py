@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cytofm.data.prepare import run_prepare
+from cytofm.data.prepare.run import run_prepare
 from cytofm.ssl.data import PretrainingBatches, load_table
 
 from tests.helpers import defocus_stack, eval_field, prepare_cfg, tiny_cfg, write_ome_zstack

@@ -12,7 +12,7 @@ from shapely.geometry import Point, Polygon, box
 from typer.testing import CliRunner
 
 from cytofm.cli.main import app
-from cytofm.data.geojson import annotation_feature, read_annotations, write_feature_collection
+from cytofm.data.annotations.geojson import annotation_feature, read_annotations, write_feature_collection
 from cytofm.features.store import write_item
 from cytofm.viz.heatmaps import attention_geojson, mil_heatmaps
 from cytofm.viz.localization import (

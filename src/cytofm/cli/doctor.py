@@ -60,7 +60,7 @@ def collect() -> list[tuple[str, str, bool]]:
         except PackageNotFoundError:
             hint = f"pip install 'cytofm[{extra}]'" if extra else "optional"
             rows.append((dist, f"not installed ({hint})", extra is None and dist != "tensorboard"))
-    from cytofm.data.source import OPENSLIDE_ERROR, openslide
+    from cytofm.data.sources.source import OPENSLIDE_ERROR, openslide
 
     if openslide is not None:
         rows.append(("OpenSlide", f"library {openslide.__library_version__}, "

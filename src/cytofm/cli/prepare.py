@@ -93,8 +93,8 @@ def prepare(
         cytofm prepare zstacks/ --out prepared --z edf
     """
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import NothingUsable, run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import NothingUsable, run_prepare
     from cytofm.utils.io import check_writable_dir
 
     paths, overrides = split_overrides(inputs)

@@ -124,7 +124,7 @@ def export(
             st, js, it = export_run(run, out, half)
             console.print(f"[green]exported[/green] {st} and {js} (iteration {it})")
             if pretraining_record is not None:
-                from cytofm.data.pretraining_record import attach_record
+                from cytofm.data.provenance.pretraining_record import attach_record
 
                 meta = attach_record(js, pretraining_record)
                 console.print(f"pretraining record: {meta['pretraining_record']} "

@@ -25,7 +25,7 @@ from cytofm.viz.config import HeatmapConfig, UmapConfig
 
 
 def _images(inputs: list[str]) -> list[Path]:
-    from cytofm.data.image_io import IMAGE_EXTENSIONS
+    from cytofm.data.sources.image_io import IMAGE_EXTENSIONS
 
     found: list[Path] = []
     for s in inputs:

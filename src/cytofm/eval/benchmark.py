@@ -154,8 +154,8 @@ def _aligned_sets(task: TaskConfig, stores, log) -> tuple[dict, str | None]:
 
 def _groups(task: TaskConfig, ref, group_col: str | None, out: Path, log):
     """Split groups: the group column joined with near-duplicate images; the duplicate report."""
-    from cytofm.data.duplicates import merge_groups, near_duplicate_pairs
-    from cytofm.data.hashing import hash_image
+    from cytofm.data.provenance.duplicates import merge_groups, near_duplicate_pairs
+    from cytofm.data.provenance.hashing import hash_image
 
     base_groups, groups_from = ref.groups, group_col or ""
     paths = ref.paths or []
@@ -187,8 +187,8 @@ def _source_hashes(store: Path, ids: list[str], hashes):
     there (detected cells as items have no image of their own)."""
     import csv
 
-    from cytofm.data.hashing import hash_image
-    from cytofm.data.point_crops import SOURCE_COLUMN
+    from cytofm.data.annotations.point_crops import SOURCE_COLUMN
+    from cytofm.data.provenance.hashing import hash_image
 
     with open(store / "manifest.csv", newline="") as f:
         rows = {r["id"]: r.get(SOURCE_COLUMN, "") for r in csv.DictReader(f)}

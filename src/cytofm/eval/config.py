@@ -89,7 +89,7 @@ class TaskConfig(Section):
     """Columns tried in order when ``group_column`` is not set: the first one the data has groups the splits
     (preparation maps patient, case and subject columns to ``specimen``)."""
     group_duplicates: bool = True
-    """Keep near-duplicate images (``cytofm.data.duplicates``) on one side of every split."""
+    """Keep near-duplicate images (``cytofm.data.provenance.duplicates``) on one side of every split."""
     split_column: str | None = None
     exclude: list[str] = []
     expected_counts: dict[str, int] = {}

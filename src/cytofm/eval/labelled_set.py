@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cytofm.data.inputs import InputError
 from cytofm.features.store import load_store, read_item
+from cytofm.utils.errors import InputError
 
 
 @dataclass

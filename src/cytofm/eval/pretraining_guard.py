@@ -1,7 +1,8 @@
 """Transductive guard: evaluation items that an encoder already saw during its (label-free) pretraining.
 
 An encoder that saw the test images measures what it learned about those images, not transfer; a table
-must say so. The check needs the encoder's pretraining record (``cytofm.data.pretraining_record``), named by
+must say so. The check needs the encoder's pretraining record
+(``cytofm.data.provenance.pretraining_record``), named by
 the JSON beside its weights; encoders without one are not checked.
 """
 
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.hashing import ImageHash, hamming, phash_bits
-from cytofm.data.pretraining_record import read_record
+from cytofm.data.provenance.hashing import ImageHash, hamming, phash_bits
+from cytofm.data.provenance.pretraining_record import read_record
 
 SEEN_BITS = 4
 """pHash distance at which an item counts as seen although its file differs (a re-encoded copy moves a

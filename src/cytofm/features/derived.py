@@ -104,8 +104,8 @@ def cells_as_items(store: Path, prepared: Path, points_table: Path, label: str, 
     an item of its own: its instance's features, the point's label, its field as the group and as its
     source (``source_image``: the duplicate and pretraining checks read the field). Labelled points no
     detected cell matched are counted (and returned), never silently dropped."""
+    from cytofm.data.annotations.point_crops import SOURCE_COLUMN
     from cytofm.data.cells.store import read_cells
-    from cytofm.data.point_crops import SOURCE_COLUMN
 
     points = _points(points_table, label)
     fields = {r["id"]: r for r in load_store(store)}

@@ -14,19 +14,20 @@ import torch
 import torch.distributed as dist
 
 from cytofm import __version__
-from cytofm.data.config import PrepareConfig
-from cytofm.data.hashing import hash_rgb
-from cytofm.data.image_io import BUDGET_PIXELS, ImageReadError
-from cytofm.data.inputs import InputError, Skip, discover
-from cytofm.data.item_ids import ids_in_outputs
-from cytofm.data.large_image import worker_start_method
-from cytofm.data.prepared import is_prepared_dir, load_prepared
-from cytofm.data.source import open_source
+from cytofm.data.prepare.config import PrepareConfig
+from cytofm.data.prepare.prepared import is_prepared_dir, load_prepared
+from cytofm.data.provenance.hashing import hash_rgb
+from cytofm.data.sources.image_io import BUDGET_PIXELS, ImageReadError
+from cytofm.data.sources.inputs import Skip, discover
+from cytofm.data.sources.item_ids import ids_in_outputs
+from cytofm.data.sources.large_image import worker_start_method
+from cytofm.data.sources.source import open_source
 from cytofm.features.config import MODES, ExtractConfig
 from cytofm.features.formats.geometry import extract_attrs
 from cytofm.features.store import claim_store, item_attrs, write_item
 from cytofm.models.encoder import Encoder
 from cytofm.utils.distributed import dtype_name, pick_device, pick_dtype
+from cytofm.utils.errors import InputError
 from cytofm.utils.hashing import digest_of, file_digest
 from cytofm.utils.io import portable_path, remove_stale_temporaries, write_csv
 from cytofm.utils.lock import FolderLock
@@ -69,7 +70,7 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
     skips: list[Skip] = []
     if not is_prepared_dir(p) and mode == "tiles":
         from cytofm.config.loader import build_config
-        from cytofm.data.prepare import NothingUsable, run_prepare
+        from cytofm.data.prepare.run import NothingUsable, run_prepare
 
         cfg = build_config(PrepareConfig, "prepare", "default", values={
             "metadata": {"labels_from_folders": False, "label_column": label_column},

@@ -20,8 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cytofm.data.inputs import InputError
 from cytofm.features.formats.geometry import COORDS_ATTRS
+from cytofm.utils.errors import InputError
 from cytofm.utils.io import atomic_path, read_csv, resolve_path
 
 STORE_FILE = "store.json"

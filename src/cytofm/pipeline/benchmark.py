@@ -78,8 +78,8 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
 
 def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Path:
     """The task's items: its data as given, one part of a split, or cell crops around annotated points."""
-    from cytofm.data.point_crops import point_crops
-    from cytofm.data.split_parts import load_split_map, part_manifest
+    from cytofm.data.annotations.point_crops import point_crops
+    from cytofm.data.provenance.split_parts import load_split_map, part_manifest
 
     split = load_split_map(task.split, base) if task.split else None
     tag = f"{task.part}" if split is not None else "all"
@@ -103,8 +103,8 @@ def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Pat
 def _extract_all(cfg: BenchmarkConfig, task: TaskConfig, base: Path, out: Path, progress, log):
     """One feature store per encoder (spec -> (store, resolved spec, weights hash)); missing weights skip."""
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
     from cytofm.features.config import ExtractConfig
     from cytofm.features.extract import run_extract
     from cytofm.models.zoo import EncoderError, create_encoder

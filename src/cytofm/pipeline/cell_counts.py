@@ -75,7 +75,7 @@ def count_rows(table: list[dict], classes: list[str], empty: list[str] = ()) -> 
 
 def empty_fields(prepared: Path | None, rows: list[dict]) -> list[str]:
     """The prepared fields and slides in which no cell was found (extraction skipped them)."""
-    from cytofm.data.prepared import load_prepared
+    from cytofm.data.prepare.prepared import load_prepared
 
     if prepared is None:
         return []
@@ -106,8 +106,8 @@ def write_cell_geojson(folder: Path, prepared: Path | None, rows: list[dict], ta
     nucleus from ``prepared/cells``) classified by the model, with every class's probability among the
     measurements. Fields whose cells are not found (or changed since) are left out; returns how many
     were written."""
+    from cytofm.data.annotations.geojson import class_color, write_feature_collection
     from cytofm.data.cells.store import read_cells
-    from cytofm.data.geojson import class_color, write_feature_collection
 
     if prepared is None:
         return 0
@@ -133,8 +133,8 @@ def _classified(cells, mine: list[dict], classes: list[str], class_color) -> lis
     """The cells' QuPath objects with the predicted class and the probabilities added."""
     import shapely
 
+    from cytofm.data.annotations.geojson import cell_feature
     from cytofm.data.cells.table import MEASUREMENTS
-    from cytofm.data.geojson import cell_feature
 
     out = []
     for k, t in enumerate(mine):

@@ -50,8 +50,8 @@ class DemoError(RuntimeError):
 def _pretraining_record(root: Path, out: Path) -> Path:
     """Every image the fresh encoder pretrains on, hashed (datasets named ``demo_<set>``: these are demo
     images, not the pretraining part of the shipped split)."""
-    from cytofm.data.hashing import hash_image
-    from cytofm.data.pretraining_record import write_record
+    from cytofm.data.provenance.hashing import hash_image
+    from cytofm.data.provenance.pretraining_record import write_record
 
     rows = []
     for name in SETS:
@@ -136,8 +136,8 @@ class _Demo:
 
     def prepare(self) -> None:
         from cytofm.config.loader import build_config
-        from cytofm.data.config import PrepareConfig
-        from cytofm.data.prepare import NothingUsable, run_prepare
+        from cytofm.data.prepare.config import PrepareConfig
+        from cytofm.data.prepare.run import NothingUsable, run_prepare
 
         pcfg = build_config(PrepareConfig, "prepare", "smear_fields", values={
             "metadata": {"organ": "blood", "preparation": "smear"}, "output": {"qa_thumbnails": 4}})
@@ -169,7 +169,7 @@ class _Demo:
         """Pretrain the fresh encoder and export it with its pretraining record; a fresh plan is measured
         again against the pretraining as it ran."""
         from cytofm.config.loader import build_config
-        from cytofm.data.pretraining_record import attach_record
+        from cytofm.data.provenance.pretraining_record import attach_record
         from cytofm.ssl.checkpoint import export_run
         from cytofm.ssl.config import PretrainConfig
         from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged

@@ -138,9 +138,9 @@ def _embed(rec: dict, input: Path, out: Path, progress, log, seconds: dict, devi
     import torch.distributed as dist
 
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
-    from cytofm.data.prepared import is_prepared_dir
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.prepared import is_prepared_dir
+    from cytofm.data.prepare.run import run_prepare
     from cytofm.features.config import ExtractConfig
     from cytofm.features.extract import run_extract
     from cytofm.models.zoo import create_encoder
@@ -242,7 +242,7 @@ def _apply_cells(model_dir: Path, rec: dict, members: list[dict], rows: list[dic
                  input: Path, out: Path) -> tuple:
     """A cell classifier applied to every cell of the input: one prediction row per cell (flagged as its
     field is), counts by class per field in ``cell_counts.csv``, the classified cells as QuPath GeoJSON."""
-    from cytofm.data.prepared import is_prepared_dir
+    from cytofm.data.prepare.prepared import is_prepared_dir
     from cytofm.features.store import prepared_folder
 
     cells = cell_rows(store, rows)
@@ -302,7 +302,7 @@ def leakage_flags(rec: dict, rows: list[dict], use: str = "ensemble") -> list[di
     """Per item: its source among the model's training items (the same bytes, or a pHash within
     ``SEEN_BITS`` of one: a re-encoded copy), its specimen among the training specimens, its source in the
     encoder's pretraining record. The hashes come from the store, where extraction wrote them."""
-    from cytofm.data.hashing import hamming, phash_bits
+    from cytofm.data.provenance.hashing import hamming, phash_bits
     from cytofm.eval.pretraining_guard import SEEN_BITS, pretraining_record_for, seen_in_pretraining
 
     items = trained_items(rec, use)
@@ -319,7 +319,7 @@ def leakage_flags(rec: dict, rows: list[dict], use: str = "ensemble") -> list[di
     record_path = pretraining_record_for(rec["features"]["store"].get("encoder_spec", ""))
     known = [k for k, h in enumerate(hashes) if h is not None]
     if record_path is not None and known:
-        from cytofm.data.pretraining_record import read_record
+        from cytofm.data.provenance.pretraining_record import read_record
 
         seen[known] = seen_in_pretraining([hashes[k] for k in known], read_record(record_path))
     return [{"trained_on": bool(h is not None and h.sha256 in shas) or bool(near[k]),
@@ -333,7 +333,7 @@ def _image_hash(row: dict):
     """The content hash and pHash the extraction stored for an item's source, or None without a SHA-256.
     The pHash is '' for a whole slide (pools hold fields and patches) and for a store written before
     extraction stored it; such items are checked by their bytes alone."""
-    from cytofm.data.hashing import ImageHash
+    from cytofm.data.provenance.hashing import ImageHash
 
     a = item_attrs(row["h5"]) or {}
     sha = str(a.get("source_sha256", ""))

@@ -19,14 +19,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cytofm.data.config import PrepareConfig
-from cytofm.data.image_io import IMAGE_EXTENSIONS
-from cytofm.data.inputs import InputError, discover
-from cytofm.data.prepared import is_prepared_dir, load_prepared
-from cytofm.data.source import open_source
+from cytofm.data.prepare.config import PrepareConfig
+from cytofm.data.prepare.prepared import is_prepared_dir, load_prepared
+from cytofm.data.sources.image_io import IMAGE_EXTENSIONS
+from cytofm.data.sources.inputs import discover
+from cytofm.data.sources.source import open_source
 from cytofm.ssl.augment import MultiCrop
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.masking import make_mask, masked_positions
+from cytofm.utils.errors import InputError
 
 
 @dataclass

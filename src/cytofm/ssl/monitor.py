@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cytofm.data.config import PrepareConfig
-from cytofm.data.inputs import InputError, discover
-from cytofm.data.prepared import is_prepared_dir, load_prepared
+from cytofm.data.prepare.config import PrepareConfig
+from cytofm.data.prepare.prepared import is_prepared_dir, load_prepared
+from cytofm.data.sources.inputs import discover
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD
+from cytofm.utils.errors import InputError
 
 
 def load_labelled(path: str, label: str, size: int, max_items: int = 1000,

@@ -16,7 +16,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cytofm.config.loader import config_dict
-from cytofm.data.inputs import InputError
 from cytofm.models.loading import adapt_timm_vit, backbone_state_from_release, load_strictly
 from cytofm.models.vit import set_fused_attn
 from cytofm.ssl.checkpoint import (
@@ -35,6 +34,7 @@ from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
 from cytofm.ssl.resume import check_resume, restore_rng, write_run_config
 from cytofm.ssl.schedules import Schedules
 from cytofm.utils.distributed import dtype_name, pick_device, pick_dtype
+from cytofm.utils.errors import InputError
 from cytofm.utils.progress import StageTask
 from cytofm.utils.signals import Stopped, deferred_stop
 

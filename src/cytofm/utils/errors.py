@@ -7,6 +7,10 @@ class UserError(Exception):
     """An error whose message names what is wrong and how to fix it."""
 
 
+class InputError(UserError, ValueError):
+    """The input as a whole cannot be used (no such path, a manifest without a path column...)."""
+
+
 def one_line(e: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none), for a one-line reason."""
     text = str(e).strip()

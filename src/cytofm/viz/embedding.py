@@ -118,8 +118,8 @@ def store_map(features: str | Path, color_by: str, out: str | Path, method: str 
     ``keep`` limits the map to items whose ``color_by`` value is in it; unreadable items are skipped and
     logged.
     """
-    from cytofm.data.inputs import InputError
     from cytofm.features.store import load_store, read_item
+    from cytofm.utils.errors import InputError
 
     features, out = Path(features), Path(out)
     try:

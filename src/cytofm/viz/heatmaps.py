@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.annotations import find_regions, is_box, region_outlines
-from cytofm.data.geojson import annotation_feature, tile_feature, write_feature_collection
-from cytofm.data.inputs import InputError
+from cytofm.data.annotations.geojson import annotation_feature, tile_feature, write_feature_collection
+from cytofm.data.annotations.regions import find_regions, is_box, region_outlines
 from cytofm.utils.display import display_name
+from cytofm.utils.errors import InputError
 from cytofm.utils.progress import StageTask
 from cytofm.viz.localization import localisation_target, map_scores, patch_scores, pixel_target
 
@@ -21,7 +21,7 @@ from cytofm.viz.localization import localisation_target, map_scores, patch_score
 def find_boxes(boxes_dir: str | Path | None, source: str | Path, box_class: str, log=print) -> list | None:
     """Regions of ``box_class`` for a source: VOC boxes from ``boxes_dir/<stem>.xml`` and QuPath polygons
     from ``<stem>.geojson`` (or ``.json``) whose classification is the class; None when there is no file,
-    [] when no file holds such an object (see :func:`cytofm.data.annotations.find_regions`)."""
+    [] when no file holds such an object (see :func:`cytofm.data.annotations.regions.find_regions`)."""
     return find_regions(boxes_dir, source, box_class, log)
 
 
@@ -87,8 +87,8 @@ def _what(boxes) -> str:
 
 def _thumbnail(path: str, max_side: int, item: str, log):
     """(thumbnail, its scale, level-0 (H, W)) of a source, or None (logged) when it cannot be read."""
-    from cytofm.data.source import is_slide_file, open_source
-    from cytofm.data.zstack.stack import is_zstack_file
+    from cytofm.data.sources.source import is_slide_file, open_source
+    from cytofm.data.sources.zstack.stack import is_zstack_file
 
     try:
         kind = "zstack" if is_zstack_file(path) else "slide" if is_slide_file(path) else "image"
@@ -224,7 +224,7 @@ def vit_heatmaps(encoder, images: list[str | Path], out: str | Path, boxes_dir=N
                  progress=None) -> list[dict]:
     """[CLS] attention maps of ``images``: an overlay of the head mean, the per-head maps, scores, and
     ``<stem>.geojson`` (one QuPath tile per ViT patch with its attention) beside each drawn overlay."""
-    from cytofm.data.image_io import read_rgb
+    from cytofm.data.sources.image_io import read_rgb
     from cytofm.viz.figures import heads_png, overlay_png
     from cytofm.viz.vit_attention import attention_map
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cytofm.data.annotations import is_box, points_inside, region_union, regions_mask
+from cytofm.data.annotations.regions import is_box, points_inside, region_union, regions_mask
 
 
 def boxes_mask(boxes, shape: tuple[int, int]) -> np.ndarray:

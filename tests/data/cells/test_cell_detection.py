@@ -16,8 +16,8 @@ from cytofm.data.cells.plugins import DetectorUnavailable
 from cytofm.data.cells.registry import CELL_DETECTORS
 from cytofm.data.cells.stains import STAIN_VECTORS, estimate_vectors
 from cytofm.data.cells.watershed import detect_otsu, detect_watershed
-from cytofm.data.config import CellsConfig
-from cytofm.data.source import ImageSource
+from cytofm.data.prepare.config import CellsConfig
+from cytofm.data.sources.source import ImageSource
 
 from tests.helpers import smear
 
@@ -181,7 +181,7 @@ def test_prepare_cells_writes_each_sources_cells_and_one_table(tmp_path):
     r = CliRunner().invoke(app, args + ["resolution.mpp=0.25", "--geojson", "--qa", "-1"])
     assert r.exit_code == 0, r.output
     # seen as well as counted: QuPath cells with their nuclei and measurements, outlines on the QA image
-    from cytofm.data.geojson import read_annotations
+    from cytofm.data.annotations.geojson import read_annotations
 
     from tests.helpers import qupath_geojson_problems
 
@@ -212,7 +212,7 @@ def test_qa_thumbnails_draw_each_cell_and_nucleus_outline_where_it_is():
     from PIL import Image
 
     from cytofm.data.cells.table import CellTable
-    from cytofm.data.qa import draw_cells
+    from cytofm.data.prepare.qa import draw_cells
 
     t = CellTable.empty()
     ring = np.array([[20, 20], [60, 20], [60, 60], [20, 60]], np.float32)
@@ -232,8 +232,8 @@ def test_a_plugin_failing_on_one_image_skips_that_image_and_the_run_goes_on(tmp_
     from PIL import Image
 
     from cytofm.config.loader import build_config
-    from cytofm.data.config import PrepareConfig
-    from cytofm.data.prepare import run_prepare
+    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.run import run_prepare
 
     class Model:
         def __init__(self, pretrained_model):

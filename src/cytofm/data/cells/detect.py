@@ -10,7 +10,7 @@ import numpy as np
 
 from cytofm.data.cells.registry import CELL_DETECTORS
 from cytofm.data.cells.table import CellTable
-from cytofm.data.config import CellsConfig
+from cytofm.data.prepare.config import CellsConfig
 from cytofm.utils.errors import UserError
 
 
@@ -35,8 +35,8 @@ def regions(width: int, height: int, core: int) -> list[tuple[int, int, int, int
 def cell_focus(cells: CellTable, rgb: np.ndarray, scale: float, pad_px: int = 4) -> None:
     """Each cell's focus (its box at the working resolution, ``pad_px`` wider so that the whole edge is
     in it), written into its measurements; the glass brightness from the region."""
-    from cytofm.data.focus import box_focus, focus_maps
-    from cytofm.data.foreground import background_intensity
+    from cytofm.data.prepare.focus import box_focus, focus_maps
+    from cytofm.data.prepare.foreground import background_intensity
 
     if not len(cells):
         return
@@ -49,8 +49,8 @@ def cell_planes(cells: CellTable, src, box: tuple[int, int, int, int], out, scal
                 pad_px: int = 4) -> None:
     """Z-stacks read under ``best`` or ``all``: each cell's sharpest plane (its box scored in every plane of
     the region, at the working resolution) and its focus there."""
-    from cytofm.data.focus import box_focus, focus_maps
-    from cytofm.data.foreground import background_intensity
+    from cytofm.data.prepare.focus import box_focus, focus_maps
+    from cytofm.data.prepare.foreground import background_intensity
 
     if not len(cells):
         return

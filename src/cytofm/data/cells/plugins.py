@@ -17,8 +17,8 @@ from cytofm.data.cells.morphometrics import measure_cells
 from cytofm.data.cells.stains import stain_concentrations, stain_matrix
 from cytofm.data.cells.table import CellTable
 from cytofm.data.cells.watershed import disk_area_px, drop_small, nuclear_mask
-from cytofm.data.config import CellsConfig
-from cytofm.data.foreground import background_intensity, optical_density
+from cytofm.data.prepare.config import CellsConfig
+from cytofm.data.prepare.foreground import background_intensity, optical_density
 from cytofm.utils.errors import UserError
 
 WEIGHTS_ENV = "CYTOFM_CELL_WEIGHTS"

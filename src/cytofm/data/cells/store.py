@@ -72,7 +72,7 @@ def cell_features(cells: CellTable) -> list[dict]:
     cell of a few pixels) are left out."""
     import shapely
 
-    from cytofm.data.geojson import cell_feature
+    from cytofm.data.annotations.geojson import cell_feature
 
     out = []
     for k in range(len(cells)):

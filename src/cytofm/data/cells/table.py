@@ -10,7 +10,8 @@ import numpy as np
 MEASUREMENTS = ("area_um2", "perimeter_um", "circularity", "eccentricity", "nucleus_area_um2",
                 "nucleus_to_cell", "od_nuclear", "od_other", "focus")
 """Per-cell measurements, in this order wherever they are written (h5, cells.csv, GeoJSON): the
-morphometrics, then the cell's focus (``cytofm.data.focus`` over its box at the working resolution; not a
+morphometrics, then the cell's focus (``cytofm.data.prepare.focus`` over its box at the working resolution;
+not a
 morphometric feature: a quality measure, NaN in files written before it existed)."""
 
 

@@ -22,8 +22,8 @@ from skimage.segmentation import watershed
 from cytofm.data.cells.morphometrics import measure_cells
 from cytofm.data.cells.stains import stain_concentrations, stain_matrix
 from cytofm.data.cells.table import CellTable
-from cytofm.data.config import CellsConfig
-from cytofm.data.foreground import background_intensity, optical_density, otsu_threshold
+from cytofm.data.prepare.config import CellsConfig
+from cytofm.data.prepare.foreground import background_intensity, optical_density, otsu_threshold
 
 
 def disk_area_px(diameter_um: float, mpp: float) -> float:

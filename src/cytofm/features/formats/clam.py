@@ -15,7 +15,6 @@ import h5py
 import numpy as np
 import torch
 
-from cytofm.data.inputs import InputError
 from cytofm.features.formats.geometry import geometry
 from cytofm.features.formats.slides import (
     Slide,
@@ -27,6 +26,7 @@ from cytofm.features.formats.slides import (
     resolve_mpp,
     write_h5,
 )
+from cytofm.utils.errors import InputError
 from cytofm.utils.io import read_csv, write_csv
 
 CSV_NAME = "dataset.csv"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cytofm.data.inputs import InputError
 from cytofm.features.formats import TOOLS, clam, stamp, trident
 from cytofm.features.formats.slides import read_store, write_store
+from cytofm.utils.errors import InputError
 
 
 def _check(tool: str) -> str:

@@ -57,10 +57,10 @@ def whole_size(path, kind: str) -> int | None:
     """The longer side of a whole image (its field of view), from the header; None if unreadable."""
     try:
         if kind == "image":
-            from cytofm.data.image_io import image_size
+            from cytofm.data.sources.image_io import image_size
 
             return max(image_size(path))
-        from cytofm.data.source import open_source
+        from cytofm.data.sources.source import open_source
 
         src = open_source(path, kind, None)
         try:

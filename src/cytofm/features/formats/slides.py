@@ -11,9 +11,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cytofm.data.inputs import InputError
 from cytofm.features.formats.geometry import COORDS_ATTRS, geometry
 from cytofm.features.store import load_store, write_item
+from cytofm.utils.errors import InputError
 from cytofm.utils.io import write_csv
 
 STORE_COLUMNS = ("id", "path", "h5", "n_instances")

@@ -17,7 +17,6 @@ import h5py
 import numpy as np
 
 from cytofm import __version__
-from cytofm.data.inputs import InputError
 from cytofm.features.formats.geometry import geometry
 from cytofm.features.formats.slides import (
     Slide,
@@ -29,6 +28,7 @@ from cytofm.features.formats.slides import (
     resolve_mpp,
     write_h5,
 )
+from cytofm.utils.errors import InputError
 from cytofm.utils.io import read_csv, write_csv
 
 SLIDE_TABLE = "slide_table.csv"

@@ -15,7 +15,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cytofm.data.inputs import InputError
 from cytofm.features.formats.geometry import geometry
 from cytofm.features.formats.slides import (
     Slide,
@@ -26,6 +25,7 @@ from cytofm.features.formats.slides import (
     resolve_mpp,
     write_h5,
 )
+from cytofm.utils.errors import InputError
 from cytofm.utils.io import write_csv
 
 SLIDE_LIST = "wsi_list.csv"

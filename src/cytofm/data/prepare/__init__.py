@@ -1,0 +1,1 @@
+"""`cytofm prepare`: foreground, focus, tiling, QA thumbnails, the prepared folder and its shards."""
