@@ -3,6 +3,8 @@ registered name is offered and accepted, nothing else is."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from typer.testing import CliRunner
 
@@ -17,13 +19,15 @@ from cytofm.utils.registry import Registry, RegistryError
 
 def test_the_registry_refuses_a_taken_name_and_lists_its_entries():
     r = Registry("widget")
-    r.add("a", 1, "the first")
-    r.register("bb", "the second")(2)
+    r.add("a", "math:pi", "the first")
+    r.add("bb", "os.path:sep", "the second", colour="blue")
     with pytest.raises(RegistryError, match="widget 'a' is registered twice"):
-        r.add("a", 3, "again")
+        r.add("a", "math:e", "again")
     with pytest.raises(RegistryError, match="a one-line description"):
-        r.add("c", 3, " ")
-    assert r.names() == ("a", "bb") and r.get("bb") == 2
+        r.add("c", "math:e", " ")
+    with pytest.raises(RegistryError, match="must be 'package.module:attr'"):
+        r.add("d", "math.e", "no colon")
+    assert r.names() == ("a", "bb") and r.get("bb") == os.path.sep and r.entry("bb").colour == "blue"
     assert r.describe() == ["a   the first", "bb  the second"]
     with pytest.raises(RegistryError, match=r"unknown widget 'b' \(did you mean 'bb'\?\); available: a, bb"):
         r.get("b")

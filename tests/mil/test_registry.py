@@ -14,7 +14,7 @@ from cytofm.mil.train import predict, train_mil
 
 def build(name):
     torch.manual_seed(0)
-    return MIL_MODELS.get(name).build(16, 3, 32, 8, 0.0).eval()
+    return MIL_MODELS.get(name)(16, 3, 32, 8, 0.0).eval()
 
 
 @pytest.mark.parametrize("name", list(MIL_MODELS))
@@ -35,7 +35,7 @@ def test_padding_never_matters_and_attention_sums_to_one(name):
         assert torch.allclose(m(x2, mask)[0], logits, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in MIL_MODELS if MIL_MODELS.get(n).order_invariant])
+@pytest.mark.parametrize("name", [n for n in MIL_MODELS if MIL_MODELS.entry(n).order_invariant])
 def test_order_invariance_where_promised(name):
     m, x, perm = build(name), torch.randn(1, 7, 16), torch.randperm(7)
     with torch.no_grad():

@@ -62,3 +62,8 @@ def pad_bags(bags: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x[i, : b.shape[0]] = b
         mask[i, : b.shape[0]] = True
     return x, mask
+
+
+def build(in_dim: int, n_classes: int, hidden: int, attn_dim: int, dropout: float) -> nn.Module:
+    """The registry's builder (``cytofm.mil.registry.MIL_MODELS``)."""
+    return GatedABMIL(in_dim, n_classes, hidden, attn_dim, dropout)

@@ -29,7 +29,7 @@ def architecture(cfg: MILTrainConfig, in_dim: int, n_classes: int) -> dict:
 
 
 def build(arch: dict) -> nn.Module:
-    return MIL_MODELS.get(arch["model"]).build(arch["in_dim"], arch["n_classes"], arch["hidden"],
+    return MIL_MODELS.get(arch["model"])(arch["in_dim"], arch["n_classes"], arch["hidden"],
                                                arch["attn_dim"], arch["dropout"])
 
 

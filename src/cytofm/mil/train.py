@@ -49,7 +49,7 @@ def train_mil(train: list[torch.Tensor], y_train: np.ndarray, val: list[torch.Te
     ``val``)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = MIL_MODELS.get(cfg.model).build(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim,
+    model = MIL_MODELS.get(cfg.model)(train[0].shape[1], n_classes, cfg.hidden, cfg.attn_dim,
                                             cfg.dropout)
     if cfg.standardise:
         inst = torch.cat(train).double()

@@ -114,3 +114,8 @@ class TransMIL(StandardisedMIL):
             logits.append(lg)
             attn[i, idx] = a
         return torch.stack(logits), attn
+
+
+def build(in_dim: int, n_classes: int, hidden: int, attn_dim: int, dropout: float) -> nn.Module:
+    """The registry's builder (``cytofm.mil.registry.MIL_MODELS``)."""
+    return TransMIL(in_dim, n_classes, hidden, dropout=dropout)

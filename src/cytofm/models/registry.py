@@ -4,35 +4,68 @@ from; ``find_weights`` looks a family's weights up (explicit path, ``weights.yam
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from cytofm.models import loading
-from cytofm.models.encoder import Encoder, EncoderError
+from cytofm.models.encoder import EncoderError
 from cytofm.models.weights import weights_config, weights_dir
 from cytofm.utils.registry import Registry
 
-
-@dataclass(frozen=True)
-class EncoderFamily:
-    name: str
-    syntax: str
-    about: str
-    weights_from: str  # where to get weights, licence / gate ("" = none needed)
-    factory: Callable[[str], Encoder]
-
-
-ENCODER_FAMILIES: Registry[EncoderFamily] = Registry("encoder family")
-
-
-def register(name: str, syntax: str, about: str, weights_from: str = ""):
-    """Register ``fn(arg) -> Encoder`` as the family of specs ``name:arg``."""
-    def deco(fn):
-        ENCODER_FAMILIES.add(name, EncoderFamily(name, syntax, about, weights_from, fn), about)
-        return fn
-
-    return deco
+ENCODER_FAMILIES: Registry = Registry("encoder family")
+# each entry: ``fn(arg) -> Encoder`` for the specs ``name:arg``; ``syntax`` and ``weights_from`` (where to get
+# weights, licence or gate; "" = none needed) are read by messages and ``cytofm doctor`` without importing it.
+# The order is the order of the listings.
+ENCODER_FAMILIES.add("random", "cytofm.models.families.baselines:random_encoder",
+                     "the architecture at a seeded random init (the baseline to beat)",
+                     syntax="random:<timm arch>[:<seed>]", weights_from="")
+ENCODER_FAMILIES.add("handcrafted", "cytofm.models.families.baselines:handcrafted_encoder",
+                     "colour, stain density, intensity and texture statistics (not learned)",
+                     syntax="handcrafted", weights_from="")
+ENCODER_FAMILIES.add("morphometrics", "cytofm.models.families.baselines:morphometrics_encoder",
+                     "the cell measurements of `prepare --cells` as features "
+                     "(`extract --mode cells`; no pixels read)",
+                     syntax="morphometrics", weights_from="")
+ENCODER_FAMILIES.add("timm", "cytofm.models.families.timm_hub:timm_encoder",
+                     "any timm model, weights from a local file or hub folder (or the hub when allowed)",
+                     syntax=("timm:<model>[:<path>] | timm:hf-hub:<org/repo> "
+                             "| timm:local-dir:<dir>"),
+                     weights_from="the model's page on huggingface.co/timm (licence per model)")
+ENCODER_FAMILIES.add("local-dir", "cytofm.models.families.timm_hub:local_dir_encoder",
+                     "a folder in the Hugging Face hub layout (config.json + model.safetensors)",
+                     syntax="local-dir:<dir>", weights_from="")
+ENCODER_FAMILIES.add("hf-hub", "cytofm.models.families.timm_hub:hf_hub_encoder",
+                     "a timm model repository on the Hugging Face hub (fetched only when allowed)",
+                     syntax="hf-hub:<org/repo>",
+                     weights_from=("the repository's page on huggingface.co "
+                                   "(licence per model; some are gated)"))
+ENCODER_FAMILIES.add("cytofm-paper", "cytofm.models.families.releases:cytofm_paper_encoder",
+                     "the released CytoFM ViT-B/16 (iBOT checkpoint dict, teacher)",
+                     syntax="cytofm-paper:<path>",
+                     weights_from="the CytoFM authors' release (Ivezic et al., CVPR Workshops 2025)")
+ENCODER_FAMILIES.add("ibot-imagenet", "cytofm.models.families.releases:ibot_encoder",
+                     "official iBOT ImageNet ViT-S/16 or ViT-B/16 (checkpoint dict, teacher)",
+                     syntax="ibot-imagenet:<path>",
+                     weights_from="github.com/bytedance/ibot (Apache-2.0)")
+ENCODER_FAMILIES.add("uni", "cytofm.models.families.releases:uni_encoder",
+                     "UNI (Chen et al. 2024): DINOv2 ViT-L/16 with LayerScale, histology",
+                     syntax="uni:<path>",
+                     weights_from=("huggingface.co/MahmoodLab/UNI (gated: request access; "
+                                   "CC-BY-NC-ND 4.0, non-commercial)"))
+ENCODER_FAMILIES.add("dinov2", "cytofm.models.families.releases:dinov2_encoder",
+                     "DINOv2 (Oquab et al. 2023), natural images, 224 px",
+                     syntax="dinov2:<vits14|vitb14|vitl14|vitg14|path>",
+                     weights_from="github.com/facebookresearch/dinov2 (Apache-2.0)")
+ENCODER_FAMILIES.add("dinobloom", "cytofm.models.families.releases:dinobloom_encoder",
+                     "DinoBloom (Koch et al. 2024): DINOv2 tuned on blood-cell images",
+                     syntax="dinobloom:<s|b|l|g>:<path>",
+                     weights_from="github.com/marrlab/DinoBloom (weights on Zenodo/Hugging Face; Apache-2.0)")
+ENCODER_FAMILIES.add("phikon", "cytofm.models.families.releases:phikon_encoder",
+                     "Phikon (Filiot et al. 2023): iBOT ViT-B/16 on TCGA histology (Hugging Face layout)",
+                     syntax="phikon:<path>",
+                     weights_from="huggingface.co/owkin/phikon (Owkin non-commercial licence)")
+ENCODER_FAMILIES.add("cytofm", "cytofm.models.families.cytofm:cytofm_encoder",
+                     "an encoder pretrained with cytofm (default: the one shipped)",
+                     syntax="cytofm[:<export.safetensors | run dir | hub folder>]", weights_from="")
 
 
 def _configured_paths() -> dict[str, str]:
@@ -67,7 +100,7 @@ def find_weights(name: str, explicit: str | None) -> Path:
         if p.exists():
             return p
     family = name.split(":")[0]
-    entry = ENCODER_FAMILIES.get(family) if family in ENCODER_FAMILIES else None
+    entry = ENCODER_FAMILIES.entry(family) if family in ENCODER_FAMILIES else None
     how = f" Get them from {entry.weights_from}." if entry and entry.weights_from else ""
     raise EncoderError(f"{name}: no weights given and none configured.{how} Then pass the path "
                        f"(e.g. {entry.syntax if entry else name + ':/path'}), add '{name}: /path' to "

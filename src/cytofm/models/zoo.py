@@ -10,16 +10,12 @@ here, in this order, fills the registry (the order of ``cytofm doctor``'s list).
 from __future__ import annotations
 
 import difflib
-import importlib
 
 from cytofm.models.encoder import POOLS, Encoder, EncoderError, with_pool
 from cytofm.models.hub import allow_download
-from cytofm.models.registry import ENCODER_FAMILIES, EncoderFamily, find_weights, load_state
+from cytofm.models.registry import ENCODER_FAMILIES, find_weights, load_state
 
-for _family in ("baselines", "timm_hub", "releases", "cytofm"):  # registration order = the listing's order
-    importlib.import_module(f"cytofm.models.families.{_family}")
-
-__all__ = ["ENCODER_FAMILIES", "Encoder", "EncoderError", "EncoderFamily", "create_encoder", "find_weights",
+__all__ = ["ENCODER_FAMILIES", "Encoder", "EncoderError", "create_encoder", "find_weights",
            "load_state", "usable_encoders"]
 
 
@@ -39,14 +35,14 @@ def create_encoder(spec: str) -> Encoder:
         close = difflib.get_close_matches(name, list(ENCODER_FAMILIES), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise EncoderError(f"unknown encoder '{name}'{hint}; valid: "
-                           + ", ".join(e.value.syntax for e in ENCODER_FAMILIES.entries()))
-    return ENCODER_FAMILIES.get(name).factory(arg)
+                           + ", ".join(e.syntax for e in ENCODER_FAMILIES.entries()))
+    return ENCODER_FAMILIES.get(name)(arg)
 
 
 def usable_encoders() -> list[tuple[str, str]]:
     """(spec syntax, status) for ``cytofm doctor``."""
     rows = []
-    for e in (entry.value for entry in ENCODER_FAMILIES.entries()):
+    for e in ENCODER_FAMILIES.entries():
         if e.name == "timm":
             status = "usable with a local weights path"
         elif e.name in ("hf-hub", "local-dir"):

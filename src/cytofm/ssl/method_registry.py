@@ -4,11 +4,9 @@ the command line lists the methods without importing torch or the methods (which
 
 from __future__ import annotations
 
-import importlib
-
 from cytofm.utils.registry import Registry
 
-METHODS: Registry[str] = Registry("SSL method")
+METHODS: Registry[type] = Registry("SSL method")
 METHODS.add("ibot", "cytofm.ssl.methods.ibot:IBOTMethod",
             "iBOT: self-distillation on [CLS] tokens and masked patch tokens (Zhou et al., ICLR 2022)")
 METHODS.add("dinov2", "cytofm.ssl.methods.dinov2:DINOv2Method",
@@ -17,9 +15,8 @@ METHODS.add("dinov2", "cytofm.ssl.methods.dinov2:DINOv2Method",
 
 def method_class(name: str) -> type:
     """The class registered as ``name`` (imported now); its ``name`` must be the registered one."""
-    module, _, cls_name = METHODS.get(name).partition(":")
-    cls = getattr(importlib.import_module(module), cls_name)
+    cls = METHODS.get(name)
     if getattr(cls, "name", None) != name:
-        raise TypeError(f"{module}:{cls_name} is registered as SSL method '{name}' "
+        raise TypeError(f"{METHODS.entry(name).target} is registered as SSL method '{name}' "
                         f"but names itself {cls.name!r}")
     return cls

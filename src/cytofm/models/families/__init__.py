@@ -1,1 +1,1 @@
-"""Encoder families; each module registers its entries in ``cytofm.models.registry`` on import."""
+"""Encoder families, one module per provider; their entries are listed in ``cytofm.models.registry``."""

@@ -7,13 +7,10 @@ import torch
 
 from cytofm.models.encoder import Encoder, EncoderError, state_hash
 from cytofm.models.loading import is_timm_vit
-from cytofm.models.registry import register
 from cytofm.models.vit import vit_encoder
 
 
-@register("random", "random:<timm arch>[:<seed>]",
-          "the architecture at a seeded random init (the baseline to beat)")
-def _random(arg: str) -> Encoder:
+def random_encoder(arg: str) -> Encoder:
     parts = arg.split(":") if arg else []
     arch = parts[0] if parts else "vit_small_patch16_224"
     seed = int(parts[1]) if len(parts) > 1 else 0
@@ -31,9 +28,7 @@ def _random(arg: str) -> Encoder:
                    weights_hash=state_hash(m.state_dict()), info={"seed": seed, "arch": arch}, is_vit=False)
 
 
-@register("handcrafted", "handcrafted",
-          "colour, stain density, intensity and texture statistics (not learned)")
-def _handcrafted(arg: str) -> Encoder:
+def handcrafted_encoder(arg: str) -> Encoder:
     from cytofm.models.handcrafted import HandcraftedFeatures
 
     m = HandcraftedFeatures().eval()
@@ -41,9 +36,7 @@ def _handcrafted(arg: str) -> Encoder:
                    "handcrafted-v1", is_vit=False)
 
 
-@register("morphometrics", "morphometrics",
-          "the cell measurements of `prepare --cells` as features (`extract --mode cells`; no pixels read)")
-def _morphometrics(arg: str) -> Encoder:
+def morphometrics_encoder(arg: str) -> Encoder:
     import torch.nn as nn
 
     from cytofm.data.cells.morphometrics import FEATURES

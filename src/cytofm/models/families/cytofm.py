@@ -8,13 +8,11 @@ import timm
 
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderError
 from cytofm.models.families.timm_hub import hub_encoder, read_hub
-from cytofm.models.registry import load_state, register
+from cytofm.models.registry import load_state
 from cytofm.models.vit import vit_encoder
 
 
-@register("cytofm", "cytofm[:<export.safetensors | run dir | hub folder>]",
-          "an encoder pretrained with cytofm (default: the one shipped)")
-def _cytofm(arg: str) -> Encoder:
+def cytofm_encoder(arg: str) -> Encoder:
     import json
 
     if not arg:

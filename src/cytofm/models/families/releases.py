@@ -8,7 +8,7 @@ import timm
 from cytofm.models.encoder import Encoder, EncoderError
 from cytofm.models.hub import allow_download
 from cytofm.models.loading import adapt_timm_vit, backbone_state_from_release
-from cytofm.models.registry import find_weights, load_state, register
+from cytofm.models.registry import find_weights, load_state
 from cytofm.models.vit import build_vit, embed_dim_of, vit_encoder
 
 
@@ -22,24 +22,16 @@ def _release_vit(name: str, arg: str, arch_by_dim: dict[int, str], img: int = 22
     return vit_encoder(name, f"{name}:{path}", build_vit(arch_by_dim[dim], img, **kw), state, str(path), img)
 
 
-@register("cytofm-paper", "cytofm-paper:<path>",
-          "the released CytoFM ViT-B/16 (iBOT checkpoint dict, teacher)",
-          "the CytoFM authors' release (Ivezic et al., CVPR Workshops 2025)")
-def _cytofm_paper(arg: str) -> Encoder:
+def cytofm_paper_encoder(arg: str) -> Encoder:
     return _release_vit("cytofm-paper", arg, {768: "vit_base_patch16_224"})
 
 
-@register("ibot-imagenet", "ibot-imagenet:<path>",
-          "official iBOT ImageNet ViT-S/16 or ViT-B/16 (checkpoint dict, teacher)",
-          "github.com/bytedance/ibot (Apache-2.0)")
-def _ibot(arg: str) -> Encoder:
+def ibot_encoder(arg: str) -> Encoder:
     return _release_vit("ibot-imagenet", arg, {384: "vit_small_patch16_224", 768: "vit_base_patch16_224",
                                                1024: "vit_large_patch16_224"})
 
 
-@register("uni", "uni:<path>", "UNI (Chen et al. 2024): DINOv2 ViT-L/16 with LayerScale, histology",
-          "huggingface.co/MahmoodLab/UNI (gated: request access; CC-BY-NC-ND 4.0, non-commercial)")
-def _uni(arg: str) -> Encoder:
+def uni_encoder(arg: str) -> Encoder:
     path = find_weights("uni", arg or None)
     state = load_state(path)
     return vit_encoder("uni", f"uni:{path}", build_vit("vit_large_patch16_224", 224, init_values=1e-5), state,
@@ -52,10 +44,7 @@ DINOV2_BY_DIM = {384: "vit_small_patch14_dinov2", 768: "vit_base_patch14_dinov2"
                  1024: "vit_large_patch14_dinov2", 1536: "vit_giant_patch14_dinov2"}
 
 
-@register("dinov2", "dinov2:<vits14|vitb14|vitl14|vitg14|path>",
-          "DINOv2 (Oquab et al. 2023), natural images, 224 px",
-          "github.com/facebookresearch/dinov2 (Apache-2.0)")
-def _dinov2(arg: str) -> Encoder:
+def dinov2_encoder(arg: str) -> Encoder:
     if arg in DINOV2:
         if not allow_download():
             path = find_weights(f"dinov2-{arg}", None)
@@ -73,10 +62,7 @@ def _dinov2(arg: str) -> Encoder:
     return vit_encoder("dinov2", f"dinov2:{path}", build_vit(arch, 224), state, str(path), 224)
 
 
-@register("dinobloom", "dinobloom:<s|b|l|g>:<path>",
-          "DinoBloom (Koch et al. 2024): DINOv2 tuned on blood-cell images",
-          "github.com/marrlab/DinoBloom (weights on Zenodo/Hugging Face; Apache-2.0)")
-def _dinobloom(arg: str) -> Encoder:
+def dinobloom_encoder(arg: str) -> Encoder:
     size, _, path = arg.partition(":")
     arch = {"s": DINOV2["vits14"], "b": DINOV2["vitb14"], "l": DINOV2["vitl14"],
             "g": DINOV2["vitg14"]}.get(size)
@@ -88,10 +74,7 @@ def _dinobloom(arg: str) -> Encoder:
     return vit_encoder("dinobloom", f"dinobloom:{size}:{p}", build_vit(arch, 224), state, str(p), 224)
 
 
-@register("phikon", "phikon:<path>",
-          "Phikon (Filiot et al. 2023): iBOT ViT-B/16 on TCGA histology (Hugging Face layout)",
-          "huggingface.co/owkin/phikon (Owkin non-commercial licence)")
-def _phikon(arg: str) -> Encoder:
+def phikon_encoder(arg: str) -> Encoder:
     from cytofm.models.hf_vit import HF_VIT_HEADS, adapt_hf_vit, is_hf_vit
 
     p = find_weights("phikon", arg or None)

@@ -9,17 +9,14 @@ import timm
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderError, state_hash
 from cytofm.models.hub import allow_download
 from cytofm.models.loading import backbone_state_from_release, is_timm_vit, load_strictly
-from cytofm.models.registry import ENCODER_FAMILIES, find_weights, load_state, register
+from cytofm.models.registry import ENCODER_FAMILIES, find_weights, load_state
 from cytofm.models.vit import build_vit, vit_encoder
 
 
-@register("timm", "timm:<model>[:<path>] | timm:hf-hub:<org/repo> | timm:local-dir:<dir>",
-          "any timm model, weights from a local file or hub folder (or the hub when allowed)",
-          "the model's page on huggingface.co/timm (licence per model)")
-def _timm(arg: str) -> Encoder:
+def timm_encoder(arg: str) -> Encoder:
     if arg.startswith(("hf-hub:", "local-dir:")):
         source, _, where = arg.partition(":")
-        return ENCODER_FAMILIES.get(source).factory(where)
+        return ENCODER_FAMILIES.get(source)(where)
     model, _, path = arg.partition(":")
     if not model:
         raise EncoderError("timm: give a model name, "
@@ -98,9 +95,7 @@ def hub_encoder(name: str, spec: str, hm, expect: str | None = None) -> Encoder:
                    info, is_vit=False)
 
 
-@register("local-dir", "local-dir:<dir>",
-          "a folder in the Hugging Face hub layout (config.json + model.safetensors)")
-def _local_dir(arg: str) -> Encoder:
+def local_dir_encoder(arg: str) -> Encoder:
     if not arg:
         raise EncoderError("local-dir: give the folder, e.g. local-dir:/models/my_encoder")
     p = Path(arg).expanduser()
@@ -109,10 +104,7 @@ def _local_dir(arg: str) -> Encoder:
     return hub_encoder("local-dir", f"local-dir:{p}", read_hub(str(p)))
 
 
-@register("hf-hub", "hf-hub:<org/repo>",
-          "a timm model repository on the Hugging Face hub (fetched only when allowed)",
-          "the repository's page on huggingface.co (licence per model; some are gated)")
-def _hf_hub(arg: str) -> Encoder:
+def hf_hub_encoder(arg: str) -> Encoder:
     from cytofm.models.hub import fetch_repo
 
     try:
