@@ -21,9 +21,10 @@ keep their proportions). Probes (``--probes``): ``herlev`` (Herlev 7-class) and 
 cells, 12 types, 80 px crops around the annotated cells, a seeded 1500 of the part).
 
 Features are the teacher backbone's [CLS] token at the run's global crop size (ImageNet normalisation,
-L2-normalised); the probe is a standardised logistic regression, 5-fold stratified CV repeated with 3 fold
-seeds, balanced accuracy (mean +- sd over the 15 folds). Random init and every run are probed on the same
-folds in the same process, so their differences are paired (fold by fold). With one pretraining run per
+L2-normalised); the probe and folds are eval's (``cytofm probe``'s linear probe at the fixed C 0.5 of the
+published study, a standardised logistic regression; ``make_splits``: 5-fold stratified CV repeated with 3
+fold seeds), balanced accuracy (mean +- sd over the 15 folds). Random init and every run are probed on the
+same folds in the same process, so their differences are paired (fold by fold). With one pretraining run per
 preset the spread does not include training variation; with --seeds each arm is trained once per seed
 and its margin gets an interval over runs x folds (cytofm.eval.intervals.seed_fold_interval) that does,
 as does each arm's paired difference with the first arm. Finished runs and their probes (probe_<part>.json
@@ -42,10 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from cytofm.eval.intervals import seed_fold_interval
 from cytofm.ssl.backbone import MaskedViT, create_vit
@@ -54,17 +51,23 @@ from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.monitor import embed, load_labelled
 
 SEEDS = (0, 1, 2)
+PROBE_SETTINGS = {"c": 0.5, "max_iter": 3000, "tol": 1e-4}
+"""eval's linear probe as the published study fitted it (a fixed C, no inner CV: the same scores as then)."""
 
 
 def fold_scores(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Balanced accuracy of each of 5 folds x len(SEEDS) fold seeds (the same folds for every encoder)."""
-    from sklearn.metrics import balanced_accuracy_score
+    """Balanced accuracy of eval's linear probe (the one ``cytofm probe`` fits) on each of eval's folds:
+    5 stratified folds x len(SEEDS) fold seeds, the same folds for every encoder."""
+    from cytofm.eval.metrics import classification_metrics
+    from cytofm.eval.probes import LinearProbe
+    from cytofm.eval.splits import make_splits
 
+    classes, yi = np.unique(y, return_inverse=True)
     out = []
-    for seed in SEEDS:
-        for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
-            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5)).fit(x[tr], y[tr])
-            out.append(balanced_accuracy_score(y[te], clf.predict(x[te])))
+    for sp in make_splits(yi, 5, SEEDS, warn=lambda m: print(f"note: {m}")):
+        probe = LinearProbe(**PROBE_SETTINGS)
+        p = probe.proba(probe.fit(x[sp.train], yi[sp.train], sp.seed), x[sp.test], len(classes))
+        out.append(classification_metrics(yi[sp.test], p, len(classes))["balanced_accuracy"])
     return np.asarray(out)
 
 

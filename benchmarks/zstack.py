@@ -125,9 +125,8 @@ def probe(data: Path, n_fields: int, step: float, specs: list[str]) -> None:
 def _probe_table(feats: dict, y: np.ndarray, groups: np.ndarray, splits, n_classes: int, spec: str) -> None:
     import warnings
 
-    from sklearn.metrics import balanced_accuracy_score
-
     from cytofm.eval.intervals import corrected_t_interval
+    from cytofm.eval.metrics import classification_metrics
     from cytofm.eval.probes import linear_probe
 
     scores = {name: [] for name in CONDITIONS}
@@ -136,7 +135,7 @@ def _probe_table(feats: dict, y: np.ndarray, groups: np.ndarray, splits, n_class
             p = linear_probe(x[sp.train], y[sp.train], x[sp.test], n_classes, sp.seed, groups[sp.train])
             with warnings.catch_warnings():  # a rare type may be absent from one test fold
                 warnings.simplefilter("ignore", UserWarning)
-                scores[name].append(balanced_accuracy_score(y[sp.test], p.argmax(1)))
+                scores[name].append(classification_metrics(y[sp.test], p, n_classes)["balanced_accuracy"])
     ratio = 1 / (len(splits) - 1)
     print(f"\n| features ({spec}, linear probe) | balanced accuracy | minus the originals' (95% CI) |")
     print("|---|---|---|")

@@ -4,11 +4,15 @@ registered name is offered and accepted, nothing else is."""
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cytofm.cli.main import app
+from cytofm.cli.plugins import PLUG_POINTS
+from cytofm.data.cells.registry import CELL_DETECTORS
 from cytofm.eval.config import MilConfig, TaskConfig
 from cytofm.mil.registry import MIL_MODELS
 from cytofm.models.zoo import ENCODER_FAMILIES
@@ -68,3 +72,80 @@ def test_doctor_lists_every_registered_method_and_model():
 
     items = {item for item, _, _ in collect()}
     assert {f"SSL method {n}" for n in METHODS} | {f"MIL model {n}" for n in MIL_MODELS} <= items
+
+
+def _option(command: str, option: str):
+    """The click parameter ``option`` of ``cytofm command`` (built as ``cytofm command --help`` builds it)."""
+    import click
+    import typer
+
+    group = typer.main.get_command(app)
+    cmd = group.get_command(click.Context(group), command)
+    assert cmd is not None, f"no command {command}"
+    found = [p for p in cmd.params if option in p.opts]
+    assert found, f"cytofm {command} has no option {option}"
+    return found[0]
+
+
+def _offers(command: str, option: str) -> tuple[str, tuple[str, ...]]:
+    """What ``cytofm command`` shows for ``option``: its help text and its choices (``key=`` settings: the
+    command's whole --help, where they are described)."""
+    if option.endswith("="):
+        return CliRunner().invoke(app, [command, "--help"], terminal_width=2000).output, ()
+    from enum import Enum
+
+    param = _option(command, option)
+    kind = getattr(getattr(param, "type_descriptor", None), "annotation", None)  # typer's own click
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return param.help or "", tuple(m.value for m in kind)
+    return param.help or "", tuple(getattr(getattr(param, "type", None), "choices", None) or ())
+
+
+def _named(name: str, text: str) -> bool:
+    import re
+
+    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
+
+
+@pytest.mark.parametrize("point", PLUG_POINTS, ids=lambda p: p.kind)
+def test_every_plug_point_entry_is_offered_by_its_options_and_listed_by_doctor(point):
+    from cytofm.cli.doctor import collect
+
+    registry = point.load()
+    assert registry.kind == point.kind and len(registry) > 0
+    assert point.options or point.kind in ("input kind", "z-stack reader")  # found from the file, not chosen
+    for spec in point.options:
+        command, option = spec.split(" ", 1)
+        text, choices = _offers(command, option)
+        for e in registry.entries():
+            shown = e.meta.get("syntax", e.name)  # an encoder family is offered as its spec syntax
+            assert e.name in choices or (shown in text and _named(e.name, text)), \
+                f"cytofm {spec} does not offer {point.kind} '{e.name}' ({shown})"
+    rows = {item: value for item, value, _ in collect()}
+    for e in registry.entries():
+        assert f"{point.kind} {e.name}" in rows, f"cytofm doctor does not list {point.kind} '{e.name}'"
+        assert e.description in rows[f"{point.kind} {e.name}"]
+
+
+def test_the_plug_points_cover_the_cell_detectors_and_every_encoder_family():
+    kinds = {p.kind: p for p in PLUG_POINTS}
+    assert {"encoder family", "SSL method", "MIL model", "cell detector"} <= set(kinds)
+    assert kinds["cell detector"].load() is CELL_DETECTORS
+    assert kinds["encoder family"].load() is ENCODER_FAMILIES
+    text, _ = _offers("extract", "--encoder")
+    assert all(e.syntax in text for e in ENCODER_FAMILIES.entries())
+
+
+def test_every_registry_in_the_package_is_a_plug_point():
+    """A registry made anywhere in src/ and left out of cli/plugins.py would be offered and listed by
+    nothing."""
+    import cytofm
+
+    root = Path(cytofm.__file__).parent
+    made = set()
+    for f in root.rglob("*.py"):
+        if f.name != "registry.py" or f.parent.name != "utils":
+            for m in re.finditer(r"^([A-Z_]+)(?::[^=]*)? = Registry\(", f.read_text(), re.M):
+                made.add(f"{'.'.join(f.relative_to(root.parent).with_suffix('').parts)}:{m.group(1)}")
+    assert made == {p.registry for p in PLUG_POINTS}
+    assert len(made) == 9

@@ -13,6 +13,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = dict(os.environ, PYTHONPATH=SRC, CYTOFM_NO_REEXEC="1")
 HEAVY = {"torch", "timm", "sklearn", "umap", "h5py", "matplotlib", "scipy"}
 CALLS = [["--version"], ["--help"], ["mil", "--help"], ["extract", "--help"], ["pretrain", "--help"],
+         ["prepare", "--help"], ["doctor", "--help"],
          ["extract", "--input", "x", "--mode", "image", "--out", "y", "--batch-size", "0"],
          ["mil", "--features", "f", "--label", "l", "--out", "o", "--folds", "1"]]
 

@@ -1,5 +1,6 @@
 """Spies on every place a model learns from data: no test item reaches training, validation or feature
-standardisation, and inner splits keep groups whole."""
+standardisation, and inner splits keep groups whole. And the one matcher of seen images (``eval.leakage``)
+that predict and the pretraining guard share: the same bytes, or a pHash a few bits away."""
 
 import numpy as np
 import pytest
@@ -110,3 +111,33 @@ def test_inner_validation_with_groups_is_disjoint(seed):
     tr, val = inner_validation(y, seed, groups=groups)
     assert len(val) and set(tr) | set(val) == set(range(60)) and not set(tr) & set(val)
     assert not set(groups[tr]) & set(groups[val])
+
+
+def test_seen_images_are_matched_by_bytes_or_a_near_phash():
+    from cytofm.data.provenance.hashing import ImageHash
+    from cytofm.eval.leakage import SEEN_BITS, SeenImages
+    from cytofm.eval.pretraining_guard import seen_in_pretraining
+
+    def h(sha, phash):
+        return ImageHash(sha, phash, np.zeros(0, np.float32))
+
+    base = 0xF0F0F0F0F0F0F0F0
+    record = [{"sha256": "a" * 64, "phash": f"{base:016x}"}, {"sha256": "b" * 64, "phash": "0" * 16}]
+    hashes = [h("a" * 64, "ffffffffffffffff"),  # the same bytes, another picture
+              h("c" * 64, f"{base ^ 0b11:016x}"),  # a re-encoded copy: 2 bits away
+              h("d" * 64, f"{base ^ 0xFF:016x}"),  # 8 bits away: another image
+              h("b" * 64, ""),  # no pHash: by its bytes only
+              h("e" * 64, ""), None]  # no hash: not seen
+    seen = SeenImages.from_record(record)
+    assert seen.seen(hashes).tolist() == [True, True, False, True, False, False]
+    assert seen.seen(hashes, bits=8).tolist() == [True, True, True, True, False, False]
+    assert seen_in_pretraining(hashes[:5], record).tolist() == seen.seen(hashes[:5]).tolist()
+    assert SEEN_BITS == 4 and not seen_in_pretraining(hashes[:5], []).any()
+    # unknown hashes ('') are no image: nothing matches them
+    trained = SeenImages.from_hashes(["", "a" * 64], ["", f"{base:016x}"])
+    assert trained == SeenImages(frozenset({"a" * 64}), (f"{base:016x}",))
+    probe = [h("", ""), h("a" * 64, ""), h("x", f"{base ^ 1:016x}")]
+    assert trained.seen(probe).tolist() == [False, True, True]
+    # more items than one chunk of comparisons: every chunk is compared
+    many = [h(f"{k}", f"{base ^ (1 << (k % 60)) if k % 3 == 0 else base ^ 0xFFFF:016x}") for k in range(1100)]
+    assert seen.seen(many).tolist() == [k % 3 == 0 for k in range(1100)]

@@ -39,6 +39,7 @@ from cytofm.data.prepare.run import run_prepare
 from cytofm.features.config import ExtractConfig
 from cytofm.features.extract import run_extract
 from cytofm.features.formats.convert import export_store, import_folder
+from cytofm.features.formats.registry import FEATURE_FORMATS
 from cytofm.features.formats.slides import patient_of, read_store
 from cytofm.models.zoo import create_encoder
 
@@ -162,7 +163,22 @@ def stamp_reader(root: Path) -> dict:
 READERS = {"trident": trident_reader, "clam": clam_reader, "stamp": stamp_reader}
 
 
-@pytest.mark.parametrize("tool", ["trident", "clam", "stamp"])
+def test_every_feature_format_is_checked_and_offered_by_convert():
+    import click
+    import typer
+
+    assert tuple(READERS) == FEATURE_FORMATS.names()  # each registered format has its round trip below
+    group = typer.main.get_command(app)
+    params = {p.name: p.help for p in group.get_command(click.Context(group), "convert").params}
+    for e in FEATURE_FORMATS.entries():
+        assert f"{e.name}: {e.description}" in params["to"] and e.name in params["from_"]
+        fmt = FEATURE_FORMATS.get(e.name)
+        assert callable(fmt.read) and callable(fmt.write)
+    with pytest.raises(ValueError, match="unknown tool 'qupath'; one of: " + ", ".join(FEATURE_FORMATS)):
+        export_store("anywhere", "qupath", "out")
+
+
+@pytest.mark.parametrize("tool", FEATURE_FORMATS.names())
 def test_round_trip(store, tmp_path, tool):
     original = {s.id: s for s in read_store(store)}
     export_store(store, tool, tmp_path / tool)

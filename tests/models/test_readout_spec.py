@@ -28,3 +28,19 @@ def test_bad_readouts_are_refused(spec, text):
 
 def test_default_readout_is_a_no_op_for_non_vit_encoders():
     assert create_encoder("handcrafted#pool=cls").name == "handcrafted"
+
+
+def test_a_registered_readout_is_accepted_by_the_pool_suffix():
+    """A readout is one registry line (and its function): ``#pool=`` and ``with_pool`` take it at once."""
+    from cytofm.models.readouts import READOUTS
+
+    with READOUTS.temporarily("patches", "cytofm.models.vit_readouts:patch_mean",
+                              "the patch mean, under another name", width=1):
+        enc = create_encoder("random:vit_tiny_patch16_224#pool=patches")
+        assert enc.embed_dim == 192 and enc.spec.endswith("#pool=patches") and enc.info["pool"] == "patches"
+        x = torch.zeros(1, 3, 224, 224)
+        with torch.no_grad():
+            assert torch.allclose(enc.model(x), enc.model.vit.forward_features(x)[:, 1:].mean(1))
+        with pytest.raises(EncoderError, match=r"valid: cls, mean, cls\+mean, last4, patches"):
+            create_encoder("random:vit_tiny_patch16_224#pool=max")
+    assert "patches" not in READOUTS

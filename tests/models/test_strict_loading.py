@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from cytofm.models.build import build_vit
 from cytofm.models.hf_vit import timm_to_hf_vit
 from cytofm.models.loading import adapt_timm_vit, load_strictly
-from cytofm.models.vit import build_vit
 from cytofm.models.zoo import EncoderError, create_encoder
 
 

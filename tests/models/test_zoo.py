@@ -7,8 +7,8 @@ import pytest
 import timm
 import torch
 
+from cytofm.models.build import build_vit
 from cytofm.models.hf_vit import timm_to_hf_vit
-from cytofm.models.vit import build_vit
 from cytofm.models.zoo import EncoderError, create_encoder
 
 

@@ -360,6 +360,27 @@ def test_the_training_store_is_flagged_when_the_encoder_has_a_pretraining_record
     assert r.n_flagged == 90
 
 
+def test_a_model_folder_of_the_first_format_is_applied(trained, tmp_path):
+    """Items recorded by id and SHA-256 alone (no pHash, specimen or ensemble membership), as the first
+    cytofm that saved models wrote them: trained on by their bytes, specimens from the run's list."""
+    import shutil
+
+    root, store = trained
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    rec = json.loads((run / "model.json").read_text())
+    rec["trained_on"]["items"] = [{"id": i["id"], "source_sha256": i["source_sha256"]}
+                                  for i in rec["trained_on"]["items"]][:45]
+    rec["training"]["group_column"] = "specimen"
+    rec["trained_on"]["specimens"] = [f"st{k:03d}" for k in range(60)]
+    (run / "model.json").write_text(json.dumps(rec))
+    r = run_predict(run, store, tmp_path / "out", heatmaps=0, log=lambda m: None)
+    rows = _rows(tmp_path / "out" / "predictions.csv")
+    assert [row["trained_on"] for row in rows] == ["True"] * 45 + ["False"] * 45
+    assert [row["specimen_trained_on"] for row in rows] == ["True"] * 60 + ["False"] * 30
+    assert r.n_flagged == 60
+
+
 def test_a_store_of_another_readout_is_refused(trained, tmp_path):
     root, _ = trained
     bags, y = _bags(4, 9)

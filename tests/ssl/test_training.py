@@ -227,13 +227,15 @@ def test_knn_monitor_logs_accuracy(images, tmp_path):
         for i in range(6):
             Image.fromarray(smear(h=40, w=40, cells=((20, 20, 10),), color=color, seed=i)[0]).save(
                 labelled / cls / f"{i}.png")
+    from cytofm.eval.probes import knn_probe
+
     t = run(tiny_cfg("train.iterations=2", "train.knn_every=1", f"train.knn_data={labelled}"), images,
-            tmp_path / "r")
+            tmp_path / "r", knn_probe=knn_probe)
     rows = list(_csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
     from cytofm.ssl.monitor import KNNMonitor
 
     # the logged score is the monitor's on the final teacher, recomputed here from the same labelled folder
-    again = KNNMonitor(str(labelled), "label", 32, t.device, t.dtype)(t.teacher.backbone)
+    again = KNNMonitor(str(labelled), "label", 32, t.device, t.dtype, probe=knn_probe)(t.teacher.backbone)
     assert [r["iteration"] for r in rows] == ["1", "2"] and float(rows[-1]["knn_bacc"]) == round(again, 4)
 
 
@@ -241,15 +243,16 @@ def test_knn_balanced_accuracy_of_known_clusters():
     """Three tight clusters of 40 (cosine kNN, k=20, 5 stratified folds of 8 per class): every item is
     classified right, 1.0; one item of class b moved into cluster a is the only one wrong, in one fold,
     where b's recall is 7/8: the mean over folds is (4 + (1 + 7/8 + 1) / 3) / 5 = 119/120."""
+    from cytofm.eval.probes import knn_probe
     from cytofm.ssl.monitor import knn_balanced_accuracy
 
     rng = np.random.default_rng(0)
     centres = np.eye(3, 8)
     feats = np.concatenate([c + 1e-3 * rng.standard_normal((40, 8)) for c in centres])
     labels = np.repeat(["a", "b", "c"], 40)
-    assert knn_balanced_accuracy(feats, labels) == pytest.approx(1.0, abs=1e-9)
+    assert knn_balanced_accuracy(feats, labels, knn_probe) == pytest.approx(1.0, abs=1e-9)
     feats[40] = centres[0] + 1e-3 * rng.standard_normal(8)
-    assert knn_balanced_accuracy(feats, labels) == pytest.approx(119 / 120, abs=1e-9)
+    assert knn_balanced_accuracy(feats, labels, knn_probe) == pytest.approx(119 / 120, abs=1e-9)
 
 
 def test_resume_refuses_changed_settings_unless_forced(images, tmp_path):
@@ -378,3 +381,10 @@ def test_a_pretraining_stopped_early_ends_its_progress_line(images, tmp_path, mo
     assert lines[-1].endswith(f"stopped at {n} of 20 ({key}={stop.split('=')[1]})" if "max" in stop
                               else f"stopped at {n} of 20 ({key})"), lines
     assert sum("stopped" in ln for ln in lines) == 1 and "eta" not in lines[-1]
+
+
+def test_the_knn_monitor_needs_the_probe_it_scores_with(images, tmp_path):
+    """ssl may not import eval: who asks for the monitor gives it eval's kNN (cytofm pretrain does)."""
+    with pytest.raises(ValueError, match="kNN monitor needs a probe"):
+        SSLTrainer(tiny_cfg("train.knn_every=1", f"train.knn_data={images}"), [str(images)], tmp_path / "r",
+                   log=lambda m: None)

@@ -266,6 +266,13 @@ def choices(name: str, values) -> type[Enum]:
     return Enum(name, [(v, v) for v in values], type=str)
 
 
+def encoder_specs() -> str:
+    """Every encoder family's spec syntax, read from the registry, so an ``--encoder`` help lists them all."""
+    from cytofm.models.registry import ENCODER_FAMILIES
+
+    return ", ".join(e.syntax for e in ENCODER_FAMILIES.entries())
+
+
 def plain(v):
     """A CLI value as the configs take it: enums by value, paths as strings."""
     if isinstance(v, Enum):

@@ -8,18 +8,21 @@ from typing import Annotated
 import typer
 
 from cytofm.cli.common import console, fail, user_errors
+from cytofm.features.formats.registry import FEATURE_FORMATS
+
+TOOLS = ", ".join(FEATURE_FORMATS.names())
 
 
 @user_errors
 def convert(
-    source: Annotated[Path, typer.Argument(help="A cytofm feature store (with --to), or a "
-                                                "TRIDENT/CLAM/STAMP feature folder (with --from).")],
+    source: Annotated[Path, typer.Argument(help="A cytofm feature store (with --to), or another tool's "
+                                                f"feature folder ({TOOLS}; with --from).")],
     out: Annotated[Path, typer.Option(help="Output folder: the tool's layout "
                                            "(--to) or a new cytofm store (--from).")],
-    to: Annotated[str | None, typer.Option("--to", help="Write the files this tool "
-                                                        "reads: trident, clam or stamp.")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Read this tool's layout into a "
-                                                             "cytofm store: trident, clam or stamp.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Write the files this tool reads: "
+                                                        f"{FEATURE_FORMATS.help()}.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Read this tool's layout into a cytofm "
+                                                             f"store: {TOOLS}.")] = None,
     mpp: Annotated[float | None, typer.Option(help="Level-0 um per pixel, for items that do "
                                                    "not record it (STAMP needs micrometres).")] = None,
     table: Annotated[Path | None, typer.Option(help="With --from: CLAM's dataset CSV (case_id, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 
+from rich.markup import escape
 from rich.table import Table
 
 from cytofm.cli.common import out_console
@@ -72,23 +73,44 @@ def collect() -> list[tuple[str, str, bool]]:
 
     for name, p in search_paths():
         rows.append((name, f"{p} ({'found' if p.exists() else 'absent'})", True))
-    from cytofm.models.zoo import usable_encoders
+    return rows + plug_point_rows()
 
-    for syntax, status in usable_encoders():
-        rows.append((f"encoder {syntax}", status, not status.startswith("needs")))
-    from cytofm.mil.registry import MIL_MODELS
-    from cytofm.ssl.method_registry import METHODS
 
-    for kind, registry in (("SSL method", METHODS), ("MIL model", MIL_MODELS)):
-        rows += [(f"{kind} {e.name}", e.description, True) for e in registry.entries()]
+def plug_point_rows() -> list[tuple[str, str, bool]]:
+    """A row per entry of every plug point the command line offers (``cli/plugins.py``); an encoder family
+    also says its spec syntax and whether it is usable here."""
+    from cytofm.cli.plugins import PLUG_POINTS
+
+    rows: list[tuple[str, str, bool]] = []
+    for point in PLUG_POINTS:
+        try:
+            registry = point.load()
+        except (ImportError, AttributeError) as e:
+            rows.append((point.kind, f"registry {point.registry} not loadable: {e}", False))
+            continue
+        status = _encoder_status() if point.kind == "encoder family" else {}
+        for e in registry.entries():
+            syntax = e.meta.get("syntax")
+            state = status.get(syntax, "")
+            value = "; ".join(v for v in (e.description, syntax and f"spec {syntax}", state) if v)
+            rows.append((f"{point.kind} {e.name}", value, not state.startswith("needs")))
     return rows
 
 
+def _encoder_status() -> dict[str, str]:
+    """Spec syntax -> usable, weights found, or where to get them."""
+    from cytofm.models.zoo import usable_encoders
+
+    return dict(usable_encoders())
+
+
 def doctor() -> None:
-    """Report versions, CPU/GPU and bf16 support, OpenSlide, and where model weights are looked for."""
+    """Report versions, CPU/GPU and bf16 support, OpenSlide, where model weights are looked for, and what
+    plugs in (encoder families and whether each is usable here, SSL methods, MIL models, cell detectors)."""
     table = Table(title="cytofm doctor", show_header=True, header_style="bold")
     table.add_column("item")
     table.add_column("status")
     for item, value, ok in collect():
+        item, value = escape(item), escape(value)  # spec syntaxes hold brackets
         table.add_row(item, value if ok else f"[yellow]{value}[/yellow]")
     out_console.print(table)

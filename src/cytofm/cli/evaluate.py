@@ -24,7 +24,8 @@ from cytofm.cli.common import (
     warn,
 )
 from cytofm.config.loader import config_dict
-from cytofm.eval.config import PROBE_METHODS, MilConfig, ProbeConfig
+from cytofm.eval.config import MilConfig, ProbeConfig
+from cytofm.eval.probe_registry import PROBES
 from cytofm.mil.registry import MIL_MODELS
 
 FOLDS = typer.Option(help="Cross-validation folds (lowered with a warning for rare classes).")
@@ -71,7 +72,8 @@ def _report(summaries: list[dict], out: Path, options: dict) -> None:
 
 P, M = ProbeConfig, MilConfig
 MilModel = choices("MilModel", MIL_MODELS.names())
-MIL_MODEL_HELP = "; ".join(f"{e.name}: {e.description}" for e in MIL_MODELS.entries())
+MIL_MODEL_HELP = MIL_MODELS.help()
+PROBES_HELP = f"Comma-separated: {PROBES.help()}."
 REQUIRED = {"features": "--features DIR", "label": "--label COLUMN", "out": "--out DIR"}
 FEATURES = typer.Option(help="Feature store folder (from `cytofm extract`).", show_default=False)
 LABEL = typer.Option(help="Label column of the store's manifest.", show_default=False)
@@ -100,8 +102,7 @@ def probe(
     features: Annotated[Path | None, FEATURES] = None,
     label: Annotated[str | None, LABEL] = None,
     out: Annotated[Path | None, OUT] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated: "
-                                              "linear, knn, fewshot.")] = ",".join(default(P, "methods")),
+    methods: Annotated[str, typer.Option(help=PROBES_HELP)] = ",".join(default(P, "methods")),
     folds: Annotated[int, FOLDS] = default(P, "folds"),
     seeds: Annotated[str, SEEDS] = ",".join(map(str, default(P, "seeds"))),
     group_column: Annotated[str | None, GROUP] = default(P, "group_column"),
@@ -132,9 +133,6 @@ def probe(
     cfg = resolve_settings(ctx, P, config, overrides, print_config, REQUIRED)
     from cytofm.eval.evaluate_store import evaluate_probes
 
-    bad = [m for m in cfg.methods if m not in PROBE_METHODS]
-    if bad:
-        fail(f"unknown probe method(s) {', '.join(bad)}; valid: {', '.join(PROBE_METHODS)}")
     features, out = Path(cfg.features), Path(cfg.out)
     if cfg.cell_points:
         features = _cells_store(features, Path(cfg.cell_points), cfg, out)
@@ -151,50 +149,20 @@ def probe(
 
 def _cells_store(features: Path, points: Path, cfg, out: Path) -> Path:
     """``OUT/cells``: the store's detected cells matched to the labelled points, each an item grouped by
-    its field (unless another group column is given); the points no cell matched are counted."""
-    import csv
-    import json
+    its field (unless another group column is given)."""
+    from cytofm.eval.cell_labels import label_detected_cells
 
-    from cytofm.features.derived import cells_as_items
-    from cytofm.features.store import prepared_folder, store_identity
-
-    ident = store_identity(features) or {}
-    if ident.get("mode") != "cells":
-        fail(f"{features}: --cell-points needs a store extracted with --mode cells, not "
-             f"{ident.get('mode') or 'an unrecorded mode'}")
-    prepared = prepared_folder(features)
-    if prepared is None or not (prepared / "cells").is_dir():
-        fail(f"{features}: the prepared folder it was extracted from (with its cells/) is not found")
-    if not points.is_file():
-        fail(f"{points}: no such table of labelled cells")
-    with open(points, newline="") as f:
-        header = next(csv.reader(f), [])
-    missing = [c for c in ("image", "x", "y", cfg.label) if c not in header]
-    if missing:
-        fail(f"{points}: no column {', '.join(missing)} (it needs image, x, y and {cfg.label})")
-    n = cells_as_items(features, prepared, points, cfg.label, out / "cells", tuple(cfg.exclude))
-    (out / "cells" / "matching.json").write_text(json.dumps(n, indent=2))
-    info(f"{n['matched']} of {n['labelled']} labelled cells matched a detected cell within "
-         f"{n['tolerance_px']:.1f} px ({n['labelled'] - n['matched']} unmatched, left out)")
-    if not n["items"]:
-        fail(f"{points}: no labelled cell matched a detected cell of {features} (are the image paths "
-             "relative to the table's folder, and x, y in level-0 pixels?)")
+    label_detected_cells(features, points, cfg.label, out / "cells", tuple(cfg.exclude), log=info)
     cfg.group_column = cfg.group_column or "field"
     return out / "cells"
 
 
 def _save_probes(cfg, features: Path, out: Path, data, summaries: list[dict]) -> None:
-    from cytofm.eval.evaluate_store import refit_probe
-    from cytofm.eval.saved_model import probe_record, write_model_json
+    from cytofm.eval.saved_probe import save_probe_run
 
-    saved = [s["method"] for s in summaries if s.get("_members")]
-    if not saved:
+    path, saved, refits = save_probe_run(features, out, data, summaries, cfg)
+    if path is None:
         return  # few-shot alone: nothing to apply later
-    refits = {m: refit_probe(data, out, m, cfg.knn_k) for m in saved} if cfg.refit else {}
-    settings = {"label": cfg.label, "group_column": cfg.group_column, "exclude": list(cfg.exclude),
-                "knn_k": cfg.knn_k}
-    path = write_model_json(out, probe_record(features, data, summaries, settings, cfg.target_sensitivity,
-                                              refits, cfg.positive_class))
     console.print(f"[green]saved[/green] the {', '.join(saved)} probes of every fold x seed"
                   + (" and refit on every item" if refits else "")
                   + f": {path} (apply with `cytofm predict`)")

@@ -14,6 +14,7 @@ from cytofm.cli.common import (
     choices,
     console,
     default,
+    encoder_specs,
     fail,
     info,
     make_progress,
@@ -21,6 +22,7 @@ from cytofm.cli.common import (
     user_errors,
 )
 from cytofm.features.config import DEVICES, MODES, POOLS, PRECISIONS, ExtractConfig
+from cytofm.models.readouts import READOUTS
 
 Mode = choices("Mode", MODES)
 Device = choices("Device", DEVICES)
@@ -44,10 +46,7 @@ def extract(
                                               show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(help="Feature store folder: features/<id>.h5 "
                                                   "+ manifest.csv.", show_default=False)] = None,
-    encoder: Annotated[str, typer.Option(help="Encoder spec: cytofm[:path], cytofm-paper:<path>, "
-                                              "ibot-imagenet:<path>, uni:<path>, dinov2:<name|path>, "
-                                              "dinobloom:<size>:<path>, phikon:<path>, "
-                                              "timm:<model>[:<path>], random:<arch>, handcrafted. Default: "
+    encoder: Annotated[str, typer.Option(help=f"Encoder spec: {encoder_specs()}. Default: "
                                               "the encoder shipped with cytofm.")] = default(C, "encoder"),
     batch_size: Annotated[int, typer.Option(help="Instances per forward pass.")] = default(C, "batch_size"),
     tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: mean "
@@ -59,9 +58,7 @@ def extract(
                                                 "(auto: cuda when available).")] = default(C, "device"),
     precision: Annotated[Precision, typer.Option(help="auto: bf16 "
                                                       "where supported.")] = default(C, "precision"),
-    pool: Annotated[Pool, typer.Option(help="ViT readout: cls ([CLS] token), mean (patch tokens), "
-                                            "cls+mean, or last4 ([CLS] of the last 4 blocks + "
-                                            "patch mean, DINO's linear-evaluation readout). "
+    pool: Annotated[Pool, typer.Option(help=f"ViT readout: {READOUTS.help()}. "
                                             "Recorded in the store's encoder spec.")] = default(C, "pool"),
     config: Annotated[Path | None, typer.Option(help=CONFIG_HELP)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,

@@ -16,10 +16,12 @@ from cytofm.cli.common import (
     split_overrides,
     user_errors,
 )
+from cytofm.data.cells.registry import CELL_DETECTORS
 
 
 @user_errors
 def prepare(
+    ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(
         help="A folder of images/slides, a CSV manifest (path + label, organ, preparation, stain, specimen, "
              "split, mpp...), or slide/image files; then optional key=value config overrides.",
@@ -65,8 +67,7 @@ def prepare(
         "--cells", help="Also find and measure every cell (needs um/px): OUT/cells/<id>.h5 and "
                         "OUT/cells.csv; presets smear_cells, pap_cells carry typical sizes.")] = False,
     cell_detector: Annotated[str | None, typer.Option(
-        help="Cell detector: watershed (default, needs nothing), otsu (baseline), or cellpose, instanseg, "
-             "stardist with their package and weights installed here.", show_default=False)] = None,
+        help=f"Cell detector (default watershed): {CELL_DETECTORS.help()}.", show_default=False)] = None,
     z: Annotated[str | None, typer.Option(
         "--z", help="Z-stacks (several focal planes): best (default: each patch's sharpest plane, "
                     "recorded), edf (planes fused by local focus), all (each plane its own patch) or a "
@@ -92,41 +93,14 @@ def prepare(
 
         cytofm prepare zstacks/ --out prepared --z edf
     """
-    from cytofm.config.loader import build_config
-    from cytofm.data.prepare.config import PrepareConfig
+    from cytofm.data.prepare.options import prepare_config
     from cytofm.data.prepare.run import NothingUsable, run_prepare
     from cytofm.utils.io import check_writable_dir
 
     paths, overrides = split_overrides(inputs)
     if not paths:
         fail("no INPUT given (a folder, a CSV manifest or image/slide files)")
-    values: dict = {}
-
-    def put(section: str, key: str, v):
-        if v is not None and v is not False:
-            values.setdefault(section, {})[key] = v
-
-    put("tiling", "patch_size", patch_size)
-    put("tiling", "stride", stride)
-    put("tiling", "mode", "whole" if whole else None)
-    put("resolution", "mpp", mpp)
-    put("resolution", "target_mpp", target_mpp)
-    put("resolution", "target_magnification", magnification)
-    put("metadata", "labels_from_folders", labels_from_folders)
-    put("metadata", "label_column", label_column)
-    put("metadata", "organ", organ)
-    put("metadata", "preparation", preparation)
-    put("metadata", "stain", stain)
-    put("metadata", "duplicates", duplicates)
-    put("tiling", "roi", str(roi) if roi is not None else None)
-    put("output", "geojson", geojson)
-    put("cells", "enabled", cells or None)
-    put("cells", "detector", cell_detector)
-    put("output", "materialize", materialize)
-    put("output", "workers", workers)
-    put("output", "qa_thumbnails", qa)
-    put("zstack", "z", z)
-    cfg = build_config(PrepareConfig, "prepare", preset, overrides, file=config, values=values)
+    cfg = prepare_config(preset, overrides, config, ctx.params)  # each option's key: PREPARE_OPTIONS
     check_writable_dir(out)
     with make_progress() as progress:
         try:

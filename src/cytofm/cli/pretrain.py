@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from cytofm.cli.common import command_line, console, fail, info, make_progress, user_errors
+from cytofm.ssl.method_registry import METHODS
 
 
 @user_errors
@@ -36,7 +37,7 @@ def pretrain(
     """iBOT or DINOv2 self-supervised pretraining of a timm ViT (CPU, one GPU, or
     `torchrun --nproc_per_node N`).
 
-    The method is the config's `method` (ibot, dinov2); the dinov2_* presets set it with DINOv2's settings.
+    The method is the config's `method` (METHOD_NAMES); the dinov2_* presets set it with DINOv2's settings.
 
     The number of optimisation steps is train.iterations; every schedule counts iterations. A run
     directory that holds a checkpoint resumes where it stopped.
@@ -44,6 +45,7 @@ def pretrain(
     Example: cytofm pretrain --preset cpu --data prepared/ --data cells/ --out runs/tiny train.iterations=500
     """
     from cytofm.config.loader import build_config
+    from cytofm.eval.probes import knn_probe
     from cytofm.ssl.config import PretrainConfig
     from cytofm.ssl.trainer import SSLTrainer, TrainingDiverged
     from cytofm.utils.signals import Stopped, exit_code
@@ -60,9 +62,10 @@ def pretrain(
 
     try:
         with torchrun_group(cfg.runtime.device), make_progress() as progress:
+            # the kNN monitor (train.knn_data) scores with the evaluation's kNN probe: one kNN
             trainer = SSLTrainer(cfg, [str(d) for d in data], out, str(init_from) if init_from else None,
-                                  log=info,
-                                  progress=progress, command=command_line(), force_config=force_config)
+                                 log=info, progress=progress, command=command_line(),
+                                 force_config=force_config, knn_probe=knn_probe)
             last = trainer.run()
     except TrainingDiverged as e:
         fail(str(e), code=1)
@@ -75,6 +78,10 @@ def pretrain(
         console.print(f"[green]done[/green]: iteration {last['iteration']}, loss {last['loss']:.3f}; "
                       f"checkpoint {out}/checkpoint.pt; "
                       f"export with: cytofm export {out} --out model.safetensors")
+
+
+# the methods named in --help come from the registry (its module imports neither torch nor the methods)
+pretrain.__doc__ = pretrain.__doc__.replace("METHOD_NAMES", ", ".join(METHODS.names()))
 
 
 @user_errors

@@ -1,7 +1,8 @@
 """Typed settings of the evaluation stage: ``cytofm probe`` and ``cytofm mil`` (``--config FILE``,
 ``key=value``; the options' defaults come from here) and the benchmark's YAML (tasks x encoders). Lists also
 read as the comma-separated strings the options take. MIL model names are checked against
-``cytofm.mil.registry.MIL_MODELS``, the registry the ``--model`` choices come from."""
+``cytofm.mil.registry.MIL_MODELS``, the registry the ``--model`` choices come from, and probe names against
+``cytofm.eval.probe_registry.PROBES``, the one ``--methods`` lists."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from cytofm.config.loader import Section
+from cytofm.eval.probe_registry import known_probes
 from cytofm.mil.registry import MIL_MODELS
 
 
@@ -23,10 +25,11 @@ def _comma_list(v):
 
 CommaList = Annotated[list[str], BeforeValidator(_comma_list)]
 IntList = Annotated[list[int], BeforeValidator(_comma_list)]
-PROBE_METHODS = ("linear", "knn", "fewshot")
 PREDICT_USES = ("ensemble", "refit")
 """What ``cytofm predict --use`` applies: the cross-validation models, or the one refit on every item."""
 MilModelName = Annotated[str, AfterValidator(MIL_MODELS.validate)]
+ProbeNames = Annotated[list[str], AfterValidator(known_probes)]
+"""Names of ``cytofm.eval.probe_registry.PROBES`` (an unknown one refused with the closest)."""
 
 
 class EvalConfig(Section):
@@ -43,7 +46,7 @@ class EvalConfig(Section):
 
 
 class ProbeConfig(EvalConfig):
-    methods: CommaList = ["linear", "knn"]
+    methods: Annotated[ProbeNames, BeforeValidator(_comma_list)] = ["linear", "knn"]
     knn_k: int = Field(20, ge=1)
     shots: int = Field(5, ge=1)
     refit: bool = False
@@ -81,7 +84,7 @@ class TaskConfig(Section):
     mpp: float | None = Field(None, gt=0)
     """Micrometres per pixel of the task's images (cell detection needs it)."""
     eval: Literal["probe", "mil"] = "probe"
-    methods: list[str] = ["linear", "knn"]
+    methods: ProbeNames = ["linear", "knn"]
     folds: int = Field(5, ge=2)
     seeds: list[int] = [0, 1, 2]
     group_column: str | None = None

@@ -1,4 +1,5 @@
-"""Evaluate one feature store with probes or ABMIL (shared by `probe`, `mil` and `benchmark`)."""
+"""Evaluate one feature store with the registered probes or MIL models (shared by `probe`, `mil` and
+`benchmark`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from cytofm.eval.cross_validation import run_method
 from cytofm.eval.labelled_set import LabelledSet, load_labelled_store
 from cytofm.eval.splits import make_splits
 
-PROBES = ("linear", "knn", "fewshot")
-
 
 def prepare_eval(features: str | Path, label: str, group_column=None, split_column=None, folds: int = 5,
                  seeds=(0, 1, 2), exclude=(), log=print, warn=print):
@@ -23,49 +22,36 @@ def prepare_eval(features: str | Path, label: str, group_column=None, split_colu
 
 def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "knn"), knn_k: int = 20,
                     shots: int = 5, progress=None, title: str = "", save_models: bool = False) -> list[dict]:
-    """Each probe over the splits; ``save_models``: every fold x seed linear and kNN probe is written to
-    ``out/models/`` (listed in each summary's ``_members``) for ``cytofm predict``."""
-    from cytofm.eval.probes import few_shot, knn_probe, linear_probe
-    from cytofm.eval.saved_probe import SAVED, save_probe
+    """Each probe (names of ``cytofm.eval.probe_registry.PROBES``) over the splits; ``save_models``: every
+    fold x seed model of the saved probes (linear, kNN) is written to ``out/models/`` (listed in each
+    summary's ``_members``) for ``cytofm predict``."""
+    from cytofm.eval.probe_registry import PROBES, make_probe
 
-    x, n_c = data.pooled(), len(data.classes)
-    g = data.groups
-    members: dict[str, list[dict]] = {m: [] for m in SAVED}
-
-    def keep(method: str, sp, fitted: list) -> None:
-        if save_models:
-            name = f"models/{method}_seed{sp.seed}_fold{sp.fold}.safetensors"
-            save_probe(method, fitted[0], out / name)
-            members[method].append({"file": name, "seed": int(sp.seed), "fold": int(sp.fold)})
-
-    def linear(tr, te, sp):
-        fitted: list = []
-        p = linear_probe(x[tr], data.y[tr], x[te], n_c, sp.seed, g[tr] if g is not None else None, fitted)
-        keep("linear", sp, fitted)
-        return p, None
-
-    def knn(tr, te, sp):
-        fitted: list = []
-        p = knn_probe(x[tr], data.y[tr], x[te], n_c, knn_k, fitted)
-        keep("knn", sp, fitted)
-        return p, None
-
-    table = {
-        "linear": linear,
-        "knn": knn,
-        "fewshot": lambda tr, te, sp: (few_shot(x[tr], data.y[tr], x[te], n_c, shots, seed=sp.seed), None),
-    }
-    bad = [m for m in methods if m not in table]
+    bad = [m for m in methods if m not in PROBES]
     if bad:
-        raise ValueError(f"unknown probe method(s) {bad}; valid: {', '.join(table)}")
+        raise ValueError(f"unknown probe method(s) {bad}; valid: {', '.join(PROBES)}")
+    x, n_c, g = data.pooled(), len(data.classes), data.groups
+    members: dict[str, list[dict]] = {m: [] for m in methods}
+
+    def fold_method(m: str):
+        probe, keep = make_probe(m, knn_k, shots), save_models and PROBES.entry(m).saved
+
+        def run(tr, te, sp):
+            fitted = probe.fit(x[tr], data.y[tr], sp.seed, g[tr] if g is not None else None)
+            if keep:
+                name = f"models/{m}_seed{sp.seed}_fold{sp.fold}.safetensors"
+                probe.save(fitted, out / name)
+                members[m].append({"file": name, "seed": int(sp.seed), "fold": int(sp.fold)})
+            return probe.proba(fitted, x[te], n_c), None
+        return probe.result_name, run
+
     # one BLAS thread: these problems are small (hundreds x hundreds), and threaded BLAS made every
     # logistic-regression fit 10-20x slower on this 2-core machine (measured)
     with threadpool_limits(1):
-        summaries = [run_method(m if m != "fewshot" else f"fewshot{shots}", data, splits, table[m], out,
-                                progress, title)
-                     for m in methods]
-    for s in summaries:
-        s["_members"] = members.get(s["method"], [])
+        summaries = [run_method(name, data, splits, fn, out, progress, title)
+                     for name, fn in map(fold_method, methods)]
+    for m, s in zip(methods, summaries, strict=True):
+        s["_members"] = members[m]
         s["_trained"] = trained_by_some_split(splits, len(data.y))
     return summaries
 
@@ -123,16 +109,11 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
 
 def refit_probe(data: LabelledSet, out: Path, method: str, knn_k: int = 20, seed: int = 0) -> dict:
     """One probe on every labelled item, chosen as in every fold (linear: C by the same inner CV)."""
-    from cytofm.eval.probes import knn_probe, linear_probe
-    from cytofm.eval.saved_probe import save_probe
+    from cytofm.eval.probe_registry import make_probe
 
-    x, fitted = data.pooled(), []
-    if method == "linear":
-        linear_probe(x, data.y, x[:1], len(data.classes), seed, data.groups, fitted)
-    else:
-        knn_probe(x, data.y, x[:1], len(data.classes), knn_k, fitted)
+    probe = make_probe(method, knn_k)
     name = f"models/{method}_refit.safetensors"
-    save_probe(method, fitted[0], out / name)
+    probe.save(probe.refit(data.pooled(), data.y, seed, data.groups), out / name)
     return {"file": name, "seed": seed, "n_items": len(data.y)}
 
 

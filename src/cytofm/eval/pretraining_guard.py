@@ -13,12 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cytofm.data.provenance.hashing import ImageHash, hamming, phash_bits
+from cytofm.data.provenance.hashing import ImageHash
 from cytofm.data.provenance.pretraining_record import read_record
-
-SEEN_BITS = 4
-"""pHash distance at which an item counts as seen although its file differs (a re-encoded copy moves a
-few bits; a different cell of a shared set moves 14 or more, docs/benchmarks/duplicates.md)."""
+from cytofm.eval.leakage import SEEN_BITS, SeenImages
 
 
 def pretraining_record_for(spec: str) -> Path | None:
@@ -41,16 +38,16 @@ def pretraining_record_for(spec: str) -> Path | None:
 def seen_in_pretraining(hashes: list[ImageHash], record: list[dict], bits: int = SEEN_BITS) -> np.ndarray:
     """(N,) bool: the same file bytes (SHA-256) or a pHash within ``bits`` of a recorded image (a hash
     without a pHash, '', is compared by its bytes only)."""
-    if not hashes or not record:
+    return SeenImages.from_record(record).seen(hashes, bits)
+
+
+def seen_by_encoder(spec: str, hashes: list[ImageHash | None]) -> np.ndarray:
+    """(N,) bool: the items the encoder of ``spec`` saw in its pretraining; all False when it has no
+    record. An item without a hash (None) is not checked."""
+    rec = pretraining_record_for(spec)
+    if rec is None or all(h is None for h in hashes):
         return np.zeros(len(hashes), bool)
-    shas = {r["sha256"] for r in record}
-    seen = np.array([h.sha256 in shas for h in hashes])
-    with_ph = np.array([k for k, h in enumerate(hashes) if h.phash], np.int64)
-    if len(with_ph):
-        a, b = phash_bits([hashes[k].phash for k in with_ph]), phash_bits([r["phash"] for r in record])
-        for s in range(0, len(a), 512):
-            seen[with_ph[s:s + 512]] |= (hamming(a[s:s + 512], b) <= bits).any(1)
-    return seen
+    return SeenImages.from_record(read_record(rec)).seen(hashes)
 
 
 def check_encoder(spec: str, hashes: list[ImageHash]) -> tuple[float | None, str]:

@@ -8,12 +8,15 @@ how well it did out of fold, and the operating point for screening."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from cytofm import __version__
+from cytofm.eval.config import PREDICT_USES
+from cytofm.features.derived import CELL_UNIT
 from cytofm.features.store import (
     STORE_FILE,
     extract_settings,
@@ -110,6 +113,127 @@ def read_model_json(run: Path) -> dict:
     return rec
 
 
+@dataclass(frozen=True)
+class TrainedItem:
+    """An item a model was trained on, as ``model.json`` lists it. Folders written before the pHash, the
+    specimen or a fixed split's test part were recorded read as: no pHash (''), specimen not recorded
+    (None), in the ensemble."""
+
+    id: str
+    source_sha256: str = ""
+    source_phash: str = ""
+    specimen: str | None = None
+    in_ensemble: bool = True
+
+
+_ITEM_FIELDS = frozenset(TrainedItem.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A model folder read once, as ``cytofm predict`` applies it: for a probe run, the members, refit model
+    and operating point of one saved method (``method``, default the run's first). ``record`` is
+    ``model.json`` as read, which is never rewritten."""
+
+    folder: Path
+    record: dict = field(repr=False)
+    kind: str
+    classes: tuple[str, ...]
+    feature_dim: int
+    method: str | None
+    """The probe method applied; None for a MIL model."""
+    ensemble: tuple[str, ...]
+    """The fold x seed models' files, relative to ``folder``."""
+    refit: str | None
+    operating_point: dict | None
+    architecture: dict | None
+    trained_on: tuple[TrainedItem, ...] = field(repr=False)
+
+    @classmethod
+    def read(cls, folder: Path, method: str | None = None) -> SavedModel:
+        """``model.json`` of ``folder``, checked (format, model files present)."""
+        return cls.from_record(read_model_json(folder), folder, method)
+
+    @classmethod
+    def from_record(cls, rec: dict, folder: Path, method: str | None = None) -> SavedModel:
+        """The record of an already read ``model.json`` (a probe run's ``method`` refused unless saved)."""
+        chosen = rec
+        if rec["kind"] == "probe":
+            method = method or rec["default_method"]
+            if method not in rec["methods"]:
+                raise ModelFolderError(f"this probe run saved {', '.join(rec['methods'])}, not '{method}'")
+            if method != rec["default_method"]:
+                chosen = rec["methods"][method]
+        refit = chosen.get("refit")
+        return cls(Path(folder), rec, rec["kind"], tuple(rec["classes"]), int(rec["feature_dim"]),
+                   method if rec["kind"] == "probe" else None,
+                   tuple(m["file"] for m in chosen["members"]), refit["file"] if refit else None,
+                   chosen.get("operating_point"), rec.get("architecture"),
+                   tuple(TrainedItem(**{k: v for k, v in i.items() if k in _ITEM_FIELDS})
+                         for i in rec["trained_on"]["items"]))
+
+    @property
+    def identity(self) -> dict:
+        """What produced the features: the store's identity, encoder spec, readout and unit."""
+        return self.record["features"]["store"]
+
+    @property
+    def extract(self) -> dict:
+        return self.record["features"].get("extract") or {}
+
+    @property
+    def prepare(self) -> dict:
+        """The recorded prepare settings (``PREPARE_RECORDED``); empty when the prepared folder was not
+        found when the model was saved."""
+        return self.record["features"].get("prepare") or {}
+
+    @property
+    def encoder_spec(self) -> str:
+        return self.identity.get("encoder_spec", "")
+
+    @property
+    def label(self) -> str | None:
+        return self.record["training"].get("label")
+
+    @property
+    def group_column(self) -> str | None:
+        return self.record["training"].get("group_column")
+
+    @property
+    def unit(self) -> str:
+        """What an item of the model's features was: a single cell (``CELL_UNIT``), or '' for an image."""
+        return str(self.identity.get("unit") or "")
+
+    @property
+    def reads_cells(self) -> bool:
+        """Whether the model was trained on single cells as items (and so classifies each cell)."""
+        return self.unit == CELL_UNIT and self.kind == "probe"
+
+    def members(self, use: str) -> list[Path]:
+        """The model files ``--use`` applies: the fold x seed models, or the refit model."""
+        if use not in PREDICT_USES:
+            raise ModelFolderError(f"--use must be one of {', '.join(PREDICT_USES)}, not '{use}'")
+        if use == "refit":
+            if not self.refit:
+                raise ModelFolderError("this model folder has no refit model (train it with "
+                                       "`cytofm mil --refit`)")
+            return [self.folder / self.refit]
+        return [self.folder / f for f in self.ensemble]
+
+    def trained_items(self, use: str) -> list[TrainedItem]:
+        """The training items of what is applied: the refit model saw every labelled item, the ensemble the
+        items some fold x seed model was trained on (a fixed split's test part is not among them)."""
+        return list(self.trained_on) if use == "refit" else [i for i in self.trained_on if i.in_ensemble]
+
+    def trained_specimens(self, use: str) -> set[str]:
+        """The specimens of those items; for a folder written before items named their specimen, the run's
+        list of specimens (every item was then in the ensemble)."""
+        items = self.trained_items(use)
+        if any(i.specimen is None for i in items):
+            return set(self.record["trained_on"].get("specimens") or [])
+        return {i.specimen for i in items if i.specimen}
+
+
 def _cv(summary: dict) -> dict:
     from cytofm.eval.metrics import METRICS
 
@@ -171,17 +295,6 @@ def probe_record(store: Path, data, summaries: list[dict], settings: dict, targe
             "methods": methods,
             "default_method": first, **{k: methods[first][k] for k in ("members", "refit",
                                                                        "operating_point")}}
-
-
-def select_method(rec: dict, method: str | None) -> dict:
-    """The record as ``cytofm predict`` applies it: for a probe run, the members, refit model and operating
-    point of ``method`` (default: the run's first)."""
-    if rec["kind"] != "probe" or not method or method == rec["default_method"]:
-        return rec
-    if method not in rec["methods"]:
-        raise ModelFolderError(f"this probe run saved {', '.join(rec['methods'])}, not '{method}'")
-    return {**rec, **{k: rec["methods"][method][k] for k in ("members", "refit", "operating_point")},
-            "default_method": method}
 
 
 def save_mil_run(store: Path, out: Path, data, summary: dict, cfg) -> tuple[Path, dict | None]:

@@ -1,63 +1,56 @@
-"""A fitted probe as arrays and back, without pickle: a linear probe as its scaler (mean, scale) and
-logistic-regression coefficients, a kNN probe as its (normalised) training features and labels. Loading
-rebuilds the scikit-learn estimators from those arrays, so a loaded probe gives the probabilities the
-fitted one gave, bit for bit (a test checks it)."""
+"""What a ``cytofm probe`` run leaves for ``cytofm predict``: each saved probe as arrays, without pickle (a
+linear probe as its scaler and logistic-regression coefficients, a kNN probe as its training features and
+labels; the probe's own ``save``/``load`` in ``cytofm.eval.probes``), and the run's ``model.json`` beside
+them, as ``cytofm.eval.saved_model.save_mil_run`` leaves a MIL run's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import Normalizer, StandardScaler
+from sklearn.pipeline import Pipeline
 
-from cytofm.utils.io import atomic_path
+from cytofm.eval.probe_registry import make_probe
+from cytofm.eval.probes import probe_proba
 
-SAVED = ("linear", "knn")
-"""The probes saved for ``cytofm predict`` (few-shot is an average of ten draws of a few examples: it is
-evaluated, not applied)."""
-
-
-def probe_arrays(method: str, fitted: dict) -> dict[str, np.ndarray]:
-    """``fitted`` as the probes hand it out: the pipeline, and for kNN its training features and labels."""
-    est = fitted["est"]
-    if method == "linear":
-        scaler, lr = est[0], est[-1]
-        return {"mean": scaler.mean_, "scale": scaler.scale_, "coef": lr.coef_, "intercept": lr.intercept_,
-                "classes": lr.classes_.astype(np.int64)}
-    return {"train": fitted["train"], "labels": fitted["labels"],
-            "k": np.array([est[-1].n_neighbors], np.int64)}
+__all__ = ["apply_saved_probe", "load_probe", "members_proba", "probe_proba", "save_probe", "save_probe_run"]
 
 
 def save_probe(method: str, fitted: dict, path: Path) -> None:
-    from safetensors.numpy import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in probe_arrays(method, fitted).items()}, str(tmp))
+    """``fitted`` as the probe's ``fit`` hands it out (its estimator, and for kNN its training set)."""
+    make_probe(method).save(fitted, path)
 
 
 def load_probe(method: str, path: Path) -> Pipeline:
-    from safetensors.numpy import load_file
-
-    a = load_file(str(path))
-    if method == "linear":
-        scaler = StandardScaler()
-        scaler.mean_, scaler.scale_ = a["mean"], a["scale"]
-        scaler.var_, scaler.n_features_in_ = a["scale"] ** 2, len(a["mean"])
-        lr = LogisticRegression()
-        lr.coef_, lr.intercept_, lr.classes_ = a["coef"], a["intercept"], a["classes"]
-        lr.n_features_in_ = a["coef"].shape[1]
-        return make_pipeline(scaler, lr)
-    knn = make_pipeline(Normalizer(), KNeighborsClassifier(n_neighbors=int(a["k"][0]), metric="cosine",
-                                                           weights="distance"))
-    return knn.fit(a["train"], a["labels"])
+    """The estimator of a saved probe (apply it with :func:`probe_proba`)."""
+    return make_probe(method).load(path)["est"]
 
 
-def probe_proba(est: Pipeline, x: np.ndarray, n_classes: int) -> np.ndarray:
-    p = est.predict_proba(x)
-    out = np.zeros((len(x), n_classes))
-    out[:, est[-1].classes_] = p
-    return out
+def apply_saved_probe(method: str, path: Path, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, n_classes) probabilities of the saved probe at ``path``, applied as the probe applies itself
+    (for any registered probe, not only those whose estimator is a scikit-learn pipeline)."""
+    probe = make_probe(method)
+    return probe.proba(probe.load(path), x, n_classes)
+
+
+def members_proba(method: str, files: list[Path], x: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each saved member's probabilities (M, n, n_classes): what ``predict`` averages over an ensemble."""
+    return np.stack([apply_saved_probe(method, f, x, n_classes) for f in files])
+
+
+def save_probe_run(store: Path, out: Path, data, summaries: list[dict], cfg) -> tuple[Path | None, list[str],
+                                                                                         dict]:
+    """``model.json`` of a ``cytofm probe`` run (``cfg``: its ``ProbeConfig``) beside the fold x seed probes
+    it saved, and each of them refit on every item when ``cfg.refit``: (its path, the probes saved, the refit
+    records). No probe saved (few-shot alone): nothing to apply later, nothing written (path ``None``)."""
+    from cytofm.eval.evaluate_store import refit_probe
+    from cytofm.eval.saved_model import probe_record, write_model_json
+
+    saved = [s["method"] for s in summaries if s.get("_members")]
+    if not saved:
+        return None, saved, {}
+    refits = {m: refit_probe(data, out, m, cfg.knn_k) for m in saved} if cfg.refit else {}
+    settings = {"label": cfg.label, "group_column": cfg.group_column, "exclude": list(cfg.exclude),
+                "knn_k": cfg.knn_k}
+    rec = probe_record(store, data, summaries, settings, cfg.target_sensitivity, refits, cfg.positive_class)
+    return write_model_json(out, rec), saved, refits

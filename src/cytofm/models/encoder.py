@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cytofm.models.readouts import POOLS  # noqa: F401  (the readouts ViTFeatures gives)
+from cytofm.models.readouts import READOUTS
 from cytofm.utils.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,44 +69,23 @@ def state_hash(state: dict) -> str:
 
 
 class ViTFeatures(nn.Module):
-    """timm ViT -> a readout of its tokens after the final norm.
-
-    ``cls``: the [CLS] token (the CytoFM/UNI/iBOT evaluation feature); ``mean``: the mean of the patch
-    tokens; ``cls+mean``: both (DINOv2's linear-probe readout); ``last4``: the [CLS] tokens of the last four
-    blocks, each through the final norm, and the patch mean of the last (DINO's linear-evaluation readout).
-    """
+    """timm ViT -> a readout of its tokens after the final norm, one of
+    :data:`cytofm.models.readouts.READOUTS` (``cls``, ``mean``, ``cls+mean``, ``last4``, ...)."""
 
     def __init__(self, vit: nn.Module, pool: str = "cls"):
         super().__init__()
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
+        if pool not in READOUTS:
+            raise ValueError(f"pool must be one of {', '.join(READOUTS.names())}, not {pool!r}")
         self.vit = vit
         self.pool = pool
+        self.readout = READOUTS.get(pool)
 
     @staticmethod
     def dim_for(embed_dim: int, pool: str) -> int:
-        return embed_dim * {"cls": 1, "mean": 1, "cls+mean": 2, "last4": 5}[pool]
-
-    def _last4(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.vit
-        t = v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
-        n = len(v.blocks)
-        outs = []
-        for i, blk in enumerate(v.blocks):
-            t = blk(t)
-            if i >= n - 4:
-                outs.append(v.norm(t))
-        return torch.cat([o[:, 0] for o in outs] + [outs[-1][:, v.num_prefix_tokens:].mean(dim=1)], dim=-1)
+        return embed_dim * READOUTS.entry(pool).width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pool == "last4":
-            return self._last4(x)
-        t = self.vit.forward_features(x)
-        if self.pool == "cls":
-            return t[:, 0]
-        if self.pool == "mean":
-            return t[:, self.vit.num_prefix_tokens:].mean(dim=1)
-        return torch.cat([t[:, 0], t[:, self.vit.num_prefix_tokens:].mean(dim=1)], dim=-1)
+        return self.readout(self.vit, x)
 
 
 def with_pool(enc: Encoder, pool: str) -> Encoder:

@@ -1,9 +1,8 @@
-"""Vision Transformers as every stage uses them: construction, the frozen-encoder wrapper around a loaded
-backbone, and the fused-attention switch."""
+"""Vision Transformers as every stage uses them: the frozen-encoder wrapper around a loaded backbone and the
+fused-attention switch (built by :func:`cytofm.models.build.build_vit`)."""
 
 from __future__ import annotations
 
-import timm
 import torch
 from torch import nn
 
@@ -18,12 +17,6 @@ def set_fused_attn(model: nn.Module, enabled: bool) -> None:
     for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = enabled
-
-
-def build_vit(arch: str, img_size: int, **kw) -> torch.nn.Module:
-    """A timm ViT without classifier that accepts any input size."""
-    return timm.create_model(arch, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=True,
-                             **kw)
 
 
 def vit_encoder(name: str, spec: str, vit: torch.nn.Module, state: dict | None, source: str, img_size: int,

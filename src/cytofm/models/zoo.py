@@ -3,29 +3,31 @@
 Every entry loads from local weights (explicit path, then ``weights.yaml``, then ``$CYTOFM_WEIGHTS``);
 a hub download happens only when ``CYTOFM_ALLOW_DOWNLOAD=1`` is set and the machine is online. Missing
 weights produce a message saying where to get them and under which licence or access gate. The families
-live in ``cytofm.models.families`` and register themselves in ``cytofm.models.registry``; importing them
-here, in this order, fills the registry (the order of ``cytofm doctor``'s list).
+live in ``cytofm.models.families`` (one module per provider) and are listed in ``cytofm.models.registry``,
+whose order is the order of ``cytofm doctor``'s list; a family's module is imported when a spec names it.
 """
 
 from __future__ import annotations
 
 import difflib
 
-from cytofm.models.encoder import POOLS, Encoder, EncoderError, with_pool
+from cytofm.models.encoder import Encoder, EncoderError, with_pool
 from cytofm.models.hub import allow_download
-from cytofm.models.registry import ENCODER_FAMILIES, find_weights, load_state
+from cytofm.models.readouts import READOUTS
+from cytofm.models.registry import ENCODER_FAMILIES
+from cytofm.models.weights import find_weights
 
-__all__ = ["ENCODER_FAMILIES", "Encoder", "EncoderError", "create_encoder", "find_weights",
-           "load_state", "usable_encoders"]
+__all__ = ["ENCODER_FAMILIES", "Encoder", "EncoderError", "create_encoder", "usable_encoders"]
 
 
 def create_encoder(spec: str) -> Encoder:
     """Build an encoder from a spec such as ``random:vit_small_patch16_224`` or ``uni:/w/uni.bin``; a
-    ``#pool=<readout>`` suffix picks the ViT readout (``cytofm#pool=cls+mean``), as ``with_pool`` names it."""
+    ``#pool=<readout>`` suffix picks the ViT readout (``cytofm#pool=cls+mean``), a name of ``READOUTS``, as
+    ``with_pool`` names it."""
     spec, _, pool = spec.partition("#pool=")
     if pool:
-        if pool not in POOLS:
-            raise EncoderError(f"unknown readout '#pool={pool}'; valid: {', '.join(POOLS)}")
+        if pool not in READOUTS:
+            raise EncoderError(f"unknown readout '#pool={pool}'; valid: {', '.join(READOUTS.names())}")
         try:
             return with_pool(create_encoder(spec), pool)
         except ValueError as e:

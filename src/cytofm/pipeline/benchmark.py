@@ -9,7 +9,6 @@ and ABMIL attention is scored against the task's boxes. The CLI and the demo cal
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -166,14 +165,12 @@ def _combined(cfg: BenchmarkConfig, stores: dict, cache: Path, log) -> dict:
 
 def _cell_items(task: TaskConfig, entry: tuple, prepared: Path, base: Path, log) -> tuple:
     """A field-level cells store made a store of the detected cells matched to the task's points."""
-    from cytofm.features.derived import cells_as_items
+    from cytofm.eval.cell_labels import label_detected_cells
 
     store, resolved, whash = entry
     dst = store.parent / f"{store.name}_cells_matched"
-    n = cells_as_items(store, prepared, _resolve(base, task.points), task.label, dst, tuple(task.exclude))
-    log(f"[{task.name}] {n['matched']} of {n['labelled']} labelled cells matched a detected cell within "
-        f"{n['tolerance_px']:.1f} px ({n['labelled'] - n['matched']} unmatched, counted as not found)")
-    (dst / "matching.json").write_text(json.dumps(n, indent=2))
+    label_detected_cells(store, _resolve(base, task.points), task.label, dst, tuple(task.exclude), prepared,
+                         log=lambda m: log(f"[{task.name}] {m}"))
     return dst, resolved, whash
 
 

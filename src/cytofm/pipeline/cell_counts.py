@@ -10,13 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cytofm.eval.saved_model import SavedModel
 from cytofm.features.derived import CELL_UNIT
 from cytofm.features.store import STORE_FILE, read_item
-
-
-def reads_single_cells(rec: dict) -> bool:
-    """Whether the model was trained on single cells as items (and so classifies each cell)."""
-    return rec["features"]["store"].get("unit") == CELL_UNIT and rec["kind"] == "probe"
 
 
 def holds_single_cells(store: Path) -> bool:
@@ -46,13 +42,12 @@ def cell_rows(store: Path, rows: list[dict]) -> list[dict]:
     return out
 
 
-def classify_cells(model_dir: Path, rec: dict, members: list[dict], cells: list[dict]) -> np.ndarray:
+def classify_cells(model: SavedModel, files: list[Path], cells: list[dict]) -> np.ndarray:
     """Each member's class probabilities of every cell (M, cells, C)."""
-    from cytofm.eval.saved_probe import load_probe, probe_proba
+    from cytofm.eval.saved_probe import members_proba
 
     x = np.stack([c["features"] for c in cells]).astype(np.float32)
-    return np.stack([probe_proba(load_probe(rec["default_method"], model_dir / m["file"]), x,
-                                 len(rec["classes"])) for m in members])
+    return members_proba(model.method, files, x, len(model.classes))
 
 
 def count_rows(table: list[dict], classes: list[str], empty: list[str] = ()) -> list[dict]:

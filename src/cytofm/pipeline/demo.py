@@ -229,7 +229,7 @@ class _Demo:
         trained on (the demo-pretraining fields: unseen by the shipped encoder, unlabelled)."""
         from cytofm.eval.config import MilConfig
         from cytofm.eval.evaluate_store import evaluate_mil, prepare_eval
-        from cytofm.eval.saved_model import read_model_json, save_mil_run
+        from cytofm.eval.saved_model import SavedModel, save_mil_run
         from cytofm.pipeline.demo_plan import held_out_fields
         from cytofm.pipeline.predict import run_predict
         from cytofm.utils.io import write_csv
@@ -242,7 +242,7 @@ class _Demo:
         cfg = MilConfig(features=str(stores[0]), label="wbc_type", folds=5, seeds=[0], epochs=40)
         run = self.out / "white_cell_model"
         if (run / "model.json").is_file():  # a re-run: the model of the first run
-            n_models = len(read_model_json(run)["members"])
+            n_models = len(SavedModel.read(run).members("ensemble"))
             self.log(f"the white-cell model of the first run in {run}, reused")
         else:
             data, splits = prepare_eval(stores[0], cfg.label, folds=cfg.folds, seeds=cfg.seeds, log=self.log,

@@ -208,13 +208,13 @@ def measure_vit(dtype, batch: int = 16) -> float:
     """Seconds per image of a ViT-S/16 forward pass at 224 px, as extraction runs it (one warm-up batch)."""
     import contextlib
 
-    import timm
     import torch
 
+    from cytofm.models.build import build_model
     from cytofm.models.vit import set_fused_attn
 
     torch.manual_seed(0)
-    model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0).eval()
+    model = build_model("vit_small_patch16_224", pretrained=False, num_classes=0).eval()
     set_fused_attn(model, False)
     x = torch.randn(batch, 3, 224, 224)
     ctx = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype is not None else contextlib.nullcontext

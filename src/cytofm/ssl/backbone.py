@@ -7,22 +7,20 @@ timm ``VisionTransformer``: its state dict is the timm layout that ``cytofm expo
 
 from __future__ import annotations
 
-import timm
 import torch
 from torch import nn
 
-from cytofm.models.vit import set_fused_attn  # noqa: F401  (the name's earlier home)
+from cytofm.models.build import build_vit
 from cytofm.ssl.config import ModelConfig
 
 
 def create_vit(cfg: ModelConfig, img_size: int, drop_path: float | None = None) -> nn.Module:
     """A timm ViT without classifier, accepting any image size (global and local crops share it)."""
-    kwargs = dict(pretrained=False, num_classes=0, dynamic_img_size=True, img_size=img_size,
-                  drop_path_rate=cfg.drop_path if drop_path is None else drop_path)
+    kwargs = dict(drop_path_rate=cfg.drop_path if drop_path is None else drop_path)
     if cfg.layerscale is not None:
         kwargs["init_values"] = cfg.layerscale
     try:
-        model = timm.create_model(cfg.arch, **kwargs)
+        model = build_vit(cfg.arch, img_size, **kwargs)
     except RuntimeError as e:  # unknown model name
         raise ValueError(f"unknown timm architecture '{cfg.arch}': {e}") from None
     if not hasattr(model, "patch_embed") or not hasattr(model, "blocks"):

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cytofm.config.loader import Section
-from cytofm.ssl.method_registry import METHODS
+from cytofm.ssl.method_registry import METHODS, check_method_settings
 
 
 class ModelConfig(Section):
@@ -218,12 +218,5 @@ class PretrainConfig(Section):
 
     @model_validator(mode="after")
     def _method_settings(self):
-        if self.method == "ibot":
-            if self.head.separate:
-                raise ValueError("head.separate: a DINOv2 setting; set method: dinov2 (or use a "
-                                 "dinov2_* preset) to train with it")
-        elif not self.head.separate and not (self.head.shared and self.head.shared_teacher):
-            raise ValueError("method dinov2 without head.separate uses one head for [CLS] and patch tokens "
-                             "(the reference's separate_head: false): set head.shared: true and "
-                             "head.shared_teacher: true, or head.separate: true")
+        check_method_settings(self)  # the method's own check, named by its registry line
         return self

@@ -23,6 +23,7 @@ from cytofm.data.prepare.config import PrepareConfig
 from cytofm.data.prepare.prepared import is_prepared_dir, load_prepared
 from cytofm.data.sources.image_io import IMAGE_EXTENSIONS
 from cytofm.data.sources.inputs import discover
+from cytofm.data.sources.kinds import INPUT_KINDS
 from cytofm.data.sources.source import open_source
 from cytofm.ssl.augment import MultiCrop
 from cytofm.ssl.config import PretrainConfig
@@ -153,18 +154,6 @@ def _same_regions(coords: np.ndarray, planes: np.ndarray, zs: list) -> bool:
     return all(np.array_equal(coords[planes == z], first) for z in zs[1:])
 
 
-class _TarFile:
-    def __init__(self, path: str):
-        self.f = open(path, "rb")  # noqa: SIM115 - kept open in the per-worker cache
-
-    def read(self, offset: int, size: int) -> bytes:
-        self.f.seek(offset)
-        return self.f.read(size)
-
-    def close(self) -> None:
-        self.f.close()
-
-
 class PretrainingBatches(torch.utils.data.Dataset):
     """``dataset[iteration]`` is the whole batch of that iteration for this rank."""
 
@@ -200,9 +189,10 @@ class PretrainingBatches(torch.utils.data.Dataset):
         fi, x, y = (int(v) for v in ref)
         key = (id(table), fi)
         src = self._cache.get(key)
-        if table.files[fi][1] == "tar":  # (x, y) = (byte offset, size) of the member
+        kind = INPUT_KINDS.get(table.files[fi][1])
+        if kind.members:  # (x, y) = (byte offset, size) of the member
             if src is None:
-                src = self._cache[key] = _TarFile(table.files[fi][0])
+                src = self._cache[key] = kind.open(table.files[fi][0])
             return Image.open(io.BytesIO(src.read(x, y))).convert("RGB")
         if src is None:
             path, kind, mpp, z = table.files[fi]
@@ -222,23 +212,15 @@ class PretrainingBatches(torch.utils.data.Dataset):
     def sample_size(self, table: PatchTable, ref: np.ndarray) -> tuple[int, int]:
         """(width, height) of a sample as :meth:`_image` returns it, read from headers where possible."""
         fi, x, y = (int(v) for v in ref)
-        path, kind = table.files[fi][:2]
+        path, name = table.files[fi][:2]
+        kind = INPUT_KINDS.get(name)
         size0, out = table.geometry[fi]
-        if kind == "tar":
-            with open(path, "rb") as fh:
-                fh.seek(x)
-                with Image.open(io.BytesIO(fh.read(y))) as im:
-                    return im.size
+        if kind.members:
+            return kind.member_size(path, x, y)
         if size0 is not None:
             o = out or size0
             return (o, o) if isinstance(o, int) else tuple(o)
-        if kind == "image":
-            try:
-                with Image.open(path) as im:
-                    return im.size
-            except Exception:  # noqa: BLE001 - formats PIL cannot sniff are decoded below
-                pass
-        return self.sample_image(table, ref).size
+        return kind.header_size(path) or self.sample_image(table, ref).size
 
     def sample_plan(self, iteration: int) -> list[tuple[int, int, int]]:
         """(table, row, seed) for each image of the batch."""

@@ -22,28 +22,16 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
-from cytofm.ssl.distillation import cross_view_ce, masked_patch_ce, mean_entropy
+from cytofm.ssl.distillation import DistillationLoss, cross_view_ce, masked_patch_ce, mean_entropy
 from cytofm.ssl.koleo_loss import KoLeoLoss
 from cytofm.ssl.sinkhorn_knopp import sinkhorn_knopp
 
 
-class DINOv2Loss(nn.Module):
-    def __init__(self, out_dim: int, patch_out_dim: int, n_global: int = 2, student_temp: float = 0.1,
-                 centering: str = "sinkhorn_knopp", sinkhorn_iterations: int = 3,
-                 center_momentum: float = 0.9, lambda_cls: float = 1.0, lambda_patch: float = 1.0,
-                 koleo_weight: float = 0.1):
-        super().__init__()
-        if centering not in ("sinkhorn_knopp", "ema"):
-            raise ValueError(f"centering must be 'sinkhorn_knopp' or 'ema', not {centering!r}")
-        self.n_global = n_global
-        self.student_temp = student_temp
-        self.centering = centering
-        self.sinkhorn_iterations = sinkhorn_iterations
-        self.center_momentum = center_momentum
-        self.lambda_cls = lambda_cls
-        self.lambda_patch = lambda_patch
+class DINOv2Loss(DistillationLoss):
+    def __init__(self, out_dim: int, patch_out_dim: int, *args, centering: str = "sinkhorn_knopp",
+                 koleo_weight: float = 0.1, **kwargs):
+        super().__init__(out_dim, patch_out_dim, *args, centering=centering, **kwargs)
         self.koleo_weight = koleo_weight
         self.koleo = KoLeoLoss()
         # used with centering="ema" only; kept either way so a checkpoint's layout does not depend on it

@@ -8,6 +8,25 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+CENTERINGS = ("ema", "sinkhorn_knopp")
+
+
+class DistillationLoss(nn.Module):
+    """The settings the iBOT and DINOv2 losses share, in one order and checked once; each loss registers
+    its own centre buffers (their shapes are part of its checkpoints) and adds its own terms."""
+
+    def __init__(self, out_dim: int, patch_out_dim: int, n_global: int = 2, student_temp: float = 0.1,
+                 center_momentum: float = 0.9, lambda_cls: float = 1.0, lambda_patch: float = 1.0,
+                 centering: str = "ema", sinkhorn_iterations: int = 3):
+        super().__init__()
+        if centering not in CENTERINGS:
+            raise ValueError(f"centering must be one of {', '.join(CENTERINGS)}, not {centering!r}")
+        self.out_dim, self.patch_out_dim, self.n_global = out_dim, patch_out_dim, n_global
+        self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.lambda_cls, self.lambda_patch = lambda_cls, lambda_patch
+        self.centering, self.sinkhorn_iterations = centering, sinkhorn_iterations
 
 
 def cross_view_ce(student_logp: list[torch.Tensor], teacher_probs: list[torch.Tensor]) -> torch.Tensor:

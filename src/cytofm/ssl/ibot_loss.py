@@ -25,26 +25,14 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
-from cytofm.ssl.distillation import cross_view_ce, masked_patch_ce, mean_entropy
+from cytofm.ssl.distillation import DistillationLoss, cross_view_ce, masked_patch_ce, mean_entropy
 from cytofm.ssl.sinkhorn_knopp import sinkhorn_knopp
 
 
-class IBOTLoss(nn.Module):
-    def __init__(self, out_dim: int, patch_out_dim: int, n_global: int = 2, student_temp: float = 0.1,
-                 center_momentum: float = 0.9, lambda_cls: float = 1.0, lambda_patch: float = 1.0,
-                 centering: str = "ema", sinkhorn_iterations: int = 3):
-        super().__init__()
-        if centering not in ("ema", "sinkhorn_knopp"):
-            raise ValueError(f"centering must be 'ema' or 'sinkhorn_knopp', not {centering!r}")
-        self.centering = centering
-        self.sinkhorn_iterations = sinkhorn_iterations
-        self.n_global = n_global
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.lambda_cls = lambda_cls
-        self.lambda_patch = lambda_patch
+class IBOTLoss(DistillationLoss):
+    def __init__(self, out_dim: int, patch_out_dim: int, *args, **kwargs):
+        super().__init__(out_dim, patch_out_dim, *args, **kwargs)
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("center_patch", torch.zeros(1, 1, patch_out_dim))
 

@@ -1,10 +1,13 @@
-"""kNN monitor: frozen teacher [CLS] features of a small labelled set, scored by k-nearest neighbours.
+"""kNN monitor: frozen teacher [CLS] features of a small labelled set, scored by k-nearest neighbours (the
+evaluation's kNN probe, handed in by the command line, so that there is one kNN).
 
 Cheap evidence during pretraining that features become more linearly/locally separable, on real labelled
 cells (e.g. Herlev), long before any downstream evaluation is run.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -61,24 +64,39 @@ def embed(backbone: torch.nn.Module, x: torch.Tensor, device: torch.device, dtyp
     return np.concatenate(out)
 
 
-def knn_balanced_accuracy(feats: np.ndarray, labels: np.ndarray, k: int = 20, folds: int = 5,
-                          seed: int = 0) -> float:
-    """Cosine kNN with distance-weighted votes, stratified k-fold, balanced accuracy."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
+# probe(train features, train labels 0..C-1, test features, C, k) -> (test items, C) probabilities
+Probe = Callable[..., np.ndarray]
 
-    _, counts = np.unique(labels, return_counts=True)
+
+def knn_balanced_accuracy(feats: np.ndarray, labels: np.ndarray, probe: Probe, k: int = 20, folds: int = 5,
+                          seed: int = 0) -> float:
+    """Balanced accuracy of ``probe`` (the evaluation's cosine kNN, given by the caller: ssl may not import
+    eval) over stratified k-fold, one ``k`` for every fold (at most the smallest training fold)."""
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+
+    classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
     folds = max(2, min(folds, int(counts.min())))
-    clf = KNeighborsClassifier(n_neighbors=min(k, len(labels) - len(labels) // folds - 1), metric="cosine",
-                               weights="distance")
+    k = min(k, len(y) - len(y) // folds - 1)
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(clf, feats, labels, cv=cv, scoring="balanced_accuracy").mean())
+    scores = [balanced_accuracy_score(y[te], probe(feats[tr], y[tr], feats[te], len(classes), k=k).argmax(1))
+              for tr, te in cv.split(feats, y)]
+    return float(np.mean(scores))
 
 
 class KNNMonitor:
-    def __init__(self, path: str, label: str, size: int, device: torch.device, dtype=None):
+    """A backbone's [CLS] features of a labelled set (loaded once) scored by :func:`knn_balanced_accuracy`
+    with ``probe``."""
+
+    def __init__(self, path: str, label: str, size: int, device: torch.device, dtype=None, *, probe: Probe):
         self.x, self.y = load_labelled(path, label, size)
-        self.device, self.dtype = device, dtype
+        self.path, self.device, self.dtype, self.probe = path, device, dtype, probe
 
     def __call__(self, backbone: torch.nn.Module) -> float:
-        return knn_balanced_accuracy(embed(backbone, self.x, self.device, self.dtype), self.y)
+        return knn_balanced_accuracy(embed(backbone, self.x, self.device, self.dtype), self.y, self.probe)
+
+    def logged(self, backbone: torch.nn.Module, iteration: int, log) -> float:
+        """The score as metrics.csv records it (4 decimals), said in the log."""
+        score = round(self(backbone), 4)
+        log(f"iteration {iteration}: kNN balanced accuracy {score:.3f} on {self.path}")
+        return score

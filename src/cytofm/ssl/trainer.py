@@ -9,6 +9,7 @@ import functools
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,16 +19,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from cytofm.config.loader import config_dict
 from cytofm.models.loading import adapt_timm_vit, backbone_state_from_release, load_strictly
 from cytofm.models.vit import set_fused_attn
-from cytofm.ssl.checkpoint import (
-    CHECKPOINT,
-    load_checkpoint,
-    rng_state,
-    save_atomic,
-    timm_model_args,
-)
+from cytofm.ssl.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_atomic, timm_model_args
+from cytofm.ssl.collectives import any_rank, distributed, gather
 from cytofm.ssl.config import PretrainConfig
 from cytofm.ssl.data import PretrainingBatches, load_table
 from cytofm.ssl.masking import masked_positions
+from cytofm.ssl.method_registry import METHODS
 from cytofm.ssl.methods import Views, build_method
 from cytofm.ssl.metrics_log import MetricsLog
 from cytofm.ssl.optim import clip_gradients_per_param, ema_update, param_groups
@@ -45,9 +42,6 @@ class TrainingDiverged(RuntimeError):
     progress_reason = "loss not finite"
 
 
-METHOD_NAMES = {"ibot": "iBOT", "dinov2": "DINOv2"}  # as the first log line writes them
-
-
 def load_tables(data: list[str], cfg: PretrainConfig) -> list:
     """The --data sources as sample tables, cells or patches as ``data.cells`` says for each."""
     cells = cfg.data.cells or [False] * len(data)
@@ -59,18 +53,22 @@ def load_tables(data: list[str], cfg: PretrainConfig) -> list:
 
 class SSLTrainer:
     """Trains ``cfg.method`` on the pools in ``data`` into the run folder ``out``, resuming from its
-    checkpoint when there is one (:mod:`cytofm.ssl.resume` decides whether it may)."""
+    checkpoint when there is one (:mod:`cytofm.ssl.resume` decides whether it may). ``knn_probe``: the
+    classifier of the kNN monitor (``train.knn_data``; :func:`cytofm.ssl.monitor.knn_balanced_accuracy`),
+    given by the caller because evaluation sits above pretraining (``cytofm pretrain``: eval's kNN probe)."""
 
     def __init__(self, cfg: PretrainConfig, data: list[str], out: str | os.PathLike,
                  init_from: str | None = None, log=print, progress=None, command: str = "",
-                 force_config: bool = False):
+                 force_config: bool = False, knn_probe: Callable | None = None):
         self.cfg, self.out, self.log, self.progress = cfg, Path(out), log, progress
-        self.force_config = force_config
+        self.force_config, self.knn_probe = force_config, knn_probe
         self.config_history: list[dict] = []
         self._forced = False  # resumed with changed settings under --force-config
-        self.distributed = dist.is_available() and dist.is_initialized()
+        self.distributed = distributed()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
+        if self._monitor_on and knn_probe is None:
+            raise ValueError("train.knn_data: the kNN monitor needs a probe (SSLTrainer(knn_probe=...))")
         self.device = pick_device(cfg.runtime.device)
         self.dtype = pick_dtype(cfg.runtime.precision, self.device)
         if cfg.runtime.threads:
@@ -80,13 +78,7 @@ class SSLTrainer:
         self.student, self.teacher = self.method.student, self.method.teacher
         if self.rank:  # every other rank its own drop-path stream (rank 0 keeps the single-process one)
             torch.manual_seed(cfg.train.seed + 1_000_003 * self.rank)
-        cuda = self.device.type == "cuda"
-        fused = cfg.runtime.fused_attn == "on" or (cfg.runtime.fused_attn == "auto" and cuda)
-        set_fused_attn(self.student, fused)
-        set_fused_attn(self.teacher, fused)
-        if cfg.runtime.compile:
-            for net in (self.student, self.teacher):
-                net.backbone.compile()  # in place: the module, its parameters and state-dict keys stay
+        self._runtime_networks()
         self.tables = load_tables(data, cfg)
         self.batches = PretrainingBatches(self.tables, cfg, self.rank, self.student.backbone.patch_size)
         self.views = "device" if cfg.data.views == "auto" else cfg.data.views
@@ -121,9 +113,20 @@ class SSLTrainer:
             self.log(f"resumed from {ckpt_path} at iteration {self.start_iter}")
         self.model = self.student
         if self.distributed:
-            self.model = DDP(self.student, device_ids=[self.device.index] if cuda else None)
+            self.model = DDP(self.student, device_ids=[self.device.index] if self.device.type == "cuda"
+                             else None)
         if self.rank == 0:
             write_run_config(self.out, self.cfg, self.start_iter, self._forced, command, self.log)
+
+    def _runtime_networks(self) -> None:
+        """Fused attention (``runtime.fused_attn``) and ``torch.compile`` (``runtime.compile``) of both
+        networks."""
+        rt = self.cfg.runtime
+        fused = rt.fused_attn == "on" or (rt.fused_attn == "auto" and self.device.type == "cuda")
+        for net in (self.student, self.teacher):
+            set_fused_attn(net, fused)
+            if rt.compile:
+                net.backbone.compile()  # in place: the module, its parameters and state-dict keys stay
 
     # --- checkpoints -------------------------------------------------------------------------------
     def _restore(self, ck: dict) -> None:
@@ -134,16 +137,9 @@ class SSLTrainer:
         self.start_iter = int(ck["iteration"])
         self._pending = ck
 
-    def _gather(self, obj):
-        if not self.distributed:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
     def save(self, iteration: int) -> None:
         self.checked()  # never write a checkpoint after a non-finite loss
-        rngs = self._gather(rng_state())  # every rank's streams, so each resumes its own
+        rngs = gather(rng_state())  # every rank's streams, so each resumes its own
         if self.rank == 0:
             self._write_checkpoint(iteration, rngs)
         if self.distributed:  # nobody goes on (and perhaps reads it) before the checkpoint is there
@@ -246,7 +242,8 @@ class SSLTrainer:
         n_samples = sum(len(t) for t in self.tables)
         epochs = T * cfg.train.batch_size * self.world / max(n_samples, 1)
         no_bf16 = self.dtype is None and self.device.type == "cpu" and cfg.runtime.precision == "auto"
-        self.log(f"{METHOD_NAMES.get(cfg.method, cfg.method)} {cfg.model.arch}: {T} iterations x "
+        name = METHODS.entry(cfg.method).meta.get("display", cfg.method)  # as the first log line writes it
+        self.log(f"{name} {cfg.model.arch}: {T} iterations x "
                  f"{cfg.train.batch_size} images x {self.world} process(es) = {epochs:.1f} epochs of "
                  f"{n_samples} samples; lr peak {self.sched.lr_peak:.2e}; device {self.device}, precision "
                  f"{dtype_name(self.dtype)}" + (" (this CPU has no bf16 units)" if no_bf16 else ""))
@@ -312,7 +309,8 @@ class SSLTrainer:
         # for the device at every step)
         if done >= T or (self.distributed and done % cfg.train.log_every):
             return False
-        signalled, late = self._all_agree(bool(stop), deadline is not None and time.perf_counter() > deadline)
+        signalled, late = any_rank((bool(stop), deadline is not None and time.perf_counter() > deadline),
+                                   self.device)
         if signalled:
             self._stop_on_signal(stop.name or "SIGTERM", done, task)  # another rank's signal
         if late:
@@ -348,11 +346,7 @@ class SSLTrainer:
         m["iteration"] = done
         m["entropy_ratio"] = m["teacher_entropy"] / math.log(cfg.head.out_dim)
         if self._monitor_on:
-            m["knn_bacc"] = ""
-            if monitor is not None:
-                m["knn_bacc"] = round(monitor(self.teacher.backbone), 4)
-                self.log(f"iteration {done}: kNN balanced accuracy {m['knn_bacc']:.3f} "
-                         f"on {cfg.train.knn_data}")
+            m["knn_bacc"] = "" if monitor is None else monitor.logged(self.teacher.backbone, done, self.log)
         if done % cfg.train.log_every == 0:
             metrics.scalars(m, done)
         if self.rank != 0:
@@ -377,28 +371,18 @@ class SSLTrainer:
         raise Stopped(name, f"{name}: stopped at iteration {done} of {self.cfg.train.iterations}; checkpoint "
                             f"{where} holds it; run the same command to resume")
 
-    def _all_agree(self, *flags: bool) -> tuple[bool, ...]:
-        """Each flag true on every rank as soon as one rank says so (a stop must be taken together)."""
-        if not self.distributed:
-            return flags
-        t = torch.tensor([1.0 if f else 0.0 for f in flags],
-                         device=self.device if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return tuple(bool(v > 0) for v in t.tolist())
-
     @property
     def _monitor_on(self) -> bool:
-        cfg = self.cfg
-        return self.rank == 0 and bool(cfg.train.knn_every) and bool(cfg.train.knn_data)
+        return self.rank == 0 and bool(self.cfg.train.knn_every) and bool(self.cfg.train.knn_data)
 
     def _knn_monitor(self):
-        cfg = self.cfg
         if not self._monitor_on:
             return None
         from cytofm.ssl.monitor import KNNMonitor
 
-        mon = KNNMonitor(cfg.train.knn_data, cfg.train.knn_label, cfg.crops.global_size, self.device,
-                         self.dtype)
+        t = self.cfg.train
+        mon = KNNMonitor(t.knn_data, t.knn_label, self.cfg.crops.global_size, self.device, self.dtype,
+                         probe=self.knn_probe)
         if self.start_iter == 0:
             self.log(f"kNN monitor: {len(mon.y)} labelled images; at initialisation balanced accuracy "
                      f"{mon(self.teacher.backbone):.3f}")

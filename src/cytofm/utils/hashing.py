@@ -22,11 +22,16 @@ def file_digest(path: str | os.PathLike, cached: tuple[str, str] | None = None) 
     key = stat_key(path)
     if cached is not None and cached[0] == key and cached[1]:
         return cached
+    return key, sha256_file(path)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's content (hex), read in chunks so a whole slide never sits in memory."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return key, h.hexdigest()
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
 
 
 def digest_of(*parts) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -72,6 +73,16 @@ class Registry(Generic[T]):
         entry: Entry[T] = Entry(name, target, description.strip(), dict(meta))
         self._entries[name] = entry
         return entry
+
+    @contextmanager
+    def temporarily(self, name: str, target: str, description: str, **meta: Any) -> Iterator[Entry[T]]:
+        """An entry for the length of a block (a test, a notebook trying a plug-in), gone afterwards."""
+        entry = self.add(name, target, description, **meta)
+        try:
+            yield entry
+        finally:
+            self._entries.pop(name, None)
+            self._loaded.pop(name, None)
 
     def entry(self, name: str) -> Entry[T]:
         """The entry (nothing imported), or the refusal naming the entries there are."""

@@ -87,11 +87,11 @@ def _what(boxes) -> str:
 
 def _thumbnail(path: str, max_side: int, item: str, log):
     """(thumbnail, its scale, level-0 (H, W)) of a source, or None (logged) when it cannot be read."""
-    from cytofm.data.sources.source import is_slide_file, open_source
-    from cytofm.data.sources.zstack.stack import is_zstack_file
+    from cytofm.data.sources.kinds import kind_of
+    from cytofm.data.sources.source import open_source
 
     try:
-        kind = "zstack" if is_zstack_file(path) else "slide" if is_slide_file(path) else "image"
+        kind = kind_of(path) or "image"
         src = open_source(path, kind)
         rgb, scale = src.thumbnail(max_side)
         shape0 = (src.height, src.width)

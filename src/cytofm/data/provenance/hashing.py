@@ -9,7 +9,6 @@ under 2% (Herlev), and the thumbnail's mean absolute difference sees that.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from cytofm.data.sources.image_io import read_rgb
+from cytofm.utils.hashing import sha256_file
 
 THUMB = 32
 
@@ -29,14 +29,6 @@ class ImageHash:
     """16 hex digits (64 bits)."""
     thumb: np.ndarray
     """(THUMB*THUMB*3,) float32 RGB thumbnail (box-filtered), 0..255."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def hash_rgb(rgb: np.ndarray) -> tuple[str, np.ndarray]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from cytofm.data.sources.inputs import PATH_COLUMNS
+from cytofm.data.sources.inputs import path_column as find_path_column
 from cytofm.utils.errors import InputError
 from cytofm.utils.io import write_csv
-
-PATH_COLUMNS = ("path", "image", "file", "filename")
 
 
 def load_split_map(spec: str, base: Path) -> dict[str, str]:
@@ -28,7 +28,7 @@ def load_split_map(spec: str, base: Path) -> dict[str, str]:
 
 
 def path_column(header: list[str], where: Path) -> str:
-    col = next((c for c in PATH_COLUMNS if c in header), None)
+    col = find_path_column(header)
     if col is None:
         raise InputError(f"{where}: no image path column (one of {', '.join(PATH_COLUMNS)})")
     return col

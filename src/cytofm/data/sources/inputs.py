@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cytofm.data.prepare.config import PrepareConfig
-from cytofm.data.sources.image_io import IMAGE_EXTENSIONS, SLIDE_EXTENSIONS
 from cytofm.data.sources.item_ids import assign_ids
-from cytofm.data.sources.source import is_slide_file
+from cytofm.data.sources.kinds import input_suffixes, kind_of
 from cytofm.utils.errors import InputError
 
 PATH_COLUMNS = ("path", "image", "image_path", "file", "filename", "slide", "slide_path")
+"""The columns that name a manifest's files, in the order they are looked for (prepare, fixed splits)."""
 # Standard metadata columns, with the aliases labs commonly use. A specimen column is also kept under the
 # user's own name (patient, case_id, ...), so exports can name the patient as each tool expects.
 COLUMN_ALIASES = {
@@ -28,11 +28,17 @@ RESERVED = {"id", "path", "coords", "kind", "width", "height", "n_patches", "n_c
             "n_planes"}
 
 
+def path_column(header) -> str | None:
+    """The column of ``header`` that names the files: the first of :data:`PATH_COLUMNS`, in any case."""
+    lower = {h.strip().lower(): h for h in header if h}
+    return next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+
+
 @dataclass
 class SourceItem:
     path: Path
     id: str  # the relative name until discover() turns it into the id
-    kind: str  # "image" | "slide" | "zstack"
+    kind: str  # a name of cytofm.data.sources.kinds.INPUT_KINDS
     meta: dict[str, str] = field(default_factory=dict)
     line: int = 0  # manifest line, for messages
 
@@ -41,19 +47,6 @@ class SourceItem:
 class Skip:
     path: str
     reason: str
-
-
-def _kind_of(path: Path) -> str | None:
-    from cytofm.data.sources.zstack.stack import is_zstack_file
-
-    suffix = path.suffix.lower()
-    if suffix in SLIDE_EXTENSIONS:
-        return "slide"
-    if is_zstack_file(path):
-        return "zstack"
-    if suffix in IMAGE_EXTENSIONS:
-        return "slide" if is_slide_file(path) else "image"
-    return None
 
 
 def _walk(root: Path, skips: list[Skip], notes: list[str]) -> list[Path]:
@@ -92,11 +85,11 @@ def _walk(root: Path, skips: list[Skip], notes: list[str]) -> list[Path]:
 
 
 def _from_folder(root: Path, cfg: PrepareConfig, skips: list[Skip], notes: list[str]) -> list[SourceItem]:
-    items, other = [], 0
+    items, other, suffixes = [], 0, input_suffixes()
     for p in _walk(root, skips, notes):
         if p.name.startswith("."):
             continue
-        if p.suffix.lower() in {".mrxs", ".czi"} | IMAGE_EXTENSIONS | SLIDE_EXTENSIONS:
+        if p.suffix.lower() in suffixes:
             rel = p.relative_to(root)
             meta = {}
             if cfg.metadata.labels_from_folders:
@@ -104,7 +97,7 @@ def _from_folder(root: Path, cfg: PrepareConfig, skips: list[Skip], notes: list[
                     skips.append(Skip(str(p), "not inside a class sub-folder (labels_from_folders=true)"))
                     continue
                 meta["label"] = rel.parts[0]
-            kind = _kind_of(p)
+            kind = kind_of(p)
             items.append(SourceItem(p, rel.as_posix(), kind or "image", meta))
         else:
             other += 1
@@ -125,7 +118,7 @@ def _from_manifest(path: Path, cfg: PrepareConfig, skips: list[Skip], notes: lis
     if not rows:
         raise InputError(f"{path}: manifest has no rows")
     lower = {h.lower(): h for h in header if h}
-    path_col = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+    path_col = path_column(header)
     if path_col is None:
         raise InputError(f"{path}: manifest has no path column (looked for: {', '.join(PATH_COLUMNS)})")
     label_col = cfg.metadata.label_column
@@ -150,7 +143,7 @@ def _from_manifest(path: Path, cfg: PrepareConfig, skips: list[Skip], notes: lis
         if not p.exists():
             skips.append(Skip(str(p), f"file not found (manifest line {i})"))
             continue
-        kind = _kind_of(p)
+        kind = kind_of(p)
         if kind is None:
             skips.append(Skip(str(p), f"unsupported format '{p.suffix or '(no extension)'}' "
                                       f"(manifest line {i})"))
@@ -234,7 +227,7 @@ def discover(inputs: list[str], cfg: PrepareConfig, previous: dict[str, str] | N
         elif p.suffix.lower() == ".csv":
             items += _from_manifest(p, cfg, skips, notes)
         else:
-            kind = _kind_of(p)
+            kind = kind_of(p)
             if kind is None:
                 skips.append(Skip(str(p), f"unsupported format '{p.suffix or '(no extension)'}'"))
                 continue

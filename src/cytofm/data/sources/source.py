@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cytofm.data.sources.image_io import ImageReadError, ImageTooLarge, read_rgb, resize_rgb, single_plane
+from cytofm.data.sources.image_io import ImageReadError, read_rgb, resize_rgb, single_plane
+from cytofm.data.sources.kinds import INPUT_KINDS
 
 try:  # optional: the [wsi] extra
     import openslide
@@ -155,17 +156,7 @@ def is_slide_file(path: str | os.PathLike) -> bool:
 
 def open_source(path: str | os.PathLike, kind: str, mpp: float | None = None, z: str | int | None = None,
                 select: str = "auto"):
-    """A slide through OpenSlide; a z-stack under the plane policy ``z`` (default best, the sharpest plane
-    found by ``select``); an image in memory, or in regions when it is above the memory budget."""
-    if kind == "slide":
-        return SlideSource(path, mpp)
-    if kind == "zstack":
-        from cytofm.data.sources.zstack.source import ZStackSource
-
-        return ZStackSource(path, mpp, z, select)
-    try:
-        return ImageSource(path, mpp)
-    except ImageTooLarge as e:
-        from cytofm.data.sources.large_image import LargeImageSource
-
-        return LargeImageSource(path, mpp, (e.width, e.height))
+    """A source of the input kind named ``kind`` (``cytofm.data.sources.kinds``): a slide through OpenSlide;
+    a z-stack under the plane policy ``z`` (default best, the sharpest plane found by ``select``); an image
+    in memory, or in regions when it is above the memory budget."""
+    return INPUT_KINDS.get(kind).open(path, mpp, z, select)

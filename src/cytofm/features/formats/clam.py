@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cytofm.features.formats.geometry import geometry
+from cytofm.features.formats.registry import FeatureFormat
 from cytofm.features.formats.slides import (
     Slide,
     extra_attrs,
@@ -32,7 +33,8 @@ from cytofm.utils.io import read_csv, write_csv
 CSV_NAME = "dataset.csv"
 
 
-def write(slides: list[Slide], out: Path) -> Path:
+def write(slides: list[Slide], out: Path, mpp: float | None = None) -> Path:
+    """CLAM's folders and dataset CSV; returns ``out`` (CLAM records patch sizes, not ``mpp``)."""
     rows = []
     for s in slides:
         g = s.geometry
@@ -126,3 +128,6 @@ def read(root: Path, mpp: float | None = None, table: Path | None = None) -> lis
     for s in slides:
         merge_table_row(s, rows.get(s.id), skip=("slide_id",))
     return slides
+
+
+FORMAT = FeatureFormat(read, write)

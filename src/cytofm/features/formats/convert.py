@@ -1,53 +1,45 @@
-"""``cytofm convert``: a cytofm store to TRIDENT/CLAM/STAMP files, and their folders back into a store."""
+"""``cytofm convert``: a cytofm store to another tool's feature files, and their folders back into a store;
+the tools are the entries of ``registry.FEATURE_FORMATS``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from cytofm.features.formats import TOOLS, clam, stamp, trident
+from cytofm.features.formats.registry import FEATURE_FORMATS, FeatureFormat
 from cytofm.features.formats.slides import read_store, write_store
 from cytofm.utils.errors import InputError
 
 
-def _check(tool: str) -> str:
+def feature_format(tool: str) -> FeatureFormat:
+    """The layout of ``tool`` (any case), or the refusal naming the tools there are."""
     t = (tool or "").lower()
-    if t not in TOOLS:
-        raise InputError(f"unknown tool '{tool}'; one of: {', '.join(TOOLS)}")
-    return t
+    if t not in FEATURE_FORMATS:
+        raise InputError(f"unknown tool '{tool}'; one of: {', '.join(FEATURE_FORMATS.names())}")
+    return FEATURE_FORMATS.get(t)
 
 
 def export_store(store: str | os.PathLike, tool: str, out: str | os.PathLike,
                  mpp: float | None = None) -> Path:
     """Write the files ``tool`` reads for every item of a cytofm store; returns the folder to point it at."""
-    tool = _check(tool)
+    fmt = feature_format(tool)
     slides = read_store(store)
     if not slides:
         raise InputError(f"{store}: the store has no items")
-    out = Path(out)
-    if tool == "trident":
-        return trident.write(slides, out)
-    if tool == "clam":
-        return clam.write(slides, out)
-    return stamp.write(slides, out, mpp)
+    return fmt.write(slides, Path(out), mpp)
 
 
 def import_folder(folder: str | os.PathLike, tool: str, out: str | os.PathLike, mpp: float | None = None,
                   table: str | os.PathLike | None = None) -> tuple[Path, int]:
     """A cytofm store from ``tool``'s feature folder (``table``: CLAM dataset CSV / STAMP slide table)."""
-    tool = _check(tool)
+    fmt = feature_format(tool)
     src = Path(folder)
     if not src.is_dir():
         raise InputError(f"{folder}: no such folder")
     tab = Path(table) if table else None
     if tab is not None and not tab.is_file():
         raise InputError(f"{table}: no such file")
-    if tool == "trident":
-        slides = trident.read(src, mpp)
-    elif tool == "clam":
-        slides = clam.read(src, mpp, tab)
-    else:
-        slides = stamp.read(src, mpp, tab)
+    slides = fmt.read(src, mpp, tab)
     if not slides:
-        raise InputError(f"{folder}: no {tool} feature files found")
+        raise InputError(f"{folder}: no {tool.lower()} feature files found")
     return write_store(slides, out), len(slides)

@@ -54,25 +54,18 @@ def geometry(mpp: float | None, size0: int, size: int, coords: np.ndarray) -> di
 
 
 def whole_size(path, kind: str) -> int | None:
-    """The longer side of a whole image (its field of view), from the header; None if unreadable."""
+    """The longer side of a whole image (its field of view), from the header where its kind has one; None
+    if unreadable."""
+    from cytofm.data.sources.kinds import INPUT_KINDS
+
     try:
-        if kind == "image":
-            from cytofm.data.sources.image_io import image_size
-
-            return max(image_size(path))
-        from cytofm.data.sources.source import open_source
-
-        src = open_source(path, kind, None)
-        try:
-            return max(src.width, src.height)
-        finally:
-            src.close()
+        return max(INPUT_KINDS.get(kind).whole_size(path))
     except Exception:  # noqa: BLE001 - an unreadable item is reported by extraction itself
         return None
 
 
 def extract_attrs(item) -> dict:
-    """The ``coords`` attributes of an extraction item (``features.extract.ExtractItem``).
+    """The ``coords`` attributes of an extraction item (``features.items.ExtractItem``).
 
     Tiles: the prepared patch geometry. Image mode: the whole image is the instance, at its own
     resolution (``patch_size == patch_size_level0`` = its longer side, never 0).

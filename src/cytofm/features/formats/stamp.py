@@ -18,6 +18,7 @@ import numpy as np
 
 from cytofm import __version__
 from cytofm.features.formats.geometry import geometry
+from cytofm.features.formats.registry import FeatureFormat
 from cytofm.features.formats.slides import (
     Slide,
     extra_attrs,
@@ -119,3 +120,6 @@ def read(root: Path, mpp: float | None = None, table: Path | None = None) -> lis
     if any(not math.isfinite(s.geometry["level0_magnification"]) for s in slides):
         raise InputError(f"{folder}: resolution unknown: give --mpp")
     return slides
+
+
+FORMAT = FeatureFormat(read, write)

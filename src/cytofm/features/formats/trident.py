@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from cytofm.features.formats.geometry import geometry
+from cytofm.features.formats.registry import FeatureFormat
 from cytofm.features.formats.slides import (
     Slide,
     extra_attrs,
@@ -35,8 +36,9 @@ def folder_name(encoder: str) -> str:
     return "features_" + (re.sub(r"[^\w.-]+", "_", encoder).strip("_") or "cytofm")
 
 
-def write(slides: list[Slide], out: Path) -> Path:
-    """Write ``OUT/features_<encoder>/<id>.h5``; returns that folder."""
+def write(slides: list[Slide], out: Path, mpp: float | None = None) -> Path:
+    """Write ``OUT/features_<encoder>/<id>.h5``; returns that folder (magnifications are recorded, so no
+    ``mpp`` is needed)."""
     encoder = str(slides[0].attrs.get("encoder", "cytofm")) if slides else "cytofm"
     d = out / folder_name(encoder)
     for s in slides:
@@ -75,7 +77,8 @@ def feature_folder(root: Path) -> Path:
                      "pass one")
 
 
-def read(root: Path, mpp: float | None = None) -> list[Slide]:
+def read(root: Path, mpp: float | None = None, table: Path | None = None) -> list[Slide]:
+    """The slides of a TRIDENT feature folder (TRIDENT keeps no slide table: ``table`` is not read)."""
     slides = []
     for h5 in sorted(feature_folder(root).glob("*.h5")):
         try:
@@ -103,3 +106,6 @@ def read(root: Path, mpp: float | None = None) -> list[Slide]:
         slides.append(Slide(h5.stem, feats.astype(np.float32), coords.astype(np.int64), geo, attrs,
                             meta_from(attrs)))
     return slides
+
+
+FORMAT = FeatureFormat(read, write)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import timm
 import torch
 
+from cytofm.models.build import build_model
 from cytofm.models.encoder import Encoder, EncoderError, state_hash
 from cytofm.models.loading import is_timm_vit
 from cytofm.models.vit import vit_encoder
@@ -16,7 +16,7 @@ def random_encoder(arg: str) -> Encoder:
     seed = int(parts[1]) if len(parts) > 1 else 0
     torch.manual_seed(seed)
     try:
-        m = timm.create_model(arch, pretrained=False, num_classes=0)
+        m = build_model(arch, pretrained=False, num_classes=0)
     except RuntimeError as e:
         raise EncoderError(f"random: unknown timm architecture '{arch}' ({e})") from None
     size = int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])

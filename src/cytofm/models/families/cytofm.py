@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
-
+from cytofm.models.build import build_model
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderError
 from cytofm.models.families.timm_hub import hub_encoder, read_hub
-from cytofm.models.registry import load_state
 from cytofm.models.vit import vit_encoder
+from cytofm.models.weights import load_state
 
 
 def cytofm_encoder(arg: str) -> Encoder:
@@ -33,7 +32,7 @@ def cytofm_encoder(arg: str) -> Encoder:
     meta = json.loads(meta_path.read_text())
     args = dict(meta["model_args"])
     size = int(args.get("img_size", 224))
-    vit = timm.create_model(meta["architecture"], pretrained=False, **args)
+    vit = build_model(meta["architecture"], pretrained=False, **args)
     pc = meta.get("pretrained_cfg", {})
     state = {k: v.float() for k, v in load_state(p).items()}
     return vit_encoder("cytofm", f"cytofm:{p}", vit, state, str(p), size,
@@ -62,7 +61,7 @@ def _cytofm_run(p: Path) -> Encoder:
             raise EncoderError(f"cytofm: {ck_path} records neither model_args nor a usable config "
                                f"({e} missing); cannot tell which architecture it holds") from None
     try:
-        vit = timm.create_model(arch, pretrained=False, **args)
+        vit = build_model(arch, pretrained=False, **args)
     except (RuntimeError, TypeError) as e:
         raise EncoderError(f"cytofm: {ck_path}: cannot build '{arch}' ({e})") from None
     size = int(args.get("img_size", 224))

@@ -3,13 +3,12 @@ Phikon."""
 
 from __future__ import annotations
 
-import timm
-
+from cytofm.models.build import build_model, build_vit
 from cytofm.models.encoder import Encoder, EncoderError
 from cytofm.models.hub import allow_download
 from cytofm.models.loading import adapt_timm_vit, backbone_state_from_release
-from cytofm.models.registry import find_weights, load_state
-from cytofm.models.vit import build_vit, embed_dim_of, vit_encoder
+from cytofm.models.vit import embed_dim_of, vit_encoder
+from cytofm.models.weights import find_weights, load_state
 
 
 def _release_vit(name: str, arg: str, arch_by_dim: dict[int, str], img: int = 224, **kw) -> Encoder:
@@ -49,8 +48,8 @@ def dinov2_encoder(arg: str) -> Encoder:
         if not allow_download():
             path = find_weights(f"dinov2-{arg}", None)
         else:
-            m = timm.create_model(DINOV2[arg] + ".lvd142m", pretrained=True, num_classes=0, img_size=224,
-                                  dynamic_img_size=True)
+            m = build_model(DINOV2[arg] + ".lvd142m", pretrained=True, num_classes=0, img_size=224,
+                            dynamic_img_size=True)
             return vit_encoder("dinov2", f"dinov2:{arg}", m, None, arg, 224)
     else:
         path = find_weights("dinov2", arg or None)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
-
+from cytofm.models.build import build_model, build_vit
 from cytofm.models.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderError, state_hash
 from cytofm.models.hub import allow_download
 from cytofm.models.loading import backbone_state_from_release, is_timm_vit, load_strictly
-from cytofm.models.registry import ENCODER_FAMILIES, find_weights, load_state
-from cytofm.models.vit import build_vit, vit_encoder
+from cytofm.models.registry import ENCODER_FAMILIES
+from cytofm.models.vit import vit_encoder
+from cytofm.models.weights import find_weights, load_state
 
 
 def timm_encoder(arg: str) -> Encoder:
@@ -28,7 +28,7 @@ def timm_encoder(arg: str) -> Encoder:
                            "CYTOFM_ALLOW_DOWNLOAD=1 on a machine that is online to fetch it from the "
                            "Hugging Face hub")
     try:
-        m = timm.create_model(model, pretrained=not path, num_classes=0)
+        m = build_model(model, pretrained=not path, num_classes=0)
     except RuntimeError as e:
         raise EncoderError(f"timm: unknown model '{model}' ({e})") from None
     cfg = dict(m.pretrained_cfg)
@@ -80,7 +80,7 @@ def hub_encoder(name: str, spec: str, hm, expect: str | None = None) -> Encoder:
         raise EncoderError(f"{spec}: the folder holds a '{hm.architecture}', not a '{expect}'")
     args = {**hm.model_args, "num_classes": 0}
     try:
-        m = timm.create_model(hm.architecture, pretrained=False, **args)
+        m = build_model(hm.architecture, pretrained=False, **args)
     except (RuntimeError, TypeError) as e:
         raise EncoderError(f"{spec}: cannot build '{hm.architecture}' with {args} ({e})") from None
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in hm.state.items()}

@@ -2,8 +2,8 @@
 ``dinov2``.
 
 A new method is one module here, a subclass of ``SSLMethod`` whose ``name`` is its registered name, and one
-line in :mod:`cytofm.ssl.method_registry` (its name, ``module:Class`` and a description), which
-``PretrainConfig.method`` is validated against.
+line in :mod:`cytofm.ssl.method_registry` (its name, ``module:Class``, a description, the name the log
+writes and its config check), which ``PretrainConfig.method`` is validated against.
 """
 
 from cytofm.ssl.method_registry import METHODS

@@ -58,6 +58,15 @@ class SSLMethod:
     def build_criterion(self) -> nn.Module:
         raise NotImplementedError
 
+    def loss_settings(self) -> dict:
+        """The settings every distillation loss of ours takes, by keyword, from the config (the losses order
+        them differently; a keyword cannot be put in the wrong place)."""
+        h, lo = self.cfg.head, self.cfg.loss
+        return dict(out_dim=h.out_dim, patch_out_dim=h.out_dim, n_global=2, student_temp=lo.student_temp,
+                    center_momentum=lo.center_momentum, lambda_cls=lo.lambda_cls,
+                    lambda_patch=lo.lambda_patch, centering=lo.centering,
+                    sinkhorn_iterations=lo.sinkhorn_iterations)
+
     def init_teacher(self) -> None:
         """Make the teacher a copy of the student (start of training, or after loading initial weights)."""
         init_teacher_from_student(self.teacher, self.student)
@@ -82,5 +91,5 @@ def teacher_spread(teacher_cls: torch.Tensor) -> torch.Tensor:
 
 
 def build_method(cfg: PretrainConfig) -> SSLMethod:
-    """The method ``cfg.method`` names (the package's ``__init__`` registers the shipped ones)."""
+    """The method ``cfg.method`` names (``cytofm.ssl.method_registry.METHODS``)."""
     return method_class(cfg.method)(cfg)

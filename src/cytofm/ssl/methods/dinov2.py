@@ -27,9 +27,7 @@ class DINOv2Method(SSLMethod):
         return build_student_teacher(self.cfg)  # separate heads, or one shared head (head.separate: false)
 
     def build_criterion(self):
-        lo, h = self.cfg.loss, self.cfg.head
-        return DINOv2Loss(h.out_dim, h.out_dim, 2, lo.student_temp, lo.centering, lo.sinkhorn_iterations,
-                          lo.center_momentum, lo.lambda_cls, lo.lambda_patch, lo.koleo_weight)
+        return DINOv2Loss(**self.loss_settings(), koleo_weight=self.cfg.loss.koleo_weight)
 
     def losses(self, student, views: Views, sched, autocast):
         B = views.n_images

@@ -31,9 +31,7 @@ class IBOTMethod(SSLMethod):
         return build_student_teacher(self.cfg)
 
     def build_criterion(self):
-        c = self.cfg
-        return IBOTLoss(c.head.out_dim, c.head.out_dim, 2, c.loss.student_temp, c.loss.center_momentum,
-                        c.loss.lambda_cls, c.loss.lambda_patch, c.loss.centering, c.loss.sinkhorn_iterations)
+        return IBOTLoss(**self.loss_settings())
 
     def losses(self, student, views: Views, sched, autocast):
         index = views.mask_index()  # the student's order

@@ -124,7 +124,7 @@ def test_bad_planes_and_single_plane_files(tilted, tmp_path):
 
 def test_cells_get_their_sharpest_plane(tilted, tmp_path):
     from cytofm.data.cells.store import read_cells
-    from cytofm.features.extract import cell_items
+    from cytofm.features.items import cell_items
 
     d, _ = tilted
     for policy in ("best", "all", "3"):
@@ -148,7 +148,7 @@ def test_cells_get_their_sharpest_plane(tilted, tmp_path):
 def test_planes_in_shards_whole_images_and_a_user_column_named_z(tilted, tmp_path):
     import tarfile
 
-    from cytofm.features.extract import collect_items
+    from cytofm.features.items import collect_items
 
     d, planes = tilted
     cfg = prepare_cfg("tiling.patch_size=64", "zstack.z=all", "output.materialize=webdataset")

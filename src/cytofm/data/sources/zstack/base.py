@@ -52,6 +52,11 @@ class ZStackReader(Closing):
     path: Path
     info: ZStackInfo
 
+    @classmethod
+    def sniff(cls, path) -> bool:
+        """Whether a file of this reader's suffixes holds a z-stack (a CZI always: any number of planes)."""
+        return True
+
     def check_plane(self, z: int) -> None:
         if not 0 <= z < self.info.n_planes:
             raise no_plane(self.path, z, self.info.n_planes)

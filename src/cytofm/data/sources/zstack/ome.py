@@ -20,6 +20,18 @@ from cytofm.utils.errors import one_line
 class OmeZStack(ZStackReader):
     """An OME-TIFF z-stack (axes ZYXS or ZYX with RGB samples): ``read(z, x, y, w, h)`` gives RGB uint8."""
 
+    @classmethod
+    def sniff(cls, path) -> bool:
+        """A TIFF whose first series has a z axis of more than one plane (header and OME metadata only)."""
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return "Z" in series.axes and series.shape[series.axes.index("Z")] > 1
+        except Exception:  # not a TIFF, or damaged: left to the single-plane readers, which say why
+            return False
+
     def __init__(self, path: str | os.PathLike):
         import tifffile
 

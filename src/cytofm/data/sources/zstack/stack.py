@@ -1,10 +1,11 @@
 """Z-stacks (several focal planes of one field or slide): what every reader gives, and which reads a file.
 
 Cytology preparations are thick, so scanners record several focal planes; the readers pathology tools use
-read one. A z-stack reader (``ome.OmeZStack``, ``czi.CziZStack``) gives ``info`` (:class:`ZStackInfo`) and
-``read(z, x, y, w, h)``: a region of one plane as RGB uint8, white outside it, decoded from the part of
-the file it touches, so memory holds a region, never a plane. ``source.ZStackSource`` reads a stack as any
-other source under a plane policy (``prepare --z``); ``edf`` fuses the planes.
+read one. A z-stack reader (``registry.ZSTACK_READERS``: ``ome.OmeZStack``, ``czi.CziZStack``) gives
+``info`` (:class:`ZStackInfo`) and ``read(z, x, y, w, h)``: a region of one plane as RGB uint8, white
+outside it, decoded from the part of the file it touches, so memory holds a region, never a plane.
+``source.ZStackSource`` reads a stack as any other source under a plane policy (``prepare --z``); ``edf``
+fuses the planes.
 """
 
 from __future__ import annotations
@@ -12,35 +13,30 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cytofm.data.sources.zstack.base import CZI_SUFFIXES, TIFF_SUFFIXES, ZStackError, ZStackInfo
+from cytofm.data.sources.zstack.base import ZStackError, ZStackInfo
+from cytofm.data.sources.zstack.registry import ZSTACK_READERS
 
-__all__ = ["ZStackError", "ZStackInfo", "is_zstack_file", "open_zstack"]
+__all__ = ["ZStackError", "ZStackInfo", "is_zstack_file", "open_zstack", "reader_of"]
+
+
+def reader_of(path: str | os.PathLike) -> str | None:
+    """The name of the reader that claims a file as a z-stack (its suffix, then its header), or None."""
+    suffix = Path(path).suffix.lower()
+    for e in ZSTACK_READERS.entries():
+        if suffix in e.suffixes and ZSTACK_READERS.get(e.name).sniff(path):
+            return e.name
+    return None
 
 
 def is_zstack_file(path: str | os.PathLike) -> bool:
     """Whether a file is read as a z-stack: a CZI (any number of planes), or a TIFF whose first series has
     a z axis of more than one plane (read from its header and OME metadata; nothing decoded)."""
-    suffix = Path(path).suffix.lower()
-    if suffix in CZI_SUFFIXES:
-        return True
-    if suffix not in TIFF_SUFFIXES:
-        return False
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return "Z" in series.axes and series.shape[series.axes.index("Z")] > 1
-    except Exception:  # not a TIFF, or damaged: left to the single-plane readers, which say why
-        return False
+    return reader_of(path) is not None
 
 
 def open_zstack(path: str | os.PathLike):
-    """The reader of a z-stack file by its format: CZI through pylibCZIrw, TIFF through tifffile."""
-    if Path(path).suffix.lower() in CZI_SUFFIXES:
-        from cytofm.data.sources.zstack.czi import CziZStack
-
-        return CziZStack(path)
-    from cytofm.data.sources.zstack.ome import OmeZStack
-
-    return OmeZStack(path)
+    """The reader of a z-stack file by its format (its suffix; another suffix: the default reader)."""
+    suffix = Path(path).suffix.lower()
+    entry = next((e for e in ZSTACK_READERS.entries() if suffix in e.suffixes), None)
+    entry = entry or next(e for e in ZSTACK_READERS.entries() if e.default)
+    return ZSTACK_READERS.get(entry.name)(path)
