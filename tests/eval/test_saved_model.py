@@ -121,3 +121,18 @@ def test_a_probe_run_is_read_for_the_method_asked(tmp_path):
         model.members("all")
     with pytest.raises(ModelFolderError, match="saved linear, knn, not 'fewshot'"):
         SavedModel.read(run, "fewshot")
+
+
+def test_a_missing_refit_file_refuses_only_use_refit_and_names_the_file(tmp_path):
+    """The ensemble needs no refit model: deleting its file leaves ``--use ensemble`` as it was."""
+    rec = _first_mil_record()
+    run = _folder(tmp_path, rec)
+    (run / "models/abmil_refit.safetensors").unlink()
+    model = SavedModel.read(run)
+    assert model.members("ensemble") == [run / f"models/abmil_seed0_fold{f}.safetensors" for f in range(3)]
+    with pytest.raises(ModelFolderError, match=r"abmil_refit\.safetensors: the refit model file is missing; "
+                                                r"apply the fold x seed models with --use ensemble"):
+        model.members("refit")
+    (run / "models/abmil_seed0_fold1.safetensors").unlink()  # a fold model is still needed at once
+    with pytest.raises(ModelFolderError, match=r"1 model file\(s\) missing, e.g. models/abmil_seed0_fold1"):
+        SavedModel.read(run)

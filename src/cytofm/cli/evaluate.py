@@ -32,6 +32,9 @@ FOLDS = typer.Option(help="Cross-validation folds (lowered with a warning for ra
 SEEDS = typer.Option(help="Comma-separated seeds; each repeats the whole k-fold.")
 GROUP = typer.Option(help="Column grouping items of one specimen/patient (kept on one side of every split).")
 SPLIT = typer.Option(help="Column with fixed train/test values instead of cross-validation.")
+DUPLICATES = typer.Option("--group-duplicates/--no-group-duplicates",
+                          help="Keep near-duplicate source images on one side of every split, as `benchmark` "
+                               "does (the pairs in OUT/duplicates.csv).")
 
 
 def _setup(cfg, features: Path, out: Path):
@@ -45,7 +48,8 @@ def _setup(cfg, features: Path, out: Path):
     check_writable_dir(out)
     try:
         data, splits = prepare_eval(features, cfg.label, cfg.group_column, cfg.split_column, cfg.folds,
-                                    tuple(cfg.seeds), list(cfg.exclude), log=info, warn=warn)
+                                    tuple(cfg.seeds), list(cfg.exclude), log=info, warn=warn,
+                                    group_duplicates=cfg.group_duplicates, out=out)
         positive_index(list(data.classes), cfg.positive_class)
     except (ProtocolError, ValueError) as e:
         fail(str(e))
@@ -107,6 +111,7 @@ def probe(
     seeds: Annotated[str, SEEDS] = ",".join(map(str, default(P, "seeds"))),
     group_column: Annotated[str | None, GROUP] = default(P, "group_column"),
     split_column: Annotated[str | None, SPLIT] = default(P, "split_column"),
+    group_duplicates: Annotated[bool, DUPLICATES] = default(P, "group_duplicates"),
     knn_k: Annotated[int, typer.Option(help="Neighbours of the kNN probe.")] = default(P, "knn_k"),
     shots: Annotated[int, typer.Option(help="Labelled examples per "
                                             "class for few-shot.")] = default(P, "shots"),
@@ -126,7 +131,7 @@ def probe(
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     """Linear probe, cosine kNN and few-shot on frozen features (items mean-pooled over their instances),
-    stratified k-fold x seeds, mean +- sd and 95% bootstrap CIs; per-item predictions and confusion matrices.
+    stratified k-fold x seeds: mean +- sd, 95% CIs (corrected resampled t), predictions, confusion matrices.
 
     Example: cytofm probe --features feats --label label --out probe methods=linear,knn,fewshot
     """
@@ -140,7 +145,7 @@ def probe(
     with make_progress() as progress:
         try:
             summaries = evaluate_probes(data, splits, out, cfg.methods, cfg.knn_k, cfg.shots, progress,
-                                        title=_title(features, cfg.label), save_models=True)
+                                        title=_title(features, cfg.label), save_models=True, log=info)
         except ValueError as e:
             fail(str(e))
     _report(summaries, out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
@@ -180,10 +185,14 @@ def mil(
     seeds: Annotated[str, SEEDS] = ",".join(map(str, default(M, "seeds"))),
     group_column: Annotated[str | None, GROUP] = default(M, "group_column"),
     split_column: Annotated[str | None, SPLIT] = default(M, "split_column"),
+    group_duplicates: Annotated[bool, DUPLICATES] = default(M, "group_duplicates"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping "
                                              "on an inner validation split).")] = default(M, "epochs"),
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = default(M, "lr"),
     model: Annotated[MilModel, typer.Option(help=MIL_MODEL_HELP)] = default(M, "model"),
+    threads: Annotated[int | None, typer.Option(
+        help="Torch threads for training (default: sized to the model, one for small ones; OMP_NUM_THREADS "
+             "is obeyed too).", show_default=False)] = None,
     exclude: Annotated[str, typer.Option(help="Comma-separated label values to leave out.")] = "",
     refit: Annotated[bool, typer.Option("--refit", help="Also train one model on every labelled item "
                                                         "(`cytofm predict --use refit`).")] = False,
@@ -209,7 +218,8 @@ def mil(
     data, splits = _setup(cfg, features, out)
     with make_progress() as progress:
         summary = evaluate_mil(data, splits, out, cfg.epochs, cfg.lr, progress,
-                               title=_title(features, cfg.label), model=cfg.model, save_models=True)
+                               title=_title(features, cfg.label), model=cfg.model, save_models=True,
+                               threads=cfg.threads, log=info)
     _report([summary], out, {**config_dict(cfg), "classes": data.classes, "n_items": len(data.y)})
     _save_model(cfg, features, out, data, summary)
 

@@ -16,7 +16,12 @@ from cytofm.cli.common import (
     split_overrides,
     user_errors,
 )
+from cytofm.config.loader import list_presets
 from cytofm.data.cells.registry import CELL_DETECTORS
+
+PRESETS = ", ".join(list_presets("prepare"))
+"""The presets offered in --help, from the YAML files shipped (src/cytofm/config/presets/prepare/), so a
+new one is listed without editing the help."""
 
 
 @user_errors
@@ -27,8 +32,7 @@ def prepare(
              "split, mpp...), or slide/image files; then optional key=value config overrides.",
         show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output dataset folder.")],
-    preset: Annotated[str, typer.Option(help="Config preset (default, cells, "
-                                             "smear_fields, wsi) or a YAML file.")] = "default",
+    preset: Annotated[str, typer.Option(help=f"Config preset ({PRESETS}) or a YAML file.")] = "default",
     config: Annotated[Path | None, typer.Option(help="YAML config file applied after the preset.")] = None,
     patch_size: Annotated[int | None, typer.Option(help="Patch side in pixels at "
                                                         "the target resolution.")] = None,

@@ -19,7 +19,7 @@ import numpy as np
 
 from cytofm.eval.config import TaskConfig
 from cytofm.utils.hashing import digest_of
-from cytofm.utils.io import slug, write_csv
+from cytofm.utils.io import slug, strict_json
 
 
 @dataclass
@@ -92,7 +92,7 @@ def evaluate_stores(task: TaskConfig, stores: dict[str, tuple[Path, str, str]], 
             else:
                 run.summaries = evaluate_probes(d, splits, ev_out, task.methods, progress=progress,
                                                 title=title)
-            (ev_out / EVALUATED).write_text(json.dumps({"key": key,
+            (ev_out / EVALUATED).write_text(strict_json({"key": key,
                                                         "methods": [m["method"] for m in run.summaries]}))
         tr.runs[spec] = run
     return tr
@@ -154,8 +154,9 @@ def _aligned_sets(task: TaskConfig, stores, log) -> tuple[dict, str | None]:
 
 def _groups(task: TaskConfig, ref, group_col: str | None, out: Path, log):
     """Split groups: the group column joined with near-duplicate images; the duplicate report."""
-    from cytofm.data.provenance.duplicates import merge_groups, near_duplicate_pairs
+    from cytofm.data.provenance.duplicates import merge_groups
     from cytofm.data.provenance.hashing import hash_image
+    from cytofm.eval.evaluate_store import duplicate_pairs
 
     base_groups, groups_from = ref.groups, group_col or ""
     paths = ref.paths or []
@@ -163,12 +164,7 @@ def _groups(task: TaskConfig, ref, group_col: str | None, out: Path, log):
         log(f"warning: [{task.name}] source images not found: no near-duplicate check")
         return base_groups, groups_from, {}, None
     hashes = [hash_image(p) for p in paths]
-    pairs = near_duplicate_pairs(hashes)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "duplicates.csv", [{"id_a": ref.ids[p.i], "id_b": ref.ids[p.j], "phash_bits": p.bits,
-                                        "thumb_mad": round(p.mad, 2), "label_a": ref.classes[ref.y[p.i]],
-                                        "label_b": ref.classes[ref.y[p.j]]} for p in pairs],
-              ["id_a", "id_b", "phash_bits", "thumb_mad", "label_a", "label_b"])
+    pairs = duplicate_pairs(ref, hashes, out)
     dup = {"pairs": len(pairs), "items": len({k for p in pairs for k in (p.i, p.j)}),
            "cross_label": sum(ref.y[p.i] != ref.y[p.j] for p in pairs), "grouped": task.group_duplicates}
     if pairs:

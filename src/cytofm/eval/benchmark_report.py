@@ -12,7 +12,7 @@ import numpy as np
 from cytofm.eval.compare import claimed_pairs, paired_fold_difference
 from cytofm.eval.cross_validation import CI_METHOD
 from cytofm.eval.intervals import holm
-from cytofm.eval.metrics import METRICS
+from cytofm.eval.metrics import METRICS, chance_levels, counts_text
 from cytofm.utils.display import display_name, display_path, display_text
 
 if TYPE_CHECKING:
@@ -29,7 +29,8 @@ def result_rows(task_runs: list[TaskRun]) -> list[dict]:
             for s in run.summaries:
                 row = {"task": tr.task.name, "data": display_path(tr.task.data),
                        "encoder": display_name(spec), "weights_sha": run.weights_hash, "method": s["method"],
-                       "n_items": s["n_items"], "n_splits": s["n_splits"], "groups": tr.groups_from}
+                       "n_items": s["n_items"], "n_splits": s["n_splits"], "groups": tr.groups_from,
+                       **_chance_columns(s.get("class_counts") or {})}
                 for k in METRICS:
                     row[f"{k}_mean"] = round(s[k]["mean"], 4)
                     row[f"{k}_sd"] = round(s[k]["sd"], 4)
@@ -51,6 +52,14 @@ def result_rows(task_runs: list[TaskRun]) -> list[dict]:
                                 "n_localised": int(loc["n"])})
                 rows.append(row)
     return rows
+
+
+def _chance_columns(counts: dict[str, int]) -> dict:
+    """The items' class counts and each metric's chance level (blank where there is none, or for a summary
+    written before class counts were kept)."""
+    chance = chance_levels(counts) if any(counts.values()) else {}
+    return {"class_counts": counts_text(counts),
+            **{f"{k}_chance": "" if chance.get(k) is None else round(chance[k], 4) for k in METRICS}}
 
 
 def comparison_rows(task_runs: list[TaskRun], cfg: BenchmarkConfig) -> list[dict]:
@@ -85,6 +94,11 @@ def comparison_rows(task_runs: list[TaskRun], cfg: BenchmarkConfig) -> list[dict
     return rows
 
 
+def _chance_cell(r: dict, metric: str) -> str:
+    v = r.get(f"{metric}_chance", "")
+    return "-" if v == "" else f"{v:.3f}"
+
+
 def _seen_cell(r: dict) -> str:
     v = r["seen_in_pretraining"]
     return "not recorded" if v == "" else (f"{SEEN_MARK} {100 * v:.0f}%" if v > 0 else "0%")
@@ -95,12 +109,13 @@ def write_markdown(path: Path, task_runs: list[TaskRun], rows: list[dict], comps
     m = cfg.metric
     md = [f"Estimates are means over folds x seeds; each 95% CI is for that mean ({CI_METHOD}). "
           "Paired differences use the same folds, seeds and items on both sides.\n",
-          f"| task | encoder | method | {m.replace('_', ' ')} [95% CI] | sd over folds | macro-F1 | AUROC | "
-          "seen in pretraining |", "|---|---|---|---|---|---|---|---|"]
+          f"| task | encoder | method | {m.replace('_', ' ')} [95% CI] | chance | sd over folds | macro-F1 | "
+          "AUROC (chance 0.5) | seen in pretraining |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mark = f" {SEEN_MARK}" if r["seen_in_pretraining"] not in ("", 0, 0.0) else ""
         md.append(f"| {r['task']} | {r['encoder']}{mark} | {r['method']} | {r[m + '_mean']:.3f} "
-                  f"[{r[m + '_ci_low']:.3f}, {r[m + '_ci_high']:.3f}] | {r[m + '_sd']:.3f} | "
+                  f"[{r[m + '_ci_low']:.3f}, {r[m + '_ci_high']:.3f}] | {_chance_cell(r, m)} | "
+                  f"{r[m + '_sd']:.3f} | "
                   f"{r['macro_f1_mean']:.3f} | {r['auroc_mean']:.3f} | {_seen_cell(r)} |")
     if any(_seen_cell(r).startswith(SEEN_MARK) for r in rows):
         md.append(f"\n{SEEN_MARK} The encoder saw these evaluation images (without labels) in pretraining "
@@ -152,10 +167,18 @@ def _setup_md(task_runs: list[TaskRun], skipped: dict[str, str]) -> list[str]:
         folds = (f"{k} folds{lowered} x {len(tr.task.seeds)} seed(s)" if not tr.task.split_column
                  else "fixed split")
         md.append(f"- {tr.task.name}: `{display_path(tr.task.data)}`, label `{tr.task.label}`, "
-                  f"{tr.n_items} items, {tr.task.eval}, {folds}, groups: {tr.groups_from or 'none'}; {dup}.")
+                  f"{tr.n_items} items{_counts_of(tr)}, {tr.task.eval}, {folds}, groups: "
+                  f"{tr.groups_from or 'none'}; {dup}.")
     for spec, why in skipped.items():
         md.append(f"- skipped {display_name(spec)}: {display_text(why.splitlines()[0]) if why else ''}")
     return md
+
+
+def _counts_of(tr: TaskRun) -> str:
+    """`` (a 20, b 19)``: the task's items by class, from its first evaluated summary."""
+    counts = next((s.get("class_counts") for run in tr.runs.values() for s in run.summaries
+                   if s.get("class_counts")), None)
+    return f" ({counts_text(counts)})" if counts else ""
 
 
 def _localisation_md(task_runs: list[TaskRun], rows: list[dict]) -> list[str]:

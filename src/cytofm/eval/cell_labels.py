@@ -6,15 +6,20 @@ benchmark's cell tasks with ``points`` both go through here."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from cytofm.features.derived import cells_as_items
 from cytofm.features.store import prepared_folder, store_identity
 from cytofm.utils.errors import UserError
+from cytofm.utils.io import strict_json
 
 MATCHING_FILE = "matching.json"
-"""Beside the items: how many labelled points there were, how many a detected cell matched, the tolerance."""
+"""Beside the items: how many labelled points there were, how many a detected cell matched (per class), the
+tolerance, and every unmatched point (image, x, y, class, why)."""
+
+LOSS_WARNING = 0.10
+"""A class losing more than this share of its labelled points is warned: the unmatched cells are often the
+hard ones (crowded, atypical), and an evaluation without them reads better than the task is."""
 
 
 class CellPointsError(UserError, ValueError):
@@ -56,10 +61,24 @@ def label_detected_cells(store: Path, points: Path, label: str, out: Path, exclu
     prepared = _checked_prepared(store, prepared)
     _check_table(points, label)
     n = cells_as_items(store, prepared, points, label, out, tuple(exclude))
-    (out / MATCHING_FILE).write_text(json.dumps(n, indent=2))
-    log(f"{n['matched']} of {n['labelled']} labelled cells matched a detected cell within "
-        f"{n['tolerance_px']:.1f} px ({n['labelled'] - n['matched']} unmatched, left out)")
+    (out / MATCHING_FILE).write_text(strict_json(n))
+    _log_matching(n, out / MATCHING_FILE, log)
     if not n["items"]:
         raise CellPointsError(f"{points}: no labelled cell matched a detected cell of {store} (are the image "
                               "paths relative to the table's folder, and x, y in level-0 pixels?)")
     return n
+
+
+def _log_matching(n: dict, where: Path, log) -> None:
+    """One line with the counts per class, and a warning per class that loses more than 10% of its points."""
+    per = n["per_class"]
+    classes = ", ".join(f"{c} {v['matched']}/{v['labelled']}" for c, v in per.items())
+    log(f"{n['matched']} of {n['labelled']} labelled cells matched a detected cell within "
+        f"{n['tolerance_px']:.1f} px ({n['labelled'] - n['matched']} unmatched, left out; matched per class: "
+        f"{classes}; unmatched points listed in {where})")
+    for c, v in per.items():
+        lost = v["labelled"] - v["matched"]
+        if v["labelled"] and lost / v["labelled"] > LOSS_WARNING:
+            log(f"warning: class {c!r} loses {lost} of its {v['labelled']} labelled cells "
+                f"({lost / v['labelled']:.0%}) to no match: the evaluation leaves them out, and they may be "
+                f"the hard ones; see {where}")

@@ -43,6 +43,9 @@ class EvalConfig(Section):
     exclude: CommaList = []
     positive_class: str | None = None
     """Two-class tasks: the class the operating point screens for (default: the second in sorted order)."""
+    group_duplicates: bool = True
+    """Keep near-duplicate source images (``cytofm.data.provenance.duplicates``) on one side of every split,
+    as the benchmark does (``--no-group-duplicates`` turns it off)."""
 
 
 class ProbeConfig(EvalConfig):
@@ -68,6 +71,9 @@ class MilConfig(EvalConfig):
     """Also train one model on every labelled item (``cytofm predict --use refit``)."""
     target_sensitivity: float = Field(0.95, gt=0, le=1)
     """Two-class tasks: the operating point recorded in ``model.json`` keeps this sensitivity out of fold."""
+    threads: int | None = Field(None, ge=1)
+    """Torch threads for training (default: sized to the model, ``cytofm.mil.threads``; one for small
+    models; ``OMP_NUM_THREADS`` is also obeyed)."""
 
 
 class TaskConfig(Section):

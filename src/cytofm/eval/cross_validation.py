@@ -17,9 +17,9 @@ import numpy as np
 
 from cytofm.eval.intervals import corrected_t_interval
 from cytofm.eval.labelled_set import LabelledSet
-from cytofm.eval.metrics import METRICS, bootstrap_ci, classification_metrics
+from cytofm.eval.metrics import METRICS, bootstrap_ci, chance_levels, classification_metrics, counts_text
 from cytofm.eval.splits import Split
-from cytofm.utils.io import write_csv
+from cytofm.utils.io import nan_from_null, strict_json, write_csv
 from cytofm.utils.progress import StageTask
 
 # method(train_index, test_index, split) -> (probabilities of the test items, extra per-item outputs or None)
@@ -78,7 +78,9 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     # bootstrap of that split's test items
     fixed = len({r["test_ids"] for r in fold_rows}) == 1
     summary = {"method": name, "n_items": int(covered.sum()), "n_splits": len(splits),
-               "classes": data.classes, "ci95_method": FIXED_CI_METHOD if fixed else CI_METHOD,
+               "classes": data.classes,
+               "class_counts": {c: int((y_cov == i).sum()) for i, c in enumerate(data.classes)},
+               "ci95_method": FIXED_CI_METHOD if fixed else CI_METHOD,
                "ensemble_method": ENSEMBLE, "test_train_ratio": ratio}
     for k in METRICS:
         vals = np.array([r[k] for r in fold_rows], dtype=float)
@@ -93,7 +95,7 @@ def run_method(name: str, data: LabelledSet, splits: list[Split], method: Method
     write_csv(out / f"folds_{name}.csv", fold_rows)
     write_csv(out / f"predictions_{name}.csv", pred_rows)
     (out / f"summary_{name}.json").write_text(
-        json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2))
+        strict_json({k: v for k, v in summary.items() if not k.startswith("_")}))
     confusion_png(y_cov, mean_proba.argmax(1), data.classes, out / f"confusion_{name}.png",
                   f"{title}, {name}" if title else name)
     # out-of-fold predictions, kept in memory for paired comparisons between encoders on the same items
@@ -114,6 +116,8 @@ def load_method(name: str, out: Path) -> dict | None:
     if not sj.is_file() or not fc.is_file():
         return None
     summary = json.loads(sj.read_text())
+    for k in METRICS:  # written strict (NaN as null): the numbers back as NaN
+        summary[k] = nan_from_null(summary[k])
     with open(fc, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
@@ -144,8 +148,11 @@ def confusion_png(y: np.ndarray, pred: np.ndarray, classes: list[str], path: Pat
 
 
 def results_table(summaries: list[dict]) -> list[dict]:
+    """A row per method and metric, with the items' class counts and the metric's chance level."""
     rows = []
     for s in summaries:
+        counts = s.get("class_counts") or {}
+        chance = chance_levels(counts) if counts else {}
         for k in METRICS:
             rows.append({"method": s["method"], "metric": k,
                          "mean": round(s[k]["mean"], 4), "sd": round(s[k]["sd"], 4),
@@ -155,19 +162,30 @@ def results_table(summaries: list[dict]) -> list[dict]:
                          "ensemble": round(s[k]["ensemble"], 4),
                          "ensemble_item_boot_low": round(s[k]["ensemble_item_bootstrap_ci95"][0], 4),
                          "ensemble_item_boot_high": round(s[k]["ensemble_item_bootstrap_ci95"][1], 4),
-                         "n_items": s["n_items"], "n_splits": s["n_splits"]})
+                         "n_items": s["n_items"], "n_splits": s["n_splits"],
+                         "chance": "" if chance.get(k) is None else round(chance[k], 4),
+                         "class_counts": counts_text(counts)})
     return rows
 
 
 def markdown_table(summaries: list[dict]) -> str:
+    """The methods' means, sd and intervals, then the chance level of each metric and the class counts."""
     head = "| method | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS) + "\n"
     body = ""
     for s in summaries:
         cells = [f"{s[k]['mean']:.3f} +- {s[k]['sd']:.3f} {interval_text(s[k])}" for k in METRICS]
         body += f"| {s['method']} | " + " | ".join(cells) + " |\n"
+    counts = summaries[0].get("class_counts") if summaries else None
+    chance = chance_levels(counts) if counts and any(counts.values()) else None
+    if chance:  # what a classifier that knows nothing scores
+        body += "| chance | " + " | ".join("-" if chance[k] is None else f"{chance[k]:.3f}"
+                                           for k in METRICS) + " |\n"
     how = summaries[0]["ci95_method"] if summaries else CI_METHOD
     return head + body + (f"\nmean +- sd over folds x seeds [95% CI: {how}]. The item bootstrap of the seed "
-                          "ensemble is in results.csv (columns ensemble*), a different quantity.\n")
+                          "ensemble is in results.csv (columns ensemble*), a different quantity.\n"
+                          + (f"Items by class: {counts_text(counts)}. Chance: balanced accuracy "
+                             f"{chance['balanced_accuracy']:.3f} (1 / classes), AUROC 0.5, accuracy "
+                             f"{chance['accuracy']:.3f} (the largest class's share).\n" if chance else ""))
 
 
 def interval_text(m: dict) -> str:

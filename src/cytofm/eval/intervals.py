@@ -79,6 +79,15 @@ def seed_fold_interval(scores, test_train_ratio: float, alpha: float = 0.05) -> 
     return Interval(m, m - q * se, m + q * se, se, p, s)
 
 
+def proportion_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """``k`` of ``n`` as (proportion, low, high) with the Wilson score interval, which stays inside [0, 1]
+    and keeps its coverage near 0 and 1 where screening sensitivities lie (NaN for n = 0)."""
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(1 - alpha, method="wilson")
+    return k / n, float(ci.low), float(ci.high)
+
+
 def holm(pvalues) -> np.ndarray:
     """Holm (1979) step-down adjusted p-values (NaN stays NaN and does not count toward the family)."""
     p = np.asarray(pvalues, dtype=float)

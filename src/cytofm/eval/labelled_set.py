@@ -83,8 +83,31 @@ def load_labelled_store(root: str, label: str, group_column: str | None = None,
                              "(mixed encoders in one store?)")
         bags.append(f.astype(np.float32))
     classes = sorted({r[label].strip() for r in keep})
+    _warn_case_variants(classes, keep, label, root, log)
     y = np.array([classes.index(r[label].strip()) for r in keep])
     groups = np.array([r[group_column] for r in keep]) if group_column else None
     fixed = np.array([r[split_column] for r in keep]) if split_column else None
     return LabelledSet([r["id"] for r in keep], bags, y, classes, groups, fixed, dropped,
                        [r.get("path", "") for r in keep])
+
+
+def _warn_case_variants(classes: list[str], rows: list[dict], label: str, root, log) -> None:
+    """Labels that differ only by case (``Blast``, ``blast``) are kept as the separate classes they are
+    spelled as (cytofm cannot tell which spelling is meant), and labels with surrounding spaces are read
+    without them: neither silently, both named with their counts."""
+    from collections import Counter
+
+    n = Counter(r[label].strip() for r in rows)
+    spaced = Counter(r[label] for r in rows if r[label] != r[label].strip())
+    by_fold: dict[str, list[str]] = {}
+    for c in classes:
+        by_fold.setdefault(c.casefold(), []).append(c)
+    groups = [g for g in by_fold.values() if len(g) > 1]
+    where = f"{root}/manifest.csv: labels in '{label}'"
+    if groups:
+        log(f"warning: {where} that differ only by case are separate classes: "
+            + "; ".join(" vs ".join(f"'{c}' ({n[c]})" for c in g) for g in groups)
+            + "; write them alike if they are one class")
+    if spaced:
+        log(f"warning: {where} with surrounding spaces are read without them: "
+            + ", ".join(f"'{c}' as '{c.strip()}' ({k})" for c, k in spaced.most_common()))

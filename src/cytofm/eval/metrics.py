@@ -36,6 +36,21 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> 
     return out
 
 
+def chance_levels(class_counts: dict[str, int]) -> dict[str, float | None]:
+    """What a classifier that knows nothing scores on items of these class counts, so a table's numbers can
+    be read against it: balanced accuracy 1 / (classes present), AUROC 0.5, accuracy the largest class's
+    share (always predicting it); macro-F1 has no single chance level (None)."""
+    n = [v for v in class_counts.values() if v > 0]
+    if not n:
+        return dict.fromkeys(METRICS)
+    return {"balanced_accuracy": 1 / len(n), "macro_f1": None, "accuracy": max(n) / sum(n), "auroc": 0.5}
+
+
+def counts_text(class_counts: dict[str, int]) -> str:
+    """``a 20, b 19``: a task's classes with their item counts."""
+    return ", ".join(f"{c} {n}" for c, n in class_counts.items())
+
+
 def _weighted_auc(pos: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
     """(B,) ROC AUC of ``score`` for the items ``pos`` under each row of item counts ``w`` (B, N): the
     Mann-Whitney statistic with ties counted half, the pairs weighted by their items' counts (a bootstrap

@@ -26,7 +26,7 @@ from cytofm.features.store import (
     prepared_folder,
 )
 from cytofm.utils.errors import UserError
-from cytofm.utils.io import atomic_path
+from cytofm.utils.io import atomic_path, strict_json
 
 MODEL_FILE = "model.json"
 PREPARE_RECORDED = ("tiling", "foreground", "resolution", "cells")
@@ -87,12 +87,13 @@ def training_items(store: Path, ids: list[str], specimens, ensemble: np.ndarray 
 def write_model_json(out: Path, record: dict) -> Path:
     path = out / MODEL_FILE
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"format": FORMAT, "cytofm_version": __version__, **record}, indent=2))
+        tmp.write_text(strict_json({"format": FORMAT, "cytofm_version": __version__, **record}))
     return path
 
 
 def read_model_json(run: Path) -> dict:
-    """``model.json`` of a model folder, checked: its format, and every model file it names present."""
+    """``model.json`` of a model folder, checked: its format, and every fold x seed model it names present
+    (a refit model is checked only when applied: :meth:`SavedModel.members`; the ensemble needs none)."""
     path = Path(run) / MODEL_FILE
     if not path.is_file():
         raise ModelFolderError(f"{run}: not a model folder (no {MODEL_FILE}; train one with `cytofm mil`)")
@@ -105,8 +106,7 @@ def read_model_json(run: Path) -> dict:
                                f"{rec.get('cytofm_version', '?')}); this cytofm {__version__} reads "
                                f"format {FORMAT}")
     groups = [rec, *rec.get("methods", {}).values()]
-    files = dict.fromkeys(m["file"] for g in groups
-                          for m in g.get("members", []) + ([g["refit"]] if g.get("refit") else []))
+    files = dict.fromkeys(m["file"] for g in groups for m in g.get("members", []))
     missing = [f for f in files if not (Path(run) / f).is_file()]
     if missing:
         raise ModelFolderError(f"{run}: {len(missing)} model file(s) missing, e.g. {missing[0]}")
@@ -210,13 +210,18 @@ class SavedModel:
         return self.unit == CELL_UNIT and self.kind == "probe"
 
     def members(self, use: str) -> list[Path]:
-        """The model files ``--use`` applies: the fold x seed models, or the refit model."""
+        """The model files ``--use`` applies: the fold x seed models, or the refit model (whose file is
+        checked here, so that a folder without it still serves ``--use ensemble``)."""
         if use not in PREDICT_USES:
             raise ModelFolderError(f"--use must be one of {', '.join(PREDICT_USES)}, not '{use}'")
         if use == "refit":
             if not self.refit:
                 raise ModelFolderError("this model folder has no refit model (train it with "
                                        "`cytofm mil --refit`)")
+            if not (self.folder / self.refit).is_file():
+                raise ModelFolderError(f"{self.folder / self.refit}: the refit model file is missing; "
+                                       "apply the fold x seed models with --use ensemble, or train again "
+                                       "with --refit")
             return [self.folder / self.refit]
         return [self.folder / f for f in self.ensemble]
 
@@ -304,7 +309,8 @@ def save_mil_run(store: Path, out: Path, data, summary: dict, cfg) -> tuple[Path
     from cytofm.mil.config import MILTrainConfig
     from cytofm.mil.saved import architecture
 
-    refit = refit_mil(data, out, cfg.epochs, cfg.lr, cfg.model) if cfg.refit else None
+    refit = (refit_mil(data, out, cfg.epochs, cfg.lr, cfg.model, threads=cfg.threads) if cfg.refit
+             else None)
     arch = architecture(MILTrainConfig(model=cfg.model), data.bags[0].shape[1], len(data.classes))
     settings = {"epochs": cfg.epochs, "lr": cfg.lr, "label": cfg.label, "group_column": cfg.group_column,
                 "exclude": list(cfg.exclude)}

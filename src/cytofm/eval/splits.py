@@ -21,6 +21,9 @@ class Split:
     fold: int
     train: np.ndarray
     test: np.ndarray
+    groups: np.ndarray | None = None
+    """The groups (per item of the whole set) this split keeps whole; inner cuts of its training part (early
+    stopping, a probe's choice of C) keep them whole too."""
 
 
 SPLIT_VOCABULARY = {"train": "train", "training": "train", "val": "train", "valid": "train",
@@ -67,7 +70,7 @@ def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2
                                 f"{len(te)} test)")
         warn(f"a fixed split ({len(tr)} train, {len(te)} test items): folds do not apply; training is "
              f"repeated for each of the {len(seeds)} seed(s) on the same split")
-        return [Split(s, 0, tr, te) for s in seeds]
+        return [Split(s, 0, tr, te, groups) for s in seeds]
     per_class = counts
     if groups is not None:
         per_class = np.array([len(np.unique(groups[y == c])) for c in classes])
@@ -88,7 +91,7 @@ def make_splits(y: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (0, 1, 2
             it = cv.split(np.zeros(len(y)), y, groups)
         else:
             it = StratifiedKFold(n_splits=k, shuffle=True, random_state=s).split(np.zeros(len(y)), y)
-        out += [Split(s, f, tr, te) for f, (tr, te) in enumerate(it)]
+        out += [Split(s, f, tr, te, groups) for f, (tr, te) in enumerate(it)]
     return out
 
 

@@ -51,7 +51,12 @@ def headline(rows: list[dict], comps: list[dict], reference: str, metric: str = 
     return lines
 
 
+INTERVALS = ("Intervals: 95%, corrected resampled t over folds x seeds; differences paired per fold, "
+             "their p-values Holm-corrected across the comparisons.")
+"""What the summary's intervals are (the report shows it under the summary, which may sit beside others)."""
+
+
 def write_summary(path, lines: list[str], title: str = "Summary") -> None:
     from pathlib import Path
 
-    Path(path).write_text(f"## {title}\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n")
+    Path(path).write_text(f"## {title}\n\n" + "\n".join(f"- {ln}" for ln in lines) + f"\n\n{INTERVALS}\n")

@@ -62,14 +62,31 @@ def combine_stores(a: Path, b: Path, out: Path) -> Path:
     return out
 
 
-def _points(table: Path, label: str) -> dict[str, list[tuple[float, float, str]]]:
-    """``image -> [(x, y, label)]``, the image resolved against the table's folder."""
+def _points(table: Path, label: str) -> dict[str, list[tuple[float, float, str, str]]]:
+    """``image -> [(x, y, label, image as the table gives it)]``, the key resolved against the table's
+    folder (the image as given is what names an unmatched point to the user)."""
     out: dict[str, list] = {}
     with open(table, newline="") as f:
         for r in csv.DictReader(f):
             key = str((table.parent / r["image"]).resolve())
-            out.setdefault(key, []).append((float(r["x"]), float(r["y"]), r[label]))
+            out.setdefault(key, []).append((float(r["x"]), float(r["y"]), r[label], r["image"]))
     return out
+
+
+def _unmatched(pts: list, pairs: list[tuple[int, int]], why: str) -> list[dict]:
+    """The labelled points no cell took, each with its image, place and class: the hard cells a
+    cell-level evaluation would otherwise leave out without a word."""
+    taken = {j for _, j in pairs}
+    return [{"image": p[3], "x": p[0], "y": p[1], "label": p[2], "why": why}
+            for j, p in enumerate(pts) if j not in taken]
+
+
+def _per_class(labelled: list[str], unmatched: list[dict]) -> dict[str, dict[str, int]]:
+    lost: dict[str, int] = {}
+    for u in unmatched:
+        lost[u["label"]] = lost.get(u["label"], 0) + 1
+    return {c: {"labelled": labelled.count(c), "matched": labelled.count(c) - lost.get(c, 0)}
+            for c in sorted(set(labelled))}
 
 
 def match_points(centres: np.ndarray, points: np.ndarray, tol: float) -> list[tuple[int, int]]:
@@ -103,7 +120,7 @@ def cells_as_items(store: Path, prepared: Path, points_table: Path, label: str, 
     """Each detected cell matched to a labelled point (within half the median cell radius, one to one) as
     an item of its own: its instance's features, the point's label, its field as the group and as its
     source (``source_image``: the duplicate and pretraining checks read the field). Labelled points no
-    detected cell matched are counted (and returned), never silently dropped."""
+    detected cell matched are counted per class and listed (returned), never silently dropped."""
     from cytofm.data.annotations.point_crops import SOURCE_COLUMN
     from cytofm.data.cells.store import read_cells
 
@@ -118,16 +135,17 @@ def cells_as_items(store: Path, prepared: Path, points_table: Path, label: str, 
     claim_store(out, identity, {"encoder_spec": identity.get("encoder_spec", ""), "unit": CELL_UNIT})
     _record_origin(store, prepared, out)
     (out / "features").mkdir(parents=True, exist_ok=True)
-    rows, n_points, n_matched = [], 0, 0
+    rows, labels, unmatched, n_matched = [], [], [], 0
     for i, r in fields.items():
         src = str(Path(r["path"]).resolve())  # load_store joins it to the store's folder
         pts = [p for p in points.get(src, []) if p[2] not in exclude]
-        n_points += len(pts)
+        labels += [p[2] for p in pts]
         if not pts:
             continue
         f, coords, attrs = read_item(r["h5"])
         pairs = match_points(cells[i].centre, np.array([p[:2] for p in pts]), tol)
         n_matched += len(pairs)
+        unmatched += _unmatched(pts, pairs, f"no detected cell within {tol:.1f} px")
         for k, j in pairs:
             cid = f"{i}_c{k}"
             dst = out / "features" / f"{cid}.h5"
@@ -135,5 +153,11 @@ def cells_as_items(store: Path, prepared: Path, points_table: Path, label: str, 
                 write_item(dst, f[k:k + 1], coords[k:k + 1], attrs)
             rows.append({"id": cid, "path": "", SOURCE_COLUMN: src, "h5": f"features/{cid}.h5",
                          "n_instances": 1, label: pts[j][2], "field": i})
+    srcs = {str(Path(r["path"]).resolve()) for r in fields.values()}
+    for key, pts in points.items():
+        pts = [p for p in pts if p[2] not in exclude] if key not in srcs else []
+        labels += [p[2] for p in pts]
+        unmatched += _unmatched(pts, [], "image not in the store")
     write_csv(out / "manifest.csv", rows)
-    return {"labelled": n_points, "matched": n_matched, "tolerance_px": tol, "items": len(rows)}
+    return {"labelled": len(labels), "matched": n_matched, "tolerance_px": tol, "items": len(rows),
+            "per_class": _per_class(labels, unmatched), "unmatched": unmatched}

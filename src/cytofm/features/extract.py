@@ -111,8 +111,9 @@ class _Run:
                                              "mean": list(e.mean), "std": list(e.std),
                                              "readout": getattr(e.model, "pool", "")})
         (out / "features").mkdir(parents=True, exist_ok=True)
+        self.chosen: dict = {}
         items, self.skips = collect_items(cfg.input, cfg.mode, out, cfg.label_column, self.log,
-                                          cfg.cell_crop_um)
+                                          cfg.cell_crop_um, cfg.image_field_um, self.chosen)
         if not items:
             raise InputError(f"{cfg.input}: nothing to extract")
         self._ready_encoder()
@@ -159,6 +160,7 @@ class _Run:
             "tta": cfg.tta, "workers": cfg.workers, "device": str(self.dev),
             "precision": str(self.dtype or "fp32"),
             "label_column": cfg.label_column, "cell_crop_um": cfg.cell_crop_um,
+            "image_field_um": self.chosen.get("image_field_um", cfg.image_field_um),
             "weights_hash": enc.weights_hash, "embed_dim": enc.embed_dim,
             "input_size": enc.input_size}, sort_keys=False))
 

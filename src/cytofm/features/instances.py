@@ -7,6 +7,8 @@ from collections import OrderedDict
 
 import torch
 
+from cytofm.data.prepare.config import TilingConfig
+from cytofm.data.prepare.tiles import size_refusal
 from cytofm.data.provenance.hashing import hash_rgb
 from cytofm.data.sources.image_io import BUDGET_PIXELS, ImageReadError
 from cytofm.data.sources.source import open_source
@@ -15,6 +17,8 @@ from cytofm.models.encoder import Encoder
 
 # a whole image above the memory budget is read downsampled to this side (the encoder resizes it further)
 WHOLE_MAX_SIDE = 4096
+MIN_SIDE = TilingConfig().min_side
+"""A whole image with a side below this is refused as ``prepare`` refuses it (one rule, one message)."""
 
 
 class Instances(torch.utils.data.Dataset):
@@ -41,6 +45,24 @@ class Instances(torch.utils.data.Dataset):
     def _held(self) -> int:
         return sum(s.width * s.height for s in self.cache.values() if getattr(s, "array", None) is not None)
 
+    @staticmethod
+    def _whole(src, it: ExtractItem, z):
+        """The whole image; with ``size0`` (``--mode image`` at one physical scale,
+        :func:`cytofm.features.items.common_scale`) the square of that many level-0 pixels centred on it,
+        white glass where the image is smaller."""
+        w, h = src.width, src.height
+        small = size_refusal(w, h, MIN_SIDE)
+        if small:
+            raise ImageReadError(small)
+        if it.size0:
+            s0 = it.size0
+            return src.read((w - s0) // 2, (h - s0) // 2, s0, WHOLE_MAX_SIDE if s0 > WHOLE_MAX_SIDE else None,
+                            z=z)
+        # not held in memory
+        s = min(1.0, WHOLE_MAX_SIDE / max(w, h)) if w * h > BUDGET_PIXELS else 1.0
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        return src.read(0, 0, (w, h), size, z=z)
+
     def __getitem__(self, k: int):
         i, j = self.index[k]
         it = self.items[i]
@@ -48,11 +70,7 @@ class Instances(torch.utils.data.Dataset):
         try:
             src = self._source(it)
             if it.whole:
-                w, h = src.width, src.height
-                # not held in memory
-                s = min(1.0, WHOLE_MAX_SIDE / max(w, h)) if w * h > BUDGET_PIXELS else 1.0
-                size = (max(1, round(w * s)), max(1, round(h * s)))
-                rgb = src.read(0, 0, (w, h), size, z=z)
+                rgb = self._whole(src, it, z)
             else:
                 x, y = it.coords[j]
                 rgb = src.read(int(x), int(y), it.size0, it.out_size, z=z)

@@ -13,6 +13,7 @@ from cytofm.data.prepare.options import prepare_config
 from cytofm.data.prepare.prepared import is_prepared_dir, load_prepared
 from cytofm.data.sources.inputs import Skip, discover
 from cytofm.data.sources.item_ids import ids_in_outputs
+from cytofm.data.sources.resolution import BadResolution, parse_mpp
 from cytofm.utils.errors import InputError
 from cytofm.utils.io import portable_path, write_csv
 
@@ -36,9 +37,11 @@ class ExtractItem:
 
 
 def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: str | None = None,
-                  log=print, cell_crop_um: float | None = None) -> tuple[list[ExtractItem], list[Skip]]:
+                  log=print, cell_crop_um: float | None = None, image_field_um: float | None = None,
+                  chosen: dict | None = None) -> tuple[list[ExtractItem], list[Skip]]:
     """Instances to embed: kept patches of a prepared dataset (``tiles``), its detected cells (``cells``)
-    or whole images (``image``).
+    or whole images (``image``). ``chosen`` receives what was decided here that the store must record
+    (``image_field_um``: the physical field images were read at, so ``predict`` reads new ones alike).
 
     A plain folder or manifest in ``tiles`` mode is prepared first (default preset) into ``OUT/prepared``.
     """
@@ -47,13 +50,25 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
         raise InputError(f"{input}: no such file or folder")
     if mode == "cells":
         return cell_items(p, cell_crop_um)
+    items, skips = _items(p, mode, out, label_column, log)
+    if mode == "image":
+        items, field_um = common_scale(items, skips, log, image_field_um)
+        if chosen is not None and field_um is not None:
+            chosen["image_field_um"] = field_um
+    return items, skips
+
+
+def _items(p: Path, mode: str, out: Path, label_column: str | None, log) -> tuple[list[ExtractItem],
+                                                                                list[Skip]]:
+    """Patches (``tiles``) or whole images (``image``) of a prepared set, or of a plain folder or manifest
+    (prepared first in ``tiles`` mode)."""
     skips: list[Skip] = []
     if not is_prepared_dir(p) and mode == "tiles":
         from cytofm.data.prepare.run import NothingUsable, run_prepare
 
         # labels come from the manifest's column only (labels_from_folders off, the default), no QA images
         cfg = prepare_config("default", options={"label_column": label_column, "qa": 0})
-        log(f"{input} is not a prepared dataset: preparing it with the default preset into "
+        log(f"{p} is not a prepared dataset: preparing it with the default preset into "
             f"{out / 'prepared'}")
         try:
             res = run_prepare([str(p)], out / "prepared", cfg, log=log)
@@ -116,3 +131,49 @@ def cell_items(folder: Path, crop_um: float | None) -> tuple[list[ExtractItem], 
                                  {**it.meta, "cell_crop_um": crop_um}, it.digest, h5, typical, sq.plane,
                                  it.z))
     return items, skips
+
+
+def common_scale(items: list[ExtractItem], skips: list[Skip], log=print,
+                 field_um: float | None = None) -> tuple[list[ExtractItem], float | None]:
+    """``--mode image``: images whose um/px is known (a prepared set's, or a manifest's ``mpp`` column) and
+    differs are embedded at one physical scale. The encoder resizes every image to its input size, so
+    without this a 0.10 and a 0.17 um/px crop of one pixel size would be seen at scales 1.7x apart: each is
+    read instead as a square field of one size in micrometres (the median of the images' fields, their
+    longer side times their um/px), centred, white glass where an image is smaller. Images of one um/px,
+    or with none, are read whole as before; images without um/px among others are named. A given
+    ``field_um`` (``extract image_field_um=``, or the one a saved model recorded) is used as it is, for any
+    number of images: new cases are then seen at the scale the model was trained at. Returns the images and
+    the field used (None: read whole)."""
+    from cytofm.features.formats.geometry import whole_size
+
+    kept = []
+    for it in items:
+        if it.mpp is None and it.meta.get("mpp"):  # a plain manifest's column (a prepared set has read it)
+            try:
+                it.mpp = parse_mpp(it.meta["mpp"])
+            except BadResolution as e:
+                skips.append(Skip(str(it.path), str(e)))
+                log(f"skipped: {it.path}: {e}")
+                continue
+        kept.append(it)
+    known = [it for it in kept if it.mpp]
+    if field_um is None and len({round(float(it.mpp), 6) for it in known}) < 2:
+        return kept, None
+    fields = {it.id: (whole_size(it.path, it.kind) or 0) * it.mpp for it in known}
+    if not any(f > 0 for f in fields.values()):
+        return kept, None
+    given = field_um is not None
+    if not given:
+        field_um = float(np.median([f for f in fields.values() if f > 0]))
+    for it in known:
+        if fields[it.id] > 0:  # an unreadable image is reported by extraction itself
+            it.size0 = max(1, round(field_um / it.mpp))
+    mpps = [it.mpp for it in known]
+    why = "as given" if given else "the median of the images' fields"
+    log(f"note: images of {min(mpps):g} to {max(mpps):g} um/px are embedded at one physical scale: a square "
+        f"field of {field_um:.4g} um centred on each ({why}), resampled by the encoder to its input size")
+    unknown = [it for it in kept if not it.mpp]
+    if unknown:
+        log(f"warning: {len(unknown)} image(s) without um/px (e.g. {unknown[0].path}) are embedded whole at "
+            "their own scale: give them an 'mpp' column")
+    return kept, field_um

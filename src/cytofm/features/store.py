@@ -22,7 +22,7 @@ import numpy as np
 
 from cytofm.features.formats.geometry import COORDS_ATTRS
 from cytofm.utils.errors import InputError
-from cytofm.utils.io import atomic_path, read_csv, resolve_path
+from cytofm.utils.io import atomic_path, read_csv, resolve_path, strict_json
 
 STORE_FILE = "store.json"
 # what makes two stores' features comparable; everything else in store.json is information
@@ -96,7 +96,7 @@ def claim_store(root: str | os.PathLike, identity: dict, extra: dict | None = No
                          "Choose another --out (one store per encoder and mode) or delete the old store")
     if not (root / STORE_FILE).is_file():
         with atomic_path(root / STORE_FILE) as tmp:
-            tmp.write_text(json.dumps({**want, **(extra or {})}, indent=2))
+            tmp.write_text(strict_json({**want, **(extra or {})}))
 
 
 def extract_settings(store: str | os.PathLike) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cytofm.models import loading
-from cytofm.utils.io import with_user_mode
+from cytofm.utils.io import strict_json, with_user_mode
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -115,7 +115,7 @@ def write_hub_dir(state: dict, architecture: str, model_args: dict, cfg: dict, o
         tmp = out / f".{WEIGHTS}.tmp"
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
         os.replace(with_user_mode(tmp), dest)
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    (out / CONFIG).write_text(strict_json(config) + "\n")
     (out / CARD).write_text(model_card(name or out.name, config, about))
     return out
 

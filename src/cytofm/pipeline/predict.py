@@ -29,9 +29,15 @@ from cytofm.pipeline.cell_counts import (
     write_cell_geojson,
 )
 from cytofm.pipeline.predict_attention import previews, write_attention, write_geojson
-from cytofm.pipeline.predict_input import check_store, embed
+from cytofm.pipeline.predict_input import check_store, embed, paths_as_given
 from cytofm.pipeline.predict_leakage import leakage_flags
-from cytofm.pipeline.predict_tables import prediction_rows, skipped_lines, specimen_rows, write_summary
+from cytofm.pipeline.predict_tables import (
+    prediction_rows,
+    skipped_lines,
+    specimen_columns,
+    specimen_rows,
+    write_summary,
+)
 from cytofm.utils.io import write_csv
 
 
@@ -71,9 +77,10 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
         table, counts = _apply_cells(model, files, rows, use, store, input, out)
     else:
         probs, attention = _apply(model, files, rows)
-        table = prediction_rows(model, rows, probs, leakage_flags(model, rows, use))
+        table = prediction_rows(model, rows, probs, leakage_flags(model, rows, use),
+                                paths_as_given(input, rows))
     write_csv(out / "predictions.csv", table)
-    write_csv(out / "specimens.csv", specimen_rows(table, model.classes))
+    write_csv(out / "specimens.csv", specimen_rows(table, model.classes), specimen_columns(model.classes))
     if attention is not None:
         write_attention(out / "attention.h5", rows, attention)
         write_geojson(out / "geojson", rows, attention, table, model.classes)
@@ -82,7 +89,7 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     seconds["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if heatmaps > 0 and attention is not None:
-        previews(rows, attention, out / "heatmaps", heatmaps, log)
+        previews(rows, attention, out / "heatmaps", heatmaps, log, table)
     seconds["heatmaps"] = time.perf_counter() - t0
     flagged = sum(1 for r in table if r["excluded"])
     return PredictResult(out, len(table), flagged, metrics, lines, seconds)
@@ -127,7 +134,8 @@ def _apply_cells(model: SavedModel, files: list[Path], rows: list[dict], use: st
     single = holds_single_cells(store)  # then the items' labels are the cells' own
     pseudo = [{**{k: v for k, v in rows[c["item"]].items() if single or k != model.label}, "id": c["id"]}
               for c in cells]
-    table = prediction_rows(model, pseudo, probs, [dict(flags[c["item"]]) for c in cells])
+    table = prediction_rows(model, pseudo, probs, [dict(flags[c["item"]]) for c in cells],
+                            paths_as_given(input, rows))
     for t, c in zip(table, cells, strict=True):
         t.update({"field": c["field"], "x": c["x"], "y": c["y"]})
     prepared = (out / "prepared" if (out / "prepared" / "cells").is_dir()

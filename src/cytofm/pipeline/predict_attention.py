@@ -28,17 +28,30 @@ def _patch_size(row: dict) -> int:
     return int(attrs.get("patch_size_level0") or attrs.get("patch_size") or 0)
 
 
-def previews(rows: list[dict], attention: list[np.ndarray], folder: Path, limit: int, log) -> None:
-    """Attention over the sources of ``limit`` items spread over the input (the GeoJSON has every item)."""
-    from cytofm.viz.heatmaps import attention_preview_png
+def previews(rows: list[dict], attention: list[np.ndarray], folder: Path, limit: int, log,
+             table: list[dict] | None = None) -> None:
+    """Attention over the sources of ``limit`` items spread over the input (the GeoJSON has every item):
+    each image beside its overlay, with a colour bar and the item's prediction (``table``, the rows of
+    predictions.csv) as the caption."""
+    from cytofm.viz.heatmaps import prediction_heatmap_png
 
     picks = sorted(set(np.linspace(0, len(rows) - 1, min(limit, len(rows))).round().astype(int).tolist()))
     for k in picks:
         r = rows[k]
         size0 = _patch_size(r)
         if r.get("path"):
-            attention_preview_png(r["path"], read_item(r["h5"])[1], size0, attention[k],
-                                  folder / f"{r['id']}_attention.png", log=log)
+            prediction_heatmap_png(r["path"], read_item(r["h5"])[1], size0, attention[k],
+                                   folder / f"{r['id']}_attention.png",
+                                   caption(r["id"], table[k] if table else None), log=log)
+
+
+def caption(item: str, row: dict | None) -> str:
+    """``<id>: predicted <class> (p = 0.930)``, and the label when the input gave one."""
+    if not row:
+        return f"{item}: attention of the model"
+    p = row.get(f"p_{row['pred']}")
+    prob = f" (p = {float(p):.3f})" if p not in (None, "") else ""
+    return f"{item}: predicted {row['pred']}{prob}" + (f"; label {row['label']}" if row.get("label") else "")
 
 
 def write_geojson(folder: Path, rows: list[dict], attention: list[np.ndarray], table: list[dict],

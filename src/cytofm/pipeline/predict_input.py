@@ -6,6 +6,7 @@ named, never mixed)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def embed(model: SavedModel, input: Path, out: Path, progress, log, seconds: dic
     cfg = ExtractConfig(input=str(source), mode=ident["mode"], out=str(out / "features"),
                         tta=bool(ident["tta"]), batch_size=int(extract.get("batch_size", 64)),
                         workers=int(extract.get("workers", 1)), device=device,
-                        cell_crop_um=extract.get("cell_crop_um"))
+                        cell_crop_um=extract.get("cell_crop_um"),
+                        image_field_um=extract.get("image_field_um"))
     run_extract(enc, cfg, progress=progress, log=log)
     seconds["extract"] = time.perf_counter() - t0
     return out / "features"
@@ -130,3 +132,45 @@ def check_prepared(recorded: dict, folder: Path) -> None:
                                + "; ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
                                + "; give the unprepared images (predict prepares them as recorded) or "
                                  "re-prepare with the model's settings")
+
+
+def paths_as_given(input: Path, rows: list[dict]) -> dict[str, str]:
+    """Each item's source path (as the store resolves it, ``out/features/../../x.png``) as the user gave
+    it: a manifest's own value, a file under a given folder joined to that folder as typed, else the
+    path without its ``..`` steps. predictions.csv then joins back to the user's table."""
+    given: dict[str, str] = {}
+    if input.suffix.lower() == ".csv" and input.is_file():
+        given = _manifest_paths(input)
+    base = input.resolve() if input.is_dir() else None
+    out = {}
+    for r in rows:
+        p = r.get("path") or ""
+        if not p:
+            continue
+        real = str(Path(p).resolve())
+        if real in given:
+            out[p] = given[real]
+        elif base is not None and Path(real).is_relative_to(base):
+            out[p] = (input / Path(real).relative_to(base)).as_posix()
+        else:
+            out[p] = Path(os.path.normpath(p)).as_posix()
+    return out
+
+
+def _manifest_paths(manifest: Path) -> dict[str, str]:
+    """A manifest's path values by the file each names (resolved as prepare resolves them)."""
+    from cytofm.data.sources.inputs import path_column
+    from cytofm.utils.io import read_csv
+
+    try:
+        rows = read_csv(manifest)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    col = path_column(rows[0].keys()) if rows else None
+    out = {}
+    for r in rows if col else []:
+        raw = (r.get(col) or "").strip()
+        if raw:
+            p = Path(raw).expanduser()
+            out[str((p if p.is_absolute() else manifest.parent / p).resolve())] = raw
+    return out

@@ -10,6 +10,7 @@ from cytofm.data.provenance.hashing import ImageHash
 from cytofm.eval import pretraining_guard
 from cytofm.eval.leakage import SeenImages
 from cytofm.eval.saved_model import SavedModel
+from cytofm.features.derived import CELL_UNIT
 from cytofm.features.store import item_attrs
 
 
@@ -37,3 +38,20 @@ def _image_hash(row: dict) -> ImageHash | None:
     a = item_attrs(row["h5"]) or {}
     sha = str(a.get("source_sha256", ""))
     return ImageHash(sha, str(a.get("source_phash", "")), np.zeros(0, np.float32)) if sha else None
+
+
+def specimen_check_line(model: SavedModel, table: list[dict]) -> str | None:
+    """What the summary says when no predicted item has a specimen to check, in words a user can act on;
+    None when there is nothing to say: the model recorded no specimens, or it classifies cells grouped by
+    their field, which cytofm chose itself (a cell's field is its source image, which the item check by
+    content already compares)."""
+    group = model.group_column
+    trained = model.trained_specimens("refit")
+    if not group or not trained or any(r.get("specimen") for r in table):
+        return None
+    if model.unit == CELL_UNIT and group == "field":
+        return None
+    return (f"specimen leakage not checked: the model's training items were grouped by their '{group}' "
+            f"({len(trained)} specimen(s), listed in model.json) and the input gives none; to flag new items "
+            f"of a specimen the model was trained on, give --input as a manifest CSV with a '{group}' column "
+            "(each item's specimen, patient or case)")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cytofm.models.loading import torch_load
-from cytofm.utils.io import with_user_mode
+from cytofm.utils.io import strict_json, with_user_mode
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -82,7 +82,7 @@ def export_backbone(state: dict, arch: str, model_args: dict, out: str | os.Path
     os.replace(with_user_mode(tmp), out)
     meta = {"architecture": arch, "model_args": model_args, **(extra or {})}
     js = out.with_suffix(".json")
-    js.write_text(json.dumps(meta, indent=2))
+    js.write_text(strict_json(meta))
     return out, js
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -18,13 +20,14 @@ class OutputError(UserError):
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to ``path``; rename it into place only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it into place only if the block succeeds, with the
+    permissions the user's umask gives (:func:`with_user_mode`), whichever library wrote it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
-        os.replace(tmp, path)
+        os.replace(with_user_mode(tmp) if tmp.is_file() else tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -66,10 +69,23 @@ def with_user_mode(path: str | os.PathLike) -> Path:
     """Give a file the permissions the user's umask asks for (0644 under the usual 022), as any tool's
     plain ``open`` would: some writers (safetensors) create files readable by their owner only, which
     colleagues on a shared disk then cannot load."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    os.chmod(path, 0o666 & ~_umask())
     return Path(path)
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it where Linux tells it (setting it for a moment, as the
+    portable way does, would let a file another thread creates then be writable by all)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # the strictest for the moment it is set
+    os.umask(mask)
+    return mask
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict], columns: Sequence[str] | None = None) -> Path:
@@ -88,6 +104,43 @@ def write_csv(path: str | os.PathLike, rows: Iterable[dict], columns: Sequence[s
             for r in rows:
                 w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
     return Path(path)
+
+
+def json_safe(obj):
+    """``obj`` with every NaN or infinite number as None (JSON's null), numpy scalars and arrays as Python
+    ones: ``json.dumps`` writes bare ``NaN``, which is not JSON and which strict parsers (jq, browsers,
+    other languages) refuse."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalars and arrays
+        return json_safe(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def strict_json(obj, indent: int | None = 2, **kwargs) -> str:
+    """``obj`` as strict JSON text (NaN and infinities as null, :func:`json_safe`)."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False, **kwargs)
+
+
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> Path:
+    """Write ``obj`` as strict JSON, atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(strict_json(obj, indent) + "\n")
+    return Path(path)
+
+
+def nan_from_null(obj):
+    """The inverse of :func:`json_safe` for numbers read back: every null as NaN (only for parts of a
+    file that hold numbers alone, e.g. a metric's value and interval)."""
+    if isinstance(obj, dict):
+        return {k: nan_from_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_from_null(v) for v in obj]
+    return float("nan") if obj is None else obj
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -104,22 +104,109 @@ def _thumbnail(path: str, max_side: int, item: str, log):
 
 def attention_preview_png(source: str, coords, size0: int, attention, path: str | Path,
                           max_side: int = 768, log=print) -> Path | None:
-    """An item's attention over a thumbnail of its source, as a plain PNG (no figure, title or colour bar):
-    what ``cytofm predict`` draws for new items, where a matplotlib figure per item would cost more than
-    extracting the item. None (logged) when the source cannot be read."""
+    """An item's attention over a thumbnail of its source, as a plain PNG (no title or colour bar): the
+    overlay alone, for a caller that frames it itself (``cytofm predict`` draws
+    :func:`prediction_heatmap_png`). None (logged) when the source cannot be read."""
     from PIL import Image
 
+    parts = _preview_parts(source, coords, size0, attention, max_side, Path(path).stem, log)
+    if parts is None:
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(parts[1]).save(path, compress_level=1)
+    return Path(path)
+
+
+PANEL_MIN = 512
+"""A thumbnail smaller (a 257 px crop) is enlarged by a whole factor, pixels repeated, to be readable."""
+PAD, LINE, BAR_W, TICKS_W = 16, 22, 20, 110
+"""The two-panel preview's margins, text line height, colour bar width and the room for its values."""
+
+
+def preview_layout(h: int, w: int, n_caption: int) -> dict[str, tuple[int, int, int, int]]:
+    """Where the parts of a two-panel preview of h x w panels lie, as (x0, y0, x1, y1): the caption's
+    ``n_caption`` lines on top, the panel titles, the image (left), its overlay (right), the colour bar."""
+    top = PAD + n_caption * LINE + PAD // 2
+    y0 = top + LINE
+    left = (PAD, y0, PAD + w, y0 + h)
+    right = (2 * PAD + w, y0, 2 * PAD + 2 * w, y0 + h)
+    bar = (right[2] + PAD, y0, right[2] + PAD + BAR_W, y0 + h)
+    return {"caption": (PAD, PAD, bar[2] + TICKS_W, top), "left": left, "right": right, "bar": bar,
+            "canvas": (0, 0, bar[2] + TICKS_W + PAD, y0 + h + PAD)}
+
+
+def _preview_parts(source: str, coords, size0: int, attention, max_side: int, name: str, log):
+    """(thumbnail, overlay as uint8, heat map) of an item's attention over its source, or None (logged)."""
     from cytofm.viz.figures import compose_overlay, paint_patches
 
-    view = _thumbnail(source, max_side, Path(path).stem, log)
+    view = _thumbnail(source, max_side, name, log)
     if view is None or not size0:
         return None
     rgb, scale, _ = view
     c = np.round(np.asarray(coords) * scale).astype(np.int64)
     heat = paint_patches(rgb.shape[:2], c, max(1, int(round(size0 * scale))), np.asarray(attention, float))
     out = (np.clip(compose_overlay(rgb, heat), 0, 1) * 255).round().astype(np.uint8)
+    return np.asarray(rgb, np.uint8)[..., :3], out, heat
+
+
+def _wrap(lines: list[str], font, width: int) -> list[str]:
+    """Each line broken at spaces so that it fits ``width`` pixels (a narrow image's preview)."""
+    out = []
+    for line in lines:
+        cur = ""
+        for word in line.split(" "):
+            if cur and font.getlength(f"{cur} {word}") > width:
+                out.append(cur)
+                cur = word
+            else:
+                cur = f"{cur} {word}" if cur else word
+        out.append(cur)
+    return out
+
+
+def prediction_heatmap_png(source: str, coords, size0: int, attention, path: str | Path, caption: str,
+                           max_side: int = 768, log=print) -> Path | None:
+    """What ``cytofm predict`` draws for an item: its image beside the attention overlay (the morphology
+    stays readable), a colour bar of the item's attention from its minimum to its maximum, and ``caption``
+    (the predicted class and probability) on top, also kept in the PNG's ``Description``. Small images are
+    enlarged by a whole factor; drawn with PIL, as a figure per item would cost more than extracting it.
+    None (logged) when the source cannot be read."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+    from PIL.PngImagePlugin import PngInfo
+
+    parts = _preview_parts(source, coords, size0, attention, max_side, Path(path).stem, log)
+    if parts is None:
+        return None
+    rgb, overlay, heat = parts
+    k = max(1, -(-PANEL_MIN // max(rgb.shape[:2])))
+    rgb, overlay = (np.repeat(np.repeat(a, k, 0), k, 1) for a in (rgb, overlay))
+    finite = heat[np.isfinite(heat)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    font = ImageFont.load_default(size=16)
+    lines = _wrap([caption, f"colour: attention weight of each patch, from this item's minimum {lo:.3g} "
+                   f"(dark) to its maximum {hi:.3g} (bright)"
+                   + ("; grey: not kept (background)" if finite.size < heat.size else "")],
+                  font, preview_layout(*rgb.shape[:2], 0)["canvas"][2] - 2 * PAD)
+    box = preview_layout(*rgb.shape[:2], len(lines))
+    canvas = Image.new("RGB", box["canvas"][2:], "white")
+    canvas.paste(Image.fromarray(rgb), box["left"][:2])
+    canvas.paste(Image.fromarray(overlay), box["right"][:2])
+    x0, y0, x1, y1 = box["bar"]
+    ramp = matplotlib.colormaps["inferno"](np.linspace(1, 0, y1 - y0))[:, :3]
+    bar = np.repeat((ramp * 255).round().astype(np.uint8)[:, None], x1 - x0, 1)
+    canvas.paste(Image.fromarray(bar), (x0, y0))
+    draw = ImageDraw.Draw(canvas)
+    for n, line in enumerate(lines):
+        draw.text((PAD, PAD + n * LINE), line, fill="black", font=font)
+    for (bx, by), title in ((box["left"][:2], "image"), (box["right"][:2], "attention over the image")):
+        draw.text((bx, by - LINE + 2), title, fill="black", font=font)
+    draw.text((x1 + 6, y0), f"{hi:.3g} max", fill="black", font=font)
+    draw.text((x1 + 6, y1 - LINE), f"{lo:.3g} min", fill="black", font=font)
+    info = PngInfo()
+    info.add_text("Description", "\n".join(lines))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(out).save(path, compress_level=1)
+    canvas.save(path, pnginfo=info, compress_level=1)
     return Path(path)
 
 

@@ -54,10 +54,20 @@ def _img(path: Path, root: Path, width: str = "100%") -> str:
             f"<figcaption>{rel}</figcaption></figure>")
 
 
+BENCHMARK_INTERVALS = ("Intervals: 95%, corrected resampled t over folds x seeds; differences paired per "
+                       "fold, their p-values Holm-corrected across the comparisons.")
+"""What a benchmark summary written before summaries named their intervals used."""
+
+
 def _summary_html(path: Path) -> str:
-    """A ``summary.md`` (a heading and '- ' sentences) as a list."""
-    items = [ln[2:] for ln in path.read_text().splitlines() if ln.startswith("- ")]
-    return "<ul class='summary'>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+    """A ``summary.md`` (a heading and '- ' sentences) as a list, then what its intervals are: the file's
+    own ``Intervals:`` line (a predict summary's item bootstrap is no paired, Holm-corrected interval)."""
+    lines = path.read_text().splitlines()
+    items = [ln[2:] for ln in lines if ln.startswith("- ")]
+    how = next((ln for ln in lines if ln.startswith("Intervals:")),
+               BENCHMARK_INTERVALS if lines[:1] == ["## Summary"] else "")
+    return ("<ul class='summary'>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+            + (f"<p class='how'>{html.escape(how)}</p>" if how else ""))
 
 
 def _md_table(md: str) -> str:
@@ -177,12 +187,12 @@ def _text_sections(files: list[Path], run: Path) -> list[str]:
     summaries = [p for p in files if p.name == "summary.md"]
     if summaries:
         sections.append(
-            "<h2>Summary: what the results say (paired 95% intervals, Holm-corrected)</h2>" + "".join(
+            "<h2>Summary: what the results say</h2>" + "".join(
                 (f"<h3>{html.escape(str(p.parent.relative_to(run)))}</h3>" if len(summaries) > 1 else "")
                 + _summary_html(p) for p in summaries))
     tables = [p for p in files if p.name == "results.md"]
     if tables:
-        body = "".join(f"<h3>{html.escape(str(p.parent.relative_to(run)) or '.')}</h3>"
+        body = "".join(f"<h3>{html.escape(p.relative_to(run).as_posix())}</h3>"
                        f"{_md_table(p.read_text())}" for p in tables)
         sections.append("<h2>Results (estimates and intervals as each table states)</h2>" + body)
     for p in [p for p in files if p.name == "localization.csv"]:

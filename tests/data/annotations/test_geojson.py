@@ -286,3 +286,35 @@ def test_writer_refuses_an_object_type_qupath_does_not_know():
     with pytest.raises(ValueError, match="objectType 'patch': QuPath's are annotation, detection, cell"):
         tile_feature(0, 0, 8, 8, object_type="patch")
     assert tile_feature(0, 0, 8, 8, object_type="detection")["properties"]["objectType"] == "detection"
+
+
+def test_ids_are_unique_across_images_tiled_alike_and_stay_deterministic(tmp_path):
+    """Two images prepared with the same grid give tiles of the same content; QuPath takes an id for one
+    object across a project, so each file's ids carry its image (the file's stem, or ``image``)."""
+    import uuid
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cytofm.cli.main import app
+
+    from tests.helpers import smear
+
+    (tmp_path / "in").mkdir()
+    for name, seed in (("a", 1), ("b", 2)):
+        Image.fromarray(smear(256, 256, seed=seed)[0]).save(tmp_path / "in" / f"{name}.png")
+    args = ["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "prep"), "--geojson",
+            "tiling.patch_size=64", "foreground.method=none", "resolution.mpp=0.5"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    ids = {n: [f["id"] for f in json.loads((tmp_path / "prep" / "geojson" / f"{n}.geojson").read_text())[
+        "features"]] for n in ("a", "b")}
+    assert len(ids["a"]) == len(ids["b"]) == 16 and not set(ids["a"]) & set(ids["b"])
+    assert all(str(uuid.UUID(i)) == i for i in ids["a"] + ids["b"])
+    tiles = [tile_feature(x, 0, 8, 8) for x in (0, 8)]
+    once = [f["id"] for f in json.loads(written(tmp_path, tiles, "a.geojson").read_text())["features"]]
+    again = [f["id"] for f in json.loads(written(tmp_path, tiles, "a.geojson").read_text())["features"]]
+    other = write_feature_collection(tmp_path / "x.geojson", tiles, image="a")
+    assert once == again == [f["id"] for f in json.loads(other.read_text())["features"]]
+    assert once == [str(uuid.uuid5(uuid.UUID("6f1d3a52-52c1-4c55-9a53-2f0c6b7e1a01"), f"a/{f['id']}"))
+                    for f in tiles]

@@ -170,11 +170,17 @@ def cell_feature(cell_geometry, nucleus_geometry=None,
     return _feature(_geometry_json(cell_geometry), "cell", None, classification, measurements, nucleus)
 
 
-def write_feature_collection(path: str | os.PathLike, features: Iterable[dict]) -> Path:
-    """A ``FeatureCollection`` written atomically; a repeated id (two objects of the same content) is
-    replaced, since QuPath takes an id for one object."""
+def write_feature_collection(path: str | os.PathLike, features: Iterable[dict],
+                             image: str | None = None) -> Path:
+    """A ``FeatureCollection`` written atomically. Ids are made the image's (``image``, default the file's
+    stem, which names the image): objects of the same content on two images tiled alike (every tile of a
+    grid) would otherwise share ids across a project. A repeated id in the file (two objects of the same
+    content) is replaced, since QuPath takes an id for one object. Both stay deterministic."""
+    scope = Path(path).stem if image is None else str(image)
     out, seen = [], set()
     for k, f in enumerate(features):
+        if "id" in f:
+            f = {**f, "id": str(uuid.uuid5(_ID_NAMESPACE, f"{scope}/{f['id']}"))}
         if f.get("id") in seen:
             f = {**f, "id": str(uuid.uuid5(_ID_NAMESPACE, f"{f['id']}/{k}"))}
         seen.add(f.get("id"))

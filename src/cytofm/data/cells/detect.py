@@ -11,11 +11,50 @@ import numpy as np
 from cytofm.data.cells.registry import CELL_DETECTORS
 from cytofm.data.cells.table import CellTable
 from cytofm.data.prepare.config import CellsConfig
+from cytofm.data.sources.resolution import missing_resolution
 from cytofm.utils.errors import UserError
 
 
 class NoResolution(UserError, ValueError):
     """Cell sizes are in micrometres: a source without um/px cannot be detected."""
+
+
+class ImplausibleResolution(UserError, ValueError):
+    """The cells found are too few pixels across for their measurements to mean anything."""
+
+
+MAX_DIAMETER_RATIO = 2.0
+"""The cells' median diameter may differ from ``typical_diameter_um`` by this factor before the um/px is
+doubted: the detector's accepted sizes (min 4, typical 7.5, max 25 um by default) span about 2-3x either
+side of typical, so a population centred more than 2x away (4x in area) is not the cells the config
+describes; usually a wrong ``--mpp``."""
+MIN_CELL_PX = 3.0
+"""Below this median diameter in working pixels (a disc of about 7 pixels) an outline, a perimeter and a
+nucleus cannot be measured: the result would be meaningless and the source is refused."""
+
+
+def plausible_resolution(cells: CellTable, mpp: float, cfg: CellsConfig) -> tuple[str, str]:
+    """(warning, refusal), each '' when there is none: the median diameter of the cells found (from their
+    areas) compared with the typical one the config expects, and with the pixels it spans at the working
+    resolution. The cells suggest ``mpp * typical / median`` um/px."""
+    if not len(cells):
+        return "", ""
+    area = np.asarray(cells.measures["area_um2"], np.float64)
+    d_um = float(np.median(2 * np.sqrt(np.maximum(area, 0) / np.pi)))
+    wmpp = working_scale(mpp, cfg)[1]
+    d_px = d_um / wmpp
+    suggested = mpp * cfg.typical_diameter_um / d_um if d_um > 0 else float("nan")
+    said = (f"at {mpp:g} um/px the {len(cells)} cell(s) found are {d_um:.3g} um ({d_px:.3g} px) across "
+            f"(median), cells.typical_diameter_um is {cfg.typical_diameter_um:g}")
+    if d_px < MIN_CELL_PX:
+        return "", (f"{said}: under {MIN_CELL_PX:g} px across, cells cannot be measured; the um/px is "
+                    f"likely wrong (a {cfg.typical_diameter_um:g} um cell would be "
+                    f"{cfg.typical_diameter_um / wmpp:.2g} px at {mpp:g} um/px): check --mpp")
+    ratio = d_um / cfg.typical_diameter_um
+    if ratio > MAX_DIAMETER_RATIO or ratio < 1 / MAX_DIAMETER_RATIO:
+        return (f"{said}: the cells suggest about {suggested:.2g} um/px; check --mpp (or the preset's "
+                "cells.typical_diameter_um)"), ""
+    return "", ""
 
 
 def working_scale(mpp: float, cfg: CellsConfig) -> tuple[float, float]:
@@ -70,8 +109,7 @@ def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTab
     detected in each region's best plane (or as its policy reads it), and every cell gets its own plane
     (:func:`cell_planes`)."""
     if mpp is None or not mpp > 0:
-        raise NoResolution("cell detection needs the resolution in um/px (sizes are in micrometres): give "
-                           "resolution.mpp=... or an mpp column in the manifest")
+        raise NoResolution(missing_resolution(src.path, "cell detection (sizes are in micrometres)"))
     detect = CELL_DETECTORS.get(cfg.detector)
     scale, wmpp = working_scale(mpp, cfg)
     core = max(1, int(cfg.region_px / scale))

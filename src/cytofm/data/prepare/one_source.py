@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 
 from cytofm.config.loader import config_dict, config_hash
-from cytofm.data.cells.detect import NoResolution, detect_source
+from cytofm.data.cells.detect import ImplausibleResolution, NoResolution, detect_source, plausible_resolution
 from cytofm.data.cells.plugins import DetectorUnavailable
 from cytofm.data.cells.store import write_cells
 from cytofm.data.prepare.config import PrepareConfig
@@ -21,27 +21,32 @@ from cytofm.data.prepare.tiles import Tiles, tile_source
 from cytofm.data.sources.image_io import ImageReadError
 from cytofm.data.sources.inputs import Skip, SourceItem
 from cytofm.data.sources.kinds import INPUT_KINDS
+from cytofm.data.sources.resolution import BadResolution, missing_resolution, parse_mpp
 from cytofm.utils.hashing import file_digest
 from cytofm.utils.io import atomic_path, portable_path
 
 
 def source_mpp(item: SourceItem, cfg: PrepareConfig) -> float | None:
-    """The source's level-0 resolution: its manifest's ``mpp``, else the config's."""
-    raw = item.meta.get("mpp", "")
-    if raw:
-        try:
-            v = float(raw)
-            if v > 0:
-                return v
-        except ValueError:
-            pass
-    return cfg.resolution.mpp
+    """The source's level-0 resolution: its manifest's ``mpp`` (a decimal comma read, anything else that
+    is not a number refused by name), else the config's."""
+    where = f"manifest line {item.line}: " if item.line else ""
+    v = parse_mpp(item.meta.get("mpp", ""), where)
+    return v if v is not None else cfg.resolution.mpp
 
 
-def _detect_cells(src, item: SourceItem, cfg: PrepareConfig, out: Path):
-    """``cells/<id>.h5`` of a source (written before its coords file, which marks it finished)."""
+def _detect_cells(src, item: SourceItem, cfg: PrepareConfig, out: Path, warnings: list[str]):
+    """``cells/<id>.h5`` of a source (written before its coords file, which marks it finished); a
+    resolution the cells contradict is warned about, or refused where the cells would be meaningless."""
     mpp = src.mpp if src.mpp else source_mpp(item, cfg)
+    if not mpp:
+        raise NoResolution(missing_resolution(item.path, "cell detection (sizes are in micrometres)",
+                                              "mpp" in item.meta))
     cells = detect_source(src, mpp, cfg.cells)
+    warning, refusal = plausible_resolution(cells, mpp, cfg.cells)
+    if refusal:
+        raise ImplausibleResolution(refusal)
+    if warning:
+        warnings.append(warning)
     write_cells(out / "cells" / f"{item.id}.h5", cells, {"detector": cfg.cells.detector, "mpp": float(mpp)})
     return cells
 
@@ -79,7 +84,7 @@ def prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str, 
     only patches centred inside it are kept."""
     try:
         return _prepare_source(item, cfg, out, chash, want_qa, roi)
-    except (ImageReadError, NoResolution, DetectorUnavailable) as e:
+    except (ImageReadError, NoResolution, ImplausibleResolution, BadResolution, DetectorUnavailable) as e:
         return Skip(str(item.path), str(e))
     except MemoryError:
         return Skip(str(item.path), "out of memory while reading (image too large for the machine)")
@@ -113,9 +118,12 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
         if isinstance(tiles, Skip):
             return tiles
         row = manifest_row(item, src, tiles, cfg, rel, digest)
-        cells = _detect_cells(src, item, cfg, out) if cfg.cells.enabled else None
+        warnings = list(tiles.warnings)
+        cells = _detect_cells(src, item, cfg, out, warnings) if cfg.cells.enabled else None
         if cells is not None:
             row["n_cells"] = len(cells)
+        if warnings:  # said by the main process (run.py), and again when the row is reused
+            row["_warnings"] = warnings
         if want_qa:
             _write_qa(out / "qa" / f"{item.id}.jpg", tiles, cells, cfg)
         if cfg.output.geojson:

@@ -43,7 +43,8 @@ def manifest_row(item: SourceItem, src, tiles: Tiles, cfg: PrepareConfig, rel: s
         "z": str(src.policy) if INPUT_KINDS.get(item.kind).planes else "",
         "conversion": src.conversion,
         "source_sha256": digest,
-        **item.meta,
+        # the manifest's own mpp was read into src.mpp (a decimal comma too): its raw text is not kept over it
+        **{k: v for k, v in item.meta.items() if k != "mpp"},
     }
 
 

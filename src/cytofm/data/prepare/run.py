@@ -15,7 +15,6 @@ Output layout (``OUT``):
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import time
@@ -36,7 +35,7 @@ from cytofm.data.sources.inputs import Skip, discover
 from cytofm.data.sources.item_ids import ids_in_outputs
 from cytofm.data.sources.large_image import worker_start_method
 from cytofm.utils.errors import InputError
-from cytofm.utils.io import portable_path, remove_stale_temporaries, write_csv
+from cytofm.utils.io import portable_path, remove_stale_temporaries, strict_json, write_csv
 from cytofm.utils.lock import FolderLock
 from cytofm.utils.progress import StageTask
 
@@ -129,7 +128,7 @@ def _write_summary(out: Path, result: PrepareResult, mp: float) -> None:
         "megapixels": round(mp, 2), "seconds": round(result.seconds, 2),
         "megapixels_per_s": round(mp / max(result.seconds, 1e-9), 2), "cytofm_version": __version__,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(strict_json(summary))
 
 
 def _prepare_all(items: list, cfg: PrepareConfig, out: Path, chash: str, progress, log,
@@ -151,6 +150,8 @@ def _prepare_all(items: list, cfg: PrepareConfig, out: Path, chash: str, progres
         if isinstance(r, Skip):
             log(f"skipped: {r.path}: {r.reason}")
         else:
+            for w in r.pop("_warnings", []):
+                log(f"warning: {items[i].path}: {w}")
             mp += r["width"] * r["height"] / 1e6
         el = max(time.perf_counter() - t0, 1e-9)
         task.update(advance=1, rate=f"{task.completed / el:.1f} img/s, {mp / el:.1f} MP/s")

@@ -9,14 +9,13 @@ is written as ``%2E`` in the key (and ``%`` as ``%25``); the JSON keeps the id a
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from pathlib import Path
 
 from PIL import Image
 
 from cytofm.data.prepare.config import PrepareConfig
-from cytofm.utils.io import atomic_path
+from cytofm.utils.io import atomic_path, strict_json
 from cytofm.utils.progress import StageTask
 
 
@@ -82,7 +81,7 @@ def write_shards(out: Path, rows: list[dict], cfg: PrepareConfig, progress=None)
                 _add(tar, f"{key}.png", buf.getvalue())
                 meta = {"id": it.id, "x": int(xy[0]), "y": int(xy[1]), **({} if z is None else {"z": z}),
                         **it.meta}
-                _add(tar, f"{key}.json", json.dumps(meta).encode())
+                _add(tar, f"{key}.json", strict_json(meta, indent=None).encode())
                 n_in_shard += 1
                 task.update(advance=1)
     _close()

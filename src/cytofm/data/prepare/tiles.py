@@ -3,7 +3,7 @@ patches kept by foreground fraction and region of interest."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,6 +14,12 @@ from cytofm.data.prepare.roi import Roi
 from cytofm.data.prepare.tiling import grid_coords
 from cytofm.data.sources.inputs import Skip, SourceItem
 from cytofm.data.sources.kinds import INPUT_KINDS
+from cytofm.data.sources.resolution import missing_resolution
+
+MAX_UPSAMPLING = 2.0
+"""Resampling that enlarges a source more than this is warned about: up to 2x is the usual step between
+scanner objectives (40x read for a 20x-trained model and back); beyond it the patches are mostly
+interpolated pixels with no detail of their own, usually a wrong ``--mpp`` or ``--target-mpp``."""
 
 
 @dataclass
@@ -35,6 +41,7 @@ class Tiles:
     focus: np.ndarray | None = None  # (N,) focus of every candidate (NaN where not scored), or None
     blank: np.ndarray | None = None  # (N,) bool: no stain structure to score
     planes: np.ndarray | None = None  # (N,) z-stacks: the plane each candidate is read from
+    warnings: list[str] = field(default_factory=list)  # said once per source (a resampling that enlarges)
 
     @property
     def kept(self) -> np.ndarray:
@@ -52,12 +59,16 @@ def tile_source(src, item: SourceItem, cfg: PrepareConfig, roi: Roi | None = Non
     is skipped."""
     t, fg, target = cfg.tiling, cfg.foreground, cfg.resolution.target
     w, h = src.width, src.height
-    if min(w, h) < t.min_side:
-        return Skip(str(item.path), f"image {w}x{h} is too small (a side below min_side={t.min_side} px)")
+    small = size_refusal(w, h, t.min_side)
+    if small:
+        return Skip(str(item.path), small)
     if target is not None and src.mpp is None:
-        return Skip(str(item.path), "resolution unknown: give --mpp or an 'mpp' column to resample to "
-                                    f"{target:g} um/px")
+        return Skip(str(item.path), missing_resolution(item.path, f"resampling to {target:g} um/px",
+                                                       "mpp" in item.meta))
     factor = (target / src.mpp) if target is not None else 1.0  # level-0 px per output px
+    warnings = [] if factor * MAX_UPSAMPLING >= 1 else [
+        f"resampling {src.mpp:g} um/px to {target:g} um/px enlarges it {1 / factor:.3g}x (more than "
+        f"{MAX_UPSAMPLING:g}x: interpolated pixels, no new detail); check --mpp and --target-mpp"]
     size0 = max(1, round(t.patch_size * factor))
     stride0 = max(1, round((t.stride or t.patch_size) * factor))
     thumb, scale = src.thumbnail(fg.mask_max_side)
@@ -85,4 +96,12 @@ def tile_source(src, item: SourceItem, cfg: PrepareConfig, roi: Roi | None = Non
         keep &= inside
     level = src.best_level(factor) if INPUT_KINDS.get(item.kind).pyramid and factor > 1 else 0
     return Tiles(target, size0, level, whole, coords, fracs, keep, patch_wh, thumb, scale, mask,
-                  image_fraction)
+                 image_fraction, warnings=warnings)
+
+
+def size_refusal(width: int, height: int, min_side: int) -> str:
+    """Why an image is too small to be a source ('' when it is not): one rule for ``prepare`` and for
+    ``extract`` of images it did not prepare."""
+    if min(width, height) < min_side:
+        return f"image {width}x{height} is too small (a side below min_side={min_side} px)"
+    return ""

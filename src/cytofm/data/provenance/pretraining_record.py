@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from cytofm.utils.io import strict_json
+
 COLUMNS = ("dataset", "relpath", "sha256", "phash")
 
 
@@ -69,5 +71,5 @@ def attach_record(export_json: str | os.PathLike, record: str | os.PathLike) -> 
     meta["pretraining_record"] = dest.name
     meta["pretraining_data"] = {"images": len(rows), "datasets": dict(sorted(counts.items())),
                                 "splits": splits}
-    js.write_text(json.dumps(meta, indent=2))
+    js.write_text(strict_json(meta))
     return meta
