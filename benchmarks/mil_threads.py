@@ -8,7 +8,8 @@ source tree ``--before-src``, through PYTHONPATH), the same with ``OMP_NUM_THREA
 issue gives), and this tree. Printed: each wall time, the ratio before / after, and whether the results
 (every saved model file, the per-fold and per-item tables) are identical.
 
-    python benchmarks/mil_threads.py [--before-src /tmp/new/src] [--quick]
+    git worktree add ../cytofm-before 5d892af   # the commit before the change
+    python benchmarks/mil_threads.py --before-src ../cytofm-before/src [--quick]
 
 ``--quick``: 60 bags, 3 folds x 1 seed, 10 epochs (a check that the script runs, about a minute).
 """
@@ -88,7 +89,7 @@ def table(path: Path, other: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before-src", type=Path, default=Path("/tmp/new/src"),
+    ap.add_argument("--before-src", type=Path, required=True,
                     help="the source tree of the code before the change")
     ap.add_argument("--quick", action="store_true", help="a smaller task: 60 bags, 3 folds x 1 seed")
     a = ap.parse_args()

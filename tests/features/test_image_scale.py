@@ -104,11 +104,11 @@ def test_a_recorded_field_reads_new_cases_at_the_training_scale(crops, tmp_path)
     (root / "train.csv").write_text("path,label,mpp\na.png,x,0.2\nb.png,y,0.1\n")
     chosen: dict = {}
     collect_items(root / "train.csv", "image", root / "t", log=lambda m: None, chosen=chosen)
-    assert chosen == {"image_field_um": 18.0}
+    assert chosen == {"image_field_um": 18.0, "image_mpp": None}
     (root / "new.csv").write_text("path,label,mpp\nb.png,y,0.1\n")
     said = []
     items, _ = collect_items(root / "new.csv", "image", root / "n", log=said.append, image_field_um=18.0)
-    assert [it.size0 for it in items] == [180] and any("(as given)" in m for m in said)
+    assert [it.size0 for it in items] == [180] and any("(as recorded or given)" in m for m in said)
     rb = _read(items)["b"][0].numpy()
     assert rb.shape == (180, 180, 3) and np.array_equal(rb[30:150, 30:150], b)
     # through extract: the store's config.yaml carries the field, which predict hands back to extract
@@ -122,3 +122,33 @@ def test_a_recorded_field_reads_new_cases_at_the_training_scale(crops, tmp_path)
                         encoder="handcrafted")
     run_extract(create_encoder("handcrafted"), cfg, log=lambda m: None)
     assert yaml.safe_load((tmp_path / "store" / "config.yaml").read_text())["image_field_um"] == 18.0
+    import h5py  # the geometry recorded is the field read (90 px at 0.2 um/px), not the whole image's 120
+
+    with h5py.File(tmp_path / "store" / "features" / "a.h5") as f:
+        assert f["coords"].attrs["patch_size_level0"] == 90 and f["coords"].attrs["patch_size"] == 90
+
+
+def test_a_model_trained_at_one_mpp_reads_new_cases_of_another_at_its_scale(crops):
+    """The issue's case: trained on crops all at 0.2 um/px (read whole, as ever: a 24 um field), applied to
+    crops at 0.1 um/px: those are read as 24 um fields (240 px), crops at 0.2 whole as in training."""
+    root, a, b = crops
+    (root / "train.csv").write_text("path,label,mpp\na.png,x,0.2\nb.png,y,0.2\n")
+    chosen: dict = {}
+    items, _ = collect_items(root / "train.csv", "image", root / "t", log=lambda m: None, chosen=chosen)
+    assert [it.size0 for it in items] == [None, None] and chosen == {"image_field_um": 24.0, "image_mpp": 0.2}
+    (root / "other.csv").write_text("path,label,mpp\nb.png,y,0.1\n")
+    items, _ = collect_items(root / "other.csv", "image", root / "o", log=lambda m: None, **_scale(chosen))
+    assert [it.size0 for it in items] == [240]
+    rb = _read(items)["b"][0].numpy()
+    assert rb.shape == (240, 240, 3) and np.array_equal(rb[60:180, 60:180], b) and (rb[:60] == 255).all()
+    (root / "same.csv").write_text("path,label,mpp\nb.png,y,0.2\n")
+    items, _ = collect_items(root / "same.csv", "image", root / "s", log=lambda m: None, **_scale(chosen))
+    assert [it.size0 for it in items] == [None]
+    said = []
+    (root / "none.csv").write_text("path,label\nb.png,y\n")
+    collect_items(root / "none.csv", "image", root / "u", log=said.append, **_scale(chosen))
+    assert any("not at the recorded 24 um field" in m for m in said)
+
+
+def _scale(chosen: dict) -> dict:
+    return {"image_field_um": chosen["image_field_um"], "image_mpp": chosen["image_mpp"]}

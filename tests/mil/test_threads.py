@@ -37,3 +37,14 @@ def test_the_previous_setting_comes_back_even_after_an_error(monkeypatch):
         assert torch.get_num_threads() == 2 and said[0].startswith("torch threads: 1 (a small model")
     finally:
         torch.set_num_threads(prev)
+
+
+def test_transmil_counts_its_attention_over_the_bag(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    # bags of 2000 instances, 384 -> 256, batches of 8: the projection alone is 8 x 2000 x 384 x 256
+    # = 1.57G (under 2G, one thread); TransMIL's 2000 x 2000 attention adds 8 x 2000^2 x 256 = 8.19G
+    abmil = step_work([2000] * 182, 384, 256, 8, "abmil")
+    transmil = step_work([2000] * 182, 384, 256, 8, "transmil")
+    assert abmil == step_work([2000] * 182, 384, 256, 8) == 1_572_864_000
+    assert transmil == 8 * (2000 * 384 * 256 + 2000 ** 2 * 256) == 9_764_864_000
+    assert thread_choice(abmil)[0] == 1 and thread_choice(transmil)[0] is None

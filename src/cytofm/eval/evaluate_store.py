@@ -36,13 +36,16 @@ def prepare_eval(features: str | Path, label: str, group_column=None, split_colu
     return data, splits
 
 
-def duplicate_pairs(data: LabelledSet, hashes: list, out: Path | None = None) -> list:
+def duplicate_pairs(data: LabelledSet, hashes: list, out: Path | None = None, items=None) -> list:
     """Near-duplicate pairs of the items' source images (``cytofm.data.provenance.duplicates``), written to
-    ``OUT/duplicates.csv`` with their labels (the report ``probe``, ``mil`` and ``benchmark`` share)."""
-    from cytofm.data.provenance.duplicates import near_duplicate_pairs
+    ``OUT/duplicates.csv`` with their labels (the report ``probe``, ``mil`` and ``benchmark`` share).
+    ``items``: the items ``hashes`` are of, when not all (the pairs are given by the items' own indices)."""
+    from cytofm.data.provenance.duplicates import Pair, near_duplicate_pairs
     from cytofm.utils.io import write_csv
 
     pairs = near_duplicate_pairs(hashes)
+    if items is not None:
+        pairs = [Pair(items[p.i], items[p.j], p.bits, p.mad) for p in pairs]
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         write_csv(Path(out) / "duplicates.csv",
@@ -57,8 +60,10 @@ def near_duplicate_groups(data: LabelledSet, out: Path | None = None, log=print,
                           warn=print) -> tuple[np.ndarray | None, bool]:
     """(split groups, whether near-duplicates were joined into them): the items' groups joined with their
     near-duplicate source images (``cytofm.data.provenance.duplicates``, the benchmark's rule). Items
-    without a source image of their own (cells of a field) are not checked; source images that are gone or
-    unreadable are said, and the items' own groups kept."""
+    without a source image of their own (cells of a field) are not checked, nor sources that are not plain
+    images (:func:`plain_images`); source images that are gone or unreadable are said, and the items' own
+    groups kept. The rule compares 32x32 thumbnails besides the pHash the store keeps (``source_phash``),
+    so the images are decoded here."""
     from cytofm.data.provenance.duplicates import merge_groups
     from cytofm.data.provenance.hashing import hash_image
     from cytofm.data.sources.image_io import ImageReadError
@@ -71,18 +76,41 @@ def near_duplicate_groups(data: LabelledSet, out: Path | None = None, log=print,
         warn(f"near-duplicates not checked: {len(missing)} source image(s) not found (e.g. "
              f"{missing[0] or 'an item without one'})")
         return data.groups, False
+    images = plain_images(paths, log)
+    if len(images) < 2:
+        return data.groups, False
     try:
-        hashes = [hash_image(p) for p in paths]
+        hashes = [hash_image(paths[k]) for k in images]
     except (OSError, ValueError, ImageReadError) as e:
         warn(f"near-duplicates not checked: a source image could not be read ({str(e).splitlines()[0]})")
         return data.groups, False
-    pairs = duplicate_pairs(data, hashes, out)
+    pairs = duplicate_pairs(data, hashes, out, images)
     if not pairs:
         return data.groups, False
     items = len({k for p in pairs for k in (p.i, p.j)})
     log(f"{len(pairs)} near-duplicate pair(s) over {items} items kept on one side of every split"
         + (" (duplicates.csv)" if out is not None else ""))
     return merge_groups(len(data.ids), pairs, data.groups), True
+
+
+OTHER_SOURCES = {"slide": "whole slide(s)", "zstack": "z-stack(s)", "tar": "tar shard(s)"}
+
+
+def plain_images(paths: list[str], log=print) -> list[int]:
+    """The items whose source is a plain image (input kind "image"), the only sources the near-duplicate
+    rule is made for: a whole slide, a z-stack or a tar shard is not one picture to decode whole and compare
+    (most MIL stores are of those), so the others are said in one note rather than read."""
+    from collections import Counter
+
+    from cytofm.data.sources.kinds import kind_of
+
+    kinds = [kind_of(p) or Path(p).suffix.lower().lstrip(".") for p in paths]
+    others = Counter(k for k in kinds if k != "image")
+    if others:
+        log("near-duplicates are checked between plain images only; "
+            + ", ".join(f"{n} {OTHER_SOURCES.get(k, f'.{k} file(s)' if k else 'file(s) of no known kind')}"
+                        for k, n in sorted(others.items())) + " not checked")
+    return [i for i, k in enumerate(kinds) if k == "image"]
 
 
 def split_groups(sp, data: LabelledSet):
@@ -135,6 +163,7 @@ def evaluate_probes(data: LabelledSet, splits, out: Path, methods=("linear", "kn
     for m, s, rec in zip(methods, summaries, records, strict=True):
         s["_members"] = members[m]
         s["_trained"] = trained_by_some_split(splits, len(data.y))
+        s["_groups"] = fold_groups(splits, data)
         rec.note(log)
     return summaries
 
@@ -148,11 +177,18 @@ def trained_by_some_split(splits, n: int) -> np.ndarray:
     return seen
 
 
+def fold_groups(splits, data: LabelledSet) -> np.ndarray | None:
+    """The groups the folds kept whole (the items' joined with their near-duplicates, as
+    :func:`prepare_eval` made them): what a refit on every item keeps whole in its own inner cuts."""
+    return split_groups(splits[0], data) if len(splits) else data.groups
+
+
 def mil_threads(data: LabelledSet, cfg, threads: int | None = None, log=None):
     """The torch threads for training ``cfg`` on ``data``'s bags (``cytofm.mil.threads``), as a context."""
     from cytofm.mil.threads import sized_threads, step_work
 
-    work = step_work([len(b) for b in data.bags], data.bags[0].shape[1], cfg.hidden, cfg.batch_size)
+    work = step_work([len(b) for b in data.bags], data.bags[0].shape[1], cfg.hidden, cfg.batch_size,
+                      cfg.model)
     return sized_threads(work, threads, log)
 
 
@@ -207,27 +243,33 @@ def evaluate_mil(data: LabelledSet, splits, out: Path, epochs: int = 50, lr: flo
         np.savez_compressed(out / f"attention_{seed}.npz", **d)
     summary["_members"] = members
     summary["_trained"] = trained_by_some_split(splits, len(data.y))
+    summary["_groups"] = fold_groups(splits, data)
     return summary
 
 
-def refit_probe(data: LabelledSet, out: Path, method: str, knn_k: int = 20, seed: int = 0) -> dict:
-    """One probe on every labelled item, chosen as in every fold (linear: C by the same inner CV); reused
-    when an earlier run of the same settings finished it."""
+def refit_probe(data: LabelledSet, out: Path, method: str, knn_k: int = 20, seed: int = 0,
+                groups: np.ndarray | None = None) -> dict:
+    """One probe on every labelled item, chosen as in every fold (linear: C by the same inner CV, on the
+    folds' ``groups``: :func:`fold_groups`, default the items'); reused when an earlier run of the same
+    settings finished it."""
     from cytofm.eval.probe_registry import make_probe
 
     probe = make_probe(method, knn_k)
+    groups = data.groups if groups is None else groups
     name = f"models/{method}_refit.safetensors"
-    key, marker = store_key(data, "probe refit", method, knn_k, seed), out / RECORDS / f"{method}_refit.key"
+    key = store_key(data, "probe refit", method, knn_k, seed, _listed(groups))
+    marker = out / RECORDS / f"{method}_refit.key"
     if not finished(marker, key, [out / name]):
-        probe.save(probe.refit(data.pooled(), data.y, seed, data.groups), out / name)
+        probe.save(probe.refit(data.pooled(), data.y, seed, groups), out / name)
         mark_finished(marker, key)
     return {"file": name, "seed": seed, "n_items": len(data.y)}
 
 
 def refit_mil(data: LabelledSet, out: Path, epochs: int, lr: float, model: str, seed: int = 0,
-              threads: int | None = None) -> dict:
+              threads: int | None = None, groups: np.ndarray | None = None) -> dict:
     """One model on every labelled item, with the settings of the cross-validation (early stopping on an
-    inner validation part, as in every fold); reused when an earlier run of the same settings finished it."""
+    inner validation part that keeps the folds' ``groups`` whole, :func:`fold_groups`, default the items',
+    as in every fold); reused when an earlier run of the same settings finished it."""
     import torch
 
     from cytofm.eval.splits import inner_validation
@@ -237,13 +279,20 @@ def refit_mil(data: LabelledSet, out: Path, epochs: int, lr: float, model: str, 
 
     cfg = MILTrainConfig(epochs=epochs, lr=lr, seed=seed, model=model)
     name = f"models/{model}_refit.safetensors"
-    key, marker = store_key(data, "mil refit", vars(cfg)), out / RECORDS / f"{model}_refit.key"
+    groups = data.groups if groups is None else groups
+    key = store_key(data, "mil refit", vars(cfg), _listed(groups))
+    marker = out / RECORDS / f"{model}_refit.key"
     if not finished(marker, key, [out / name]):
         bags = [torch.from_numpy(b) for b in data.bags]
-        itr, ival = inner_validation(data.y, seed, groups=data.groups)
+        itr, ival = inner_validation(data.y, seed, groups=groups)
         with mil_threads(data, cfg, threads):
             fitted = train_mil([bags[i] for i in itr], data.y[itr], [bags[i] for i in ival], data.y[ival],
                                len(data.classes), cfg)
         save_weights(fitted, out / name)
         mark_finished(marker, key)
     return {"file": name, "seed": seed, "n_items": len(data.y)}
+
+
+def _listed(groups: np.ndarray | None) -> list[str] | None:
+    """Groups as a key reads them (a refit of other groups is another refit)."""
+    return None if groups is None else [str(g) for g in groups]

@@ -304,13 +304,13 @@ def probe_record(store: Path, data, summaries: list[dict], settings: dict, targe
 
 def save_mil_run(store: Path, out: Path, data, summary: dict, cfg) -> tuple[Path, dict | None]:
     """``model.json`` of a ``cytofm mil`` run (``cfg``: its ``MilConfig``) beside the fold x seed models it
-    saved, and the refit model when ``cfg.refit``."""
+    saved, and the refit model when ``cfg.refit`` (its inner cut keeping whole the groups the folds kept)."""
     from cytofm.eval.evaluate_store import refit_mil
     from cytofm.mil.config import MILTrainConfig
     from cytofm.mil.saved import architecture
 
-    refit = (refit_mil(data, out, cfg.epochs, cfg.lr, cfg.model, threads=cfg.threads) if cfg.refit
-             else None)
+    refit = (refit_mil(data, out, cfg.epochs, cfg.lr, cfg.model, threads=cfg.threads,
+                       groups=summary.get("_groups")) if cfg.refit else None)
     arch = architecture(MILTrainConfig(model=cfg.model), data.bags[0].shape[1], len(data.classes))
     settings = {"epochs": cfg.epochs, "lr": cfg.lr, "label": cfg.label, "group_column": cfg.group_column,
                 "exclude": list(cfg.exclude)}

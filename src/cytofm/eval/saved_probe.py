@@ -49,7 +49,8 @@ def save_probe_run(store: Path, out: Path, data, summaries: list[dict], cfg) -> 
     saved = [s["method"] for s in summaries if s.get("_members")]
     if not saved:
         return None, saved, {}
-    refits = {m: refit_probe(data, out, m, cfg.knn_k) for m in saved} if cfg.refit else {}
+    groups = {s["method"]: s.get("_groups") for s in summaries}  # those the folds kept whole
+    refits = {m: refit_probe(data, out, m, cfg.knn_k, groups=groups[m]) for m in saved} if cfg.refit else {}
     settings = {"label": cfg.label, "group_column": cfg.group_column, "exclude": list(cfg.exclude),
                 "knn_k": cfg.knn_k}
     rec = probe_record(store, data, summaries, settings, cfg.target_sensitivity, refits, cfg.positive_class)

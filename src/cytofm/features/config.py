@@ -29,9 +29,12 @@ class ExtractConfig(Section):
     precision: Literal[PRECISIONS] = "auto"
     pool: Literal[POOLS] = "cls"
     image_field_um: float | None = Field(None, gt=0)
-    """``--mode image``: side of the square field, in micrometres, that every image with a known um/px is
-    read as (default: the median of the run's images' fields when their um/px differ). Recorded in the
-    store, so ``predict`` reads new cases at the scale the model was trained at."""
+    """``--mode image``: side of the square field, in micrometres, that images with a known um/px are read
+    as (default: the median of the run's images' fields when their um/px differ). Recorded in the store
+    (with ``image_mpp``), so ``predict`` reads new cases at the scale the model was trained at."""
+    image_mpp: float | None = Field(None, gt=0)
+    """``--mode image``: the um/px at which images are read whole (recorded when a run's images all had one;
+    images of another um/px are then read at ``image_field_um``)."""
     cell_crop_um: float | None = Field(None, gt=0)
     """``--mode cells``: side of the crop centred on each cell, in micrometres (default: twice the typical
     cell diameter the folder was prepared with), so every cell is seen at one physical scale."""

@@ -113,7 +113,7 @@ class _Run:
         (out / "features").mkdir(parents=True, exist_ok=True)
         self.chosen: dict = {}
         items, self.skips = collect_items(cfg.input, cfg.mode, out, cfg.label_column, self.log,
-                                          cfg.cell_crop_um, cfg.image_field_um, self.chosen)
+                                          cfg.cell_crop_um, cfg.image_field_um, self.chosen, cfg.image_mpp)
         if not items:
             raise InputError(f"{cfg.input}: nothing to extract")
         self._ready_encoder()
@@ -161,6 +161,7 @@ class _Run:
             "precision": str(self.dtype or "fp32"),
             "label_column": cfg.label_column, "cell_crop_um": cfg.cell_crop_um,
             "image_field_um": self.chosen.get("image_field_um", cfg.image_field_um),
+            "image_mpp": self.chosen.get("image_mpp", cfg.image_mpp),
             "weights_hash": enc.weights_hash, "embed_dim": enc.embed_dim,
             "input_size": enc.input_size}, sort_keys=False))
 

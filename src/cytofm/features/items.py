@@ -38,10 +38,12 @@ class ExtractItem:
 
 def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: str | None = None,
                   log=print, cell_crop_um: float | None = None, image_field_um: float | None = None,
-                  chosen: dict | None = None) -> tuple[list[ExtractItem], list[Skip]]:
+                  chosen: dict | None = None, image_mpp: float | None = None
+                  ) -> tuple[list[ExtractItem], list[Skip]]:
     """Instances to embed: kept patches of a prepared dataset (``tiles``), its detected cells (``cells``)
     or whole images (``image``). ``chosen`` receives what was decided here that the store must record
-    (``image_field_um``: the physical field images were read at, so ``predict`` reads new ones alike).
+    (``image_field_um``, ``image_mpp``: the physical scale images were read at, so ``predict`` reads new
+    ones alike; see :func:`common_scale`).
 
     A plain folder or manifest in ``tiles`` mode is prepared first (default preset) into ``OUT/prepared``.
     """
@@ -52,9 +54,9 @@ def collect_items(input: str | os.PathLike, mode: str, out: Path, label_column: 
         return cell_items(p, cell_crop_um)
     items, skips = _items(p, mode, out, label_column, log)
     if mode == "image":
-        items, field_um = common_scale(items, skips, log, image_field_um)
-        if chosen is not None and field_um is not None:
-            chosen["image_field_um"] = field_um
+        items, scale = common_scale(items, skips, log, image_field_um, image_mpp)
+        if chosen is not None:
+            chosen.update(scale)
     return items, skips
 
 
@@ -133,22 +135,11 @@ def cell_items(folder: Path, crop_um: float | None) -> tuple[list[ExtractItem], 
     return items, skips
 
 
-def common_scale(items: list[ExtractItem], skips: list[Skip], log=print,
-                 field_um: float | None = None) -> tuple[list[ExtractItem], float | None]:
-    """``--mode image``: images whose um/px is known (a prepared set's, or a manifest's ``mpp`` column) and
-    differs are embedded at one physical scale. The encoder resizes every image to its input size, so
-    without this a 0.10 and a 0.17 um/px crop of one pixel size would be seen at scales 1.7x apart: each is
-    read instead as a square field of one size in micrometres (the median of the images' fields, their
-    longer side times their um/px), centred, white glass where an image is smaller. Images of one um/px,
-    or with none, are read whole as before; images without um/px among others are named. A given
-    ``field_um`` (``extract image_field_um=``, or the one a saved model recorded) is used as it is, for any
-    number of images: new cases are then seen at the scale the model was trained at. Returns the images and
-    the field used (None: read whole)."""
-    from cytofm.features.formats.geometry import whole_size
-
+def _read_mpps(items: list[ExtractItem], skips: list[Skip], log) -> list[ExtractItem]:
+    """The items with a plain manifest's ``mpp`` read (a prepared set has read it); one refused by name."""
     kept = []
     for it in items:
-        if it.mpp is None and it.meta.get("mpp"):  # a plain manifest's column (a prepared set has read it)
+        if it.mpp is None and it.meta.get("mpp"):
             try:
                 it.mpp = parse_mpp(it.meta["mpp"])
             except BadResolution as e:
@@ -156,24 +147,51 @@ def common_scale(items: list[ExtractItem], skips: list[Skip], log=print,
                 log(f"skipped: {it.path}: {e}")
                 continue
         kept.append(it)
+    return kept
+
+
+def common_scale(items: list[ExtractItem], skips: list[Skip], log=print, field_um: float | None = None,
+                 whole_mpp: float | None = None) -> tuple[list[ExtractItem], dict]:
+    """``--mode image``: images whose um/px is known (a prepared set's, or a manifest's ``mpp`` column) are
+    embedded at one physical scale. The encoder resizes every image to its input size, so a 0.10 and a
+    0.17 um/px crop of one pixel size would be seen at scales 1.7x apart: where um/px differ, each is read
+    instead as a square field of one size in micrometres (the median of the images' fields, their longer side
+    times their um/px), centred, white glass where an image is smaller. Images of one um/px are read whole as
+    before. Either way the scale is returned for the store to record (``image_field_um``, and ``image_mpp``
+    where the images were read whole at one um/px), and a run given them (``predict`` with a saved model's
+    record) reads images of that um/px whole and any other um/px at the field: new cases are seen at the
+    scale the model was trained at. Images without um/px are read whole and named."""
+    from cytofm.features.formats.geometry import whole_size
+
+    kept = _read_mpps(items, skips, log)
     known = [it for it in kept if it.mpp]
-    if field_um is None and len({round(float(it.mpp), 6) for it in known}) < 2:
-        return kept, None
+    mpps = {round(float(it.mpp), 6) for it in known}
     fields = {it.id: (whole_size(it.path, it.kind) or 0) * it.mpp for it in known}
-    if not any(f > 0 for f in fields.values()):
-        return kept, None
+    if not known or not any(f > 0 for f in fields.values()):
+        if field_um is not None and kept:
+            log(f"warning: {len(kept)} image(s) without um/px are embedded whole at their own scale, not at "
+                f"the recorded {field_um:.4g} um field: give them an 'mpp' column")
+        return kept, {}
     given = field_um is not None
+    if given and whole_mpp is not None and mpps == {round(float(whole_mpp), 6)}:
+        return _named_unknown(kept, log, field_um), {"image_field_um": field_um, "image_mpp": whole_mpp}
     if not given:
         field_um = float(np.median([f for f in fields.values() if f > 0]))
+        if len(mpps) < 2:  # one um/px: read whole as ever, the scale recorded for new cases
+            return _named_unknown(kept, log, None), {"image_field_um": field_um, "image_mpp": known[0].mpp}
     for it in known:
         if fields[it.id] > 0:  # an unreadable image is reported by extraction itself
             it.size0 = max(1, round(field_um / it.mpp))
-    mpps = [it.mpp for it in known]
-    why = "as given" if given else "the median of the images' fields"
+    why = "as recorded or given" if given else "the median of the images' fields"
     log(f"note: images of {min(mpps):g} to {max(mpps):g} um/px are embedded at one physical scale: a square "
         f"field of {field_um:.4g} um centred on each ({why}), resampled by the encoder to its input size")
+    return _named_unknown(kept, log, field_um), {"image_field_um": field_um, "image_mpp": None}
+
+
+def _named_unknown(kept: list[ExtractItem], log, field_um: float | None) -> list[ExtractItem]:
     unknown = [it for it in kept if not it.mpp]
     if unknown:
+        at = f", not at the {field_um:.4g} um field of the others" if field_um else ""
         log(f"warning: {len(unknown)} image(s) without um/px (e.g. {unknown[0].path}) are embedded whole at "
-            "their own scale: give them an 'mpp' column")
-    return kept, field_um
+            f"their own scale{at}: give them an 'mpp' column")
+    return kept

@@ -17,16 +17,25 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from cytofm.mil.registry import MIL_MODELS
+
 SMALL_STEP = 2e9
 """Multiply-adds per training step under which one thread is used (2 threads lost at every size up to
 6.4G on shared cores, by a factor falling from 16 to 1.4; a second thread gains at most 2x on idle ones)."""
 
 
-def step_work(lengths: list[int], in_dim: int, hidden: int, batch_size: int) -> float:
-    """Multiply-adds of a step's largest matmul: the instances of a padded batch (a batch pads to its
-    longest bag: the 90th percentile of bag lengths) projected from ``in_dim`` to ``hidden``."""
+def step_work(lengths: list[int], in_dim: int, hidden: int, batch_size: int,
+              model: str | None = None) -> float:
+    """Multiply-adds of a step's largest matmuls: the instances of a padded batch (a batch pads to its
+    longest bag: the 90th percentile of bag lengths, N) projected from ``in_dim`` (D) to ``hidden`` (H), and
+    for a model whose registry entry says ``attention="quadratic"`` (TransMIL) the N x N attention over
+    them too: batch x (N x D x H + N^2 x H). Without it a TransMIL step over bags of thousands would be
+    counted small and pinned to one thread."""
     longest = float(np.percentile(lengths, 90)) if len(lengths) else 0.0
-    return min(batch_size, max(len(lengths), 1)) * longest * in_dim * hidden
+    per_bag = longest * in_dim * hidden
+    if model is not None and MIL_MODELS.entry(model).meta.get("attention") == "quadratic":
+        per_bag += longest * longest * hidden
+    return min(batch_size, max(len(lengths), 1)) * per_bag
 
 
 def thread_choice(work: float, explicit: int | None = None) -> tuple[int | None, str]:

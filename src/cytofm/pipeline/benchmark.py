@@ -33,26 +33,21 @@ def _resolve(base: Path, p: str) -> Path:
 
 def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, log=print) -> list[dict]:
     from cytofm.eval.benchmark_report import comparison_rows, plot, result_rows, write_markdown
+    from cytofm.eval.cell_labels import CellPointsError
     from cytofm.eval.splits import ProtocolError
     from cytofm.eval.summary import headline, write_summary
     from cytofm.utils.display import display_name, display_text
 
     task_runs, skipped = [], {}
     for task in cfg.tasks:
-        stores, skip = _extract_all(cfg, task, base, out, progress, log)
-        skipped.update(skip)
-        if not stores:
-            continue
         try:
-            tr = evaluate_stores(task, stores, out, progress, log)
-        except ProtocolError as e:  # one task's data cannot be split as asked
-            msg = str(e) if str(e).startswith(f"[{task.name}]") else f"[{task.name}] {e}"
-            if not cfg.skip_missing:
-                raise ProtocolError(f"task {task.name} cannot be evaluated: {msg}; "
-                                    "finished extractions are kept; "
-                                    "fix it, or give --keep-going to evaluate the other tasks") from None
-            log(f"warning: task skipped: {msg}")
-            skipped[f"task {task.name}"] = msg
+            stores, skip = _extract_all(cfg, task, base, out, progress, log)
+            skipped.update(skip)
+            tr = evaluate_stores(task, stores, out, progress, log) if stores else None
+        except (ProtocolError, CellPointsError) as e:  # one task's data cannot be split or labelled as asked
+            skipped[f"task {task.name}"] = _task_skipped(cfg, task, e, log)
+            continue
+        if tr is None:
             continue
         if task.eval == "mil" and task.boxes:
             for spec, r in tr.runs.items():
@@ -73,6 +68,18 @@ def run_benchmark(cfg: BenchmarkConfig, base: Path, out: Path, progress=None, lo
         write_summary(out / "summary.md", headline(rows, comps, present[0], cfg.metric) + skips)
     plot(rows, out / "results.png")
     return rows
+
+
+def _task_skipped(cfg: BenchmarkConfig, task: TaskConfig, e: Exception, log) -> str:
+    """The line for a task whose data cannot be split or labelled as asked (a cells task with no matched
+    point): without --keep-going it stops the run, as the same kind of error, with the finished extractions
+    kept; with it the task is warned and left out (the line returned for the summary)."""
+    msg = str(e) if str(e).startswith(f"[{task.name}]") else f"[{task.name}] {e}"
+    if not cfg.skip_missing:
+        raise type(e)(f"task {task.name} cannot be evaluated: {msg}; finished extractions are kept; "
+                      "fix it, or give --keep-going to evaluate the other tasks") from None
+    log(f"warning: task skipped: {msg}")
+    return msg
 
 
 def _task_input(task: TaskConfig, data: Path, base: Path, out: Path, log) -> Path:

@@ -54,7 +54,7 @@ def embed(model: SavedModel, input: Path, out: Path, progress, log, seconds: dic
                         tta=bool(ident["tta"]), batch_size=int(extract.get("batch_size", 64)),
                         workers=int(extract.get("workers", 1)), device=device,
                         cell_crop_um=extract.get("cell_crop_um"),
-                        image_field_um=extract.get("image_field_um"))
+                        image_field_um=extract.get("image_field_um"), image_mpp=extract.get("image_mpp"))
     run_extract(enc, cfg, progress=progress, log=log)
     seconds["extract"] = time.perf_counter() - t0
     return out / "features"

@@ -29,9 +29,10 @@ from cytofm.ssl.sinkhorn_knopp import sinkhorn_knopp
 
 
 class DINOv2Loss(DistillationLoss):
-    def __init__(self, out_dim: int, patch_out_dim: int, *args, centering: str = "sinkhorn_knopp",
+    def __init__(self, out_dim: int, patch_out_dim: int, *, centering: str = "sinkhorn_knopp",
                  koleo_weight: float = 0.1, **kwargs):
-        super().__init__(out_dim, patch_out_dim, *args, centering=centering, **kwargs)
+        # keyword-only: its positional order differed from iBOT's before the two shared one base
+        super().__init__(out_dim, patch_out_dim, centering=centering, **kwargs)
         self.koleo_weight = koleo_weight
         self.koleo = KoLeoLoss()
         # used with centering="ema" only; kept either way so a checkpoint's layout does not depend on it

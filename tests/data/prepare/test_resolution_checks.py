@@ -94,7 +94,9 @@ def test_a_decimal_comma_is_read_and_other_text_refused_by_name(tmp_path):
     from cytofm.data.sources.resolution import BadResolution, parse_mpp
 
     assert parse_mpp("0,12") == 0.12 and parse_mpp(" 0.5 ") == 0.5 and parse_mpp("") is None
-    for bad in ("1,2,3", ",5", "0", "-1", "nan"):
+    # how R, spreadsheets and data frames write "not known": missing, so --mpp still applies
+    assert all(parse_mpp(m) is None for m in ("NA", "n/a", "nan", "None", "-"))
+    for bad in ("1,2,3", ",5", "0", "-1", "inf"):
         with pytest.raises(BadResolution, match="mpp"):
             parse_mpp(bad)
 

@@ -17,13 +17,16 @@ class BadResolution(UserError, ValueError):
 
 
 DECIMAL_COMMA = re.compile(r"\d+,\d+")
+MISSING = ("", "na", "n/a", "nan", "none", "null", "-")
+"""How manifests written by spreadsheets and data frames say "not known": missing, so --mpp applies."""
 
 
 def parse_mpp(raw, where: str = "") -> float | None:
-    """``''`` -> None; ``0.12`` and ``0,12`` (one comma with digits either side: a decimal comma, as
-    spreadsheets in many locales write it) -> 0.12; anything else is refused naming the value."""
+    """``''`` (or NA, nan, none...) -> None; ``0.12`` and ``0,12`` (one comma with digits either side: a
+    decimal comma, as spreadsheets in many locales write it) -> 0.12; anything else is refused naming the
+    value."""
     s = str(raw if raw is not None else "").strip()
-    if not s:
+    if s.lower() in MISSING:
         return None
     if DECIMAL_COMMA.fullmatch(s):
         s = s.replace(",", ".")

@@ -68,8 +68,11 @@ def extract_attrs(item) -> dict:
     """The ``coords`` attributes of an extraction item (``features.items.ExtractItem``).
 
     Tiles: the prepared patch geometry. Image mode: the whole image is the instance, at its own
-    resolution (``patch_size == patch_size_level0`` = its longer side, never 0).
+    resolution (``patch_size == patch_size_level0`` = its longer side, never 0), or the square field it was
+    read as at one physical scale (``size0``).
     """
+    if item.whole and item.size0:
+        return geometry(item.mpp, item.size0, item.size0, item.coords)
     if item.whole or not item.size0:
         side = whole_size(item.path, item.kind) or 0
         return geometry(item.mpp, side, side, item.coords)
