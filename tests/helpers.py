@@ -236,3 +236,30 @@ def write_ome_zstack(path: Path, planes: np.ndarray, tile=(64, 64), compression=
                      metadata={"axes": "ZYXS", "PhysicalSizeZ": z_um, "PhysicalSizeX": mpp,
                                "PhysicalSizeY": mpp})
     return path
+
+
+def near_duplicate_store(root, n: int = 30, instances: int = 1):
+    """A feature store of ``n`` images labelled a/b alternately, whose item i02 is i00 three grey levels
+    brighter (a near-duplicate pair of one label); each item ``instances`` features of size 6 shifted by its
+    class. For the tests of near-duplicates kept on one side of every split (folds and refits)."""
+    import numpy as np
+    from PIL import Image
+
+    from cytofm.features.store import write_item
+    from cytofm.utils.io import write_csv
+
+    rng = np.random.default_rng(0)
+    rows, base = [], None
+    for i in range(n):
+        img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+        base = img if i == 0 else base
+        img = np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8) if i == 2 else img
+        path = root / "images" / f"i{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path)
+        f = rng.normal(0, 1, (instances, 6)).astype(np.float32) + (i % 2)
+        write_item(root / "features" / f"i{i:02d}.h5", f, np.zeros((instances, 2)), {"encoder": "test"})
+        rows.append({"id": f"i{i:02d}", "path": str(path), "h5": f"features/i{i:02d}.h5",
+                     "n_instances": instances, "label": ["a", "b"][i % 2]})
+    write_csv(root / "manifest.csv", rows)
+    return root

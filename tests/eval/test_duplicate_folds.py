@@ -5,13 +5,11 @@ test fold of its original in every seed."""
 import csv
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from typer.testing import CliRunner
 
 from cytofm.cli.main import app
-from cytofm.features.store import write_item
-from cytofm.utils.io import write_csv
+
+from tests.helpers import near_duplicate_store
 
 runner = CliRunner()
 N = 30
@@ -19,24 +17,7 @@ PAIR = ("i00", "i02")  # i02 is i00 three grey levels brighter: one label, two i
 
 
 def image_store(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    base = None
-    rows = []
-    for i in range(N):
-        img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
-        if i == 0:
-            base = img
-        if i == 2:
-            img = np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)
-        path = root / "images" / f"i{i:02d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(path)
-        f = rng.normal(0, 1, (1, 6)).astype(np.float32) + (i % 2)
-        write_item(root / "features" / f"i{i:02d}.h5", f, np.zeros((1, 2)), {"encoder": "test"})
-        rows.append({"id": f"i{i:02d}", "path": str(path), "h5": f"features/i{i:02d}.h5", "n_instances": 1,
-                     "label": ["a", "b"][i % 2]})
-    write_csv(root / "manifest.csv", rows)
-    return root
+    return near_duplicate_store(root, N)
 
 
 def fold_of(pred_csv: Path) -> dict[tuple[int, str], int]:

@@ -2,37 +2,21 @@
 images joined included: their inner cut (the linear probe's C, MIL's early-stopping part) must not put a
 near-duplicate pair on both sides, as no fold does."""
 
-import numpy as np
-from PIL import Image
 
 from cytofm.eval.config import MilConfig, ProbeConfig
 from cytofm.eval.evaluate_store import evaluate_mil, evaluate_probes, prepare_eval
 from cytofm.eval.probe_registry import make_probe
 from cytofm.eval.saved_model import save_mil_run
 from cytofm.eval.saved_probe import save_probe_run
-from cytofm.features.store import write_item
-from cytofm.utils.io import write_csv
+
+from tests.helpers import near_duplicate_store
 
 N = 30
 JOINED = [0, 1, 0] + list(range(3, N))  # i02 is a brighter copy of i00: one group, the others their own
 
 
 def _store(root):
-    rng = np.random.default_rng(0)
-    rows, base = [], None
-    for i in range(N):
-        img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
-        base = img if i == 0 else base
-        img = np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8) if i == 2 else img
-        path = root / "images" / f"i{i:02d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(path)
-        f = rng.normal(0, 1, (2, 6)).astype(np.float32) + (i % 2)
-        write_item(root / "features" / f"i{i:02d}.h5", f, np.zeros((2, 2)), {"encoder": "test"})
-        rows.append({"id": f"i{i:02d}", "path": str(path), "h5": f"features/i{i:02d}.h5", "n_instances": 2,
-                     "label": ["a", "b"][i % 2]})
-    write_csv(root / "manifest.csv", rows)
-    return root
+    return near_duplicate_store(root, N, instances=2)
 
 
 def test_refits_get_the_folds_near_duplicate_groups(tmp_path, monkeypatch):
