@@ -34,7 +34,9 @@ def test_cells_far_from_the_typical_size_warn_with_the_mpp_they_suggest(tmp_path
     res = run_prepare([str(tmp_path / "field.png")], tmp_path / "out", cfg("resolution.mpp=1", *CELLS),
                       log=said.append)
     assert len(res.rows) == 1 and res.rows[0]["n_cells"] == 5  # kept: the cells can still be measured
-    (w,) = [m for m in said if m.startswith("warning:")]
+    # 32 um cells are over max_diameter_um: flagged as clumps, and that is said as well
+    (w,) = [m for m in said if m.startswith("warning:") and "cells suggest" in m]
+    assert [m for m in said if m.startswith("warning:") and "clump(s) kept whole" in m]
     # 32 px at 1 um/px is 32 um, 4x the typical 8 um: the cells suggest 8 / 32 = 0.25 um/px
     assert w.startswith(f"warning: {tmp_path / 'field.png'}: at 1 um/px the 5 cell(s) found are 31.9 um")
     assert "the cells suggest about 0.25 um/px" in w

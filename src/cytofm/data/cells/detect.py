@@ -57,6 +57,28 @@ def plausible_resolution(cells: CellTable, mpp: float, cfg: CellsConfig) -> tupl
     return "", ""
 
 
+MOSTLY_CLUMPS = 0.5
+"""A source whose cells' area is more than this share clumps (kept whole, not split) is said: its counts,
+sizes and ratios describe the clumps' outlines more than its cells."""
+
+
+def clump_share(cells: CellTable) -> float:
+    """The share of the cells' total area that lies in clumps (0 where nothing was found)."""
+    area = np.asarray(cells.measures["area_um2"], np.float64)
+    total = float(area.sum())
+    return float(area[cells.clump].sum()) / total if total > 0 else 0.0
+
+
+def clump_warning(cells: CellTable) -> str:
+    """'' or a warning that the source is mostly clumps (dense or overlapping cells it could not split)."""
+    share = clump_share(cells)
+    if share <= MOSTLY_CLUMPS:
+        return ""
+    return (f"{share:.0%} of the cells' area is in {int(cells.clump.sum())} clump(s) kept whole (dense or "
+            "overlapping cells that could not be split): this source's cell counts, sizes and ratios cannot "
+            "be trusted; a thinner preparation, or cells.clump_cells raised, splits more")
+
+
 def working_scale(mpp: float, cfg: CellsConfig) -> tuple[float, float]:
     """(scale, working mpp): level-0 pixels are reduced to ``work_mpp`` where they are finer, never
     enlarged."""

@@ -39,6 +39,22 @@ def simplify(rings: list[np.ndarray], tolerance: float) -> list[np.ndarray]:
     return out
 
 
+def outline_confidence(labels: np.ndarray) -> np.ndarray:
+    """Per label (index = label), the share of its boundary that meets the glass (label 0) rather than
+    another cell or the image's edge. A boundary against the glass is seen; one against another cell is a
+    cut the watershed chose, and one at the edge hides the rest of the cell, so a gallery or a count can
+    leave out the cells whose outline is mostly chosen or hidden."""
+    padded = np.pad(labels, 1, constant_values=-1)
+    inner = padded[1:-1, 1:-1]
+    n = int(labels.max()) + 1
+    total, glass = np.zeros(n), np.zeros(n)
+    for nb in (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]):
+        edge = (inner > 0) & (nb != inner)
+        total += np.bincount(inner[edge], minlength=n)
+        glass += np.bincount(inner[edge & (nb == 0)], minlength=n)
+    return np.where(total > 0, glass / np.maximum(total, 1), 0.0)
+
+
 def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp: float, clump: set[int],
                   scale: float, tolerance: float) -> CellTable:
     """One row per label of ``labels`` (working pixels of ``mpp`` um), coordinates returned in level-0
@@ -52,6 +68,7 @@ def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp
     centre, bbox = np.zeros((n, 2), np.float32), np.zeros((n, 4), np.float32)
     cols = {m: np.zeros(n, np.float32) for m in MEASUREMENTS}
     contours, nuclei, flags = [], [], np.zeros(n, bool)
+    confidence = outline_confidence(labels)
     for k, p in enumerate(props):
         r0, c0, r1, c1 = p.bbox
         cell = p.image
@@ -73,6 +90,7 @@ def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp
         contours.append(outline(cell) + offset)
         nuclei.append(outline(nuc) + offset if nuc_area else np.zeros((0, 2), np.float32))
         flags[k] = p.label in clump
+        cols["seg_confidence"][k] = 0.0 if flags[k] else confidence[p.label]
     # simplified at the working scale, then in level-0 pixels (a pixel's centre at its integer coordinate)
     contours, nuclei = ([(r + 0.5) / scale - 0.5 for r in simplify(rings, tolerance)]
                         for rings in (contours, nuclei))

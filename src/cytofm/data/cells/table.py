@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MEASUREMENTS = ("area_um2", "perimeter_um", "circularity", "eccentricity", "nucleus_area_um2",
-                "nucleus_to_cell", "od_nuclear", "od_other", "focus")
+                "nucleus_to_cell", "od_nuclear", "od_other", "focus", "seg_confidence")
 """Per-cell measurements, in this order wherever they are written (h5, cells.csv, GeoJSON): the
 morphometrics, then the cell's focus (``cytofm.data.prepare.focus`` over its box at the working resolution;
 not a
-morphometric feature: a quality measure, NaN in files written before it existed)."""
+morphometric feature: a quality measure, NaN in files written before it existed), and the outline's
+segmentation confidence (``morphometrics.outline_confidence``: 1 for a cell outlined against the glass all
+round, towards 0 as more of its outline is a cut through stained material; 0 for a clump; NaN before it
+existed)."""
 
 
 @dataclass

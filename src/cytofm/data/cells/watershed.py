@@ -1,13 +1,17 @@
-"""The default cell detector: stained material by optical density, touching cells split by a seeded
-watershed on the distance transform, nuclei by the nuclear stain inside each cell. Needs no weights.
+"""The default cell detector: stained material by optical density, nuclei by the image's own chromatin
+colour, touching cells split by a seeded watershed on the distance transform. Needs no weights.
 
 Steps (working resolution ``work_mpp``): summed optical density against the image's own glass above a
 fixed threshold (or Otsu's, floored so that blank glass stays blank); holes up to one typical cell filled
-(the pale centres of red cells, the clear cytoplasm of squamous cells); a connected object larger than
-``clump_cells`` typical cells is kept whole and flagged as a clump; the others are split at the maxima of
-their distance transform at least a quarter typical diameter apart (seeds), so two touching round cells
-become two; pieces smaller than ``min_diameter_um`` are debris, pieces larger than ``max_diameter_um`` or
-not convex enough are flagged as clumps. Soille, "Morphological Image Analysis", 2003 (seeded watershed);
+(the pale centres of red cells, the clear cytoplasm of squamous cells); nuclei by colour
+(:mod:`cytofm.data.cells.nuclei`; the stain vectors where the image holds no second colour), lobes joined,
+each nucleus the seed of one cell; the other cells seeded at the maxima of the distance transform at least
+a quarter typical diameter apart and not within ``nucleus_reach_um`` of a nucleus, so two touching round
+cells become two and a white cell's own cytoplasm is not a cell; a nucleated cell ends
+``cytoplasm_reach_um`` past its nucleus (beyond, the red cells it touches are seeded on their own); pieces
+smaller than ``min_diameter_um`` are debris, pieces larger than ``max_diameter_um`` or not convex enough
+are flagged as clumps, and a large object is kept whole as one clump only where most of it split into
+such pieces (a dense field is its cells). Soille, "Morphological Image Analysis", 2003 (seeded watershed);
 Ruifrok & Johnston 2001 (OD).
 """
 
@@ -20,6 +24,7 @@ from skimage.morphology import remove_small_holes, remove_small_objects
 from skimage.segmentation import watershed
 
 from cytofm.data.cells.morphometrics import measure_cells
+from cytofm.data.cells.nuclei import chromatin_mask, joined
 from cytofm.data.cells.stains import stain_concentrations, stain_matrix
 from cytofm.data.cells.table import CellTable
 from cytofm.data.prepare.config import CellsConfig
@@ -48,29 +53,67 @@ def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float, nuclei: np.ndarr
                 to_nucleus: np.ndarray | None = None) -> tuple[np.ndarray, set[int]]:
     """Label image of cells and the labels kept whole as clumps. ``nuclei`` (labels): each nucleus seeds
     one cell, so a lobed nucleus or a cell larger than the typical one is not cut at its distance peaks;
-    the distance peaks seed the cells without a nucleus (red cells)."""
+    the distance peaks seed the cells without a nucleus (red cells). A nucleated cell ends
+    ``cytoplasm_reach_um`` from its nucleus: what it flooded beyond is anucleate cells it touches, seeded
+    again on their own."""
     min_area = disk_area_px(cfg.min_diameter_um, mpp)
     typical = disk_area_px(cfg.typical_diameter_um, mpp)
     mask = remove_small_objects(mask, max_size=max(1, int(min_area)))
     comps, n = ndi.label(mask)
     if n == 0:
         return comps, set()
-    sizes = np.bincount(comps.ravel(), minlength=n + 1)
-    whole = np.flatnonzero(sizes > cfg.clump_cells * typical)
-    whole = whole[whole > 0]
-    dist = ndi.distance_transform_edt(mask)
+    split = mask
+    has_nuclei = nuclei is not None and bool(nuclei.any())
+    if has_nuclei and to_nucleus is None:
+        to_nucleus = ndi.distance_transform_edt(nuclei == 0)
+    labels = _flood(split, comps, cfg, mpp, nuclei if has_nuclei else None, to_nucleus)
+    if has_nuclei:
+        nucleated = (labels > 0) & (labels <= int(nuclei.max()))
+        far = nucleated & (to_nucleus > cfg.cytoplasm_reach_um / mpp)
+        if far.any():
+            labels[far] = 0
+            rest = _flood(far, ndi.label(far)[0], cfg, mpp, None, None)
+            labels = np.where(rest > 0, rest + labels.max(), labels)
+    labels = drop_small(labels, min_area)
+    return _unsplittable(labels, comps, _irregular(labels, cfg, mpp), cfg.clump_cells * typical)
+
+
+def _unsplittable(labels: np.ndarray, comps: np.ndarray, irregular: set[int],
+                  large: float) -> tuple[np.ndarray, set[int]]:
+    """Large objects (over ``large`` pixels: ``clump_cells`` typical cells) are split like any other, and
+    kept whole as one clump only where most of their area split into irregular pieces (no cell shapes to
+    be found in them); a dense field of cells that touch is its cells, not one clump."""
+    sizes = np.bincount(comps.ravel())
+    big = np.flatnonzero(sizes > large)
+    big = big[big > 0]
+    if not len(big):
+        return labels, irregular
+    odd = np.isin(labels, list(irregular)) if irregular else np.zeros(labels.shape, bool)
+    share = ndi.sum(odd, comps, big) / np.maximum(sizes[big], 1)
+    nxt, clumps = int(labels.max()) + 1, set(irregular)
+    for c in big[np.asarray(share) > 0.5]:
+        inside = comps == c
+        clumps -= set(np.unique(labels[inside]).tolist())
+        labels[inside & (labels > 0)] = nxt
+        clumps.add(nxt)
+        nxt += 1
+    return labels, clumps
+
+
+def _flood(split: np.ndarray, comps: np.ndarray, cfg: CellsConfig, mpp: float, nuclei: np.ndarray | None,
+           to_nucleus: np.ndarray | None) -> np.ndarray:
+    """Seeded watershed of ``split`` on its smoothed distance transform: nuclei (labels 1..max) and the
+    distance peaks away from them, one seed per component that has none."""
+    dist = ndi.distance_transform_edt(split)
     smooth = ndi.gaussian_filter(dist, max(0.5, 0.05 * cfg.typical_diameter_um / mpp))
-    split = mask & ~np.isin(comps, whole)
     r_typ = cfg.typical_diameter_um / mpp / 2
     # seeds half a typical radius apart: overlapping red cells' centres are closer than one radius
     # (a whole radius merged 9% more of the labelled chula_rbc12 cells of the pretraining part)
     peaks = peak_local_max(smooth, min_distance=max(1, int(round(0.5 * r_typ))), labels=split * comps,
                            threshold_abs=0.3 * cfg.min_diameter_um / mpp / 2, exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
+    markers = np.zeros(split.shape, np.int32)
     nxt = 1
-    if nuclei is not None and nuclei.any():
-        if to_nucleus is None:
-            to_nucleus = ndi.distance_transform_edt(nuclei == 0)
+    if nuclei is not None:
         near = to_nucleus < cfg.nucleus_reach_um / mpp  # its cytoplasm's peaks
         peaks = peaks[~near[tuple(peaks.T)]] if len(peaks) else peaks
         inside = (nuclei > 0) & split
@@ -84,15 +127,7 @@ def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float, nuclei: np.ndarr
         ids, first = np.unique(comps.ravel(), return_index=True)
         at = first[np.searchsorted(ids, unseeded)]
         markers.ravel()[at] = np.arange(nxt, nxt + len(at))
-        nxt += len(at)
-    labels = watershed(-smooth, markers, mask=split)
-    clumps: set[int] = set()
-    for c in whole:
-        labels[comps == c] = nxt
-        clumps.add(nxt)
-        nxt += 1
-    labels = drop_small(labels, min_area)
-    return labels, clumps | _irregular(labels, cfg, mpp)
+    return watershed(-smooth, markers, mask=split)
 
 
 def drop_small(labels: np.ndarray, min_area: float) -> np.ndarray:
@@ -127,14 +162,20 @@ def nuclear_mask(conc: np.ndarray, cells: np.ndarray, cfg: CellsConfig, mpp: flo
     return remove_small_objects(mask, max_size=max(1, int(cfg.min_nucleus_um2 / mpp / mpp)))
 
 
-def nucleus_seeds(conc: np.ndarray, stained: np.ndarray, cfg: CellsConfig, mpp: float) -> np.ndarray:
-    """Labelled nuclei that seed cells: the nuclear mask closed by ``nucleus_join_um``, so that the lobes
-    of a segmented nucleus (neutrophils, eosinophils) are one nucleus of one cell, and no smaller than the
-    smallest cell."""
-    mask = nuclear_mask(conc, stained, cfg, mpp)
-    r = int(round(cfg.nucleus_join_um / mpp))
-    if r > 0 and mask.any():
-        mask = ndi.binary_closing(np.pad(mask, r + 1), structure=_disk(r))[r + 1:-r - 1, r + 1:-r - 1]
+def find_nuclei(od: np.ndarray, conc: np.ndarray, stained: np.ndarray, cfg: CellsConfig,
+                mpp: float) -> np.ndarray:
+    """Nuclear pixels (bool), lobes joined by ``nucleus_join_um``: by the image's own chromatin colour
+    (``cells.nuclei: colour``) or where that finds no second colour, by the stain vectors."""
+    mask = chromatin_mask(od, stained, cfg, mpp) if cfg.nuclei == "colour" else None
+    if mask is None:
+        mask = nuclear_mask(conc, stained, cfg, mpp)
+    return joined(mask, int(round(cfg.nucleus_join_um / mpp)))
+
+
+def nucleus_seeds(nuclei: np.ndarray, cfg: CellsConfig, mpp: float) -> np.ndarray:
+    """Labelled nuclei that seed cells, each no smaller than the smallest cell: the lobes of a segmented
+    nucleus (neutrophils, eosinophils) are already one nucleus of one cell."""
+    mask = nuclei
     # a seed is at least the smallest cell's size: platelets' purple granules are not nuclei of cells
     mask = remove_small_objects(mask, max_size=int(disk_area_px(cfg.min_diameter_um, mpp)))
     return ndi.label(mask)[0]
@@ -151,15 +192,16 @@ def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float
     if not mask.any():
         return CellTable.empty()
     conc = stain_concentrations(od, stain_matrix(cfg.stain, od if cfg.stain == "estimate" else None))
-    nuclei = nucleus_seeds(conc, mask, cfg, mpp)
+    nuclear = find_nuclei(od, conc, mask, cfg, mpp)
+    nuclei = nucleus_seeds(nuclear, cfg, mpp)
     to_nucleus = None
     if nuclei.any():  # the pale cytoplasm of nucleated cells (white cells, squamous cells) belongs to them
         to_nucleus = ndi.distance_transform_edt(nuclei == 0)
         pale = od.sum(-1) > cfg.cytoplasm_fraction * (cfg.od_threshold or cfg.od_min)
-        mask |= pale & (to_nucleus < 0.5 * cfg.max_diameter_um / mpp)
+        mask |= pale & (to_nucleus < cfg.cytoplasm_reach_um / mpp)
         mask = remove_small_holes(mask, max_size=int(disk_area_px(cfg.typical_diameter_um, mpp)))
     labels, clumps = split_cells(mask, cfg, mpp, nuclei, to_nucleus)
-    nucleus = nuclear_mask(conc, labels > 0, cfg, mpp)
+    nucleus = (nuclei > 0) & (labels > 0)
     return measure_cells(labels, nucleus, conc, mpp, clumps, scale, cfg.contour_tolerance_px)
 
 

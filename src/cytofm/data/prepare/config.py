@@ -136,7 +136,8 @@ class CellsConfig(Section):
     max_diameter_um: float = Field(25.0, gt=0)
     """Larger pieces are flagged as clumps; also the overlap between regions of a large image."""
     clump_cells: float = Field(50.0, gt=1)
-    """A connected object over this many typical cells is kept whole as one clump, not split."""
+    """A connected object over this many typical cells is split like any other, and kept whole as one
+    clump only where most of its area split into irregular pieces (nothing cell-shaped in it)."""
     min_solidity: float = Field(0.75, ge=0, le=1)
     """Pieces less convex than this after splitting are flagged as clumps (irregular overlaps)."""
     od_threshold: float | None = Field(0.15, ge=0)
@@ -148,14 +149,30 @@ class CellsConfig(Section):
     min_background: float = Field(60.0, ge=0, le=255)
     """Lowest brightness accepted as the glass: camera fields are often darker or tinted (chula_rbc12's
     glass is (110, 131, 148)), and a field is never one cell here, so lower than ``foreground``'s 200."""
+    nuclei: Literal["colour", "stain"] = "colour"
+    """How nuclei are told from the rest: ``colour``, by the image's own chromatin colour (the stained
+    pixels cut in two by their relative red absorption; ``cytofm.data.cells.nuclei``), falling back to the
+    stain vectors where the image holds no second colour; ``stain``, by the stain vectors alone."""
+    nucleus_min_separation: float = Field(0.2, ge=0, le=2)
+    """The two colours must differ by this much in relative red absorption, (OD_R - OD_B) / OD_sum, for
+    the image to be believed to hold nuclei of its own colour (red cells among themselves differ by a few
+    hundredths)."""
+    nucleus_max_share: float = Field(0.5, gt=0, le=1)
+    """Nuclei are believed found by colour only where they are at most this share of the stained pixels:
+    in a smear they are a minority (BCCD: 10-20%), and where the red-absorbing side is the majority the cut
+    fell inside one population (the stain vectors decide there). Pap crops of one cell: ``pap_cells``."""
     nucleus_od_min: float = Field(0.25, ge=0)
     """Floor of the nuclear-stain threshold: a cell without a nucleus (a red cell) gets none."""
     min_nucleus_um2: float = Field(3.0, ge=0)
     nucleus_join_um: float = Field(1.5, ge=0)
     """Nuclear fragments closer than twice this are one nucleus (the lobes of a neutrophil's)."""
-    nucleus_reach_um: float = Field(2.0, ge=0)
+    nucleus_reach_um: float = Field(3.0, ge=0)
     """No other cell is seeded this close to a nucleus: that is its own cytoplasm (a white cell's reaches
     3-4 um past its nucleus; a squamous cell's 15 um or more)."""
+    cytoplasm_reach_um: float = Field(3.0, gt=0)
+    """A nucleated cell ends this far from its nucleus: beyond, what its seed flooded is the anucleate
+    cells it touches (red cells), split on their own. A white cell's cytoplasm reaches 3-4 um past its
+    nucleus; a squamous cell's 20 um or more (``pap_cells``)."""
     cytoplasm_fraction: float = Field(0.5, gt=0, le=1)
     """Around a nucleus, pixels above this fraction of the stain threshold are its cell's (pale
     cytoplasm); elsewhere the full threshold applies."""

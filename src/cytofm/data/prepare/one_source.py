@@ -9,7 +9,14 @@ from pathlib import Path
 import h5py
 
 from cytofm.config.loader import config_dict, config_hash
-from cytofm.data.cells.detect import ImplausibleResolution, NoResolution, detect_source, plausible_resolution
+from cytofm.data.cells.detect import (
+    ImplausibleResolution,
+    NoResolution,
+    clump_share,
+    clump_warning,
+    detect_source,
+    plausible_resolution,
+)
 from cytofm.data.cells.plugins import DetectorUnavailable
 from cytofm.data.cells.store import write_cells
 from cytofm.data.prepare.config import PrepareConfig
@@ -45,8 +52,7 @@ def _detect_cells(src, item: SourceItem, cfg: PrepareConfig, out: Path, warnings
     warning, refusal = plausible_resolution(cells, mpp, cfg.cells)
     if refusal:
         raise ImplausibleResolution(refusal)
-    if warning:
-        warnings.append(warning)
+    warnings += [w for w in (warning, clump_warning(cells)) if w]
     write_cells(out / "cells" / f"{item.id}.h5", cells, {"detector": cfg.cells.detector, "mpp": float(mpp)})
     return cells
 
@@ -122,6 +128,8 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
         cells = _detect_cells(src, item, cfg, out, warnings) if cfg.cells.enabled else None
         if cells is not None:
             row["n_cells"] = len(cells)
+            row["n_clumps"] = int(cells.clump.sum())
+            row["clump_area_share"] = round(clump_share(cells), 3)
         if warnings:  # said by the main process (run.py), and again when the row is reused
             row["_warnings"] = warnings
         if want_qa:
