@@ -17,7 +17,7 @@ from tests.helpers import shared_data, smear
 
 MPP = 0.25
 CFG = CellsConfig(typical_diameter_um=7.5, min_diameter_um=4, max_diameter_um=25)
-RED, CYTO, NUCLEUS = (205, 140, 150), (190, 170, 205), (105, 60, 150)
+RED, CYTO, NUCLEUS = (191, 164, 167), (201, 190, 197), (151, 108, 213)  # BCCD-like: OD 0.3, 0.14, 0.5
 
 
 def _paint(rgb, cx, cy, r, colour):
@@ -152,3 +152,34 @@ def test_four_real_fields_side_by_side_give_the_white_cells_of_each_field_alone(
         assert len(want) >= 1 and len(got) == len(want), names[k]
         # within 2 um: a cell on a seam meets the next field's cells, which it never met alone
         assert np.abs(np.sort(got, 0) - np.sort(want, 0)).max() <= 2 / 0.074, names[k]
+
+
+def test_centroid_and_eccentricity_at_once_equal_scikit_images_per_region_values():
+    from scipy import ndimage as ndi
+    from skimage.measure import regionprops
+
+    from cytofm.data.cells.morphometrics import _shape_moments
+
+    rng = np.random.default_rng(0)
+    labels = ndi.label(ndi.gaussian_filter(rng.random((300, 400)), 4) > 0.52)[0]
+    props = regionprops(labels)
+    cy, cx, ecc = _shape_moments(labels, np.array([p.label for p in props]))
+    assert len(props) > 100
+    np.testing.assert_allclose(np.c_[cy, cx], [p.centroid for p in props], atol=1e-9)
+    np.testing.assert_allclose(ecc, [p.eccentricity for p in props], atol=1e-9)
+
+
+@pytest.mark.parametrize("radius", [1, 3, 6])
+def test_lobes_joined_by_distance_transforms_equal_a_closing_by_the_disk(radius):
+    from scipy import ndimage as ndi
+
+    from cytofm.data.cells.nuclei import joined
+
+    rng = np.random.default_rng(radius)
+    mask = ndi.gaussian_filter(rng.random((120, 150)), 2) > 0.56
+    y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+    r = radius
+    want = ndi.binary_closing(np.pad(mask, r + 1), structure=x * x + y * y <= r * r)
+    want = want[r + 1:-r - 1, r + 1:-r - 1]
+    assert mask.sum() > 500 and (want != mask).sum() > 5
+    np.testing.assert_array_equal(joined(mask, radius), want)

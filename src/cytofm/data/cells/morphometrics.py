@@ -55,6 +55,25 @@ def outline_confidence(labels: np.ndarray) -> np.ndarray:
     return np.where(total > 0, glass / np.maximum(total, 1), 0.0)
 
 
+def _shape_moments(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cy, cx, eccentricity) of each label in ``ids``, from its pixels' first and second moments at once
+    (one bincount per moment): the same values as scikit-image's per-region ``centroid`` and
+    ``eccentricity`` (the inertia tensor's eigenvalues), which cost a third of the detection time."""
+    rows, cols = np.nonzero(labels)
+    lab = labels[rows, cols]
+    n = int(labels.max()) + 1
+    count = np.maximum(np.bincount(lab, minlength=n), 1).astype(np.float64)
+    r, c = rows.astype(np.float64), cols.astype(np.float64)
+    mr, mc = np.bincount(lab, r, n) / count, np.bincount(lab, c, n) / count
+    dr, dc = r - mr[lab], c - mc[lab]  # central, so the second moments keep their precision
+    vr, vc = np.bincount(lab, dr * dr, n) / count, np.bincount(lab, dc * dc, n) / count
+    vrc = np.bincount(lab, dr * dc, n) / count
+    half, mean = np.sqrt(((vr - vc) / 2) ** 2 + vrc ** 2), (vr + vc) / 2
+    big, small = mean + half, np.maximum(mean - half, 0)
+    ecc = np.where(big > 0, np.sqrt(np.clip(1 - small / np.where(big > 0, big, 1), 0, 1)), 0.0)
+    return mr[ids], mc[ids], ecc[ids]
+
+
 def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp: float, clump: set[int],
                   scale: float, tolerance: float) -> CellTable:
     """One row per label of ``labels`` (working pixels of ``mpp`` um), coordinates returned in level-0
@@ -69,20 +88,21 @@ def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp
     cols = {m: np.zeros(n, np.float32) for m in MEASUREMENTS}
     contours, nuclei, flags = [], [], np.zeros(n, bool)
     confidence = outline_confidence(labels)
+    cys, cxs, ecc = _shape_moments(labels, np.array([p.label for p in props]))
     for k, p in enumerate(props):
         r0, c0, r1, c1 = p.bbox
         cell = p.image
         nuc = nucleus[r0:r1, c0:c1] & cell
         area, nuc_area = float(p.area), float(nuc.sum())
         perim = max(float(p.perimeter), 1e-6)
-        cy, cx = p.centroid
+        cy, cx = cys[k], cxs[k]
         centre[k] = ((cx + 0.5) / scale - 0.5, (cy + 0.5) / scale - 0.5)  # pixel centres at integers
         bbox[k] = (c0 / scale, r0 / scale, c1 / scale, r1 / scale)
         inside = conc[r0:r1, c0:c1][cell]
         cols["area_um2"][k] = area * mpp * mpp
         cols["perimeter_um"][k] = perim * mpp
         cols["circularity"][k] = min(1.0, 4 * np.pi * area / (perim * perim))
-        cols["eccentricity"][k] = p.eccentricity
+        cols["eccentricity"][k] = ecc[k]
         cols["nucleus_area_um2"][k] = nuc_area * mpp * mpp
         cols["nucleus_to_cell"][k] = nuc_area / area
         cols["od_nuclear"][k], cols["od_other"][k] = inside.mean(0) if len(inside) else (0.0, 0.0)

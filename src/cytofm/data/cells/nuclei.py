@@ -70,11 +70,13 @@ def chromatin_mask(od: np.ndarray, stained: np.ndarray, cfg: CellsConfig, mpp: f
 
 
 def joined(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """Fragments closer than twice ``radius_px`` joined (a closing), so a lobed nucleus is one; padded so
-    that a nucleus on the edge is not eroded."""
+    """Fragments closer than twice ``radius_px`` joined: a closing by a disk (x^2 + y^2 <= r^2), so a
+    lobed nucleus is one; padded so that a nucleus on the edge is not eroded. Done with two exact distance
+    transforms (dilation: within r of the mask; erosion: farther than r from outside it), the same pixels
+    as ``binary_closing`` with the disk at a fraction of its time (it was a tenth of the detection's)."""
     if radius_px <= 0 or not mask.any():
         return mask
     r = radius_px
-    y, x = np.ogrid[-r:r + 1, -r:r + 1]
-    disk = x * x + y * y <= r * r
-    return ndi.binary_closing(np.pad(mask, r + 1), structure=disk)[r + 1:-r - 1, r + 1:-r - 1]
+    padded = np.pad(mask, r + 1)
+    dilated = ndi.distance_transform_edt(~padded) <= r
+    return (ndi.distance_transform_edt(dilated) > r)[r + 1:-r - 1, r + 1:-r - 1]

@@ -140,10 +140,11 @@ class CellsConfig(Section):
     clump only where most of its area split into irregular pieces (nothing cell-shaped in it)."""
     min_solidity: float = Field(0.75, ge=0, le=1)
     """Pieces less convex than this after splitting are flagged as clumps (irregular overlaps)."""
-    od_threshold: float | None = Field(0.15, ge=0)
-    """Summed optical density (R + G + B) above the image's own glass that counts as a cell, at most: Otsu's
-    threshold of the image is used where lower (pale fields). Not Otsu's alone: where glass is scarce, or
-    cells have dark nuclei in pale cytoplasm, it splits nuclei from cytoplasm. ``null``: Otsu's alone."""
+    od_threshold: float | None = Field(None, ge=0)
+    """A cap on the cut of summed optical density (R + G + B) above the image's own glass that counts as a
+    cell; ``null`` (the default): Otsu's cut of each image, which moves with the stain, so a darker or paler
+    stain gives the same cells (a fixed 0.15 joined white cells to their red neighbours under a 1.6x
+    darker stain). A cap lowers the cut on dark fields, for the one stain it was set for."""
     od_min: float = Field(0.08, ge=0)
     """Floor of Otsu's threshold: blank glass stays blank."""
     min_background: float = Field(60.0, ge=0, le=255)
