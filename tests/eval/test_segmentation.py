@@ -116,3 +116,12 @@ def test_nucleus_outside_the_box_is_not_this_white_cell():
     lab[70:95, 70:95] = 2  # a second white cell, its nucleus larger than this one's
     nuc = _nucleus() | _nucleus(rows=(72, 92), cols=(72, 92))
     assert white_cell_outcome(lab, BOX, nuc)["label"] == 1
+
+
+def test_fill_outlines_draws_a_smaller_outline_over_a_larger_one_whatever_the_order():
+    big = np.array([[0, 0], [7, 0], [7, 7], [0, 7]], np.float32)  # 64 px
+    small = np.array([[2, 2], [4, 2], [4, 4], [2, 4]], np.float32)  # 9 px inside it
+    for order in ([big, small], [small, big]):
+        lab = fill_outlines(order, (8, 8))
+        k_small = 1 + next(i for i, o in enumerate(order) if o is small)
+        assert int((lab == k_small).sum()) == 9 and int((lab > 0).sum()) == 64

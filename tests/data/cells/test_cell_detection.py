@@ -189,6 +189,8 @@ def test_prepare_cells_writes_each_sources_cells_and_one_table(tmp_path):
     assert qupath_geojson_problems(gj) == []
     objects = [o for o in read_annotations(gj, log=lambda m: None) if o.object_type == "cell"]
     assert len(objects) == len(APART) and all(o.measurements["area_um2"] > 0 for o in objects)
+    # five cells apart on the glass: every outline seen all round, said in QuPath, cells.csv and the manifest
+    assert all(o.measurements["seg_confidence"] == 1.0 for o in objects)
     assert (tmp_path / "out" / "qa" / "field.jpg").is_file()
     cells = read_cells(tmp_path / "out" / "cells" / "field.h5")
     direct = detect_watershed(smear(240, 320, APART, seed=1)[0], MPP, CFG)
@@ -197,6 +199,9 @@ def test_prepare_cells_writes_each_sources_cells_and_one_table(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "cells.csv")))
     assert len(rows) == len(APART) and {r["item"] for r in rows} == {"field"}
     assert float(rows[0]["area_um2"]) > 0 and rows[0]["clump"] == "False"
+    assert {float(r["seg_confidence"]) for r in rows} == {1.0}
+    (man,) = [m for m in csv.DictReader(open(tmp_path / "out" / "manifest.csv")) if m["id"] == "field"]
+    assert (man["n_cells"], man["n_clumps"], man["clump_area_share"]) == ("5", "0", "0.0")
     blank = list(csv.DictReader(open(tmp_path / "out" / "skipped.csv")))
     assert [Path(b["path"]).name for b in blank] == ["blank.png"] and blank[0]["reason"]
     r = CliRunner().invoke(app, args[:2] + ["--out", str(tmp_path / "nompp")] + args[4:])

@@ -113,11 +113,47 @@ def test_a_field_that_is_mostly_clumps_is_said():
 
 
 @pytest.mark.parametrize("colour", [(222, 220, 214), (0, 0, 0), (205, 140, 150), (255, 255, 255)])
-def test_a_blank_dark_or_one_colour_field_gives_no_nan(colour):
+def test_a_blank_dark_or_one_colour_field_has_no_cells(colour):
     rgb = np.full((120, 120, 3), colour, np.uint8)
+    assert len(detect_watershed(rgb, MPP, CFG)) == 0
+
+
+def test_a_field_of_stained_noise_gives_finite_outlines_and_measures():
+    rng = np.random.default_rng(7)
+    rgb = np.full((160, 160, 3), (222, 220, 214), np.uint8)
+    rgb[:, 80:] = rng.integers(0, 200, (160, 80, 3), dtype=np.uint8)  # half the field dark noise
     t = detect_watershed(rgb, MPP, CFG)
-    assert all(np.isfinite(c).all() for c in t.contour)
-    assert all(np.isfinite(t.measures[m]).all() for m in ("area_um2", "nucleus_to_cell", "seg_confidence"))
+    assert len(t) >= 1
+    assert all(np.isfinite(c).all() for c in t.contour) and all(np.isfinite(n).all() for n in t.nucleus)
+    for m in ("area_um2", "nucleus_to_cell", "seg_confidence", "eccentricity", "od_nuclear"):
+        assert np.isfinite(t.measures[m]).all(), m
+    assert (t.measures["seg_confidence"][t.clump] == 0).all()
+
+
+def test_cytoplasm_beyond_the_reach_is_cut_and_the_outline_says_so():
+    rgb, _ = smear(200, 200, [], seed=8)
+    _white_cell(rgb, 100, 100, 28, lobes=((0, 0, 10),))  # 4.5 um of cytoplasm, the reach is 3 um
+    t = detect_watershed(rgb, MPP, CFG)
+    big = int(np.argmax(t.measures["area_um2"]))
+    assert t.measures["area_um2"][big] < 0.8 * np.pi * (28 * MPP) ** 2
+    assert t.measures["seg_confidence"][big] < 0.5  # not a confident outline: a cut through stained material
+    wide = detect_watershed(rgb, MPP, CFG.model_copy(update={"cytoplasm_reach_um": 6.0}))
+    assert len(wide) == 1 and wide.measures["seg_confidence"][0] == 1.0
+    assert wide.measures["area_um2"][0] == pytest.approx(np.pi * (28 * MPP) ** 2, rel=0.05)
+
+
+def test_a_large_object_is_kept_whole_only_where_most_of_it_split_into_irregular_pieces():
+    from cytofm.data.cells.watershed import _unsplittable
+
+    comps = np.zeros((10, 10), np.int64)
+    comps[:, :6] = 1  # one large object, and a small one
+    comps[:, 8:] = 2
+    labels = np.zeros_like(comps)
+    labels[:, :2], labels[:, 2:4], labels[:, 4:6], labels[:, 8:] = 1, 2, 3, 4
+    kept, clumps = _unsplittable(labels.copy(), comps, {1, 2}, large=30)  # 40 of its 60 px irregular
+    assert clumps == {5} and (kept[:, :6] == 5).all() and (kept[:, 8:] == 4).all()
+    kept, clumps = _unsplittable(labels.copy(), comps, {1}, large=30)  # a third irregular: its cells
+    assert clumps == {1} and (kept == labels).all()
 
 
 class _Array:

@@ -76,7 +76,7 @@ def clump_warning(cells: CellTable) -> str:
         return ""
     return (f"{share:.0%} of the cells' area is in {int(cells.clump.sum())} clump(s) kept whole (dense or "
             "overlapping cells that could not be split): this source's cell counts, sizes and ratios cannot "
-            "be trusted; a thinner preparation, or cells.clump_cells raised, splits more")
+            "be trusted (a thinner preparation, or a field where cells lie apart, is needed)")
 
 
 def working_scale(mpp: float, cfg: CellsConfig) -> tuple[float, float]:

@@ -39,19 +39,23 @@ def simplify(rings: list[np.ndarray], tolerance: float) -> list[np.ndarray]:
     return out
 
 
-def outline_confidence(labels: np.ndarray) -> np.ndarray:
-    """Per label (index = label), the share of its boundary that meets the glass (label 0) rather than
-    another cell or the image's edge. A boundary against the glass is seen; one against another cell is a
-    cut the watershed chose, and one at the edge hides the rest of the cell, so a gallery or a count can
-    leave out the cells whose outline is mostly chosen or hidden."""
+def outline_confidence(labels: np.ndarray, material: np.ndarray | None = None) -> np.ndarray:
+    """Per label (index = label), the share of its boundary that meets the glass (label 0, and not
+    ``material``: stained pixels the detector left out of every cell) rather than another cell, left-out
+    material or the image's edge. A boundary against the glass is seen; one against another cell or
+    stained material is a cut the detector chose, and one at the edge hides the rest of the cell, so a
+    gallery or a count can leave out the cells whose outline is mostly chosen or hidden."""
     padded = np.pad(labels, 1, constant_values=-1)
+    free = np.pad(np.ones(labels.shape, bool) if material is None else ~material, 1, constant_values=False)
     inner = padded[1:-1, 1:-1]
     n = int(labels.max()) + 1
     total, glass = np.zeros(n), np.zeros(n)
-    for nb in (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]):
+    for sl in ((slice(None, -2), slice(1, -1)), (slice(2, None), slice(1, -1)),
+               (slice(1, -1), slice(None, -2)), (slice(1, -1), slice(2, None))):
+        nb = padded[sl]
         edge = (inner > 0) & (nb != inner)
         total += np.bincount(inner[edge], minlength=n)
-        glass += np.bincount(inner[edge & (nb == 0)], minlength=n)
+        glass += np.bincount(inner[edge & (nb == 0) & free[sl]], minlength=n)
     return np.where(total > 0, glass / np.maximum(total, 1), 0.0)
 
 
@@ -75,11 +79,12 @@ def _shape_moments(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp: float, clump: set[int],
-                  scale: float, tolerance: float) -> CellTable:
+                  scale: float, tolerance: float, material: np.ndarray | None = None) -> CellTable:
     """One row per label of ``labels`` (working pixels of ``mpp`` um), coordinates returned in level-0
     pixels (working = level-0 x ``scale``; a pixel's centre is its integer coordinate at both scales).
     ``nucleus``: bool mask of nuclear stain; a cell's nucleus is its part of it. ``clump``: labels kept
-    whole as clumps."""
+    whole as clumps. ``material``: the stained pixels, so that a boundary against stained material left
+    out of every cell does not count as seen against the glass."""
     props = regionprops(labels)
     if not props:
         return CellTable.empty()
@@ -87,7 +92,7 @@ def measure_cells(labels: np.ndarray, nucleus: np.ndarray, conc: np.ndarray, mpp
     centre, bbox = np.zeros((n, 2), np.float32), np.zeros((n, 4), np.float32)
     cols = {m: np.zeros(n, np.float32) for m in MEASUREMENTS}
     contours, nuclei, flags = [], [], np.zeros(n, bool)
-    confidence = outline_confidence(labels)
+    confidence = outline_confidence(labels, material)
     cys, cxs, ecc = _shape_moments(labels, np.array([p.label for p in props]))
     for k, p in enumerate(props):
         r0, c0, r1, c1 = p.bbox

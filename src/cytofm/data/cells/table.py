@@ -14,8 +14,8 @@ morphometrics, then the cell's focus (``cytofm.data.prepare.focus`` over its box
 not a
 morphometric feature: a quality measure, NaN in files written before it existed), and the outline's
 segmentation confidence (``morphometrics.outline_confidence``: 1 for a cell outlined against the glass all
-round, towards 0 as more of its outline is a cut through stained material; 0 for a clump; NaN before it
-existed)."""
+round, towards 0 as more of its outline is a cut through stained material or lies on the image's edge; 0
+for a clump; NaN before it existed)."""
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """The default cell detector: stained material by optical density, nuclei by the image's own chromatin
 colour, touching cells split by a seeded watershed on the distance transform. Needs no weights.
 
-Steps (working resolution ``work_mpp``): summed optical density against the image's own glass above a
-fixed threshold (or Otsu's, floored so that blank glass stays blank); holes up to one typical cell filled
-(the pale centres of red cells, the clear cytoplasm of squamous cells); nuclei by colour
+Steps (working resolution ``work_mpp``): summed optical density against the image's own glass above the
+lower of the image's three-class Otsu cuts, and around nuclei above its two-class cut (both floored so that
+blank glass stays blank, ``od_threshold`` a cap where set: :func:`cell_cuts`); holes up to one typical cell
+filled (the pale centres of red cells, the clear cytoplasm of squamous cells); nuclei by colour
 (:mod:`cytofm.data.cells.nuclei`; the stain vectors where the image holds no second colour), lobes joined,
 each nucleus the seed of one cell; the other cells seeded at the maxima of the distance transform at least
 a quarter typical diameter apart and not within ``nucleus_reach_um`` of a nucleus, so two touching round
@@ -11,7 +12,7 @@ cells become two and a white cell's own cytoplasm is not a cell; a nucleated cel
 ``cytoplasm_reach_um`` past its nucleus (beyond, the red cells it touches are seeded on their own); pieces
 smaller than ``min_diameter_um`` are debris, pieces larger than ``max_diameter_um`` or not convex enough
 are flagged as clumps, and a large object is kept whole as one clump only where most of it split into
-such pieces (a dense field is its cells). Soille, "Morphological Image Analysis", 2003 (seeded watershed);
+such pieces (not for its size alone). Soille, "Morphological Image Analysis", 2003 (seeded watershed);
 Ruifrok & Johnston 2001 (OD).
 """
 
@@ -70,7 +71,8 @@ def cell_cuts(total: np.ndarray, cfg: CellsConfig) -> tuple[float, float]:
 
 
 def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float, nuclei: np.ndarray | None = None,
-                to_nucleus: np.ndarray | None = None) -> tuple[np.ndarray, set[int]]:
+                to_nucleus: np.ndarray | None = None, dense: np.ndarray | None = None
+                ) -> tuple[np.ndarray, set[int]]:
     """Label image of cells and the labels kept whole as clumps. ``nuclei`` (labels): each nucleus seeds
     one cell, so a lobed nucleus or a cell larger than the typical one is not cut at its distance peaks;
     the distance peaks seed the cells without a nucleus (red cells). A nucleated cell ends
@@ -91,9 +93,14 @@ def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float, nuclei: np.ndarr
         nucleated = (labels > 0) & (labels <= int(nuclei.max()))
         far = nucleated & (to_nucleus > cfg.cytoplasm_reach_um / mpp)
         if far.any():
+            owner = np.where(far, labels, 0)
             labels[far] = 0
-            rest = _flood(far, ndi.label(far)[0], cfg, mpp, None, None)
+            rest = drop_small(_flood(far, ndi.label(far)[0], cfg, mpp, None, None), min_area)
             labels = np.where(rest > 0, rest + labels.max(), labels)
+            # the pale part of pieces too small to be a cell is the white cell's own cytoplasm (its dense
+            # part, a sliver of a red cell, is left out)
+            back = (owner > 0) & (labels == 0) & (True if dense is None else ~dense)
+            labels[back] = owner[back]
     labels = drop_small(labels, min_area)
     return _unsplittable(labels, comps, _irregular(labels, cfg, mpp), cfg.clump_cells * typical)
 
@@ -188,8 +195,8 @@ def nuclear_mask(conc: np.ndarray, cells: np.ndarray, cfg: CellsConfig, mpp: flo
 def find_nuclei(od: np.ndarray, conc: np.ndarray, stained: np.ndarray, cfg: CellsConfig,
                 mpp: float, material: np.ndarray | None = None) -> np.ndarray:
     """Nuclear pixels (bool), lobes joined by ``nucleus_join_um``: by the image's own chromatin colour
-    among the ``material`` pixels (default: ``stained``) (``cells.nuclei: colour``), or where that finds
-    no second colour, by the stain vectors."""
+    among the ``stained`` pixels, or among the paler ``material`` where those hold one colour
+    (``cells.nuclei: colour``); where neither does, by the stain vectors."""
     mask = None
     if cfg.nuclei == "colour":
         mask = chromatin_mask(od, stained, cfg, mpp)
@@ -209,11 +216,6 @@ def nucleus_seeds(nuclei: np.ndarray, cfg: CellsConfig, mpp: float) -> np.ndarra
     # a seed is at least the smallest cell's size: platelets' purple granules are not nuclei of cells
     mask = remove_small_objects(mask, max_size=int(disk_area_px(cfg.min_diameter_um, mpp)))
     return ndi.label(mask)[0]
-
-
-def _disk(r: int) -> np.ndarray:
-    y, x = np.ogrid[-r:r + 1, -r:r + 1]
-    return x * x + y * y <= r * r
 
 
 def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float = 1.0) -> CellTable:
@@ -237,7 +239,7 @@ def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float
         mask &= ~near | (total > dense)
         mask |= pale & (to_nucleus < cfg.cytoplasm_reach_um / mpp)
         mask = remove_small_holes(mask, max_size=int(disk_area_px(cfg.typical_diameter_um, mpp)))
-    labels, clumps = split_cells(mask, cfg, mpp, nuclei, to_nucleus)
+    labels, clumps = split_cells(mask, cfg, mpp, nuclei, to_nucleus, total > dense)
     nucleus = (nuclei > 0) & (labels > 0)
     if nuclei.any():
         # the nucleus measured is its chromatin down to the lower cut (the dense cut's nucleus, which seeds
@@ -245,7 +247,8 @@ def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float
         # within the nucleated cells only
         nucleated = (labels > 0) & (labels <= int(nuclei.max()))
         nucleus |= find_nuclei(od, conc, stained, cfg, mpp, pale) & nucleated
-    return measure_cells(labels, nucleus, conc, mpp, clumps, scale, cfg.contour_tolerance_px)
+    return measure_cells(labels, nucleus, conc, mpp, clumps, scale, cfg.contour_tolerance_px,
+                         material=stained)
 
 
 def detect_otsu(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float = 1.0) -> CellTable:

@@ -175,8 +175,8 @@ class CellsConfig(Section):
     cells it touches (red cells), split on their own. A white cell's cytoplasm reaches 3-4 um past its
     nucleus; a squamous cell's 20 um or more (``pap_cells``)."""
     cytoplasm_fraction: float = Field(0.5, gt=0, le=1)
-    """Around a nucleus, pixels above this fraction of the stain threshold are its cell's (pale
-    cytoplasm); elsewhere the full threshold applies."""
+    """Within ``cytoplasm_reach_um`` of a nucleus, pixels above this fraction of the image's two-class
+    (dense) cut are its cell's (pale cytoplasm); elsewhere the cuts of ``cell_cuts`` apply."""
     work_mpp: float = Field(0.25, gt=0)
     """Detection runs at this resolution (or the source's, if coarser): cells are several micrometres,
     and finer pixels cost time without changing the objects."""
