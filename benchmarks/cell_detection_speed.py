@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shared_data import add_data_option, data_folder
+
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
@@ -50,11 +52,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--before", required=True, help="the earlier commit's src folder (a git worktree)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    add_data_option(ap)
     a = ap.parse_args()
-    data = Path(a.data)
-    if not (data / "bccd").is_dir():
-        print(f"shared data not found under {data}: nothing to time (give --data)")
+    data = data_folder(a.data, doing="time")
+    if data is None:
         return 0
     now = str(Path(__file__).resolve().parents[1] / "src")
     best: dict[str, dict] = {}

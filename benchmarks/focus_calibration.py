@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from shared_data import add_data_option, data_folder
 
 SIGMAS = (0, 0.5, 1, 1.5, 2, 3, 4)
 STAINS = (1.0, 1.6, 0.6)
@@ -147,11 +148,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=40, help="fields per data set")
     ap.add_argument("--slide-side", type=int, default=0, help="also a synthetic slide of this side (px)")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    add_data_option(ap)
     a = ap.parse_args()
-    data = Path(a.data)
-    if not (data / "bccd").is_dir():
-        print(f"shared data not found under {data}: nothing to score (give --data)")
+    data = data_folder(a.data, doing="score")
+    if data is None:
         return 0
     from cytofm.data.provenance.split_files import part_of
 
