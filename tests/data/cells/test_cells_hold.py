@@ -219,3 +219,29 @@ def test_lobes_joined_by_distance_transforms_equal_a_closing_by_the_disk(radius)
     want = want[r + 1:-r - 1, r + 1:-r - 1]
     assert mask.sum() > 500 and (want != mask).sum() > 5
     np.testing.assert_array_equal(joined(mask, radius), want)
+
+
+def test_a_field_whose_stain_cannot_be_estimated_is_said_and_detected_with_the_stain_vectors(tmp_path):
+    from PIL import Image
+
+    from cytofm.data.prepare.run import run_prepare
+
+    from tests.helpers import prepare_cfg
+
+    rgb, _ = smear(160, 160, [(50, 50, 16), (110, 110, 16)], color=RED, seed=9)
+    saturated = rgb.copy()
+    saturated[:, :100, 0] = 255  # the camera clipped the red channel over most of the field
+    t = detect_watershed(saturated, MPP, CFG)
+    assert len(t.notes) == 1 and "saturated" in t.notes[0] and "stain vectors" in t.notes[0]
+    assert all(np.isfinite(c).all() for c in t.contour)
+    assert detect_watershed(rgb, MPP, CFG).notes == []  # an ordinary field: nothing said
+    one = np.full((120, 120, 3), (205, 140, 150), np.uint8)
+    assert "one colour" in detect_watershed(one, MPP, CFG).notes[0]
+    for glass in ((222, 220, 214), (255, 255, 255)):  # blank or overexposed glass: no stain, no problem
+        assert detect_watershed(np.full((120, 120, 3), glass, np.uint8), MPP, CFG).notes == []
+    Image.fromarray(saturated).save(tmp_path / "clipped.png")
+    said = []
+    run_prepare([str(tmp_path / "clipped.png")], tmp_path / "out",
+                prepare_cfg("resolution.mpp=0.25", "cells.enabled=true", "foreground.min_fraction=0"),
+                log=said.append)
+    assert [m for m in said if m.startswith("warning:") and "saturated" in m]

@@ -136,7 +136,7 @@ def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTab
     scale, wmpp = working_scale(mpp, cfg)
     core = max(1, int(cfg.region_px / scale))
     margin = int(math.ceil(cfg.max_diameter_um / mpp))
-    found = []
+    found, notes = [], []
     for x, y, w, h in regions(src.width, src.height, core):
         x0, y0 = max(0, x - margin), max(0, y - margin)
         x1, y1 = min(src.width, x + w + margin), min(src.height, y + h + margin)
@@ -144,6 +144,8 @@ def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTab
         rgb = src.read(x0, y0, (x1 - x0, y1 - y0), out if scale < 1 else None)
         rgb = np.ascontiguousarray(rgb[..., :3])
         cells = detect(rgb, wmpp, cfg, out[0] / (x1 - x0))
+        whole = (w, h) == (src.width, src.height)
+        notes += [n if whole else f"region at ({x}, {y}): {n}" for n in cells.notes]
         policy = getattr(src, "policy", None)  # z-stacks: the plane policy
         if policy in ("best", "all"):  # every plane scored per cell
             cell_planes(cells, src, (x0, y0, x1, y1), out, out[0] / (x1 - x0))
@@ -156,4 +158,6 @@ def detect_source(src, mpp: float | None, cfg: CellsConfig, log=None) -> CellTab
             cx, cy = cells.centre[:, 0], cells.centre[:, 1]
             found.append(cells.select((cx >= x - 0.5) & (cx < x + w - 0.5) & (cy >= y - 0.5)
                                       & (cy < y + h - 0.5)))
-    return CellTable.concat(found)
+    table = CellTable.concat(found)
+    table.notes = notes[:5] + ([f"... and {len(notes) - 5} more region(s) alike"] if len(notes) > 5 else [])
+    return table

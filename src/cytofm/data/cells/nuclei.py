@@ -26,6 +26,24 @@ SAMPLE = 20_000
 """Stained pixels the threshold is computed from (a regular subsample: the histogram needs no more)."""
 
 
+def stain_problem(rgb: np.ndarray) -> str:
+    """'' or why no stain can be estimated from this image (then nuclei fall back to the fixed stain vectors,
+    and the source's warnings say so): one stained colour throughout (no glass to measure against, nothing
+    to tell apart), or saturated (most pixels clipped in some channel but not white, so their optical density
+    is unknown). Uniform light glass and white (overexposed) glass are not problems: there is no stain."""
+    if not rgb.size:
+        return ""
+    sub = rgb[::4, ::4].reshape(-1, 3)
+    if float(sub.astype(np.float32).std(0).max()) < 3.0 and float(sub.mean(0).min()) < 200:
+        return "the image is one colour (no glass to measure the stain against): nuclei by the stain vectors"
+    white = (sub == 255).all(1)
+    clipped = float((((sub == 0) | (sub == 255)).any(1) & ~white).mean())
+    if clipped > 0.5:
+        return (f"{clipped:.0%} of the pixels are saturated (a channel at 0 or 255), so their stain "
+                "cannot be measured: nuclei by the stain vectors")
+    return ""
+
+
 def red_absorption(od: np.ndarray) -> np.ndarray:
     """(H, W) share of a pixel's absorbance in red beyond blue: (OD_R - OD_B) / (OD_R + OD_G + OD_B),
     in [-1, 1]; independent of the amount of stain (a pale and a dark nucleus read the same)."""

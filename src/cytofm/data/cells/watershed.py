@@ -25,7 +25,7 @@ from skimage.morphology import remove_small_holes, remove_small_objects
 from skimage.segmentation import watershed
 
 from cytofm.data.cells.morphometrics import measure_cells
-from cytofm.data.cells.nuclei import chromatin_mask, joined
+from cytofm.data.cells.nuclei import chromatin_mask, joined, stain_problem
 from cytofm.data.cells.stains import stain_concentrations, stain_matrix
 from cytofm.data.cells.table import CellTable
 from cytofm.data.prepare.config import CellsConfig
@@ -220,9 +220,12 @@ def nucleus_seeds(nuclei: np.ndarray, cfg: CellsConfig, mpp: float) -> np.ndarra
 
 def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float = 1.0) -> CellTable:
     """Cells of a working-scale image of ``mpp`` um/px (level-0 coordinates: working / ``scale``)."""
+    problem = stain_problem(rgb)
+    if problem:  # no stain to estimate: the fixed vectors decide, as the note says
+        cfg = cfg.model_copy(update={"nuclei": "stain"})
     mask, od = stained_mask(rgb, cfg, mpp)
     if not mask.any():
-        return CellTable.empty()
+        return _noted(CellTable.empty(), problem)
     stained = mask.copy()
     conc = stain_concentrations(od, stain_matrix(cfg.stain, od if cfg.stain == "estimate" else None))
     total = od.sum(-1)
@@ -247,8 +250,14 @@ def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float
         # within the nucleated cells only
         nucleated = (labels > 0) & (labels <= int(nuclei.max()))
         nucleus |= find_nuclei(od, conc, stained, cfg, mpp, pale) & nucleated
-    return measure_cells(labels, nucleus, conc, mpp, clumps, scale, cfg.contour_tolerance_px,
-                         material=stained)
+    return _noted(measure_cells(labels, nucleus, conc, mpp, clumps, scale, cfg.contour_tolerance_px,
+                                material=stained), problem)
+
+
+def _noted(cells: CellTable, note: str) -> CellTable:
+    if note:
+        cells.notes.append(note)
+    return cells
 
 
 def detect_otsu(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float = 1.0) -> CellTable:

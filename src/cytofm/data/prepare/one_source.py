@@ -52,7 +52,7 @@ def _detect_cells(src, item: SourceItem, cfg: PrepareConfig, out: Path, warnings
     warning, refusal = plausible_resolution(cells, mpp, cfg.cells)
     if refusal:
         raise ImplausibleResolution(refusal)
-    warnings += [w for w in (warning, clump_warning(cells)) if w]
+    warnings += [w for w in (warning, clump_warning(cells), *cells.notes) if w]
     write_cells(out / "cells" / f"{item.id}.h5", cells, {"detector": cfg.cells.detector, "mpp": float(mpp)})
     return cells
 
