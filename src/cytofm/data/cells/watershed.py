@@ -84,11 +84,10 @@ def split_cells(mask: np.ndarray, cfg: CellsConfig, mpp: float, nuclei: np.ndarr
     comps, n = ndi.label(mask)
     if n == 0:
         return comps, set()
-    split = mask
     has_nuclei = nuclei is not None and bool(nuclei.any())
     if has_nuclei and to_nucleus is None:
         to_nucleus = ndi.distance_transform_edt(nuclei == 0)
-    labels = _flood(split, comps, cfg, mpp, nuclei if has_nuclei else None, to_nucleus)
+    labels = _flood(mask, comps, cfg, mpp, nuclei if has_nuclei else None, to_nucleus)
     if has_nuclei:
         nucleated = (labels > 0) & (labels <= int(nuclei.max()))
         far = nucleated & (to_nucleus > cfg.cytoplasm_reach_um / mpp)
@@ -109,7 +108,7 @@ def _unsplittable(labels: np.ndarray, comps: np.ndarray, irregular: set[int],
                   large: float) -> tuple[np.ndarray, set[int]]:
     """Large objects (over ``large`` pixels: ``clump_cells`` typical cells) are split like any other, and
     kept whole as one clump only where most of their area split into irregular pieces (no cell shapes to
-    be found in them); a dense field of cells that touch is its cells, not one clump."""
+    be found in them): an object is not kept whole for its size alone."""
     sizes = np.bincount(comps.ravel())
     big = np.flatnonzero(sizes > large)
     big = big[big > 0]
