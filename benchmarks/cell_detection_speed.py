@@ -2,8 +2,8 @@
 chula_rbc12 fields of the evaluation part detected by each (preset ``smear_cells``), in alternating
 subprocesses (so both see the same machine state), best of ``--repeats`` per side.
 
-Usage: git worktree add /tmp/prev <commit>
-       python benchmarks/cell_detection_speed.py --before /tmp/prev/src [--repeats 3]
+Usage: git worktree add ../cytofm-prev <commit>
+       python benchmarks/cell_detection_speed.py --before ../cytofm-prev/src [--repeats 3]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> int:
     now = str(Path(__file__).resolve().parents[1] / "src")
     best: dict[str, dict] = {}
     for _ in range(a.repeats):
-        for name, src in (("before", a.before), ("now", now)):
+        for name, src in (("before", str(Path(a.before).resolve())), ("now", now)):
             r = _run(src, data)
             if name not in best or r["seconds"] < best[name]["seconds"]:
                 best[name] = r

@@ -10,7 +10,7 @@ extreme angles follow the red cells' spread. What does not move between stains i
 absorbs red light more, relative to its green and blue absorption, than anything else on the slide. So each
 image is cut in two along that relative absorption, (OD_R - OD_B) / OD_sum, by Otsu's threshold; the cut is
 believed only where the two sides differ clearly (a field of red cells alone differs by a few hundredths),
-and otherwise the fixed vectors decide (and the field's note says so).
+and otherwise the fixed vectors decide.
 """
 
 from __future__ import annotations
@@ -71,15 +71,15 @@ def chromatin_cut(score: np.ndarray, stained: np.ndarray, min_separation: float,
     return cut
 
 
-def chromatin_mask(od: np.ndarray, stained: np.ndarray, cfg: CellsConfig, mpp: float) -> np.ndarray | None:
-    """Nuclear pixels by the image's own chromatin colour (None where the image holds no second colour):
-    red-absorbing stained pixels, dense enough to be chromatin rather than a pale blue cytoplasm (summed
-    OD above half the chromatin side's median), their holes up to ``min_nucleus_um2`` filled."""
-    score = red_absorption(od)
+def chromatin_mask(score: np.ndarray, total: np.ndarray, stained: np.ndarray, cfg: CellsConfig,
+                   mpp: float) -> np.ndarray | None:
+    """Nuclear pixels by the image's own chromatin colour (None where the image holds no second colour),
+    from each pixel's :func:`red_absorption` ``score`` and summed optical density ``total``: red-absorbing
+    stained pixels, dense enough to be chromatin rather than a pale blue cytoplasm (summed OD above half
+    the chromatin side's median), their holes up to ``min_nucleus_um2`` filled."""
     cut = chromatin_cut(score, stained, cfg.nucleus_min_separation, cfg.nucleus_max_share)
     if cut is None:
         return None
-    total = od.sum(-1)
     side = stained & (score > cut)
     dense = total > 0.5 * float(np.median(total[side]))
     mask = side & dense

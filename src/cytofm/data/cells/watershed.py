@@ -25,7 +25,7 @@ from skimage.morphology import remove_small_holes, remove_small_objects
 from skimage.segmentation import watershed
 
 from cytofm.data.cells.morphometrics import measure_cells
-from cytofm.data.cells.nuclei import chromatin_mask, joined, stain_problem
+from cytofm.data.cells.nuclei import chromatin_mask, joined, red_absorption, stain_problem
 from cytofm.data.cells.stains import stain_concentrations, stain_matrix
 from cytofm.data.cells.table import CellTable
 from cytofm.data.prepare.config import CellsConfig
@@ -40,11 +40,21 @@ def stained_mask(rgb: np.ndarray, cfg: CellsConfig, mpp: float,
                  cut: str = "glass") -> tuple[np.ndarray, np.ndarray]:
     """Stained material (bool) above the ``glass`` or the ``dense`` cut of :func:`cell_cuts`, and the
     optical density (H, W, 3) of a working-scale image."""
+    od, total, cuts = density(rgb, cfg)
+    return _above(total, cuts[0 if cut == "glass" else 1], cfg, mpp), od
+
+
+def density(rgb: np.ndarray, cfg: CellsConfig) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Optical density (H, W, 3) against the image's own glass, its sum over the channels (not smoothed:
+    a blur moves a low threshold off the edge; areas grew 10%) and the two cuts of :func:`cell_cuts`."""
     od = optical_density(rgb, background_intensity(rgb, cfg.min_background))
-    total = od.sum(-1)  # not smoothed: a blur moves a low threshold off the edge (areas grew 10%)
-    mask = total > cell_cuts(total, cfg)[0 if cut == "glass" else 1]
-    mask = remove_small_holes(mask, max_size=int(disk_area_px(cfg.typical_diameter_um, mpp)))
-    return mask, od
+    total = od.sum(-1)
+    return od, total, cell_cuts(total, cfg)
+
+
+def _above(total: np.ndarray, cut: float, cfg: CellsConfig, mpp: float) -> np.ndarray:
+    """Material above ``cut``, its holes up to one typical cell filled (pale centres of red cells)."""
+    return remove_small_holes(total > cut, max_size=int(disk_area_px(cfg.typical_diameter_um, mpp)))
 
 
 def cell_cuts(total: np.ndarray, cfg: CellsConfig) -> tuple[float, float]:
@@ -198,11 +208,12 @@ def find_nuclei(od: np.ndarray, conc: np.ndarray, stained: np.ndarray, cfg: Cell
     (``cells.nuclei: colour``); where neither does, by the stain vectors."""
     mask = None
     if cfg.nuclei == "colour":
-        mask = chromatin_mask(od, stained, cfg, mpp)
+        score, total = red_absorption(od), od.sum(-1)
+        mask = chromatin_mask(score, total, stained, cfg, mpp)
         if mask is None and material is not None:
             # where white cells are alone, Otsu's cut of the density falls between their nuclei and their
             # cytoplasm, and the nuclei alone hold one colour: compared with the pale material, they differ
-            mask = chromatin_mask(od, material, cfg, mpp)
+            mask = chromatin_mask(score, total, material, cfg, mpp)
     if mask is None:
         mask = nuclear_mask(conc, stained, cfg, mpp)
     return joined(mask, int(round(cfg.nucleus_join_um / mpp)))
@@ -211,10 +222,8 @@ def find_nuclei(od: np.ndarray, conc: np.ndarray, stained: np.ndarray, cfg: Cell
 def nucleus_seeds(nuclei: np.ndarray, cfg: CellsConfig, mpp: float) -> np.ndarray:
     """Labelled nuclei that seed cells, each no smaller than the smallest cell: the lobes of a segmented
     nucleus (neutrophils, eosinophils) are already one nucleus of one cell."""
-    mask = nuclei
     # a seed is at least the smallest cell's size: platelets' purple granules are not nuclei of cells
-    mask = remove_small_objects(mask, max_size=int(disk_area_px(cfg.min_diameter_um, mpp)))
-    return ndi.label(mask)[0]
+    return ndi.label(remove_small_objects(nuclei, max_size=int(disk_area_px(cfg.min_diameter_um, mpp))))[0]
 
 
 def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float = 1.0) -> CellTable:
@@ -222,13 +231,12 @@ def detect_watershed(rgb: np.ndarray, mpp: float, cfg: CellsConfig, scale: float
     problem = stain_problem(rgb)
     if problem:  # no stain to estimate: the fixed vectors decide, as the note says
         cfg = cfg.model_copy(update={"nuclei": "stain"})
-    mask, od = stained_mask(rgb, cfg, mpp)
+    od, total, (glass, dense) = density(rgb, cfg)
+    mask = _above(total, glass, cfg, mpp)
     if not mask.any():
         return _noted(CellTable.empty(), problem)
     stained = mask.copy()
     conc = stain_concentrations(od, stain_matrix(cfg.stain, od if cfg.stain == "estimate" else None))
-    total = od.sum(-1)
-    dense = cell_cuts(total, cfg)[1]
     pale = total > cfg.cytoplasm_fraction * dense
     nuclear = find_nuclei(od, conc, mask & (total > dense), cfg, mpp, pale)
     nuclei = nucleus_seeds(nuclear, cfg, mpp)
