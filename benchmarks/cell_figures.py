@@ -18,36 +18,29 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cell_detection import _voc_wbc  # noqa: E402
+from cell_detection import _detect, _iou, _voc_wbc  # noqa: E402
+from cell_scoring import WhiteCellScores  # noqa: E402
+from shared_data import add_data_option, data_folder  # noqa: E402
 
 MPP = 0.074
 
 
 def _cells(root: Path, name: str):
     from cytofm.config.loader import load_preset
-    from cytofm.data.cells.detect import detect_source
     from cytofm.data.prepare.config import PrepareConfig
-    from cytofm.data.sources.source import open_source
 
     cfg = PrepareConfig.model_validate(load_preset("prepare", "smear_cells")).cells
-    src = open_source(root / "images" / name, "image", MPP)
-    try:
-        return detect_source(src, MPP, cfg)
-    finally:
-        src.close()
+    return _detect(root / "images" / name, MPP, cfg, cfg.detector)[0]
 
 
 def _score(root: Path, name: str, cells) -> tuple[float, bool]:
-    """(nucleus Dice, some white cell split or merged) of one field."""
+    """(nucleus Dice, some white cell split or merged) of one field, scored as the benchmark scores it."""
     from PIL import Image
 
-    from cytofm.eval.segmentation import dice, fill_outlines, white_cell_outcome
-
-    gt = np.asarray(Image.open(root / "nucleus_masks" / (Path(name).stem + ".png"))) > 127
-    labels = fill_outlines(cells.contour, gt.shape)
-    boxes = _voc_wbc(root / "annotations" / f"{Path(name).stem}.xml")
-    bad = any(o["split"] or o["merged"] for o in (white_cell_outcome(labels, b, gt) for b in boxes))
-    return dice(fill_outlines(cells.nucleus, gt.shape) > 0, gt), bad
+    gt = np.asarray(Image.open(root / "nucleus_masks" / (Path(name).stem + ".png")).convert("L")) > 127
+    scores = WhiteCellScores()
+    scores.add(cells, gt, _voc_wbc(root / "annotations" / f"{Path(name).stem}.xml"), _iou)
+    return scores.dice[0], bool(scores.split or scores.merged)
 
 
 def _draw(root: Path, name: str, cells, score: tuple[float, bool]) -> np.ndarray:
@@ -74,12 +67,12 @@ def main() -> int:
     ap.add_argument("--part", default="eval", choices=("eval", "pretrain"))
     ap.add_argument("--fields", default="", help="comma-separated BCCD image names to draw (default: worst)")
     ap.add_argument("--n", type=int, default=6)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    add_data_option(ap)
     a = ap.parse_args()
-    root = Path(a.data) / "bccd"
-    if not (root / "nucleus_masks").is_dir():
-        print(f"BCCD nucleus masks not found under {root}: nothing to draw (give --data)")
+    data = data_folder(a.data, needs="bccd/nucleus_masks", doing="draw")
+    if data is None:
         return 0
+    root = data / "bccd"
     from PIL import Image
 
     from cytofm.data.provenance.split_files import part_of
