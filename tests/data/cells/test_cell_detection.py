@@ -201,7 +201,8 @@ def test_prepare_cells_writes_each_sources_cells_and_one_table(tmp_path):
     assert float(rows[0]["area_um2"]) > 0 and rows[0]["clump"] == "False"
     assert {float(r["seg_confidence"]) for r in rows} == {1.0}
     (man,) = [m for m in csv.DictReader(open(tmp_path / "out" / "manifest.csv")) if m["id"] == "field"]
-    assert (man["n_cells"], man["n_clumps"], man["clump_area_share"]) == ("5", "0", "0.0")
+    got = (man["n_cells"], man["n_clumps"], man["clump_area_share"], man["cell_notes"])
+    assert got == ("5", "0", "0.0", "")
     blank = list(csv.DictReader(open(tmp_path / "out" / "skipped.csv")))
     assert [Path(b["path"]).name for b in blank] == ["blank.png"] and blank[0]["reason"]
     r = CliRunner().invoke(app, args[:2] + ["--out", str(tmp_path / "nompp")] + args[4:])

@@ -245,3 +245,7 @@ def test_a_field_whose_stain_cannot_be_estimated_is_said_and_detected_with_the_s
                 prepare_cfg("resolution.mpp=0.25", "cells.enabled=true", "foreground.min_fraction=0"),
                 log=said.append)
     assert [m for m in said if m.startswith("warning:") and "saturated" in m]
+    import csv
+
+    (row,) = csv.DictReader(open(tmp_path / "out" / "manifest.csv"))
+    assert "saturated" in row["cell_notes"]  # a record beside the log line

@@ -130,6 +130,7 @@ def _prepare_source(item: SourceItem, cfg: PrepareConfig, out: Path, chash: str,
             row["n_cells"] = len(cells)
             row["n_clumps"] = int(cells.clump.sum())
             row["clump_area_share"] = round(clump_share(cells), 3)
+            row["cell_notes"] = "; ".join(cells.notes)  # kept beside the log line (a stain not estimable)
         if warnings:  # said by the main process (run.py), and again when the row is reused
             row["_warnings"] = warnings
         if want_qa:
