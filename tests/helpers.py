@@ -263,3 +263,26 @@ def near_duplicate_store(root, n: int = 30, instances: int = 1):
                      "n_instances": instances, "label": ["a", "b"][i % 2]})
     write_csv(root / "manifest.csv", rows)
     return root
+
+
+PLANTED_SIZES = ["resolution.mpp=0.25", "cells.typical_diameter_um=6", "cells.min_diameter_um=2",
+                 "cells.max_diameter_um=12"]
+"""Prepare's settings for :func:`planted_fields`."""
+
+
+def planted_fields(root, n_large: list[int], seed: int) -> list[tuple[str, int, int, str]]:
+    """Planted smear fields for cell classifiers, six cells each on a 3 x 2 grid: ``n_large[k]`` large ones
+    (8 um, 'large'), the others small (4.5 um); returns every cell as (image, x, y, kind)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    points = []
+    for k, big in enumerate(n_large):
+        jitter = rng.integers(-4, 5, (6, 2))
+        cells = [(40 + 70 * (j % 3) + int(jitter[j, 0]), 40 + 70 * (j // 3) + int(jitter[j, 1]),
+                  16 if j < big else 9) for j in range(6)]
+        name = f"{seed}_{k}.png"
+        Image.fromarray(smear(180, 240, cells, seed=seed * 100 + k)[0]).save(root / name)
+        points += [(f"{root.name}/{name}", x, y, "large" if r == 16 else "small") for x, y, r in cells]
+    return points

@@ -6,33 +6,11 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 from typer.testing import CliRunner
 
 from cytofm.cli.main import app
 
-from tests.helpers import qupath_geojson_problems, smear
-
-SIZES = ["resolution.mpp=0.25", "cells.typical_diameter_um=6", "cells.min_diameter_um=2",
-         "cells.max_diameter_um=12"]
-
-
-def _fields(root, n_large: list[int], seed: int) -> list[tuple[str, int, int, str]]:
-    """Fields of six cells on a 3 x 2 grid: ``n_large[k]`` large ones (8 um, 'large'), the others small
-    (4.5 um); returns every cell as (image, x, y, kind)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True)
-    points = []
-    for k, big in enumerate(n_large):
-        jitter = rng.integers(-4, 5, (6, 2))
-        cells = [(40 + 70 * (j % 3) + int(jitter[j, 0]), 40 + 70 * (j // 3) + int(jitter[j, 1]),
-                  16 if j < big else 9) for j in range(6)]
-        name = f"{seed}_{k}.png"
-        Image.fromarray(smear(180, 240, cells, seed=seed * 100 + k)[0]).save(root / name)
-        points += [(f"{root.name}/{name}", x, y, "large" if r == 16 else "small") for x, y, r in cells]
-    return points
+from tests.helpers import PLANTED_SIZES, planted_fields, qupath_geojson_problems, smear
 
 
 def _rows(path):
@@ -41,14 +19,14 @@ def _rows(path):
 
 
 def test_a_cell_classifier_counts_the_cells_of_new_fields_by_class(tmp_path):
-    points = _fields(tmp_path / "train", [1, 2, 3, 4, 5, 3], 0)
+    points = planted_fields(tmp_path / "train", [1, 2, 3, 4, 5, 3], 0)
     with open(tmp_path / "points.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "x", "y", "kind"])
         w.writerows(points[:-1] + [("train/0_0.png", 5, 5, "small")])  # one on empty glass: unmatched
     runner = CliRunner()
     for args in (["prepare", str(tmp_path / "train"), "--out", str(tmp_path / "prep"), "--preset",
-                  "smear_cells", "--cells", *SIZES],
+                  "smear_cells", "--cells", *PLANTED_SIZES],
                  ["extract", "--input", str(tmp_path / "prep"), "--mode", "cells", "--encoder",
                   "morphometrics", "--out", str(tmp_path / "store")],
                  ["probe", "--features", str(tmp_path / "store"), "--label", "kind", "--cell-points",
@@ -63,7 +41,7 @@ def test_a_cell_classifier_counts_the_cells_of_new_fields_by_class(tmp_path):
     assert rec["features"]["prepare"]["cells"]["typical_diameter_um"] == 6
     from PIL import Image
 
-    _fields(tmp_path / "new", [0, 2, 6], 1)
+    planted_fields(tmp_path / "new", [0, 2, 6], 1)
     Image.fromarray(smear(180, 240, [], seed=7)[0]).save(tmp_path / "new" / "blank.png")  # glass only
     r = runner.invoke(app, ["predict", "--model", str(tmp_path / "probe"), "--input", str(tmp_path / "new"),
                             "--out", str(tmp_path / "pred")])

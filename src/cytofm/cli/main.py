@@ -20,6 +20,7 @@ COMMANDS = {
     "probe": "cytofm.cli.evaluate:probe",
     "mil": "cytofm.cli.evaluate:mil",
     "predict": "cytofm.cli.predict:predict",
+    "triage": "cytofm.cli.triage:triage",
     "benchmark": "cytofm.cli.evaluate:benchmark",
     "heatmap": "cytofm.cli.visual:heatmap",
     "umap": "cytofm.cli.visual:umap",
@@ -123,7 +124,7 @@ def _root(
 # and extraction that costs up to 1.6-1.8x (shared/notes/cpu-performance.md). The setting must be in
 # place before Python starts, so the heavy commands re-execute themselves once with it.
 HEAP_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
-HEAVY = {"pretrain", "extract", "benchmark", "demo", "predict"}
+HEAVY = {"pretrain", "extract", "benchmark", "demo", "predict", "triage"}
 
 
 def _command(argv: list[str]) -> str | None:

@@ -49,6 +49,21 @@ class PredictResult:
     metrics: dict | None  # with labels: on the items not flagged (or all, ``include_seen``)
     lines: list[str]
     seconds: dict[str, float]  # prepare, extract, apply (with the tables), heatmaps
+    cells: CellPredictions | None = None  # a cell classifier's: what triage builds on
+
+
+@dataclass
+class CellPredictions:
+    """A cell classifier applied: every cell (its field, id, centre and features), each member's
+    probabilities (M, cells, C), the store's items, the prepared folder with the cells' outlines, and the
+    tables written."""
+
+    cells: list[dict]
+    probs: np.ndarray
+    rows: list[dict]
+    prepared: Path | None
+    table: list[dict]  # predictions.csv's rows
+    counts: list[dict]  # cell_counts.csv's rows
 
 
 def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", include_seen: bool = False,
@@ -72,9 +87,10 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
     rows = load_store(store)
     if not rows:
         raise ModelFolderError(f"{store}: no item to predict")
-    attention, counts = None, None
+    attention, counts, cells = None, None, None
     if model.reads_cells:
-        table, counts = _apply_cells(model, files, rows, use, store, input, out)
+        cells = _apply_cells(model, files, rows, use, store, input, out)
+        table, counts = cells.table, cells.counts
     else:
         probs, attention = _apply(model, files, rows)
         table = prediction_rows(model, rows, probs, leakage_flags(model, rows, use),
@@ -92,7 +108,8 @@ def run_predict(model_dir: Path, input: Path, out: Path, use: str = "ensemble", 
         previews(rows, attention, out / "heatmaps", heatmaps, log, table)
     seconds["heatmaps"] = time.perf_counter() - t0
     flagged = sum(1 for r in table if r["excluded"])
-    return PredictResult(out, len(table), flagged, metrics, lines, seconds)
+    return PredictResult(out, len(table), flagged, metrics, lines, seconds,
+                         cells)
 
 
 def _apply(model: SavedModel, files: list[Path], rows: list[dict]):
@@ -120,7 +137,7 @@ def _apply(model: SavedModel, files: list[Path], rows: list[dict]):
 
 
 def _apply_cells(model: SavedModel, files: list[Path], rows: list[dict], use: str, store: Path,
-                 input: Path, out: Path) -> tuple[list[dict], list[dict]]:
+                 input: Path, out: Path) -> CellPredictions:
     """A cell classifier applied to every cell of the input: one prediction row per cell (flagged as its
     field is), counts by class per field in ``cell_counts.csv``, the classified cells as QuPath GeoJSON."""
     from cytofm.data.prepare.prepared import is_prepared_dir
@@ -143,4 +160,4 @@ def _apply_cells(model: SavedModel, files: list[Path], rows: list[dict], use: st
     counts = count_rows(table, model.classes, [] if single else empty_fields(prepared, rows))
     write_csv(out / "cell_counts.csv", counts)
     write_cell_geojson(out / "geojson", prepared, rows, table, model.classes)
-    return table, counts
+    return CellPredictions(cells, probs, rows, prepared, table, counts)

@@ -1,0 +1,218 @@
+"""``cytofm triage``: a batch of cases handed over as a cytology screener hands it: a worklist ranked by
+risk with the decision at an operating point, a QC rescreen draw, adequacy, "could not analyse" apart from
+negative, and per case a gallery of the cells to look at, in a review page whose corrections become the
+next training labels.
+
+It stands on ``predict`` with a cell classifier (a ``cytofm probe --cell-points`` run): every cell
+classified by every member of the ensemble; a case's score is built from its cells
+(``eval.cell_burden``), its adequacy from the detector's cells (``eval.adequacy``), the worklist from the
+scores (``eval.worklist``); the galleries and the page are ``triage_gallery``'s and
+``viz.review_page``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cytofm.eval.adequacy import ESTIMATE_NOTE, Adequacy, assess
+from cytofm.eval.cell_burden import CaseCells, aggregate, case_summary
+from cytofm.eval.saved_model import SavedModel
+from cytofm.eval.worklist import CaseScore, build_worklist, worklist_summary
+from cytofm.pipeline.triage_config import TriageConfig
+from cytofm.utils.errors import UserError
+from cytofm.utils.io import strict_json, write_csv
+
+
+class TriageError(UserError, ValueError):
+    """A model or setting triage cannot work with."""
+
+
+@dataclass
+class Case:
+    """One case (a field or slide of the input): its cells' indices in the predictions, their aggregate,
+    its adequacy and the detector's cells, and why it could not be analysed (empty when it was)."""
+
+    id: str
+    image: str
+    cells: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    agg: CaseCells | None = None
+    adequacy: Adequacy | None = None
+    outlines: object = None  # the detector's CellTable
+    not_analysed: str = ""
+    seen: bool = False
+    label: str = ""
+
+
+@dataclass
+class TriageResult:
+    out: Path
+    worklist: list[dict]
+    lines: list[str]
+    seconds: dict[str, float]
+
+
+def abnormal_classes(classes: list[str], named: list[str]) -> list[int]:
+    """The indices of the abnormal classes: those named (each must be one of the model's), or the second
+    of a two-class model."""
+    if named:
+        unknown = [c for c in named if c not in classes]
+        if unknown:
+            raise TriageError(f"abnormal class(es) {', '.join(unknown)} not among the model's classes "
+                              f"({', '.join(classes)})")
+        return [classes.index(c) for c in named]
+    if len(classes) == 2:
+        return [1]
+    raise TriageError(f"the model has {len(classes)} classes ({', '.join(classes)}): name the abnormal ones "
+                      "with --abnormal CLASS[,CLASS]")
+
+
+def check_cell_model(model: SavedModel, where: Path) -> None:
+    if not model.reads_cells:
+        raise TriageError(f"{where}: this {model.kind} model classifies whole fields or slides, and "
+                          "galleries need a cell classifier: train one with `cytofm probe --cell-points "
+                          "TABLE` on a store extracted with `--mode cells`, and give that run as --model")
+
+
+def run_triage(cfg: TriageConfig, progress=None, log=print) -> TriageResult:
+    """Triage every case of ``cfg.input`` into ``cfg.out`` (see the module's docstring)."""
+    from cytofm.pipeline.predict import run_predict
+    from cytofm.pipeline.triage_gallery import write_outputs
+
+    model_dir, out = Path(cfg.model), Path(cfg.out)
+    model = SavedModel.read(model_dir, cfg.method)
+    check_cell_model(model, model_dir)
+    abnormal = abnormal_classes(list(model.classes), cfg.abnormal)
+    res = run_predict(model_dir, Path(cfg.input), out, cfg.use, cfg.include_seen, heatmaps=0,
+                      progress=progress, log=log, method=cfg.method, device=cfg.device)
+    t0 = time.perf_counter()
+    cases = gather_cases(res.cells, out, cfg)
+    classes = list(model.classes)
+    for c in cases:
+        if not c.not_analysed:
+            c.agg = aggregate(res.cells.probs[:, c.cells], abnormal, cfg.score, cfg.score_cells)
+    threshold, op_lines = choose_threshold(cases, cfg, out)
+    worklist = build_worklist([case_score(c) for c in cases], threshold, cfg.qc_share, cfg.seed)
+    by_id = {c.id: c for c in cases}
+    for r in worklist:
+        c = by_id[r["case"]]
+        r.update({**(c.adequacy.row() if c.adequacy else {"n_cells": 0}), "seen": c.seen, "label": c.label,
+                  "image": c.image})
+        if c.agg is not None:
+            r.update({k: v for k, v in case_summary(c.agg, classes, abnormal).items() if k != "n_cells"})
+    write_csv(out / "worklist.csv", worklist)
+    write_outputs(out, cases, res.cells, worklist, classes, abnormal, cfg, log)
+    n = worklist_summary(worklist)
+    lines = [f"triage of {len(cases)} case(s): {n['review']} to review, {n['no further review']} no further "
+             f"review ({n['qc_rescreen']} drawn for a QC rescreen, share {cfg.qc_share:g}, seed {cfg.seed}), "
+             f"{n['could not analyse']} could not be analysed", *op_lines]
+    lines += [f"could not analyse {r['case']}: {r['reason']}" for r in worklist
+              if r["decision"] == "could not analyse"][:10]
+    record = {"classes": classes, "abnormal": [classes[k] for k in abnormal], "threshold": threshold,
+              "settings": cfg.model_dump(), "counts": n, "note": ESTIMATE_NOTE}
+    (out / "triage.json").write_text(strict_json(record))
+    return TriageResult(out, worklist, lines + [ESTIMATE_NOTE], {**res.seconds,
+                                                                  "triage": time.perf_counter() - t0})
+
+
+def case_score(c: Case) -> CaseScore:
+    if c.not_analysed:
+        return CaseScore(c.id, not_analysed=c.not_analysed)
+    force = f"adequacy unsatisfactory: {'; '.join(c.adequacy.reasons)}" if (
+        c.adequacy and c.adequacy.verdict == "unsatisfactory") else ""
+    return CaseScore(c.id, c.agg.score, c.agg.spread, force_review=force)
+
+
+def gather_cases(pred, out: Path, cfg: TriageConfig) -> list[Case]:
+    """Every case of the input: each item of the store with its cells and the detector's adequacy, and each
+    source prepare or extract left out, with its reason (could not analyse)."""
+    from cytofm.data.cells.store import read_cells
+
+    by_field: dict[str, list[int]] = {}
+    for k, c in enumerate(pred.cells):
+        by_field.setdefault(c["field"], []).append(k)
+    flagged = {t["field"] for t in pred.table if t.get("excluded")}
+    cases = []
+    for r in pred.rows:
+        h5 = pred.prepared / "cells" / f"{r['id']}.h5" if pred.prepared else None
+        outlines = read_cells(h5) if h5 is not None and h5.is_file() else None
+        c = Case(r["id"], str(Path(r["path"]).resolve()) if r.get("path") else "",
+                 np.array(by_field.get(r["id"], []), int), outlines=outlines, seen=r["id"] in flagged,
+                 label=str(r.get(cfg.label, "") or "") if cfg.label else "")
+        if outlines is not None:
+            m = outlines.measures
+            c.adequacy = assess(m["area_um2"], m["focus"], m["seg_confidence"], outlines.clump, cfg.adequacy)
+            c.not_analysed = c.adequacy.not_analysed
+        if not c.not_analysed and not len(c.cells):
+            c.not_analysed = "no cells found"
+        cases.append(c)
+    have = {c.id for c in cases}
+    cases += [c for c in left_out(out, pred.prepared) if c.id not in have]
+    return cases
+
+
+def left_out(out: Path, prepared: Path | None) -> list[Case]:
+    """The sources prepare or extract left out, as cases that could not be analysed: an unreadable file, no
+    um/px, blank glass or no cell, a stain that could not be estimated."""
+    from cytofm.utils.io import read_csv
+
+    cases = []
+    folders = [f for f in {prepared, out / "prepared", out / "features"} if f is not None]
+    for folder in folders:
+        p = folder / "skipped.csv"
+        for r in read_csv(p) if p.is_file() else []:
+            cases.append(Case(Path(r["path"]).stem, str((folder / r["path"]).resolve()),
+                              not_analysed=reason_of(r["reason"])))
+    return cases
+
+
+def reason_of(message: str) -> str:
+    """A left-out source's reason in the worklist's words, the original message after it."""
+    low = message.lower()
+    if "um/px" in low or "resolution" in low or "mpp" in low:
+        return f"no um/px: {message}"
+    if "foreground" in low or "blank" in low or "no cell" in low:
+        return f"no cells found: {message}"
+    if "stain" in low:
+        return f"stain not estimable: {message}"
+    return f"unreadable: {message}"
+
+
+def choose_threshold(cases: list[Case], cfg: TriageConfig, out: Path) -> tuple[float | None, list[str]]:
+    """The operating point: given (``threshold``), a previous triage's (``operating_point``), chosen out of
+    fold on the labelled cases here (``label``; written to operating_point.json), or none (every case
+    "review", and the lines say so)."""
+    from cytofm.eval.operating_point import out_of_fold_operating_point
+
+    if cfg.threshold is not None:
+        return cfg.threshold, [f"operating point: threshold {cfg.threshold:g} (given)"]
+    if cfg.operating_point:
+        p = Path(cfg.operating_point)
+        try:
+            t = float(json.loads(p.read_text())["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise TriageError(f"--operating-point {p}: not an operating_point.json with a threshold "
+                              f"({e})") from e
+        return t, [f"operating point: threshold {t:g} from {p}"]
+    if not cfg.label:
+        return None, ["no operating point (give --threshold, --operating-point, or --label on labelled "
+                      "cases): every analysed case is listed for review, in order of risk"]
+    known = [c for c in cases if c.agg is not None and c.label.strip()]
+    pos = np.array([c.label.strip().casefold() in {p.casefold() for p in cfg.positive} for c in known])
+    try:
+        op = out_of_fold_operating_point(pos, np.array([c.agg.score for c in known]), cfg.target_sensitivity,
+                                         cfg.folds, cfg.seed)
+    except ValueError as e:
+        raise TriageError(f"--label {cfg.label}: {e} (found {int(pos.sum())} positive and "
+                          f"{int((~pos).sum())} negative labelled cases)") from e
+    (out / "operating_point.json").write_text(strict_json({**op, "score": cfg.score, "label": cfg.label,
+                                                           "positive": list(cfg.positive)}))
+    return op["threshold"], [
+        f"operating point chosen on {len(known)} labelled cases for sensitivity {cfg.target_sensitivity:g}: "
+        f"threshold {op['threshold']:.4g}; out of fold ({op['folds']} folds) sensitivity "
+        f"{op['sensitivity']:.3f}, specificity {op['specificity']:.3f}, no further review "
+        f"{op['no_further_review_share']:.1%} of the cases (written to {out / 'operating_point.json'})"]

@@ -1,0 +1,117 @@
+"""``cytofm triage`` on planted fields whose risk order is known: six cells each, 0 to 6 of them large (the
+abnormal class), and a blank field; the worklist's order, quintiles, decisions and QC draw as worked out by
+hand, the blank field listed as could not analyse, the galleries, the QuPath objects and the review page."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cytofm.cli.main import app
+
+from tests.helpers import PLANTED_SIZES, planted_fields, qupath_geojson_problems, smear
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def cell_model(tmp_path_factory):
+    """A linear probe telling large cells from small ones, on the morphometrics of planted fields."""
+    tmp = tmp_path_factory.mktemp("triage_model")
+    points = planted_fields(tmp / "train", [1, 2, 3, 4, 5, 3], 0)
+    with open(tmp / "points.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "x", "y", "kind"])
+        w.writerows(points)
+    runner = CliRunner()
+    for args in (["prepare", str(tmp / "train"), "--out", str(tmp / "prep"), "--preset", "smear_cells",
+                  "--cells", *PLANTED_SIZES],
+                 ["extract", "--input", str(tmp / "prep"), "--mode", "cells", "--encoder", "morphometrics",
+                  "--out", str(tmp / "store")],
+                 ["probe", "--features", str(tmp / "store"), "--label", "kind", "--cell-points",
+                  str(tmp / "points.csv"), "--out", str(tmp / "probe"), "--folds", "2", "--seeds", "0,1",
+                  "--methods", "linear"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    return tmp / "probe"
+
+
+def test_triage_ranks_decides_draws_and_lists_what_it_could_not_analyse(cell_model, tmp_path):
+    planted_fields(tmp_path / "new", [0, 2, 6, 4, 1], 1)  # fields 1_0 .. 1_4 with 0, 2, 6, 4, 1 large cells
+    Image.fromarray(smear(180, 240, [], seed=7)[0]).save(tmp_path / "new" / "blank.png")
+    out = tmp_path / "triage"
+    r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "new"),
+                                 "--out", str(out), "--abnormal", "large", "--threshold", "0.3", "--qc-share",
+                                 "0.5", "--seed", "7", "--top-k", "4", "adequacy.min_cells=3",
+                                 "adequacy.limited_cells=5"])
+    assert r.exit_code == 0, r.output
+    rows = _rows(out / "worklist.csv")
+    # burden: the mean P(large), 0.17 + 0.65 x the share of large cells 6/6, 4/6, 2/6, 1/6, 0/6 (the probe is
+    # soft: 0.83 on a large cell); 0.3 falls between 2/6 (0.39) and 1/6 (0.28). The blank field last
+    assert [x["case"] for x in rows] == ["1_2", "1_3", "1_1", "1_4", "1_0", "blank"]
+    assert [x["rank"] for x in rows] == ["1", "2", "3", "4", "5", ""]
+    assert [x["quintile"] for x in rows] == ["5", "4", "3", "2", "1", ""]  # five cases: one per quintile
+    assert [x["decision"] for x in rows] == ["review"] * 3 + ["no further review"] * 2 + ["could not analyse"]
+    # the no-further-review cases sorted [1_0, 1_4]; ceil(0.5 * 2) = 1; default_rng(7).choice(2, 1) = [1]
+    assert [x["case"] for x in rows if x["qc_rescreen"] == "True"] == ["1_4"]
+    assert rows[-1]["reason"].startswith("no cells found") and rows[-1]["score"] == ""
+    assert [x["n_large"] for x in rows[:5]] == ["6", "4", "2", "1", "0"]
+    assert [x["adequacy"] for x in rows[:5]] == ["satisfactory"] * 5  # 6 cells >= limited_cells 5
+    assert "1 could not be analysed" in r.output and "could not analyse blank: no cells found" in r.output
+    # galleries: the top four of field 1_3 are its four large cells
+    gal = [g for g in _rows(out / "gallery.csv") if g["case"] == "1_3"]
+    assert [g["cls"] for g in gal if g["gallery"] == "top"] == ["large"] * 4
+    assert {g["gallery"] for g in gal} == {"top", "large", "small"}
+    diff = {d["case"]: (d["n_large"], d["n_small"], d["n_unidentified"])
+            for d in _rows(out / "differential.csv")}
+    assert diff["1_1"] == ("2", "4", "0")
+    qp = out / "geojson" / "1_3.gallery.geojson"
+    assert qupath_geojson_problems(qp) == []
+    objects = json.loads(qp.read_text())["features"]
+    assert sorted(o["properties"]["classification"]["name"] for o in objects) == ["large"] * 4 + ["small"] * 2
+    page = (out / "review.html").read_text()
+    assert "1_3" in page and "http://" not in page and "https://" not in page
+    rec = json.loads((out / "triage.json").read_text())
+    assert rec["abnormal"] == ["large"] and rec["threshold"] == 0.3
+    assert not (tmp_path / "new" / "worklist.csv").exists()  # nothing written into the input
+
+
+def test_labelled_cases_choose_the_operating_point_out_of_fold(cell_model, tmp_path):
+    large = [0, 4, 4, 4, 0, 4, 1, 0]  # positives alike (4 large cells), so every fold's threshold is theirs
+    planted_fields(tmp_path / "new", large, 2)
+    with open(tmp_path / "cases.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "abnormal"])
+        w.writerows([(f"new/2_{k}.png", "yes" if n >= 3 else "no") for k, n in enumerate(large)])
+    out = tmp_path / "triage"
+    r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "cases.csv"),
+                                 "--out", str(out), "--label", "abnormal", "--abnormal", "large", "folds=2",
+                                 "adequacy.min_cells=3"])
+    assert r.exit_code == 0, r.output
+    op = json.loads((out / "operating_point.json").read_text())
+    assert (op["n_positive"], op["n_negative"], op["sensitivity"], op["specificity"]) == (4, 4, 1.0, 1.0)
+    assert op["no_further_review_share"] == 0.5
+    rows = _rows(out / "worklist.csv")
+    lowest = min(float(x["score"]) for x in rows if x["label"] == "yes")
+    assert op["threshold"] == pytest.approx(lowest, abs=1e-6)
+    cleared = {x["case"] for x in rows if x["decision"] == "no further review"}
+    assert cleared == {f"new__2_{k}" for k in (0, 4, 6, 7)}
+
+
+def test_a_model_of_whole_fields_is_refused_for_galleries_with_the_fix(tmp_path):
+    from cytofm.eval.saved_model import SavedModel
+    from cytofm.pipeline.triage import TriageError, check_cell_model
+
+    class _Fields:
+        reads_cells, kind = False, "mil"
+
+    with pytest.raises(TriageError, match="needs? a cell classifier|need a cell classifier"):
+        check_cell_model(_Fields(), tmp_path)
+    assert SavedModel  # the real reader is exercised above
