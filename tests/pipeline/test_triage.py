@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -115,3 +116,42 @@ def test_a_model_of_whole_fields_is_refused_for_galleries_with_the_fix(tmp_path)
     with pytest.raises(TriageError, match="needs? a cell classifier|need a cell classifier"):
         check_cell_model(_Fields(), tmp_path)
     assert SavedModel  # the real reader is exercised above
+
+
+def _corrections(path, rows, classes="large|small"):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "x", "y", "label", "verdict", "case", "predicted", "classes"])
+        w.writerows([(*r, classes) for r in rows])
+
+
+def test_a_review_round_becomes_training_labels_and_bad_rows_are_refused(cell_model, tmp_path):
+    cells = planted_fields(tmp_path / "new", [1, 5, 2, 4], 3)
+    out = tmp_path / "triage"
+    r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "new"),
+                                 "--out", str(out), "--abnormal", "large", "adequacy.min_cells=3"])
+    assert r.exit_code == 0, r.output
+    gallery = [g for g in _rows(out / "gallery.csv") if g["gallery"] == "top"]
+    images = {x["case"]: x["image"] for x in _rows(out / "worklist.csv")}
+    truth = {(f"{Path(i).stem}", x, y): k for i, x, y, k in cells}
+    rows = []
+    for g in gallery:  # the reviewer gives each gallery cell its planted class
+        true = min(((c, k) for c, k in truth.items() if c[0] == g["case"]),
+                   key=lambda ck: (ck[0][1] - float(g["x"])) ** 2 + (ck[0][2] - float(g["y"])) ** 2)[1]
+        rows.append((images[g["case"]], g["x"], g["y"], true, "confirmed" if true == g["cls"] else "reclassified",
+                     g["case"], g["cls"]))
+    _corrections(tmp_path / "corrections.csv", rows)
+    probe = ["probe", "--features", str(out / "features"), "--label", "label", "--folds", "2", "--seeds", "0",
+             "--methods", "linear"]
+    r = CliRunner().invoke(app, [*probe, "--cell-points", str(tmp_path / "corrections.csv"), "--out",
+                                 str(tmp_path / "probe")])
+    assert r.exit_code == 0, r.output
+    assert f"{len(rows)} of {len(rows)} labelled cells matched" in r.output
+    assert json.loads((tmp_path / "probe" / "model.json").read_text())["classes"] == ["large", "small"]
+    bad = [rows[0][:3] + ("huge",) + rows[0][4:], rows[1], (rows[2][0], 2, 2) + rows[2][3:]]
+    _corrections(tmp_path / "bad.csv", bad)
+    r = CliRunner().invoke(app, [*probe, "--cell-points", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "b")])
+    assert r.exit_code != 0 and "line 2: unknown class 'huge' (the model's: large, small)" in r.output
+    _corrections(tmp_path / "bad.csv", bad[1:])
+    r = CliRunner().invoke(app, [*probe, "--cell-points", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "c")])
+    assert r.exit_code != 0 and "1 corrected cell(s) are not cells of the store's cases: line 3" in r.output

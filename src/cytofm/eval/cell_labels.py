@@ -57,10 +57,17 @@ def label_detected_cells(store: Path, points: Path, label: str, out: Path, exclu
     ``matching.json``; the points no cell matched are counted and logged. ``prepared``: the prepared
     folder with the cells (default: the one the store was extracted from). Refused: a store not of cells,
     no prepared cells, a missing table or column, and no labelled cell matched at all."""
+    from cytofm.eval.corrections import check_corrections, is_corrections, refuse_unmatched
+
     store, points, out = Path(store), Path(points), Path(out)
     prepared = _checked_prepared(store, prepared)
     _check_table(points, label)
+    corrections = is_corrections(points)
+    if corrections:  # a reviewer's file: every row must be a class of the model and a cell of its case
+        check_corrections(points, label)
     n = cells_as_items(store, prepared, points, label, out, tuple(exclude))
+    if corrections:
+        refuse_unmatched(points, n["unmatched"])
     (out / MATCHING_FILE).write_text(strict_json(n))
     _log_matching(n, out / MATCHING_FILE, log)
     if not n["items"]:
