@@ -104,6 +104,23 @@ def test_labelled_cases_choose_the_operating_point_out_of_fold(cell_model, tmp_p
     assert op["threshold"] == pytest.approx(lowest, abs=1e-6)
     cleared = {x["case"] for x in rows if x["decision"] == "no further review"}
     assert cleared == {f"new__2_{k}" for k in (0, 4, 6, 7)}
+    # a slide model over the counts, trained and cross-validated by `probe` itself, then applied by triage
+    counts = out / "slides" / "counts"
+    assert len(_rows(counts / "manifest.csv")) == 8 and (out / "slides" / "top_cells" / "store.json").is_file()
+    r = CliRunner().invoke(app, ["probe", "--features", str(counts), "--label", "abnormal", "--folds", "2",
+                                 "--seeds", "0", "--methods", "linear", "--out", str(tmp_path / "slide"),
+                                 "--no-group-duplicates"])  # planted fields look alike
+    assert r.exit_code == 0, r.output
+    op = json.loads((tmp_path / "slide" / "model.json").read_text())["operating_point"]
+    r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "cases.csv"),
+                                 "--out", str(tmp_path / "again"), "--abnormal", "large", "--slide-model",
+                                 str(tmp_path / "slide"), "adequacy.min_cells=3"])
+    assert r.exit_code == 0, r.output
+    p = {x["id"]: float(x["p_yes"]) for x in _rows(tmp_path / "again" / "slide_model" / "predictions.csv")}
+    rows = _rows(tmp_path / "again" / "worklist.csv")
+    assert {x["case"]: float(x["score"]) for x in rows} == pytest.approx(p, abs=1e-5)
+    assert all((x["decision"] == "review") == (float(x["score"]) >= op["threshold"]) for x in rows)
+    assert json.loads((tmp_path / "again" / "triage.json").read_text())["threshold"] == op["threshold"]
 
 
 def test_a_model_of_whole_fields_is_refused_for_galleries_with_the_fix(tmp_path):
@@ -138,8 +155,8 @@ def test_a_review_round_becomes_training_labels_and_bad_rows_are_refused(cell_mo
     for g in gallery:  # the reviewer gives each gallery cell its planted class
         true = min(((c, k) for c, k in truth.items() if c[0] == g["case"]),
                    key=lambda ck: (ck[0][1] - float(g["x"])) ** 2 + (ck[0][2] - float(g["y"])) ** 2)[1]
-        rows.append((images[g["case"]], g["x"], g["y"], true, "confirmed" if true == g["cls"] else "reclassified",
-                     g["case"], g["cls"]))
+        verdict = "confirmed" if true == g["cls"] else "reclassified"
+        rows.append((images[g["case"]], g["x"], g["y"], true, verdict, g["case"], g["cls"]))
     _corrections(tmp_path / "corrections.csv", rows)
     probe = ["probe", "--features", str(out / "features"), "--label", "label", "--folds", "2", "--seeds", "0",
              "--methods", "linear"]
@@ -150,8 +167,10 @@ def test_a_review_round_becomes_training_labels_and_bad_rows_are_refused(cell_mo
     assert json.loads((tmp_path / "probe" / "model.json").read_text())["classes"] == ["large", "small"]
     bad = [rows[0][:3] + ("huge",) + rows[0][4:], rows[1], (rows[2][0], 2, 2) + rows[2][3:]]
     _corrections(tmp_path / "bad.csv", bad)
-    r = CliRunner().invoke(app, [*probe, "--cell-points", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "b")])
+    r = CliRunner().invoke(app, [*probe, "--cell-points", str(tmp_path / "bad.csv"), "--out",
+                                 str(tmp_path / "b")])
     assert r.exit_code != 0 and "line 2: unknown class 'huge' (the model's: large, small)" in r.output
     _corrections(tmp_path / "bad.csv", bad[1:])
-    r = CliRunner().invoke(app, [*probe, "--cell-points", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "c")])
+    r = CliRunner().invoke(app, [*probe, "--cell-points", str(tmp_path / "bad.csv"), "--out",
+                                 str(tmp_path / "c")])
     assert r.exit_code != 0 and "1 corrected cell(s) are not cells of the store's cases: line 3" in r.output

@@ -46,6 +46,10 @@ def triage(
     = default(T, "score"),
     top_k: Annotated[int, typer.Option(help="Cells in each case's gallery of the most abnormal.")]
     = default(T, "top_k"),
+    slide_model: Annotated[Path | None, typer.Option(
+        help="A probe or mil run trained on a triage's slides/counts or slides/top_cells store: its "
+             "probability is the case score, its operating point the decision's.",
+        show_default=False)] = None,
     threshold: Annotated[float | None, typer.Option(
         help="Operating point on the case score: below it \"no further review\".",
         show_default=False)] = None,

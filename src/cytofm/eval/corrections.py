@@ -53,9 +53,11 @@ def refuse_unmatched(table: Path, unmatched: list[dict]) -> None:
     if not unmatched:
         return
     with open(table, newline="") as f:
-        lines = {(r["image"], float(r["x"]), float(r["y"])): n for n, r in enumerate(csv.DictReader(f), start=2)}
+        lines = {(r["image"], float(r["x"]), float(r["y"])): n
+                 for n, r in enumerate(csv.DictReader(f), start=2)}
     named = [f"line {lines.get((u['image'], float(u['x']), float(u['y'])), '?')} ({u['image']} at "
              f"{float(u['x']):g}, {float(u['y']):g}: {u['why']})" for u in unmatched]
     raise CorrectionsError(f"{table}: {len(named)} corrected cell(s) are not cells of the store's cases: "
-                           + "; ".join(named[:10]) + (f"; ... {len(named) - 10} more" if len(named) > 10 else "")
+                           + "; ".join(named[:10])
+                           + (f"; ... {len(named) - 10} more" if len(named) > 10 else "")
                            + " (give the store the review was made on, e.g. the triage folder's features/)")

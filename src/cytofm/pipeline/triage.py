@@ -23,13 +23,8 @@ from cytofm.eval.adequacy import ESTIMATE_NOTE, Adequacy, assess
 from cytofm.eval.cell_burden import CaseCells, aggregate, case_summary
 from cytofm.eval.saved_model import SavedModel
 from cytofm.eval.worklist import CaseScore, build_worklist, worklist_summary
-from cytofm.pipeline.triage_config import TriageConfig
-from cytofm.utils.errors import UserError
+from cytofm.pipeline.triage_config import TriageConfig, TriageError
 from cytofm.utils.io import strict_json, write_csv
-
-
-class TriageError(UserError, ValueError):
-    """A model or setting triage cannot work with."""
 
 
 @dataclass
@@ -46,6 +41,7 @@ class Case:
     not_analysed: str = ""
     seen: bool = False
     label: str = ""
+    slide: tuple[float, float] | None = None  # a slide model's score and spread
 
 
 @dataclass
@@ -95,7 +91,10 @@ def run_triage(cfg: TriageConfig, progress=None, log=print) -> TriageResult:
     for c in cases:
         if not c.not_analysed:
             c.agg = aggregate(res.cells.probs[:, c.cells], abnormal, cfg.score, cfg.score_cells)
-    threshold, op_lines = choose_threshold(cases, cfg, out)
+    threshold, op_lines = slide_scores(cases, res.cells, classes, abnormal, cfg, out, log)
+    if threshold is None or cfg.threshold is not None or cfg.operating_point or cfg.label:
+        threshold, more = choose_threshold(cases, cfg, out)
+        op_lines += more
     worklist = build_worklist([case_score(c) for c in cases], threshold, cfg.qc_share, cfg.seed)
     by_id = {c.id: c for c in cases}
     for r in worklist:
@@ -119,12 +118,31 @@ def run_triage(cfg: TriageConfig, progress=None, log=print) -> TriageResult:
                                                                   "triage": time.perf_counter() - t0})
 
 
+def slide_scores(cases: list[Case], pred, classes: list[str], abnormal: list[int], cfg: TriageConfig,
+                 out: Path, log) -> tuple[float | None, list[str]]:
+    """The slide stores written; with ``--slide-model``, each analysed case's score replaced by the slide
+    model's and its operating point returned (None otherwise)."""
+    from cytofm.pipeline.triage_slides import apply_slide_model, write_slide_stores
+
+    stores = write_slide_stores(out, cases, pred, classes, abnormal, cfg.top_k, Path(cfg.model))
+    if not cfg.slide_model or not stores:
+        return None, []
+    scores, threshold, pos = apply_slide_model(Path(cfg.slide_model), stores, out, log)
+    for c in cases:
+        if c.agg is not None:
+            c.slide = scores[c.id]
+    return threshold, [f"case score: the slide model {cfg.slide_model}'s probability of {pos!r}"
+                       + (f", its operating point {threshold:.4g}" if threshold is not None else
+                          " (it records no operating point)")]
+
+
 def case_score(c: Case) -> CaseScore:
     if c.not_analysed:
         return CaseScore(c.id, not_analysed=c.not_analysed)
     force = f"adequacy unsatisfactory: {'; '.join(c.adequacy.reasons)}" if (
         c.adequacy and c.adequacy.verdict == "unsatisfactory") else ""
-    return CaseScore(c.id, c.agg.score, c.agg.spread, force_review=force)
+    score, spread = c.slide if c.slide is not None else (c.agg.score, c.agg.spread)
+    return CaseScore(c.id, score, spread, force_review=force)
 
 
 def gather_cases(pred, out: Path, cfg: TriageConfig) -> list[Case]:
@@ -204,8 +222,8 @@ def choose_threshold(cases: list[Case], cfg: TriageConfig, out: Path) -> tuple[f
     known = [c for c in cases if c.agg is not None and c.label.strip()]
     pos = np.array([c.label.strip().casefold() in {p.casefold() for p in cfg.positive} for c in known])
     try:
-        op = out_of_fold_operating_point(pos, np.array([c.agg.score for c in known]), cfg.target_sensitivity,
-                                         cfg.folds, cfg.seed)
+        scores = np.array([case_score(c).score for c in known])
+        op = out_of_fold_operating_point(pos, scores, cfg.target_sensitivity, cfg.folds, cfg.seed)
     except ValueError as e:
         raise TriageError(f"--label {cfg.label}: {e} (found {int(pos.sum())} positive and "
                           f"{int((~pos).sum())} negative labelled cases)") from e

@@ -11,6 +11,11 @@ from cytofm.config.loader import Section
 from cytofm.eval.adequacy import AdequacyConfig
 from cytofm.eval.cell_burden import SCORES
 from cytofm.eval.config import CommaList
+from cytofm.utils.errors import UserError
+
+
+class TriageError(UserError, ValueError):
+    """A model or setting triage cannot work with."""
 
 
 class TriageConfig(Section):
@@ -34,6 +39,9 @@ class TriageConfig(Section):
     """Cells shown per class (the most confident), and in the unidentified bin (the least)."""
     unidentified_below: float = Field(0.5, ge=0, le=1)
     """A cell whose most probable class is below this is put in the unidentified bin (CellaVision's)."""
+    slide_model: str | None = None
+    """A ``probe`` or ``mil`` run trained on a triage's ``slides/counts`` or ``slides/top_cells`` store: the
+    case score is its probability of the positive class, the operating point its own (chosen out of fold)."""
     threshold: float | None = None
     """The operating point on the case score: at or above it "review", below it "no further review"."""
     operating_point: str | None = None
