@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -286,3 +287,94 @@ def planted_fields(root, n_large: list[int], seed: int) -> list[tuple[str, int, 
         Image.fromarray(smear(180, 240, cells, seed=seed * 100 + k)[0]).save(root / name)
         points += [(f"{root.name}/{name}", x, y, "large" if r == 16 else "small") for x, y, r in cells]
     return points
+
+
+CHROME_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--hide-scrollbars"]
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here (None: Chromium, chromedriver and selenium are all there)."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        return "headless Chromium not installed (Debian: apt-get install chromium)"
+    if not shutil.which("chromedriver"):
+        return "chromedriver not installed (Debian: apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium not installed (pip install selenium, in the dev extra)"
+    return None
+
+
+def chromium_driver(download_dir: Path, profile: Path, width: int = 1280, height: int = 800):
+    """Headless Chromium through selenium with a fresh profile, no background network, downloads into
+    ``download_dir`` without asking, and a ``width`` x ``height`` viewport at one device pixel per px."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for arg in CHROME_ARGS + [f"--user-data-dir={profile}", f"--window-size={width},{height}"]:
+        opts.add_argument(arg)
+    opts.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    opts.add_experimental_option("prefs", {"download.default_directory": str(download_dir),
+                                           "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                           {"behavior": "allow", "downloadPath": str(download_dir)})
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    return driver
+
+
+def open_page(driver, html: Path) -> None:
+    """Load the page and wait (at most 10 s) until its script has built the worklist."""
+    driver.get(html.resolve().as_uri())
+    end = time.monotonic() + 10
+    while driver.execute_script("return window.cytofmReady") is None:
+        assert time.monotonic() < end, "the review page never set window.cytofmReady"
+        time.sleep(0.05)
+
+
+def case_order(driver, visible_only: bool = False) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#wl-body tr')].filter((tr) => !arguments[0] || !tr.hidden)"
+        ".map((tr) => tr.children[1].textContent)", visible_only)
+
+
+def open_case(driver, case: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    [cell] = [td for td in driver.find_elements(By.CSS_SELECTOR, "#wl-body td.case")
+              if td.get_attribute("textContent") == case]
+    cell.click()  # the case's cell, not the row: a click at the middle of a wide row would scroll sideways
+
+
+def review_in_browser(html: Path, download_dir: Path, keys: list[tuple[str, int, str]]) -> Path:
+    """Open ``html``, and for each (case, cell index into the case's cells, key) open the case, click the
+    first tile of that cell and press the key; then press "s" and return the downloaded corrections CSV."""
+    from selenium.webdriver.common.by import By
+
+    download_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        driver = chromium_driver(download_dir, Path(profile))
+        try:
+            open_page(driver, html)
+            for case, cell, key in keys:
+                if driver.execute_script("const h = document.querySelector('#panel h2');"
+                                         "return h && h.textContent") != case:
+                    open_case(driver, case)
+                driver.find_element(By.CSS_SELECTOR, f'#panel .tile[data-cell="{cell}"]').click()
+                driver.switch_to.active_element.send_keys(key)
+            driver.switch_to.active_element.send_keys("s")
+            return wait_for_file(download_dir / "corrections.csv")
+        finally:
+            driver.quit()
+
+
+def wait_for_file(path: Path, timeout: float = 10) -> Path:
+    end = time.monotonic() + timeout
+    while not path.exists() or any(path.parent.glob("*.crdownload")):
+        assert time.monotonic() < end, f"no {path.name} downloaded in {timeout} s"
+        time.sleep(0.1)
+    return path

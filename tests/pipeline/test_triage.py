@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 
 from cytofm.cli.main import app
 
-from tests.helpers import PLANTED_SIZES, planted_fields, qupath_geojson_problems, smear
+from tests.helpers import (
+    PLANTED_SIZES,
+    browser_missing,
+    planted_fields,
+    qupath_geojson_problems,
+    review_in_browser,
+    smear,
+)
 
 
 def _rows(path):
@@ -106,7 +113,8 @@ def test_labelled_cases_choose_the_operating_point_out_of_fold(cell_model, tmp_p
     assert cleared == {f"new__2_{k}" for k in (0, 4, 6, 7)}
     # a slide model over the counts, trained and cross-validated by `probe` itself, then applied by triage
     counts = out / "slides" / "counts"
-    assert len(_rows(counts / "manifest.csv")) == 8 and (out / "slides" / "top_cells" / "store.json").is_file()
+    assert len(_rows(counts / "manifest.csv")) == 8
+    assert (out / "slides" / "top_cells" / "store.json").is_file()
     r = CliRunner().invoke(app, ["probe", "--features", str(counts), "--label", "abnormal", "--folds", "2",
                                  "--seeds", "0", "--methods", "linear", "--out", str(tmp_path / "slide"),
                                  "--no-group-duplicates"])  # planted fields look alike
@@ -174,3 +182,35 @@ def test_a_review_round_becomes_training_labels_and_bad_rows_are_refused(cell_mo
     r = CliRunner().invoke(app, [*probe, "--cell-points", str(tmp_path / "bad.csv"), "--out",
                                  str(tmp_path / "c")])
     assert r.exit_code != 0 and "1 corrected cell(s) are not cells of the store's cases: line 3" in r.output
+
+
+def test_a_review_in_chromium_saves_corrections_that_probe_reads(cell_model, tmp_path):
+    """The whole round: triage, review.html in a real headless Chromium, two cells reclassified by number keys
+    and the rest confirmed with "c", "s" saves, and `probe --cell-points` trains on the saved file."""
+    if browser_missing():
+        pytest.skip(browser_missing())
+    planted_fields(tmp_path / "new", [1, 5, 2, 4], 3)
+    out = tmp_path / "triage"
+    r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "new"),
+                                 "--out", str(out), "--abnormal", "large", "adequacy.min_cells=3"])
+    assert r.exit_code == 0, r.output
+    keys = [(case, k, "c") for case in ("3_0", "3_1", "3_2", "3_3") for k in range(6)]
+    keys[0], keys[7] = ("3_0", 0, "2"), ("3_1", 1, "1")  # 2: small, 1: large (the model's classes in order)
+    saved = review_in_browser(out / "review.html", tmp_path / "downloads", keys)
+    rows = _rows(saved)
+    assert len(rows) == 24 and {x["classes"] for x in rows} == {"large|small"}
+    by_case = {}
+    for x in rows:
+        by_case.setdefault(x["case"], []).append(x)
+    first, second = by_case["3_0"][0], by_case["3_1"][1]
+    assert (first["label"], second["label"]) == ("small", "large")
+    assert first["verdict"] == ("confirmed" if first["predicted"] == "small" else "reclassified")
+    same = sum(x["predicted"] == x["label"] for x in (first, second))
+    assert sum(x["verdict"] == "confirmed" for x in rows) == 22 + same  # "c" confirms; a number key may too
+    r = CliRunner().invoke(app, ["probe", "--features", str(out / "features"), "--label", "label",
+                                 "--cell-points", str(saved), "--out", str(tmp_path / "probe"),
+                                 "--folds", "2", "--seeds", "0", "--methods", "linear"])
+    assert r.exit_code == 0, r.output
+    assert "24 of 24 labelled cells matched" in r.output
+    labels = {x["label"] for x in _rows(tmp_path / "probe" / "cells" / "manifest.csv")}
+    assert labels == {"large", "small"}

@@ -33,8 +33,8 @@ cursor:pointer}
 #notes{flex:0 0 auto;margin:0;padding:4px 12px 4px 28px;background:#fff8e1;border-bottom:1px solid #e0d6b0;
 font-size:12px}
 main{flex:1 1 auto;display:flex;min-height:0}
-#left{flex:0 0 781px;width:781px;overflow:auto;border-right:1px solid #9aa5b1}
-#right{flex:1 1 auto;overflow:auto;background:#f4f6f8;padding:12px 16px}
+#left{flex:0 0 781px;width:781px;overflow:auto;border-right:1px solid #9aa5b1;contain:strict}
+#right{flex:1 1 auto;overflow:auto;background:#f4f6f8;padding:12px 16px;contain:strict}
 .bar{padding:6px 8px}.help{color:#555;font-size:12px;margin:4px 0 8px}
 table{border-collapse:collapse;width:100%;font-size:12px}
 th{position:sticky;top:0;background:#e3e8ef;text-align:left;vertical-align:bottom;padding:6px 5px;
@@ -66,7 +66,7 @@ function el(tag, cls, text) {
   return e;
 }
 const blank = (v) => v === "" || v === null || v === undefined;
-const fmt = (v, d) => blank(v) ? "" : Number(v).toFixed(d);
+const fmt = (v, d, none = "") => blank(v) ? none : Number(v).toFixed(d);
 const COLS = [["rank", "rank"], ["case", "case"], ["score", "score"], ["quintile", "quin\u00adtile"],
   ["decision", "decision"], ["qc_rescreen", "QC rescreen"], ["adequacy", "adequacy"], ["reason", "reason"],
   ["n_cells", "cells"], ["reviewed", "re\u00adviewed"]];
@@ -142,11 +142,13 @@ function tile(c, j) {
   const cell = c.cells[j], t = el("div", "tile"), img = el("img");
   t.tabIndex = 0; t.dataset.cell = j;
   img.alt = ""; img.src = "data:image/jpeg;base64," + cell.crop;  // decoded only now, for the open case
-  t.title = cell.id + ": " + cell.cls + " p=" + fmt(cell.p, 3) + ", abnormality " + fmt(cell.abnormality, 3) +
-    ", focus " + fmt(cell.focus, 3) + ", seg confidence " + fmt(cell.seg_confidence, 3) +
-    ", (x, y, z) = (" + cell.x + ", " + cell.y + ", " + cell.z + ")";
-  t.append(img, el("div", null, cell.cls + " " + fmt(cell.p, 2)),
-    el("div", null, "focus " + fmt(cell.focus, 2) + " \u00b7 seg " + fmt(cell.seg_confidence, 2)),
+  t.title = cell.id + ": " + cell.cls + " p=" + fmt(cell.p, 3, "n/a") + ", abnormality " +
+    fmt(cell.abnormality, 3, "n/a") + ", focus " + fmt(cell.focus, 3, "n/a") + ", seg confidence " +
+    fmt(cell.seg_confidence, 3, "n/a") +
+    ", (x, y, z) = (" + cell.x + ", " + cell.y + ", " + (blank(cell.z) ? "n/a" : cell.z) + ")";
+  t.append(img, el("div", null, cell.cls + " " + fmt(cell.p, 2, "n/a")),
+    el("div", null, "focus " + fmt(cell.focus, 2, "n/a") + " \u00b7 seg " +
+      fmt(cell.seg_confidence, 2, "n/a")),
     el("div", "v", ""));
   return t;
 }
@@ -295,10 +297,15 @@ def _row(d: dict) -> dict:
             "n_cells": int(d.get("n_cells") or 0)}
 
 
+def _measure(v, kind=float):
+    """A cell's measure, or None (null in the page, shown as n/a) where it is unknown: JSON has no NaN."""
+    return None if _blank(v, kind) == "" else kind(v)
+
+
 def _cell(c: dict) -> dict:
-    return {"id": str(c["id"]), "x": float(c["x"]), "y": float(c["y"]), "z": int(c.get("z", 0)),
-            "cls": str(c["cls"]), "p": float(c["p"]), "abnormality": float(c.get("abnormality", 0.0)),
-            "focus": float(c.get("focus", 0.0)), "seg_confidence": float(c.get("seg_confidence", 0.0)),
+    return {"id": str(c["id"]), "x": float(c["x"]), "y": float(c["y"]), "z": _measure(c.get("z"), int),
+            "cls": str(c["cls"]),
+            **{k: _measure(c.get(k)) for k in ("p", "abnormality", "focus", "seg_confidence")},
             "crop": str(c["crop"])}
 
 
