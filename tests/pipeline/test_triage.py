@@ -214,3 +214,32 @@ def test_a_review_in_chromium_saves_corrections_that_probe_reads(cell_model, tmp
     assert "24 of 24 labelled cells matched" in r.output
     labels = {x["label"] for x in _rows(tmp_path / "probe" / "cells" / "manifest.csv")}
     assert labels == {"large", "small"}
+
+
+def test_a_first_pass_hands_only_each_cases_most_abnormal_cells_to_the_model(cell_model, tmp_path):
+    planted_fields(tmp_path / "new", [0, 2, 6, 4, 1], 1)
+    out = tmp_path / "triage"
+    r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "new"),
+                                 "--out", str(out), "--abnormal", "large", "--first-pass", str(cell_model),
+                                 "--candidates", "3", "--score", "top", "adequacy.min_cells=3"])
+    assert r.exit_code == 0, r.output
+    assert "30 cells classified, the 15 most abnormal (at most 3 per case) go to the foundation" in r.output
+    cells = _rows(out / "predictions.csv")
+    per = {f: sum(c["field"] == f for c in cells) for f in {c["field"] for c in cells}}
+    assert per == {f"1_{k}": 3 for k in range(5)}
+    # the candidates of 1_1 (2 large cells) are its two large cells and one small one
+    assert sorted(c["pred"] for c in cells if c["field"] == "1_1") == ["large", "large", "small"]
+    rows = _rows(out / "worklist.csv")
+    assert [x["case"] for x in rows[:3]] == ["1_2", "1_3", "1_1"]  # top 3: three large cells in 1_2 and 1_3
+    assert {x["n_cells"] for x in rows} == {"6"}  # adequacy counts every detected cell, not the candidates
+    import shutil
+
+    other = tmp_path / "other_probe"
+    shutil.copytree(cell_model, other)
+    rec = json.loads((other / "model.json").read_text())
+    rec["features"]["prepare"]["cells"]["typical_diameter_um"] = 9
+    (other / "model.json").write_text(json.dumps(rec))
+    r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "new"),
+                                 "--out", str(tmp_path / "t2"), "--abnormal", "large", "--first-pass",
+                                 str(other)])
+    assert r.exit_code != 0 and "prepared with other settings than --model's (cells differ)" in r.output

@@ -50,6 +50,12 @@ def triage(
         help="A probe or mil run trained on a triage's slides/counts or slides/top_cells store: its "
              "probability is the case score, its operating point the decision's.",
         show_default=False)] = None,
+    first_pass: Annotated[Path | None, typer.Option(
+        help="A cheap cell classifier (probe --cell-points on e.g. morphometrics features of the same "
+             "cells): only each case's --candidates most abnormal cells are embedded by --model's encoder.",
+        show_default=False)] = None,
+    candidates: Annotated[int, typer.Option(help="Cells per case the first pass hands to the foundation "
+                                                 "model.")] = default(T, "candidates"),
     threshold: Annotated[float | None, typer.Option(
         help="Operating point on the case score: below it \"no further review\".",
         show_default=False)] = None,

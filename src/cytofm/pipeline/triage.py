@@ -23,7 +23,7 @@ from cytofm.eval.adequacy import ESTIMATE_NOTE, Adequacy, assess
 from cytofm.eval.cell_burden import CaseCells, aggregate, case_summary
 from cytofm.eval.saved_model import SavedModel
 from cytofm.eval.worklist import CaseScore, build_worklist, worklist_summary
-from cytofm.pipeline.triage_config import TriageConfig, TriageError
+from cytofm.pipeline.triage_config import TriageConfig, TriageError, abnormal_classes, check_cell_model
 from cytofm.utils.io import strict_json, write_csv
 
 
@@ -52,28 +52,6 @@ class TriageResult:
     seconds: dict[str, float]
 
 
-def abnormal_classes(classes: list[str], named: list[str]) -> list[int]:
-    """The indices of the abnormal classes: those named (each must be one of the model's), or the second
-    of a two-class model."""
-    if named:
-        unknown = [c for c in named if c not in classes]
-        if unknown:
-            raise TriageError(f"abnormal class(es) {', '.join(unknown)} not among the model's classes "
-                              f"({', '.join(classes)})")
-        return [classes.index(c) for c in named]
-    if len(classes) == 2:
-        return [1]
-    raise TriageError(f"the model has {len(classes)} classes ({', '.join(classes)}): name the abnormal ones "
-                      "with --abnormal CLASS[,CLASS]")
-
-
-def check_cell_model(model: SavedModel, where: Path) -> None:
-    if not model.reads_cells:
-        raise TriageError(f"{where}: this {model.kind} model classifies whole fields or slides, and "
-                          "galleries need a cell classifier: train one with `cytofm probe --cell-points "
-                          "TABLE` on a store extracted with `--mode cells`, and give that run as --model")
-
-
 def run_triage(cfg: TriageConfig, progress=None, log=print) -> TriageResult:
     """Triage every case of ``cfg.input`` into ``cfg.out`` (see the module's docstring)."""
     from cytofm.pipeline.predict import run_predict
@@ -83,10 +61,16 @@ def run_triage(cfg: TriageConfig, progress=None, log=print) -> TriageResult:
     model = SavedModel.read(model_dir, cfg.method)
     check_cell_model(model, model_dir)
     abnormal = abnormal_classes(list(model.classes), cfg.abnormal)
-    res = run_predict(model_dir, Path(cfg.input), out, cfg.use, cfg.include_seen, heatmaps=0,
+    source, full, folders = Path(cfg.input), None, [out / "prepared", out / "features"]
+    if cfg.first_pass:
+        from cytofm.pipeline.triage_first_pass import first_pass
+
+        source, full, _ = first_pass(cfg, out, progress, log)
+        folders = [full, out / "first_pass" / "features"]
+    res = run_predict(model_dir, source, out, cfg.use, cfg.include_seen, heatmaps=0,
                       progress=progress, log=log, method=cfg.method, device=cfg.device)
     t0 = time.perf_counter()
-    cases = gather_cases(res.cells, out, cfg)
+    cases = gather_cases(res.cells, out, cfg, full, folders)
     classes = list(model.classes)
     for c in cases:
         if not c.not_analysed:
@@ -145,9 +129,11 @@ def case_score(c: Case) -> CaseScore:
     return CaseScore(c.id, score, spread, force_review=force)
 
 
-def gather_cases(pred, out: Path, cfg: TriageConfig) -> list[Case]:
-    """Every case of the input: each item of the store with its cells and the detector's adequacy, and each
-    source prepare or extract left out, with its reason (could not analyse)."""
+def gather_cases(pred, out: Path, cfg: TriageConfig, full: Path | None = None,
+                 folders: list[Path] = ()) -> list[Case]:
+    """Every case of the input: each item of the store with its cells and the detector's adequacy (from
+    ``full``'s cells where a first pass kept only some), and each source left out in ``folders`` (prepare's
+    and extract's skipped.csv) with its reason (could not analyse)."""
     from cytofm.data.cells.store import read_cells
 
     by_field: dict[str, list[int]] = {}
@@ -161,26 +147,29 @@ def gather_cases(pred, out: Path, cfg: TriageConfig) -> list[Case]:
         c = Case(r["id"], str(Path(r["path"]).resolve()) if r.get("path") else "",
                  np.array(by_field.get(r["id"], []), int), outlines=outlines, seen=r["id"] in flagged,
                  label=str(r.get(cfg.label, "") or "") if cfg.label else "")
-        if outlines is not None:
-            m = outlines.measures
-            c.adequacy = assess(m["area_um2"], m["focus"], m["seg_confidence"], outlines.clump, cfg.adequacy)
+        every = read_cells(full / "cells" / f"{r['id']}.h5") if full is not None else outlines
+        if every is not None:
+            m = every.measures
+            c.adequacy = assess(m["area_um2"], m["focus"], m["seg_confidence"], every.clump, cfg.adequacy)
             c.not_analysed = c.adequacy.not_analysed
         if not c.not_analysed and not len(c.cells):
             c.not_analysed = "no cells found"
         cases.append(c)
     have = {c.id for c in cases}
-    cases += [c for c in left_out(out, pred.prepared) if c.id not in have]
+    for c in left_out([pred.prepared, *folders]):
+        if c.id not in have:
+            have.add(c.id)
+            cases.append(c)
     return cases
 
 
-def left_out(out: Path, prepared: Path | None) -> list[Case]:
-    """The sources prepare or extract left out, as cases that could not be analysed: an unreadable file, no
-    um/px, blank glass or no cell, a stain that could not be estimated."""
+def left_out(folders: list[Path | None]) -> list[Case]:
+    """The sources prepare or extract left out (each folder's skipped.csv), as cases that could not be
+    analysed: an unreadable file, no um/px, blank glass or no cell, a stain that could not be estimated."""
     from cytofm.utils.io import read_csv
 
-    cases = []
-    folders = [f for f in {prepared, out / "prepared", out / "features"} if f is not None]
-    for folder in folders:
+    cases, seen = [], set()
+    for folder in [f for f in folders if f is not None and f not in seen and not seen.add(f)]:
         p = folder / "skipped.csv"
         for r in read_csv(p) if p.is_file() else []:
             cases.append(Case(Path(r["path"]).stem, str((folder / r["path"]).resolve()),

@@ -1,8 +1,10 @@
 """Typed settings of ``cytofm triage`` (``--config FILE``, ``key=value``; the options' defaults come from
-here). The thresholds are defaults for research: a lab validates its own before it relies on them."""
+here) and the checks of the models they name. The thresholds are defaults for research: a lab validates
+its own before it relies on them."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -58,6 +60,33 @@ class TriageConfig(Section):
     """Share of the "no further review" cases drawn for a QC rescreen (FocalPoint draws up to 15%)."""
     seed: int = 0
     include_seen: bool = False
+    first_pass: str | None = None
+    """A cheap cell classifier (a ``probe --cell-points`` run on e.g. ``morphometrics`` features of the same
+    prepared cells): it classifies every cell, and only each case's ``candidates`` most abnormal are embedded
+    by --model's encoder (for slides of many thousand cells)."""
+    candidates: int = Field(500, ge=1)
     crop_px: int = Field(64, ge=16, le=256)
     adequacy: AdequacyConfig = AdequacyConfig()
 
+
+def abnormal_classes(classes: list[str], named: list[str]) -> list[int]:
+    """The indices of the abnormal classes: those named (each must be one of the model's), or the second
+    of a two-class model."""
+    if named:
+        unknown = [c for c in named if c not in classes]
+        if unknown:
+            raise TriageError(f"abnormal class(es) {', '.join(unknown)} not among the model's classes "
+                              f"({', '.join(classes)})")
+        return [classes.index(c) for c in named]
+    if len(classes) == 2:
+        return [1]
+    raise TriageError(f"the model has {len(classes)} classes ({', '.join(classes)}): name the abnormal ones "
+                      "with --abnormal CLASS[,CLASS]")
+
+
+def check_cell_model(model, where: Path) -> None:
+    """Refuse a model that does not classify single cells (a ``SavedModel``), with the fix."""
+    if not model.reads_cells:
+        raise TriageError(f"{where}: this {model.kind} model classifies whole fields or slides, and "
+                          "galleries need a cell classifier: train one with `cytofm probe --cell-points "
+                          "TABLE` on a store extracted with `--mode cells`, and give that run as --model")
