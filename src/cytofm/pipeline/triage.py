@@ -62,11 +62,13 @@ def run_triage(cfg: TriageConfig, progress=None, log=print) -> TriageResult:
     check_cell_model(model, model_dir)
     abnormal = abnormal_classes(list(model.classes), cfg.abnormal)
     source, full, folders = Path(cfg.input), None, [out / "prepared", out / "features"]
+    t0, kept = time.perf_counter(), {}
     if cfg.first_pass:
         from cytofm.pipeline.triage_first_pass import first_pass
 
-        source, full, _ = first_pass(cfg, out, progress, log)
+        source, full, kept = first_pass(cfg, out, progress, log)
         folders = [full, out / "first_pass" / "features"]
+    first = time.perf_counter() - t0
     res = run_predict(model_dir, source, out, cfg.use, cfg.include_seen, heatmaps=0,
                       progress=progress, log=log, method=cfg.method, device=cfg.device)
     t0 = time.perf_counter()
@@ -95,11 +97,12 @@ def run_triage(cfg: TriageConfig, progress=None, log=print) -> TriageResult:
              f"{n['could not analyse']} could not be analysed", *op_lines]
     lines += [f"could not analyse {r['case']}: {r['reason']}" for r in worklist
               if r["decision"] == "could not analyse"][:10]
+    seconds = {"first_pass": first, **res.seconds, "triage": time.perf_counter() - t0}
     record = {"classes": classes, "abnormal": [classes[k] for k in abnormal], "threshold": threshold,
-              "settings": cfg.model_dump(), "counts": n, "note": ESTIMATE_NOTE}
+              "settings": cfg.model_dump(), "counts": n, "first_pass": kept, "seconds": seconds,
+              "note": ESTIMATE_NOTE}
     (out / "triage.json").write_text(strict_json(record))
-    return TriageResult(out, worklist, lines + [ESTIMATE_NOTE], {**res.seconds,
-                                                                  "triage": time.perf_counter() - t0})
+    return TriageResult(out, worklist, lines + [ESTIMATE_NOTE], seconds)
 
 
 def slide_scores(cases: list[Case], pred, classes: list[str], abnormal: list[int], cfg: TriageConfig,
