@@ -52,6 +52,10 @@ def test_demo_end_to_end_and_report_screenshot(tmp_path):
     assert len(predicted) == 20 and all(p["excluded"] == "False" for p in predicted)
     assert list((out / "predict" / "heatmaps").glob("*.png"))
     assert len(list((out / "umap").glob("umap_*.png"))) == 8  # cells and fields, four encoders
+    # the last stage: the 15 new chula fields triaged for schistocytes, the review page named, not opened
+    worklist = list(csv.DictReader(open(out / "triage" / "worklist.csv")))
+    assert len(worklist) == 15 and (out / "triage" / "review.html").is_file()
+    assert str(out / "triage" / "review.html") in r.stdout.replace("\n", "")
     report = out / "report.html"
     text = report.read_text()
     assert text.index("Summary: what the results say") < text.index("<h2>Results")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = 7
+STAGES = 8
 FRESH = "demo_fresh.safetensors"
 """The fresh encoder's export: tables name it ``cytofm:demo_fresh.safetensors``."""
 PLAN = "plan.json"
@@ -90,10 +90,15 @@ def run_demo(out: Path, minutes: float | None = None, iterations: int | None = N
     demo.attention_maps()
     demo.say(f"6/{STAGES} UMAP of the embeddings (cells by morphology, fields by white-cell type)")
     umaps(bench, demo.out / "umap", log)
-    demo.say(f"7/{STAGES} report")
+    demo.say(f"7/{STAGES} triage: the sample's new blood-film fields ranked for schistocytes, with galleries "
+             "and a review page")
+    from cytofm.pipeline.demo_triage import demo_triage
+
+    triaged = demo_triage(demo.root, demo.out, demo.progress, log)
+    demo.say(f"8/{STAGES} report")
     summary_md = bench / "summary.md"
     summary = ([ln[2:] for ln in summary_md.read_text().splitlines() if ln.startswith("- ")]
-               if summary_md.is_file() else []) + predicted
+               if summary_md.is_file() else []) + predicted + triaged
     report = build_report(demo.out, title="cytofm demo: red-cell morphology and white-cell type "
                                           "on unseen blood smears")
     took = demo.elapsed()

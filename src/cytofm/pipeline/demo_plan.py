@@ -41,7 +41,7 @@ PREDICT_PER_FIELD = {"forwards": 34, "overhead_s": 0.12, "evaluation_s": 0.24}
 """One held-out field in `predict`: its patches through the shipped encoder only, and a quarter of a task
 field's overhead and ABMIL (one encoder's five folds, trained once for the saved model). Measured: 19 fields
 in 24 s on a machine this model estimated at 23 s."""
-FIXED_S = {"start-up and prepare": 10.0, "UMAP": 25.0, "report": 3.0}
+FIXED_S = {"start-up and prepare": 10.0, "UMAP": 25.0, "triage": 30.0, "report": 3.0}
 """Stages that do not grow with the items, on the reference machine (scaled by the scikit-learn fit's
 time)."""
 ATTENTION_MAPS_S = 8.0 / 6
