@@ -54,6 +54,7 @@ def cell_model(tmp_path_factory):
 def test_triage_ranks_decides_draws_and_lists_what_it_could_not_analyse(cell_model, tmp_path):
     planted_fields(tmp_path / "new", [0, 2, 6, 4, 1], 1)  # fields 1_0 .. 1_4 with 0, 2, 6, 4, 1 large cells
     Image.fromarray(smear(180, 240, [], seed=7)[0]).save(tmp_path / "new" / "blank.png")
+    (tmp_path / "new" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     out = tmp_path / "triage"
     r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "new"),
                                  "--out", str(out), "--abnormal", "large", "--threshold", "0.3", "--qc-share",
@@ -63,16 +64,18 @@ def test_triage_ranks_decides_draws_and_lists_what_it_could_not_analyse(cell_mod
     rows = _rows(out / "worklist.csv")
     # burden: the mean P(large), 0.17 + 0.65 x the share of large cells 6/6, 4/6, 2/6, 1/6, 0/6 (the probe is
     # soft: 0.83 on a large cell); 0.3 falls between 2/6 (0.39) and 1/6 (0.28). The blank field last
-    assert [x["case"] for x in rows] == ["1_2", "1_3", "1_1", "1_4", "1_0", "blank"]
-    assert [x["rank"] for x in rows] == ["1", "2", "3", "4", "5", ""]
-    assert [x["quintile"] for x in rows] == ["5", "4", "3", "2", "1", ""]  # five cases: one per quintile
-    assert [x["decision"] for x in rows] == ["review"] * 3 + ["no further review"] * 2 + ["could not analyse"]
+    assert [x["case"] for x in rows] == ["1_2", "1_3", "1_1", "1_4", "1_0", "blank", "broken"]
+    assert [x["rank"] for x in rows] == ["1", "2", "3", "4", "5", "", ""]
+    assert [x["quintile"] for x in rows] == ["5", "4", "3", "2", "1", "", ""]  # five cases: one per quintile
+    assert [x["decision"] for x in rows] == (["review"] * 3 + ["no further review"] * 2
+                                             + ["could not analyse"] * 2)
+    assert rows[-1]["reason"].startswith("unreadable: ")
     # the no-further-review cases sorted [1_0, 1_4]; ceil(0.5 * 2) = 1; default_rng(7).choice(2, 1) = [1]
     assert [x["case"] for x in rows if x["qc_rescreen"] == "True"] == ["1_4"]
-    assert rows[-1]["reason"].startswith("no cells found") and rows[-1]["score"] == ""
+    assert rows[-2]["reason"].startswith("no cells found") and rows[-2]["score"] == ""
     assert [x["n_large"] for x in rows[:5]] == ["6", "4", "2", "1", "0"]
     assert [x["adequacy"] for x in rows[:5]] == ["satisfactory"] * 5  # 6 cells >= limited_cells 5
-    assert "1 could not be analysed" in r.output and "could not analyse blank: no cells found" in r.output
+    assert "2 could not be analysed" in r.output and "could not analyse blank: no cells found" in r.output
     # galleries: the top four of field 1_3 are its four large cells
     gal = [g for g in _rows(out / "gallery.csv") if g["case"] == "1_3"]
     assert [g["cls"] for g in gal if g["gallery"] == "top"] == ["large"] * 4
@@ -129,6 +132,11 @@ def test_labelled_cases_choose_the_operating_point_out_of_fold(cell_model, tmp_p
     assert {x["case"]: float(x["score"]) for x in rows} == pytest.approx(p, abs=1e-5)
     assert all((x["decision"] == "review") == (float(x["score"]) >= op["threshold"]) for x in rows)
     assert json.loads((tmp_path / "again" / "triage.json").read_text())["threshold"] == op["threshold"]
+    # a model of whole cases (the slide probe) is no cell classifier: refused with the fix
+    r = CliRunner().invoke(app, ["triage", "--model", str(tmp_path / "slide"), "--input",
+                                 str(tmp_path / "cases.csv"), "--out", str(tmp_path / "refused")])
+    assert r.exit_code != 0 and "galleries need a cell classifier" in r.output
+    assert "probe --cell-points" in r.output and not (tmp_path / "refused" / "worklist.csv").exists()
 
 
 def test_a_model_of_whole_fields_is_refused_for_galleries_with_the_fix(tmp_path):
