@@ -142,12 +142,11 @@ def case_scores(triage: Path, question: str) -> tuple[np.ndarray, dict[str, np.n
 
 
 def auroc_ci(y: np.ndarray, s: np.ndarray) -> tuple[float, float, float]:
-    from sklearn.metrics import roc_auc_score
+    from cytofm.eval.metrics import bootstrap_ci, classification_metrics
 
-    from cytofm.eval.metrics import bootstrap_ci
-
-    lo, hi = bootstrap_ci(y.astype(int), np.stack([1 - s, s], 1), 2).get("auroc", (np.nan, np.nan))
-    return float(roc_auc_score(y, s)), lo, hi
+    proba = np.stack([1 - s, s], 1)
+    lo, hi = bootstrap_ci(y.astype(int), proba, 2).get("auroc", (np.nan, np.nan))
+    return float(classification_metrics(y.astype(int), proba, 2)["auroc"]), lo, hi
 
 
 def slide_models(triage: Path, question: str, work: Path) -> dict[str, tuple]:

@@ -76,9 +76,7 @@ def build(work: Path, inputs: dict[str, Path], enc: str) -> tuple[Path, Path]:
 
 
 def score(triage: Path, truth: dict[str, str]) -> None:
-    from sklearn.metrics import balanced_accuracy_score
-
-    from cytofm.eval.metrics import bootstrap_ci
+    from cytofm.eval.metrics import bootstrap_ci, classification_metrics
 
     cells: dict[str, list[dict]] = {}
     for c in _read(triage / "predictions.csv"):
@@ -96,7 +94,7 @@ def score(triage: Path, truth: dict[str, str]) -> None:
     proba = np.eye(len(TYPES))[pred]
     ci = bootstrap_ci(y, proba, len(TYPES)).get("balanced_accuracy", (np.nan, np.nan))
     print(f"  {len(y)} fields: the field's white cell typed as annotated in {np.mean(y == pred):.1%}; "
-          f"balanced accuracy {balanced_accuracy_score(y, pred):.3f} [{ci[0]:.3f}, {ci[1]:.3f}]; "
+          f"balanced accuracy {classification_metrics(y, proba, len(TYPES))['balanced_accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]; "
           f"exactly one white cell counted in {np.mean(counted == 1):.1%} of the fields, "
           f"{counted.mean():.2f} per field on average (the annotation: 1)")
 
