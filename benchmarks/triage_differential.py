@@ -93,8 +93,9 @@ def score(triage: Path, truth: dict[str, str]) -> None:
     y, pred, counted = np.array(y), np.array(pred), np.array(counted)
     proba = np.eye(len(TYPES))[pred]
     ci = bootstrap_ci(y, proba, len(TYPES)).get("balanced_accuracy", (np.nan, np.nan))
+    bal = classification_metrics(y, proba, len(TYPES))["balanced_accuracy"]
     print(f"  {len(y)} fields: the field's white cell typed as annotated in {np.mean(y == pred):.1%}; "
-          f"balanced accuracy {classification_metrics(y, proba, len(TYPES))['balanced_accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]; "
+          f"balanced accuracy {bal:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]; "
           f"exactly one white cell counted in {np.mean(counted == 1):.1%} of the fields, "
           f"{counted.mean():.2f} per field on average (the annotation: 1)")
 
