@@ -131,7 +131,8 @@ def gallery_precision(triage: Path, data: Path, question: str, tol: float, k: in
 
 def case_scores(triage: Path, question: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The analysed cases' truth and their burden and top-cells scores (from the cell predictions)."""
-    rows = [r for r in _read(triage / "worklist.csv") if r["decision"] != "could not analyse"]
+    rows = sorted((r for r in _read(triage / "worklist.csv") if r["decision"] != "could not analyse"),
+                  key=lambda r: r["case"])  # by case, so two runs' scores pair up
     cells: dict[str, list[float]] = {}
     for c in _read(triage / "predictions.csv"):
         cells.setdefault(c["field"], []).append(float(c[f"p_{question}"]))
@@ -169,6 +170,21 @@ def slide_models(triage: Path, question: str, work: Path) -> dict[str, tuple]:
         ids = sorted(p)
         out[name] = (float(r["mean"]), float(r["ci95_low"]), float(r["ci95_high"]),
                      np.array([truth[i] for i in ids]), np.array([np.mean(p[i]) for i in ids]))
+    return out
+
+
+def paired_lines(work: Path, question: str) -> list[str]:
+    from cytofm.eval.metrics import paired_difference
+
+    (y, a), (y2, b) = (case_scores(work / f"triage_{e}_{question}", question)
+                       for e in ("cytofm", "morphometrics"))
+    if not np.array_equal(y, y2) or len(y) != len(y2):
+        return [f"  {question}: the two runs analysed other cases; not paired"]
+    out = []
+    for name in a:
+        d, (lo, hi) = paired_difference(y.astype(int), np.stack([1 - a[name], a[name]], 1),
+                                        np.stack([1 - b[name], b[name]], 1), 2, metric="auroc")
+        out.append(f"  {question:<12} {name:<7} AUROC cytofm - morphometrics {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     return out
 
 
@@ -243,6 +259,11 @@ def main() -> int:
                       f"probabilities: no further review {op['no_further_review_share']:.1%}, sensitivity "
                       f"{op['sensitivity']:.3f}, specificity {op['specificity']:.3f}")
     if {"cytofm", "morphometrics"} <= set(a.encoders.split(",")):
+        print("\nthe shipped encoder's cell classifier against the morphometrics one, case AUROC of the same "
+              "score on the same cases (paired bootstrap over cases; one training of each classifier, so the "
+              "interval leaves out training variation):")
+        for q in QUESTIONS:
+            print("\n".join(paired_lines(work, q)))
         for q in QUESTIONS:
             print(f"\nfirst pass (morphometrics) before the shipped encoder, {q}:")
             print("\n".join(first_pass_retention(work, q)))
