@@ -129,7 +129,7 @@ def gallery_precision(triage: Path, data: Path, question: str, tol: float, k: in
             "gallery_cells": n, "unlabelled_share": unlabelled / max(n, 1)}
 
 
-def case_scores(triage: Path, question: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def case_scores(triage: Path, question: str) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """The analysed cases' truth and their burden and top-cells scores (from the cell predictions)."""
     rows = sorted((r for r in _read(triage / "worklist.csv") if r["decision"] != "could not analyse"),
                   key=lambda r: r["case"])  # by case, so two runs' scores pair up
@@ -139,7 +139,7 @@ def case_scores(triage: Path, question: str) -> tuple[np.ndarray, dict[str, np.n
     y = np.array([r["label"] == "yes" for r in rows])
     burden = np.array([np.mean(cells[r["case"]]) for r in rows])
     top = np.array([np.mean(sorted(cells[r["case"]])[-3:]) for r in rows])
-    return y, {"burden": burden, "top": top}
+    return y, {"burden": burden, "top": top}, [r["case"] for r in rows]
 
 
 def auroc_ci(y: np.ndarray, s: np.ndarray) -> tuple[float, float, float]:
@@ -176,9 +176,9 @@ def slide_models(triage: Path, question: str, work: Path) -> dict[str, tuple]:
 def paired_lines(work: Path, question: str) -> list[str]:
     from cytofm.eval.metrics import paired_difference
 
-    (y, a), (y2, b) = (case_scores(work / f"triage_{e}_{question}", question)
-                       for e in ("cytofm", "morphometrics"))
-    if not np.array_equal(y, y2) or len(y) != len(y2):
+    (y, a, ids), (_, b, ids2) = (case_scores(work / f"triage_{e}_{question}", question)
+                                 for e in ("cytofm", "morphometrics"))
+    if ids != ids2:
         return [f"  {question}: the two runs analysed other cases; not paired"]
     out = []
     for name in a:
@@ -241,7 +241,7 @@ def main() -> int:
                 cytofm("triage", "--model", str(built["probe"]), "--input", str(built["eval"]), "--out",
                        str(triage), "--abnormal", q, "--top-k", "30", "--label", q)
             took = time.perf_counter() - t0
-            y, scores = case_scores(triage, q)
+            y, scores, _ = case_scores(triage, q)
             g = gallery_precision(triage, data, q, tol)
             print(f"\n{enc} / {q}: {int(y.sum())} positive of {len(y)} cases; triage {took:.0f} s")
             print(f"  top-10 gallery on positive cases: precision {g['precision_labelled']:.3f} among "
