@@ -66,20 +66,22 @@ def main() -> int:
     ap.add_argument("--work", default="triage-bench/pretrain150_eval10000",
                     help="benchmarks/triage.py's work folder (its two cell classifiers)")
     ap.add_argument("--cells", type=int, default=100_000)
-    ap.add_argument("--cells-per-field", type=float, default=55.0, help="detected cells per field (a guess)")
+    ap.add_argument("--cells-per-field", type=float, default=89.0,
+                    help="detected cells per field (89 on the 237 labelled evaluation fields)")
     ap.add_argument("--candidates", type=int, default=5000)
     ap.add_argument("--abnormal", default="schistocyte")
+    ap.add_argument("--prepare-only", action="store_true", help="write and prepare the slide, then stop")
     a = ap.parse_args()
     data = data_folder(a.data, "chula_rbc12", "triage")
     work = Path(a.work).resolve()
     models = {e: work / f"cell_probe_{e}" for e in ("cytofm", "morphometrics")}
     if data is None:
         return 0
-    if not all((m / "model.json").is_file() for m in models.values()):
+    if not a.prepare_only and not all((m / "model.json").is_file() for m in models.values()):
         print(f"no cell classifiers under {work}: run benchmarks/triage.py first")
         return 0
     slide_dir = work / f"slide_{a.cells}"
-    slide_dir.mkdir(exist_ok=True)
+    slide_dir.mkdir(parents=True, exist_ok=True)
     tif, prep = slide_dir / "slide.tif", slide_dir / "prepared"
     if not (prep / "manifest.csv").is_file():
         w, h = write_mosaic(data, tif, int(a.cells / a.cells_per_field))
@@ -88,6 +90,8 @@ def main() -> int:
         took = cytofm("prepare", str(slide_dir / "slide.csv"), "--out", str(prep), "--preset", "smear_cells",
                       "--cells")
         print(f"slide {w} x {h} px ({w * h / 1e6:.0f} MP); prepare --cells (detection) {took:.0f} s")
+    if a.prepare_only:
+        return 0
     out = slide_dir / f"triage_{a.candidates}"
     took = cytofm("triage", "--model", str(models["cytofm"]), "--first-pass", str(models["morphometrics"]),
                   "--candidates", str(a.candidates), "--input", str(prep), "--out", str(out), "--abnormal",
