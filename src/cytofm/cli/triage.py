@@ -13,6 +13,7 @@ from cytofm.cli.common import (
     PRINT_CONFIG_HELP,
     console,
     default,
+    fail,
     info,
     make_progress,
     resolve_settings,
@@ -88,6 +89,9 @@ def triage(
     from cytofm.utils.io import check_writable_dir
 
     check_writable_dir(Path(cfg.out))
+    for option, path in (("--model", cfg.model), ("--input", cfg.input)):
+        if not Path(path).exists():
+            fail(f"{option} {path}: no such file or folder")
     with make_progress() as progress:
         r = run_triage(cfg, progress=progress, log=info)
     for line in r.lines:
