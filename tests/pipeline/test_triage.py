@@ -250,4 +250,4 @@ def test_a_first_pass_hands_only_each_cases_most_abnormal_cells_to_the_model(cel
     r = CliRunner().invoke(app, ["triage", "--model", str(cell_model), "--input", str(tmp_path / "new"),
                                  "--out", str(tmp_path / "t2"), "--abnormal", "large", "--first-pass",
                                  str(other)])
-    assert r.exit_code != 0 and "prepared with other settings than --model's (cells differ)" in r.output
+    assert r.exit_code != 0 and "(cells.typical_diameter_um: 9 there, 6.0 in the model)" in r.output

@@ -10,7 +10,6 @@ import re
 
 import pytest
 
-from cytofm.viz import review_page
 from cytofm.viz.review_page import CSV_COLUMNS, SCRIPT, STYLE, page_data, write_review_page
 
 EVIL_CASE = "</script><script>alert(1)</script>"
@@ -110,7 +109,7 @@ def test_written_through_a_temporary_file(tmp_path, monkeypatch):
         calls.append((src, dst, open(src, encoding="utf-8").read()))
         real(src, dst)
 
-    monkeypatch.setattr(review_page.os, "replace", spy)
+    monkeypatch.setattr(os, "replace", spy)
     text = _write(tmp_path)
     [(src, dst, written)] = calls
     assert dst == path and os.path.dirname(src) == str(path.parent) and written == text
@@ -119,7 +118,7 @@ def test_written_through_a_temporary_file(tmp_path, monkeypatch):
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(review_page.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         _write(tmp_path, title="second")
     assert path.read_text(encoding="utf-8") == text  # the old page untouched, no temporary file left

@@ -18,12 +18,14 @@ cells (one abnormal cell among many raises it: a finding that sends a case to re
 
 @dataclass
 class CaseCells:
-    """One case's cells aggregated: the ensemble's mean abnormal probability per cell (``abnormality``),
-    the cells in order of it (most abnormal first), predicted classes, and the score per member."""
+    """One case's cells aggregated: the ensemble's mean probabilities (``mean``) and abnormal probability
+    (``abnormality``) per cell, the cells in order of it (most abnormal first), the predicted classes, and
+    the score per member."""
 
+    mean: np.ndarray  # (n, C) the members' mean class probabilities
+    pred: np.ndarray  # (n,) class index of ``mean``
     abnormality: np.ndarray  # (n,)
     order: np.ndarray  # (n,) cell indices, most abnormal first
-    pred: np.ndarray  # (n,) class index of the mean probabilities
     member_scores: np.ndarray  # (M,)
 
     @property
@@ -52,9 +54,10 @@ def aggregate(probs: np.ndarray, abnormal: list[int], how: str = "burden", top: 
     if probs.shape[1] == 0:
         raise ValueError("a case with no cell has no score")
     p_abn = probs[:, :, abnormal].sum(-1)  # (M, n)
-    mean = p_abn.mean(0)
-    order = np.lexsort((np.arange(len(mean)), -mean))  # most abnormal first, ties by index
-    return CaseCells(mean, order, probs.mean(0).argmax(1), case_score(p_abn, how, top))
+    abnormality = p_abn.mean(0)
+    order = np.lexsort((np.arange(len(abnormality)), -abnormality))  # most abnormal first, ties by index
+    mean = probs.mean(0)
+    return CaseCells(mean, mean.argmax(1), abnormality, order, case_score(p_abn, how, top))
 
 
 def case_summary(cells: CaseCells, classes: list[str], abnormal: list[int], top: int = 10) -> dict:

@@ -105,12 +105,13 @@ def _prepared(model: SavedModel, input: Path, out: Path, progress, log) -> Path:
     return out / "prepared"
 
 
-def _differences(want: dict, got: dict, prefix: str = "") -> list[str]:
+def settings_differences(want: dict, got: dict, prefix: str = "") -> list[str]:
+    """Each nested setting that differs, as ``key.sub: GOT there, WANT in the model``."""
     out = []
     for k in sorted(set(want) | set(got)):
         a, b = want.get(k), got.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
+            out += settings_differences(a, b, f"{prefix}{k}.")
         elif a != b:
             out.append(f"{prefix}{k}: {b!r} there, {a!r} in the model")
     return out
@@ -126,7 +127,7 @@ def check_prepared(recorded: dict, folder: Path) -> None:
         here = yaml.safe_load((folder / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise ModelFolderError(f"{folder}/config.yaml: cannot read the prepare settings ({e})") from None
-    diff = _differences(recorded, {k: here.get(k) for k in recorded})
+    diff = settings_differences(recorded, {k: here.get(k) for k in recorded})
     if diff:
         raise ModelFolderError(f"{folder}: prepared with other settings than the model's features: "
                                + "; ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")

@@ -90,7 +90,7 @@ def run_triage(cfg: TriageConfig, progress=None, log=print) -> TriageResult:
         if c.agg is not None:
             r.update({k: v for k, v in case_summary(c.agg, classes, abnormal).items() if k != "n_cells"})
     write_csv(out / "worklist.csv", worklist)
-    write_outputs(out, cases, res.cells, worklist, classes, abnormal, cfg, log)
+    write_outputs(out, cases, res.cells, worklist, classes, abnormal, cfg)
     n = worklist_summary(worklist)
     lines = [f"triage of {len(cases)} case(s): {n['review']} to review, {n['no further review']} no further "
              f"review ({n['qc_rescreen']} drawn for a QC rescreen, share {cfg.qc_share:g}, seed {cfg.seed}), "

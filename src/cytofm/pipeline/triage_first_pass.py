@@ -21,11 +21,12 @@ from cytofm.pipeline.triage_config import TriageConfig, TriageError, abnormal_cl
 def _same_cells(main: SavedModel, cheap: SavedModel, where: Path) -> None:
     """Both models must have been trained on cells detected with the same prepare settings, or the
     candidates would be other cells than the ones the foundation model's classifier knows."""
-    a, b = main.prepare, cheap.prepare
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    from cytofm.pipeline.predict_input import settings_differences
+
+    diff = settings_differences(main.prepare, cheap.prepare)
     if diff:
         raise TriageError(f"--first-pass {where}: its cells were prepared with other settings than --model's "
-                          f"({', '.join(diff)} differ); train both on the same prepared folder")
+                          f"({'; '.join(diff[:6])}); train both on the same prepared folder")
 
 
 def keep_top(p_abnormal: np.ndarray, fields: list[str], n: int) -> dict[str, np.ndarray]:

@@ -13,14 +13,15 @@ import numpy as np
 from cytofm.utils.io import write_csv
 
 UNIDENTIFIED = "unidentified"
+CELL_FIELDS = ("id", "x", "y", "z", "cls", "p", "abnormality", "focus", "seg_confidence")
+"""What gallery.csv and the review page show of a cell."""
 
 
-def galleries(agg, classes: list[str], probs_mean: np.ndarray, top_k: int, per_class: int,
-              below: float) -> dict[str, list[int]]:
+def galleries(agg, classes: list[str], top_k: int, per_class: int, below: float) -> dict[str, list[int]]:
     """Indices into a case's cells: ``top``, its ``top_k`` most abnormal; per class, the cells predicted
     as it with confidence at least ``below``, most confident first (``per_class`` of them); and
     ``unidentified``, the cells no class reaches ``below`` for, least confident first."""
-    conf = probs_mean.max(1)
+    conf = agg.mean.max(1)
     out = {"top": [int(i) for i in agg.order[:top_k]]}
     sure = conf >= below
     for k, c in enumerate(classes):
@@ -31,9 +32,9 @@ def galleries(agg, classes: list[str], probs_mean: np.ndarray, top_k: int, per_c
     return out
 
 
-def differential(agg, classes: list[str], probs_mean: np.ndarray, below: float) -> dict:
+def differential(agg, classes: list[str], below: float) -> dict:
     """A case's count by class of the cells classified with confidence, and its unidentified cells."""
-    sure = probs_mean.max(1) >= below
+    sure = agg.mean.max(1) >= below
     return {**{f"n_{c}": int((sure & (agg.pred == k)).sum()) for k, c in enumerate(classes)},
             f"n_{UNIDENTIFIED}": int((~sure).sum())}
 
@@ -56,7 +57,7 @@ def _outline_index(case, pred_cells: list[dict]) -> list[int | None]:
 def cell_records(case, pred, classes: list[str]) -> list[dict]:
     """One record per cell of a case: its place (the detector's centre where known), plane, class and
     probability, abnormality, focus and segmentation confidence."""
-    mean = pred.probs[:, case.cells].mean(0)
+    mean = case.agg.mean
     rows = []
     for j, (k, o) in enumerate(zip(case.cells, _outline_index(case, pred.cells), strict=True)):
         c, t = pred.cells[k], case.outlines
@@ -109,8 +110,7 @@ def crops(image: str, kind_of, cells: list[dict], which: set[int], size: int) ->
 
 def gallery_rows(case_id: str, cells: list[dict], gal: dict[str, list[int]]) -> list[dict]:
     """gallery.csv's rows of a case: each cell of each gallery with its place in it."""
-    keep = ("id", "x", "y", "z", "cls", "p", "abnormality", "focus", "seg_confidence")
-    return [{"case": case_id, "gallery": g, "position": n + 1, **{k: cells[j][k] for k in keep}}
+    return [{"case": case_id, "gallery": g, "position": n + 1, **{k: cells[j][k] for k in CELL_FIELDS}}
             for g, idx in gal.items() for n, j in enumerate(idx)]
 
 
@@ -140,7 +140,7 @@ def gallery_geojson(path: Path, case, cells: list[dict], gal: dict[str, list[int
 
 
 def write_outputs(out: Path, cases: list, pred, worklist: list[dict], classes: list[str], abnormal: list[int],
-                  cfg, log=print) -> None:
+                  cfg) -> None:
     """gallery.csv, differential.csv, geojson/<case>.gallery.geojson and review.html."""
     from cytofm.data.sources.source import open_source
     from cytofm.eval.adequacy import ESTIMATE_NOTE
@@ -152,18 +152,18 @@ def write_outputs(out: Path, cases: list, pred, worklist: list[dict], classes: l
         if case.agg is None:
             page[case.id] = {"image": case.image, "cells": [], "galleries": {}}
             continue
-        mean = pred.probs[:, case.cells].mean(0)
         cells = cell_records(case, pred, classes)
-        gal = galleries(case.agg, classes, mean, cfg.top_k, cfg.class_gallery, cfg.unidentified_below)
+        gal = galleries(case.agg, classes, cfg.top_k, cfg.class_gallery, cfg.unidentified_below)
         shown = {j for idx in gal.values() for j in idx}
         images = crops(case.image, lambda p, k=kinds.get(case.id, "image"): open_source(p, k), cells, shown,
                        cfg.crop_px)
         slot = {j: n for n, j in enumerate(sorted(shown))}  # a cell's index among those the page carries
         page[case.id] = {"image": case.image,
                          "galleries": {g: [slot[j] for j in idx] for g, idx in gal.items()},
-                         "cells": [{**_public(cells[j]), "crop": images[j]} for j in sorted(shown)]}
+                         "cells": [{**{k: cells[j][k] for k in CELL_FIELDS}, "crop": images[j]}
+                                   for j in sorted(shown)]}
         rows += gallery_rows(case.id, cells, gal)
-        diff.append({"case": case.id, **differential(case.agg, classes, mean, cfg.unidentified_below)})
+        diff.append({"case": case.id, **differential(case.agg, classes, cfg.unidentified_below)})
         if case.outlines is not None:
             gallery_geojson(out / "geojson" / f"{case.id}.gallery.geojson", case, cells, gal)
     write_csv(out / "gallery.csv", rows)
@@ -173,8 +173,3 @@ def write_outputs(out: Path, cases: list, pred, worklist: list[dict], classes: l
                              f"Abnormal classes: {', '.join(classes[k] for k in abnormal)}; "
                              f"case score: {cfg.score}."])
 
-
-def _public(c: dict) -> dict:
-    """A cell as the page shows it (an unknown measure as null: JSON has no NaN)."""
-    keys = ("id", "x", "y", "z", "cls", "p", "abnormality", "focus", "seg_confidence")
-    return {k: None if isinstance(c[k], float) and c[k] != c[k] else c[k] for k in keys}

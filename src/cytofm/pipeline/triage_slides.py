@@ -32,6 +32,13 @@ def cell_model_hash(model_dir: Path) -> str:
     return hashlib.sha256((Path(model_dir) / "model.json").read_bytes()).hexdigest()[:16]
 
 
+def count_features(agg, classes: list[str], abnormal: list[int]) -> np.ndarray:
+    """A case's one instance in ``slides/counts``: its shares by class, abnormal share, ten highest abnormal
+    probabilities (``case_summary``'s, without the raw counts, which grow with the case) and its score."""
+    s = case_summary(agg, classes, abnormal)
+    return np.array([v for k, v in s.items() if not k.startswith("n_")] + [agg.score], np.float32)
+
+
 def _claim(root: Path, kind: str, dim: int, model_hash: str, spec: str) -> None:
     import shutil
 
@@ -53,15 +60,13 @@ def write_slide_stores(out: Path, cases: list, pred, classes: list[str], abnorma
         return {}
     h = cell_model_hash(model_dir)
     stores = {k: out / "slides" / k for k in KINDS}
-    n_counts = len(case_summary(done[0].agg, classes, abnormal)) - 1 - len(classes)  # shares and tops
-    _claim(stores["counts"], "counts", n_counts + 1, h, str(model_dir))
+    counts = {c.id: count_features(c.agg, classes, abnormal) for c in done}
+    _claim(stores["counts"], "counts", len(counts[done[0].id]), h, str(model_dir))
     _claim(stores["top_cells"], "top_cells", int(pred.cells[0]["features"].shape[-1]), h, str(model_dir))
     table = {k: [] for k in KINDS}
     for c in done:
-        s = case_summary(c.agg, classes, abnormal)
-        x = np.array([v for k, v in s.items() if k != "n_cells" and not k.startswith("n_")] + [c.agg.score],
-                     np.float32)
-        write_item(stores["counts"] / "features" / f"{c.id}.h5", x[None], np.zeros((1, 2)), {"case": c.id})
+        write_item(stores["counts"] / "features" / f"{c.id}.h5", counts[c.id][None], np.zeros((1, 2)),
+                   {"case": c.id})
         top = c.agg.order[:top_k]
         f = np.stack([pred.cells[c.cells[j]]["features"] for j in top])
         xy = np.array([[pred.cells[c.cells[j]]["x"], pred.cells[c.cells[j]]["y"]] for j in top])

@@ -15,7 +15,6 @@ import hashlib
 import html
 import json
 import math
-import os
 from pathlib import Path
 
 CSV_COLUMNS = ("image", "x", "y", "label", "verdict", "case", "predicted", "classes")
@@ -361,13 +360,10 @@ def page_html(data: dict) -> str:
 def write_review_page(path: Path, worklist: list[dict], cases: dict[str, dict], classes: list[str],
                       title: str = "cytofm triage", notes: list[str] = ()) -> Path:
     """Write the review page to ``path`` through a temporary file, so a reader never sees half a page."""
+    from cytofm.utils.io import atomic_path
+
     path = Path(path)
     text = page_html(page_data(worklist, cases, classes, title, notes))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
